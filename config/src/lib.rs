@@ -1,0 +1,23 @@
+//! Typed Chorus configuration.
+//!
+//! Sources, each overriding the one before:
+//! 1. built-in defaults (every key has one; `chorus.example.toml` lists them all);
+//! 2. a TOML file (`--config FILE`);
+//! 3. `CHORUS_<SECTION>_<KEY>` environment variables, e.g. `CHORUS_AUTH_SECRET`,
+//!    `CHORUS_CALLS_RING_TIMEOUT=30s`. Section names hold no underscore, so the first `_` after
+//!    the section splits it from the key. Values are read as TOML (`50`, `true`, `["a","b"]`);
+//!    anything that does not parse is taken as a string, and a string given for a list is split
+//!    on commas;
+//! 4. command-line overrides (`--set calls.ring_timeout=30s` and the dedicated flags).
+//!
+//! [`Config::load`] merges them into one TOML tree, deserialises it (errors name the key, e.g.
+//! `calls.ring_timeout`), then [`Config::validate`] checks what types cannot (ranges, files that
+//! must exist, combinations).
+
+mod duration;
+mod model;
+mod sources;
+
+pub use duration::HumanDuration;
+pub use model::*;
+pub use sources::{ConfigError, Overrides};

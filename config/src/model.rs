@@ -1,0 +1,346 @@
+//! The configuration model. Every field's doc says why it exists; `chorus.example.toml` repeats
+//! them for operators, with each default.
+
+use crate::{ConfigError, HumanDuration};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub presence: PresenceConfig,
+    pub calls: CallsConfig,
+    pub ice: IceConfig,
+}
+
+/// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
+pub const SECTIONS: &[&str] = &[
+    "server", "log", "auth", "limits", "presence", "calls", "ice",
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP listener: WebSocket, Socket.IO, REST, metrics, demo page.
+    pub listen: SocketAddr,
+    /// Development mode: loopback only, generated secret, a sample token in the log, and the
+    /// dev token endpoint. Never for production.
+    pub dev: bool,
+    /// Where local state lives (the SQLite chat database, generated dev secrets).
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown waits for clients to leave before closing them.
+    pub drain_timeout: HumanDuration,
+    /// What `server:shutdown` tells clients to wait before reconnecting (to another node).
+    pub reconnect_hint: HumanDuration,
+    /// Cap on simultaneous signaling connections, so one process cannot be exhausted.
+    pub max_connections: u32,
+    /// Cap on simultaneous connections from one IP address.
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".parse().expect("literal address"),
+            dev: false,
+            data_dir: PathBuf::from("./data"),
+            drain_timeout: HumanDuration::secs(10),
+            reconnect_hint: HumanDuration::secs(2),
+            max_connections: 20_000,
+            max_connections_per_ip: 50,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line for log collectors.
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `chorus=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The JWT signature algorithm. Fixed by configuration: the token's own header never chooses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a secret shared with the application's backend.
+    #[default]
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256; Chorus holds only the public key.
+    RS256,
+    /// ECDSA P-256 with SHA-256; Chorus holds only the public key.
+    ES256,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub algorithm: JwtAlgorithm,
+    /// HS256 secret shared with the application's backend (at least 32 bytes).
+    pub secret: String,
+    /// RS256/ES256: PEM file with the public key that verifies tokens.
+    pub public_key_file: Option<PathBuf>,
+    /// RS256/ES256: PEM file with the private key, only needed for `chorus token`.
+    pub private_key_file: Option<PathBuf>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`; at most 60 s.
+    pub leeway: HumanDuration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::HS256,
+            secret: String::new(),
+            public_key_file: None,
+            private_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway: HumanDuration::secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained client events per second per connection.
+    pub events_per_second: u32,
+    /// Events a connection may send at once above the sustained rate.
+    pub event_burst: u32,
+    /// Largest WebSocket message; larger ones close the connection with code 1009.
+    pub max_frame_bytes: usize,
+    /// Users one connection may watch with `presence:subscribe`.
+    pub max_presence_subscriptions: usize,
+    /// Calls one user may be ringing or in at once.
+    pub max_calls_per_user: usize,
+    /// Server events queued for one slow connection before it is dropped.
+    pub outbound_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            events_per_second: 50,
+            event_burst: 50,
+            max_frame_bytes: 64 * 1024,
+            max_presence_subscriptions: 1000,
+            max_calls_per_user: 5,
+            outbound_queue: 512,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// A connected user with no `activity:ping` (or other event) for this long shows as away.
+    pub away_after: HumanDuration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            away_after: HumanDuration::secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// An unanswered call ends as `missed` after this long.
+    pub ring_timeout: HumanDuration,
+    /// Every call ends as `timeout` after this long, so forgotten calls do not hold resources.
+    pub max_duration: HumanDuration,
+    /// Most users one call may hold (initiator and invitees together).
+    pub max_participants: usize,
+    /// A participant whose last connection dropped stays in the call this long, so a page
+    /// reload does not end the call.
+    pub reconnect_grace: HumanDuration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            ring_timeout: HumanDuration::secs(45),
+            max_duration: HumanDuration::secs(3600),
+            max_participants: 50,
+            reconnect_grace: HumanDuration::secs(20),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    /// STUN URLs handed to clients (`stun:host:port`).
+    pub stun_urls: Vec<String>,
+    /// TURN URLs handed to clients with ephemeral credentials (`turn:host:3478?transport=udp`).
+    pub turn_urls: Vec<String>,
+    /// Secret shared with the TURN server (coturn `static-auth-secret`) to mint credentials.
+    pub turn_secret: String,
+    /// How long minted TURN credentials stay valid.
+    pub credential_ttl: HumanDuration,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        Self {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: String::new(),
+            credential_ttl: HumanDuration::secs(6 * 3600),
+        }
+    }
+}
+
+/// Longest JWT leeway accepted: more would make `exp` meaningless.
+pub const MAX_LEEWAY_SECS: u64 = 60;
+/// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Checks what the types cannot. `dev` relaxes the secret check: dev mode generates one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.leeway.get().as_secs() > MAX_LEEWAY_SECS {
+            return Err(invalid(
+                "auth.leeway",
+                format!("at most {MAX_LEEWAY_SECS}s"),
+            ));
+        }
+        match auth.algorithm {
+            JwtAlgorithm::HS256 => {
+                if !self.server.dev && auth.secret.len() < MIN_SECRET_BYTES {
+                    return Err(invalid(
+                        "auth.secret",
+                        format!(
+                            "HS256 needs a secret of at least {MIN_SECRET_BYTES} bytes (or run with --dev)"
+                        ),
+                    ));
+                }
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                let Some(path) = &auth.public_key_file else {
+                    return Err(invalid(
+                        "auth.public_key_file",
+                        "RS256 and ES256 need the public key PEM file",
+                    ));
+                };
+                std::fs::metadata(path).map_err(|e| {
+                    invalid("auth.public_key_file", format!("{}: {e}", path.display()))
+                })?;
+            }
+        }
+        for (key, value) in [
+            ("auth.issuer", &auth.issuer),
+            ("auth.audience", &auth.audience),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err(invalid(key, "leave it out instead of setting it empty"));
+            }
+        }
+        let l = &self.limits;
+        positive("limits.events_per_second", l.events_per_second as u64)?;
+        positive("limits.event_burst", l.event_burst as u64)?;
+        if l.max_frame_bytes < 1024 || l.max_frame_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_frame_bytes",
+                "between 1024 and 16777216",
+            ));
+        }
+        positive("limits.max_calls_per_user", l.max_calls_per_user as u64)?;
+        if l.outbound_queue < 16 {
+            return Err(invalid("limits.outbound_queue", "at least 16"));
+        }
+        positive("server.max_connections", self.server.max_connections as u64)?;
+        positive(
+            "server.max_connections_per_ip",
+            self.server.max_connections_per_ip as u64,
+        )?;
+        let c = &self.calls;
+        positive_duration("calls.ring_timeout", c.ring_timeout)?;
+        positive_duration("calls.max_duration", c.max_duration)?;
+        positive_duration("presence.away_after", self.presence.away_after)?;
+        positive_duration("ice.credential_ttl", self.ice.credential_ttl)?;
+        if c.max_participants < 2 {
+            return Err(invalid("calls.max_participants", "at least 2"));
+        }
+        for url in &self.ice.stun_urls {
+            if !url.starts_with("stun:") && !url.starts_with("stuns:") {
+                return Err(invalid(
+                    "ice.stun_urls",
+                    format!("`{url}` is not a stun: URL"),
+                ));
+            }
+        }
+        for url in &self.ice.turn_urls {
+            if !url.starts_with("turn:") && !url.starts_with("turns:") {
+                return Err(invalid(
+                    "ice.turn_urls",
+                    format!("`{url}` is not a turn: URL"),
+                ));
+            }
+        }
+        if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_empty() {
+            return Err(invalid(
+                "ice.turn_secret",
+                "TURN URLs need the shared secret",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn positive_duration(key: &str, value: HumanDuration) -> Result<(), ConfigError> {
+    if value.get().is_zero() {
+        Err(invalid(key, "must be longer than 0s"))
+    } else {
+        Ok(())
+    }
+}

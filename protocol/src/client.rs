@@ -1,0 +1,390 @@
+//! Events a client sends.
+
+use crate::{CallId, ConversationId, ErrorCode, Failure, PresenceStatus, UserId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A typed client event. Build one with [`ClientEvent::parse`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    CallInitiate(CallInitiate),
+    CallAccept(CallRef),
+    CallReject(CallRef),
+    CallEnd(CallRef),
+    CallJoin(CallRef),
+    Offer(Signal),
+    Answer(Signal),
+    IceCandidate(Signal),
+    MediaToggle(MediaToggle),
+    ScreenShareStart(CallRef),
+    ScreenShareStop(CallRef),
+    StatusUpdate(StatusUpdate),
+    ActivityPing,
+    PresenceSubscribe(UserIds),
+    PresenceUnsubscribe(UserIds),
+}
+
+/// Every client event name the server accepts, in the order of [`ClientEvent`]'s variants.
+/// Metrics label events by these names (anything else counts as `unknown`).
+pub const CLIENT_EVENT_NAMES: &[&str] = &[
+    "call:initiate",
+    "call:accept",
+    "call:reject",
+    "call:end",
+    "call:join",
+    "offer",
+    "answer",
+    "ice-candidate",
+    "call:media-toggle",
+    "screen:share-start",
+    "screen:share-stop",
+    "user:status:update",
+    "activity:ping",
+    "presence:subscribe",
+    "presence:unsubscribe",
+];
+
+impl ClientEvent {
+    /// Types an event from its name and JSON data.
+    ///
+    /// Fails with `unknown_event` for a name not in [`CLIENT_EVENT_NAMES`] and `invalid_payload`
+    /// when the data does not fit the event (the message names the offending field).
+    pub fn parse(name: &str, data: Value) -> Result<Self, Failure> {
+        let event = match name {
+            "call:initiate" => Self::CallInitiate(typed(name, data)?),
+            "call:accept" => Self::CallAccept(typed(name, data)?),
+            "call:reject" => Self::CallReject(typed(name, data)?),
+            "call:end" => Self::CallEnd(typed(name, data)?),
+            "call:join" => Self::CallJoin(typed(name, data)?),
+            "offer" => Self::Offer(signal(name, data, "offer")?),
+            "answer" => Self::Answer(signal(name, data, "answer")?),
+            "ice-candidate" => Self::IceCandidate(signal(name, data, "candidate")?),
+            "call:media-toggle" => Self::MediaToggle(typed(name, data)?),
+            "screen:share-start" => Self::ScreenShareStart(typed(name, data)?),
+            "screen:share-stop" => Self::ScreenShareStop(typed(name, data)?),
+            "user:status:update" => Self::StatusUpdate(typed(name, data)?),
+            "activity:ping" => Self::ActivityPing,
+            "presence:subscribe" => Self::PresenceSubscribe(typed(name, data)?),
+            "presence:unsubscribe" => Self::PresenceUnsubscribe(typed(name, data)?),
+            _ => {
+                return Err(Failure::new(
+                    ErrorCode::UnknownEvent,
+                    format!("unknown event `{}`", truncate(name, 64)),
+                ));
+            }
+        };
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// The wire name of this event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CallInitiate(_) => "call:initiate",
+            Self::CallAccept(_) => "call:accept",
+            Self::CallReject(_) => "call:reject",
+            Self::CallEnd(_) => "call:end",
+            Self::CallJoin(_) => "call:join",
+            Self::Offer(_) => "offer",
+            Self::Answer(_) => "answer",
+            Self::IceCandidate(_) => "ice-candidate",
+            Self::MediaToggle(_) => "call:media-toggle",
+            Self::ScreenShareStart(_) => "screen:share-start",
+            Self::ScreenShareStop(_) => "screen:share-stop",
+            Self::StatusUpdate(_) => "user:status:update",
+            Self::ActivityPing => "activity:ping",
+            Self::PresenceSubscribe(_) => "presence:subscribe",
+            Self::PresenceUnsubscribe(_) => "presence:unsubscribe",
+        }
+    }
+
+    /// Checks what serde's types cannot: id shapes, list lengths, text lengths.
+    fn validate(&self) -> Result<(), Failure> {
+        match self {
+            Self::CallInitiate(c) => {
+                check_id("conversationId", c.conversation_id.as_str())?;
+                if c.participants.is_empty() {
+                    return Err(invalid("`participants` must name at least one user"));
+                }
+                for p in &c.participants {
+                    check_id("participants[]", p.as_str())?;
+                }
+                Ok(())
+            }
+            Self::CallAccept(r)
+            | Self::CallReject(r)
+            | Self::CallEnd(r)
+            | Self::CallJoin(r)
+            | Self::ScreenShareStart(r)
+            | Self::ScreenShareStop(r) => check_id("callId", r.call_id.as_str()),
+            Self::Offer(s) | Self::Answer(s) | Self::IceCandidate(s) => {
+                check_id("callId", s.call_id.as_str())?;
+                if let Some(t) = &s.target_user_id {
+                    check_id("targetUserId", t.as_str())?;
+                }
+                Ok(())
+            }
+            Self::MediaToggle(m) => check_id("callId", m.call_id.as_str()),
+            Self::StatusUpdate(s) => match &s.text {
+                Some(t) if t.chars().count() > crate::MAX_STATUS_TEXT_CHARS => {
+                    Err(invalid(format!(
+                        "`text` is longer than {} characters",
+                        crate::MAX_STATUS_TEXT_CHARS
+                    )))
+                }
+                _ => Ok(()),
+            },
+            Self::PresenceSubscribe(u) | Self::PresenceUnsubscribe(u) => {
+                for id in &u.user_ids {
+                    check_id("userIds[]", id.as_str())?;
+                }
+                Ok(())
+            }
+            Self::ActivityPing => Ok(()),
+        }
+    }
+}
+
+/// `call:initiate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallInitiate {
+    pub conversation_id: ConversationId,
+    pub call_type: CallType,
+    /// The users to ring. The initiator may be listed; it is ignored there.
+    pub participants: Vec<UserId>,
+}
+
+/// Audio-only or video call, as the initiator chose. Informational for the callee's UI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallType {
+    Audio,
+    Video,
+}
+
+/// Events that only name a call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRef {
+    pub call_id: CallId,
+}
+
+/// `offer`, `answer` and `ice-candidate`: an opaque payload relayed to one user's devices in the
+/// call. The payload (`offer`, `answer` or `candidate` on the wire) is passed through untouched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signal {
+    pub call_id: CallId,
+    pub target_user_id: Option<UserId>,
+    pub payload: Value,
+}
+
+/// `call:media-toggle`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaToggle {
+    pub call_id: CallId,
+    pub media_type: MediaType,
+    pub enabled: bool,
+}
+
+/// Which of a participant's media a toggle is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaType {
+    Audio,
+    Video,
+}
+
+/// `user:status:update`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusUpdate {
+    pub status: PresenceStatus,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// `presence:subscribe` and `presence:unsubscribe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserIds {
+    pub user_ids: Vec<UserId>,
+}
+
+fn typed<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, Failure> {
+    // Socket.IO clients that emit no data and raw clients that omit `data` both land here as
+    // null; events whose fields are all optional still parse from `{}`.
+    let data = if data.is_null() {
+        Value::Object(Default::default())
+    } else {
+        data
+    };
+    serde_json::from_value(data).map_err(|e| {
+        invalid(format!(
+            "bad `{event}` payload: {}",
+            truncate(&e.to_string(), 200)
+        ))
+    })
+}
+
+fn signal(event: &str, data: Value, payload_field: &str) -> Result<Signal, Failure> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        call_id: CallId,
+        #[serde(default)]
+        target_user_id: Option<UserId>,
+    }
+    let head: Head = typed(event, data.clone())?;
+    let payload = match data {
+        Value::Object(mut map) => map.remove(payload_field).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    if payload.is_null() {
+        return Err(invalid(format!(
+            "`{event}` needs a `{payload_field}` field"
+        )));
+    }
+    Ok(Signal {
+        call_id: head.call_id,
+        target_user_id: head.target_user_id,
+        payload,
+    })
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), Failure> {
+    if crate::valid_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "`{field}` must be 1-{} characters without control characters",
+            crate::MAX_ID_LEN
+        )))
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure::new(ErrorCode::InvalidPayload, message)
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, so echoing client input stays small.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_ID_LEN;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_seed_contract() {
+        let e = ClientEvent::parse(
+            "call:initiate",
+            json!({"conversationId": "conv1", "callType": "video", "participants": ["bob"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            ClientEvent::CallInitiate(CallInitiate {
+                conversation_id: "conv1".into(),
+                call_type: CallType::Video,
+                participants: vec!["bob".into()],
+            })
+        );
+        let e = ClientEvent::parse(
+            "offer",
+            json!({"callId": "c", "targetUserId": "bob", "offer": {"type": "offer", "sdp": "v=0"}}),
+        )
+        .unwrap();
+        let ClientEvent::Offer(s) = e else {
+            panic!("not an offer")
+        };
+        assert_eq!(s.payload, json!({"type": "offer", "sdp": "v=0"}));
+        assert_eq!(s.target_user_id, Some("bob".into()));
+    }
+
+    #[test]
+    fn tells_unknown_events_from_bad_payloads() {
+        let e = ClientEvent::parse("call:dance", json!({})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownEvent);
+        let e = ClientEvent::parse("call:accept", json!({"callId": 5})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPayload);
+        let e = ClientEvent::parse("call:accept", json!("nope")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPayload);
+        let e =
+            ClientEvent::parse("offer", json!({"callId": "c", "targetUserId": "b"})).unwrap_err();
+        assert!(e.message.contains("offer"), "{}", e.message);
+    }
+
+    #[test]
+    fn refuses_out_of_range_values() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        for data in [
+            json!({"conversationId": "c", "callType": "video", "participants": []}),
+            json!({"conversationId": "c", "callType": "hologram", "participants": ["b"]}),
+            json!({"conversationId": long, "callType": "audio", "participants": ["b"]}),
+            json!({"conversationId": "c", "callType": "audio", "participants": ["a\u{0}b"]}),
+        ] {
+            let e = ClientEvent::parse("call:initiate", data).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidPayload);
+        }
+        let text = "é".repeat(201);
+        let e = ClientEvent::parse(
+            "user:status:update",
+            json!({"status": "busy", "text": text}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPayload);
+        assert!(
+            ClientEvent::parse(
+                "user:status:update",
+                json!({"status": "busy", "text": "é".repeat(200)})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn null_data_is_an_empty_object() {
+        assert_eq!(
+            ClientEvent::parse("activity:ping", Value::Null).unwrap(),
+            ClientEvent::ActivityPing
+        );
+        assert_eq!(
+            ClientEvent::parse("call:end", Value::Null)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidPayload
+        );
+    }
+
+    #[test]
+    fn every_listed_name_parses_to_its_own_name() {
+        for name in CLIENT_EVENT_NAMES {
+            // Wrong payloads must still be recognised as known events.
+            let err = ClientEvent::parse(name, json!(42));
+            if let Err(e) = err {
+                assert_eq!(e.code, ErrorCode::InvalidPayload, "{name}");
+            }
+        }
+        let e = ClientEvent::parse("call:end", json!({"callId": "x"})).unwrap();
+        assert_eq!(e.name(), "call:end");
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,350 @@
+//! Events the server sends.
+
+use crate::{CallId, CallType, ConversationId, ErrorEvent, MediaType, PresenceStatus, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A typed server event. `event` is the wire name, `data` its payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data")]
+pub enum ServerEvent {
+    #[serde(rename = "call:initiated")]
+    CallInitiated(CallInitiated),
+    #[serde(rename = "call:incoming")]
+    CallIncoming(CallIncoming),
+    #[serde(rename = "call:accepted")]
+    CallAccepted(CallAccepted),
+    #[serde(rename = "call:rejected")]
+    CallRejected(CallUser),
+    #[serde(rename = "call:ended")]
+    CallEnded(CallEnded),
+    #[serde(rename = "call:missed")]
+    CallMissed(CallMissed),
+    #[serde(rename = "call:answered-elsewhere")]
+    CallAnsweredElsewhere(CallOnly),
+    #[serde(rename = "call:resumable")]
+    CallResumable(CallResumable),
+    #[serde(rename = "call:participant:joined")]
+    ParticipantJoined(ParticipantJoined),
+    #[serde(rename = "call:participant:left")]
+    ParticipantLeft(CallUser),
+    #[serde(rename = "offer")]
+    Offer(RelayedSignal),
+    #[serde(rename = "answer")]
+    Answer(RelayedSignal),
+    #[serde(rename = "ice-candidate")]
+    IceCandidate(RelayedSignal),
+    #[serde(rename = "call:media-toggled")]
+    MediaToggled(MediaToggled),
+    #[serde(rename = "screen:share-started")]
+    ScreenShareStarted(CallUser),
+    #[serde(rename = "screen:share-stopped")]
+    ScreenShareStopped(CallUser),
+    #[serde(rename = "user:online")]
+    UserOnline(UserOnline),
+    #[serde(rename = "user:offline")]
+    UserOffline(UserOffline),
+    #[serde(rename = "presence:changed")]
+    PresenceChanged(Presence),
+    #[serde(rename = "server:shutdown")]
+    ServerShutdown(ServerShutdown),
+    #[serde(rename = "error")]
+    Error(ErrorEvent),
+}
+
+impl ServerEvent {
+    /// The wire name of this event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CallInitiated(_) => "call:initiated",
+            Self::CallIncoming(_) => "call:incoming",
+            Self::CallAccepted(_) => "call:accepted",
+            Self::CallRejected(_) => "call:rejected",
+            Self::CallEnded(_) => "call:ended",
+            Self::CallMissed(_) => "call:missed",
+            Self::CallAnsweredElsewhere(_) => "call:answered-elsewhere",
+            Self::CallResumable(_) => "call:resumable",
+            Self::ParticipantJoined(_) => "call:participant:joined",
+            Self::ParticipantLeft(_) => "call:participant:left",
+            Self::Offer(_) => "offer",
+            Self::Answer(_) => "answer",
+            Self::IceCandidate(_) => "ice-candidate",
+            Self::MediaToggled(_) => "call:media-toggled",
+            Self::ScreenShareStarted(_) => "screen:share-started",
+            Self::ScreenShareStopped(_) => "screen:share-stopped",
+            Self::UserOnline(_) => "user:online",
+            Self::UserOffline(_) => "user:offline",
+            Self::PresenceChanged(_) => "presence:changed",
+            Self::ServerShutdown(_) => "server:shutdown",
+            Self::Error(_) => "error",
+        }
+    }
+
+    /// The payload alone, as Socket.IO emits it next to the name.
+    pub fn data(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut map)) => map.remove("data").unwrap_or(Value::Null),
+            // Every variant is a struct of plain fields: serialisation cannot fail.
+            _ => Value::Null,
+        }
+    }
+
+    /// The raw-WebSocket frame `{"event": ..., "data": ...}`.
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A STUN or TURN server as `RTCPeerConnection` takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A user as other users see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    pub user_id: UserId,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallInitiated {
+    pub call_id: CallId,
+    pub ice_servers: Vec<IceServer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallIncoming {
+    pub call_id: CallId,
+    pub from: UserRef,
+    pub conversation_id: ConversationId,
+    pub call_type: CallType,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallAccepted {
+    pub call_id: CallId,
+    pub user_id: UserId,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Events about one user in one call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallUser {
+    pub call_id: CallId,
+    pub user_id: UserId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallOnly {
+    pub call_id: CallId,
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// A participant hung up (1:1), or the last participant left.
+    Ended,
+    /// Nobody answered before the ring timeout.
+    Missed,
+    /// Every invitee rejected.
+    Rejected,
+    /// The call reached its maximum duration.
+    Timeout,
+    /// A participant's connection was lost for longer than the reconnect grace period.
+    Failed,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ended => "ended",
+            Self::Missed => "missed",
+            Self::Rejected => "rejected",
+            Self::Timeout => "timeout",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallEnded {
+    pub call_id: CallId,
+    pub reason: EndReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallMissed {
+    pub call_id: CallId,
+    pub from: UserRef,
+}
+
+/// Sent to a newly connected device of a user who is still a participant of an active call
+/// (within the reconnect grace period): `call:join` takes it back in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallResumable {
+    pub call_id: CallId,
+    pub conversation_id: ConversationId,
+    pub call_type: CallType,
+    pub participants: Vec<UserRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantJoined {
+    pub call_id: CallId,
+    pub participant: UserRef,
+}
+
+/// An `offer`, `answer` or `ice-candidate` as delivered: who sent it, and the untouched payload
+/// under the same field name the sender used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayedSignal {
+    pub call_id: CallId,
+    pub from: UserId,
+    #[serde(flatten)]
+    pub payload: serde_json::Map<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaToggled {
+    pub call_id: CallId,
+    pub user_id: UserId,
+    pub media_type: MediaType,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOnline {
+    pub user_id: UserId,
+    pub username: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOffline {
+    pub user_id: UserId,
+    pub last_seen_at: String,
+}
+
+/// A user's presence as others see it (`presence:changed`, `presence:subscribe`'s ack, and
+/// `GET /api/v1/presence`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub user_id: UserId,
+    pub status: PresenceStatus,
+    pub text: Option<String>,
+    /// RFC 3339 UTC; when the user was last connected (now, while online).
+    pub last_seen_at: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerShutdown {
+    pub reconnect_in_ms: u64,
+}
+
+/// Ack of `call:initiate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitiateAck {
+    pub call_id: CallId,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Ack of `call:accept` and `call:join`: what the joiner needs to start negotiating.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinAck {
+    pub call_id: CallId,
+    pub ice_servers: Vec<IceServer>,
+    pub participants: Vec<UserRef>,
+}
+
+/// Ack of `presence:subscribe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceList {
+    pub presences: Vec<Presence>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn frames_match_the_contract() {
+        let e = ServerEvent::CallEnded(CallEnded {
+            call_id: "c1".into(),
+            reason: EndReason::Missed,
+        });
+        assert_eq!(e.name(), "call:ended");
+        assert_eq!(e.data(), json!({"callId": "c1", "reason": "missed"}));
+        let frame: Value = serde_json::from_str(&e.to_frame()).unwrap();
+        assert_eq!(
+            frame,
+            json!({"event": "call:ended", "data": {"callId": "c1", "reason": "missed"}})
+        );
+    }
+
+    #[test]
+    fn relayed_signals_keep_the_payload_field_name() {
+        let mut payload = serde_json::Map::new();
+        payload.insert(
+            "candidate".into(),
+            json!({"candidate": "a=1", "sdpMid": "0"}),
+        );
+        let e = ServerEvent::IceCandidate(RelayedSignal {
+            call_id: "c".into(),
+            from: "alice".into(),
+            payload,
+        });
+        assert_eq!(
+            e.data(),
+            json!({"callId": "c", "from": "alice", "candidate": {"candidate": "a=1", "sdpMid": "0"}})
+        );
+    }
+
+    #[test]
+    fn every_variant_name_matches_its_serde_tag() {
+        let samples = [
+            ServerEvent::CallRejected(CallUser {
+                call_id: "c".into(),
+                user_id: "u".into(),
+            }),
+            ServerEvent::CallAnsweredElsewhere(CallOnly {
+                call_id: "c".into(),
+            }),
+            ServerEvent::ServerShutdown(ServerShutdown { reconnect_in_ms: 5 }),
+            ServerEvent::UserOffline(UserOffline {
+                user_id: "u".into(),
+                last_seen_at: "t".into(),
+            }),
+        ];
+        for e in samples {
+            let frame: Value = serde_json::from_str(&e.to_frame()).unwrap();
+            assert_eq!(frame["event"], e.name());
+        }
+    }
+}

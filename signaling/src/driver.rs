@@ -1,0 +1,202 @@
+//! The tokio task that owns the [`Hub`].
+//!
+//! Connections talk to it through a [`HubHandle`] (a bounded command channel); it answers acks
+//! on oneshot channels and pushes server events into each connection's bounded outbox. A
+//! connection whose outbox is full is too slow to keep up: it is dropped rather than allowed to
+//! hold the hub back or grow memory without bound.
+//!
+//! Lifecycle: [`spawn`] starts the task; it runs until every [`HubHandle`] is dropped.
+
+use crate::auth::Identity;
+use crate::hub::{Hub, HubStats};
+use protocol::{ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// What a connection receives from the hub.
+#[derive(Debug)]
+pub enum Outbound {
+    Event(Arc<ServerEvent>),
+}
+
+/// Commands the driver understands.
+enum Command {
+    Connect {
+        conn: ConnectionId,
+        identity: Identity,
+        outbox: mpsc::Sender<Outbound>,
+    },
+    Disconnect {
+        conn: ConnectionId,
+    },
+    Event {
+        conn: ConnectionId,
+        event: ClientEvent,
+        reply: oneshot::Sender<Result<Value, Failure>>,
+    },
+    Presence {
+        users: Vec<UserId>,
+        reply: oneshot::Sender<Vec<Presence>>,
+    },
+    Shutdown {
+        reconnect_in: Duration,
+    },
+    Stats {
+        reply: oneshot::Sender<HubStats>,
+    },
+}
+
+/// A cloneable handle to the hub task.
+#[derive(Clone)]
+pub struct HubHandle {
+    tx: mpsc::Sender<Command>,
+    next_conn: Arc<AtomicU64>,
+}
+
+/// The hub task is gone (the server is stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("the signaling hub has stopped")]
+pub struct HubGone;
+
+impl HubHandle {
+    /// A process-unique id for a new connection.
+    pub fn next_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Registers an authenticated connection and where its events go.
+    pub async fn connect(
+        &self,
+        conn: ConnectionId,
+        identity: Identity,
+        outbox: mpsc::Sender<Outbound>,
+    ) -> Result<(), HubGone> {
+        self.send(Command::Connect {
+            conn,
+            identity,
+            outbox,
+        })
+        .await
+    }
+
+    pub async fn disconnect(&self, conn: ConnectionId) {
+        let _ = self.send(Command::Disconnect { conn }).await;
+    }
+
+    /// Runs one client event and returns its ack payload.
+    pub async fn event(&self, conn: ConnectionId, event: ClientEvent) -> Result<Value, Failure> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Failure::new(protocol::ErrorCode::ShuttingDown, "the server is stopping");
+        self.send(Command::Event { conn, event, reply })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn presence(&self, users: Vec<UserId>) -> Result<Vec<Presence>, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Presence { users, reply }).await?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// Tells every connection the server is going away and refuses new calls.
+    pub async fn shutdown(&self, reconnect_in: Duration) {
+        let _ = self.send(Command::Shutdown { reconnect_in }).await;
+    }
+
+    pub async fn stats(&self) -> Result<HubStats, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply }).await?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), HubGone> {
+        self.tx.send(command).await.map_err(|_| HubGone)
+    }
+}
+
+/// Starts the hub task.
+pub fn spawn(hub: Hub) -> HubHandle {
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(run(hub, rx));
+    HubHandle {
+        tx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+    }
+}
+
+async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>) {
+    let mut outboxes: HashMap<ConnectionId, mpsc::Sender<Outbound>> = HashMap::new();
+    loop {
+        let deadline = hub.poll_timeout().map(Instant::from_std);
+        let command = match deadline {
+            Some(at) => tokio::select! {
+                c = rx.recv() => c,
+                _ = tokio::time::sleep_until(at) => {
+                    hub.handle_timeout(Instant::now().into_std());
+                    drain(&mut hub, &mut outboxes);
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(command) = command else { break };
+        let now = Instant::now().into_std();
+        match command {
+            Command::Connect {
+                conn,
+                identity,
+                outbox,
+            } => {
+                outboxes.insert(conn, outbox);
+                hub.connect(now, conn, &identity);
+            }
+            Command::Disconnect { conn } => {
+                outboxes.remove(&conn);
+                hub.disconnect(now, conn);
+            }
+            Command::Event { conn, event, reply } => {
+                let _ = reply.send(hub.handle(now, conn, event));
+            }
+            Command::Presence { users, reply } => {
+                let _ = reply.send(hub.presence_of(now, &users));
+            }
+            Command::Shutdown { reconnect_in } => hub.shutdown(reconnect_in),
+            Command::Stats { reply } => {
+                let _ = reply.send(hub.stats());
+            }
+        }
+        drain(&mut hub, &mut outboxes);
+    }
+}
+
+fn drain(hub: &mut Hub, outboxes: &mut HashMap<ConnectionId, mpsc::Sender<Outbound>>) {
+    // Dropping a slow connection produces events of its own (presence, calls), hence the loop.
+    loop {
+        let mut slow = Vec::new();
+        while let Some(delivery) = hub.poll_output() {
+            let Some(outbox) = outboxes.get(&delivery.to) else {
+                continue;
+            };
+            if outbox.try_send(Outbound::Event(delivery.event)).is_err() {
+                // Full or closed: either way this connection cannot take more.
+                slow.push(delivery.to);
+            }
+        }
+        if slow.is_empty() {
+            return;
+        }
+        for conn in slow {
+            // Removing the outbox closes the channel, which ends the connection's task.
+            if outboxes.remove(&conn).is_some() {
+                tracing::warn!(%conn, "dropping a connection that does not keep up with its events");
+                hub.disconnect(Instant::now().into_std(), conn);
+            }
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! The signaling core: sessions, presence and calls, sans-IO.
+//!
+//! [`Hub`] owns every piece of signaling state of one process. It never touches a socket or a
+//! clock: callers pass `now`, feed it connections, disconnections and typed client events, and
+//! then drain [`Hub::poll_output`] for the server events to deliver. [`Hub::poll_timeout`] says
+//! when [`Hub::handle_timeout`] must next run (ring timeouts, reconnect grace, maximum call
+//! duration, idle → away). The tokio driver in [`crate::driver`] is the only owner in production;
+//! tests own one directly and move time forward by hand.
+//!
+//! Lifecycle of a connection: [`Hub::connect`] (after authentication) → any number of
+//! [`Hub::handle`] → [`Hub::disconnect`]. Every mutation must be followed by draining
+//! `poll_output` completely.
+
+pub mod call;
+mod presence;
+
+use crate::auth::Identity;
+use crate::ice::IceServers;
+use crate::metrics::Metrics;
+use call::{Audience, Call, CallRules, Context, MemberState, Notice};
+use protocol::{
+    CallId, ClientEvent, ConnectionId, ErrorCode, Failure, InitiateAck, JoinAck, PresenceStatus,
+    ServerEvent, ServerShutdown, UserId,
+};
+use serde_json::{Value, json};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Limits and timings the hub enforces, from configuration.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    pub rules: CallRules,
+    pub max_participants: usize,
+    pub max_calls_per_user: usize,
+    pub max_presence_subscriptions: usize,
+    pub away_after: Duration,
+}
+
+impl HubSettings {
+    pub fn from_config(c: &config::Config) -> Self {
+        Self {
+            rules: CallRules {
+                ring_timeout: c.calls.ring_timeout.get(),
+                max_duration: c.calls.max_duration.get(),
+                reconnect_grace: c.calls.reconnect_grace.get(),
+            },
+            max_participants: c.calls.max_participants,
+            max_calls_per_user: c.limits.max_calls_per_user,
+            max_presence_subscriptions: c.limits.max_presence_subscriptions,
+            away_after: c.presence.away_after.get(),
+        }
+    }
+}
+
+/// One server event for one connection. The event is shared between all its recipients.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub to: ConnectionId,
+    pub event: Arc<ServerEvent>,
+}
+
+/// Counts of what the hub holds, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub connections: usize,
+    pub online_users: usize,
+    /// Users held in memory: online, or offline but still in a call's grace period.
+    pub user_records: usize,
+    pub calls: usize,
+    pub timers: usize,
+}
+
+/// The signaling state of one process; see the module docs.
+pub struct Hub {
+    settings: HubSettings,
+    ice: IceServers,
+    metrics: Metrics,
+    /// Wall-clock time at `epoch`, so wall times derive from the `now` callers pass.
+    epoch: (Instant, SystemTime),
+    connections: HashMap<ConnectionId, Conn>,
+    users: HashMap<UserId, User>,
+    calls: HashMap<CallId, CallEntry>,
+    /// Explicit `presence:subscribe` watchers, by watched user.
+    watchers: HashMap<UserId, HashSet<ConnectionId>>,
+    /// When users who are no longer connected were last seen.
+    last_seen: HashMap<UserId, SystemTime>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    outputs: VecDeque<Delivery>,
+    draining: bool,
+}
+
+struct Conn {
+    user: UserId,
+    /// Users this connection watches through `presence:subscribe`.
+    watching: HashSet<UserId>,
+}
+
+struct User {
+    name: String,
+    connections: BTreeSet<ConnectionId>,
+    status: PresenceStatus,
+    /// Set when the user chose their status; auto-away and activity leave it alone.
+    manual: bool,
+    text: Option<String>,
+    last_activity: Instant,
+    /// An idle check is queued; one is enough, as it re-queues itself from `last_activity`.
+    away_timer: bool,
+    /// Calls not yet ended in which the user is a member.
+    calls: HashSet<CallId>,
+}
+
+struct CallEntry {
+    call: Call,
+    /// The deadline a timer is queued for, so each change does not queue another.
+    scheduled: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Call(CallId),
+    Away(UserId),
+}
+
+impl Hub {
+    pub fn new(settings: HubSettings, ice: IceServers, metrics: Metrics, now: Instant) -> Self {
+        Self {
+            settings,
+            ice,
+            metrics,
+            epoch: (now, SystemTime::now()),
+            connections: HashMap::new(),
+            users: HashMap::new(),
+            calls: HashMap::new(),
+            watchers: HashMap::new(),
+            last_seen: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+            draining: false,
+        }
+    }
+
+    /// Registers an authenticated connection. A user's first connection brings them online;
+    /// a device that connects while the user is being rung, or is reconnecting to a call, is
+    /// told so at once.
+    pub fn connect(&mut self, now: Instant, conn: ConnectionId, identity: &Identity) {
+        let user_id = identity.user_id.clone();
+        self.connections.insert(
+            conn,
+            Conn {
+                user: user_id.clone(),
+                watching: HashSet::new(),
+            },
+        );
+        // A user record may outlive the user's connections while they are still in a call.
+        let user = self.users.entry(user_id.clone()).or_insert_with(|| User {
+            name: identity.name.clone(),
+            connections: BTreeSet::new(),
+            status: PresenceStatus::Online,
+            manual: false,
+            text: None,
+            last_activity: now,
+            away_timer: false,
+            calls: HashSet::new(),
+        });
+        let first = user.connections.is_empty();
+        user.name.clone_from(&identity.name);
+        user.connections.insert(conn);
+        user.last_activity = now;
+        if first {
+            user.status = PresenceStatus::Online;
+            user.manual = false;
+            user.text = None;
+            self.metrics.sessions.inc();
+            self.arm_away(now, &user_id);
+        }
+        self.last_seen.remove(&user_id);
+        if first {
+            self.announce_online(&user_id);
+        }
+        // Calls the user is part of: this device rings too, or may resume.
+        let mut pending = Vec::new();
+        {
+            let dir = Dir {
+                users: &self.users,
+                ice: None,
+                wall: wall(self.epoch, now),
+            };
+            let ctx = Context {
+                now,
+                rules: self.settings.rules,
+                dir: &dir,
+            };
+            for id in &self.users[&user_id].calls {
+                let Some(entry) = self.calls.get(id) else {
+                    continue;
+                };
+                match entry.call.members.get(&user_id).map(|m| m.state) {
+                    Some(MemberState::Ringing) => pending.push(entry.call.incoming(&ctx)),
+                    Some(MemberState::Reconnecting { .. }) => {
+                        pending.push(entry.call.resumable(&ctx))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for event in pending {
+            self.push(conn, Arc::new(event));
+        }
+    }
+
+    /// Forgets a connection. The user's calls keep their place for the reconnect grace period;
+    /// a user's last connection takes them offline.
+    pub fn disconnect(&mut self, now: Instant, conn: ConnectionId) {
+        let Some(c) = self.connections.remove(&conn) else {
+            return;
+        };
+        for watched in &c.watching {
+            if let Some(set) = self.watchers.get_mut(watched) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    self.watchers.remove(watched);
+                }
+            }
+        }
+        let Some(user) = self.users.get_mut(&c.user) else {
+            return;
+        };
+        user.connections.remove(&conn);
+        let calls: Vec<CallId> = user.calls.iter().cloned().collect();
+        let gone = user.connections.is_empty();
+        for id in calls {
+            let grace = self.settings.rules.reconnect_grace;
+            if let Some(entry) = self.calls.get_mut(&id) {
+                entry.call.device_lost(&c.user, conn, now + grace);
+            }
+            self.reschedule(&id);
+        }
+        if gone {
+            self.go_offline(now, &c.user);
+        }
+    }
+
+    /// Handles one client event from `conn` and returns the ack payload.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        event: ClientEvent,
+    ) -> Result<Value, Failure> {
+        let user_id = self
+            .connections
+            .get(&conn)
+            .map(|c| c.user.clone())
+            .ok_or_else(|| Failure::new(ErrorCode::InvalidState, "connection is not registered"))?;
+        self.touch(now, &user_id);
+        match event {
+            ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init),
+            ClientEvent::CallAccept(r) => {
+                self.with_call(now, &r.call_id, |call, ctx| {
+                    call.accept(&user_id, conn, ctx)
+                })?;
+                Ok(self.join_ack(now, &r.call_id, &user_id))
+            }
+            ClientEvent::CallJoin(r) => {
+                self.with_call(now, &r.call_id, |call, ctx| call.join(&user_id, conn, ctx))?;
+                Ok(self.join_ack(now, &r.call_id, &user_id))
+            }
+            ClientEvent::CallReject(r) => {
+                self.with_call(now, &r.call_id, |call, ctx| call.reject(&user_id, ctx))?;
+                Ok(ok())
+            }
+            ClientEvent::CallEnd(r) => {
+                self.with_call(now, &r.call_id, |call, ctx| call.hang_up(&user_id, ctx))?;
+                Ok(ok())
+            }
+            ClientEvent::Offer(s) => self.relay(conn, &user_id, "offer", s),
+            ClientEvent::Answer(s) => self.relay(conn, &user_id, "answer", s),
+            ClientEvent::IceCandidate(s) => self.relay(conn, &user_id, "ice-candidate", s),
+            ClientEvent::MediaToggle(m) => {
+                self.with_call(now, &m.call_id, |call, _| {
+                    call.toggle_media(&user_id, conn, m.media_type, m.enabled)
+                })?;
+                Ok(ok())
+            }
+            ClientEvent::ScreenShareStart(r) => {
+                self.with_call(now, &r.call_id, |call, _| {
+                    call.screen_share(&user_id, conn, true)
+                })?;
+                Ok(ok())
+            }
+            ClientEvent::ScreenShareStop(r) => {
+                self.with_call(now, &r.call_id, |call, _| {
+                    call.screen_share(&user_id, conn, false)
+                })?;
+                Ok(ok())
+            }
+            ClientEvent::StatusUpdate(s) => self.update_status(now, conn, &user_id, s),
+            ClientEvent::ActivityPing => Ok(ok()),
+            ClientEvent::PresenceSubscribe(u) => self.subscribe(now, conn, u.user_ids),
+            ClientEvent::PresenceUnsubscribe(u) => {
+                self.unsubscribe(conn, &u.user_ids);
+                Ok(ok())
+            }
+        }
+    }
+
+    /// Queues `server:shutdown` for every connection and refuses new calls from now on.
+    pub fn shutdown(&mut self, reconnect_in: Duration) {
+        self.draining = true;
+        let event = Arc::new(ServerEvent::ServerShutdown(ServerShutdown {
+            reconnect_in_ms: reconnect_in.as_millis() as u64,
+        }));
+        let all: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for conn in all {
+            self.push(conn, event.clone());
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Call(id) => {
+                    if let Some(entry) = self.calls.get_mut(&id) {
+                        entry.scheduled = None;
+                    }
+                    let dir = Dir {
+                        users: &self.users,
+                        ice: Some(&self.ice),
+                        wall: wall(self.epoch, now),
+                    };
+                    let Some(entry) = self.calls.get_mut(&id) else {
+                        continue;
+                    };
+                    let ctx = Context {
+                        now,
+                        rules: self.settings.rules,
+                        dir: &dir,
+                    };
+                    let notices = entry.call.tick(&ctx);
+                    self.deliver(&id, notices);
+                    self.reschedule(&id);
+                }
+                Timer::Away(user) => self.check_idle(now, &user),
+            }
+        }
+    }
+
+    /// When [`Hub::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next server event to deliver.
+    pub fn poll_output(&mut self) -> Option<Delivery> {
+        self.outputs.pop_front()
+    }
+
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            connections: self.connections.len(),
+            online_users: self
+                .users
+                .values()
+                .filter(|u| !u.connections.is_empty())
+                .count(),
+            user_records: self.users.len(),
+            calls: self.calls.len(),
+            timers: self.timers.len(),
+        }
+    }
+
+    /// The user behind a connection.
+    pub fn user_of(&self, conn: ConnectionId) -> Option<&UserId> {
+        self.connections.get(&conn).map(|c| &c.user)
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    /// `offer`, `answer` and `ice-candidate`: `kind` is the event name.
+    fn relay(
+        &mut self,
+        conn: ConnectionId,
+        user_id: &UserId,
+        kind: &str,
+        signal: protocol::Signal,
+    ) -> Result<Value, Failure> {
+        let entry = self.calls.get(&signal.call_id).ok_or_else(no_such_call)?;
+        let notices = entry.call.relay(
+            user_id,
+            conn,
+            signal.target_user_id.as_ref(),
+            kind,
+            signal.payload,
+        )?;
+        self.deliver(&signal.call_id, notices);
+        Ok(ok())
+    }
+
+    fn initiate(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        user_id: &UserId,
+        init: protocol::CallInitiate,
+    ) -> Result<Value, Failure> {
+        if self.draining {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect and try again",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let invitees: Vec<UserId> = init
+            .participants
+            .into_iter()
+            .filter(|u| u != user_id && seen.insert(u.clone()))
+            .collect();
+        if invitees.is_empty() {
+            return Err(Failure::new(
+                ErrorCode::InvalidPayload,
+                "`participants` must name someone other than yourself",
+            ));
+        }
+        if invitees.len() + 1 > self.settings.max_participants {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "a call holds at most {} participants",
+                    self.settings.max_participants
+                ),
+            ));
+        }
+        let live = self.users.get(user_id).map_or(0, |u| u.calls.len());
+        if live >= self.settings.max_calls_per_user {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "you are in {live} calls already (limit {})",
+                    self.settings.max_calls_per_user
+                ),
+            ));
+        }
+        let id = CallId(new_call_id());
+        let dir = Dir {
+            users: &self.users,
+            ice: Some(&self.ice),
+            wall: wall(self.epoch, now),
+        };
+        let ctx = Context {
+            now,
+            rules: self.settings.rules,
+            dir: &dir,
+        };
+        let (call, notices) = Call::initiate(
+            id.clone(),
+            init.conversation_id,
+            init.call_type,
+            user_id.clone(),
+            conn,
+            invitees,
+            &ctx,
+        );
+        let ice_servers = self.ice.for_user(user_id, wall(self.epoch, now));
+        for member in call.members.keys() {
+            if let Some(u) = self.users.get_mut(member) {
+                u.calls.insert(id.clone());
+            }
+        }
+        self.calls.insert(
+            id.clone(),
+            CallEntry {
+                call,
+                scheduled: None,
+            },
+        );
+        self.metrics.calls_active.inc();
+        self.deliver(&id, notices);
+        self.reschedule(&id);
+        Ok(serde_json::to_value(InitiateAck {
+            call_id: id,
+            ice_servers,
+        })
+        .unwrap_or_default())
+    }
+
+    /// Runs a transition on a call, delivers its notices and keeps timers and indexes right.
+    fn with_call(
+        &mut self,
+        now: Instant,
+        id: &CallId,
+        f: impl FnOnce(&mut Call, &Context<'_>) -> Result<Vec<Notice>, Failure>,
+    ) -> Result<(), Failure> {
+        let dir = Dir {
+            users: &self.users,
+            ice: Some(&self.ice),
+            wall: wall(self.epoch, now),
+        };
+        let entry = self.calls.get_mut(id).ok_or_else(no_such_call)?;
+        let ctx = Context {
+            now,
+            rules: self.settings.rules,
+            dir: &dir,
+        };
+        let notices = f(&mut entry.call, &ctx)?;
+        self.deliver(id, notices);
+        self.reschedule(id);
+        Ok(())
+    }
+
+    fn join_ack(&self, now: Instant, id: &CallId, user: &UserId) -> Value {
+        let dir = Dir {
+            users: &self.users,
+            ice: None,
+            wall: wall(self.epoch, now),
+        };
+        let ctx = Context {
+            now,
+            rules: self.settings.rules,
+            dir: &dir,
+        };
+        let participants = self
+            .calls
+            .get(id)
+            .map(|e| e.call.present_refs(Some(user), &ctx));
+        serde_json::to_value(JoinAck {
+            call_id: id.clone(),
+            ice_servers: self.ice.for_user(user, wall(self.epoch, now)),
+            participants: participants.unwrap_or_default(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Resolves notices to connections and queues them. Runs while the call is still in the
+    /// map so in-call audiences resolve to its devices.
+    fn deliver(&mut self, id: &CallId, notices: Vec<Notice>) {
+        for notice in notices {
+            let event = Arc::new(notice.event);
+            let targets: Vec<ConnectionId> = match &notice.to {
+                Audience::Device(c) => vec![*c],
+                Audience::User(u) => self.devices_of(u).collect(),
+                Audience::UserExcept(u, except) => {
+                    self.devices_of(u).filter(|c| c != except).collect()
+                }
+                Audience::InCall(u) => self
+                    .calls
+                    .get(id)
+                    .and_then(|e| e.call.members.get(u))
+                    .map(|m| m.devices.iter().copied().collect())
+                    .unwrap_or_default(),
+            };
+            for conn in targets {
+                self.push(conn, event.clone());
+            }
+        }
+    }
+
+    /// Queues the next timer of a call, or forgets the call once it has ended.
+    fn reschedule(&mut self, id: &CallId) {
+        let Some(entry) = self.calls.get_mut(id) else {
+            return;
+        };
+        if let call::Phase::Ended(reason) = entry.call.phase {
+            let entry = self.calls.remove(id).expect("present above");
+            for member in entry.call.members.keys() {
+                self.leave_call_index(member, id);
+            }
+            self.metrics.calls_active.dec();
+            self.metrics
+                .calls_total
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            return;
+        }
+        // Users no longer involved (declined, missed, left) stop counting against their limit.
+        let uninvolved: Vec<UserId> = entry
+            .call
+            .members
+            .keys()
+            .filter(|u| !entry.call.involved_users().any(|i| i == *u))
+            .cloned()
+            .collect();
+        for u in uninvolved {
+            self.leave_call_index(&u, id);
+        }
+        let Some(entry) = self.calls.get_mut(id) else {
+            return;
+        };
+        let Some(next) = entry.call.next_deadline() else {
+            return;
+        };
+        if entry.scheduled.is_none_or(|at| next < at) {
+            entry.scheduled = Some(next);
+            self.timers.push(Reverse((next, Timer::Call(id.clone()))));
+        }
+    }
+
+    /// Drops `id` from the user's live calls, and the user record itself once it holds
+    /// neither connections nor calls.
+    fn leave_call_index(&mut self, user: &UserId, id: &CallId) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.calls.remove(id);
+            if u.calls.is_empty() && u.connections.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    fn devices_of<'a>(&'a self, user: &UserId) -> impl Iterator<Item = ConnectionId> + 'a {
+        self.users
+            .get(user)
+            .into_iter()
+            .flat_map(|u| u.connections.iter().copied())
+    }
+
+    fn push(&mut self, to: ConnectionId, event: Arc<ServerEvent>) {
+        self.metrics
+            .events_out
+            .with_label_values(&[event.name()])
+            .inc();
+        self.outputs.push_back(Delivery { to, event });
+    }
+}
+
+/// The hub's users as a call sees them.
+struct Dir<'a> {
+    users: &'a HashMap<UserId, User>,
+    /// `None` where no ICE servers are needed, so no credentials are minted for nothing.
+    ice: Option<&'a IceServers>,
+    wall: SystemTime,
+}
+
+impl call::Directory for Dir<'_> {
+    /// From the user's token once they have connected; their id before that.
+    fn name_of(&self, user: &UserId) -> String {
+        self.users
+            .get(user)
+            .map(|u| u.name.clone())
+            .unwrap_or_else(|| user.to_string())
+    }
+
+    fn ice_for(&self, user: &UserId) -> Vec<protocol::IceServer> {
+        self.ice
+            .map(|ice| ice.for_user(user, self.wall))
+            .unwrap_or_default()
+    }
+}
+
+fn wall(epoch: (Instant, SystemTime), now: Instant) -> SystemTime {
+    epoch.1 + now.saturating_duration_since(epoch.0)
+}
+
+fn ok() -> Value {
+    json!({"ok": true})
+}
+
+fn no_such_call() -> Failure {
+    Failure::new(ErrorCode::NotFound, "no such call (it may have ended)")
+}
+
+fn new_call_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    let mut s = String::with_capacity(24);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

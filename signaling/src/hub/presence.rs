@@ -1,0 +1,280 @@
+//! Presence: online/offline, statuses, idle → away, and who may see them.
+//!
+//! Presence is never broadcast to every connection. A user's presence events reach only:
+//! - connections that asked with `presence:subscribe`;
+//! - the devices of users who share a live call with them;
+//! - for `presence:changed`, the user's own other devices (so their status stays in sync).
+
+use super::{Hub, Timer, ok};
+use protocol::{
+    ConnectionId, ErrorCode, Failure, Presence, PresenceList, PresenceStatus, ServerEvent,
+    StatusUpdate, UserId, UserOffline, UserOnline,
+};
+use serde_json::Value;
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+impl Hub {
+    /// The presence of each of `users`, as `GET /api/v1/presence` and `presence:subscribe`
+    /// report it.
+    pub fn presence_of(&self, now: Instant, users: &[UserId]) -> Vec<Presence> {
+        users.iter().map(|u| self.presence(now, u)).collect()
+    }
+
+    pub(super) fn touch(&mut self, now: Instant, user_id: &UserId) {
+        let Some(user) = self.users.get_mut(user_id) else {
+            return;
+        };
+        user.last_activity = now;
+        if !user.manual && user.status == PresenceStatus::Away {
+            user.status = PresenceStatus::Online;
+            self.arm_away(now, user_id);
+            self.announce_change(now, user_id, None);
+        }
+    }
+
+    pub(super) fn check_idle(&mut self, now: Instant, user_id: &UserId) {
+        let away_after = self.settings.away_after;
+        let Some(user) = self.users.get_mut(user_id) else {
+            return;
+        };
+        user.away_timer = false;
+        if user.manual || user.status != PresenceStatus::Online || user.connections.is_empty() {
+            return;
+        }
+        let due = user.last_activity + away_after;
+        if now >= due {
+            user.status = PresenceStatus::Away;
+            self.announce_change(now, user_id, None);
+        } else {
+            user.away_timer = true;
+            self.timers
+                .push(Reverse((due, Timer::Away(user_id.clone()))));
+        }
+    }
+
+    /// Queues an idle check `away_after` from now unless one is queued already.
+    pub(super) fn arm_away(&mut self, now: Instant, user_id: &UserId) {
+        if let Some(user) = self.users.get_mut(user_id)
+            && !user.away_timer
+        {
+            user.away_timer = true;
+            self.timers.push(Reverse((
+                now + self.settings.away_after,
+                Timer::Away(user_id.clone()),
+            )));
+        }
+    }
+
+    pub(super) fn announce_online(&mut self, user_id: &UserId) {
+        let Some(user) = self.users.get(user_id) else {
+            return;
+        };
+        let event = Arc::new(ServerEvent::UserOnline(UserOnline {
+            user_id: user_id.clone(),
+            username: user.name.clone(),
+        }));
+        for conn in self.audience(user_id) {
+            self.push(conn, event.clone());
+        }
+    }
+
+    pub(super) fn go_offline(&mut self, now: Instant, user_id: &UserId) {
+        let wall = super::wall(self.epoch, now);
+        let invisible = self
+            .users
+            .get(user_id)
+            .is_some_and(|u| u.status == PresenceStatus::Offline);
+        if !invisible {
+            let event = Arc::new(ServerEvent::UserOffline(UserOffline {
+                user_id: user_id.clone(),
+                last_seen_at: rfc3339(wall),
+            }));
+            for conn in self.audience(user_id) {
+                self.push(conn, event.clone());
+            }
+        }
+        // Calls keep the user's membership through the grace period; presence state goes now.
+        let still_in_calls = self.users.get(user_id).is_some_and(|u| !u.calls.is_empty());
+        if still_in_calls {
+            if let Some(u) = self.users.get_mut(user_id) {
+                u.status = PresenceStatus::Offline;
+                u.manual = false;
+            }
+        } else {
+            self.users.remove(user_id);
+        }
+        self.metrics.sessions.dec();
+        if !invisible {
+            self.last_seen.insert(user_id.clone(), wall);
+        }
+    }
+
+    pub(super) fn update_status(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        user_id: &UserId,
+        update: StatusUpdate,
+    ) -> Result<Value, Failure> {
+        let Some(user) = self.users.get_mut(user_id) else {
+            return Err(Failure::new(ErrorCode::InvalidState, "not connected"));
+        };
+        user.manual = update.status != PresenceStatus::Online;
+        user.status = update.status;
+        user.text = update.text.filter(|t| !t.is_empty());
+        if !user.manual {
+            self.arm_away(now, user_id);
+        }
+        self.announce_change(now, user_id, Some(conn));
+        Ok(ok())
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        users: Vec<UserId>,
+    ) -> Result<Value, Failure> {
+        let limit = self.settings.max_presence_subscriptions;
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return Err(Failure::new(ErrorCode::InvalidState, "not connected"));
+        };
+        let new: BTreeSet<&UserId> = users.iter().filter(|u| !c.watching.contains(*u)).collect();
+        if c.watching.len() + new.len() > limit {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!("a connection may watch at most {limit} users"),
+            ));
+        }
+        for u in new {
+            c.watching.insert(u.clone());
+            self.watchers.entry(u.clone()).or_default().insert(conn);
+        }
+        let list = PresenceList {
+            presences: self.presence_of(now, &users),
+        };
+        Ok(serde_json::to_value(list).unwrap_or_default())
+    }
+
+    pub(super) fn unsubscribe(&mut self, conn: ConnectionId, users: &[UserId]) {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        for u in users {
+            c.watching.remove(u);
+            if let Some(set) = self.watchers.get_mut(u) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    self.watchers.remove(u);
+                }
+            }
+        }
+    }
+
+    /// Sends `presence:changed` to the audience and to the user's other devices.
+    fn announce_change(&mut self, now: Instant, user_id: &UserId, except: Option<ConnectionId>) {
+        let event = Arc::new(ServerEvent::PresenceChanged(self.presence(now, user_id)));
+        let mut targets = self.audience(user_id);
+        if let Some(user) = self.users.get(user_id) {
+            targets.extend(user.connections.iter().filter(|c| Some(**c) != except));
+        }
+        for conn in targets {
+            self.push(conn, event.clone());
+        }
+    }
+
+    fn presence(&self, now: Instant, user_id: &UserId) -> Presence {
+        match self.users.get(user_id) {
+            Some(u) if !u.connections.is_empty() => Presence {
+                user_id: user_id.clone(),
+                status: u.status,
+                text: if u.status == PresenceStatus::Offline {
+                    None
+                } else {
+                    u.text.clone()
+                },
+                last_seen_at: (u.status != PresenceStatus::Offline)
+                    .then(|| rfc3339(super::wall(self.epoch, now))),
+            },
+            _ => Presence {
+                user_id: user_id.clone(),
+                status: PresenceStatus::Offline,
+                text: None,
+                last_seen_at: self.last_seen.get(user_id).map(|t| rfc3339(*t)),
+            },
+        }
+    }
+
+    /// Connections allowed to see `user_id`'s presence, other than the user's own.
+    fn audience(&self, user_id: &UserId) -> BTreeSet<ConnectionId> {
+        let mut out: BTreeSet<ConnectionId> = self
+            .watchers
+            .get(user_id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if let Some(user) = self.users.get(user_id) {
+            for call_id in &user.calls {
+                let Some(entry) = self.calls.get(call_id) else {
+                    continue;
+                };
+                for other in entry.call.involved_users() {
+                    if other == user_id {
+                        continue;
+                    }
+                    if let Some(o) = self.users.get(other) {
+                        out.extend(o.connections.iter().copied());
+                    }
+                }
+            }
+        }
+        if let Some(user) = self.users.get(user_id) {
+            for c in &user.connections {
+                out.remove(c);
+            }
+        }
+        out
+    }
+}
+
+/// RFC 3339 UTC with millisecond precision, e.g. `2026-11-21T15:20:27.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let millis = d.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_000_000_123)),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

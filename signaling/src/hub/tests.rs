@@ -1,0 +1,450 @@
+//! Hub scenarios with several users and devices, time moved by hand.
+
+use super::*;
+use crate::auth::Grants;
+use protocol::{CallInitiate, CallRef, CallType, StatusUpdate, UserIds};
+use serde_json::json;
+
+fn settings() -> HubSettings {
+    HubSettings {
+        rules: CallRules {
+            ring_timeout: Duration::from_secs(45),
+            max_duration: Duration::from_secs(3600),
+            reconnect_grace: Duration::from_secs(20),
+        },
+        max_participants: 4,
+        max_calls_per_user: 2,
+        max_presence_subscriptions: 3,
+        away_after: Duration::from_secs(300),
+    }
+}
+
+struct World {
+    hub: Hub,
+    now: Instant,
+}
+
+impl World {
+    fn new() -> Self {
+        let now = Instant::now();
+        let ice = IceServers::new(&config::IceConfig::default());
+        Self {
+            hub: Hub::new(settings(), ice, Metrics::unregistered(), now),
+            now,
+        }
+    }
+
+    fn connect(&mut self, conn: u64, user: &str) -> ConnectionId {
+        let id = ConnectionId(conn);
+        self.hub.connect(
+            self.now,
+            id,
+            &Identity {
+                user_id: user.into(),
+                name: format!("{user}!"),
+                grants: Grants::default(),
+            },
+        );
+        id
+    }
+
+    fn send(&mut self, conn: ConnectionId, event: ClientEvent) -> Result<Value, Failure> {
+        self.hub.handle(self.now, conn, event)
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.hub.handle_timeout(self.now);
+    }
+
+    /// Drains the output as (connection, event name) pairs.
+    fn out(&mut self) -> Vec<(u64, &'static str)> {
+        std::iter::from_fn(|| self.hub.poll_output())
+            .map(|d| (d.to.0, d.event.name()))
+            .collect()
+    }
+
+    /// Drains the output, keeping the `presence:changed` events about `user`.
+    fn about(&mut self, user: &str) -> Vec<(u64, protocol::PresenceStatus)> {
+        self.out_events()
+            .into_iter()
+            .filter_map(|d| match &*d.event {
+                ServerEvent::PresenceChanged(p) if p.user_id.as_str() == user => {
+                    Some((d.to.0, p.status))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn out_events(&mut self) -> Vec<Delivery> {
+        std::iter::from_fn(|| self.hub.poll_output()).collect()
+    }
+
+    fn initiate(&mut self, conn: ConnectionId, invitees: &[&str]) -> CallId {
+        let ack = self
+            .send(
+                conn,
+                ClientEvent::CallInitiate(CallInitiate {
+                    conversation_id: "conv".into(),
+                    call_type: CallType::Audio,
+                    participants: invitees.iter().map(|s| UserId::from(*s)).collect(),
+                }),
+            )
+            .unwrap();
+        CallId(ack["callId"].as_str().unwrap().to_owned())
+    }
+}
+
+fn call_ref(id: &CallId) -> CallRef {
+    CallRef {
+        call_id: id.clone(),
+    }
+}
+
+#[test]
+fn a_call_rings_every_device_and_late_devices_too() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let b1 = w.connect(2, "bob");
+    w.out();
+    let call = w.initiate(a, &["bob"]);
+    assert_eq!(w.out(), vec![(1, "call:initiated"), (2, "call:incoming")]);
+    // A device that connects while the call rings rings too.
+    let b2 = w.connect(3, "bob");
+    assert_eq!(w.out(), vec![(3, "call:incoming")]);
+    let ack = w
+        .send(b2, ClientEvent::CallAccept(call_ref(&call)))
+        .unwrap();
+    assert_eq!(
+        ack["participants"],
+        json!([{"userId": "alice", "name": "alice!"}])
+    );
+    let mut out = w.out();
+    out.sort();
+    assert_eq!(
+        out,
+        vec![
+            (1, "call:accepted"),
+            (1, "call:participant:joined"),
+            (2, "call:answered-elsewhere"),
+        ]
+    );
+    let _ = b1;
+}
+
+#[test]
+fn presence_reaches_only_call_members_and_subscribers() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let _b = w.connect(2, "bob");
+    let carol = w.connect(3, "carol");
+    let dave = w.connect(4, "dave");
+    assert!(w.out().is_empty(), "nobody shares anything yet");
+    w.initiate(a, &["bob"]);
+    w.out();
+    // Carol watches alice explicitly; dave does not care.
+    let ack = w
+        .send(
+            carol,
+            ClientEvent::PresenceSubscribe(UserIds {
+                user_ids: vec!["alice".into(), "nobody".into()],
+            }),
+        )
+        .unwrap();
+    assert_eq!(ack["presences"][0]["status"], "online");
+    assert_eq!(ack["presences"][1]["status"], "offline");
+    w.send(
+        a,
+        ClientEvent::StatusUpdate(StatusUpdate {
+            status: protocol::PresenceStatus::Busy,
+            text: Some("in a meeting".into()),
+        }),
+    )
+    .unwrap();
+    let deliveries = w.out_events();
+    let mut targets: Vec<u64> = deliveries.iter().map(|d| d.to.0).collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        vec![2, 3],
+        "bob (in the call) and carol (subscribed), not dave"
+    );
+    let ServerEvent::PresenceChanged(p) = &*deliveries[0].event else {
+        panic!()
+    };
+    assert_eq!(p.text.as_deref(), Some("in a meeting"));
+    // A second device of alice hears her own change.
+    let a2 = w.connect(5, "alice");
+    w.out();
+    w.send(
+        a,
+        ClientEvent::StatusUpdate(StatusUpdate {
+            status: protocol::PresenceStatus::Dnd,
+            text: None,
+        }),
+    )
+    .unwrap();
+    let mut targets: Vec<u64> = w.out().into_iter().map(|(c, _)| c).collect();
+    targets.sort();
+    assert_eq!(targets, vec![2, 3, 5]);
+    let _ = (dave, a2);
+}
+
+#[test]
+fn going_offline_and_online_is_announced_to_watchers() {
+    let mut w = World::new();
+    let carol = w.connect(3, "carol");
+    w.send(
+        carol,
+        ClientEvent::PresenceSubscribe(UserIds {
+            user_ids: vec!["alice".into()],
+        }),
+    )
+    .unwrap();
+    let a1 = w.connect(1, "alice");
+    let a2 = w.connect(2, "alice");
+    assert_eq!(
+        w.out(),
+        vec![(3, "user:online")],
+        "online once, not per device"
+    );
+    w.hub.disconnect(w.now, a1);
+    assert!(w.out().is_empty(), "still online on another device");
+    w.hub.disconnect(w.now, a2);
+    assert_eq!(w.out(), vec![(3, "user:offline")]);
+    let p = w.hub.presence_of(w.now, &["alice".into()]);
+    assert_eq!(p[0].status, protocol::PresenceStatus::Offline);
+    assert!(p[0].last_seen_at.is_some());
+    // Unsubscribed watchers hear nothing more.
+    w.send(
+        carol,
+        ClientEvent::PresenceUnsubscribe(UserIds {
+            user_ids: vec!["alice".into()],
+        }),
+    )
+    .unwrap();
+    w.connect(4, "alice");
+    assert!(w.out().is_empty());
+}
+
+#[test]
+fn idle_users_become_away_and_activity_brings_them_back() {
+    let mut w = World::new();
+    let carol = w.connect(3, "carol");
+    w.send(
+        carol,
+        ClientEvent::PresenceSubscribe(UserIds {
+            user_ids: vec!["alice".into()],
+        }),
+    )
+    .unwrap();
+    let a = w.connect(1, "alice");
+    w.out();
+    w.advance(Duration::from_secs(200));
+    w.send(a, ClientEvent::ActivityPing).unwrap();
+    w.advance(Duration::from_secs(200));
+    assert!(
+        w.about("alice").is_empty(),
+        "activity at 200 s postpones away to 500 s"
+    );
+    w.advance(Duration::from_secs(101));
+    assert_eq!(
+        w.about("alice"),
+        vec![
+            (1, protocol::PresenceStatus::Away),
+            (3, protocol::PresenceStatus::Away)
+        ]
+    );
+    assert_eq!(
+        w.hub.presence_of(w.now, &["alice".into()])[0].status,
+        protocol::PresenceStatus::Away
+    );
+    w.send(a, ClientEvent::ActivityPing).unwrap();
+    assert_eq!(
+        w.about("alice"),
+        vec![
+            (1, protocol::PresenceStatus::Online),
+            (3, protocol::PresenceStatus::Online)
+        ]
+    );
+    assert_eq!(
+        w.hub.presence_of(w.now, &["alice".into()])[0].status,
+        protocol::PresenceStatus::Online
+    );
+    // A chosen status is never overridden by idleness.
+    w.send(
+        a,
+        ClientEvent::StatusUpdate(StatusUpdate {
+            status: protocol::PresenceStatus::Busy,
+            text: None,
+        }),
+    )
+    .unwrap();
+    w.advance(Duration::from_secs(1000));
+    assert_eq!(
+        w.hub.presence_of(w.now, &["alice".into()])[0].status,
+        protocol::PresenceStatus::Busy
+    );
+    assert!(
+        w.hub.stats().timers <= 2,
+        "idle checks do not pile up: {:?}",
+        w.hub.stats()
+    );
+    for _ in 0..100 {
+        w.send(
+            a,
+            ClientEvent::StatusUpdate(StatusUpdate {
+                status: protocol::PresenceStatus::Online,
+                text: None,
+            }),
+        )
+        .unwrap();
+        w.send(
+            a,
+            ClientEvent::StatusUpdate(StatusUpdate {
+                status: protocol::PresenceStatus::Busy,
+                text: None,
+            }),
+        )
+        .unwrap();
+    }
+    assert!(
+        w.hub.stats().timers <= 2,
+        "status flapping queues no timers: {:?}",
+        w.hub.stats()
+    );
+}
+
+#[test]
+fn limits_are_enforced_with_codes() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let too_many = ClientEvent::CallInitiate(CallInitiate {
+        conversation_id: "c".into(),
+        call_type: CallType::Audio,
+        participants: ["b", "c", "d", "e"]
+            .iter()
+            .map(|s| UserId::from(*s))
+            .collect(),
+    });
+    assert_eq!(
+        w.send(a, too_many).unwrap_err().code,
+        ErrorCode::LimitExceeded
+    );
+    let only_me = ClientEvent::CallInitiate(CallInitiate {
+        conversation_id: "c".into(),
+        call_type: CallType::Audio,
+        participants: vec!["alice".into(), "alice".into()],
+    });
+    assert_eq!(
+        w.send(a, only_me).unwrap_err().code,
+        ErrorCode::InvalidPayload
+    );
+    w.initiate(a, &["b"]);
+    w.initiate(a, &["c"]);
+    let third = ClientEvent::CallInitiate(CallInitiate {
+        conversation_id: "c".into(),
+        call_type: CallType::Audio,
+        participants: vec!["d".into()],
+    });
+    assert_eq!(w.send(a, third).unwrap_err().code, ErrorCode::LimitExceeded);
+    let subs = UserIds {
+        user_ids: ["1", "2", "3", "4"]
+            .iter()
+            .map(|s| UserId::from(*s))
+            .collect(),
+    };
+    assert_eq!(
+        w.send(a, ClientEvent::PresenceSubscribe(subs))
+            .unwrap_err()
+            .code,
+        ErrorCode::LimitExceeded
+    );
+    let e = w
+        .send(
+            a,
+            ClientEvent::CallAccept(CallRef {
+                call_id: "nope".into(),
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+}
+
+#[test]
+fn grace_period_survives_a_reload_and_nothing_is_left_afterwards() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let b = w.connect(2, "bob");
+    let call = w.initiate(a, &["bob"]);
+    w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    w.out();
+    // Bob reloads: his device drops, a new one connects and is told it may resume.
+    w.hub.disconnect(w.now, b);
+    w.advance(Duration::from_secs(5));
+    let b2 = w.connect(3, "bob");
+    let out = w.out_events();
+    assert!(
+        out.iter()
+            .any(|d| d.to.0 == 3 && d.event.name() == "call:resumable"),
+        "{out:?}"
+    );
+    w.send(b2, ClientEvent::CallJoin(call_ref(&call))).unwrap();
+    assert!(w.out().contains(&(1, "call:participant:joined")));
+    w.advance(Duration::from_secs(60));
+    assert_eq!(w.hub.stats().calls, 1, "the call survived the reload");
+    // Alice loses her connection for good: the call fails after the grace period.
+    w.hub.disconnect(w.now, a);
+    w.advance(Duration::from_secs(21));
+    let out = w.out_events();
+    let ended = out.iter().find_map(|d| match &*d.event {
+        ServerEvent::CallEnded(e) => Some((d.to.0, e.reason)),
+        _ => None,
+    });
+    assert_eq!(ended, Some((3, protocol::EndReason::Failed)));
+    w.hub.disconnect(w.now, b2);
+    w.advance(Duration::from_secs(3600));
+    let stats = w.hub.stats();
+    assert_eq!(
+        (
+            stats.connections,
+            stats.online_users,
+            stats.user_records,
+            stats.calls
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(stats.timers, 0, "{stats:?}");
+}
+
+#[test]
+fn events_from_unknown_connections_are_refused() {
+    let mut w = World::new();
+    let e = w
+        .send(ConnectionId(42), ClientEvent::ActivityPing)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState);
+}
+
+#[test]
+fn draining_refuses_new_calls_and_tells_everyone() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    w.connect(2, "bob");
+    w.hub.shutdown(Duration::from_millis(1500));
+    let out = w.out_events();
+    assert_eq!(out.len(), 2);
+    assert!(matches!(&*out[0].event, ServerEvent::ServerShutdown(s) if s.reconnect_in_ms == 1500));
+    let e = w
+        .send(
+            a,
+            ClientEvent::CallInitiate(CallInitiate {
+                conversation_id: "c".into(),
+                call_type: CallType::Video,
+                participants: vec!["bob".into()],
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ShuttingDown);
+}

@@ -1,0 +1,248 @@
+//! Chorus signaling: authenticated sessions, presence, ringing calls and P2P relay.
+//!
+//! - [`auth`]: JWT verification with the algorithm fixed by configuration.
+//! - [`hub`]: the sans-IO core owning sessions, presence and calls.
+//! - [`driver`]: the tokio task that owns the hub and routes its output to connections.
+//! - [`session`]: the transport-agnostic per-connection pipeline (rate limit, parse, dispatch).
+//! - [`transport`]: the raw WebSocket (`/ws`) and Socket.IO (`/socket.io/`) adapters.
+//! - [`http`]: the REST endpoints (presence, ICE servers).
+//!
+//! [`Signaling`] ties them together and builds the router the binary serves.
+
+pub mod auth;
+pub mod driver;
+pub mod http;
+pub mod hub;
+pub mod ice;
+pub mod limits;
+pub mod metrics;
+pub mod session;
+pub mod transport;
+
+use auth::{Authenticator, Identity};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use driver::HubHandle;
+use ice::IceServers;
+use limits::{ConnectionLimiter, ConnectionPermit, Refusal};
+use metrics::Metrics;
+use protocol::{ErrorCode, Failure};
+use session::SessionLimits;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The signaling service of one process.
+///
+/// Lifecycle: [`Signaling::new`] spawns the hub; [`Signaling::router`] serves it; on shutdown
+/// [`Signaling::drain`] refuses new connections and calls, tells clients, waits for them to go
+/// (up to a deadline) and then closes whoever is left.
+pub struct Signaling {
+    pub hub: HubHandle,
+    pub auth: Arc<Authenticator>,
+    pub ice: IceServers,
+    pub limits: SessionLimits,
+    pub metrics: Metrics,
+    limiter: ConnectionLimiter,
+    draining: AtomicBool,
+    closing: watch::Sender<bool>,
+}
+
+/// A connection refused before its session started.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn into_response(self) -> Response {
+        http::failure(self.status, Failure::new(self.code, self.message))
+    }
+}
+
+impl Signaling {
+    pub fn new(
+        config: &config::Config,
+        auth: Authenticator,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<Arc<Self>> {
+        let metrics = Metrics::new(registry)?;
+        let ice = IceServers::new(&config.ice);
+        let hub = hub::Hub::new(
+            hub::HubSettings::from_config(config),
+            ice.clone(),
+            metrics.clone(),
+            Instant::now(),
+        );
+        let (closing, _) = watch::channel(false);
+        Ok(Arc::new(Self {
+            hub: driver::spawn(hub),
+            auth: Arc::new(auth),
+            ice,
+            limits: SessionLimits::from_config(config),
+            metrics,
+            limiter: ConnectionLimiter::new(
+                config.server.max_connections_per_ip,
+                config.server.max_connections,
+            ),
+            draining: AtomicBool::new(false),
+            closing,
+        }))
+    }
+
+    /// `/ws`, `/api/v1/presence` and `/api/v1/ice-servers`. Socket.IO is a layer:
+    /// see [`Signaling::with_socketio`].
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/ws", get(transport::ws::upgrade))
+            .route("/api/v1/presence", get(http::presence))
+            .route("/api/v1/ice-servers", get(http::ice_servers))
+            .with_state(self.clone())
+    }
+
+    /// Wraps the finished application router with Socket.IO at `/socket.io/`. It must be the
+    /// last step: axum applies a layer only to routes and the fallback present at that point,
+    /// and Socket.IO paths match no route.
+    pub fn with_socketio(self: &Arc<Self>, app: Router) -> Router {
+        let (layer, _io) = transport::socketio::layer(self.clone());
+        app.fallback(|| async {
+            http::failure(
+                StatusCode::NOT_FOUND,
+                Failure::new(ErrorCode::NotFound, "no such endpoint"),
+            )
+        })
+        .layer(layer)
+    }
+
+    /// Verifies the token of an HTTP request (header or query).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Identity, Refused> {
+        self.verify(auth::token_from_request(headers, query))
+    }
+
+    /// Authenticates and admits a new connection: the explicit token (Socket.IO's
+    /// `auth.token`) or the request's, then drain state and connection limits.
+    pub fn admit_token(
+        &self,
+        token: Option<String>,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<(Identity, ConnectionPermit), Refused> {
+        let identity = self.verify(token.or_else(|| auth::token_from_request(headers, query)))?;
+        let permit = self.admit(peer)?;
+        Ok((identity, permit))
+    }
+
+    /// Admits an authenticated connection from `peer`: refused while draining or over the
+    /// connection limits.
+    pub fn admit(&self, peer: SocketAddr) -> Result<ConnectionPermit, Refused> {
+        if self.is_draining() {
+            return Err(self.refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect shortly",
+            ));
+        }
+        self.limiter.admit(peer.ip()).map_err(|r| {
+            let message = match r {
+                Refusal::PerIp => "too many connections from your address",
+                Refusal::Total => "the server holds its maximum number of connections",
+            };
+            self.refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyConnections,
+                message,
+            )
+        })
+    }
+
+    /// Counts an open connection until the returned guard drops.
+    pub fn connection_gauge(&self, transport: &'static str) -> GaugeGuard {
+        let gauge = self.metrics.connections.with_label_values(&[transport]);
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Becomes true when connections must close now.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Connections currently open (both transports).
+    pub fn open_connections(&self) -> u32 {
+        self.limiter.open()
+    }
+
+    /// Graceful shutdown: refuse new work, send `server:shutdown`, wait up to `timeout` for
+    /// clients to leave, then close the rest.
+    pub async fn drain(&self, reconnect_in: Duration, timeout: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.hub.shutdown(reconnect_in).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.closing.send(true);
+        // Give the close frames a moment to leave.
+        let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.open_connections() > 0 && tokio::time::Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn verify(&self, token: Option<String>) -> Result<Identity, Refused> {
+        let result = match token {
+            None => Err(auth::AuthError {
+                code: ErrorCode::TokenMissing,
+                message: "no token: use Authorization: Bearer, ?access_token= or auth.token".into(),
+            }),
+            Some(t) => self.auth.verify(&t),
+        };
+        result.map_err(|e| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[e.code.as_str()])
+                .inc();
+            Refused {
+                status: StatusCode::UNAUTHORIZED,
+                code: e.code,
+                message: e.message,
+            }
+        })
+    }
+
+    fn refuse(&self, status: StatusCode, code: ErrorCode, message: &str) -> Refused {
+        self.metrics
+            .connections_refused
+            .with_label_values(&[code.as_str()])
+            .inc();
+        Refused {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Decrements a connection gauge when dropped.
+pub struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,102 @@
+//! Prometheus metrics of the signaling service. No label carries a user, call or connection id:
+//! labels are bounded sets (transport, event name, outcome, reason).
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Handles to every signaling metric. Cloning shares the underlying atomics.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Open connections by transport (`ws`, `socketio`).
+    pub connections: IntGaugeVec,
+    /// Users with at least one authenticated connection.
+    pub sessions: IntGauge,
+    /// Calls not yet ended.
+    pub calls_active: IntGauge,
+    /// Ended calls by outcome (the `call:ended` reason).
+    pub calls_total: IntCounterVec,
+    /// Client events received, by event name (`unknown` for names not in the protocol).
+    pub events_in: IntCounterVec,
+    /// Server events sent, by event name.
+    pub events_out: IntCounterVec,
+    /// Refused tokens by reason (the error code).
+    pub auth_failures: IntCounterVec,
+    /// Client events refused, by error code.
+    pub event_errors: IntCounterVec,
+    /// Connections refused before a session started, by reason.
+    pub connections_refused: IntCounterVec,
+    /// Time from receiving a client event to its ack.
+    pub event_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            connections: IntGaugeVec::new(
+                Opts::new("chorus_signaling_connections", "Open signaling connections"),
+                &["transport"],
+            )?,
+            sessions: IntGauge::new(
+                "chorus_signaling_sessions",
+                "Users with at least one open connection",
+            )?,
+            calls_active: IntGauge::new("chorus_calls_active", "Calls not yet ended")?,
+            calls_total: IntCounterVec::new(
+                Opts::new("chorus_calls_total", "Ended calls by outcome"),
+                &["outcome"],
+            )?,
+            events_in: IntCounterVec::new(
+                Opts::new("chorus_signaling_events_in_total", "Client events received"),
+                &["event"],
+            )?,
+            events_out: IntCounterVec::new(
+                Opts::new("chorus_signaling_events_out_total", "Server events sent"),
+                &["event"],
+            )?,
+            auth_failures: IntCounterVec::new(
+                Opts::new("chorus_auth_failures_total", "Refused tokens by reason"),
+                &["reason"],
+            )?,
+            event_errors: IntCounterVec::new(
+                Opts::new(
+                    "chorus_signaling_event_errors_total",
+                    "Refused client events by code",
+                ),
+                &["code"],
+            )?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "chorus_signaling_connections_refused_total",
+                    "Connections refused before a session started",
+                ),
+                &["reason"],
+            )?,
+            event_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "chorus_signaling_event_seconds",
+                    "Time from receiving a client event to answering it",
+                )
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0,
+                ]),
+            )?,
+        };
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.sessions.clone()))?;
+        registry.register(Box::new(m.calls_active.clone()))?;
+        registry.register(Box::new(m.calls_total.clone()))?;
+        registry.register(Box::new(m.events_in.clone()))?;
+        registry.register(Box::new(m.events_out.clone()))?;
+        registry.register(Box::new(m.auth_failures.clone()))?;
+        registry.register(Box::new(m.event_errors.clone()))?;
+        registry.register(Box::new(m.connections_refused.clone()))?;
+        registry.register(Box::new(m.event_seconds.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics registered nowhere, for unit tests of components that record them.
+    pub fn unregistered() -> Self {
+        Self::new(&Registry::new()).expect("fresh registry has no conflicts")
+    }
+}

@@ -1,0 +1,218 @@
+//! Socket.IO v5 transport at `/socket.io/`, on socketioxide.
+//!
+//! `io(url, {auth: {token}})` (or `?access_token=`, or `Authorization: Bearer`) authenticates in a
+//! connect middleware; a refusal is a `connect_error` whose `message` is the error code (for
+//! example `token_expired`), since Socket.IO carries nothing else there.
+//!
+//! Every event goes through one ordered queue per socket: socketioxide spawns a task per message,
+//! which would let an `ice-candidate` overtake its `offer`. The [`Enqueued`] extractor runs
+//! synchronously in arrival order and pushes the message on the queue; one task per socket
+//! drains it through the [`Session`]. Acks: success is acked with the payload itself, failure
+//! with `{"error": {"code", "message"}}`, and failures also emit `error`.
+
+use crate::Signaling;
+use crate::auth::Identity;
+use crate::driver::Outbound;
+use crate::limits::ConnectionPermit;
+use crate::session::{Session, error_event};
+use axum::extract::ConnectInfo;
+use protocol::{ErrorCode, Failure};
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::{DisconnectReason, Socket};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events queued for one socket before further ones are refused as `rate_limited`.
+const QUEUE: usize = 256;
+
+/// Registers the default namespace's handlers on `io`.
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate));
+}
+
+/// Builds the Socket.IO layer for the router, sized by the signaling limits.
+pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
+    let limit = sig.limits.max_frame_bytes;
+    let (layer, io) = SocketIo::builder()
+        .max_payload(limit as u64)
+        .ws_max_message_size(limit)
+        .ws_max_frame_size(limit)
+        .max_buffer_size(sig.limits.outbound_queue)
+        .connect_timeout(Duration::from_secs(10))
+        .with_state(sig)
+        .build_layer();
+    register(&io);
+    (layer, io)
+}
+
+#[derive(Clone)]
+struct Admitted {
+    identity: Identity,
+    // Held for the life of the socket; dropped with the extension on disconnect.
+    _permit: Arc<ConnectionPermit>,
+}
+
+#[derive(Clone)]
+struct Inbox(mpsc::Sender<Incoming>);
+
+struct Incoming {
+    event: String,
+    data: Value,
+    ack: AckSender,
+}
+
+#[derive(Debug)]
+struct Refused(ErrorCode);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+async fn authenticate(
+    s: SocketRef,
+    State(sig): State<Arc<Signaling>>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), Refused> {
+    let parts = s.req_parts();
+    let from_auth = auth
+        .ok()
+        .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (identity, permit) = sig
+        .admit_token(from_auth, &parts.headers, parts.uri.query(), peer)
+        .map_err(|r| Refused(r.code))?;
+    s.extensions.insert(Admitted {
+        identity,
+        _permit: Arc::new(permit),
+    });
+    Ok(())
+}
+
+async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
+    let Some(admitted) = s.extensions.get::<Admitted>() else {
+        let _ = s.disconnect();
+        return;
+    };
+    let conn = sig.hub.next_connection_id();
+    let (outbox, mut events) = mpsc::channel(sig.limits.outbound_queue);
+    if sig
+        .hub
+        .connect(conn, admitted.identity.clone(), outbox)
+        .await
+        .is_err()
+    {
+        let _ = s.disconnect();
+        return;
+    }
+    let gauge = sig.connection_gauge("socketio");
+    let (queue, mut incoming) = mpsc::channel::<Incoming>(QUEUE);
+    s.extensions.insert(Inbox(queue));
+    s.on_fallback(async |_: Enqueued| {});
+
+    // Server events out.
+    let emitter = s.clone();
+    let mut closing = sig.closing();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Outbound::Event(e)) => {
+                        if emitter.emit(e.name(), &e.data()).is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        // The hub dropped us for not keeping up.
+                        let _ = emitter.clone().disconnect();
+                        break;
+                    }
+                },
+                _ = closing.wait_for(|c| *c) => {
+                    let _ = emitter.clone().disconnect();
+                    break;
+                }
+            }
+        }
+    });
+
+    // Client events in, in order.
+    let mut session = Session::new(
+        conn,
+        admitted.identity.clone(),
+        sig.hub.clone(),
+        sig.limits,
+        sig.metrics.clone(),
+    );
+    let reporter = s.clone();
+    let hub = sig.hub.clone();
+    tokio::spawn(async move {
+        while let Some(Incoming { event, data, ack }) = incoming.recv().await {
+            match session.handle(&event, data).await {
+                Ok(data) => {
+                    let _ = ack.send(&data);
+                }
+                Err(failure) => refuse(&reporter, ack, &failure, &event),
+            }
+        }
+        // The queue closes when the socket disconnects.
+        hub.disconnect(conn).await;
+        drop(gauge);
+    });
+
+    s.on_disconnect(async |s: SocketRef, _reason: DisconnectReason| {
+        s.extensions.remove::<Inbox>();
+        s.extensions.remove::<Admitted>();
+    });
+}
+
+fn refuse(socket: &SocketRef, ack: AckSender, failure: &Failure, event: &str) {
+    let _ = ack.send(&json!({"error": {"code": failure.code, "message": failure.message}}));
+    let e = error_event(failure, Some(event), None);
+    let _ = socket.emit(e.name(), &e.data());
+}
+
+/// Extractor that queues the message in arrival order; see the module docs.
+struct Enqueued;
+
+impl FromMessageParts<LocalAdapter> for Enqueued {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let event = Event::from_message_parts(s, v, ack_id)
+            .map(|e| e.0)
+            .unwrap_or_default();
+        // An event emitted without data decodes as an error; it means "no data".
+        let data = TryData::<Value>::from_message_parts(s, v, ack_id)
+            .ok()
+            .and_then(|d| d.0.ok())
+            .unwrap_or(Value::Null);
+        let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
+        let Some(Inbox(queue)) = s.extensions.get::<Inbox>() else {
+            return Ok(Enqueued);
+        };
+        if let Err(mpsc::error::TrySendError::Full(Incoming { ack, event, .. })) =
+            queue.try_send(Incoming { event, data, ack })
+        {
+            let failure = Failure::new(ErrorCode::RateLimited, "too many events queued; slow down");
+            refuse(&SocketRef::from(s.clone()), ack, &failure, &event);
+        }
+        Ok(Enqueued)
+    }
+}

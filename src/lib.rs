@@ -1,0 +1,145 @@
+//! The `chorus` binary's wiring: configuration in, listeners up, parts connected.
+//!
+//! [`run`] is the injectable entry point (the mini-redis shape): it takes an already-bound
+//! listener, a validated [`Config`] and a shutdown future, so tests start a whole server on
+//! `127.0.0.1:0` inside their own process.
+
+pub mod cli;
+mod dev;
+mod ops;
+mod web;
+
+use config::Config;
+use signaling::Signaling;
+use signaling::auth::Authenticator;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What a running server exposes to whoever started it (tests, the CLI).
+pub struct Server {
+    pub signaling: Arc<Signaling>,
+    pub registry: prometheus::Registry,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("serving HTTP failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds every part from `config` without starting to serve.
+pub fn build(config: &Config, auth: Authenticator) -> Result<Server, RunError> {
+    let registry = prometheus::Registry::new();
+    let signaling =
+        Signaling::new(config, auth, &registry).map_err(|e| RunError::Config(e.to_string()))?;
+    Ok(Server {
+        signaling,
+        registry,
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains gracefully and returns.
+///
+/// Draining keeps the listener open so `/ready` can report 503 to load balancers, while new
+/// WebSocket and Socket.IO sessions are refused with `shutting_down`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    auth: Authenticator,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let server = build(&config, auth)?;
+    serve(listener, &config, server, shutdown).await
+}
+
+/// Serves an already built [`Server`]; see [`run`].
+pub async fn serve(
+    listener: TcpListener,
+    config: &Config,
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let sig = server.signaling.clone();
+    let mut app = server
+        .signaling
+        .router()
+        .merge(ops::router(sig.clone(), server.registry.clone()))
+        .merge(web::router());
+    if config.server.dev {
+        app = app.merge(dev::router(sig.clone()));
+    }
+    let app = sig.with_socketio(app);
+    let reconnect = config.server.reconnect_hint.get();
+    let drain = config.server.drain_timeout.get();
+    let drained = sig.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        drained.drain(reconnect, drain).await;
+        tracing::info!("drained");
+    })
+    .await?;
+    Ok(())
+}
+
+/// What `chorus serve` does: bind, log where it listens (and a sample token in dev mode),
+/// serve until SIGTERM or SIGINT, drain, return.
+pub async fn start(config: Config) -> Result<(), RunError> {
+    let auth = cli::authenticator(&config).map_err(RunError::Config)?;
+    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
+        RunError::Config(format!(
+            "cannot listen on `server.listen` ({}): {e}",
+            config.server.listen
+        ))
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "chorus listening: http://{local}/ (ws /ws, socket.io /socket.io/)");
+    if config.server.dev {
+        let token = auth
+            .mint(
+                "dev-user",
+                "Dev User",
+                signaling::auth::Grants::default(),
+                std::time::Duration::from_secs(3600),
+                std::time::SystemTime::now(),
+            )
+            .map_err(RunError::Config)?;
+        tracing::warn!("dev mode: loopback only, generated secret; never use in production");
+        tracing::info!("sample token (user dev-user, 1h): {token}");
+        tracing::info!("try: websocat 'ws://{local}/ws?access_token={token}'");
+    }
+    run(listener, config, auth, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

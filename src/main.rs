@@ -1,0 +1,72 @@
+//! `chorus`: see `chorus --help`.
+
+use chorus::cli::{self, Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit code for a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig(args) => match args.load(&[]) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(e),
+        },
+        Command::Token(args) => {
+            let config = match args.config.load(&[]) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            match cli::mint(&args, &config) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chorus: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Serve(args) => {
+            let config = match args.config.load(&[
+                ("server.listen", args.listen.as_ref()),
+                ("server.data_dir", args.data_dir.as_ref()),
+                ("log.format", args.log_format.as_ref()),
+                ("log.level", args.log_level.as_ref()),
+            ]) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            cli::init_logging(&config);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("chorus: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(chorus::start(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(chorus::RunError::Config(e)) => {
+                    eprintln!("chorus: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(e) => {
+                    eprintln!("chorus: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_error(e: config::ConfigError) -> ExitCode {
+    eprintln!("chorus: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
