@@ -4,6 +4,7 @@
 //! listener, a validated [`Config`] and a shutdown future, so tests start a whole server on
 //! `127.0.0.1:0` inside their own process.
 
+mod chat;
 pub mod cli;
 mod dev;
 mod ops;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 pub struct Server {
     pub signaling: Arc<Signaling>,
     pub registry: prometheus::Registry,
+    pub chat: ::chat::ChatService,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -32,14 +34,26 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-/// Builds every part from `config` without starting to serve.
-pub fn build(config: &Config, auth: Authenticator) -> Result<Server, RunError> {
+/// Builds every part from `config` without starting to serve: opens (and migrates) chat
+/// storage and spawns the signaling hub.
+pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunError> {
     let registry = prometheus::Registry::new();
-    let signaling =
-        Signaling::new(config, auth, &registry).map_err(|e| RunError::Config(e.to_string()))?;
+    let chat = ::chat::ChatService::open(chat::settings(config))
+        .await
+        .map_err(|e| {
+            RunError::Config(format!(
+                "cannot open chat storage (`chat.database_url`): {e:?}"
+            ))
+        })?;
+    let extension: Arc<dyn signaling::extension::Extension> =
+        Arc::new(chat::ChatExtension::new(chat.clone()));
+    let signaling = Signaling::new(config, auth, Some(extension), &registry)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
     Ok(Server {
         signaling,
         registry,
+        chat,
     })
 }
 
@@ -53,7 +67,7 @@ pub async fn run(
     auth: Authenticator,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let server = build(&config, auth)?;
+    let server = build(&config, auth).await?;
     serve(listener, &config, server, shutdown).await
 }
 
@@ -69,6 +83,7 @@ pub async fn serve(
         .signaling
         .router()
         .merge(ops::router(sig.clone(), server.registry.clone()))
+        .merge(chat::router(sig.clone(), server.chat.clone()))
         .merge(web::router());
     if config.server.dev {
         app = app.merge(dev::router(sig.clone()));
@@ -77,6 +92,11 @@ pub async fn serve(
     let reconnect = config.server.reconnect_hint.get();
     let drain = config.server.drain_timeout.get();
     let drained = sig.clone();
+    let (sweeper_stop, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sweeper = server.chat.spawn_retention_sweeper(async {
+        let _ = sweeper_stopped.await;
+    });
+    let chat = server.chat.clone();
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -88,6 +108,9 @@ pub async fn serve(
         tracing::info!("drained");
     })
     .await?;
+    let _ = sweeper_stop.send(());
+    let _ = sweeper.await;
+    chat.close().await;
     Ok(())
 }
 

@@ -17,11 +17,12 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub calls: CallsConfig,
     pub ice: IceConfig,
+    pub chat: ChatConfig,
 }
 
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
-    "server", "log", "auth", "limits", "presence", "calls", "ice",
+    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,6 +225,57 @@ impl Default for IceConfig {
     }
 }
 
+/// How SQLite commits chat messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// fsync at every commit: an acked message survives a power cut.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: an acked message survives a killed process, not a power cut.
+    Normal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Empty: a SQLite file `<server.data_dir>/chat.db`. `sqlite://PATH` for another file,
+    /// `postgres://...` to share chat between nodes.
+    pub database_url: String,
+    /// SQLite commit durability.
+    pub sqlite_sync: SqliteSync,
+    /// Database connections per process (PostgreSQL).
+    pub max_connections: u32,
+    /// Messages older than this are deleted in the background.
+    pub retention: HumanDuration,
+    /// Longest message, in characters.
+    pub max_content_chars: usize,
+    /// How long after sending a message its author may edit it.
+    pub edit_window: HumanDuration,
+    /// Sustained messages per second per user; `0` turns the limit off (benchmarks only).
+    pub messages_per_second: u32,
+    /// Messages a user may send at once above the sustained rate.
+    pub message_burst: u32,
+    /// A typing indicator not refreshed for this long is cleared.
+    pub typing_timeout: HumanDuration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            sqlite_sync: SqliteSync::Full,
+            max_connections: 10,
+            retention: HumanDuration::secs(30 * 24 * 3600),
+            max_content_chars: 4000,
+            edit_window: HumanDuration::secs(24 * 3600),
+            messages_per_second: 10,
+            message_burst: 20,
+            typing_timeout: HumanDuration::secs(10),
+        }
+    }
+}
+
 /// Longest JWT leeway accepted: more would make `exp` meaningless.
 pub const MAX_LEEWAY_SECS: u64 = 60;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
@@ -311,6 +363,28 @@ impl Config {
                     format!("`{url}` is not a turn: URL"),
                 ));
             }
+        }
+        let chat = &self.chat;
+        let url = chat.database_url.as_str();
+        if !(url.is_empty()
+            || url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "chat.database_url",
+                "expected empty (SQLite in data_dir), sqlite://PATH or postgres://...",
+            ));
+        }
+        positive("chat.max_connections", chat.max_connections as u64)?;
+        positive_duration("chat.retention", chat.retention)?;
+        positive_duration("chat.edit_window", chat.edit_window)?;
+        positive_duration("chat.typing_timeout", chat.typing_timeout)?;
+        if chat.max_content_chars == 0 || chat.max_content_chars > 100_000 {
+            return Err(invalid("chat.max_content_chars", "between 1 and 100000"));
+        }
+        if chat.messages_per_second > 0 && chat.message_burst == 0 {
+            return Err(invalid("chat.message_burst", "must be greater than 0"));
         }
         if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_empty() {
             return Err(invalid(

@@ -42,6 +42,16 @@ pub enum ErrorCode {
     TokenBadAudience,
     /// The client's address holds too many connections already.
     TooManyConnections,
+    /// Chat: the user is not a member of the conversation.
+    NotMember,
+    /// Chat: the message is longer than the configured limit.
+    ContentTooLong,
+    /// Chat: the edit window of the message has passed.
+    EditWindowPassed,
+    /// Chat: the message holds its maximum number of distinct reactions.
+    TooManyReactions,
+    /// Chat: storage could not be reached; nothing was stored, retry later.
+    StorageUnavailable,
     /// The server failed; the message says what, the connection carries on.
     Internal,
 }
@@ -67,6 +77,11 @@ impl ErrorCode {
             Self::TokenBadIssuer => "token_bad_issuer",
             Self::TokenBadAudience => "token_bad_audience",
             Self::TooManyConnections => "too_many_connections",
+            Self::NotMember => "not_member",
+            Self::ContentTooLong => "content_too_long",
+            Self::EditWindowPassed => "edit_window_passed",
+            Self::TooManyReactions => "too_many_reactions",
+            Self::StorageUnavailable => "storage_unavailable",
             Self::Internal => "internal",
         }
     }

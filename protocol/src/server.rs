@@ -50,6 +50,17 @@ pub enum ServerEvent {
     ServerShutdown(ServerShutdown),
     #[serde(rename = "error")]
     Error(ErrorEvent),
+    /// A chat event (`message:new`, `typing`, ...): its name and payload come from the chat
+    /// service. Rendered by [`ServerEvent::to_frame`] and [`ServerEvent::data`], not by serde.
+    #[serde(skip)]
+    Chat(ChatEvent),
+}
+
+/// A chat event as the chat service built it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatEvent {
+    pub name: &'static str,
+    pub data: Value,
 }
 
 impl ServerEvent {
@@ -77,11 +88,15 @@ impl ServerEvent {
             Self::PresenceChanged(_) => "presence:changed",
             Self::ServerShutdown(_) => "server:shutdown",
             Self::Error(_) => "error",
+            Self::Chat(c) => c.name,
         }
     }
 
     /// The payload alone, as Socket.IO emits it next to the name.
     pub fn data(&self) -> Value {
+        if let Self::Chat(c) = self {
+            return c.data.clone();
+        }
         match serde_json::to_value(self) {
             Ok(Value::Object(mut map)) => map.remove("data").unwrap_or(Value::Null),
             // Every variant is a struct of plain fields: serialisation cannot fail.
@@ -91,6 +106,9 @@ impl ServerEvent {
 
     /// The raw-WebSocket frame `{"event": ..., "data": ...}`.
     pub fn to_frame(&self) -> String {
+        if let Self::Chat(c) = self {
+            return serde_json::json!({"event": c.name, "data": c.data}).to_string();
+        }
         serde_json::to_string(self).unwrap_or_default()
     }
 }
@@ -324,6 +342,19 @@ mod tests {
             e.data(),
             json!({"callId": "c", "from": "alice", "candidate": {"candidate": "a=1", "sdpMid": "0"}})
         );
+    }
+
+    #[test]
+    fn chat_events_render_like_the_others() {
+        let e = ServerEvent::Chat(ChatEvent {
+            name: "typing",
+            data: json!({"userId": "a", "conversationId": "c", "isTyping": true}),
+        });
+        assert_eq!(e.name(), "typing");
+        assert_eq!(e.data()["isTyping"], true);
+        let frame: Value = serde_json::from_str(&e.to_frame()).unwrap();
+        assert_eq!(frame["event"], "typing");
+        assert_eq!(frame["data"]["userId"], "a");
     }
 
     #[test]

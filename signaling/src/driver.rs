@@ -49,6 +49,15 @@ enum Command {
     Stats {
         reply: oneshot::Sender<HubStats>,
     },
+    Deliver {
+        users: Vec<UserId>,
+        except: Option<ConnectionId>,
+        event: Arc<ServerEvent>,
+    },
+    DeliverTo {
+        conn: ConnectionId,
+        event: Arc<ServerEvent>,
+    },
 }
 
 /// A cloneable handle to the hub task.
@@ -107,6 +116,27 @@ impl HubHandle {
     /// Tells every connection the server is going away and refuses new calls.
     pub async fn shutdown(&self, reconnect_in: Duration) {
         let _ = self.send(Command::Shutdown { reconnect_in }).await;
+    }
+
+    /// Delivers `event` to every connected device of `users` but `except`.
+    pub async fn deliver(
+        &self,
+        users: Vec<UserId>,
+        except: Option<ConnectionId>,
+        event: Arc<ServerEvent>,
+    ) {
+        let _ = self
+            .send(Command::Deliver {
+                users,
+                except,
+                event,
+            })
+            .await;
+    }
+
+    /// Delivers `event` to one connection.
+    pub async fn deliver_to(&self, conn: ConnectionId, event: Arc<ServerEvent>) {
+        let _ = self.send(Command::DeliverTo { conn, event }).await;
     }
 
     pub async fn stats(&self) -> Result<HubStats, HubGone> {
@@ -170,6 +200,12 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>) {
             Command::Stats { reply } => {
                 let _ = reply.send(hub.stats());
             }
+            Command::Deliver {
+                users,
+                except,
+                event,
+            } => hub.deliver_to_users(&users, except, event),
+            Command::DeliverTo { conn, event } => hub.deliver_to_connection(conn, event),
         }
         drain(&mut hub, &mut outboxes);
     }

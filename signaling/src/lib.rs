@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod driver;
+pub mod extension;
 pub mod http;
 pub mod hub;
 pub mod ice;
@@ -47,6 +48,8 @@ pub struct Signaling {
     pub ice: IceServers,
     pub limits: SessionLimits,
     pub metrics: Metrics,
+    /// Events served outside the hub (chat), when the binary plugs them in.
+    pub extension: Option<Arc<dyn extension::Extension>>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -70,6 +73,7 @@ impl Signaling {
     pub fn new(
         config: &config::Config,
         auth: Authenticator,
+        extension: Option<Arc<dyn extension::Extension>>,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
         let metrics = Metrics::new(registry)?;
@@ -87,6 +91,7 @@ impl Signaling {
             ice,
             limits: SessionLimits::from_config(config),
             metrics,
+            extension,
             limiter: ConnectionLimiter::new(
                 config.server.max_connections_per_ip,
                 config.server.max_connections,

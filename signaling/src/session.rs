@@ -10,12 +10,15 @@
 
 use crate::auth::Identity;
 use crate::driver::HubHandle;
+use crate::extension::{Caller, Extension, JoinRole};
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use protocol::{
-    CLIENT_EVENT_NAMES, ClientEvent, ConnectionId, ErrorCode, ErrorEvent, Failure, ServerEvent,
+    CHAT_EVENT_NAMES, CLIENT_EVENT_NAMES, ClientEvent, ConnectionId, ErrorCode, ErrorEvent,
+    Failure, ServerEvent,
 };
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-connection limits, from configuration.
@@ -43,8 +46,16 @@ pub struct Session {
     pub conn: ConnectionId,
     pub identity: Identity,
     hub: HubHandle,
+    extension: Option<Arc<dyn Extension>>,
     bucket: TokenBucket,
     metrics: Metrics,
+}
+
+/// The outcome of one client event: the ack payload or the failure, and the chat `tempId`
+/// the event carried (failures echo it in the `error` event).
+pub struct Answer {
+    pub result: Result<Value, Failure>,
+    pub temp_id: Option<String>,
 }
 
 impl Session {
@@ -52,6 +63,7 @@ impl Session {
         conn: ConnectionId,
         identity: Identity,
         hub: HubHandle,
+        extension: Option<Arc<dyn Extension>>,
         limits: SessionLimits,
         metrics: Metrics,
     ) -> Self {
@@ -59,20 +71,26 @@ impl Session {
             conn,
             identity,
             hub,
+            extension,
             bucket: TokenBucket::new(limits.events_per_second, limits.event_burst, Instant::now()),
             metrics,
         }
     }
 
     /// Handles one client event and returns its ack payload.
-    pub async fn handle(&mut self, name: &str, data: Value) -> Result<Value, Failure> {
+    pub async fn handle(&mut self, name: &str, data: Value) -> Answer {
         let started = Instant::now();
         let label = CLIENT_EVENT_NAMES
             .iter()
+            .chain(CHAT_EVENT_NAMES)
             .find(|n| **n == name)
             .copied()
             .unwrap_or("unknown");
         self.metrics.events_in.with_label_values(&[label]).inc();
+        let temp_id = data
+            .get("tempId")
+            .and_then(Value::as_str)
+            .map(|t| protocol::truncate(t, 100).to_owned());
         let result = self.dispatch(name, data, started).await;
         self.metrics
             .event_seconds
@@ -83,7 +101,7 @@ impl Session {
                 .with_label_values(&[f.code.as_str()])
                 .inc();
         }
-        result
+        Answer { result, temp_id }
     }
 
     async fn dispatch(&mut self, name: &str, data: Value, now: Instant) -> Result<Value, Failure> {
@@ -96,18 +114,55 @@ impl Session {
                 ),
             ));
         }
+        if let Some(ext) = self.extension.as_ref().filter(|e| e.serves(name)) {
+            let caller = Caller {
+                identity: &self.identity,
+                conn: self.conn,
+                hub: &self.hub,
+            };
+            return ext.handle(&caller, name, data).await;
+        }
         let event = ClientEvent::parse(name, data)?;
-        self.hub.event(self.conn, event).await
+        let joined = match &event {
+            ClientEvent::CallAccept(r) | ClientEvent::CallJoin(r) => {
+                Some((r.call_id.to_string(), JoinRole::Member))
+            }
+            _ => None,
+        };
+        let initiating = matches!(event, ClientEvent::CallInitiate(_));
+        let ack = self.hub.event(self.conn, event).await?;
+        if let Some(ext) = &self.extension {
+            // Membership is recorded before the ack, so the caller's next event (a chat
+            // message in the call) already finds it.
+            let joined = joined.or_else(|| {
+                initiating
+                    .then(|| {
+                        ack["callId"]
+                            .as_str()
+                            .map(|id| (id.to_owned(), JoinRole::Owner))
+                    })
+                    .flatten()
+            });
+            if let Some((conversation, role)) = joined {
+                ext.joined(&self.identity, &conversation, role).await;
+            }
+        }
+        Ok(ack)
     }
 }
 
 /// The `error` event answering a failed client event.
-pub fn error_event(failure: &Failure, event: Option<&str>, id: Option<u64>) -> ServerEvent {
+pub fn error_event(
+    failure: &Failure,
+    event: Option<&str>,
+    id: Option<u64>,
+    temp_id: Option<String>,
+) -> ServerEvent {
     ServerEvent::Error(ErrorEvent {
         code: failure.code,
         message: failure.message.clone(),
         event: event.map(|e| protocol::truncate(e, 64).to_owned()),
         id,
-        temp_id: None,
+        temp_id,
     })
 }

@@ -102,7 +102,11 @@ async fn socketio_bad_events_are_acked_with_codes() {
     let mut c = server.client(Transport::SocketIo, "alice").await;
     let e = c.request("call:dance", json!({})).await.unwrap_err();
     assert_eq!(e.code, "unknown_event");
-    assert!(e.body["message"].as_str().unwrap().contains("call:dance"), "{}", e.body);
+    assert!(
+        e.body["message"].as_str().unwrap().contains("call:dance"),
+        "{}",
+        e.body
+    );
     assert_eq!(c.expect("error").await["event"], "call:dance");
     let e = c
         .request("call:initiate", json!({"conversationId": "c"}))

@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod calls;
+mod chat;
 mod client;
+mod durability;
 mod ops;
 mod presence;
 mod server;

@@ -24,13 +24,44 @@ pub enum Transport {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub signaling: Arc<Signaling>,
-    auth: Authenticator,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), RunError>>>,
 }
 
+/// A token for `user` (display name "`user` name") signed with [`SECRET`].
+pub fn mint(user: &str, grants: Grants, ttl: Duration) -> String {
+    let auth = config::AuthConfig {
+        secret: SECRET.into(),
+        ..Default::default()
+    };
+    Authenticator::new(&auth, None)
+        .unwrap()
+        .mint(
+            user,
+            &format!("{user} name"),
+            grants,
+            ttl,
+            SystemTime::now(),
+        )
+        .unwrap()
+}
+
+/// A fresh data directory for one test server (its SQLite chat database lives there).
+pub fn scratch_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "chorus-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn test_config() -> Config {
     let mut c = Config::default();
+    c.server.data_dir = scratch_dir();
     c.auth.secret = SECRET.into();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.server.drain_timeout = config::HumanDuration::millis(500);
@@ -51,8 +82,9 @@ impl TestServer {
         config.validate().expect("test config is valid");
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server =
-            chorus::build(&config, Authenticator::new(&config.auth, None).unwrap()).unwrap();
+        let server = chorus::build(&config, Authenticator::new(&config.auth, None).unwrap())
+            .await
+            .unwrap();
         let signaling = server.signaling.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -61,11 +93,9 @@ impl TestServer {
             })
             .await
         });
-        let auth = Authenticator::new(&test_config().auth, None).unwrap();
         Self {
             addr,
             signaling,
-            auth,
             stop: Some(stop),
             task: Some(task),
         }
@@ -76,15 +106,7 @@ impl TestServer {
     }
 
     pub fn token_with(&self, user: &str, grants: Grants, ttl: Duration) -> String {
-        self.auth
-            .mint(
-                user,
-                &format!("{user} name"),
-                grants,
-                ttl,
-                SystemTime::now(),
-            )
-            .unwrap()
+        mint(user, grants, ttl)
     }
 
     pub async fn client(&self, transport: Transport, user: &str) -> Client {

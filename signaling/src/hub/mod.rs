@@ -378,6 +378,30 @@ impl Hub {
         }
     }
 
+    /// Queues `event` for every connected device of `users`, except one connection.
+    pub fn deliver_to_users(
+        &mut self,
+        users: &[UserId],
+        except: Option<ConnectionId>,
+        event: Arc<ServerEvent>,
+    ) {
+        let targets: Vec<ConnectionId> = users
+            .iter()
+            .flat_map(|u| self.devices_of(u))
+            .filter(|c| Some(*c) != except)
+            .collect();
+        for conn in targets {
+            self.push(conn, event.clone());
+        }
+    }
+
+    /// Queues `event` for one connection, if it is still registered.
+    pub fn deliver_to_connection(&mut self, conn: ConnectionId, event: Arc<ServerEvent>) {
+        if self.connections.contains_key(&conn) {
+            self.push(conn, event);
+        }
+    }
+
     /// The user behind a connection.
     pub fn user_of(&self, conn: ConnectionId) -> Option<&UserId> {
         self.connections.get(&conn).map(|c| &c.user)

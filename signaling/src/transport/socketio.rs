@@ -153,6 +153,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
         conn,
         admitted.identity.clone(),
         sig.hub.clone(),
+        sig.extension.clone(),
         sig.limits,
         sig.metrics.clone(),
     );
@@ -160,11 +161,12 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     let hub = sig.hub.clone();
     tokio::spawn(async move {
         while let Some(Incoming { event, data, ack }) = incoming.recv().await {
-            match session.handle(&event, data).await {
+            let answer = session.handle(&event, data).await;
+            match answer.result {
                 Ok(data) => {
                     let _ = ack.send(&data);
                 }
-                Err(failure) => refuse(&reporter, ack, &failure, &event),
+                Err(failure) => refuse(&reporter, ack, &failure, &event, answer.temp_id),
             }
         }
         // The queue closes when the socket disconnects.
@@ -178,9 +180,15 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     });
 }
 
-fn refuse(socket: &SocketRef, ack: AckSender, failure: &Failure, event: &str) {
+fn refuse(
+    socket: &SocketRef,
+    ack: AckSender,
+    failure: &Failure,
+    event: &str,
+    temp_id: Option<String>,
+) {
     let _ = ack.send(&json!({"error": {"code": failure.code, "message": failure.message}}));
-    let e = error_event(failure, Some(event), None);
+    let e = error_event(failure, Some(event), None, temp_id);
     let _ = socket.emit(e.name(), &e.data());
 }
 
@@ -211,7 +219,7 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
             queue.try_send(Incoming { event, data, ack })
         {
             let failure = Failure::new(ErrorCode::RateLimited, "too many events queued; slow down");
-            refuse(&SocketRef::from(s.clone()), ack, &failure, &event);
+            refuse(&SocketRef::from(s.clone()), ack, &failure, &event, None);
         }
         Ok(Enqueued)
     }

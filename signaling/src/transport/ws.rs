@@ -89,6 +89,7 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
         conn,
         identity,
         sig.hub.clone(),
+        sig.extension.clone(),
         sig.limits,
         sig.metrics.clone(),
     );
@@ -127,6 +128,7 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
                 ),
                 None,
                 None,
+                None,
             )],
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
@@ -158,10 +160,10 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
 }
 
 async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
-    let (event, id, result) = match serde_json::from_str::<ClientFrame>(text) {
+    let (event, id, result, temp_id) = match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => {
-            let result = session.handle(&frame.event, frame.data).await;
-            (Some(frame.event), frame.id, result)
+            let answer = session.handle(&frame.event, frame.data).await;
+            (Some(frame.event), frame.id, answer.result, answer.temp_id)
         }
         Err(e) => {
             // Still answer the ack id when the frame is an object that carries one.
@@ -172,7 +174,7 @@ async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
                 ErrorCode::MalformedFrame,
                 format!("expected {{\"event\": string, \"data\": ..., \"id\"?: number}}: {e}"),
             );
-            (None, id, Err(failure))
+            (None, id, Err(failure), None)
         }
     };
     let mut out = Vec::with_capacity(2);
@@ -184,13 +186,18 @@ async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
         out.push(Message::Text(body.to_string().into()));
     }
     if let Err(failure) = &result {
-        out.push(frame_error(failure, event.as_deref(), id));
+        out.push(frame_error(failure, event.as_deref(), id, temp_id));
     }
     out
 }
 
-fn frame_error(failure: &Failure, event: Option<&str>, id: Option<u64>) -> Message {
-    Message::Text(error_event(failure, event, id).to_frame().into())
+fn frame_error(
+    failure: &Failure,
+    event: Option<&str>,
+    id: Option<u64>,
+    temp_id: Option<String>,
+) -> Message {
+    Message::Text(error_event(failure, event, id, temp_id).to_frame().into())
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

@@ -1,0 +1,362 @@
+//! [`ChatService`]: the facade the transports call. One method per client event; each checks the
+//! actor's rights and the limits, talks to the [`ChatStore`], and returns wire-ready records plus
+//! who should receive them.
+//!
+//! Lifecycle: build one per process with [`ChatService::open`] (or [`ChatService::new`] with your
+//! own store and clock), clone it freely (clones share state), call
+//! [`ChatService::add_member`] whenever someone joins a call or room, drive
+//! [`ChatService::expire_typing`] about once a second and run
+//! [`ChatService::spawn_retention_sweeper`] once. Dropping the last clone closes the store.
+
+mod actions;
+mod reading;
+
+pub use actions::TypingAction;
+pub use reading::HistoryQuery;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::clock::{Clock, SystemClock};
+use crate::content::{MessageKind, check_content};
+use crate::error::ChatError;
+use crate::event::{Change, Fanout, Message, MessageAck, Sender, TypingEvent};
+use crate::id::{ConversationId, MessageId, TempId, UserId};
+use crate::rate::{Admission, RateLimiter};
+use crate::settings::Settings;
+use crate::store::{self, ChatStore, Inserted, Member, MemberRole, NewMessage, StoredMessage};
+use crate::typing::{Typing, TypingChange};
+
+/// Who is acting: taken from the authenticated session, never from the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The JWT subject.
+    pub user_id: UserId,
+    /// Display name, copied into messages as `sender.name`.
+    pub name: String,
+    /// Whether the token grants moderation.
+    pub authority: Authority,
+}
+
+/// What an actor may do beyond their own messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// A regular user.
+    User,
+    /// May delete any message in any conversation (moderation).
+    Admin,
+}
+
+impl Actor {
+    /// A regular user.
+    pub fn user(user_id: UserId, name: impl Into<String>) -> Self {
+        Self {
+            user_id,
+            name: name.into(),
+            authority: Authority::User,
+        }
+    }
+
+    /// An administrator.
+    pub fn admin(user_id: UserId, name: impl Into<String>) -> Self {
+        Self {
+            authority: Authority::Admin,
+            ..Self::user(user_id, name)
+        }
+    }
+}
+
+/// `message:send`, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendMessage {
+    /// Target conversation.
+    pub conversation_id: ConversationId,
+    /// Text, checked against `Settings::max_content_chars`.
+    pub content: String,
+    /// `type`; only text exists.
+    pub kind: MessageKind,
+    /// Idempotency key. Without one a retry stores a second message.
+    pub temp_id: Option<TempId>,
+    /// Message answered; must be in the same conversation.
+    pub reply_to_id: Option<MessageId>,
+}
+
+/// The result of `message:send`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// For the sending device: `message:ack`.
+    pub ack: MessageAck,
+    /// `message:new` for every member device. `change` is [`Change::Unchanged`] when this was a
+    /// retry of an already stored `tempId`: the original went out then, so only ack.
+    pub fanout: Fanout<Message>,
+    /// Sending ends the sender's typing indicator; if one was showing, broadcast this too.
+    pub typing_stopped: Option<TypingEvent>,
+}
+
+/// The chat facade. Cheap to clone.
+#[derive(Clone)]
+pub struct ChatService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    store: Arc<dyn ChatStore>,
+    clock: Arc<dyn Clock>,
+    rate: Option<Mutex<RateLimiter<UserId>>>,
+    typing: Mutex<Typing>,
+}
+
+impl ChatService {
+    /// Opens the configured store (migrating it) with the system clock.
+    pub async fn open(settings: Settings) -> Result<Self, ChatError> {
+        let store = store::connect(&settings).await?;
+        Ok(Self::new(settings, store, Arc::new(SystemClock)))
+    }
+
+    /// Builds the service over an already open store and a clock (tests use
+    /// [`ManualClock`](crate::ManualClock)).
+    pub fn new(settings: Settings, store: Arc<dyn ChatStore>, clock: Arc<dyn Clock>) -> Self {
+        let rate = settings
+            .message_rate
+            .map(|limit| Mutex::new(RateLimiter::new(limit)));
+        let typing = Mutex::new(Typing::new(settings.typing_timeout));
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                clock,
+                rate,
+                typing,
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Makes `user` a member of `conversation` (creating it), e.g. when they join the call or
+    /// room; pass [`MemberRole::Owner`] for the call's initiator. Idempotent, never downgrades.
+    pub async fn add_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        role: MemberRole,
+    ) -> Result<(), ChatError> {
+        let now = self.clock().timestamp();
+        self.inner
+            .store
+            .add_member(conversation, user, role, now)
+            .await
+    }
+
+    /// Every member of `conversation`, sorted (empty if it does not exist).
+    pub async fn members(&self, conversation: &ConversationId) -> Result<Vec<UserId>, ChatError> {
+        let mut members = self.store().members(conversation).await?;
+        // Byte order, whatever the database's collation.
+        members.sort_unstable();
+        Ok(members)
+    }
+
+    /// Whether `user` is (or was) a participant, e.g. to guard the REST API.
+    pub async fn is_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, ChatError> {
+        Ok(self.store().member(conversation, user).await?.is_some())
+    }
+
+    /// `message:send`. Returns only after the message is durably committed. A repeated `tempId`
+    /// from the same sender returns the original ack and stores nothing.
+    pub async fn send(&self, actor: &Actor, request: SendMessage) -> Result<Sent, ChatError> {
+        let settings = &self.inner.settings;
+        check_content(&request.content, settings.max_content_chars)?;
+        // Members are fetched before the insert, not after: once the message is committed nothing
+        // may fail, or the client would see an error for a stored message. Membership only grows,
+        // so someone joining meanwhile misses nothing: history shows them this message.
+        let recipients = self.members(&request.conversation_id).await?;
+        if !recipients.contains(&actor.user_id) {
+            return Err(ChatError::NotMember);
+        }
+        if let Some(reply_to) = &request.reply_to_id {
+            let target = self.store().message(reply_to).await?;
+            if target.is_none_or(|m| m.conversation_id != request.conversation_id) {
+                return Err(ChatError::NotFound("replyToId message"));
+            }
+        }
+        if let Err(limited) = self.admit(&actor.user_id) {
+            // A client retrying a lost ack should get it even while over the limit.
+            let original = match &request.temp_id {
+                Some(temp_id) => {
+                    self.store()
+                        .message_by_temp_id(&request.conversation_id, &actor.user_id, temp_id)
+                        .await?
+                }
+                None => None,
+            };
+            let Some(original) = original else {
+                return Err(limited);
+            };
+            return Ok(sent(
+                original,
+                request.temp_id,
+                recipients,
+                Change::Unchanged,
+                None,
+            ));
+        }
+        let new = NewMessage {
+            id: MessageId::generate(),
+            conversation_id: request.conversation_id.clone(),
+            sender_id: actor.user_id.clone(),
+            sender_name: display_name(actor),
+            kind: request.kind,
+            content: request.content,
+            reply_to_id: request.reply_to_id,
+            temp_id: request.temp_id.clone(),
+            created_at: self.clock().timestamp(),
+        };
+        let (stored, change) = match self.store().insert_message(&new).await? {
+            Some(Inserted::Created(stored)) => (stored, Change::Applied),
+            Some(Inserted::Duplicate(stored)) => (stored, Change::Unchanged),
+            None => return Err(ChatError::NotMember),
+        };
+        let typing_stopped = self.stop_typing_quietly(&request.conversation_id, &actor.user_id);
+        Ok(sent(
+            stored,
+            request.temp_id,
+            recipients,
+            change,
+            typing_stopped,
+        ))
+    }
+
+    /// Closes the store after in-flight queries finish (graceful shutdown: call it after the
+    /// transports stopped accepting events). Calls after this fail with `storage_unavailable`.
+    pub async fn close(&self) {
+        self.store().close().await;
+    }
+
+    /// The earliest moment a typing indicator can expire; call [`ChatService::expire_typing`]
+    /// then (or simply every second).
+    pub fn next_typing_deadline(&self) -> Option<Instant> {
+        lock(&self.inner.typing).next_deadline()
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    fn store(&self) -> &dyn ChatStore {
+        self.inner.store.as_ref()
+    }
+
+    async fn require_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Member, ChatError> {
+        self.store()
+            .member(conversation, user)
+            .await?
+            .ok_or(ChatError::NotMember)
+    }
+
+    fn admit(&self, user: &UserId) -> Result<(), ChatError> {
+        let Some(rate) = &self.inner.rate else {
+            return Ok(());
+        };
+        match lock(rate).admit(user, self.clock().instant()) {
+            Admission::Allowed => Ok(()),
+            Admission::Limited { retry_after } => Err(ChatError::RateLimited { retry_after }),
+        }
+    }
+
+    fn stop_typing_quietly(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Option<TypingEvent> {
+        let now = self.clock().instant();
+        let change = lock(&self.inner.typing).stop(conversation, user, now);
+        (change == TypingChange::Stopped).then(|| TypingEvent {
+            user_id: user.clone(),
+            conversation_id: conversation.clone(),
+            is_typing: false,
+        })
+    }
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A poisoned lock only means another task panicked mid-update of in-memory, best-effort state
+/// (rate buckets, typing); carrying on is better than failing every later call.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The name stored with a message: the token's name without control characters, at most 200
+/// characters, falling back to the user id.
+fn display_name(actor: &Actor) -> String {
+    let name: String = actor
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(crate::id::MAX_ID_CHARS)
+        .collect();
+    if name.trim().is_empty() {
+        actor.user_id.as_str().to_owned()
+    } else {
+        name
+    }
+}
+
+fn sent(
+    stored: StoredMessage,
+    temp_id: Option<TempId>,
+    recipients: Vec<UserId>,
+    change: Change,
+    typing_stopped: Option<TypingEvent>,
+) -> Sent {
+    Sent {
+        ack: MessageAck {
+            temp_id,
+            message_id: stored.id.clone(),
+            sequence_number: stored.seq,
+            created_at: stored.created_at,
+        },
+        fanout: Fanout {
+            conversation_id: stored.conversation_id.clone(),
+            event: message_event(stored),
+            recipients,
+            change,
+        },
+        typing_stopped,
+    }
+}
+
+fn message_event(stored: StoredMessage) -> Message {
+    Message {
+        id: stored.id,
+        conversation_id: stored.conversation_id,
+        sender_id: stored.sender_id.clone(),
+        sender: Sender {
+            id: stored.sender_id,
+            name: stored.sender_name,
+        },
+        kind: stored.kind,
+        content: stored.content,
+        sequence_number: stored.seq,
+        reply_to_id: stored.reply_to_id,
+        created_at: stored.created_at,
+    }
+}

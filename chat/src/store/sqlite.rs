@@ -1,0 +1,88 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! Lifecycle: [`SqliteStore::open`] creates the file and directory if needed, migrates, and
+//! opens two pools: one writer connection (SQLite allows one writer at a time; funnelling writes
+//! through one connection means no `SQLITE_BUSY` between our own writers and no lock upgrades)
+//! and a few read-only connections (WAL lets them read while the writer commits). Dropping the
+//! store closes the pools; nothing needs a graceful close for durability, because every write is
+//! committed (and, with [`SqliteSync::Full`], fsynced) before the call returns.
+//!
+//! One process per file: a second Chorus process on the same file would work but contend on the
+//! write lock; clusters use PostgreSQL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+// `ChatError`, `sql` and the store types come into scope with `impl_chat_store!` (bottom).
+use sqlx::Transaction;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use crate::settings::SqliteSync;
+
+/// Chat storage in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs migrations.
+    pub async fn open(path: &Path, sync: SqliteSync) -> Result<Self, ChatError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| ChatError::StorageUnavailable(sqlx::Error::Io(error)))?;
+        }
+        let synchronous = match sync {
+            SqliteSync::Full => SqliteSynchronous::Full,
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .foreign_keys(true)
+            // Only readers of another process (or a checkpoint) can make us wait; bound it.
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sql::migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Closes both pools, waiting for in-flight queries. Optional: see the module docs.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// No lock needed: the single writer connection already serialises all writes.
+    const LOCK_MESSAGE: &'static str = "SELECT deleted_at FROM chat_messages WHERE id = $1";
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction never fails halfway on
+    /// a lock upgrade.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+super::shared_impl::impl_chat_store!(SqliteStore, Sqlite);

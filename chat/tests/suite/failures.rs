@@ -1,0 +1,73 @@
+//! When the database fails, callers get `storage_unavailable` (details only in the error's
+//! source, for logs), nothing panics, and nothing half-happens.
+
+use chat::{ErrorCode, HistoryQuery};
+use sqlx::{Connection as _, Executor as _};
+
+use crate::harness::{Backend, Harness, Location, say, text, user};
+
+async fn broken_database_is_storage_unavailable(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let alice = user("alice");
+    let call = h.conversation("call-1", &alice, &[]).await;
+    say(&h.chat, &alice, &call, "before").await;
+
+    // Break the schema under the running service, as a botched manual change would.
+    let break_it = "ALTER TABLE chat_messages RENAME TO chat_messages_gone";
+    match &h.location {
+        Location::Sqlite(dir) => {
+            let path = dir.path().join("data/chat.db");
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            conn.execute(break_it).await.unwrap();
+        }
+        Location::Postgres(schema) => {
+            let mut conn = sqlx::PgConnection::connect(&schema.url).await.unwrap();
+            conn.execute(break_it).await.unwrap();
+        }
+    }
+
+    let error = h
+        .chat
+        .send(&alice, text(&call, "after", "t-after"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageUnavailable);
+    let event = serde_json::to_value(error.to_event(None)).unwrap();
+    assert_eq!(
+        event["message"], "storage unavailable",
+        "no SQL details on the wire"
+    );
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "details kept for logs"
+    );
+    let error = h
+        .chat
+        .history(&alice, &call, HistoryQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageUnavailable);
+}
+
+async fn closed_service_refuses_cleanly(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let alice = user("alice");
+    let call = h.conversation("call-1", &alice, &[]).await;
+    h.chat.close().await;
+    let error = h
+        .chat
+        .send(&alice, text(&call, "late", "t-late"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageUnavailable);
+    // The data is intact for the next start.
+    let restarted = h.another_process().await;
+    assert!(restarted.is_member(&call, &alice.user_id).await.unwrap());
+}
+
+crate::both_backends!(
+    broken_database_is_storage_unavailable,
+    closed_service_refuses_cleanly
+);

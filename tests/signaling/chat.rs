@@ -1,0 +1,442 @@
+//! In-call chat end to end: two users, two devices, both transports.
+
+use crate::client::Client;
+use crate::server::{TestServer, Transport, http_get};
+use config::HumanDuration;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Alice (one WS device) calls bob (a Socket.IO phone and a WS laptop); bob accepts on the
+/// laptop. Returns the call id, which is the chat conversation id.
+async fn call_with_two_devices(server: &TestServer) -> (String, Client, Client, Client) {
+    let mut alice = server.client(Transport::Ws, "alice").await;
+    let mut phone = server.client(Transport::SocketIo, "bob").await;
+    let mut laptop = server.client(Transport::Ws, "bob").await;
+    let ack = alice
+        .request(
+            "call:initiate",
+            json!({"conversationId": "app-conv", "callType": "video", "participants": ["bob"]}),
+        )
+        .await
+        .unwrap();
+    let call = ack["callId"].as_str().unwrap().to_owned();
+    laptop
+        .request("call:accept", json!({"callId": call}))
+        .await
+        .unwrap();
+    phone.expect("call:answered-elsewhere").await;
+    (call, alice, phone, laptop)
+}
+
+fn send(conv: &str, content: &str, temp: &str) -> Value {
+    json!({"conversationId": conv, "content": content, "type": "text", "tempId": temp})
+}
+
+#[tokio::test]
+async fn send_ack_new_and_history_for_a_late_joiner() {
+    let server = TestServer::start().await;
+    let (call, mut alice, mut phone, mut laptop) = call_with_two_devices(&server).await;
+    let ack = alice
+        .request(
+            "message:send",
+            send(&call, "can you hear me? <b>hi</b>", "t1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack["tempId"], "t1");
+    assert_eq!(ack["sequenceNumber"], 1);
+    let id = ack["messageId"].as_str().unwrap().to_owned();
+    assert!(ack["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(alice.expect("message:ack").await, ack);
+    // Both of bob's devices get it; content is returned exactly as sent.
+    for device in [&mut phone, &mut laptop] {
+        let new = device.expect("message:new").await;
+        assert_eq!(new["id"], id.as_str());
+        assert_eq!(new["content"], "can you hear me? <b>hi</b>");
+        assert_eq!(new["sender"], json!({"id": "alice", "name": "alice name"}));
+        assert_eq!(new["senderId"], "alice");
+        assert_eq!(new["sequenceNumber"], 1);
+        assert_eq!(new["conversationId"], call.as_str());
+    }
+    alice.expect_none("message:new", QUIET).await;
+
+    // Bob's laptop replies; alice and bob's phone get it, not the laptop.
+    let reply = laptop
+        .request(
+            "message:send",
+            json!({"conversationId": call, "content": "yes", "tempId": "b1", "replyToId": id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["sequenceNumber"], 2);
+    assert_eq!(alice.expect("message:new").await["replyToId"], id.as_str());
+    assert_eq!(phone.expect("message:new").await["content"], "yes");
+    laptop.expect_none("message:new", QUIET).await;
+
+    // Carol was never in the call: she may neither read nor write.
+    let mut carol = server.client(Transport::SocketIo, "carol").await;
+    let e = carol
+        .request("message:history", json!({"conversationId": call}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "not_member");
+    let e = carol
+        .request("message:send", send(&call, "let me in", "c1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "not_member");
+    assert_eq!(carol.expect("error").await["event"], "message:history");
+    let err = carol.expect("error").await;
+    assert_eq!(
+        (err["code"].clone(), err["tempId"].clone()),
+        (json!("not_member"), json!("c1"))
+    );
+
+    let h = laptop
+        .request(
+            "message:history",
+            json!({"conversationId": call, "limit": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h["hasMore"], true);
+    assert_eq!(h["messages"][0]["sequenceNumber"], 2);
+    let h = phone
+        .request(
+            "message:history",
+            json!({"conversationId": call, "beforeSequence": 2, "limit": 100}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h["hasMore"], false);
+    assert_eq!(h["messages"][0]["content"], "can you hear me? <b>hi</b>");
+
+    // Members keep read access after the call ends.
+    alice
+        .request("call:end", json!({"callId": call}))
+        .await
+        .unwrap();
+    let h = alice
+        .request("message:history", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    assert_eq!(h["messages"].as_array().unwrap().len(), 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn late_joiner_of_a_group_call_reads_earlier_messages() {
+    let server = TestServer::start().await;
+    let mut alice = server.client(Transport::Ws, "alice").await;
+    let mut bob = server.client(Transport::Ws, "bob").await;
+    let ack = alice
+        .request(
+            "call:initiate",
+            json!({"conversationId": "g", "callType": "audio", "participants": ["bob", "carol"]}),
+        )
+        .await
+        .unwrap();
+    let call = ack["callId"].as_str().unwrap().to_owned();
+    bob.request("call:accept", json!({"callId": call}))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        alice
+            .request(
+                "message:send",
+                send(&call, &format!("m{i}"), &format!("a{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let mut carol = server.client(Transport::SocketIo, "carol").await;
+    carol
+        .request("call:accept", json!({"callId": call}))
+        .await
+        .unwrap();
+    let h = carol
+        .request("message:history", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    let contents: Vec<&str> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["m0", "m1", "m2"]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_with_the_same_temp_id_store_nothing_new() {
+    let server = TestServer::start().await;
+    let (call, mut alice, mut phone, _laptop) = call_with_two_devices(&server).await;
+    let first = alice
+        .request("message:send", send(&call, "once", "same"))
+        .await
+        .unwrap();
+    phone.expect("message:new").await;
+    let again = alice
+        .request("message:send", send(&call, "once", "same"))
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    phone.expect_none("message:new", QUIET).await;
+    let h = alice
+        .request("message:history", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn edit_delete_react_and_read_receipts() {
+    let server = TestServer::start().await;
+    let (call, mut alice, mut phone, mut laptop) = call_with_two_devices(&server).await;
+    let ack = alice
+        .request("message:send", send(&call, "helo", "t"))
+        .await
+        .unwrap();
+    let id = ack["messageId"].clone();
+    phone.expect("message:new").await;
+    laptop.expect("message:new").await;
+
+    let e = laptop
+        .request(
+            "message:edit",
+            json!({"messageId": id, "content": "hacked"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "forbidden");
+    let updated = alice
+        .request("message:edit", json!({"messageId": id, "content": "hello"}))
+        .await
+        .unwrap();
+    assert_eq!(updated["content"], "hello");
+    let got = phone.expect("message:updated").await;
+    assert_eq!(
+        (got["messageId"].clone(), got["content"].clone()),
+        (id.clone(), json!("hello"))
+    );
+    assert!(got["editedAt"].is_string());
+
+    let added = laptop
+        .request("message:react", json!({"messageId": id, "emoji": "👍"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        added,
+        json!({"messageId": id, "userId": "bob", "emoji": "👍"})
+    );
+    assert_eq!(alice.expect("message:reaction:added").await["emoji"], "👍");
+    assert_eq!(
+        phone.expect("message:reaction:added").await["userId"],
+        "bob"
+    );
+    laptop
+        .request("message:unreact", json!({"messageId": id, "emoji": "👍"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.expect("message:reaction:removed").await["userId"],
+        "bob"
+    );
+    let e = laptop
+        .request("message:react", json!({"messageId": id, "emoji": ""}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "invalid_payload");
+
+    assert_eq!(
+        laptop
+            .request("message:unread-count", json!({"conversationId": call}))
+            .await
+            .unwrap()["count"],
+        1
+    );
+    let read = laptop
+        .request(
+            "message:read",
+            json!({"conversationId": call, "messageId": id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read["userId"], "bob");
+    assert!(read["readAt"].is_string());
+    assert_eq!(alice.expect("message:read").await["userId"], "bob");
+    assert_eq!(
+        laptop
+            .request("message:unread-count", json!({"conversationId": call}))
+            .await
+            .unwrap()["count"],
+        0
+    );
+    let token = server.token("alice");
+    let (status, body) = http_get(
+        server.addr,
+        &format!(
+            "/api/v1/conversations/{call}/messages/{}/reads",
+            id.as_str().unwrap()
+        ),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let reads: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reads["reads"][0]["userId"], "bob");
+
+    let e = laptop
+        .request("message:delete", json!({"messageId": id}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "forbidden");
+    alice
+        .request("message:delete", json!({"messageId": id}))
+        .await
+        .unwrap();
+    assert_eq!(
+        phone.expect("message:deleted").await,
+        json!({"messageId": id})
+    );
+    let h = laptop
+        .request("message:history", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    let m = &h["messages"][0];
+    assert_eq!(
+        (m["content"].clone(), m["sequenceNumber"].clone()),
+        (json!(""), json!(1))
+    );
+    assert!(m["deletedAt"].is_string());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn typing_reaches_others_and_expires_by_itself() {
+    let server = TestServer::with(|c| c.chat.typing_timeout = HumanDuration::millis(600)).await;
+    let (call, mut alice, mut phone, mut laptop) = call_with_two_devices(&server).await;
+    alice
+        .request("typing:start", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    let t = phone.expect("typing").await;
+    assert_eq!(
+        t,
+        json!({"userId": "alice", "conversationId": call, "isTyping": true})
+    );
+    assert_eq!(laptop.expect("typing").await["isTyping"], true);
+    alice.expect_none("typing", QUIET).await;
+    // No refresh: it clears itself.
+    let t = phone.expect("typing").await;
+    assert_eq!(t["isTyping"], false);
+    laptop
+        .request("typing:start", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    assert_eq!(alice.expect("typing").await["userId"], "bob");
+    laptop
+        .request("typing:stop", json!({"conversationId": call}))
+        .await
+        .unwrap();
+    assert_eq!(alice.expect("typing").await["isTyping"], false);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn chat_limits_give_codes() {
+    let server = TestServer::with(|c| {
+        c.chat.max_content_chars = 100;
+        c.chat.messages_per_second = 2;
+        c.chat.message_burst = 3;
+    })
+    .await;
+    let (call, mut alice, _phone, _laptop) = call_with_two_devices(&server).await;
+    let e = alice
+        .request("message:send", send(&call, &"é".repeat(101), "long"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "content_too_long");
+    alice
+        .request("message:send", send(&call, &"é".repeat(100), "fits"))
+        .await
+        .unwrap();
+    let mut limited = 0;
+    for i in 0..10 {
+        if let Err(e) = alice
+            .request("message:send", send(&call, "spam", &format!("s{i}")))
+            .await
+        {
+            assert_eq!(e.code, "rate_limited");
+            limited += 1;
+        }
+    }
+    assert!(limited >= 6, "{limited}");
+    for (event, data) in [
+        (
+            "message:send",
+            json!({"conversationId": call, "content": "x", "type": "image", "tempId": "i"}),
+        ),
+        ("message:send", json!({"conversationId": call})),
+        (
+            "message:edit",
+            json!({"messageId": "not-a-uuid", "content": "x"}),
+        ),
+        (
+            "message:history",
+            json!({"conversationId": call, "limit": 0}),
+        ),
+        ("message:history", json!({"conversationId": ""})),
+    ] {
+        let e = alice.request(event, data.clone()).await.unwrap_err();
+        assert_eq!(e.code, "invalid_payload", "{event} {data}");
+    }
+    let h = alice
+        .request(
+            "message:history",
+            json!({"conversationId": call, "limit": 1000}),
+        )
+        .await
+        .unwrap();
+    assert!(h["messages"].as_array().unwrap().len() <= 100);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_without_chat_grant_and_rest_outsiders_are_refused() {
+    let server = TestServer::start().await;
+    let (call, _alice, _phone, _laptop) = call_with_two_devices(&server).await;
+    let grants = signaling::auth::Grants {
+        can_chat: false,
+        ..Default::default()
+    };
+    let token = server.token_with("alice", grants, Duration::from_secs(60));
+    let ws = crate::client::WsClient::connect(server.addr, &token)
+        .await
+        .unwrap();
+    let mut muted = Client::Ws(ws);
+    let e = muted
+        .request("message:send", send(&call, "hi", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "forbidden");
+    let path = format!("/api/v1/conversations/{call}/messages?limit=10");
+    assert_eq!(
+        http_get(server.addr, &path, Some(&server.token("mallory")))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(http_get(server.addr, &path, None).await.0, 401);
+    let (status, body) = http_get(server.addr, &path, Some(&server.token("bob"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["hasMore"],
+        false
+    );
+    server.stop().await.unwrap();
+}
