@@ -13,6 +13,8 @@ pub enum ClientEvent {
     CallReject(CallRef),
     CallEnd(CallRef),
     CallJoin(CallRef),
+    /// A device confirms it is ringing (Socket.IO does this by acking `call:incoming`).
+    CallRinging(CallRef),
     Offer(Signal),
     Answer(Signal),
     IceCandidate(Signal),
@@ -33,6 +35,7 @@ pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "call:reject",
     "call:end",
     "call:join",
+    "call:ringing",
     "offer",
     "answer",
     "ice-candidate",
@@ -72,6 +75,7 @@ impl ClientEvent {
             "call:reject" => Self::CallReject(typed(name, data)?),
             "call:end" => Self::CallEnd(typed(name, data)?),
             "call:join" => Self::CallJoin(typed(name, data)?),
+            "call:ringing" => Self::CallRinging(typed(name, data)?),
             "offer" => Self::Offer(signal(name, data, "offer")?),
             "answer" => Self::Answer(signal(name, data, "answer")?),
             "ice-candidate" => Self::IceCandidate(signal(name, data, "candidate")?),
@@ -101,6 +105,7 @@ impl ClientEvent {
             Self::CallReject(_) => "call:reject",
             Self::CallEnd(_) => "call:end",
             Self::CallJoin(_) => "call:join",
+            Self::CallRinging(_) => "call:ringing",
             Self::Offer(_) => "offer",
             Self::Answer(_) => "answer",
             Self::IceCandidate(_) => "ice-candidate",
@@ -131,6 +136,7 @@ impl ClientEvent {
             | Self::CallReject(r)
             | Self::CallEnd(r)
             | Self::CallJoin(r)
+            | Self::CallRinging(r)
             | Self::ScreenShareStart(r)
             | Self::ScreenShareStop(r) => check_id("callId", r.call_id.as_str()),
             Self::Offer(s) | Self::Answer(s) | Self::IceCandidate(s) => {

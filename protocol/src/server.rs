@@ -20,6 +20,8 @@ pub enum ServerEvent {
     CallEnded(CallEnded),
     #[serde(rename = "call:missed")]
     CallMissed(CallMissed),
+    #[serde(rename = "call:ringing")]
+    CallRinging(CallUser),
     #[serde(rename = "call:answered-elsewhere")]
     CallAnsweredElsewhere(CallOnly),
     #[serde(rename = "call:resumable")]
@@ -73,6 +75,7 @@ impl ServerEvent {
             Self::CallRejected(_) => "call:rejected",
             Self::CallEnded(_) => "call:ended",
             Self::CallMissed(_) => "call:missed",
+            Self::CallRinging(_) => "call:ringing",
             Self::CallAnsweredElsewhere(_) => "call:answered-elsewhere",
             Self::CallResumable(_) => "call:resumable",
             Self::ParticipantJoined(_) => "call:participant:joined",

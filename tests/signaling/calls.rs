@@ -383,3 +383,44 @@ async fn group_calls_continue_until_the_last_participant_leaves() {
     assert_eq!(server.signaling.hub.stats().await.unwrap().calls, 0);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn callers_hear_that_the_callee_rings_via_socketio_ack_or_ws_event() {
+    let server = TestServer::start().await;
+    let mut alice = server.client(Transport::Ws, "alice").await;
+    let mut bob_sio = server.client(Transport::SocketIo, "bob").await;
+    let mut carol_ws = server.client(Transport::Ws, "carol").await;
+    let ack = alice
+        .request(
+            "call:initiate",
+            json!({"conversationId": "g", "callType": "video", "participants": ["bob", "carol"]}),
+        )
+        .await
+        .unwrap();
+    let id = ack["callId"].clone();
+    bob_sio.expect("call:incoming").await;
+    alice.expect_none("call:ringing", QUIET).await;
+    // Socket.IO: acking the server's call:incoming confirms the ring.
+    let crate::client::Client::Sio(mut raw) = bob_sio else {
+        unreachable!()
+    };
+    raw.ack_server_event("call:incoming", json!({"ok": true}))
+        .await;
+    assert_eq!(
+        alice.expect("call:ringing").await,
+        json!({"callId": id, "userId": "bob"})
+    );
+    // Raw WebSocket: the same with an explicit event.
+    carol_ws.expect("call:incoming").await;
+    carol_ws
+        .request("call:ringing", json!({"callId": id}))
+        .await
+        .unwrap();
+    assert_eq!(alice.expect("call:ringing").await["userId"], "carol");
+    carol_ws
+        .request("call:ringing", json!({"callId": id}))
+        .await
+        .unwrap();
+    alice.expect_none("call:ringing", QUIET).await;
+    server.stop().await.unwrap();
+}

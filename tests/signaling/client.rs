@@ -229,6 +229,8 @@ pub struct SioClient {
     next_id: u64,
     pub events: VecDeque<(String, Value)>,
     acks: VecDeque<(u64, Value)>,
+    /// Server events that asked for an ack: (event name, ack id).
+    pub ack_requests: VecDeque<(String, u64)>,
 }
 
 impl SioClient {
@@ -270,7 +272,20 @@ impl SioClient {
             next_id: 1,
             events: VecDeque::new(),
             acks: VecDeque::new(),
+            ack_requests: VecDeque::new(),
         })
+    }
+
+    /// Acks the oldest server event called `event` that asked for an ack.
+    pub async fn ack_server_event(&mut self, event: &str, data: Value) {
+        let i = self
+            .ack_requests
+            .iter()
+            .position(|(n, _)| n == event)
+            .unwrap_or_else(|| panic!("`{event}` did not ask for an ack"));
+        let (_, id) = self.ack_requests.remove(i).expect("index from position");
+        let packet = format!("43{id}{}", json!([data]));
+        self.ws.send(Message::Text(packet.into())).await.unwrap();
     }
 
     pub async fn request(&mut self, event: &str, data: Value) -> Result<Value, Refusal> {
@@ -315,8 +330,14 @@ impl SioClient {
         if packet == "2" {
             let _ = self.ws.send(Message::Text("3".into())).await;
         } else if let Some(rest) = packet.strip_prefix("42") {
-            let v: Value = serde_json::from_str(rest).expect("event packets are JSON arrays");
+            let split = rest.find('[').expect("event packets carry an array");
+            let v: Value =
+                serde_json::from_str(&rest[split..]).expect("event packets are JSON arrays");
             let name = v[0].as_str().unwrap_or_default().to_owned();
+            if split > 0 {
+                let id: u64 = rest[..split].parse().expect("numeric ack id");
+                self.ack_requests.push_back((name.clone(), id));
+            }
             self.events
                 .push_back((name, v.get(1).cloned().unwrap_or(Value::Null)));
         } else if let Some(rest) = packet.strip_prefix("43") {

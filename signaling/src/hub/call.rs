@@ -96,6 +96,8 @@ pub struct Member {
     pub audio: bool,
     pub video: bool,
     pub screen: bool,
+    /// A device confirmed it rings; the caller has been told once.
+    pub ringing_confirmed: bool,
 }
 
 impl Member {
@@ -107,6 +109,7 @@ impl Member {
             audio: true,
             video: true,
             screen: false,
+            ringing_confirmed: false,
         }
     }
 
@@ -295,6 +298,24 @@ impl Call {
             }
         }
         Ok(notices)
+    }
+
+    /// A device of ringing `user` confirms it rings: the caller hears `call:ringing` once.
+    pub fn ringing(&mut self, user: &UserId) -> Outcome {
+        self.check_live()?;
+        let initiator = self.initiator.clone();
+        let member = self.member_mut(user)?;
+        if member.state != MemberState::Ringing || member.ringing_confirmed {
+            return Ok(Vec::new());
+        }
+        member.ringing_confirmed = true;
+        Ok(vec![self.to_in_call(
+            &initiator,
+            ServerEvent::CallRinging(CallUser {
+                call_id: self.id.clone(),
+                user_id: user.clone(),
+            }),
+        )])
     }
 
     /// `call:reject` from `user` on `device`.

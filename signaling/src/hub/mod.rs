@@ -267,6 +267,10 @@ impl Hub {
                 self.with_call(now, &r.call_id, |call, ctx| call.join(&user_id, conn, ctx))?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
+            ClientEvent::CallRinging(r) => {
+                self.with_call(now, &r.call_id, |call, _| call.ringing(&user_id))?;
+                Ok(ok())
+            }
             ClientEvent::CallReject(r) => {
                 self.with_call(now, &r.call_id, |call, ctx| call.reject(&user_id, ctx))?;
                 Ok(ok())

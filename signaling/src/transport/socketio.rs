@@ -16,7 +16,7 @@ use crate::driver::Outbound;
 use crate::limits::ConnectionPermit;
 use crate::session::{Session, error_event};
 use axum::extract::ConnectInfo;
-use protocol::{ErrorCode, Failure};
+use protocol::{ErrorCode, Failure, ServerEvent};
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
@@ -124,13 +124,20 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
 
     // Server events out.
     let emitter = s.clone();
+    let hub_for_acks = sig.hub.clone();
     let mut closing = sig.closing();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(Outbound::Event(e)) => {
-                        if emitter.emit(e.name(), &e.data()).is_err() {
+                        let sent = match &*e {
+                            ServerEvent::CallIncoming(incoming) => {
+                                ring_with_ack(&emitter, &e, incoming.call_id.clone(), &hub_for_acks, conn)
+                            }
+                            _ => emitter.emit(e.name(), &e.data()).is_ok(),
+                        };
+                        if !sent {
                             break;
                         }
                     }
@@ -178,6 +185,29 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
         s.extensions.remove::<Inbox>();
         s.extensions.remove::<Admitted>();
     });
+}
+
+/// Emits `call:incoming` asking for an ack; the client's ack confirms the device rings, which
+/// the caller hears as `call:ringing` (the raw WebSocket equivalent is a `call:ringing` event).
+fn ring_with_ack(
+    socket: &SocketRef,
+    event: &ServerEvent,
+    call_id: protocol::CallId,
+    hub: &crate::driver::HubHandle,
+    conn: protocol::ConnectionId,
+) -> bool {
+    let Ok(acks) = socket.emit_with_ack::<_, Value>(event.name(), &event.data()) else {
+        return false;
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        // Any ack counts; a client that does not ack simply never confirms.
+        if acks.await.is_ok() {
+            let ringing = protocol::ClientEvent::CallRinging(protocol::CallRef { call_id });
+            let _ = hub.event(conn, ringing).await;
+        }
+    });
+    true
 }
 
 fn refuse(

@@ -418,3 +418,27 @@ fn nothing_happens_to_an_ended_call() {
     assert!(call.tick(&ctx(t0 + RULES.max_duration)).is_empty());
     assert!(call.end(EndReason::Failed, &ctx(t0)).is_empty());
 }
+
+#[test]
+fn ringing_is_confirmed_to_the_caller_once() {
+    let t0 = Instant::now();
+    let (mut call, _) = start(&["bob"], t0);
+    let n = call.ringing(&u("bob")).unwrap();
+    assert_eq!(
+        names(&n),
+        vec![("call:ringing", Audience::InCall(u("alice")))]
+    );
+    assert!(
+        call.ringing(&u("bob")).unwrap().is_empty(),
+        "second device: no repeat"
+    );
+    assert_eq!(
+        call.ringing(&u("mallory")).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    call.accept(&u("bob"), B1, &ctx(t0)).unwrap();
+    assert!(
+        call.ringing(&u("bob")).unwrap().is_empty(),
+        "no longer ringing"
+    );
+}
