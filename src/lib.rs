@@ -10,6 +10,7 @@ mod dev;
 mod ops;
 mod web;
 
+use axum::serve::ListenerExt;
 use config::Config;
 use signaling::Signaling;
 use signaling::auth::Authenticator;
@@ -47,7 +48,7 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
         })?;
     let extension: Arc<dyn signaling::extension::Extension> =
         Arc::new(chat::ChatExtension::new(chat.clone()));
-    let signaling = Signaling::new(config, auth, Some(extension), &registry)
+    let signaling = Signaling::new(config, auth, Some(extension), None, &registry)
         .map_err(|e| RunError::Config(e.to_string()))?;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
     Ok(Server {
@@ -97,6 +98,11 @@ pub async fn serve(
         let _ = sweeper_stopped.await;
     });
     let chat = server.chat.clone();
+    // Signaling sends small frames back to back (an ack, then an event): without TCP_NODELAY
+    // Nagle's algorithm holds the second one for a delayed ACK, about 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -18,11 +18,12 @@ pub struct Config {
     pub calls: CallsConfig,
     pub ice: IceConfig,
     pub chat: ChatConfig,
+    pub rooms: RoomsConfig,
 }
 
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
-    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat",
+    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -188,6 +189,9 @@ pub struct CallsConfig {
     /// A participant whose last connection dropped stays in the call this long, so a page
     /// reload does not end the call.
     pub reconnect_grace: HumanDuration,
+    /// A call stays peer-to-peer while it has at most this many participants; beyond, its media
+    /// goes through the SFU (`call:mode`). 0 sends every call through the SFU.
+    pub p2p_max_participants: usize,
 }
 
 impl Default for CallsConfig {
@@ -197,6 +201,7 @@ impl Default for CallsConfig {
             max_duration: HumanDuration::secs(3600),
             max_participants: 50,
             reconnect_grace: HumanDuration::secs(20),
+            p2p_max_participants: 2,
         }
     }
 }
@@ -222,6 +227,36 @@ impl Default for IceConfig {
             turn_secret: String::new(),
             credential_ttl: HumanDuration::secs(6 * 3600),
         }
+    }
+}
+
+/// Named rooms (SFU).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Whether `room:join` creates a room that does not exist yet. Unset: on in dev mode, off
+    /// otherwise (then only an `admin` token's join creates a room).
+    pub auto_create: Option<bool>,
+    /// Most participants (users) in one room.
+    pub max_participants: usize,
+    /// Most rooms open at once on this node.
+    pub max_rooms: usize,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: None,
+            max_participants: 50,
+            max_rooms: 1000,
+        }
+    }
+}
+
+impl RoomsConfig {
+    /// Whether rooms are created on first join, given dev mode.
+    pub fn auto_create(&self, dev: bool) -> bool {
+        self.auto_create.unwrap_or(dev)
     }
 }
 
@@ -386,6 +421,10 @@ impl Config {
         if chat.messages_per_second > 0 && chat.message_burst == 0 {
             return Err(invalid("chat.message_burst", "must be greater than 0"));
         }
+        if self.rooms.max_participants < 2 {
+            return Err(invalid("rooms.max_participants", "at least 2"));
+        }
+        positive("rooms.max_rooms", self.rooms.max_rooms as u64)?;
         if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_empty() {
             return Err(invalid(
                 "ice.turn_secret",

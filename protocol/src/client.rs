@@ -25,6 +25,10 @@ pub enum ClientEvent {
     ActivityPing,
     PresenceSubscribe(UserIds),
     PresenceUnsubscribe(UserIds),
+    RoomJoin(RoomRef),
+    RoomLeave(RoomRef),
+    TrackSubscribe(TrackRef),
+    TrackUnsubscribe(TrackRef),
 }
 
 /// Every client event name the server accepts, in the order of [`ClientEvent`]'s variants.
@@ -46,6 +50,10 @@ pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "activity:ping",
     "presence:subscribe",
     "presence:unsubscribe",
+    "room:join",
+    "room:leave",
+    "track:subscribe",
+    "track:unsubscribe",
 ];
 
 /// Chat events, served by the chat service rather than the call hub; their payloads are
@@ -86,6 +94,10 @@ impl ClientEvent {
             "activity:ping" => Self::ActivityPing,
             "presence:subscribe" => Self::PresenceSubscribe(typed(name, data)?),
             "presence:unsubscribe" => Self::PresenceUnsubscribe(typed(name, data)?),
+            "room:join" => Self::RoomJoin(typed(name, data)?),
+            "room:leave" => Self::RoomLeave(typed(name, data)?),
+            "track:subscribe" => Self::TrackSubscribe(typed(name, data)?),
+            "track:unsubscribe" => Self::TrackUnsubscribe(typed(name, data)?),
             _ => {
                 return Err(Failure::new(
                     ErrorCode::UnknownEvent,
@@ -116,6 +128,10 @@ impl ClientEvent {
             Self::ActivityPing => "activity:ping",
             Self::PresenceSubscribe(_) => "presence:subscribe",
             Self::PresenceUnsubscribe(_) => "presence:unsubscribe",
+            Self::RoomJoin(_) => "room:join",
+            Self::RoomLeave(_) => "room:leave",
+            Self::TrackSubscribe(_) => "track:subscribe",
+            Self::TrackUnsubscribe(_) => "track:unsubscribe",
         }
     }
 
@@ -162,6 +178,14 @@ impl ClientEvent {
                 }
                 Ok(())
             }
+            Self::RoomJoin(r) | Self::RoomLeave(r) => check_id("room", &r.room),
+            Self::TrackSubscribe(t) | Self::TrackUnsubscribe(t) => {
+                check_id("trackId", &t.track_id)?;
+                match &t.call_id {
+                    Some(c) => check_id("callId", c.as_str()),
+                    None => Ok(()),
+                }
+            }
             Self::ActivityPing => Ok(()),
         }
     }
@@ -175,6 +199,38 @@ pub struct CallInitiate {
     pub call_type: CallType,
     /// The users to ring. The initiator may be listed; it is ignored there.
     pub participants: Vec<UserId>,
+    /// `sfu` forces media through the server from the start; by default a call is P2P while it
+    /// is small enough and switches to SFU when it grows.
+    #[serde(default)]
+    pub mode: Option<CallMode>,
+}
+
+/// How a call's media flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallMode {
+    /// Peer to peer: offers go from user to user.
+    P2p,
+    /// Through the SFU: every participant negotiates with the server.
+    Sfu,
+}
+
+/// `room:join` and `room:leave`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomRef {
+    pub room: String,
+}
+
+/// `track:subscribe` and `track:unsubscribe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackRef {
+    pub track_id: String,
+    /// The call or room (`room:<name>`) the track is in; needed only when the connection is in
+    /// several.
+    #[serde(default)]
+    pub call_id: Option<CallId>,
 }
 
 /// Audio-only or video call, as the initiator chose. Informational for the callee's UI.
@@ -321,6 +377,7 @@ mod tests {
                 conversation_id: "conv1".into(),
                 call_type: CallType::Video,
                 participants: vec!["bob".into()],
+                mode: None,
             })
         );
         let e = ClientEvent::parse(

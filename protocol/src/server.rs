@@ -48,6 +48,16 @@ pub enum ServerEvent {
     UserOffline(UserOffline),
     #[serde(rename = "presence:changed")]
     PresenceChanged(Presence),
+    #[serde(rename = "call:mode")]
+    CallModeChanged(CallModeChanged),
+    #[serde(rename = "track:published")]
+    TrackPublished(TrackPublished),
+    #[serde(rename = "track:unpublished")]
+    TrackUnpublished(TrackEvent),
+    #[serde(rename = "track:muted")]
+    TrackMuted(TrackEvent),
+    #[serde(rename = "track:unmuted")]
+    TrackUnmuted(TrackEvent),
     #[serde(rename = "server:shutdown")]
     ServerShutdown(ServerShutdown),
     #[serde(rename = "error")]
@@ -89,6 +99,11 @@ impl ServerEvent {
             Self::UserOnline(_) => "user:online",
             Self::UserOffline(_) => "user:offline",
             Self::PresenceChanged(_) => "presence:changed",
+            Self::CallModeChanged(_) => "call:mode",
+            Self::TrackPublished(_) => "track:published",
+            Self::TrackUnpublished(_) => "track:unpublished",
+            Self::TrackMuted(_) => "track:muted",
+            Self::TrackUnmuted(_) => "track:unmuted",
             Self::ServerShutdown(_) => "server:shutdown",
             Self::Error(_) => "error",
             Self::Chat(c) => c.name,
@@ -279,6 +294,55 @@ pub struct Presence {
     pub last_seen_at: Option<String>,
 }
 
+/// `call:mode`: the call's media now flows this way; renegotiate accordingly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallModeChanged {
+    pub call_id: CallId,
+    pub mode: crate::CallMode,
+}
+
+/// What kind of media a track carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// Where a track's media comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+/// `track:published`: a participant publishes a track through the SFU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackPublished {
+    /// The call, or `room:<name>`.
+    pub call_id: CallId,
+    pub track_id: String,
+    pub user_id: UserId,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+    /// The publisher's m-line of the track.
+    pub mid: String,
+    pub muted: bool,
+}
+
+/// `track:unpublished`, `track:muted`, `track:unmuted`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackEvent {
+    pub call_id: CallId,
+    pub track_id: String,
+    pub user_id: UserId,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerShutdown {
@@ -291,6 +355,7 @@ pub struct ServerShutdown {
 pub struct InitiateAck {
     pub call_id: CallId,
     pub ice_servers: Vec<IceServer>,
+    pub mode: crate::CallMode,
 }
 
 /// Ack of `call:accept` and `call:join`: what the joiner needs to start negotiating.
@@ -300,6 +365,19 @@ pub struct JoinAck {
     pub call_id: CallId,
     pub ice_servers: Vec<IceServer>,
     pub participants: Vec<UserRef>,
+    /// `p2p`: negotiate with each participant; `sfu`: send an offer without `targetUserId`.
+    pub mode: crate::CallMode,
+}
+
+/// Ack of `room:join`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomJoinAck {
+    /// `room:<name>`: used as `callId` in every event about the room.
+    pub room_id: CallId,
+    pub participants: Vec<UserRef>,
+    pub tracks: Vec<TrackPublished>,
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// Ack of `presence:subscribe`.

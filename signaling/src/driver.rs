@@ -9,7 +9,8 @@
 
 use crate::auth::Identity;
 use crate::hub::{Hub, HubStats};
-use protocol::{ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
+use crate::media::{MediaParticipant, MediaServer};
+use protocol::{CallId, ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,16 @@ enum Command {
     DeliverTo {
         conn: ConnectionId,
         event: Arc<ServerEvent>,
+    },
+    DeliverToSpace {
+        space: CallId,
+        except: Option<ConnectionId>,
+        event: Arc<ServerEvent>,
+    },
+    AuthorizeMedia {
+        conn: ConnectionId,
+        space: CallId,
+        reply: oneshot::Sender<Result<MediaParticipant, Failure>>,
     },
 }
 
@@ -139,6 +150,36 @@ impl HubHandle {
         let _ = self.send(Command::DeliverTo { conn, event }).await;
     }
 
+    /// Delivers `event` to every connection in a media space (call or room) but `except`.
+    pub async fn deliver_to_space(
+        &self,
+        space: CallId,
+        except: Option<ConnectionId>,
+        event: Arc<ServerEvent>,
+    ) {
+        let _ = self
+            .send(Command::DeliverToSpace {
+                space,
+                except,
+                event,
+            })
+            .await;
+    }
+
+    /// Checks that `conn` may send media signals in `space`; see [`Hub::authorize_media`].
+    pub async fn authorize_media(
+        &self,
+        conn: ConnectionId,
+        space: CallId,
+    ) -> Result<MediaParticipant, Failure> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Failure::new(protocol::ErrorCode::ShuttingDown, "the server is stopping");
+        self.send(Command::AuthorizeMedia { conn, space, reply })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     pub async fn stats(&self) -> Result<HubStats, HubGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats { reply }).await?;
@@ -150,17 +191,17 @@ impl HubHandle {
     }
 }
 
-/// Starts the hub task.
-pub fn spawn(hub: Hub) -> HubHandle {
+/// Starts the hub task. Connections leaving media spaces are passed on to `media`.
+pub fn spawn(hub: Hub, media: Option<Arc<dyn MediaServer>>) -> HubHandle {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(hub, rx));
+    tokio::spawn(run(hub, rx, media));
     HubHandle {
         tx,
         next_conn: Arc::new(AtomicU64::new(1)),
     }
 }
 
-async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>) {
+async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, media: Option<Arc<dyn MediaServer>>) {
     let mut outboxes: HashMap<ConnectionId, mpsc::Sender<Outbound>> = HashMap::new();
     loop {
         let deadline = hub.poll_timeout().map(Instant::from_std);
@@ -169,7 +210,7 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>) {
                 c = rx.recv() => c,
                 _ = tokio::time::sleep_until(at) => {
                     hub.handle_timeout(Instant::now().into_std());
-                    drain(&mut hub, &mut outboxes);
+                    drain(&mut hub, &mut outboxes, media.as_ref());
                     continue;
                 }
             },
@@ -206,12 +247,24 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>) {
                 event,
             } => hub.deliver_to_users(&users, except, event),
             Command::DeliverTo { conn, event } => hub.deliver_to_connection(conn, event),
+            Command::DeliverToSpace {
+                space,
+                except,
+                event,
+            } => hub.deliver_to_space(&space, except, event),
+            Command::AuthorizeMedia { conn, space, reply } => {
+                let _ = reply.send(hub.authorize_media(conn, &space));
+            }
         }
-        drain(&mut hub, &mut outboxes);
+        drain(&mut hub, &mut outboxes, media.as_ref());
     }
 }
 
-fn drain(hub: &mut Hub, outboxes: &mut HashMap<ConnectionId, mpsc::Sender<Outbound>>) {
+fn drain(
+    hub: &mut Hub,
+    outboxes: &mut HashMap<ConnectionId, mpsc::Sender<Outbound>>,
+    media: Option<&Arc<dyn MediaServer>>,
+) {
     // Dropping a slow connection produces events of its own (presence, calls), hence the loop.
     loop {
         let mut slow = Vec::new();
@@ -225,7 +278,7 @@ fn drain(hub: &mut Hub, outboxes: &mut HashMap<ConnectionId, mpsc::Sender<Outbou
             }
         }
         if slow.is_empty() {
-            return;
+            break;
         }
         for conn in slow {
             // Removing the outbox closes the channel, which ends the connection's task.
@@ -233,6 +286,12 @@ fn drain(hub: &mut Hub, outboxes: &mut HashMap<ConnectionId, mpsc::Sender<Outbou
                 tracing::warn!(%conn, "dropping a connection that does not keep up with its events");
                 hub.disconnect(Instant::now().into_std(), conn);
             }
+        }
+    }
+    while let Some((space, conn)) = hub.poll_media_leave() {
+        if let Some(media) = media {
+            let media = media.clone();
+            tokio::spawn(async move { media.leave(&space, conn).await });
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod limits;
+pub mod media;
 pub mod metrics;
 pub mod session;
 pub mod transport;
@@ -50,6 +51,8 @@ pub struct Signaling {
     pub metrics: Metrics,
     /// Events served outside the hub (chat), when the binary plugs them in.
     pub extension: Option<Arc<dyn extension::Extension>>,
+    /// The SFU, when the binary plugs one in.
+    pub media: Option<Arc<dyn media::MediaServer>>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -74,6 +77,7 @@ impl Signaling {
         config: &config::Config,
         auth: Authenticator,
         extension: Option<Arc<dyn extension::Extension>>,
+        media: Option<Arc<dyn media::MediaServer>>,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
         let metrics = Metrics::new(registry)?;
@@ -86,12 +90,13 @@ impl Signaling {
         );
         let (closing, _) = watch::channel(false);
         Ok(Arc::new(Self {
-            hub: driver::spawn(hub),
+            hub: driver::spawn(hub, media.clone()),
             auth: Arc::new(auth),
             ice,
             limits: SessionLimits::from_config(config),
             metrics,
             extension,
+            media,
             limiter: ConnectionLimiter::new(
                 config.server.max_connections_per_ip,
                 config.server.max_connections,

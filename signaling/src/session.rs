@@ -12,12 +12,14 @@ use crate::auth::Identity;
 use crate::driver::HubHandle;
 use crate::extension::{Caller, Extension, JoinRole};
 use crate::limits::TokenBucket;
+use crate::media::{MediaParticipant, MediaServer};
 use crate::metrics::Metrics;
 use protocol::{
-    CHAT_EVENT_NAMES, CLIENT_EVENT_NAMES, ClientEvent, ConnectionId, ErrorCode, ErrorEvent,
-    Failure, ServerEvent,
+    CHAT_EVENT_NAMES, CLIENT_EVENT_NAMES, CallId, ClientEvent, ConnectionId, ErrorCode, ErrorEvent,
+    Failure, RelayedSignal, ServerEvent, Signal, TrackRef, UserId,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +49,10 @@ pub struct Session {
     pub identity: Identity,
     hub: HubHandle,
     extension: Option<Arc<dyn Extension>>,
+    media: Option<Arc<dyn MediaServer>>,
+    /// Media spaces (SFU calls, rooms) this connection entered, and when: the start of the
+    /// join-time measurement, and the default space for `track:subscribe`.
+    media_spaces: HashMap<CallId, Instant>,
     bucket: TokenBucket,
     metrics: Metrics,
 }
@@ -59,21 +65,18 @@ pub struct Answer {
 }
 
 impl Session {
-    pub fn new(
-        conn: ConnectionId,
-        identity: Identity,
-        hub: HubHandle,
-        extension: Option<Arc<dyn Extension>>,
-        limits: SessionLimits,
-        metrics: Metrics,
-    ) -> Self {
+    /// The pipeline for a connection the hub has accepted.
+    pub fn new(conn: ConnectionId, identity: Identity, sig: &crate::Signaling) -> Self {
+        let limits = sig.limits;
         Self {
             conn,
             identity,
-            hub,
-            extension,
+            hub: sig.hub.clone(),
+            extension: sig.extension.clone(),
+            media: sig.media.clone(),
+            media_spaces: HashMap::new(),
             bucket: TokenBucket::new(limits.events_per_second, limits.event_burst, Instant::now()),
-            metrics,
+            metrics: sig.metrics.clone(),
         }
     }
 
@@ -123,31 +126,147 @@ impl Session {
             return ext.handle(&caller, name, data).await;
         }
         let event = ClientEvent::parse(name, data)?;
+        if let Some(media) = self.media.clone() {
+            match event {
+                ClientEvent::Offer(s) if s.target_user_id.is_none() => {
+                    return self.media_offer(&media, s, now).await;
+                }
+                ClientEvent::Answer(s) if s.target_user_id.is_none() => {
+                    let who = self.authorize(&s.call_id).await?;
+                    media.answer(&who, sdp_of(&s.payload)?).await?;
+                    return Ok(json!({"ok": true}));
+                }
+                ClientEvent::IceCandidate(s) if s.target_user_id.is_none() => {
+                    let who = self.authorize(&s.call_id).await?;
+                    media.candidate(&who, s.payload).await?;
+                    return Ok(json!({"ok": true}));
+                }
+                ClientEvent::TrackSubscribe(t) => {
+                    return self.media_subscribe(&media, t, true).await;
+                }
+                ClientEvent::TrackUnsubscribe(t) => {
+                    return self.media_subscribe(&media, t, false).await;
+                }
+                _ => {}
+            }
+        }
         let joined = match &event {
             ClientEvent::CallAccept(r) | ClientEvent::CallJoin(r) => {
                 Some((r.call_id.to_string(), JoinRole::Member))
             }
+            ClientEvent::RoomJoin(r) => Some((format!("room:{}", r.room), JoinRole::Member)),
             _ => None,
         };
         let initiating = matches!(event, ClientEvent::CallInitiate(_));
-        let ack = self.hub.event(self.conn, event).await?;
-        if let Some(ext) = &self.extension {
-            // Membership is recorded before the ack, so the caller's next event (a chat
-            // message in the call) already finds it.
-            let joined = joined.or_else(|| {
-                initiating
-                    .then(|| {
-                        ack["callId"]
-                            .as_str()
-                            .map(|id| (id.to_owned(), JoinRole::Owner))
-                    })
-                    .flatten()
-            });
-            if let Some((conversation, role)) = joined {
-                ext.joined(&self.identity, &conversation, role).await;
+        let toggled = match &event {
+            ClientEvent::MediaToggle(m) => Some((m.call_id.clone(), m.media_type, !m.enabled)),
+            _ => None,
+        };
+        let room_join = matches!(event, ClientEvent::RoomJoin(_));
+        let mut ack = self.hub.event(self.conn, event).await?;
+        let joined = joined.or_else(|| {
+            initiating
+                .then(|| {
+                    ack["callId"]
+                        .as_str()
+                        .map(|id| (id.to_owned(), JoinRole::Owner))
+                })
+                .flatten()
+        });
+        if let Some((space, _)) = &joined {
+            self.media_spaces
+                .entry(CallId(space.clone()))
+                .or_insert(now);
+        }
+        if let (true, Some(media), Some(id)) = (room_join, &self.media, ack["roomId"].as_str()) {
+            let tracks = media.tracks(&CallId(id.to_owned())).await;
+            ack["tracks"] = serde_json::to_value(tracks).unwrap_or_default();
+        }
+        if let (Some((space, kind, muted)), Some(media)) = (toggled, &self.media) {
+            // In an SFU call the server announces the mute as track:muted too.
+            if let Ok(who) = self.hub.authorize_media(self.conn, space).await {
+                media.set_muted(&who, kind, muted).await;
             }
         }
+        if let (Some(ext), Some((conversation, role))) = (&self.extension, joined) {
+            // Membership is recorded before the ack, so the caller's next event (a chat
+            // message in the call) already finds it.
+            ext.joined(&self.identity, &conversation, role).await;
+        }
         Ok(ack)
+    }
+
+    async fn authorize(&self, space: &CallId) -> Result<MediaParticipant, Failure> {
+        self.hub.authorize_media(self.conn, space.clone()).await
+    }
+
+    /// A client offer to the SFU: the answer comes back as an `answer` event from `sfu` (and in
+    /// the ack).
+    async fn media_offer(
+        &mut self,
+        media: &Arc<dyn MediaServer>,
+        signal: Signal,
+        now: Instant,
+    ) -> Result<Value, Failure> {
+        let who = self.authorize(&signal.call_id).await?;
+        let started = *self
+            .media_spaces
+            .entry(signal.call_id.clone())
+            .or_insert(now);
+        let answer_sdp = media.offer(&who, sdp_of(&signal.payload)?, started).await?;
+        let answer = json!({"type": "answer", "sdp": answer_sdp});
+        let mut payload = serde_json::Map::new();
+        payload.insert("answer".into(), answer.clone());
+        let event = ServerEvent::Answer(RelayedSignal {
+            call_id: signal.call_id.clone(),
+            from: UserId::from(SFU),
+            payload,
+        });
+        self.hub.deliver_to(self.conn, Arc::new(event)).await;
+        Ok(json!({"callId": signal.call_id, "answer": answer}))
+    }
+
+    async fn media_subscribe(
+        &mut self,
+        media: &Arc<dyn MediaServer>,
+        track: TrackRef,
+        subscribe: bool,
+    ) -> Result<Value, Failure> {
+        let space = match track.call_id {
+            Some(space) => space,
+            None if self.media_spaces.len() == 1 => {
+                self.media_spaces.keys().next().expect("one entry").clone()
+            }
+            None => {
+                return Err(Failure::new(
+                    ErrorCode::InvalidPayload,
+                    "`callId` is required when the connection is in several calls or rooms",
+                ));
+            }
+        };
+        let who = self.authorize(&space).await?;
+        media.subscribe(&who, &track.track_id, subscribe).await?;
+        Ok(json!({"ok": true}))
+    }
+}
+
+/// The `from` of signals the SFU sends.
+pub const SFU: &str = "sfu";
+
+/// The SDP text of an `offer`/`answer` payload: `{type, sdp}` as browsers produce it, or a bare
+/// string.
+fn sdp_of(payload: &Value) -> Result<String, Failure> {
+    let sdp = match payload {
+        Value::String(s) => Some(s.as_str()),
+        Value::Object(o) => o.get("sdp").and_then(Value::as_str),
+        _ => None,
+    };
+    match sdp {
+        Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(Failure::new(
+            ErrorCode::InvalidPayload,
+            "expected an SDP string or {type, sdp}",
+        )),
     }
 }
 

@@ -22,10 +22,10 @@
 //! In a group call it means "I leave"; the call ends when nobody is left in it.
 
 use protocol::{
-    CallAccepted, CallEnded, CallId, CallIncoming, CallInitiated, CallMissed, CallOnly,
-    CallResumable, CallType, CallUser, ConnectionId, ConversationId, EndReason, ErrorCode, Failure,
-    IceServer, MediaToggled, MediaType, ParticipantJoined, RelayedSignal, ServerEvent, UserId,
-    UserRef,
+    CallAccepted, CallEnded, CallId, CallIncoming, CallInitiated, CallMissed, CallMode,
+    CallModeChanged, CallOnly, CallResumable, CallType, CallUser, ConnectionId, ConversationId,
+    EndReason, ErrorCode, Failure, IceServer, MediaToggled, MediaType, ParticipantJoined,
+    RelayedSignal, ServerEvent, UserId, UserRef,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -128,6 +128,8 @@ pub struct CallRules {
     pub ring_timeout: Duration,
     pub max_duration: Duration,
     pub reconnect_grace: Duration,
+    /// Most participants present while the call stays peer-to-peer.
+    pub p2p_max: usize,
 }
 
 /// What a call needs to know about users it does not own.
@@ -153,6 +155,8 @@ pub struct Call {
     pub call_type: CallType,
     pub initiator: UserId,
     pub shape: CallShape,
+    /// Where media flows; switches from P2P to SFU once, when the call outgrows P2P.
+    pub mode: CallMode,
     pub phase: Phase,
     pub members: BTreeMap<UserId, Member>,
     pub ring_deadline: Instant,
@@ -164,15 +168,22 @@ type Outcome = Result<Vec<Notice>, Failure>;
 impl Call {
     /// Starts ringing `invitees` on behalf of `initiator`'s `device`. The caller has already
     /// removed the initiator from `invitees`, de-duplicated them and checked the limits.
+    #[allow(clippy::too_many_arguments)]
     pub fn initiate(
         id: CallId,
         conversation_id: ConversationId,
         call_type: CallType,
+        mode: Option<CallMode>,
         initiator: UserId,
         device: ConnectionId,
         invitees: Vec<UserId>,
         ctx: &Context<'_>,
     ) -> (Call, Vec<Notice>) {
+        let mode = match mode {
+            Some(m) => m,
+            None if ctx.rules.p2p_max == 0 => CallMode::Sfu,
+            None => CallMode::P2p,
+        };
         let shape = if invitees.len() == 1 {
             CallShape::OneToOne
         } else {
@@ -194,6 +205,7 @@ impl Call {
             call_type,
             initiator,
             shape,
+            mode,
             phase: Phase::Ringing,
             members,
             ring_deadline: ctx.now + ctx.rules.ring_timeout,
@@ -265,6 +277,7 @@ impl Call {
             });
             notices.push(self.to_in_call(other, self.joined_event(user, ctx)));
         }
+        notices.extend(self.grow(ctx));
         Ok(notices)
     }
 
@@ -297,7 +310,40 @@ impl Call {
                 }
             }
         }
+        notices.extend(self.grow(ctx));
         Ok(notices)
+    }
+
+    /// Switches a P2P call that outgrew `p2p_max` to the SFU, telling everyone in it.
+    fn grow(&mut self, ctx: &Context<'_>) -> Vec<Notice> {
+        let present = self.members.values().filter(|m| m.is_present()).count();
+        if self.mode != CallMode::P2p || present <= ctx.rules.p2p_max {
+            return Vec::new();
+        }
+        self.mode = CallMode::Sfu;
+        let event = ServerEvent::CallModeChanged(CallModeChanged {
+            call_id: self.id.clone(),
+            mode: CallMode::Sfu,
+        });
+        self.members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Joined)
+            .map(|(u, _)| self.to_in_call(u, event.clone()))
+            .collect()
+    }
+
+    /// Whether `device` of `user` is in the call now.
+    pub fn has_device(&self, user: &UserId, device: ConnectionId) -> bool {
+        self.members
+            .get(user)
+            .is_some_and(|m| m.devices.contains(&device))
+    }
+
+    /// Every device in the call now.
+    pub fn devices(&self) -> impl Iterator<Item = ConnectionId> + '_ {
+        self.members
+            .values()
+            .flat_map(|m| m.devices.iter().copied())
     }
 
     /// A device of ringing `user` confirms it rings: the caller hears `call:ringing` once.
@@ -483,7 +529,7 @@ impl Call {
         let Some(target) = target else {
             return Err(Failure::new(
                 ErrorCode::InvalidPayload,
-                "`targetUserId` is required in a peer-to-peer call",
+                "`targetUserId` is required in a peer-to-peer call (without it, signals go to the SFU)",
             ));
         };
         if target == user {

@@ -13,8 +13,10 @@
 
 pub mod call;
 mod presence;
+pub mod room;
+mod spaces;
 
-use crate::auth::Identity;
+use crate::auth::{Grants, Identity};
 use crate::ice::IceServers;
 use crate::metrics::Metrics;
 use call::{Audience, Call, CallRules, Context, MemberState, Notice};
@@ -36,6 +38,10 @@ pub struct HubSettings {
     pub max_calls_per_user: usize,
     pub max_presence_subscriptions: usize,
     pub away_after: Duration,
+    /// `room:join` creates missing rooms (admins always may).
+    pub rooms_auto_create: bool,
+    pub max_room_participants: usize,
+    pub max_rooms: usize,
 }
 
 impl HubSettings {
@@ -45,11 +51,15 @@ impl HubSettings {
                 ring_timeout: c.calls.ring_timeout.get(),
                 max_duration: c.calls.max_duration.get(),
                 reconnect_grace: c.calls.reconnect_grace.get(),
+                p2p_max: c.calls.p2p_max_participants,
             },
             max_participants: c.calls.max_participants,
             max_calls_per_user: c.limits.max_calls_per_user,
             max_presence_subscriptions: c.limits.max_presence_subscriptions,
             away_after: c.presence.away_after.get(),
+            rooms_auto_create: c.rooms.auto_create(c.server.dev),
+            max_room_participants: c.rooms.max_participants,
+            max_rooms: c.rooms.max_rooms,
         }
     }
 }
@@ -69,6 +79,7 @@ pub struct HubStats {
     /// Users held in memory: online, or offline but still in a call's grace period.
     pub user_records: usize,
     pub calls: usize,
+    pub rooms: usize,
     pub timers: usize,
 }
 
@@ -82,6 +93,9 @@ pub struct Hub {
     connections: HashMap<ConnectionId, Conn>,
     users: HashMap<UserId, User>,
     calls: HashMap<CallId, CallEntry>,
+    rooms: HashMap<CallId, room::Room>,
+    /// Connections that left a media space, for the media server to forget.
+    media_leaves: VecDeque<(CallId, ConnectionId)>,
     /// Explicit `presence:subscribe` watchers, by watched user.
     watchers: HashMap<UserId, HashSet<ConnectionId>>,
     /// When users who are no longer connected were last seen.
@@ -93,6 +107,8 @@ pub struct Hub {
 
 struct Conn {
     user: UserId,
+    name: String,
+    grants: Grants,
     /// Users this connection watches through `presence:subscribe`.
     watching: HashSet<UserId>,
 }
@@ -109,6 +125,8 @@ struct User {
     away_timer: bool,
     /// Calls not yet ended in which the user is a member.
     calls: HashSet<CallId>,
+    /// Rooms the user is in.
+    rooms: HashSet<CallId>,
 }
 
 struct CallEntry {
@@ -133,6 +151,8 @@ impl Hub {
             connections: HashMap::new(),
             users: HashMap::new(),
             calls: HashMap::new(),
+            rooms: HashMap::new(),
+            media_leaves: VecDeque::new(),
             watchers: HashMap::new(),
             last_seen: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -150,6 +170,8 @@ impl Hub {
             conn,
             Conn {
                 user: user_id.clone(),
+                name: identity.name.clone(),
+                grants: identity.grants.clone(),
                 watching: HashSet::new(),
             },
         );
@@ -163,6 +185,7 @@ impl Hub {
             last_activity: now,
             away_timer: false,
             calls: HashSet::new(),
+            rooms: HashSet::new(),
         });
         let first = user.connections.is_empty();
         user.name.clone_from(&identity.name);
@@ -232,11 +255,15 @@ impl Hub {
         let gone = user.connections.is_empty();
         for id in calls {
             let grace = self.settings.rules.reconnect_grace;
-            if let Some(entry) = self.calls.get_mut(&id) {
+            if let Some(entry) = self.calls.get_mut(&id)
+                && entry.call.has_device(&c.user, conn)
+            {
                 entry.call.device_lost(&c.user, conn, now + grace);
+                self.media_leaves.push_back((id.clone(), conn));
             }
             self.reschedule(&id);
         }
+        self.leave_rooms(&c.user, conn);
         if gone {
             self.go_offline(now, &c.user);
         }
@@ -307,6 +334,12 @@ impl Hub {
                 self.unsubscribe(conn, &u.user_ids);
                 Ok(ok())
             }
+            ClientEvent::RoomJoin(r) => self.join_room(now, conn, &r.room),
+            ClientEvent::RoomLeave(r) => self.leave_room(conn, &r.room),
+            ClientEvent::TrackSubscribe(_) | ClientEvent::TrackUnsubscribe(_) => Err(Failure::new(
+                ErrorCode::InvalidState,
+                "this server forwards no media (no SFU configured)",
+            )),
         }
     }
 
@@ -349,8 +382,10 @@ impl Hub {
                         rules: self.settings.rules,
                         dir: &dir,
                     };
+                    let before: BTreeSet<ConnectionId> = entry.call.devices().collect();
                     let notices = entry.call.tick(&ctx);
                     self.deliver(&id, notices);
+                    self.note_media_leaves(&id, before);
                     self.reschedule(&id);
                 }
                 Timer::Away(user) => self.check_idle(now, &user),
@@ -378,6 +413,7 @@ impl Hub {
                 .count(),
             user_records: self.users.len(),
             calls: self.calls.len(),
+            rooms: self.rooms.len(),
             timers: self.timers.len(),
         }
     }
@@ -492,12 +528,14 @@ impl Hub {
             id.clone(),
             init.conversation_id,
             init.call_type,
+            init.mode,
             user_id.clone(),
             conn,
             invitees,
             &ctx,
         );
         let ice_servers = self.ice.for_user(user_id, wall(self.epoch, now));
+        let mode = call.mode;
         for member in call.members.keys() {
             if let Some(u) = self.users.get_mut(member) {
                 u.calls.insert(id.clone());
@@ -516,6 +554,7 @@ impl Hub {
         Ok(serde_json::to_value(InitiateAck {
             call_id: id,
             ice_servers,
+            mode,
         })
         .unwrap_or_default())
     }
@@ -538,8 +577,10 @@ impl Hub {
             rules: self.settings.rules,
             dir: &dir,
         };
+        let before: BTreeSet<ConnectionId> = entry.call.devices().collect();
         let notices = f(&mut entry.call, &ctx)?;
         self.deliver(id, notices);
+        self.note_media_leaves(id, before);
         self.reschedule(id);
         Ok(())
     }
@@ -563,6 +604,10 @@ impl Hub {
             call_id: id.clone(),
             ice_servers: self.ice.for_user(user, wall(self.epoch, now)),
             participants: participants.unwrap_or_default(),
+            mode: self
+                .calls
+                .get(id)
+                .map_or(protocol::CallMode::P2p, |e| e.call.mode),
         })
         .unwrap_or_default()
     }
@@ -636,7 +681,7 @@ impl Hub {
     fn leave_call_index(&mut self, user: &UserId, id: &CallId) {
         if let Some(u) = self.users.get_mut(user) {
             u.calls.remove(id);
-            if u.calls.is_empty() && u.connections.is_empty() {
+            if u.calls.is_empty() && u.rooms.is_empty() && u.connections.is_empty() {
                 self.users.remove(user);
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! Presence is never broadcast to every connection. A user's presence events reach only:
 //! - connections that asked with `presence:subscribe`;
-//! - the devices of users who share a live call with them;
+//! - the devices of users who share a live call or a room with them;
 //! - for `presence:changed`, the user's own other devices (so their status stays in sync).
 
 use super::{Hub, Timer, ok};
@@ -231,6 +231,11 @@ impl Hub {
             }
         }
         if let Some(user) = self.users.get(user_id) {
+            for room_id in &user.rooms {
+                if let Some(room) = self.rooms.get(room_id) {
+                    out.extend(room.devices());
+                }
+            }
             for c in &user.connections {
                 out.remove(c);
             }

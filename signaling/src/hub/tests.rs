@@ -11,11 +11,15 @@ fn settings() -> HubSettings {
             ring_timeout: Duration::from_secs(45),
             max_duration: Duration::from_secs(3600),
             reconnect_grace: Duration::from_secs(20),
+            p2p_max: 2,
         },
         max_participants: 4,
         max_calls_per_user: 2,
         max_presence_subscriptions: 3,
         away_after: Duration::from_secs(300),
+        rooms_auto_create: false,
+        max_room_participants: 2,
+        max_rooms: 1,
     }
 }
 
@@ -35,6 +39,10 @@ impl World {
     }
 
     fn connect(&mut self, conn: u64, user: &str) -> ConnectionId {
+        self.connect_with(conn, user, Grants::default())
+    }
+
+    fn connect_with(&mut self, conn: u64, user: &str, grants: Grants) -> ConnectionId {
         let id = ConnectionId(conn);
         self.hub.connect(
             self.now,
@@ -42,10 +50,16 @@ impl World {
             &Identity {
                 user_id: user.into(),
                 name: format!("{user}!"),
-                grants: Grants::default(),
+                grants,
             },
         );
         id
+    }
+
+    fn media_leaves(&mut self) -> Vec<(String, u64)> {
+        std::iter::from_fn(|| self.hub.poll_media_leave())
+            .map(|(space, conn)| (space.to_string(), conn.0))
+            .collect()
     }
 
     fn send(&mut self, conn: ConnectionId, event: ClientEvent) -> Result<Value, Failure> {
@@ -89,6 +103,7 @@ impl World {
                     conversation_id: "conv".into(),
                     call_type: CallType::Audio,
                     participants: invitees.iter().map(|s| UserId::from(*s)).collect(),
+                    mode: None,
                 }),
             )
             .unwrap();
@@ -327,6 +342,7 @@ fn limits_are_enforced_with_codes() {
             .iter()
             .map(|s| UserId::from(*s))
             .collect(),
+        mode: None,
     });
     assert_eq!(
         w.send(a, too_many).unwrap_err().code,
@@ -336,6 +352,7 @@ fn limits_are_enforced_with_codes() {
         conversation_id: "c".into(),
         call_type: CallType::Audio,
         participants: vec!["alice".into(), "alice".into()],
+        mode: None,
     });
     assert_eq!(
         w.send(a, only_me).unwrap_err().code,
@@ -347,6 +364,7 @@ fn limits_are_enforced_with_codes() {
         conversation_id: "c".into(),
         call_type: CallType::Audio,
         participants: vec!["d".into()],
+        mode: None,
     });
     assert_eq!(w.send(a, third).unwrap_err().code, ErrorCode::LimitExceeded);
     let subs = UserIds {
@@ -443,8 +461,151 @@ fn draining_refuses_new_calls_and_tells_everyone() {
                 conversation_id: "c".into(),
                 call_type: CallType::Video,
                 participants: vec!["bob".into()],
+                mode: None,
             }),
         )
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::ShuttingDown);
+}
+
+fn room_grant(room: &str) -> Grants {
+    Grants {
+        room: Some(room.into()),
+        ..Grants::default()
+    }
+}
+
+fn admin() -> Grants {
+    Grants {
+        admin: true,
+        ..Grants::default()
+    }
+}
+
+fn join(room: &str) -> ClientEvent {
+    ClientEvent::RoomJoin(protocol::RoomRef { room: room.into() })
+}
+
+#[test]
+fn rooms_need_their_grant_and_are_created_by_admins_when_auto_creation_is_off() {
+    let mut w = World::new();
+    let a = w.connect_with(1, "alice", room_grant("standup"));
+    let m = w.connect_with(2, "mallory", room_grant("other"));
+    assert_eq!(
+        w.send(m, join("standup")).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        w.send(a, join("standup")).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    let boss = w.connect_with(3, "boss", admin());
+    let ack = w.send(boss, join("standup")).unwrap();
+    assert_eq!(ack["roomId"], "room:standup");
+    let ack = w.send(a, join("standup")).unwrap();
+    assert_eq!(
+        ack["participants"],
+        json!([{"userId": "boss", "name": "boss!"}])
+    );
+    assert!(w.out().contains(&(3, "call:participant:joined")));
+    // max_room_participants = 2; max_rooms = 1.
+    let b = w.connect_with(4, "bob", room_grant("standup"));
+    assert_eq!(
+        w.send(b, join("standup")).unwrap_err().code,
+        ErrorCode::LimitExceeded
+    );
+    assert_eq!(
+        w.send(boss, join("another")).unwrap_err().code,
+        ErrorCode::LimitExceeded
+    );
+    assert_eq!(w.hub.stats().rooms, 1);
+}
+
+#[test]
+fn rooms_close_when_the_last_connection_leaves_and_media_is_told() {
+    let mut w = World::new();
+    let boss = w.connect_with(1, "boss", admin());
+    let a = w.connect_with(2, "alice", room_grant("r"));
+    w.send(boss, join("r")).unwrap();
+    w.send(a, join("r")).unwrap();
+    w.out();
+    w.send(
+        boss,
+        ClientEvent::StatusUpdate(StatusUpdate {
+            status: protocol::PresenceStatus::Dnd,
+            text: None,
+        }),
+    )
+    .unwrap();
+    assert!(
+        w.out().contains(&(2, "presence:changed")),
+        "room members see presence"
+    );
+    let who = w.hub.authorize_media(a, &"room:r".into()).unwrap();
+    assert_eq!((who.user.as_str(), who.conn), ("alice", a));
+    let e = w
+        .hub
+        .authorize_media(ConnectionId(9), &"room:r".into())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState);
+    w.send(
+        a,
+        ClientEvent::RoomLeave(protocol::RoomRef { room: "r".into() }),
+    )
+    .unwrap();
+    assert_eq!(w.out(), vec![(1, "call:participant:left")]);
+    assert_eq!(w.media_leaves(), vec![("room:r".into(), 2)]);
+    assert_eq!(
+        w.hub.authorize_media(a, &"room:r".into()).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    // Room members see each other's presence; alice left, so she no longer hears the boss.
+    w.send(
+        boss,
+        ClientEvent::StatusUpdate(StatusUpdate {
+            status: protocol::PresenceStatus::Busy,
+            text: None,
+        }),
+    )
+    .unwrap();
+    assert!(!w.out().iter().any(|(c, _)| *c == 2));
+    w.hub.disconnect(w.now, boss);
+    assert_eq!(w.media_leaves(), vec![("room:r".into(), 1)]);
+    let stats = w.hub.stats();
+    assert_eq!((stats.rooms, stats.user_records), (0, 1));
+}
+
+#[test]
+fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let b = w.connect(2, "bob");
+    let c = w.connect(3, "carol");
+    let call = w.initiate(a, &["bob", "carol"]);
+    w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    let e = w.hub.authorize_media(a, &call).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState, "still peer-to-peer");
+    w.out();
+    w.send(c, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    let mut modes: Vec<u64> = w
+        .out()
+        .into_iter()
+        .filter(|(_, e)| *e == "call:mode")
+        .map(|(c, _)| c)
+        .collect();
+    modes.sort();
+    assert_eq!(modes, vec![1, 2, 3]);
+    assert!(w.hub.authorize_media(c, &call).is_ok());
+    // Bob hangs up: his device leaves the media space; then the call ends for the rest.
+    w.send(b, ClientEvent::CallEnd(call_ref(&call))).unwrap();
+    assert_eq!(w.media_leaves(), vec![(call.to_string(), 2)]);
+    w.send(a, ClientEvent::CallEnd(call_ref(&call))).unwrap();
+    w.send(c, ClientEvent::CallEnd(call_ref(&call))).unwrap();
+    let mut left: Vec<u64> = w.media_leaves().into_iter().map(|(_, c)| c).collect();
+    left.sort();
+    assert_eq!(left, vec![1, 3]);
+    assert_eq!(
+        w.hub.authorize_media(a, &call).unwrap_err().code,
+        ErrorCode::NotFound
+    );
 }

@@ -98,93 +98,103 @@ async fn authenticate(
         identity,
         _permit: Arc::new(permit),
     });
+    // socketioxide sends CONNECT right after the middlewares, then spawns the connect handler:
+    // the queue and the handlers must exist before that, or an event the client sends at once
+    // would find no handler.
+    let (queue, incoming) = mpsc::channel::<Incoming>(QUEUE);
+    s.extensions.insert(Inbox(queue));
+    s.extensions
+        .insert(Pending(Arc::new(std::sync::Mutex::new(Some(incoming)))));
+    s.on_fallback(async |_: Enqueued| {});
+    s.on_disconnect(async |s: SocketRef, _reason: DisconnectReason| {
+        s.extensions.remove::<Inbox>();
+        s.extensions.remove::<Pending>();
+        s.extensions.remove::<Admitted>();
+    });
     Ok(())
 }
 
+/// The receiving end of the socket's queue, from the middleware to the connect handler.
+#[derive(Clone)]
+struct Pending(Arc<std::sync::Mutex<Option<mpsc::Receiver<Incoming>>>>);
+
 async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
-    let Some(admitted) = s.extensions.get::<Admitted>() else {
+    let incoming = s
+        .extensions
+        .get::<Pending>()
+        .and_then(|p| p.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+    let (Some(admitted), Some(mut incoming)) = (s.extensions.get::<Admitted>(), incoming) else {
         let _ = s.disconnect();
         return;
     };
+
     let conn = sig.hub.next_connection_id();
-    let (outbox, mut events) = mpsc::channel(sig.limits.outbound_queue);
-    if sig
-        .hub
-        .connect(conn, admitted.identity.clone(), outbox)
-        .await
-        .is_err()
-    {
-        let _ = s.disconnect();
-        return;
-    }
+    let (outbox, events) = mpsc::channel(sig.limits.outbound_queue);
     let gauge = sig.connection_gauge("socketio");
-    let (queue, mut incoming) = mpsc::channel::<Incoming>(QUEUE);
-    s.extensions.insert(Inbox(queue));
-    s.on_fallback(async |_: Enqueued| {});
-
-    // Server events out.
-    let emitter = s.clone();
-    let hub_for_acks = sig.hub.clone();
-    let mut closing = sig.closing();
+    let mut session = Session::new(conn, admitted.identity.clone(), &sig);
+    let socket = s.clone();
+    let sig = sig.clone();
+    // Client events in, in order; the hub learns of the connection before the first one.
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(Outbound::Event(e)) => {
-                        let sent = match &*e {
-                            ServerEvent::CallIncoming(incoming) => {
-                                ring_with_ack(&emitter, &e, incoming.call_id.clone(), &hub_for_acks, conn)
-                            }
-                            _ => emitter.emit(e.name(), &e.data()).is_ok(),
-                        };
-                        if !sent {
-                            break;
-                        }
-                    }
-                    None => {
-                        // The hub dropped us for not keeping up.
-                        let _ = emitter.clone().disconnect();
-                        break;
-                    }
-                },
-                _ = closing.wait_for(|c| *c) => {
-                    let _ = emitter.clone().disconnect();
-                    break;
-                }
-            }
+        if sig
+            .hub
+            .connect(conn, admitted.identity.clone(), outbox)
+            .await
+            .is_err()
+        {
+            let _ = socket.disconnect();
+            return;
         }
-    });
-
-    // Client events in, in order.
-    let mut session = Session::new(
-        conn,
-        admitted.identity.clone(),
-        sig.hub.clone(),
-        sig.extension.clone(),
-        sig.limits,
-        sig.metrics.clone(),
-    );
-    let reporter = s.clone();
-    let hub = sig.hub.clone();
-    tokio::spawn(async move {
+        tokio::spawn(emit_events(socket.clone(), events, sig.clone(), conn));
         while let Some(Incoming { event, data, ack }) = incoming.recv().await {
             let answer = session.handle(&event, data).await;
             match answer.result {
                 Ok(data) => {
                     let _ = ack.send(&data);
                 }
-                Err(failure) => refuse(&reporter, ack, &failure, &event, answer.temp_id),
+                Err(failure) => refuse(&socket, ack, &failure, &event, answer.temp_id),
             }
         }
         // The queue closes when the socket disconnects.
-        hub.disconnect(conn).await;
+        sig.hub.disconnect(conn).await;
         drop(gauge);
     });
+}
 
-    s.on_disconnect(async |s: SocketRef, _reason: DisconnectReason| {
-        s.extensions.remove::<Inbox>();
-        s.extensions.remove::<Admitted>();
-    });
+/// Server events out, until the hub drops the connection or the server closes.
+async fn emit_events(
+    socket: SocketRef,
+    mut events: mpsc::Receiver<Outbound>,
+    sig: Arc<Signaling>,
+    conn: protocol::ConnectionId,
+) {
+    let mut closing = sig.closing();
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Outbound::Event(e)) => {
+                    let sent = match &*e {
+                        ServerEvent::CallIncoming(incoming) => {
+                            ring_with_ack(&socket, &e, incoming.call_id.clone(), &sig.hub, conn)
+                        }
+                        _ => socket.emit(e.name(), &e.data()).is_ok(),
+                    };
+                    if !sent {
+                        break;
+                    }
+                }
+                None => {
+                    // The hub dropped us for not keeping up.
+                    let _ = socket.clone().disconnect();
+                    break;
+                }
+            },
+            _ = closing.wait_for(|c| *c) => {
+                let _ = socket.clone().disconnect();
+                break;
+            }
+        }
+    }
 }
 
 /// Emits `call:incoming` asking for an ack; the client's ack confirms the device rings, which

@@ -85,29 +85,25 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
         return;
     }
     let _gauge = sig.connection_gauge("ws");
-    let mut session = Session::new(
-        conn,
-        identity,
-        sig.hub.clone(),
-        sig.extension.clone(),
-        sig.limits,
-        sig.metrics.clone(),
-    );
+    let mut session = Session::new(conn, identity, &sig);
     let (mut sink, mut stream) = socket.split();
     // Acks and errors from the reader go through the writer so frames never interleave.
     let (replies, mut reply_rx) = mpsc::channel::<Message>(16);
     let mut closing = sig.closing();
     let writer = tokio::spawn(async move {
         loop {
+            // Biased towards the reader's replies: when the reader ends with a close frame
+            // (1009) the hub drops the outbox right after, and that close must win.
             let message = tokio::select! {
+                biased;
+                reply = reply_rx.recv() => match reply {
+                    Some(m) => m,
+                    None => break,
+                },
                 event = inbox.recv() => match event {
                     Some(Outbound::Event(e)) => Message::Text(e.to_frame().into()),
                     // The hub dropped us: we did not keep up.
                     None => close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"),
-                },
-                reply = reply_rx.recv() => match reply {
-                    Some(m) => m,
-                    None => break,
                 },
                 _ = closing.wait_for(|c| *c) => close(CLOSE_GOING_AWAY, "server shutting down"),
             };

@@ -23,6 +23,7 @@ const RULES: CallRules = CallRules {
     ring_timeout: Duration::from_secs(45),
     max_duration: Duration::from_secs(3600),
     reconnect_grace: Duration::from_secs(20),
+    p2p_max: 2,
 };
 
 fn ctx(now: Instant) -> Context<'static> {
@@ -47,6 +48,7 @@ fn start(invitees: &[&str], t0: Instant) -> (Call, Vec<Notice>) {
         "call1".into(),
         "conv".into(),
         CallType::Video,
+        None,
         u("alice"),
         A1,
         invitees.iter().map(|s| u(s)).collect(),
@@ -440,5 +442,72 @@ fn ringing_is_confirmed_to_the_caller_once() {
     assert!(
         call.ringing(&u("bob")).unwrap().is_empty(),
         "no longer ringing"
+    );
+}
+
+#[test]
+fn a_third_participant_switches_the_call_to_the_sfu() {
+    let t0 = Instant::now();
+    let (mut call, _) = start(&["bob", "carol"], t0);
+    assert_eq!(call.mode, CallMode::P2p);
+    let n = call.accept(&u("bob"), B1, &ctx(t0)).unwrap();
+    assert!(!names(&n).iter().any(|(e, _)| *e == "call:mode"));
+    let n = call.accept(&u("carol"), C1, &ctx(t0)).unwrap();
+    let modes: Vec<_> = names(&n)
+        .into_iter()
+        .filter(|(e, _)| *e == "call:mode")
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(
+        modes,
+        vec![
+            Audience::InCall(u("alice")),
+            Audience::InCall(u("bob")),
+            Audience::InCall(u("carol")),
+        ]
+    );
+    assert_eq!(call.mode, CallMode::Sfu);
+    // Once SFU, always SFU: someone leaving does not switch back.
+    call.hang_up(&u("carol"), &ctx(t0)).unwrap();
+    assert_eq!(call.mode, CallMode::Sfu);
+}
+
+#[test]
+fn calls_may_start_in_sfu_mode() {
+    let t0 = Instant::now();
+    let (call, _) = Call::initiate(
+        "c".into(),
+        "conv".into(),
+        CallType::Audio,
+        Some(CallMode::Sfu),
+        u("alice"),
+        A1,
+        vec![u("bob")],
+        &ctx(t0),
+    );
+    assert_eq!(call.mode, CallMode::Sfu);
+    let zero = CallRules {
+        p2p_max: 0,
+        ..RULES
+    };
+    let ctx0 = Context {
+        now: t0,
+        rules: zero,
+        dir: &Names,
+    };
+    let (call, _) = Call::initiate(
+        "d".into(),
+        "conv".into(),
+        CallType::Audio,
+        None,
+        u("alice"),
+        A1,
+        vec![u("bob")],
+        &ctx0,
+    );
+    assert_eq!(
+        call.mode,
+        CallMode::Sfu,
+        "p2p_max = 0 sends every call through the SFU"
     );
 }

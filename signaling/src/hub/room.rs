@@ -1,0 +1,130 @@
+//! Named rooms: open spaces anyone with the room's grant may join, media always through the SFU.
+//!
+//! A room's id is `room:<name>`; it appears as `callId` in every event about the room, so
+//! clients handle rooms and calls with the same code. Lifecycle: created by the first join
+//! (when auto-creation is on, or by an admin), joined and left by connections, and closed
+//! when its last connection leaves. A dropped connection leaves at once: rooms do not ring, so
+//! a reloaded page simply joins again.
+
+use super::call::{Audience, Notice};
+use protocol::{CallId, CallUser, ConnectionId, ParticipantJoined, ServerEvent, UserId, UserRef};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The room id for a room name.
+pub fn room_id(name: &str) -> CallId {
+    CallId(format!("room:{name}"))
+}
+
+/// One room.
+#[derive(Clone, Debug)]
+pub struct Room {
+    pub id: CallId,
+    /// Connections in the room, by user.
+    pub members: BTreeMap<UserId, BTreeSet<ConnectionId>>,
+}
+
+impl Room {
+    pub fn new(id: CallId) -> Self {
+        Self {
+            id,
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// `conn` of `user` joins. Others hear `call:participant:joined` when the user is new here.
+    pub fn join(&mut self, user: &UserId, name: String, conn: ConnectionId) -> Vec<Notice> {
+        let devices = self.members.entry(user.clone()).or_default();
+        let first = devices.is_empty();
+        devices.insert(conn);
+        if !first {
+            return Vec::new();
+        }
+        let event = ServerEvent::ParticipantJoined(ParticipantJoined {
+            call_id: self.id.clone(),
+            participant: UserRef {
+                user_id: user.clone(),
+                name,
+            },
+        });
+        self.to_others(user, event)
+    }
+
+    /// `conn` of `user` leaves. Others hear `call:participant:left` when it was the user's last
+    /// connection here.
+    pub fn leave(&mut self, user: &UserId, conn: ConnectionId) -> Vec<Notice> {
+        let Some(devices) = self.members.get_mut(user) else {
+            return Vec::new();
+        };
+        if !devices.remove(&conn) || !devices.is_empty() {
+            return Vec::new();
+        }
+        self.members.remove(user);
+        let event = ServerEvent::ParticipantLeft(CallUser {
+            call_id: self.id.clone(),
+            user_id: user.clone(),
+        });
+        self.to_others(user, event)
+    }
+
+    pub fn contains(&self, user: &UserId, conn: ConnectionId) -> bool {
+        self.members.get(user).is_some_and(|d| d.contains(&conn))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Every connection in the room.
+    pub fn devices(&self) -> impl Iterator<Item = ConnectionId> + '_ {
+        self.members.values().flatten().copied()
+    }
+
+    fn to_others(&self, user: &UserId, event: ServerEvent) -> Vec<Notice> {
+        self.members
+            .iter()
+            .filter(|(u, _)| *u != user)
+            .flat_map(|(_, devices)| devices.iter())
+            .map(|d| Notice {
+                to: Audience::Device(*d),
+                event: event.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_and_leaves_are_announced_once_per_user() {
+        let mut room = Room::new(room_id("standup"));
+        assert_eq!(room.id.as_str(), "room:standup");
+        assert!(
+            room.join(&"a".into(), "A".into(), ConnectionId(1))
+                .is_empty()
+        );
+        let n = room.join(&"b".into(), "B".into(), ConnectionId(2));
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].to, Audience::Device(ConnectionId(1)));
+        assert!(
+            matches!(&n[0].event, ServerEvent::ParticipantJoined(j) if j.participant.name == "B")
+        );
+        // B's second device is not news.
+        assert!(
+            room.join(&"b".into(), "B".into(), ConnectionId(3))
+                .is_empty()
+        );
+        assert!(room.leave(&"b".into(), ConnectionId(2)).is_empty());
+        let n = room.leave(&"b".into(), ConnectionId(3));
+        assert!(
+            matches!(&n[0].event, ServerEvent::ParticipantLeft(l) if l.user_id.as_str() == "b")
+        );
+        assert!(
+            room.leave(&"b".into(), ConnectionId(3)).is_empty(),
+            "leaving twice is harmless"
+        );
+        room.leave(&"a".into(), ConnectionId(1));
+        assert!(room.is_empty());
+    }
+}

@@ -1,0 +1,239 @@
+//! Media spaces: named rooms, and the checks and bookkeeping shared by rooms and SFU-mode
+//! calls (who may send media where, who hears about it, who left).
+
+use super::room::{Room, room_id};
+use super::{Hub, ok};
+use crate::media::MediaParticipant;
+use protocol::{
+    CallId, CallMode, ConnectionId, ErrorCode, Failure, RoomJoinAck, ServerEvent, UserId, UserRef,
+};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Hub {
+    /// `room:join`: needs the token's grant for this room, or `admin`.
+    pub(super) fn join_room(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        name: &str,
+    ) -> Result<Value, Failure> {
+        let (user, display, grants) = {
+            let c = self.connections.get(&conn).ok_or_else(not_connected)?;
+            (c.user.clone(), c.name.clone(), c.grants.clone())
+        };
+        if grants.room.as_deref() != Some(name) && !grants.admin {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                format!("your token does not grant room `{name}`"),
+            ));
+        }
+        if self.draining {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        let id = room_id(name);
+        if !self.rooms.contains_key(&id) {
+            if !self.settings.rooms_auto_create && !grants.admin {
+                return Err(Failure::new(
+                    ErrorCode::NotFound,
+                    format!("no room `{name}` (rooms are created by an admin's join)"),
+                ));
+            }
+            if self.rooms.len() >= self.settings.max_rooms {
+                return Err(Failure::new(
+                    ErrorCode::LimitExceeded,
+                    "this server holds its maximum number of rooms",
+                ));
+            }
+            self.rooms.insert(id.clone(), Room::new(id.clone()));
+        }
+        let room = self.rooms.get_mut(&id).expect("inserted above");
+        if !room.members.contains_key(&user)
+            && room.members.len() >= self.settings.max_room_participants
+        {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "room `{name}` holds its maximum of {} participants",
+                    self.settings.max_room_participants
+                ),
+            ));
+        }
+        let notices = room.join(&user, display, conn);
+        let participants: Vec<UserRef> = room
+            .members
+            .keys()
+            .filter(|u| **u != user)
+            .map(|u| UserRef {
+                user_id: u.clone(),
+                name: self
+                    .users
+                    .get(u)
+                    .map_or_else(|| u.to_string(), |x| x.name.clone()),
+            })
+            .collect();
+        if let Some(u) = self.users.get_mut(&user) {
+            u.rooms.insert(id.clone());
+        }
+        self.deliver(&id, notices);
+        let ack = RoomJoinAck {
+            room_id: id,
+            participants,
+            tracks: Vec::new(),
+            ice_servers: self.ice.for_user(&user, super::wall(self.epoch, now)),
+        };
+        Ok(serde_json::to_value(ack).unwrap_or_default())
+    }
+
+    /// `room:leave`.
+    pub(super) fn leave_room(&mut self, conn: ConnectionId, name: &str) -> Result<Value, Failure> {
+        let user = self
+            .connections
+            .get(&conn)
+            .ok_or_else(not_connected)?
+            .user
+            .clone();
+        let id = room_id(name);
+        if !self.rooms.get(&id).is_some_and(|r| r.contains(&user, conn)) {
+            return Err(Failure::new(
+                ErrorCode::InvalidState,
+                format!("you are not in room `{name}`"),
+            ));
+        }
+        self.leave_room_id(&user, conn, &id);
+        Ok(ok())
+    }
+
+    /// A dropped connection leaves every room it was in.
+    pub(super) fn leave_rooms(&mut self, user: &UserId, conn: ConnectionId) {
+        let rooms: Vec<CallId> = self
+            .users
+            .get(user)
+            .map(|u| u.rooms.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in rooms {
+            if self.rooms.get(&id).is_some_and(|r| r.contains(user, conn)) {
+                self.leave_room_id(user, conn, &id);
+            }
+        }
+    }
+
+    fn leave_room_id(&mut self, user: &UserId, conn: ConnectionId, id: &CallId) {
+        let Some(room) = self.rooms.get_mut(id) else {
+            return;
+        };
+        let notices = room.leave(user, conn);
+        let still_in = room.members.contains_key(user);
+        let empty = room.is_empty();
+        self.deliver(id, notices);
+        self.media_leaves.push_back((id.clone(), conn));
+        if empty {
+            self.rooms.remove(id);
+        }
+        if !still_in {
+            self.leave_room_index(user, id);
+        }
+    }
+
+    fn leave_room_index(&mut self, user: &UserId, id: &CallId) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.rooms.remove(id);
+            if u.calls.is_empty() && u.rooms.is_empty() && u.connections.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    /// May `conn` send media signals in `space` (an SFU-mode call or a room it is in)?
+    pub fn authorize_media(
+        &self,
+        conn: ConnectionId,
+        space: &CallId,
+    ) -> Result<MediaParticipant, Failure> {
+        let c = self.connections.get(&conn).ok_or_else(not_connected)?;
+        if space.as_str().starts_with("room:") {
+            let room = self
+                .rooms
+                .get(space)
+                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no such room"))?;
+            if !room.contains(&c.user, conn) {
+                return Err(Failure::new(
+                    ErrorCode::Forbidden,
+                    "this connection has not joined the room",
+                ));
+            }
+        } else {
+            let entry = self.calls.get(space).ok_or_else(super::no_such_call)?;
+            let call = &entry.call;
+            if !call.members.contains_key(&c.user) {
+                return Err(Failure::new(
+                    ErrorCode::Forbidden,
+                    "you are not a member of this call",
+                ));
+            }
+            if !call.has_device(&c.user, conn) {
+                return Err(Failure::new(
+                    ErrorCode::InvalidState,
+                    "this connection has not joined the call (call:accept or call:join first)",
+                ));
+            }
+            if call.mode != CallMode::Sfu {
+                return Err(Failure::new(
+                    ErrorCode::InvalidState,
+                    "this call is peer-to-peer: address signals to a user with `targetUserId`",
+                ));
+            }
+        }
+        Ok(MediaParticipant {
+            space: space.clone(),
+            user: c.user.clone(),
+            name: c.name.clone(),
+            conn,
+            grants: c.grants.clone(),
+        })
+    }
+
+    /// Queues `event` for every connection in `space` but `except`.
+    pub fn deliver_to_space(
+        &mut self,
+        space: &CallId,
+        except: Option<ConnectionId>,
+        event: Arc<ServerEvent>,
+    ) {
+        let devices: Vec<ConnectionId> = if let Some(room) = self.rooms.get(space) {
+            room.devices().collect()
+        } else if let Some(entry) = self.calls.get(space) {
+            entry.call.devices().collect()
+        } else {
+            Vec::new()
+        };
+        for conn in devices.into_iter().filter(|c| Some(*c) != except) {
+            self.push(conn, event.clone());
+        }
+    }
+
+    /// The next connection that left a media space.
+    pub fn poll_media_leave(&mut self) -> Option<(CallId, ConnectionId)> {
+        self.media_leaves.pop_front()
+    }
+
+    /// Records the devices that left call `id` since `before` (all of them when it ended).
+    pub(super) fn note_media_leaves(&mut self, id: &CallId, before: BTreeSet<ConnectionId>) {
+        let after: BTreeSet<ConnectionId> = match self.calls.get(id) {
+            Some(e) if !e.call.is_ended() => e.call.devices().collect(),
+            _ => BTreeSet::new(),
+        };
+        for conn in before.difference(&after) {
+            self.media_leaves.push_back((id.clone(), *conn));
+        }
+    }
+}
+
+fn not_connected() -> Failure {
+    Failure::new(ErrorCode::InvalidState, "connection is not registered")
+}

@@ -1,0 +1,62 @@
+//! The seam to a media server (the SFU), plugged in by the binary.
+//!
+//! Signaling decides *who* may send media where; the media server moves the media. A
+//! participant is one connection in one space: an SFU-mode call, or a named room
+//! (`room:<name>`). The session authorizes every media event with the hub first (the
+//! connection must be in the space, and a call must be in SFU mode), then calls the media
+//! server. The hub reports connections leaving spaces; the driver passes those on with
+//! [`MediaServer::leave`]. Events from the media server (tracks published, server-initiated
+//! offers) come back through [`crate::driver::HubHandle::deliver_to_space`] and
+//! [`crate::driver::HubHandle::deliver_to`].
+
+use crate::auth::Grants;
+use protocol::{CallId, ConnectionId, Failure, TrackPublished, UserId};
+use serde_json::Value;
+use std::time::Instant;
+
+/// One connection's seat in a media space, as authorized by the hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaParticipant {
+    /// The call id, or `room:<name>`.
+    pub space: CallId,
+    pub user: UserId,
+    pub name: String,
+    pub conn: ConnectionId,
+    pub grants: Grants,
+}
+
+/// A media server; see the module docs.
+#[async_trait::async_trait]
+pub trait MediaServer: Send + Sync + 'static {
+    /// The client's offer; returns the server's answer SDP. The participant joins the media
+    /// space on its first offer. `started` is when the user's join began (join-time metric).
+    async fn offer(
+        &self,
+        who: &MediaParticipant,
+        sdp: String,
+        started: Instant,
+    ) -> Result<String, Failure>;
+
+    /// The client's answer to a server-initiated offer.
+    async fn answer(&self, who: &MediaParticipant, sdp: String) -> Result<(), Failure>;
+
+    /// A trickled ICE candidate from the client (`RTCIceCandidateInit` JSON).
+    async fn candidate(&self, who: &MediaParticipant, candidate: Value) -> Result<(), Failure>;
+
+    /// Starts (`subscribe = true`) or stops receiving one track.
+    async fn subscribe(
+        &self,
+        who: &MediaParticipant,
+        track_id: &str,
+        subscribe: bool,
+    ) -> Result<(), Failure>;
+
+    /// Tells the media server about a mute toggle, so it can announce `track:muted`.
+    async fn set_muted(&self, who: &MediaParticipant, kind: protocol::MediaType, muted: bool);
+
+    /// The tracks currently published in a space.
+    async fn tracks(&self, space: &CallId) -> Vec<TrackPublished>;
+
+    /// The connection left the space (left, ended, disconnected): free its media state.
+    async fn leave(&self, space: &CallId, conn: ConnectionId);
+}
