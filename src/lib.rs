@@ -8,6 +8,7 @@ mod chat;
 pub mod cli;
 mod dev;
 mod ops;
+mod sfu;
 mod web;
 
 use axum::serve::ListenerExt;
@@ -24,6 +25,8 @@ pub struct Server {
     pub signaling: Arc<Signaling>,
     pub registry: prometheus::Registry,
     pub chat: ::chat::ChatService,
+    /// The SFU, unless `sfu.enabled` is off.
+    pub sfu: Option<::sfu::SfuHandle>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -48,13 +51,35 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
         })?;
     let extension: Arc<dyn signaling::extension::Extension> =
         Arc::new(chat::ChatExtension::new(chat.clone()));
-    let signaling = Signaling::new(config, auth, Some(extension), None, &registry)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let sfu = if config.sfu.enabled {
+        let handle = ::sfu::Sfu::start(sfu::settings(config), &registry)
+            .map_err(|e| RunError::Config(format!("cannot start the SFU (`sfu.*`): {e}")))?;
+        Some(handle)
+    } else {
+        None
+    };
+    let media = sfu
+        .as_ref()
+        .map(|h| Arc::new(sfu::SfuMedia::new(h.clone())));
+    let signaling = Signaling::new(
+        config,
+        auth,
+        Some(extension),
+        media
+            .clone()
+            .map(|m| m as Arc<dyn signaling::media::MediaServer>),
+        &registry,
+    )
+    .map_err(|e| RunError::Config(e.to_string()))?;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
+    if let (Some(handle), Some(media)) = (&sfu, media) {
+        sfu::spawn_event_pump(handle, signaling.hub.clone(), media);
+    }
     Ok(Server {
         signaling,
         registry,
         chat,
+        sfu,
     })
 }
 

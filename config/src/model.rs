@@ -19,11 +19,12 @@ pub struct Config {
     pub ice: IceConfig,
     pub chat: ChatConfig,
     pub rooms: RoomsConfig,
+    pub sfu: SfuConfig,
 }
 
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
-    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms",
+    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -230,6 +231,55 @@ impl Default for IceConfig {
     }
 }
 
+/// Which ICE transports the SFU advertises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuCandidates {
+    /// UDP, and TCP when `tcp_listen` is set.
+    #[default]
+    Both,
+    Udp,
+    /// Only ICE-TCP (for clients behind UDP-blocking firewalls, and for testing).
+    Tcp,
+}
+
+/// The selective forwarding unit (group calls and rooms).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SfuConfig {
+    /// Run the SFU in this process. Off: calls stay peer-to-peer and rooms carry no media.
+    pub enabled: bool,
+    /// The one UDP port every peer shares.
+    pub udp_listen: SocketAddr,
+    /// ICE-TCP (RFC 4571) listener; empty turns ICE-TCP off.
+    pub tcp_listen: String,
+    /// Addresses advertised in the SFU's candidates. Empty: detected from the default route
+    /// (in dev mode: 127.0.0.1). Behind NAT, set the public address.
+    pub public_ips: Vec<String>,
+    pub candidates: SfuCandidates,
+    /// A participant whose peer sends nothing for this long is removed.
+    pub ice_timeout: HumanDuration,
+    /// Most m-lines in one client offer.
+    pub max_mlines_per_offer: usize,
+    /// Most tracks one participant may publish.
+    pub max_tracks_per_participant: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_listen: "0.0.0.0:7882".parse().expect("literal address"),
+            tcp_listen: "0.0.0.0:7882".into(),
+            public_ips: Vec::new(),
+            candidates: SfuCandidates::Both,
+            ice_timeout: HumanDuration::secs(15),
+            max_mlines_per_offer: 256,
+            max_tracks_per_participant: 8,
+        }
+    }
+}
+
 /// Named rooms (SFU).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -421,6 +471,30 @@ impl Config {
         if chat.messages_per_second > 0 && chat.message_burst == 0 {
             return Err(invalid("chat.message_burst", "must be greater than 0"));
         }
+        let sfu = &self.sfu;
+        if !sfu.tcp_listen.is_empty() && sfu.tcp_listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "sfu.tcp_listen",
+                "an address like 0.0.0.0:7882, or empty",
+            ));
+        }
+        for ip in &sfu.public_ips {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    "sfu.public_ips",
+                    format!("`{ip}` is not an IP address"),
+                ));
+            }
+        }
+        if sfu.candidates == SfuCandidates::Tcp && sfu.tcp_listen.is_empty() {
+            return Err(invalid("sfu.candidates", "\"tcp\" needs sfu.tcp_listen"));
+        }
+        positive_duration("sfu.ice_timeout", sfu.ice_timeout)?;
+        positive("sfu.max_mlines_per_offer", sfu.max_mlines_per_offer as u64)?;
+        positive(
+            "sfu.max_tracks_per_participant",
+            sfu.max_tracks_per_participant as u64,
+        )?;
         if self.rooms.max_participants < 2 {
             return Err(invalid("rooms.max_participants", "at least 2"));
         }

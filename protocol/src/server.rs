@@ -317,6 +317,9 @@ pub enum TrackSource {
     Camera,
     Microphone,
     Screen,
+    /// Audio captured with a screen share.
+    #[serde(rename = "screen_audio")]
+    ScreenAudio,
 }
 
 /// `track:published`: a participant publishes a track through the SFU.

@@ -25,17 +25,25 @@ pub struct MediaParticipant {
     pub grants: Grants,
 }
 
+/// The answer to a client offer, and possibly a server offer to send right after it (when the
+/// server has tracks to add that the client's offer did not make room for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub answer: String,
+    pub follow_up_offer: Option<String>,
+}
+
 /// A media server; see the module docs.
 #[async_trait::async_trait]
 pub trait MediaServer: Send + Sync + 'static {
-    /// The client's offer; returns the server's answer SDP. The participant joins the media
-    /// space on its first offer. `started` is when the user's join began (join-time metric).
+    /// The client's offer; returns the server's answer. The participant joins the media space
+    /// on its first offer. `started` is when the user's join began (join-time metric).
     async fn offer(
         &self,
         who: &MediaParticipant,
         sdp: String,
         started: Instant,
-    ) -> Result<String, Failure>;
+    ) -> Result<Negotiated, Failure>;
 
     /// The client's answer to a server-initiated offer.
     async fn answer(&self, who: &MediaParticipant, sdp: String) -> Result<(), Failure>;

@@ -213,16 +213,18 @@ impl Session {
             .media_spaces
             .entry(signal.call_id.clone())
             .or_insert(now);
-        let answer_sdp = media.offer(&who, sdp_of(&signal.payload)?, started).await?;
-        let answer = json!({"type": "answer", "sdp": answer_sdp});
-        let mut payload = serde_json::Map::new();
-        payload.insert("answer".into(), answer.clone());
-        let event = ServerEvent::Answer(RelayedSignal {
-            call_id: signal.call_id.clone(),
-            from: UserId::from(SFU),
-            payload,
-        });
+        let negotiated = media.offer(&who, sdp_of(&signal.payload)?, started).await?;
+        let answer = json!({"type": "answer", "sdp": negotiated.answer});
+        let event = sfu_signal(&signal.call_id, "answer", answer.clone());
         self.hub.deliver_to(self.conn, Arc::new(event)).await;
+        if let Some(sdp) = negotiated.follow_up_offer {
+            let offer = sfu_signal(
+                &signal.call_id,
+                "offer",
+                json!({"type": "offer", "sdp": sdp}),
+            );
+            self.hub.deliver_to(self.conn, Arc::new(offer)).await;
+        }
         Ok(json!({"callId": signal.call_id, "answer": answer}))
     }
 
@@ -252,6 +254,22 @@ impl Session {
 
 /// The `from` of signals the SFU sends.
 pub const SFU: &str = "sfu";
+
+/// An `offer` or `answer` event from the SFU (`kind` is the event and payload field name).
+pub fn sfu_signal(space: &CallId, kind: &str, description: Value) -> ServerEvent {
+    let mut payload = serde_json::Map::new();
+    payload.insert(kind.into(), description);
+    let signal = RelayedSignal {
+        call_id: space.clone(),
+        from: UserId::from(SFU),
+        payload,
+    };
+    if kind == "offer" {
+        ServerEvent::Offer(signal)
+    } else {
+        ServerEvent::Answer(signal)
+    }
+}
 
 /// The SDP text of an `offer`/`answer` payload: `{type, sdp}` as browsers produce it, or a bare
 /// string.

@@ -63,6 +63,11 @@ async function launch(port, dataDir, opts) {
     dataDir,
     '--log-format',
     'pretty',
+    // The SFU gets ephemeral loopback ports so servers never collide on 7882.
+    '--set',
+    'sfu.udp_listen=127.0.0.1:0',
+    '--set',
+    'sfu.tcp_listen=127.0.0.1:0',
     ...(opts.args ?? []),
   ];
   const child = spawn(CHORUS_BIN, args, {

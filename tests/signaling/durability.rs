@@ -84,6 +84,8 @@ impl Node {
             .env("CHORUS_LIMITS_EVENTS_PER_SECOND", "100000")
             .env("CHORUS_LIMITS_EVENT_BURST", "100000")
             .env("CHORUS_CHAT_MESSAGES_PER_SECOND", "0")
+            .env("CHORUS_SFU_UDP_LISTEN", "127.0.0.1:0")
+            .env("CHORUS_SFU_TCP_LISTEN", "127.0.0.1:0")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

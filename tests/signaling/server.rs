@@ -68,6 +68,9 @@ pub fn test_config() -> Config {
     c.ice.stun_urls = vec!["stun:stun.example.test:3478".into()];
     c.ice.turn_urls = vec!["turn:turn.example.test:3478?transport=udp".into()];
     c.ice.turn_secret = "turn-secret".into();
+    c.sfu.udp_listen = "127.0.0.1:0".parse().unwrap();
+    c.sfu.tcp_listen = "127.0.0.1:0".into();
+    c.sfu.public_ips = vec!["127.0.0.1".into()];
     c
 }
 

@@ -1,0 +1,657 @@
+//! The sans-IO SFU core: rooms, participants (one str0m `Rtc` each, ICE-lite, RTP mode),
+//! tracks, subscriptions and forwarding.
+//!
+//! Like str0m it takes time as input and does no I/O: feed it client commands,
+//! [`Core::handle_receive`] for every datagram / TCP frame, and [`Core::handle_timeout`]
+//! when [`Core::poll_timeout`] is due; then drain [`Core::poll_transmit`] and
+//! [`Core::poll_event`]. Every public mutation drains each touched `Rtc` to `Timeout`
+//! before returning, so the caller never sees half-processed state.
+//!
+//! Ownership: the core is owned by exactly one task (the driver behind [`crate::Sfu`]) and borrowed
+//! `&mut`; there are no locks on the media path. Forwarding one packet is: publisher `Rtc`
+//! emits `RtpPacket` → queued as work → for each open subscription: map PT, rebase
+//! sequence number, `StreamTx::write_rtp` with the same `Arc` payload → drain subscriber.
+
+pub mod forward;
+pub mod negotiation;
+pub(crate) mod participant;
+pub mod routing;
+pub mod sdp_check;
+pub mod throttle;
+mod tracks;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Input, Rtc};
+
+use crate::error::Error;
+use crate::event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
+use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
+use crate::metrics::Metrics;
+use crate::settings::{AutoSubscribe, Grants, Limits};
+
+use participant::{Outputs, Participant, Work};
+use routing::{FiveTuple, Route, Router};
+use throttle::KeyframeThrottle;
+
+pub use negotiation::{OfferReply, ServerOffer};
+
+/// What the core needs from [`crate::Settings`], with resolved candidates.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Host candidates put in every SDP (UDP and/or passive TCP, bound ports).
+    pub candidates: Vec<Candidate>,
+    /// See [`crate::Settings::ice_timeout`].
+    pub ice_timeout: Duration,
+    /// See [`crate::Settings::keyframe_request_interval`].
+    pub keyframe_request_interval: Duration,
+    /// See [`crate::Settings::auto_subscribe`].
+    pub auto_subscribe: AutoSubscribe,
+    /// See [`crate::Settings::limits`].
+    pub limits: Limits,
+}
+
+/// A room: who is in it. Lifecycle: created by the first `join`, removed (with
+/// [`SfuEvent::RoomClosed`]) when the last participant is gone.
+#[derive(Debug, Default)]
+struct Room {
+    members: HashMap<ParticipantKey, SessionId>,
+}
+
+/// A published track. Lifecycle: created when the publisher's offer adds a receiving
+/// m-line, removed when the m-line stops or the publisher goes.
+#[derive(Debug)]
+struct Track {
+    room: RoomKey,
+    publisher: SessionId,
+    publisher_key: ParticipantKey,
+    mid: str0m::media::Mid,
+    kind: TrackKind,
+    source: TrackSource,
+    muted: Muted,
+    throttle: KeyframeThrottle,
+    pt_meanings: Vec<(str0m::media::Pt, forward::PtMeaning)>,
+    /// Sessions holding a subscription (any state).
+    subscribers: Vec<SessionId>,
+}
+
+/// Counters used per packet, resolved once (no label lookup on the hot path).
+#[derive(Clone, Debug)]
+struct Hot {
+    unrouted: IntCounter,
+    rejected: IntCounter,
+    not_accepted: IntCounter,
+    packets_in: IntCounter,
+    packets_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+}
+
+/// See the module docs.
+///
+/// Lifecycle: created empty by the driver at start; rooms and participants come and go
+/// through `join`/`leave`/failures; [`Core::close_all`] at shutdown. Dropping it drops every
+/// `Rtc` (no goodbye is sent then; call `close_all` first).
+pub struct Core {
+    config: CoreConfig,
+    metrics: Metrics,
+    hot: Hot,
+    rooms: HashMap<RoomKey, Room>,
+    sessions: HashMap<SessionId, Participant>,
+    tracks: HashMap<TrackId, Track>,
+    router: Router,
+    next_session: u64,
+    next_track: u64,
+    out: Outputs,
+    events: VecDeque<SfuEvent>,
+    /// Sessions whose subscriptions changed and may need a server offer.
+    dirty: Vec<SessionId>,
+}
+
+impl Core {
+    /// An empty core.
+    pub fn new(config: CoreConfig, metrics: Metrics) -> Self {
+        let hot = Hot {
+            unrouted: metrics.dropped.with_label_values(&["unrouted"]),
+            rejected: metrics.dropped.with_label_values(&["rejected"]),
+            not_accepted: metrics.dropped.with_label_values(&["not_accepted"]),
+            packets_in: metrics.rtp_packets.with_label_values(&["in"]),
+            packets_out: metrics.rtp_packets.with_label_values(&["out"]),
+            bytes_in: metrics.rtp_bytes.with_label_values(&["in"]),
+            bytes_out: metrics.rtp_bytes.with_label_values(&["out"]),
+        };
+        Self {
+            config,
+            metrics,
+            hot,
+            rooms: HashMap::new(),
+            sessions: HashMap::new(),
+            tracks: HashMap::new(),
+            router: Router::default(),
+            next_session: 1,
+            next_track: 1,
+            out: Outputs::default(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Adds a participant to a room (creating the room). `started` is when the user
+    /// started joining (for the join-time histogram). Media starts with its first offer.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        room: RoomKey,
+        participant: ParticipantKey,
+        grants: Grants,
+        started: Instant,
+    ) -> Result<(), Error> {
+        let limits = &self.config.limits;
+        match self.rooms.get(&room) {
+            Some(r) if r.members.contains_key(&participant) => {
+                return Err(Error::AlreadyJoined(participant));
+            }
+            Some(r) if r.members.len() >= limits.max_participants_per_room => {
+                return Err(Error::RoomFull {
+                    limit: limits.max_participants_per_room,
+                });
+            }
+            None if self.rooms.len() >= limits.max_rooms => {
+                return Err(Error::TooManyRooms {
+                    limit: limits.max_rooms,
+                });
+            }
+            _ => {}
+        }
+
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, true)
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_h264(true)
+            .enable_av1(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        for c in &self.config.candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.router.add_ufrag(ufrag, id);
+
+        let mut p = Participant {
+            id,
+            key: participant.clone(),
+            room: room.clone(),
+            grants,
+            rtc,
+            published: HashMap::new(),
+            source_hints: HashMap::new(),
+            msids: HashMap::new(),
+            subs: Vec::new(),
+            pending: None,
+            negotiated: false,
+            next_timeout: now,
+            last_rx: now,
+            join_started: started,
+            media_forwarded: false,
+            ssrc_mid: HashMap::new(),
+            egress_nacks: HashMap::new(),
+        };
+        p.drain(&mut self.out);
+
+        let (room_key, participant_key) = (room.clone(), participant.clone());
+        let r = self.rooms.entry(room).or_default();
+        if r.members.is_empty() {
+            self.metrics.rooms.inc();
+        }
+        r.members.insert(participant, id);
+        self.sessions.insert(id, p);
+        self.metrics.participants.inc();
+        tracing::debug!(%room_key, %participant_key, "sfu participant joined");
+
+        if grants.can_subscribe && self.config.auto_subscribe == AutoSubscribe::All {
+            let existing: Vec<TrackId> = self
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.room == self.sessions[&id].room)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for t in existing {
+                self.add_subscription(id, &t);
+            }
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Removes a participant (DTLS close is sent to it). Its tracks are unpublished.
+    pub fn leave(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        self.remove_session(now, id, None);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Removes every participant of a room (the call or room ended).
+    pub fn close_room(&mut self, now: Instant, room: &RoomKey) -> Result<(), Error> {
+        let r = self
+            .rooms
+            .get(room)
+            .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+        let ids: Vec<SessionId> = r.members.values().copied().collect();
+        for id in ids {
+            self.remove_session(now, id, None);
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Removes every participant of every room (shutdown): each peer gets a DTLS close.
+    pub fn close_all(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove_session(now, id, None);
+        }
+        self.settle(now);
+    }
+
+    /// Adds a trickled remote ICE candidate (`candidate:...` line, with or without the
+    /// `a=` prefix). Optional: the server is ICE-lite and learns peer addresses from
+    /// their connectivity checks, so candidates in the SDP or none at all both work.
+    pub fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        candidate: &str,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() || line == "end-of-candidates" {
+            // End-of-candidates marker (browsers send an empty candidate string).
+            return Ok(());
+        }
+        let c = Candidate::from_sdp_string(line).map_err(|e| Error::BadCandidate(e.to_string()))?;
+        let p = self
+            .sessions
+            .get_mut(&id)
+            .expect("session ids in rooms exist");
+        p.rtc.add_remote_candidate(c);
+        p.drain(&mut self.out);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Records a mute change and announces it with [`SfuEvent::TrackMuted`].
+    pub fn set_track_muted(
+        &mut self,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        track: &TrackId,
+        muted: Muted,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        let t = self
+            .tracks
+            .get_mut(track)
+            .filter(|t| t.publisher == id)
+            .ok_or_else(|| Error::UnknownTrack(track.clone()))?;
+        if t.muted != muted {
+            t.muted = muted;
+            self.events.push_back(SfuEvent::TrackMuted {
+                room: room.clone(),
+                participant: participant.clone(),
+                track_id: track.clone(),
+                muted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts receiving `track` (a no-op if already subscribed).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        track: &TrackId,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        if !self.sessions[&id].grants.can_subscribe {
+            return Err(Error::NotAllowed("can_subscribe"));
+        }
+        match self.tracks.get(track) {
+            Some(t) if &t.room == room && t.publisher != id => {}
+            _ => return Err(Error::UnknownTrack(track.clone())),
+        }
+        self.add_subscription(id, track);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Stops receiving `track` (a no-op if not subscribed).
+    pub fn unsubscribe(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        track: &TrackId,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        if self.tracks.get(track).is_none_or(|t| &t.room != room) {
+            return Err(Error::UnknownTrack(track.clone()));
+        }
+        self.drop_subscription(id, track);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Feeds one datagram (UDP) or one RFC 4571 frame (TCP). `local` is our address as
+    /// advertised in the candidates.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        remote: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        let tuple = FiveTuple {
+            proto,
+            remote,
+            local,
+        };
+        let (id, learn) = match self.router.route(&tuple, data) {
+            Route::Ufrag(id) => (id, true),
+            Route::Tuple(id) => (id, false),
+            Route::Unknown => {
+                self.hot.unrouted.inc();
+                return;
+            }
+        };
+        let Some(p) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Ok(receive) = Receive::new(proto, remote, local, data) else {
+            self.metrics.dropped.with_label_values(&["malformed"]).inc();
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        if !p.rtc.accepts(&input) {
+            self.hot.not_accepted.inc();
+            return;
+        }
+        if learn {
+            self.router.learn(tuple, id);
+        }
+        p.last_rx = now;
+        let result = p.rtc.handle_input(input);
+        match result {
+            Ok(()) => p.drain(&mut self.out),
+            // A bad packet is the sender's problem, not a reason to drop the session: anyone
+            // who can spoof the peer's address could otherwise kick it out.
+            Err(_) if p.rtc.is_alive() => {
+                self.hot.rejected.inc();
+                p.drain(&mut self.out);
+            }
+            Err(e) => self.out.work.push_back(Work::Fail {
+                session: id,
+                reason: FailureReason::Rtc(e.to_string()),
+            }),
+        }
+        self.settle(now);
+    }
+
+    /// Advances time: `Rtc` timers, deferred keyframe requests and ICE timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ice_timeout = self.config.ice_timeout;
+        let mut failed = Vec::new();
+        for p in self.sessions.values_mut() {
+            if now >= p.last_rx + ice_timeout {
+                failed.push(p.id);
+                continue;
+            }
+            if now >= p.next_timeout {
+                match p.rtc.handle_input(Input::Timeout(now)) {
+                    Ok(()) => p.drain(&mut self.out),
+                    Err(e) => self.out.work.push_back(Work::Fail {
+                        session: p.id,
+                        reason: FailureReason::Rtc(e.to_string()),
+                    }),
+                }
+            }
+        }
+        for id in failed {
+            self.metrics.ice_failures.inc();
+            self.remove_session(now, id, Some(FailureReason::IceTimeout));
+        }
+        let due: Vec<(TrackId, str0m::media::KeyframeRequestKind)> = self
+            .tracks
+            .iter_mut()
+            .filter_map(|(id, t)| t.throttle.poll(now).map(|k| (id.clone(), k)))
+            .collect();
+        for (track, kind) in due {
+            self.send_keyframe_request(&track, kind);
+        }
+        self.settle(now);
+    }
+
+    /// A TCP connection closed: forget the routes through it.
+    pub fn connection_closed(&mut self, proto: Protocol, remote: SocketAddr) {
+        self.router.forget_remote(proto, remote);
+    }
+
+    /// Next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// Next event for the signaling layer.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must be called next (`None`: nothing scheduled).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ice_timeout = self.config.ice_timeout;
+        let sessions = self
+            .sessions
+            .values()
+            .map(|p| p.next_timeout.min(p.last_rx + ice_timeout));
+        let throttles = self.tracks.values().filter_map(|t| t.throttle.deadline());
+        sessions.chain(throttles).min()
+    }
+
+    /// What the core holds right now.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rooms: self.rooms.len(),
+            participants: self.sessions.len(),
+            tracks: self.tracks.len(),
+            subscriptions: self.sessions.values().map(|p| p.subs.len()).sum(),
+            routes: self.router.len(),
+        }
+    }
+
+    /// The tracks of a room: (track, publisher, kind, source, mid, muted). For the
+    /// `room:join` ack.
+    pub fn room_tracks(&self, room: &RoomKey) -> Vec<TrackInfo> {
+        let mut v: Vec<TrackInfo> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| &t.room == room)
+            .map(|(id, t)| TrackInfo {
+                track_id: id.clone(),
+                participant: t.publisher_key.clone(),
+                kind: t.kind,
+                source: t.source,
+                mid: t.mid.to_string(),
+                muted: t.muted,
+            })
+            .collect();
+        v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+        v
+    }
+
+    fn session_id(&self, room: &RoomKey, participant: &ParticipantKey) -> Result<SessionId, Error> {
+        let r = self
+            .rooms
+            .get(room)
+            .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+        r.members
+            .get(participant)
+            .copied()
+            .ok_or_else(|| Error::UnknownParticipant {
+                room: room.clone(),
+                participant: participant.clone(),
+            })
+    }
+
+    /// Processes queued work until none is left, then sends server offers where
+    /// subscriptions changed. Called at the end of every public mutation.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(w) = self.out.work.pop_front() {
+                self.process(now, w);
+            }
+            if self.out.nacks > 0 {
+                self.metrics
+                    .nacks
+                    .inc_by(std::mem::take(&mut self.out.nacks));
+            }
+            if self.out.packets_in > 0 {
+                self.hot
+                    .packets_in
+                    .inc_by(std::mem::take(&mut self.out.packets_in));
+                self.hot
+                    .bytes_in
+                    .inc_by(std::mem::take(&mut self.out.bytes_in));
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+            let dirty = std::mem::take(&mut self.dirty);
+            for id in dirty {
+                if let Some(offer) = self.negotiate(id) {
+                    self.events.push_back(SfuEvent::Offer {
+                        room: offer.room,
+                        participant: offer.participant,
+                        sdp: offer.sdp,
+                        tracks: offer.tracks,
+                    });
+                }
+            }
+            if self.out.work.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn process(&mut self, now: Instant, w: Work) {
+        match w {
+            Work::Forward { track, packet } => self.forward(now, &track, packet),
+            Work::Keyframe { track, kind } => self.keyframe_request(now, &track, kind),
+            Work::Publish { session, mid, kind } => self.publish(session, mid, kind),
+            Work::Unpublish { track } => self.unpublish(&track),
+            Work::Connected { session } => {
+                if let Some(p) = self.sessions.get(&session) {
+                    self.events.push_back(SfuEvent::Connected {
+                        room: p.room.clone(),
+                        participant: p.key.clone(),
+                    });
+                }
+            }
+            Work::Fail { session, reason } => {
+                if self.sessions.contains_key(&session) {
+                    if let FailureReason::Rtc(_) = reason {
+                        self.metrics.rtc_failures.inc();
+                    }
+                    self.remove_session(now, session, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// Removes a session and everything that hangs off it.
+    fn remove_session(&mut self, _now: Instant, id: SessionId, failure: Option<FailureReason>) {
+        let Some(mut p) = self.sessions.remove(&id) else {
+            return;
+        };
+        match &failure {
+            Some(reason) => {
+                tracing::info!(room = %p.room, participant = %p.key, ?reason, "sfu participant failed")
+            }
+            None => tracing::debug!(room = %p.room, participant = %p.key, "sfu participant left"),
+        }
+        self.metrics.participants.dec();
+        // Tell the peer we are gone (DTLS close_notify), best effort.
+        let _ = p.rtc.close();
+        let mut scratch = Outputs::default();
+        p.drain(&mut scratch);
+        self.out.transmits.extend(scratch.transmits);
+
+        let published: Vec<TrackId> = p.published.values().cloned().collect();
+        for t in published {
+            self.unpublish(&t);
+        }
+        for s in &p.subs {
+            if let Some(t) = self.tracks.get_mut(&s.track) {
+                t.subscribers.retain(|x| *x != id);
+            }
+        }
+        self.router.remove(id);
+        self.dirty.retain(|x| *x != id);
+        if let Some(reason) = failure {
+            self.events.push_back(SfuEvent::ParticipantFailed {
+                room: p.room.clone(),
+                participant: p.key.clone(),
+                reason,
+            });
+        }
+        if let Some(r) = self.rooms.get_mut(&p.room) {
+            r.members.remove(&p.key);
+            if r.members.is_empty() {
+                self.rooms.remove(&p.room);
+                self.metrics.rooms.dec();
+                self.events.push_back(SfuEvent::RoomClosed {
+                    room: p.room.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// A published track as listed by [`Core::room_tracks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// Track id.
+    pub track_id: TrackId,
+    /// Publisher.
+    pub participant: ParticipantKey,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Camera, microphone, screen…
+    pub source: TrackSource,
+    /// Publisher's mid.
+    pub mid: String,
+    /// Mute state.
+    pub muted: Muted,
+}
+
+#[cfg(test)]
+mod tests;

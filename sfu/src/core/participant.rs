@@ -1,0 +1,265 @@
+//! One participant: its `Rtc`, what it publishes and what it receives.
+//!
+//! Lifecycle: created by `join` (Rtc built, ufrag routed, not yet negotiated) → the client's
+//! first offer is answered (now `negotiated`; server offers may follow) → media flows →
+//! removed by `leave`, ICE timeout, an `Rtc` error or the room closing. Removal unpublishes
+//! its tracks, drops its subscriptions and routes, and sends a DTLS close to the peer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::Transmit;
+use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
+use str0m::{Event, Output, Rtc};
+
+use crate::event::{FailureReason, TrackKind, TrackSource};
+use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
+use crate::settings::Grants;
+
+use super::forward::{PtMapping, SeqRewriter};
+
+/// One incoming RTP packet, detached from the publisher's `Rtc` so it can be written to
+/// many subscribers. The payload is shared, never copied per subscriber.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    pub ssrc: Ssrc,
+    pub seq_no: SeqNo,
+    pub pt: Pt,
+    pub time: u32,
+    pub marker: bool,
+    pub ext: ExtensionValues,
+    pub payload: Arc<[u8]>,
+    pub arrival: Instant,
+}
+
+/// Work produced while draining an `Rtc` that touches other participants. Queued and
+/// processed after the drain, so no two `Rtc`s are borrowed at once.
+#[derive(Debug)]
+// `Forward` is both the largest and by far the most common variant; boxing it would
+// allocate once per packet.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Work {
+    Forward {
+        track: TrackId,
+        packet: Forwarded,
+    },
+    Keyframe {
+        track: TrackId,
+        kind: KeyframeRequestKind,
+    },
+    Publish {
+        session: SessionId,
+        mid: Mid,
+        kind: TrackKind,
+    },
+    Unpublish {
+        track: TrackId,
+    },
+    Connected {
+        session: SessionId,
+    },
+    Fail {
+        session: SessionId,
+        reason: FailureReason,
+    },
+}
+
+/// Where an outgoing (server → subscriber) m-line is in negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SubState {
+    /// Needs an m-line in the next server offer.
+    ToOpen,
+    /// In an offer that is not answered yet.
+    Negotiating(Mid),
+    /// Negotiated: packets are forwarded.
+    Open(Mid),
+    /// Must be stopped in the next server offer.
+    ToStop(Mid),
+    /// Stop is in an offer that is not answered yet.
+    NegotiatingStop(Mid),
+}
+
+/// A track this participant receives.
+///
+/// Lifecycle: `ToOpen` → `Negotiating` → `Open` → `ToStop` → `NegotiatingStop` → dropped;
+/// glare (a client offer) rolls `Negotiating` back to `ToOpen` and `NegotiatingStop` back to
+/// `ToStop`.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub track: TrackId,
+    pub kind: TrackKind,
+    pub publisher: ParticipantKey,
+    pub state: SubState,
+    pub seq: SeqRewriter,
+    /// Publisher PT → how this subscriber gets it; filled on first use.
+    pub pts: Vec<(Pt, PtMapping)>,
+}
+
+/// See the module docs.
+pub(crate) struct Participant {
+    pub id: SessionId,
+    pub key: ParticipantKey,
+    pub room: RoomKey,
+    pub grants: Grants,
+    pub rtc: Rtc,
+    /// Incoming mids that are published tracks.
+    pub published: HashMap<Mid, TrackId>,
+    /// Hints from the last offer: mid → source (explicit) and mid → msid (for inference).
+    pub source_hints: HashMap<String, TrackSource>,
+    pub msids: HashMap<String, String>,
+    pub subs: Vec<Subscription>,
+    /// The server offer awaiting the client's answer.
+    pub pending: Option<SdpPendingOffer>,
+    /// A client offer has been accepted at least once (server offers are possible).
+    pub negotiated: bool,
+    pub next_timeout: Instant,
+    /// Last packet received from the peer; drives the ICE timeout.
+    pub last_rx: Instant,
+    pub join_started: Instant,
+    pub media_forwarded: bool,
+    /// Cache of incoming SSRC → mid.
+    pub ssrc_mid: HashMap<Ssrc, Mid>,
+    /// Cumulative NACK count per outgoing mid, from egress stats (for the NACK counter).
+    pub egress_nacks: HashMap<Mid, u64>,
+}
+
+/// What draining one `Rtc` produced for the rest of the core.
+#[derive(Default)]
+pub(crate) struct Outputs {
+    pub transmits: std::collections::VecDeque<Transmit>,
+    pub work: std::collections::VecDeque<Work>,
+    /// NACKs seen in egress stats since the last look.
+    pub nacks: u64,
+    /// RTP packets / payload bytes received.
+    pub packets_in: u64,
+    pub bytes_in: u64,
+}
+
+impl Participant {
+    /// Polls the `Rtc` until `Timeout` (str0m's contract after every mutation).
+    pub fn drain(&mut self, out: &mut Outputs) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => out.transmits.push_back(t),
+                Ok(Output::Event(e)) => self.on_event(e, out),
+                Err(e) => {
+                    out.work.push_back(Work::Fail {
+                        session: self.id,
+                        reason: FailureReason::Rtc(e.to_string()),
+                    });
+                    // Never poll a failed Rtc again; removal follows.
+                    self.next_timeout = self.next_timeout.max(self.last_rx);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event, out: &mut Outputs) {
+        match e {
+            Event::Connected => out.work.push_back(Work::Connected { session: self.id }),
+            Event::Closed => out.work.push_back(Work::Fail {
+                session: self.id,
+                reason: FailureReason::PeerClosed,
+            }),
+            Event::MediaAdded(m) if m.direction.is_receiving() => {
+                out.work.push_back(Work::Publish {
+                    session: self.id,
+                    mid: m.mid,
+                    kind: kind_of(m.kind),
+                });
+            }
+            Event::MediaChanged(c) if !c.direction.is_receiving() => {
+                if let Some(track) = self.published.get(&c.mid) {
+                    out.work.push_back(Work::Unpublish {
+                        track: track.clone(),
+                    });
+                }
+            }
+            Event::RtpPacket(p) => {
+                out.packets_in += 1;
+                out.bytes_in += p.payload.len() as u64;
+                let ssrc = p.header.ssrc;
+                let mid = match self.ssrc_mid.get(&ssrc) {
+                    Some(m) => Some(*m),
+                    None => {
+                        let m = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                        if let Some(m) = m {
+                            self.ssrc_mid.insert(ssrc, m);
+                        }
+                        m
+                    }
+                };
+                let Some(track) = mid.and_then(|m| self.published.get(&m)) else {
+                    return;
+                };
+                let h = &p.header;
+                let ext = ExtensionValues {
+                    audio_level: h.ext_vals.audio_level,
+                    voice_activity: h.ext_vals.voice_activity,
+                    video_orientation: h.ext_vals.video_orientation,
+                    video_content_type: h.ext_vals.video_content_type,
+                    abs_capture_time: h.ext_vals.abs_capture_time,
+                    ..ExtensionValues::default()
+                };
+                out.work.push_back(Work::Forward {
+                    track: track.clone(),
+                    packet: Forwarded {
+                        ssrc,
+                        seq_no: p.seq_no,
+                        pt: h.payload_type,
+                        time: h.timestamp,
+                        marker: h.marker,
+                        ext,
+                        payload: p.payload,
+                        arrival: p.timestamp,
+                    },
+                });
+            }
+            Event::KeyframeRequest(req) => {
+                let track = self.subs.iter().find_map(|s| match s.state {
+                    SubState::Open(m) if m == req.mid => Some(s.track.clone()),
+                    _ => None,
+                });
+                if let Some(track) = track {
+                    out.work.push_back(Work::Keyframe {
+                        track,
+                        kind: req.kind,
+                    });
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                let last = self.egress_nacks.entry(s.mid).or_insert(0);
+                out.nacks += s.nacks.saturating_sub(*last);
+                *last = s.nacks;
+            }
+            _ => {}
+        }
+    }
+
+    /// The subscription for `track`, if any.
+    pub fn sub_mut(&mut self, track: &TrackId) -> Option<&mut Subscription> {
+        self.subs.iter_mut().find(|s| &s.track == track)
+    }
+}
+
+pub(crate) fn kind_of(k: MediaKind) -> TrackKind {
+    match k {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+    }
+}
+
+pub(crate) fn media_kind(k: TrackKind) -> MediaKind {
+    match k {
+        TrackKind::Audio => MediaKind::Audio,
+        TrackKind::Video => MediaKind::Video,
+    }
+}

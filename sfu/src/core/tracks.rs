@@ -1,0 +1,365 @@
+//! Publishing, subscribing, forwarding and keyframe requests (the parts of the core that
+//! touch more than one participant).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::CodecConfig;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::rtp::RtpWrite;
+
+use crate::event::{Muted, SfuEvent, TrackKind, TrackSource};
+use crate::ids::{SessionId, TrackId};
+use crate::settings::AutoSubscribe;
+
+use super::forward::{PtMapping, PtMeaning, red_primary};
+use super::participant::{Forwarded, SubState, Subscription, Work};
+use super::throttle::{Decision, KeyframeThrottle};
+use super::{Core, Track};
+
+impl Core {
+    /// The publisher's offer added a receiving m-line: create the track and subscribe
+    /// the others.
+    pub(super) fn publish(&mut self, session: SessionId, mid: Mid, kind: TrackKind) {
+        let max_tracks = self.config.limits.max_tracks_per_participant;
+        let Some(p) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if !p.grants.can_publish || p.published.contains_key(&mid) {
+            return;
+        }
+        if p.published.len() >= max_tracks {
+            // `offer` rejects such offers up front; this only guards re-offers that add
+            // m-lines str0m reports later.
+            return;
+        }
+        let source = p
+            .source_hints
+            .get(&*mid)
+            .copied()
+            .unwrap_or_else(|| infer_source(kind, p.msids.get(&*mid).map(String::as_str)));
+        let id = TrackId::new(format!("TR_{}", self.next_track));
+        self.next_track += 1;
+        p.published.insert(mid, id.clone());
+        let (room, publisher_key) = (p.room.clone(), p.key.clone());
+
+        self.metrics.track_gauge(kind, source).inc();
+        self.events.push_back(SfuEvent::TrackPublished {
+            room: room.clone(),
+            participant: publisher_key.clone(),
+            track_id: id.clone(),
+            kind,
+            source,
+            mid: mid.to_string(),
+            muted: Muted::No,
+        });
+        self.tracks.insert(
+            id.clone(),
+            Track {
+                room: room.clone(),
+                publisher: session,
+                publisher_key,
+                mid,
+                kind,
+                source,
+                muted: Muted::No,
+                throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
+                pt_meanings: Vec::new(),
+                subscribers: Vec::new(),
+            },
+        );
+        if self.config.auto_subscribe == AutoSubscribe::All {
+            let others: Vec<SessionId> = self.rooms[&room]
+                .members
+                .values()
+                .copied()
+                .filter(|s| *s != session && self.sessions[s].grants.can_subscribe)
+                .collect();
+            for s in others {
+                self.add_subscription(s, &id);
+            }
+        }
+    }
+
+    /// The track is gone: stop it at every subscriber.
+    pub(super) fn unpublish(&mut self, track: &TrackId) {
+        let Some(t) = self.tracks.remove(track) else {
+            return;
+        };
+        self.metrics.track_gauge(t.kind, t.source).dec();
+        if let Some(p) = self.sessions.get_mut(&t.publisher) {
+            p.published.remove(&t.mid);
+        }
+        for s in &t.subscribers {
+            self.stop_subscription(*s, track);
+        }
+        self.events.push_back(SfuEvent::TrackUnpublished {
+            room: t.room,
+            participant: t.publisher_key,
+            track_id: track.clone(),
+        });
+    }
+
+    pub(super) fn add_subscription(&mut self, session: SessionId, track: &TrackId) {
+        let (Some(p), Some(t)) = (self.sessions.get_mut(&session), self.tracks.get_mut(track))
+        else {
+            return;
+        };
+        if let Some(s) = p.sub_mut(track) {
+            // Re-subscribing while a stop is queued but not yet offered: keep the m-line.
+            if let SubState::ToStop(m) = s.state {
+                s.state = SubState::Open(m);
+                if !t.subscribers.contains(&session) {
+                    t.subscribers.push(session);
+                }
+            }
+            return;
+        }
+        p.subs.push(Subscription {
+            track: track.clone(),
+            kind: t.kind,
+            publisher: t.publisher_key.clone(),
+            state: SubState::ToOpen,
+            seq: Default::default(),
+            pts: Vec::new(),
+        });
+        t.subscribers.push(session);
+        self.dirty.push(session);
+    }
+
+    pub(super) fn drop_subscription(&mut self, session: SessionId, track: &TrackId) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.subscribers.retain(|s| *s != session);
+        }
+        self.stop_subscription(session, track);
+    }
+
+    /// Moves a subscription towards stopped (the m-line is stopped in the next offer).
+    fn stop_subscription(&mut self, session: SessionId, track: &TrackId) {
+        let Some(p) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(idx) = p.subs.iter().position(|s| &s.track == track) else {
+            return;
+        };
+        match p.subs[idx].state {
+            SubState::ToOpen => {
+                p.subs.remove(idx);
+            }
+            SubState::Negotiating(m) | SubState::Open(m) => {
+                p.subs[idx].state = SubState::ToStop(m);
+                self.dirty.push(session);
+            }
+            SubState::ToStop(_) | SubState::NegotiatingStop(_) => {}
+        }
+    }
+
+    /// Writes one publisher packet to every open subscription of the track.
+    pub(super) fn forward(&mut self, now: Instant, track_id: &TrackId, pkt: Forwarded) {
+        let Some(track) = self.tracks.get_mut(track_id) else {
+            return;
+        };
+        let meaning = match track.pt_meanings.iter().find(|(pt, _)| *pt == pkt.pt) {
+            Some((_, m)) => *m,
+            None => {
+                let Some(publisher) = self.sessions.get(&track.publisher) else {
+                    return;
+                };
+                let m = pt_meaning(publisher.rtc.codec_config(), pkt.pt);
+                track.pt_meanings.push((pkt.pt, m));
+                m
+            }
+        };
+        if let PtMeaning::Unknown = meaning {
+            self.metrics
+                .dropped
+                .with_label_values(&["unknown_pt"])
+                .inc();
+            return;
+        }
+        let nackable = track.kind == TrackKind::Video;
+        for sid in &track.subscribers {
+            let Some(sub) = self.sessions.get_mut(sid) else {
+                continue;
+            };
+            let Some(s) = sub.subs.iter_mut().find(|s| &s.track == track_id) else {
+                continue;
+            };
+            let SubState::Open(mid) = s.state else {
+                continue;
+            };
+            let mapping = match s.pts.iter().find(|(pt, _)| *pt == pkt.pt) {
+                Some((_, m)) => *m,
+                None => {
+                    let remote_pts = sub.rtc.media(mid).map(|m| m.remote_pts().to_vec());
+                    let m = pt_mapping(sub.rtc.codec_config(), remote_pts.as_deref(), meaning);
+                    s.pts.push((pkt.pt, m));
+                    m
+                }
+            };
+            let (pt, payload) = match mapping {
+                PtMapping::Direct(pt) => (pt, pkt.payload.clone()),
+                PtMapping::StripRed(pt) => match red_primary(&pkt.payload) {
+                    Some(primary) => (pt, Arc::from(primary)),
+                    None => continue,
+                },
+                PtMapping::Drop => continue,
+            };
+            let Some(seq) = s.seq.rewrite(pkt.ssrc, pkt.seq_no) else {
+                continue;
+            };
+            let len = payload.len() as u64;
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, seq, pkt.time, pkt.arrival, payload)
+                    .marker(pkt.marker)
+                    .ext_vals(pkt.ext.clone())
+                    .nackable(nackable),
+            );
+            self.hot.packets_out.inc();
+            self.hot.bytes_out.inc_by(len);
+            if !sub.media_forwarded {
+                sub.media_forwarded = true;
+                self.metrics.join_time.observe(
+                    now.saturating_duration_since(sub.join_started)
+                        .as_secs_f64(),
+                );
+                self.events.push_back(SfuEvent::FirstMediaForwarded {
+                    room: sub.room.clone(),
+                    participant: sub.key.clone(),
+                });
+            }
+            sub.drain(&mut self.out);
+        }
+    }
+
+    /// A subscriber asked for a keyframe (or one was asked on its behalf).
+    pub(super) fn keyframe_request(
+        &mut self,
+        now: Instant,
+        track: &TrackId,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(t) = self.tracks.get_mut(track) else {
+            return;
+        };
+        let label = match kind {
+            KeyframeRequestKind::Pli => "pli",
+            KeyframeRequestKind::Fir => "fir",
+        };
+        match t.throttle.request(now, kind) {
+            Decision::Send(k) => {
+                self.metrics
+                    .keyframe_requests
+                    .with_label_values(&[label, "sent"])
+                    .inc();
+                self.send_keyframe_request(track, k);
+            }
+            Decision::Deferred => {
+                self.metrics
+                    .keyframe_requests
+                    .with_label_values(&[label, "deferred"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Sends a PLI/FIR to the publisher of `track` now.
+    pub(super) fn send_keyframe_request(&mut self, track: &TrackId, kind: KeyframeRequestKind) {
+        let Some(t) = self.tracks.get(track) else {
+            return;
+        };
+        let Some(p) = self.sessions.get_mut(&t.publisher) else {
+            return;
+        };
+        if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(t.mid, None) {
+            rx.request_keyframe(kind);
+        }
+        p.drain(&mut self.out);
+    }
+
+    /// Queues a keyframe request for a subscription that just opened.
+    pub(super) fn request_keyframe_for_new_subscriber(&mut self, track: &TrackId) {
+        if self
+            .tracks
+            .get(track)
+            .is_some_and(|t| t.kind == TrackKind::Video)
+        {
+            self.out.work.push_back(Work::Keyframe {
+                track: track.clone(),
+                kind: KeyframeRequestKind::Pli,
+            });
+        }
+    }
+}
+
+/// Source of a track the signaling layer gave no hint for: a msid (stream or track id)
+/// containing "screen" means screen share, otherwise camera/microphone.
+pub(crate) fn infer_source(kind: TrackKind, msid: Option<&str>) -> TrackSource {
+    let screen = msid.is_some_and(|m| m.to_ascii_lowercase().contains("screen"));
+    match (kind, screen) {
+        (TrackKind::Video, true) => TrackSource::Screen,
+        (TrackKind::Video, false) => TrackSource::Camera,
+        (TrackKind::Audio, true) => TrackSource::ScreenAudio,
+        (TrackKind::Audio, false) => TrackSource::Microphone,
+    }
+}
+
+/// What `pt` means in the publisher's negotiated codec set.
+fn pt_meaning(codecs: &CodecConfig, pt: Pt) -> PtMeaning {
+    for p in codecs.params() {
+        if p.pt() == pt {
+            return PtMeaning::Primary(*p);
+        }
+        if p.red() == Some(pt) {
+            return PtMeaning::Red(*p);
+        }
+    }
+    PtMeaning::Unknown
+}
+
+/// How a subscriber receives a publisher codec.
+fn pt_mapping(codecs: &CodecConfig, remote_pts: Option<&[Pt]>, meaning: PtMeaning) -> PtMapping {
+    // An empty list means str0m did not narrow it down: everything configured is fine.
+    let accepted = |pt: Pt| remote_pts.is_none_or(|r| r.is_empty() || r.contains(&pt));
+    match meaning {
+        PtMeaning::Unknown => PtMapping::Drop,
+        PtMeaning::Primary(params) => match codecs.match_params(params) {
+            Some(local) if accepted(local.pt()) => PtMapping::Direct(local.pt()),
+            _ => PtMapping::Drop,
+        },
+        PtMeaning::Red(params) => match codecs.match_params(params) {
+            Some(local) => match local.red() {
+                Some(red) if accepted(red) => PtMapping::Direct(red),
+                _ if accepted(local.pt()) => PtMapping::StripRed(local.pt()),
+                _ => PtMapping::Drop,
+            },
+            None => PtMapping::Drop,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_inference() {
+        assert_eq!(infer_source(TrackKind::Video, None), TrackSource::Camera);
+        assert_eq!(
+            infer_source(TrackKind::Video, Some("{abc} Screen-1")),
+            TrackSource::Screen
+        );
+        assert_eq!(
+            infer_source(TrackKind::Audio, Some("s mic")),
+            TrackSource::Microphone
+        );
+        assert_eq!(
+            infer_source(TrackKind::Audio, Some("screen audio")),
+            TrackSource::ScreenAudio
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Typed errors returned to the caller. Bad input from clients (SDP, packets) maps to one of
+//! these; nothing a client sends panics the process.
+
+use crate::ids::{ParticipantKey, RoomKey, TrackId};
+
+/// Everything that can go wrong in an SFU call.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding a socket or starting the worker failed.
+    #[error("sfu i/o error: {0}")]
+    Io(String),
+    /// The settings are inconsistent (for example no address to advertise).
+    #[error("invalid sfu settings: {0}")]
+    Settings(String),
+    /// Registering a metric failed (usually: registered twice in one registry).
+    #[error("metrics registration failed: {0}")]
+    Metrics(String),
+    /// The worker has stopped; the handle is useless.
+    #[error("sfu worker is not running")]
+    Stopped,
+    /// [`crate::SfuHandle::events`] was already called once.
+    #[error("the event receiver was already taken")]
+    EventsTaken,
+    /// The room does not exist (no participant ever joined it, or it closed).
+    #[error("unknown room {0}")]
+    UnknownRoom(RoomKey),
+    /// No such participant in the room.
+    #[error("unknown participant {participant} in room {room}")]
+    UnknownParticipant {
+        /// Room the call named.
+        room: RoomKey,
+        /// Participant the call named.
+        participant: ParticipantKey,
+    },
+    /// `join` for a participant that is already in the room.
+    #[error("participant {0} already joined")]
+    AlreadyJoined(ParticipantKey),
+    /// No such track (or it belongs to another room).
+    #[error("unknown track {0}")]
+    UnknownTrack(TrackId),
+    /// The room is full (`Limits::max_participants_per_room`).
+    #[error("room is full ({limit} participants)")]
+    RoomFull {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The SFU as a whole holds `Limits::max_rooms` rooms.
+    #[error("too many rooms ({limit})")]
+    TooManyRooms {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The offer has more m-lines than `Limits::max_mlines_per_offer`.
+    #[error("offer has {count} m-lines, limit is {limit}")]
+    TooManyMLines {
+        /// m-lines in the offer.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Publishing would exceed `Limits::max_tracks_per_participant`.
+    #[error("participant would publish {count} tracks, limit is {limit}")]
+    TooManyTracks {
+        /// Tracks the participant would have.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An audio/video m-line offers no codec the SFU forwards.
+    #[error("no usable codec in m-line {mline} ({kind})")]
+    NoUsableCodec {
+        /// Index of the m-line in the offer.
+        mline: usize,
+        /// `audio` or `video`.
+        kind: String,
+    },
+    /// The SDP could not be parsed or was refused by the WebRTC engine.
+    #[error("bad sdp: {0}")]
+    BadSdp(String),
+    /// An answer arrived while the server had no offer outstanding (for example the
+    /// offer was rolled back by glare; see [`crate::core::negotiation`]). Safe to ignore.
+    #[error("no server offer is outstanding")]
+    NoPendingOffer,
+    /// The grants do not allow the action (`can_subscribe`).
+    #[error("not allowed: {0}")]
+    NotAllowed(&'static str),
+    /// A remote ICE candidate line could not be parsed.
+    #[error("bad ice candidate: {0}")]
+    BadCandidate(String),
+}

@@ -1,0 +1,169 @@
+//! What the SFU tells the signaling layer, and the small enums shared with it.
+
+use crate::ids::{ParticipantKey, RoomKey, TrackId};
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// An audio m-line.
+    Audio,
+    /// A video m-line.
+    Video,
+}
+
+impl TrackKind {
+    /// `"audio"` or `"video"`, as in the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        }
+    }
+}
+
+/// Where a track comes from. An input from the signaling layer (per mid), or inferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrackSource {
+    /// A camera (default for video).
+    Camera,
+    /// A microphone (default for audio).
+    Microphone,
+    /// Screen share video (its own track).
+    Screen,
+    /// Audio captured with a screen share.
+    ScreenAudio,
+}
+
+impl TrackSource {
+    /// `"camera"`, `"microphone"`, `"screen"` or `"screen_audio"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+            TrackSource::ScreenAudio => "screen_audio",
+        }
+    }
+}
+
+/// Mute state of a track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Muted {
+    /// Media flows (or is expected to).
+    No,
+    /// The publisher muted it. The SFU keeps forwarding whatever arrives (browsers send
+    /// silence/black), so unmuting needs no keyframe round trip.
+    Yes,
+}
+
+/// Why a participant was removed without calling `leave`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// No packet from the peer for `Settings::ice_timeout` (ICE never connected or the
+    /// peer vanished).
+    IceTimeout,
+    /// The WebRTC engine reported a fatal error (DTLS failure, SRTP setup…).
+    Rtc(String),
+    /// The peer closed the connection (DTLS close_notify), e.g. the page was closed.
+    PeerClosed,
+}
+
+/// Events for the signaling layer, in order, from [`crate::SfuHandle::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// A participant started publishing a track. Announce as `track:published`.
+    TrackPublished {
+        /// Room of the publisher.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantKey,
+        /// Id to use in `track:subscribe` etc.
+        track_id: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
+        /// Camera, microphone or screen.
+        source: TrackSource,
+        /// The publisher's mid for the track.
+        mid: String,
+        /// Mute state when published.
+        muted: Muted,
+    },
+    /// A track is gone (publisher left, failed, or stopped the m-line).
+    TrackUnpublished {
+        /// Room of the publisher.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantKey,
+        /// The track.
+        track_id: TrackId,
+    },
+    /// A track's mute state changed through [`crate::SfuHandle::set_track_muted`].
+    TrackMuted {
+        /// Room of the publisher.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantKey,
+        /// The track.
+        track_id: TrackId,
+        /// New state.
+        muted: Muted,
+    },
+    /// The server renegotiates: send this offer to the participant (`offer {callId,
+    /// from: "sfu"}`) and pass its answer to [`crate::SfuHandle::answer`].
+    Offer {
+        /// Room of the participant.
+        room: RoomKey,
+        /// The participant that must answer.
+        participant: ParticipantKey,
+        /// The SDP offer.
+        sdp: String,
+        /// Which outgoing tracks the offer carries: the subscriber's mid for each
+        /// track id, so a client can map transceivers to publishers.
+        tracks: Vec<(TrackId, String)>,
+    },
+    /// ICE and DTLS are up for this participant.
+    Connected {
+        /// Room.
+        room: RoomKey,
+        /// Participant.
+        participant: ParticipantKey,
+    },
+    /// The first media packet was forwarded to this participant (join is complete from the
+    /// user's point of view; the join-time histogram is observed at this point).
+    FirstMediaForwarded {
+        /// Room.
+        room: RoomKey,
+        /// The receiving participant.
+        participant: ParticipantKey,
+    },
+    /// The participant was removed because of a failure; its tracks were unpublished.
+    ParticipantFailed {
+        /// Room.
+        room: RoomKey,
+        /// Participant.
+        participant: ParticipantKey,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// The last participant left: the room no longer exists in the SFU.
+    RoomClosed {
+        /// Room.
+        room: RoomKey,
+    },
+}
+
+/// Counters of what the SFU holds, for tests and `/debug`. After everyone leaves all
+/// are zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Rooms with at least one participant.
+    pub rooms: usize,
+    /// Participants (one `Rtc` each).
+    pub participants: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// Subscriptions (track → subscriber pairs).
+    pub subscriptions: usize,
+    /// Routing entries (ICE ufrags + 5-tuples).
+    pub routes: usize,
+}

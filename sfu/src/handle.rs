@@ -1,0 +1,320 @@
+//! [`Sfu::start`] and the [`SfuHandle`] the signaling layer holds.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus::Registry;
+use str0m::Candidate;
+use str0m::net::TcpType;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{Core, CoreConfig, OfferReply, TrackInfo};
+use crate::driver::{Command, Driver};
+use crate::error::Error;
+use crate::event::{Muted, SfuEvent, Stats, TrackSource};
+use crate::ids::{ParticipantKey, RoomKey, TrackId};
+use crate::metrics::Metrics;
+use crate::settings::{CandidateTransports, Grants, Settings, detect_public_ips};
+
+/// Entry point. See the crate docs.
+pub struct Sfu;
+
+impl Sfu {
+    /// Binds the sockets, registers the metrics and starts the worker thread. Errors if a
+    /// socket cannot be bound or the metrics are already registered. Works inside or
+    /// outside a Tokio runtime (the worker has its own).
+    pub fn start(settings: Settings, registry: &Registry) -> Result<SfuHandle, Error> {
+        let metrics = Metrics::register(registry)?;
+        let io = |e: std::io::Error| Error::Io(e.to_string());
+
+        let udp = std::net::UdpSocket::bind(settings.udp_listen).map_err(io)?;
+        udp.set_nonblocking(true).map_err(io)?;
+        let udp_addr = udp.local_addr().map_err(io)?;
+        let tcp = match settings.tcp_listen {
+            Some(addr) if settings.candidates != CandidateTransports::UdpOnly => {
+                let l = std::net::TcpListener::bind(addr).map_err(io)?;
+                l.set_nonblocking(true).map_err(io)?;
+                Some(l)
+            }
+            _ => None,
+        };
+        let tcp_addr = match &tcp {
+            Some(l) => Some(l.local_addr().map_err(io)?),
+            None => None,
+        };
+        if settings.candidates == CandidateTransports::TcpOnly && tcp.is_none() {
+            return Err(Error::Settings("TcpOnly candidates need tcp_listen".into()));
+        }
+        let public_ips = if settings.public_ips.is_empty() {
+            detect_public_ips()
+        } else {
+            settings.public_ips.clone()
+        };
+        let candidates = candidates(&public_ips, &settings, udp_addr, tcp_addr)?;
+
+        let core = Core::new(
+            CoreConfig {
+                candidates,
+                ice_timeout: settings.ice_timeout,
+                keyframe_request_interval: settings.keyframe_request_interval,
+                auto_subscribe: settings.auto_subscribe,
+                limits: settings.limits.clone(),
+            },
+            metrics,
+        );
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io)?;
+        std::thread::Builder::new()
+            .name("chorus-sfu".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let udp = tokio::net::UdpSocket::from_std(udp).expect("inside the runtime");
+                    let tcp = tcp
+                        .map(|l| tokio::net::TcpListener::from_std(l).expect("inside the runtime"));
+                    Driver {
+                        core,
+                        udp,
+                        tcp,
+                        commands: cmd_rx,
+                        events: ev_tx,
+                        public_ips,
+                    }
+                    .run()
+                    .await;
+                });
+            })
+            .map_err(io)?;
+
+        Ok(SfuHandle {
+            commands: cmd_tx,
+            events: Arc::new(Mutex::new(Some(ev_rx))),
+            udp_addr,
+            tcp_addr,
+        })
+    }
+}
+
+fn candidates(
+    ips: &[IpAddr],
+    settings: &Settings,
+    udp: SocketAddr,
+    tcp: Option<SocketAddr>,
+) -> Result<Vec<Candidate>, Error> {
+    let bad = |e: str0m::error::IceError| Error::Settings(e.to_string());
+    let mut out = Vec::new();
+    for ip in ips {
+        if settings.candidates != CandidateTransports::TcpOnly {
+            out.push(Candidate::host(SocketAddr::new(*ip, udp.port()), "udp").map_err(bad)?);
+        }
+        if let Some(tcp) = tcp {
+            let c = Candidate::builder()
+                .tcp()
+                .host(SocketAddr::new(*ip, tcp.port()))
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(bad)?;
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Settings("no candidate to advertise".into()));
+    }
+    Ok(out)
+}
+
+/// Cheap to clone, `Send + Sync`; every method is one round trip to the SFU worker.
+/// When the last handle is dropped (or [`SfuHandle::shutdown`] is called) the worker
+/// stops and the sockets close.
+#[derive(Clone)]
+pub struct SfuHandle {
+    commands: mpsc::Sender<Command>,
+    events: Arc<Mutex<Option<mpsc::UnboundedReceiver<SfuEvent>>>>,
+    udp_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+}
+
+impl SfuHandle {
+    /// The event stream. Can be taken once; later calls return [`Error::EventsTaken`].
+    pub fn events(&self) -> Result<mpsc::UnboundedReceiver<SfuEvent>, Error> {
+        self.events
+            .lock()
+            .expect("not poisoned: nothing panics while holding it")
+            .take()
+            .ok_or(Error::EventsTaken)
+    }
+
+    /// The bound UDP address (useful with port 0).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The bound ICE-TCP address, if enabled.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Adds a participant. `started` is when the user's join began (for the join-time
+    /// histogram, observed when media is first forwarded to it).
+    pub async fn join(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        grants: Grants,
+        started: Instant,
+    ) -> Result<(), Error> {
+        self.call(move |c, now| c.join(now, room, participant, grants, started))
+            .await?
+    }
+
+    /// A client offer → the answer, plus possibly a server offer to send right after it
+    /// (see [`crate::core::negotiation`]). Sources are inferred from msid.
+    pub async fn offer(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        sdp: String,
+    ) -> Result<OfferReply, Error> {
+        self.offer_with_sources(room, participant, sdp, Vec::new())
+            .await
+    }
+
+    /// Like [`Self::offer`], naming the source of some mids explicitly.
+    pub async fn offer_with_sources(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        sdp: String,
+        sources: Vec<(String, TrackSource)>,
+    ) -> Result<OfferReply, Error> {
+        self.call(move |c, now| c.offer(now, &room, &participant, &sdp, &sources))
+            .await?
+    }
+
+    /// The client's answer to a server offer ([`SfuEvent::Offer`] or
+    /// [`OfferReply::server_offer`]).
+    pub async fn answer(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        sdp: String,
+    ) -> Result<(), Error> {
+        self.call(move |c, now| c.answer(now, &room, &participant, &sdp))
+            .await?
+    }
+
+    /// A trickled client candidate. Optional (ICE-lite learns addresses from checks).
+    pub async fn add_remote_candidate(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        candidate: String,
+    ) -> Result<(), Error> {
+        self.call(move |c, now| c.add_remote_candidate(now, &room, &participant, &candidate))
+            .await?
+    }
+
+    /// Records a mute toggle of a published track; emits [`SfuEvent::TrackMuted`].
+    pub async fn set_track_muted(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        track: TrackId,
+        muted: Muted,
+    ) -> Result<(), Error> {
+        self.call(move |c, _| c.set_track_muted(&room, &participant, &track, muted))
+            .await?
+    }
+
+    /// Starts receiving a track (needs `can_subscribe`).
+    pub async fn subscribe(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        track: TrackId,
+    ) -> Result<(), Error> {
+        self.call(move |c, now| c.subscribe(now, &room, &participant, &track))
+            .await?
+    }
+
+    /// Stops receiving a track.
+    pub async fn unsubscribe(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        track: TrackId,
+    ) -> Result<(), Error> {
+        self.call(move |c, now| c.unsubscribe(now, &room, &participant, &track))
+            .await?
+    }
+
+    /// Removes a participant; its tracks are unpublished.
+    pub async fn leave(&self, room: RoomKey, participant: ParticipantKey) -> Result<(), Error> {
+        self.call(move |c, now| c.leave(now, &room, &participant))
+            .await?
+    }
+
+    /// Removes everyone in a room (call or room ended).
+    pub async fn close_room(&self, room: RoomKey) -> Result<(), Error> {
+        self.call(move |c, now| c.close_room(now, &room)).await?
+    }
+
+    /// Published tracks of a room (for the `room:join` ack).
+    pub async fn room_tracks(&self, room: RoomKey) -> Result<Vec<TrackInfo>, Error> {
+        self.call(move |c, _| c.room_tracks(&room)).await
+    }
+
+    /// Counts of rooms, participants, tracks, subscriptions and routes.
+    pub async fn snapshot(&self) -> Result<Stats, Error> {
+        self.call(|c, _| c.stats()).await
+    }
+
+    /// Stops the worker (sockets close). Other handles then get [`Error::Stopped`].
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Run(Box::new(move |core, now| {
+            let _ = tx.send(f(core, now));
+        }));
+        self.commands.send(cmd).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<SfuHandle>();
+        check::<SfuEvent>();
+        check::<OfferReply>();
+    }
+
+    #[test]
+    fn double_registration_is_a_typed_error() {
+        let registry = Registry::new();
+        let settings = Settings {
+            tcp_listen: None,
+            ..Settings::loopback()
+        };
+        let sfu = Sfu::start(settings.clone(), &registry).unwrap();
+        assert!(matches!(
+            Sfu::start(settings, &registry),
+            Err(Error::Metrics(_))
+        ));
+        drop(sfu);
+    }
+}

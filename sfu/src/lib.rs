@@ -1,0 +1,88 @@
+//! # chorus-sfu: selective forwarding for Chorus group calls
+//!
+//! Each participant sends its media to the server once; the SFU forwards every packet to
+//! the other participants of the room without decoding it.
+//!
+//! ## Shape
+//!
+//! - [`core`] is **sans-IO**: rooms, participants, tracks, subscriptions and forwarding
+//!   over one [`str0m::Rtc`] per participant (ICE-lite, RTP mode). It takes `now` as input,
+//!   never reads the clock, never touches a socket.
+//! - [`driver`](crate::Sfu) (private module) owns the sockets and the core on one thread:
+//!   one UDP port for all peers (default 7882) and ICE-TCP passive with RFC 4571 framing
+//!   (default TCP 7882).
+//! - [`SfuHandle`] is what the signaling layer holds: async methods that run on the
+//!   worker, plus a stream of [`SfuEvent`]s.
+//!
+//! ## Using it
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sfu::Error> {
+//! use std::time::Instant;
+//! use sfu::{Grants, Sfu, Settings, SfuEvent};
+//!
+//! let registry = prometheus::Registry::new();
+//! let sfu = Sfu::start(Settings::default(), &registry)?;
+//! let mut events = sfu.events()?;
+//!
+//! let (room, alice) = ("room-1".into(), "alice".into());
+//! sfu.join(room, alice, Grants::default(), Instant::now()).await?;
+//! # let client_offer = String::new();
+//! let reply = sfu.offer("room-1".into(), "alice".into(), client_offer).await?;
+//! // send reply.answer, then reply.server_offer (if any), to alice
+//! while let Some(ev) = events.recv().await {
+//!     match ev {
+//!         SfuEvent::Offer { participant, sdp, .. } => { /* relay, then sfu.answer(..) */ }
+//!         SfuEvent::TrackPublished { .. } => { /* track:published */ }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Negotiation and glare
+//!
+//! The client offers first; the server answers and then offers the tracks the client
+//! should receive. The client's offer always wins glare; see [`core::negotiation`] for
+//! the exact rule.
+//!
+//! ## Forwarding
+//!
+//! Opus (with RED when negotiated, else RED is reduced to its primary block), VP8, VP9,
+//! H264 and AV1 are forwarded as RTP; payload types are mapped per subscriber and sequence
+//! numbers rebased (see [`core::forward`]). Payloads are `Arc<[u8]>` shared by all
+//! subscribers. NACKs are answered from str0m's send buffers (RTX when negotiated); PLI/FIR
+//! from subscribers reach the publisher at most once per 500 ms per track
+//! ([`core::throttle`]); a new video subscription triggers one on its behalf.
+//!
+//! ## Lifecycle
+//!
+//! A participant exists from `join` until `leave`, its room closing, an `Rtc` error or
+//! [`Settings::ice_timeout`] without a packet. Removal frees its `Rtc`, tracks,
+//! subscriptions and routes; [`SfuHandle::snapshot`] counts them (all zero once everyone
+//! left).
+//!
+//! ## Metrics
+//!
+//! Registered into the registry given to [`Sfu::start`]; see [`metrics::Metrics`]. No
+//! label names a room or participant.
+
+#![warn(missing_docs)]
+
+pub mod core;
+mod driver;
+mod error;
+mod event;
+mod handle;
+mod ids;
+pub mod metrics;
+mod settings;
+
+pub use core::{OfferReply, ServerOffer, TrackInfo};
+pub use error::Error;
+pub use event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
+pub use handle::{Sfu, SfuHandle};
+pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};
+pub use settings::{
+    AutoSubscribe, CandidateTransports, Grants, Limits, Settings, detect_public_ips,
+};

@@ -1,0 +1,133 @@
+//! Prometheus metrics. Labels never name a room or participant (bounded cardinality);
+//! updates are atomic adds, cheap enough for the per-packet path.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::error::Error;
+use crate::event::{TrackKind, TrackSource};
+
+/// All SFU metrics. Cloning shares the underlying counters.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// `chorus_sfu_rooms`.
+    pub rooms: IntGauge,
+    /// `chorus_sfu_participants`.
+    pub participants: IntGauge,
+    /// `chorus_sfu_tracks{kind,source}`.
+    pub tracks: IntGaugeVec,
+    /// `chorus_sfu_rtp_packets_total{direction="in"|"out"}`.
+    pub rtp_packets: IntCounterVec,
+    /// `chorus_sfu_rtp_bytes_total{direction}` (RTP payload bytes).
+    pub rtp_bytes: IntCounterVec,
+    /// `chorus_sfu_nacks_total`: NACKs received from subscribers (answered from the
+    /// send buffers, not forwarded).
+    pub nacks: IntCounter,
+    /// `chorus_sfu_keyframe_requests_total{kind="pli"|"fir",outcome="sent"|"deferred"}`.
+    pub keyframe_requests: IntCounterVec,
+    /// `chorus_sfu_ice_failures_total`: participants removed for ICE timeout.
+    pub ice_failures: IntCounter,
+    /// `chorus_sfu_rtc_failures_total`: participants removed for a WebRTC engine error
+    /// (mostly DTLS).
+    pub rtc_failures: IntCounter,
+    /// `chorus_sfu_dropped_packets_total{reason}`.
+    pub dropped: IntCounterVec,
+    /// `chorus_sfu_join_seconds`: from the caller's join start to first media forwarded.
+    pub join_time: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, Error> {
+        let m = Self::unregistered()?;
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(m.rooms.clone()),
+            Box::new(m.participants.clone()),
+            Box::new(m.tracks.clone()),
+            Box::new(m.rtp_packets.clone()),
+            Box::new(m.rtp_bytes.clone()),
+            Box::new(m.nacks.clone()),
+            Box::new(m.keyframe_requests.clone()),
+            Box::new(m.ice_failures.clone()),
+            Box::new(m.rtc_failures.clone()),
+            Box::new(m.dropped.clone()),
+            Box::new(m.join_time.clone()),
+        ];
+        for c in collectors {
+            registry
+                .register(c)
+                .map_err(|e| Error::Metrics(e.to_string()))?;
+        }
+        Ok(m)
+    }
+
+    /// Metrics not registered anywhere (unit tests).
+    pub fn unregistered() -> Result<Self, Error> {
+        let err = |e: prometheus::Error| Error::Metrics(e.to_string());
+        Ok(Self {
+            rooms: IntGauge::new("chorus_sfu_rooms", "Rooms with participants").map_err(err)?,
+            participants: IntGauge::new("chorus_sfu_participants", "Participants (one Rtc each)")
+                .map_err(err)?,
+            tracks: IntGaugeVec::new(
+                Opts::new("chorus_sfu_tracks", "Published tracks"),
+                &["kind", "source"],
+            )
+            .map_err(err)?,
+            rtp_packets: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_rtp_packets_total",
+                    "RTP packets received/forwarded",
+                ),
+                &["direction"],
+            )
+            .map_err(err)?,
+            rtp_bytes: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_rtp_bytes_total",
+                    "RTP payload bytes received/forwarded",
+                ),
+                &["direction"],
+            )
+            .map_err(err)?,
+            nacks: IntCounter::new("chorus_sfu_nacks_total", "NACKs received from subscribers")
+                .map_err(err)?,
+            keyframe_requests: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_keyframe_requests_total",
+                    "Keyframe requests (PLI/FIR) from subscribers",
+                ),
+                &["kind", "outcome"],
+            )
+            .map_err(err)?,
+            ice_failures: IntCounter::new(
+                "chorus_sfu_ice_failures_total",
+                "Participants removed for ICE timeout",
+            )
+            .map_err(err)?,
+            rtc_failures: IntCounter::new(
+                "chorus_sfu_rtc_failures_total",
+                "Participants removed for a WebRTC (DTLS/SRTP) error",
+            )
+            .map_err(err)?,
+            dropped: IntCounterVec::new(
+                Opts::new("chorus_sfu_dropped_packets_total", "Packets dropped"),
+                &["reason"],
+            )
+            .map_err(err)?,
+            join_time: Histogram::with_opts(
+                HistogramOpts::new(
+                    "chorus_sfu_join_seconds",
+                    "Join start to first media forwarded to the participant",
+                )
+                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0]),
+            )
+            .map_err(err)?,
+        })
+    }
+
+    pub(crate) fn track_gauge(&self, kind: TrackKind, source: TrackSource) -> IntGauge {
+        self.tracks
+            .with_label_values(&[kind.as_str(), source.as_str()])
+    }
+}
