@@ -21,6 +21,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a configuration (file + environment + --set) without starting anything.
     CheckConfig(ConfigArgs),
+    /// Run only the TURN/STUN relay (UDP and TCP 3478, TLS 5349), with /health and /metrics.
+    Turn(ConfigArgs),
     /// Mint a JWT with the configured key, for testing and scripts.
     Token(TokenArgs),
 }

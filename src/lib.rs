@@ -9,6 +9,7 @@ pub mod cli;
 mod dev;
 mod ops;
 mod sfu;
+pub mod turn;
 mod web;
 
 use axum::serve::ListenerExt;
@@ -27,6 +28,8 @@ pub struct Server {
     pub chat: ::chat::ChatService,
     /// The SFU, unless `sfu.enabled` is off.
     pub sfu: Option<::sfu::SfuHandle>,
+    /// The TURN relay, when it is enabled and has credentials to check.
+    pub turn: Option<::turn::Server>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -61,6 +64,9 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     let media = sfu
         .as_ref()
         .map(|h| Arc::new(sfu::SfuMedia::new(h.clone())));
+    let turn = turn::bind(config, &registry)
+        .await
+        .map_err(RunError::Config)?;
     let signaling = Signaling::new(
         config,
         auth,
@@ -80,6 +86,7 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
         registry,
         chat,
         sfu,
+        turn,
     })
 }
 
@@ -115,6 +122,14 @@ pub async fn serve(
         app = app.merge(dev::router(sig.clone()));
     }
     let app = sig.with_socketio(app);
+    let (stop_turn, turn_stopped) = tokio::sync::watch::channel(false);
+    let turn = server.turn.map(|t| {
+        let mut stopped = turn_stopped.clone();
+        tokio::spawn(t.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    let sfu = server.sfu.clone();
     let reconnect = config.server.reconnect_hint.get();
     let drain = config.server.drain_timeout.get();
     let drained = sig.clone();
@@ -139,6 +154,17 @@ pub async fn serve(
         tracing::info!("drained");
     })
     .await?;
+    let _ = stop_turn.send(true);
+    if let Some(turn) = turn {
+        match turn.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "TURN stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "TURN task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if let Some(sfu) = sfu {
+        sfu.shutdown().await;
+    }
     let _ = sweeper_stop.send(());
     let _ = sweeper.await;
     chat.close().await;
@@ -196,4 +222,40 @@ pub async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// What `chorus turn` does: the TURN relay alone, with `/health` and `/metrics` on
+/// `server.listen`, until SIGTERM or SIGINT.
+pub async fn start_turn(config: Config) -> Result<(), RunError> {
+    let registry = prometheus::Registry::new();
+    let Some(server) = turn::bind(&config, &registry)
+        .await
+        .map_err(RunError::Config)?
+    else {
+        return Err(RunError::Config(
+            "TURN needs `ice.turn_secret` or `turn.static_users`, and `turn.enabled`".into(),
+        ));
+    };
+    let addrs = server.local_addrs();
+    tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "chorus turn running");
+    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
+        RunError::Config(format!(
+            "cannot listen on `server.listen` ({}): {e}",
+            config.server.listen
+        ))
+    })?;
+    let metrics = ops::metrics_router(registry);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(async move {
+        let mut stopped = stopped;
+        axum::serve(listener, metrics)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let result = server.run(shutdown_signal()).await;
+    let _ = stop.send(true);
+    let _ = http.await;
+    result.map_err(|e| RunError::Config(format!("TURN failed: {e}")))
 }

@@ -17,6 +17,14 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(e),
         },
+        Command::Turn(args) => {
+            let config = match args.load(&[]) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            cli::init_logging(&config);
+            run_async(chorus::start_turn(config))
+        }
         Command::Token(args) => {
             let config = match args.config.load(&[]) {
                 Ok(c) => c,
@@ -44,24 +52,28 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(e),
             };
             cli::init_logging(&config);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("chorus: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(chorus::start(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(chorus::RunError::Config(e)) => {
-                    eprintln!("chorus: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                Err(e) => {
-                    eprintln!("chorus: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_async(chorus::start(config))
+        }
+    }
+}
+
+fn run_async(future: impl std::future::Future<Output = Result<(), chorus::RunError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chorus: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(chorus::RunError::Config(e)) => {
+            eprintln!("chorus: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("chorus: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -27,6 +27,19 @@ pub fn router(signaling: Arc<Signaling>, registry: prometheus::Registry) -> Rout
         })
 }
 
+/// `/health` and `/metrics` alone, for `chorus turn`.
+pub fn metrics_router(registry: prometheus::Registry) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { encode(&registry) }
+            }),
+        )
+}
+
 async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
     if ops.signaling.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
@@ -36,9 +49,13 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    encode(&ops.registry)
+}
+
+fn encode(registry: &prometheus::Registry) -> impl IntoResponse + use<> {
     let mut body = Vec::new();
     let encoder = TextEncoder::new();
-    match encoder.encode(&ops.registry.gather(), &mut body) {
+    match encoder.encode(&registry.gather(), &mut body) {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, encoder.format_type().to_owned())],

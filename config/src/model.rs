@@ -20,11 +20,12 @@ pub struct Config {
     pub chat: ChatConfig,
     pub rooms: RoomsConfig,
     pub sfu: SfuConfig,
+    pub turn: TurnConfig,
 }
 
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
-    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu",
+    "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu", "turn",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -227,6 +228,75 @@ impl Default for IceConfig {
             turn_urls: Vec::new(),
             turn_secret: String::new(),
             credential_ttl: HumanDuration::secs(6 * 3600),
+        }
+    }
+}
+
+/// The TURN/STUN relay. It authenticates with `ice.turn_secret` (the secret signaling mints
+/// credentials with) and `previous_secrets`, and/or static users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Run the relay in `chorus serve` (it starts only when a secret or a static user exists).
+    pub enabled: bool,
+    pub udp_listen: SocketAddr,
+    pub tcp_listen: SocketAddr,
+    /// TURN over TLS; used only when `tls_cert` and `tls_key` are set.
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain and private key for TURN over TLS.
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub realm: String,
+    /// Older secrets still accepted while clients hold credentials minted with them (rotation).
+    pub previous_secrets: Vec<String>,
+    /// `user:password` long-term credentials, for tests and small setups.
+    pub static_users: Vec<String>,
+    /// Address relayed traffic leaves from. Empty: detected from the default route.
+    pub relay_ip: String,
+    /// Public address announced in XOR-RELAYED-ADDRESS behind a 1:1 NAT. Empty: `relay_ip`.
+    pub external_ip: String,
+    /// Relay port range.
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    /// Peer ranges to allow although they are private, loopback or reserved (e.g.
+    /// `10.0.0.0/8` for an internal media server). Production must not allow loopback.
+    pub allowed_peer_ranges: Vec<String>,
+    /// Extra peer ranges to refuse.
+    pub denied_peer_ranges: Vec<String>,
+    pub max_allocations_per_user: u32,
+    pub max_allocations_total: u32,
+    pub max_permissions_per_allocation: usize,
+    pub max_channels_per_allocation: usize,
+    /// Longest allocation lifetime a client may request (at most 1h).
+    pub max_lifetime: HumanDuration,
+    /// Relayed bytes per second per allocation and direction; 0 for no cap.
+    pub max_allocation_bytes_per_second: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_listen: "0.0.0.0:3478".parse().expect("literal address"),
+            tcp_listen: "0.0.0.0:3478".parse().expect("literal address"),
+            tls_listen: "0.0.0.0:5349".parse().expect("literal address"),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            realm: "chorus".into(),
+            previous_secrets: Vec::new(),
+            static_users: Vec::new(),
+            relay_ip: String::new(),
+            external_ip: String::new(),
+            relay_port_min: 49152,
+            relay_port_max: 65535,
+            allowed_peer_ranges: Vec::new(),
+            denied_peer_ranges: Vec::new(),
+            max_allocations_per_user: 10,
+            max_allocations_total: 10_000,
+            max_permissions_per_allocation: 32,
+            max_channels_per_allocation: 32,
+            max_lifetime: HumanDuration::secs(3600),
+            max_allocation_bytes_per_second: 2_500_000,
         }
     }
 }
@@ -470,6 +540,51 @@ impl Config {
         }
         if chat.messages_per_second > 0 && chat.message_burst == 0 {
             return Err(invalid("chat.message_burst", "must be greater than 0"));
+        }
+        let turn = &self.turn;
+        if turn.relay_port_min == 0 || turn.relay_port_min > turn.relay_port_max {
+            return Err(invalid(
+                "turn.relay_port_min",
+                "a port no larger than turn.relay_port_max",
+            ));
+        }
+        if turn.max_lifetime.get().as_secs() > 3600 || turn.max_lifetime.get().is_zero() {
+            return Err(invalid("turn.max_lifetime", "between 1s and 1h"));
+        }
+        if turn.tls_cert.is_empty() != turn.tls_key.is_empty() {
+            return Err(invalid("turn.tls_key", "tls_cert and tls_key go together"));
+        }
+        for (key, ip) in [
+            ("turn.relay_ip", &turn.relay_ip),
+            ("turn.external_ip", &turn.external_ip),
+        ] {
+            if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(key, format!("`{ip}` is not an IP address")));
+            }
+        }
+        for (key, ranges) in [
+            ("turn.allowed_peer_ranges", &turn.allowed_peer_ranges),
+            ("turn.denied_peer_ranges", &turn.denied_peer_ranges),
+        ] {
+            for r in ranges {
+                let ok = match r.split_once('/') {
+                    Some((ip, prefix)) => {
+                        ip.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok()
+                    }
+                    None => r.parse::<std::net::IpAddr>().is_ok(),
+                };
+                if !ok {
+                    return Err(invalid(
+                        key,
+                        format!("`{r}` is not a range like 10.0.0.0/8"),
+                    ));
+                }
+            }
+        }
+        for u in &turn.static_users {
+            if !u.contains(':') {
+                return Err(invalid("turn.static_users", "entries are `user:password`"));
+            }
         }
         let sfu = &self.sfu;
         if !sfu.tcp_listen.is_empty() && sfu.tcp_listen.parse::<SocketAddr>().is_err() {

@@ -137,3 +137,103 @@ async fn clients_that_stay_are_closed_after_the_drain_timeout() {
     assert_eq!(ws.closed_code().await, 1001);
     stopping.await.unwrap().unwrap();
 }
+
+/// The TURN relay inside `chorus serve` accepts the credentials signaling mints, and relays
+/// with zero loss for coturn's own client (turnutils_uclient, turnutils_peer as the peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_relays_with_the_credentials_signaling_mints() {
+    let uclient = std::path::Path::new("/usr/bin/turnutils_uclient");
+    if !uclient.exists() {
+        eprintln!(
+            "SKIPPED turn_relays_with_the_credentials_signaling_mints: coturn's tools are not installed"
+        );
+        return;
+    }
+    // Loopback peers are refused by default; this test's peer is on 127.0.0.1.
+    let server =
+        TestServer::with(|c| c.turn.allowed_peer_ranges = vec!["127.0.0.0/8".into()]).await;
+    let turn = server
+        .turn
+        .clone()
+        .expect("TURN runs when ice.turn_secret is set");
+    let (status, body) = http_get(
+        server.addr,
+        "/api/v1/ice-servers",
+        Some(&server.token("alice")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let username = v["iceServers"][1]["username"].as_str().unwrap().to_owned();
+    let credential = v["iceServers"][1]["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let peer_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut peer = std::process::Command::new("/usr/bin/turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let port = turn.udp[0].port().to_string();
+    let run = |password: String, messages: &'static str| {
+        tokio::process::Command::new(uclient)
+            .args([
+                "-u",
+                &username,
+                "-w",
+                &password,
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &peer_port.to_string(),
+            ])
+            .args([
+                "-p",
+                &port,
+                "-c",
+                "-n",
+                messages,
+                "-m",
+                "2",
+                "-l",
+                "400",
+                "-z",
+                "5",
+                "127.0.0.1",
+            ])
+            .kill_on_drop(true)
+            .output()
+    };
+    let out = tokio::time::timeout(Duration::from_secs(60), run(credential, "50"))
+        .await
+        .unwrap()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("tot_send_msgs=100") && text.contains("tot_recv_msgs=100"),
+        "{text}"
+    );
+    assert!(text.contains("Total lost packets 0 "), "{text}");
+    // A forged credential gets nothing relayed.
+    let out = tokio::time::timeout(Duration::from_secs(60), run("forged".into(), "5"))
+        .await
+        .unwrap()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("tot_recv_msgs=10"),
+        "forged credential relayed:\n{text}"
+    );
+    let _ = peer.kill();
+    let _ = peer.wait();
+    server.stop().await.unwrap();
+}

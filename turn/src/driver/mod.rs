@@ -1,0 +1,236 @@
+//! The driver: binds sockets, runs one `mio` worker thread per core, shuts down on request.
+//!
+//! Why threads with `mio` rather than tokio tasks: a worker must poll its client sockets and the
+//! relay sockets of all its allocations as one set, with the [`Core`] owned by `&mut` and no
+//! channel or lock between them. See `docs/adr/0020-turn-own-codec-and-mio-driver.md`.
+//!
+//! On Linux every listen address gets one `SO_REUSEPORT` socket per worker. The kernel hashes a
+//! client's 4-tuple to one socket, so all of a client's packets reach the worker owning its
+//! allocation; TCP/TLS connections are spread the same way at accept.
+
+mod batch;
+mod sockets;
+mod stream;
+mod tls;
+mod worker;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use prometheus::Registry;
+
+use crate::{Error, Settings, core::Shared};
+use sockets::Sharing;
+use worker::{Worker, WorkerSockets};
+
+/// Addresses the server actually bound (ports resolved when the settings said 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listeners (empty when TLS is not configured).
+    pub tls: Vec<SocketAddr>,
+}
+
+/// A bound, not yet running TURN server.
+///
+/// Lifecycle: [`Server::bind`] binds every socket (so port conflicts fail early and tests can
+/// read [`Server::local_addrs`]); [`Server::run`] starts the workers and returns after the
+/// shutdown future completes and every worker has closed its sockets.
+#[must_use = "a bound server does nothing until `run` is awaited"]
+pub struct Server {
+    shared: Arc<Shared>,
+    workers: Vec<WorkerSockets>,
+    addrs: BoundAddrs,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Validates settings, registers metrics in `registry`, loads TLS material and binds all
+    /// listening sockets.
+    pub async fn bind(settings: Settings, registry: &Registry) -> Result<Server, Error> {
+        let count = worker_count(settings.workers);
+        let sharing = if count > 1 {
+            Sharing::ReusePort
+        } else {
+            Sharing::Exclusive
+        };
+        let tls = match (&settings.tls_cert_path, &settings.tls_key_path) {
+            (Some(c), Some(k)) if !settings.tls_listen.is_empty() => {
+                Some(tls::server_config(c, k)?)
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::Settings(
+                    "tls_cert_path and tls_key_path must be set together".into(),
+                ));
+            }
+            _ => None,
+        };
+        let mut workers: Vec<WorkerSockets> =
+            (0..count).map(|_| WorkerSockets::default()).collect();
+        let mut addrs = BoundAddrs::default();
+        for &addr in &settings.udp_listen {
+            for (w, s) in workers
+                .iter_mut()
+                .zip(sockets::udp_group(addr, count, sharing)?)
+            {
+                w.udp.push(s);
+            }
+            addrs.udp.push(
+                workers[0]
+                    .udp
+                    .last()
+                    .and_then(|s| s.local_addr().ok())
+                    .unwrap_or(addr),
+            );
+        }
+        for &addr in &settings.tcp_listen {
+            for (w, s) in workers
+                .iter_mut()
+                .zip(sockets::tcp_group(addr, count, sharing)?)
+            {
+                w.tcp.push(s);
+            }
+            addrs.tcp.push(
+                workers[0]
+                    .tcp
+                    .last()
+                    .and_then(|s| s.local_addr().ok())
+                    .unwrap_or(addr),
+            );
+        }
+        if let Some(config) = &tls {
+            for &addr in &settings.tls_listen {
+                for (w, s) in workers
+                    .iter_mut()
+                    .zip(sockets::tcp_group(addr, count, sharing)?)
+                {
+                    w.tls.push(s);
+                    w.tls_config = Some(config.clone());
+                }
+                addrs.tls.push(
+                    workers[0]
+                        .tls
+                        .last()
+                        .and_then(|s| s.local_addr().ok())
+                        .unwrap_or(addr),
+                );
+            }
+        }
+        // Relay IPs must be concrete: either relay_ip or every listener's own IP.
+        if settings.relay_ip.is_none_or(|ip| ip.is_unspecified())
+            && addrs
+                .udp
+                .iter()
+                .chain(&addrs.tcp)
+                .chain(&addrs.tls)
+                .any(|a| a.ip().is_unspecified())
+        {
+            return Err(Error::Settings(
+                "relay_ip must be set when listening on a wildcard address".into(),
+            ));
+        }
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let shared = Shared::new(settings, registry, rand::random(), Instant::now(), unix)?;
+        Ok(Server {
+            shared,
+            workers,
+            addrs,
+        })
+    }
+
+    /// The addresses bound by [`Server::bind`].
+    pub fn local_addrs(&self) -> BoundAddrs {
+        self.addrs.clone()
+    }
+
+    /// Runs until `shutdown` completes, then stops the workers (their allocations and sockets are
+    /// released) and returns. Returns early with the error if a worker fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        tracing::info!(
+            udp = ?self.addrs.udp,
+            tcp = ?self.addrs.tcp,
+            tls = ?self.addrs.tls,
+            workers = self.workers.len(),
+            "TURN server running"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut wakers = Vec::new();
+        let mut threads = Vec::new();
+        for (i, sockets) in self.workers.into_iter().enumerate() {
+            let worker = Worker::new(self.shared.clone(), sockets, stop.clone())?;
+            wakers.push(worker.waker());
+            let done = done_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("turn-worker-{i}"))
+                .spawn(move || {
+                    let result = worker.run();
+                    let _ = done.send(());
+                    result
+                })?;
+            threads.push(thread);
+        }
+        drop(done_tx);
+        tokio::select! {
+            () = shutdown => {}
+            _ = done_rx.recv() => {}
+        }
+        stop.store(true, Ordering::Release);
+        for w in &wakers {
+            let _ = w.wake();
+        }
+        // Wait for all workers without blocking the runtime.
+        while done_rx.recv().await.is_some() {}
+        let mut result = Ok(());
+        for t in threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "TURN worker failed");
+                    result = Err(e);
+                }
+                Err(_) => result = Err(Error::WorkerPanicked),
+            }
+        }
+        tracing::info!("TURN server stopped");
+        result
+    }
+
+    /// Server-wide state (quotas, settings); tests use it to check that nothing is left.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+}
+
+fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    if cfg!(target_os = "linux") {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}

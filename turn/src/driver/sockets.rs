@@ -1,0 +1,170 @@
+//! Binding sockets: `SO_REUSEPORT` listeners (one per worker on Linux) and relay sockets.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::{
+    Error,
+    core::{DontFragment, Parity},
+};
+
+/// Kernel buffer asked for on client-facing UDP sockets, so bursts from many clients are queued
+/// rather than dropped while a worker is busy.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// Kernel receive buffer asked for on relay sockets.
+const RELAY_BUFFER: usize = 1 << 20;
+
+/// Whether several sockets share one address (`SO_REUSEPORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// One socket per worker, the kernel spreads clients by 4-tuple hash.
+    ReusePort,
+    /// A single socket.
+    Exclusive,
+}
+
+/// Binds `count` UDP sockets on `addr`; when `addr` has port 0 the first socket picks the port
+/// and the others join it.
+pub fn udp_group(
+    addr: SocketAddr,
+    count: usize,
+    sharing: Sharing,
+) -> Result<Vec<std::net::UdpSocket>, Error> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let s =
+            new_socket(addr, Type::DGRAM, Protocol::UDP, sharing).map_err(|e| bind_err(addr, e))?;
+        let _ = s.set_recv_buffer_size(UDP_BUFFER);
+        let _ = s.set_send_buffer_size(UDP_BUFFER);
+        s.bind(&addr.into()).map_err(|e| bind_err(addr, e))?;
+        addr = local(&s).map_err(|e| bind_err(addr, e))?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+/// Binds and listens on `count` TCP sockets on `addr` (port 0 handled as for UDP).
+pub fn tcp_group(
+    addr: SocketAddr,
+    count: usize,
+    sharing: Sharing,
+) -> Result<Vec<std::net::TcpListener>, Error> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let s = new_socket(addr, Type::STREAM, Protocol::TCP, sharing)
+            .map_err(|e| bind_err(addr, e))?;
+        s.set_reuse_address(true).map_err(|e| bind_err(addr, e))?;
+        s.bind(&addr.into()).map_err(|e| bind_err(addr, e))?;
+        s.listen(1024).map_err(|e| bind_err(addr, e))?;
+        addr = local(&s).map_err(|e| bind_err(addr, e))?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+/// Opens a relay socket on `ip` with a port from `ports` (even if asked), trying ports from a
+/// random start.
+pub fn relay(
+    ip: IpAddr,
+    ports: &RangeInclusive<u16>,
+    parity: Parity,
+    df: DontFragment,
+) -> Option<mio::net::UdpSocket> {
+    let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
+    let span = hi - lo + 1;
+    let start = rand::random::<u32>() % span;
+    // Bounded tries: a nearly full range answers 508 rather than scanning 16k ports per request.
+    for i in 0..span.min(64) {
+        let mut port = (lo + (start + i * 7919) % span) as u16;
+        if parity == Parity::Even {
+            port &= !1;
+            if port < *ports.start() {
+                port += 2;
+            }
+        }
+        let addr = SocketAddr::new(ip, port);
+        let Ok(s) = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) else {
+            return None;
+        };
+        if s.bind(&addr.into()).is_err() {
+            continue;
+        }
+        if s.set_nonblocking(true).is_err() {
+            return None;
+        }
+        // Room for a burst from the peer while the worker is descheduled (capped by rmem_max).
+        let _ = s.set_recv_buffer_size(RELAY_BUFFER);
+        if df == DontFragment::Set {
+            set_dont_fragment(&s, ip);
+        }
+        let std: std::net::UdpSocket = s.into();
+        return Some(mio::net::UdpSocket::from_std(std));
+    }
+    None
+}
+
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol, sharing: Sharing) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    #[cfg(all(
+        unix,
+        not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+    ))]
+    if sharing == Sharing::ReusePort {
+        s.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = sharing;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn local(s: &Socket) -> io::Result<SocketAddr> {
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))
+}
+
+fn bind_err(addr: SocketAddr, source: io::Error) -> Error {
+    Error::Bind { addr, source }
+}
+
+#[cfg(target_os = "linux")]
+fn set_dont_fragment(s: &Socket, ip: IpAddr) {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = match ip {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        ),
+    };
+    // SAFETY: valid fd owned by `s`; the option value is a c_int as the kernel expects.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_dont_fragment(_s: &Socket, _ip: IpAddr) {}

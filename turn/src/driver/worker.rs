@@ -1,0 +1,462 @@
+//! One worker thread: a `mio` loop that owns a [`Core`] and every socket of its allocations.
+//!
+//! Lifecycle: built by [`super::Server::run`] from the sockets bound for it, runs until the stop
+//! flag is set and its waker fires, then releases its allocations and drops its sockets.
+//!
+//! Loop: wait for readiness or the core's next timeout; drain every ready socket until
+//! `WouldBlock` (mio is edge-triggered), feeding the core and sending what it returns; drain core
+//! events (open/close relay sockets) after each input; run timers.
+
+use std::{
+    collections::HashMap,
+    io::ErrorKind,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use mio::{Events, Interest, Poll, Token, Waker, net::UdpSocket};
+
+use crate::{
+    Error,
+    core::{
+        Core, Destination, Event, FiveTuple, RelayFailure, RelayId, Shared, Transmit, Transport,
+    },
+};
+
+use super::{
+    batch::{RECV_BATCH, RecvBatch, SendBatch},
+    sockets,
+    stream::{Conn, Fill, Queued},
+};
+use crate::wire::stream_frame_len;
+
+/// Sockets bound for one worker by [`super::Server::bind`].
+#[derive(Default)]
+pub struct WorkerSockets {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+}
+
+// Token layout: kind in the high bits, index in the low 32.
+const SHIFT: u32 = 32;
+const WAKER: usize = 0;
+const UDP: usize = 1;
+const TCP_LISTEN: usize = 2;
+const TLS_LISTEN: usize = 3;
+const CONN: usize = 4;
+const RELAY: usize = 5;
+
+fn token(kind: usize, idx: usize) -> Token {
+    Token((kind << SHIFT) | idx)
+}
+
+/// Scratch buffer for stream reads.
+const STREAM_READ: usize = 65_536;
+/// Datagrams per receive call on relay sockets (usually one is waiting).
+const RELAY_BATCH: usize = 8;
+
+pub struct Worker {
+    poll: Poll,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    core: Core,
+    io: Io,
+    recv: RecvBatch,
+}
+
+/// Everything the core's transmits may be sent on, apart from the core (so both can be borrowed).
+struct Io {
+    udp: Vec<(UdpSocket, SocketAddr, SendBatch)>,
+    tcp: Vec<mio::net::TcpListener>,
+    tls: Vec<mio::net::TcpListener>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    relays: Vec<Option<UdpSocket>>,
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<usize>,
+    conn_by_client: HashMap<(SocketAddr, SocketAddr), usize>,
+    /// Connections with frames queued since the last flush.
+    dirty: Vec<usize>,
+    max_conns: usize,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    pub fn new(
+        shared: Arc<Shared>,
+        sockets: WorkerSockets,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Worker, Error> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), token(WAKER, 0))?);
+        let mut io = Io {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
+            tls_config: sockets.tls_config,
+            relays: Vec::new(),
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            conn_by_client: HashMap::new(),
+            dirty: Vec::new(),
+            max_conns: shared.settings().max_stream_connections,
+            buf: vec![0u8; STREAM_READ],
+        };
+        for (i, s) in sockets.udp.into_iter().enumerate() {
+            let addr = s.local_addr()?;
+            let mut s = UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut s, token(UDP, i), Interest::READABLE)?;
+            io.udp.push((s, addr, SendBatch::new()));
+        }
+        for (i, l) in sockets.tcp.into_iter().enumerate() {
+            let mut l = mio::net::TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, token(TCP_LISTEN, i), Interest::READABLE)?;
+            io.tcp.push(l);
+        }
+        for (i, l) in sockets.tls.into_iter().enumerate() {
+            let mut l = mio::net::TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, token(TLS_LISTEN, i), Interest::READABLE)?;
+            io.tls.push(l);
+        }
+        let core = Core::new(shared, Instant::now());
+        Ok(Worker {
+            poll,
+            waker,
+            stop,
+            core,
+            io,
+            recv: RecvBatch::new(),
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub fn run(mut self) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = self
+                .core
+                .poll_timeout()
+                .saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                let (kind, idx) = (ev.token().0 >> SHIFT, ev.token().0 & ((1 << SHIFT) - 1));
+                match kind {
+                    UDP => self.drain_udp(now, idx),
+                    RELAY => self.drain_relay(now, idx),
+                    TCP_LISTEN => self.accept(idx, Transport::Tcp),
+                    TLS_LISTEN => self.accept(idx, Transport::Tls),
+                    CONN => self.conn_ready(now, idx, ev.is_readable(), ev.is_writable()),
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= self.core.poll_timeout() {
+                self.core.handle_timeout(now);
+                self.drain_events(now);
+            }
+            self.flush();
+        }
+        self.core.shutdown();
+        self.drain_events(Instant::now());
+        self.flush();
+        Ok(())
+    }
+
+    fn drain_udp(&mut self, now: Instant, idx: usize) {
+        loop {
+            let Some((sock, local, _)) = self.io.udp.get(idx) else {
+                return;
+            };
+            let local = *local;
+            let Ok(n) = self.recv.recv(sock, RECV_BATCH) else {
+                return;
+            };
+            for i in 0..n {
+                let Some((data, from)) = self.recv.datagram(i) else {
+                    continue;
+                };
+                let five = FiveTuple {
+                    client: from,
+                    server: local,
+                    transport: Transport::Udp,
+                };
+                if let Some(t) = self.core.handle_client(now, five, data) {
+                    self.io.deliver(t);
+                }
+                drain_events(&mut self.core, &mut self.io, &self.poll, now);
+            }
+            if n < RECV_BATCH {
+                return;
+            }
+        }
+    }
+
+    fn drain_relay(&mut self, now: Instant, idx: usize) {
+        loop {
+            let Some(Some(sock)) = self.io.relays.get(idx) else {
+                return;
+            };
+            let Ok(n) = self.recv.recv(sock, RELAY_BATCH) else {
+                return;
+            };
+            for i in 0..n {
+                let Some((data, from)) = self.recv.datagram(i) else {
+                    continue;
+                };
+                if let Some(t) = self.core.handle_peer(now, RelayId(idx as u32), from, data) {
+                    self.io.deliver(t);
+                }
+            }
+            if n < RELAY_BATCH {
+                return;
+            }
+        }
+    }
+
+    fn accept(&mut self, idx: usize, transport: Transport) {
+        loop {
+            let listener = match transport {
+                Transport::Tls => self.io.tls.get(idx),
+                _ => self.io.tcp.get(idx),
+            };
+            let Some(listener) = listener else { return };
+            let (stream, client) = match listener.accept() {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            let live = self.io.conn_by_client.len();
+            if live >= self.io.max_conns {
+                continue; // dropping the stream closes it
+            }
+            let Ok(server) = stream.local_addr() else {
+                continue;
+            };
+            let tls = match (transport, &self.io.tls_config) {
+                (Transport::Tls, Some(cfg)) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(c) => Some(c),
+                    Err(_) => continue,
+                },
+                _ => None,
+            };
+            let _ = stream.set_nodelay(true);
+            let slot = self.io.free_conns.pop().unwrap_or_else(|| {
+                self.io.conns.push(None);
+                self.io.conns.len() - 1
+            });
+            let mut conn = Conn::new(
+                stream,
+                FiveTuple {
+                    client,
+                    server,
+                    transport,
+                },
+                tls,
+            );
+            if self
+                .poll
+                .registry()
+                .register(
+                    conn.stream_mut(),
+                    token(CONN, slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                self.io.free_conns.push(slot);
+                continue;
+            }
+            self.io.conn_by_client.insert((client, server), slot);
+            self.io.conns[slot] = Some(conn);
+        }
+    }
+
+    fn conn_ready(&mut self, now: Instant, idx: usize, readable: bool, writable: bool) {
+        let Some(Some(conn)) = self.io.conns.get_mut(idx) else {
+            return;
+        };
+        if writable && conn.flush().is_err() {
+            self.close_conn(idx);
+            return;
+        }
+        if !readable {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.io.buf);
+        while let Some(Some(conn)) = self.io.conns.get_mut(idx) {
+            let drained = match conn.fill(&mut scratch) {
+                Ok(Fill::Data) => false,
+                Ok(Fill::Drained) => true,
+                Ok(Fill::WouldBlock) => break,
+                Err(_) => {
+                    self.close_conn(idx);
+                    break;
+                }
+            };
+            let five = conn.five();
+            let input = conn.take_input();
+            let mut pos = 0;
+            let mut broken = false;
+            while let Some(head) = input.get(pos..pos + 4) {
+                let Ok(len) = stream_frame_len([head[0], head[1], head[2], head[3]]) else {
+                    broken = true;
+                    break;
+                };
+                let Some(frame) = input.get(pos..pos + len) else {
+                    break;
+                };
+                if let Some(t) = self.core.handle_client(now, five, frame) {
+                    self.io.deliver(t);
+                }
+                self.drain_events(now);
+                pos += len;
+            }
+            let Some(Some(conn)) = self.io.conns.get_mut(idx) else {
+                break;
+            };
+            conn.restore_input(input, pos);
+            if broken || conn.flush().is_err() {
+                // Garbage on a stream cannot be resynchronised: close it.
+                self.close_conn(idx);
+                break;
+            }
+            if drained {
+                break;
+            }
+        }
+        self.io.buf = scratch;
+    }
+
+    fn close_conn(&mut self, idx: usize) {
+        let Some(mut conn) = self.io.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let five = conn.five();
+        let _ = self.poll.registry().deregister(conn.stream_mut());
+        self.io.conn_by_client.remove(&(five.client, five.server));
+        self.io.free_conns.push(idx);
+        self.core.client_closed(five);
+        self.drain_events(Instant::now());
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        drain_events(&mut self.core, &mut self.io, &self.poll, now);
+    }
+
+    fn flush(&mut self) {
+        // Allocation-free in the common case: `Vec::new` does not allocate until a push.
+        for idx in self.io.flush() {
+            self.close_conn(idx);
+        }
+    }
+}
+
+/// Carries out the core's events: opens and closes relay sockets.
+fn drain_events(core: &mut Core, io: &mut Io, poll: &Poll, now: Instant) {
+    {
+        while let Some(event) = core.poll_event() {
+            match event {
+                Event::OpenRelay {
+                    relay,
+                    ip,
+                    parity,
+                    dont_fragment,
+                } => {
+                    let idx = relay.0 as usize;
+                    let ports = core.shared().settings().relay_ports.clone();
+                    let opened =
+                        sockets::relay(ip, &ports, parity, dont_fragment).and_then(|mut s| {
+                            let addr = s.local_addr().ok()?;
+                            poll.registry()
+                                .register(&mut s, token(RELAY, idx), Interest::READABLE)
+                                .ok()?;
+                            Some((s, addr))
+                        });
+                    if io.relays.len() <= idx {
+                        io.relays.resize_with(idx + 1, || None);
+                    }
+                    let result = match opened {
+                        Some((s, addr)) => {
+                            io.relays[idx] = Some(s);
+                            Ok(addr)
+                        }
+                        None => Err(RelayFailure::NoPort),
+                    };
+                    if let Some(t) = core.relay_opened(now, relay, result) {
+                        io.deliver(t);
+                    }
+                }
+                Event::CloseRelay { relay } => {
+                    if let Some(mut s) = io.relays.get_mut(relay.0 as usize).and_then(Option::take)
+                    {
+                        let _ = poll.registry().deregister(&mut s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Io {
+    /// Sends the datagrams queued for client sockets and the frames queued on connections.
+    /// Returns connections whose write failed, for the caller to close.
+    fn flush(&mut self) -> Vec<usize> {
+        for (s, _, batch) in &mut self.udp {
+            if !batch.is_empty() {
+                batch.flush(s);
+            }
+        }
+        let mut failed = Vec::new();
+        for idx in self.dirty.drain(..) {
+            if let Some(Some(conn)) = self.conns.get_mut(idx)
+                && conn.flush().is_err()
+            {
+                failed.push(idx);
+            }
+        }
+        failed
+    }
+
+    /// Sends one transmit. UDP sends that would block are dropped (the network would drop them
+    /// too); stream sends are buffered per connection up to a cap.
+    fn deliver(&mut self, t: Transmit<'_>) {
+        match t.destination {
+            Destination::Peer { relay, peer } => {
+                if let Some(Some(s)) = self.relays.get(relay.0 as usize) {
+                    let _ = s.send_to(t.data, peer);
+                }
+            }
+            Destination::Client(five) if five.transport == Transport::Udp => {
+                if let Some((s, _, batch)) = self.udp.iter_mut().find(|(_, a, _)| *a == five.server)
+                {
+                    batch.push(s, t.data, five.client);
+                }
+            }
+            Destination::Client(five) => {
+                if let Some(&idx) = self.conn_by_client.get(&(five.client, five.server))
+                    && let Some(Some(conn)) = self.conns.get_mut(idx)
+                    && let Ok(Queued::First) = conn.queue(t.data)
+                {
+                    self.dirty.push(idx);
+                }
+            }
+        }
+    }
+}
