@@ -24,6 +24,10 @@ pub enum Transport {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub signaling: Arc<Signaling>,
+    /// The SFU, unless `sfu.enabled` is off (tests poll its `snapshot()`).
+    pub sfu: Option<sfu::SfuHandle>,
+    /// Where the in-process TURN relay listens.
+    pub turn: Option<turn::BoundAddrs>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), RunError>>>,
 }
@@ -71,6 +75,9 @@ pub fn test_config() -> Config {
     c.sfu.udp_listen = "127.0.0.1:0".parse().unwrap();
     c.sfu.tcp_listen = "127.0.0.1:0".into();
     c.sfu.public_ips = vec!["127.0.0.1".into()];
+    c.turn.udp_listen = "127.0.0.1:0".parse().unwrap();
+    c.turn.tcp_listen = "127.0.0.1:0".parse().unwrap();
+    c.turn.relay_ip = "127.0.0.1".into();
     c
 }
 
@@ -89,6 +96,8 @@ impl TestServer {
             .await
             .unwrap();
         let signaling = server.signaling.clone();
+        let sfu = server.sfu.clone();
+        let turn = server.turn.as_ref().map(|t| t.local_addrs());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             chorus::serve(listener, &config, server, async {
@@ -99,6 +108,8 @@ impl TestServer {
         Self {
             addr,
             signaling,
+            sfu,
+            turn,
             stop: Some(stop),
             task: Some(task),
         }
