@@ -10,13 +10,7 @@ use std::time::Duration;
 async fn assert_others_unaffected(server: &TestServer) {
     let mut x = server.client(Transport::Ws, "xavier").await;
     let mut y = server.client(Transport::SocketIo, "yvonne").await;
-    let ack = x
-        .request(
-            "call:initiate",
-            json!({"conversationId": "ok", "callType": "audio", "participants": ["yvonne"]}),
-        )
-        .await
-        .unwrap();
+    let ack = x.initiate("audio", &["yvonne"]).await;
     assert_eq!(y.expect("call:incoming").await["callId"], ack["callId"]);
     y.request("call:accept", json!({"callId": ack["callId"]}))
         .await

@@ -24,13 +24,7 @@ async fn full_call(a_on: Transport, b_on: Transport) {
     let mut alice = server.client(a_on, "alice").await;
     let mut bob = server.client(b_on, "bob").await;
 
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "conv-1", "callType": "video", "participants": ["bob"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("video", &["bob"]).await;
     let call_id = ack["callId"].as_str().unwrap().to_owned();
     let ice = ack["iceServers"].as_array().unwrap();
     assert_eq!(ice.len(), 2, "stun and turn: {ack}");
@@ -44,7 +38,7 @@ async fn full_call(a_on: Transport, b_on: Transport) {
     assert_eq!(
         incoming,
         json!({"callId": call_id, "from": {"userId": "alice", "name": "alice name"},
-               "conversationId": "conv-1", "callType": "video"})
+               "conversationId": "conv", "callType": "video"})
     );
 
     let ack = bob
@@ -157,13 +151,7 @@ async fn rejection_ends_a_one_to_one_call() {
         let server = TestServer::start().await;
         let mut alice = server.client(transport, "alice").await;
         let mut bob = server.client(transport, "bob").await;
-        let ack = alice
-            .request(
-                "call:initiate",
-                json!({"conversationId": "c", "callType": "audio", "participants": ["bob"]}),
-            )
-            .await
-            .unwrap();
+        let ack = alice.initiate("audio", &["bob"]).await;
         let id = ack["callId"].clone();
         bob.expect("call:incoming").await;
         bob.request("call:reject", json!({"callId": id}))
@@ -185,13 +173,7 @@ async fn unanswered_calls_end_as_missed() {
         let server = TestServer::with(|c| c.calls.ring_timeout = HumanDuration::millis(400)).await;
         let mut alice = server.client(transport, "alice").await;
         let mut bob = server.client(transport, "bob").await;
-        alice
-            .request(
-                "call:initiate",
-                json!({"conversationId": "c", "callType": "video", "participants": ["bob"]}),
-            )
-            .await
-            .unwrap();
+        alice.initiate("video", &["bob"]).await;
         bob.expect("call:incoming").await;
         let missed = bob.expect("call:missed").await;
         assert_eq!(missed["from"]["userId"], "alice");
@@ -208,13 +190,7 @@ async fn every_device_rings_and_accepting_on_one_stops_the_others() {
     let mut alice = server.client(Transport::Ws, "alice").await;
     let mut phone = server.client(Transport::SocketIo, "bob").await;
     let mut laptop = server.client(Transport::Ws, "bob").await;
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "c", "callType": "video", "participants": ["bob"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("video", &["bob"]).await;
     let id = ack["callId"].clone();
     assert_eq!(phone.expect("call:incoming").await["callId"], id);
     assert_eq!(laptop.expect("call:incoming").await["callId"], id);
@@ -245,13 +221,7 @@ async fn a_reload_within_the_grace_period_keeps_the_call() {
     let server = TestServer::with(|c| c.calls.reconnect_grace = HumanDuration::millis(1500)).await;
     let mut alice = server.client(Transport::SocketIo, "alice").await;
     let mut bob = server.client(Transport::Ws, "bob").await;
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "c", "callType": "video", "participants": ["bob"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("video", &["bob"]).await;
     let id = ack["callId"].clone();
     bob.request("call:accept", json!({"callId": id}))
         .await
@@ -292,13 +262,7 @@ async fn outsiders_cannot_accept_join_or_signal() {
         let mut alice = server.client(transport, "alice").await;
         let mut bob = server.client(transport, "bob").await;
         let mut mallory = server.client(transport, "mallory").await;
-        let ack = alice
-            .request(
-                "call:initiate",
-                json!({"conversationId": "c", "callType": "video", "participants": ["bob"]}),
-            )
-            .await
-            .unwrap();
+        let ack = alice.initiate("video", &["bob"]).await;
         let id = ack["callId"].clone();
         bob.request("call:accept", json!({"callId": id}))
             .await
@@ -349,13 +313,7 @@ async fn group_calls_continue_until_the_last_participant_leaves() {
     let mut alice = server.client(Transport::Ws, "alice").await;
     let mut bob = server.client(Transport::SocketIo, "bob").await;
     let mut carol = server.client(Transport::Ws, "carol").await;
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "g", "callType": "audio", "participants": ["bob", "carol"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("audio", &["bob", "carol"]).await;
     let id = ack["callId"].clone();
     bob.request("call:accept", json!({"callId": id}))
         .await
@@ -390,13 +348,7 @@ async fn callers_hear_that_the_callee_rings_via_socketio_ack_or_ws_event() {
     let mut alice = server.client(Transport::Ws, "alice").await;
     let mut bob_sio = server.client(Transport::SocketIo, "bob").await;
     let mut carol_ws = server.client(Transport::Ws, "carol").await;
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "g", "callType": "video", "participants": ["bob", "carol"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("video", &["bob", "carol"]).await;
     let id = ack["callId"].clone();
     bob_sio.expect("call:incoming").await;
     alice.expect_none("call:ringing", QUIET).await;

@@ -14,13 +14,7 @@ async fn call_with_two_devices(server: &TestServer) -> (String, Client, Client, 
     let mut alice = server.client(Transport::Ws, "alice").await;
     let mut phone = server.client(Transport::SocketIo, "bob").await;
     let mut laptop = server.client(Transport::Ws, "bob").await;
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "app-conv", "callType": "video", "participants": ["bob"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("video", &["bob"]).await;
     let call = ack["callId"].as_str().unwrap().to_owned();
     laptop
         .request("call:accept", json!({"callId": call}))
@@ -131,13 +125,7 @@ async fn late_joiner_of_a_group_call_reads_earlier_messages() {
     let server = TestServer::start().await;
     let mut alice = server.client(Transport::Ws, "alice").await;
     let mut bob = server.client(Transport::Ws, "bob").await;
-    let ack = alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "g", "callType": "audio", "participants": ["bob", "carol"]}),
-        )
-        .await
-        .unwrap();
+    let ack = alice.initiate("audio", &["bob", "carol"]).await;
     let call = ack["callId"].as_str().unwrap().to_owned();
     bob.request("call:accept", json!({"callId": call}))
         .await

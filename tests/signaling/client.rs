@@ -38,6 +38,16 @@ impl Client {
         }
     }
 
+    /// `call:initiate` of a `call_type` call to `participants`; returns the ack.
+    pub async fn initiate(&mut self, call_type: &str, participants: &[&str]) -> Value {
+        self.request(
+            "call:initiate",
+            json!({"conversationId": "conv", "callType": call_type, "participants": participants}),
+        )
+        .await
+        .expect("call:initiate is acked")
+    }
+
     /// Sends an event without asking for an ack.
     pub async fn emit(&mut self, event: &str, data: Value) {
         match self {

@@ -15,13 +15,7 @@ async fn health_ready_and_metrics_are_served() {
     assert_eq!(http_get(server.addr, "/ready", None).await.0, 200);
     let mut a = server.client(Transport::Ws, "alice").await;
     let mut b = server.client(Transport::SocketIo, "bob").await;
-    let ack = a
-        .request(
-            "call:initiate",
-            json!({"conversationId": "c", "callType": "audio", "participants": ["bob"]}),
-        )
-        .await
-        .unwrap();
+    let ack = a.initiate("audio", &["bob"]).await;
     b.request("call:reject", json!({"callId": ack["callId"]}))
         .await
         .unwrap();

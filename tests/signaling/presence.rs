@@ -61,13 +61,7 @@ async fn call_members_see_each_others_presence() {
     let server = TestServer::start().await;
     let mut alice = server.client(Transport::Ws, "alice").await;
     let mut bob = server.client(Transport::SocketIo, "bob").await;
-    alice
-        .request(
-            "call:initiate",
-            json!({"conversationId": "c", "callType": "audio", "participants": ["bob"]}),
-        )
-        .await
-        .unwrap();
+    alice.initiate("audio", &["bob"]).await;
     bob.expect("call:incoming").await;
     alice
         .request("user:status:update", json!({"status": "dnd"}))

@@ -147,6 +147,12 @@ pub struct Context<'a> {
     pub dir: &'a dyn Directory,
 }
 
+impl<'a> Context<'a> {
+    pub fn new(now: Instant, rules: CallRules, dir: &'a dyn Directory) -> Self {
+        Self { now, rules, dir }
+    }
+}
+
 /// A call; see the module docs for its lifecycle.
 #[derive(Clone, Debug)]
 pub struct Call {

@@ -205,16 +205,8 @@ impl Hub {
         // Calls the user is part of: this device rings too, or may resume.
         let mut pending = Vec::new();
         {
-            let dir = Dir {
-                users: &self.users,
-                ice: None,
-                wall: wall(self.epoch, now),
-            };
-            let ctx = Context {
-                now,
-                rules: self.settings.rules,
-                dir: &dir,
-            };
+            let dir = Dir::new(&self.users, None, wall(self.epoch, now));
+            let ctx = Context::new(now, self.settings.rules, &dir);
             for id in &self.users[&user_id].calls {
                 let Some(entry) = self.calls.get(id) else {
                     continue;
@@ -369,19 +361,11 @@ impl Hub {
                     if let Some(entry) = self.calls.get_mut(&id) {
                         entry.scheduled = None;
                     }
-                    let dir = Dir {
-                        users: &self.users,
-                        ice: Some(&self.ice),
-                        wall: wall(self.epoch, now),
-                    };
+                    let dir = Dir::new(&self.users, Some(&self.ice), wall(self.epoch, now));
                     let Some(entry) = self.calls.get_mut(&id) else {
                         continue;
                     };
-                    let ctx = Context {
-                        now,
-                        rules: self.settings.rules,
-                        dir: &dir,
-                    };
+                    let ctx = Context::new(now, self.settings.rules, &dir);
                     let before: BTreeSet<ConnectionId> = entry.call.devices().collect();
                     let notices = entry.call.tick(&ctx);
                     self.deliver(&id, notices);
@@ -514,16 +498,8 @@ impl Hub {
             ));
         }
         let id = CallId(new_call_id());
-        let dir = Dir {
-            users: &self.users,
-            ice: Some(&self.ice),
-            wall: wall(self.epoch, now),
-        };
-        let ctx = Context {
-            now,
-            rules: self.settings.rules,
-            dir: &dir,
-        };
+        let dir = Dir::new(&self.users, Some(&self.ice), wall(self.epoch, now));
+        let ctx = Context::new(now, self.settings.rules, &dir);
         let (call, notices) = Call::initiate(
             id.clone(),
             init.conversation_id,
@@ -566,17 +542,9 @@ impl Hub {
         id: &CallId,
         f: impl FnOnce(&mut Call, &Context<'_>) -> Result<Vec<Notice>, Failure>,
     ) -> Result<(), Failure> {
-        let dir = Dir {
-            users: &self.users,
-            ice: Some(&self.ice),
-            wall: wall(self.epoch, now),
-        };
+        let dir = Dir::new(&self.users, Some(&self.ice), wall(self.epoch, now));
         let entry = self.calls.get_mut(id).ok_or_else(no_such_call)?;
-        let ctx = Context {
-            now,
-            rules: self.settings.rules,
-            dir: &dir,
-        };
+        let ctx = Context::new(now, self.settings.rules, &dir);
         let before: BTreeSet<ConnectionId> = entry.call.devices().collect();
         let notices = f(&mut entry.call, &ctx)?;
         self.deliver(id, notices);
@@ -586,16 +554,8 @@ impl Hub {
     }
 
     fn join_ack(&self, now: Instant, id: &CallId, user: &UserId) -> Value {
-        let dir = Dir {
-            users: &self.users,
-            ice: None,
-            wall: wall(self.epoch, now),
-        };
-        let ctx = Context {
-            now,
-            rules: self.settings.rules,
-            dir: &dir,
-        };
+        let dir = Dir::new(&self.users, None, wall(self.epoch, now));
+        let ctx = Context::new(now, self.settings.rules, &dir);
         let participants = self
             .calls
             .get(id)
@@ -709,6 +669,16 @@ struct Dir<'a> {
     /// `None` where no ICE servers are needed, so no credentials are minted for nothing.
     ice: Option<&'a IceServers>,
     wall: SystemTime,
+}
+
+impl<'a> Dir<'a> {
+    fn new(
+        users: &'a HashMap<UserId, User>,
+        ice: Option<&'a IceServers>,
+        wall: SystemTime,
+    ) -> Self {
+        Self { users, ice, wall }
+    }
 }
 
 impl call::Directory for Dir<'_> {
