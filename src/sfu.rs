@@ -9,10 +9,10 @@ use protocol::{
     CallId, ConnectionId, ErrorCode, Failure, MediaType, ServerEvent, TrackEvent, TrackPublished,
     UserId,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use sfu::{Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId};
 use signaling::driver::HubHandle;
-use signaling::media::{MediaParticipant, MediaServer, Negotiated};
+use signaling::media::{MediaParticipant, MediaServer, Negotiated, ServerOffer};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -113,7 +113,10 @@ impl MediaServer for SfuMedia {
             .map_err(failure)?;
         Ok(Negotiated {
             answer: reply.answer,
-            follow_up_offer: reply.server_offer.map(|o| o.sdp),
+            follow_up_offer: reply.server_offer.map(|o| ServerOffer {
+                sdp: o.sdp,
+                tracks: track_mids(&o.tracks),
+            }),
         })
     }
 
@@ -282,21 +285,12 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, media: Arc<SfuMedia>) {
                     let Some(conn) = conn_of(&participant) else {
                         continue;
                     };
-                    let space = space_of(&room);
-                    let mut event = signaling::session::sfu_signal(
-                        &space,
-                        "offer",
-                        json!({"type": "offer", "sdp": sdp}),
-                    );
-                    if let ServerEvent::Offer(signal) = &mut event {
-                        // Lets a client map transceivers (mids) to published tracks.
-                        let map: Vec<Value> = tracks
-                            .iter()
-                            .map(|(t, mid)| json!({"trackId": t.as_str(), "mid": mid}))
-                            .collect();
-                        signal.payload.insert("tracks".into(), Value::Array(map));
-                    }
-                    hub.deliver_to(conn, Arc::new(event)).await;
+                    let offer = ServerOffer {
+                        sdp,
+                        tracks: track_mids(&tracks),
+                    };
+                    hub.deliver_to(conn, Arc::new(offer.event(&space_of(&room))))
+                        .await;
                 }
                 SfuEvent::ParticipantFailed {
                     room,
@@ -319,6 +313,13 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, media: Arc<SfuMedia>) {
             }
         }
     });
+}
+
+fn track_mids(tracks: &[(TrackId, String)]) -> Vec<(String, String)> {
+    tracks
+        .iter()
+        .map(|(t, mid)| (t.as_str().to_owned(), mid.clone()))
+        .collect()
 }
 
 fn keys(who: &MediaParticipant) -> (RoomKey, ParticipantKey) {
@@ -374,9 +375,9 @@ fn source(s: sfu::TrackSource) -> protocol::TrackSource {
 fn failure(e: sfu::Error) -> Failure {
     let code = match &e {
         sfu::Error::UnknownRoom(_) | sfu::Error::UnknownTrack(_) => ErrorCode::NotFound,
-        sfu::Error::UnknownParticipant { .. } | sfu::Error::AlreadyJoined(_) => {
-            ErrorCode::InvalidState
-        }
+        sfu::Error::UnknownParticipant { .. }
+        | sfu::Error::AlreadyJoined(_)
+        | sfu::Error::NoPendingOffer => ErrorCode::InvalidState,
         sfu::Error::RoomFull { .. }
         | sfu::Error::TooManyRooms { .. }
         | sfu::Error::TooManyMLines { .. }

@@ -30,7 +30,35 @@ pub struct MediaParticipant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
     pub answer: String,
-    pub follow_up_offer: Option<String>,
+    pub follow_up_offer: Option<ServerOffer>,
+}
+
+/// An offer the media server makes: the SDP, and the `(trackId, mid)` of each forwarded track
+/// it carries so the client can map transceivers to publishers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOffer {
+    pub sdp: String,
+    pub tracks: Vec<(String, String)>,
+}
+
+impl ServerOffer {
+    /// The `offer` event from `sfu` for this offer in `space`.
+    pub fn event(&self, space: &CallId) -> protocol::ServerEvent {
+        let mut event = crate::session::sfu_signal(
+            space,
+            "offer",
+            serde_json::json!({"type": "offer", "sdp": self.sdp}),
+        );
+        if let protocol::ServerEvent::Offer(signal) = &mut event {
+            let tracks = self
+                .tracks
+                .iter()
+                .map(|(track, mid)| serde_json::json!({"trackId": track, "mid": mid}))
+                .collect();
+            signal.payload.insert("tracks".into(), Value::Array(tracks));
+        }
+        event
+    }
 }
 
 /// A media server; see the module docs.

@@ -217,13 +217,9 @@ impl Session {
         let answer = json!({"type": "answer", "sdp": negotiated.answer});
         let event = sfu_signal(&signal.call_id, "answer", answer.clone());
         self.hub.deliver_to(self.conn, Arc::new(event)).await;
-        if let Some(sdp) = negotiated.follow_up_offer {
-            let offer = sfu_signal(
-                &signal.call_id,
-                "offer",
-                json!({"type": "offer", "sdp": sdp}),
-            );
-            self.hub.deliver_to(self.conn, Arc::new(offer)).await;
+        if let Some(offer) = negotiated.follow_up_offer {
+            let event = offer.event(&signal.call_id);
+            self.hub.deliver_to(self.conn, Arc::new(event)).await;
         }
         Ok(json!({"callId": signal.call_id, "answer": answer}))
     }

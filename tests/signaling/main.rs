@@ -9,3 +9,4 @@ mod durability;
 mod ops;
 mod presence;
 mod server;
+mod sfu;

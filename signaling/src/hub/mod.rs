@@ -135,6 +135,12 @@ struct CallEntry {
     scheduled: Option<Instant>,
 }
 
+/// Which of the two screen-share events arrived (they share one arm of `handle`).
+enum EventKind {
+    ShareStart,
+    Other,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Call(CallId),
@@ -274,6 +280,10 @@ impl Hub {
             .map(|c| c.user.clone())
             .ok_or_else(|| Failure::new(ErrorCode::InvalidState, "connection is not registered"))?;
         self.touch(now, &user_id);
+        let event_kind = match &event {
+            ClientEvent::ScreenShareStart(_) => EventKind::ShareStart,
+            _ => EventKind::Other,
+        };
         match event {
             ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init),
             ClientEvent::CallAccept(r) => {
@@ -302,20 +312,36 @@ impl Hub {
             ClientEvent::Answer(s) => self.relay(conn, &user_id, "answer", s),
             ClientEvent::IceCandidate(s) => self.relay(conn, &user_id, "ice-candidate", s),
             ClientEvent::MediaToggle(m) => {
+                let event = ServerEvent::MediaToggled(protocol::MediaToggled {
+                    call_id: m.call_id.clone(),
+                    user_id: user_id.clone(),
+                    media_type: m.media_type,
+                    enabled: m.enabled,
+                });
+                if self.rooms.contains_key(&m.call_id) {
+                    return self.announce_in_room(conn, &user_id, &m.call_id, event);
+                }
                 self.with_call(now, &m.call_id, |call, _| {
                     call.toggle_media(&user_id, conn, m.media_type, m.enabled)
                 })?;
                 Ok(ok())
             }
-            ClientEvent::ScreenShareStart(r) => {
+            ClientEvent::ScreenShareStart(r) | ClientEvent::ScreenShareStop(r) => {
+                let sharing = matches!(event_kind, EventKind::ShareStart);
+                if self.rooms.contains_key(&r.call_id) {
+                    let body = protocol::CallUser {
+                        call_id: r.call_id.clone(),
+                        user_id: user_id.clone(),
+                    };
+                    let event = if sharing {
+                        ServerEvent::ScreenShareStarted(body)
+                    } else {
+                        ServerEvent::ScreenShareStopped(body)
+                    };
+                    return self.announce_in_room(conn, &user_id, &r.call_id, event);
+                }
                 self.with_call(now, &r.call_id, |call, _| {
-                    call.screen_share(&user_id, conn, true)
-                })?;
-                Ok(ok())
-            }
-            ClientEvent::ScreenShareStop(r) => {
-                self.with_call(now, &r.call_id, |call, _| {
-                    call.screen_share(&user_id, conn, false)
+                    call.screen_share(&user_id, conn, sharing)
                 })?;
                 Ok(ok())
             }

@@ -149,6 +149,26 @@ impl Hub {
         }
     }
 
+    /// Tells the room's other connections about `conn`'s media state (`call:media-toggled`,
+    /// `screen:share-*`); the connection must be in the room.
+    pub(super) fn announce_in_room(
+        &mut self,
+        conn: ConnectionId,
+        user: &UserId,
+        id: &CallId,
+        event: ServerEvent,
+    ) -> Result<Value, Failure> {
+        let in_room = self.rooms.get(id).is_some_and(|r| r.contains(user, conn));
+        if !in_room {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                "this connection has not joined the room",
+            ));
+        }
+        self.deliver_to_space(id, Some(conn), Arc::new(event));
+        Ok(ok())
+    }
+
     /// May `conn` send media signals in `space` (an SFU-mode call or a room it is in)?
     pub fn authorize_media(
         &self,
