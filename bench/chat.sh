@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Chat benchmark (issue 5, item 9): message:send → ack latency with durable commit, and
+# messages/s, for SQLite (the default: WAL, synchronous=FULL) and then PostgreSQL.
+#
+# For each backend it starts its own `chorus serve` on 127.0.0.1 (own temp data dir, or own
+# PostgreSQL schema), runs examples/chat_load.rs twice:
+#   one-conversation    1 conversation × 10 senders
+#   many-conversations  100 conversations × 1 sender
+# each sender sending for DURATION seconds with WINDOW messages in flight (1 = next message
+# after the ack), then stops the server with SIGTERM and cleans up. It prints the server's
+# CPU-seconds (utime+stime from /proc/PID/stat) over each run and a summary table. chat_load
+# checks correctness (no errors, gap-free sequence numbers per conversation, every message:new
+# delivered once, history == acks); any failure makes this script exit non-zero.
+#
+# Usage: bench/chat.sh                       (DURATION=20 WINDOW=1, about 2 minutes)
+#        DURATION=10 WINDOW=4 bench/chat.sh
+#        BACKENDS=sqlite bench/chat.sh        (sqlite, postgres or "sqlite postgres")
+# Environment: CHORUS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
+#              CARGO_TARGET_DIR.
+# Server settings used (benchmark only, nothing else is tuned): chat rate limit off
+# (CHORUS_CHAT_MESSAGES_PER_SECOND=0), per-connection event limit 1e6/s, 1000 connections per
+# IP (the many-conversations run opens 100 from 127.0.0.1), log level warn.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-20}"
+WINDOW="${WINDOW:-1}"
+BACKENDS="${BACKENDS:-sqlite postgres}"
+PG_URL="${CHORUS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+SECRET="chat-bench-secret-$(date +%s)-0123456789abcdef"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
+
+cargo build --release --bin chorus --example chat_load >&2
+BIN="$CARGO_TARGET_DIR/release/chorus"
+LOAD="$CARGO_TARGET_DIR/release/examples/chat_load"
+TICKS=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/chorus-chat-bench.XXXXXX")
+SERVER_PID=""
+SCHEMA=""
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+  if [ -n "$SCHEMA" ]; then
+    psql "$PG_URL" -qAtc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
+    SCHEMA=""
+  fi
+}
+trap 'cleanup; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 20000))
+    if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
+  done
+  echo "no free port" >&2; return 1
+}
+
+cpu_ticks() { # utime+stime of PID, in clock ticks (fields 14 and 15 of /proc/PID/stat)
+  local rest
+  rest=$(sed 's/^.*) //' "/proc/$1/stat")
+  awk '{print $12 + $13}' <<<"$rest"
+}
+
+start_server() { # $1 = backend; sets SERVER_PID, ADDR, SCHEMA
+  local backend=$1 url="" dir="$WORK/$backend"
+  mkdir -p "$dir"
+  if [ "$backend" = postgres ]; then
+    SCHEMA="chorus_chat_bench_$$_$(date +%s)"
+    psql "$PG_URL" -qAtc "CREATE SCHEMA $SCHEMA" >/dev/null
+    url="$PG_URL?options=-csearch_path%3D$SCHEMA"
+    [[ "$PG_URL" == *\?* ]] && url="$PG_URL&options=-csearch_path%3D$SCHEMA"
+  fi
+  ADDR="127.0.0.1:$(free_port)"
+  CHORUS_AUTH_SECRET="$SECRET" \
+  CHORUS_CHAT_DATABASE_URL="$url" \
+  CHORUS_CHAT_MESSAGES_PER_SECOND=0 \
+  CHORUS_LIMITS_EVENTS_PER_SECOND=1000000 \
+  CHORUS_LIMITS_EVENT_BURST=1000000 \
+  CHORUS_SERVER_MAX_CONNECTIONS_PER_IP=1000 \
+  CHORUS_LOG_LEVEL=warn \
+    "$BIN" serve --listen "$ADDR" --data-dir "$dir" >"$WORK/$backend.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    curl -sf "http://$ADDR/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "server ($backend) did not become ready; log:" >&2
+  cat "$WORK/$backend.log" >&2
+  return 1
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ); duration ${DURATION}s per run, window $WINDOW"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average: other work on the machine skews every figure)"
+# The floor under a durable commit: one 4 KiB O_DSYNC overwrite of an existing file on the
+# file system holding the SQLite data directory, 500 times.
+dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=500 status=none
+sync "$WORK/fsync-probe" 2>/dev/null || sync
+probe=$(LC_ALL=C dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=500 oflag=dsync conv=notrunc 2>&1 \
+  | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
+rm -f "$WORK/fsync-probe"
+echo "disk:    $(df -T "$WORK" | awk 'NR==2{print $1" ("$2")"}'), 4 KiB O_DSYNC write: $(awk -v s="$probe" 'BEGIN{printf "%.2f", s*1000/500}') ms mean"
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+  echo "postgres: $(psql "$PG_URL" -qAtc 'show server_version'), synchronous_commit=$(psql "$PG_URL" -qAtc 'show synchronous_commit'), fsync=$(psql "$PG_URL" -qAtc 'show fsync')"
+fi
+
+SUMMARY=()
+FAILED=0
+for backend in $BACKENDS; do
+  start_server "$backend"
+  for scenario in one-conversation many-conversations; do
+    echo
+    echo "=== $backend / $scenario"
+    before=$(cpu_ticks "$SERVER_PID")
+    set +e
+    "$LOAD" "$ADDR" "$SECRET" "$scenario" --duration "$DURATION" --window "$WINDOW" \
+      | tee "$WORK/out.txt"
+    status=${PIPESTATUS[0]}
+    set -e
+    after=$(cpu_ticks "$SERVER_PID")
+    cpu=$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN{printf "%.2f", (a-b)/t}')
+    echo "server CPU: ${cpu} s (utime+stime, setup and read-back included); load now $(cut -d' ' -f1-3 /proc/loadavg)"
+    line=$(grep '^RESULT ' "$WORK/out.txt" || true)
+    get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+    if [ "$status" -ne 0 ] || [ -z "$line" ]; then
+      FAILED=1
+      SUMMARY+=("$(printf '%-9s %-19s %s' "$backend" "$scenario" "FAILED (exit $status)")")
+    else
+      acked=$(get acked)
+      per_msg=$(awk -v c="$cpu" -v n="$acked" 'BEGIN{ if (n>0) printf "%.0f", c*1e6/n; else print "-" }')
+      SUMMARY+=("$(printf '%-9s %-19s %9s %10s %9s %9s %9s %7s %7s %s' "$backend" "$scenario" \
+        "$acked" "$(get msgs_per_s)" "$(get p50_ms)" "$(get p99_ms)" "$(get max_ms)" "$cpu" \
+        "$per_msg" "$(get ok)")")
+    fi
+  done
+  kill -TERM "$SERVER_PID"
+  if ! wait "$SERVER_PID"; then
+    echo "server ($backend) did not exit cleanly on SIGTERM; log:" >&2
+    tail -20 "$WORK/$backend.log" >&2
+    FAILED=1
+  fi
+  SERVER_PID=""
+  if grep -qiE 'error|panic' "$WORK/$backend.log"; then
+    echo "server ($backend) log has errors:" >&2
+    grep -iE 'error|panic' "$WORK/$backend.log" | head -5 >&2
+  fi
+  cleanup
+done
+
+echo
+echo "summary (${DURATION}s per run, window $WINDOW; latency = message:send → ack, durable commit)"
+printf '%-9s %-19s %9s %10s %9s %9s %9s %7s %7s %s\n' backend scenario acked msgs/s \
+  p50_ms p99_ms max_ms cpu_s cpu_us/msg ok
+for l in "${SUMMARY[@]}"; do echo "$l"; done
+if [ "$FAILED" -ne 0 ]; then
+  echo "CORRECTNESS FAILURE: see above" >&2
+  exit 1
+fi
