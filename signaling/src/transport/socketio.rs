@@ -5,7 +5,7 @@
 //! example `token_expired`), since Socket.IO carries nothing else there.
 //!
 //! Every event goes through one ordered queue per socket: socketioxide spawns a task per message,
-//! which would let an `ice-candidate` overtake its `offer`. The [`Enqueued`] extractor runs
+//! which would let an `ice-candidate` overtake its `offer`. The `Enqueued` extractor runs
 //! synchronously in arrival order and pushes the message on the queue; one task per socket
 //! drains it through the [`Session`]. Acks: success is acked with the payload itself, failure
 //! with `{"error": {"code", "message"}}`, and failures also emit `error`.
