@@ -11,7 +11,9 @@ echo "== cargo test (workspace)"
 cargo test --workspace --all-targets
 
 echo "== JavaScript clients (socket.io-client, headless Chromium)"
-cargo build --bin chorus
+# `cargo test` built target/debug/chorus for the integration tests; a separate `cargo build`
+# would recompile crates whose features differ without dev-dependencies.
+[ -x target/debug/chorus ] || cargo build --bin chorus
 (
   cd tests
   npm ci --no-audit --no-fund --loglevel=error
