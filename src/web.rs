@@ -3,36 +3,37 @@
 
 use axum::Router;
 use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::get;
 
-const INDEX: &str = include_str!("../web/index.html");
-const APP: &str = include_str!("../web/app.js");
-const STYLE: &str = include_str!("../web/style.css");
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Every file of the page: path, body, content type.
+const FILES: &[(&str, &str, &str)] = &[
+    ("/", include_str!("../web/index.html"), HTML),
+    ("/app.js", include_str!("../web/app.js"), JS),
+    ("/style.css", include_str!("../web/style.css"), CSS),
+    ("/chat.js", include_str!("../web/chat.js"), JS),
+    ("/chat.css", include_str!("../web/chat.css"), CSS),
+];
 
 pub fn router() -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { page(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { page(APP, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { page(STYLE, "text/css; charset=utf-8") }),
-        )
-}
-
-fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
+    FILES
+        .iter()
+        .fold(Router::new(), |router, (path, body, content_type)| {
+            router.route(
+                path,
+                get(move || async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, *content_type),
+                            (header::CACHE_CONTROL, "no-cache"),
+                            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                        ],
+                        *body,
+                    )
+                }),
+            )
+        })
 }

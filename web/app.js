@@ -4,9 +4,11 @@
 //   ChorusClient  - the raw WebSocket protocol (/ws): events in, events out, acks as promises.
 //   Media         - the local camera/microphone stream and screen capture.
 //   PeerLink      - one RTCPeerConnection to one remote user (P2P calls); trickle ICE.
-//   CallController- one call's lifecycle: ringing, joined, ended; owns the PeerLinks and tiles.
-//                   Named rooms (SFU) will add a second link kind (one PeerLink to the server)
-//                   behind the same controller interface.
+//   SfuLink       - one RTCPeerConnection to the server's SFU (rooms, calls in SFU mode).
+//   CallController- one call or room: ringing, joined, ended; owns the links and the tiles. A
+//                   call runs P2P (one PeerLink per user) until the server says `call:mode sfu`;
+//                   a room (`room:<name>`) is always SFU. Remote tracks are put on tiles by the
+//                   `track:published` events (trackId -> user and source: camera or screen).
 //   UI functions  - screens, tiles, toasts. All user-provided text goes through textContent.
 //
 // For tests, `window.chorus` exposes the client, the current call and its RTCPeerConnection.
@@ -45,6 +47,7 @@
       this.closed = false;
       this.retryMs = 500;
       this.reconnectHintMs = null;
+      this.log = [];
     }
 
     on(event, fn) {
@@ -106,6 +109,9 @@
         return;
       }
       if (frame.event === 'server:shutdown') this.reconnectHintMs = frame.data?.reconnectInMs ?? null;
+      // The last events, for debugging (and test failure reports): `window.chorus.client.log`.
+      this.log.push({ at: Date.now(), event: frame.event, data: frame.data });
+      if (this.log.length > 200) this.log.shift();
       this.dispatch(frame.event, frame.data);
     }
 
@@ -273,21 +279,208 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // SfuLink: one RTCPeerConnection to the server (rooms and SFU-mode calls)
+  // ---------------------------------------------------------------------------------------------
+
+  /**
+   * The link to the SFU. We send what we publish (microphone, camera, screen share as its own
+   * video track); the server adds one m-line per forwarded track with its own offers.
+   *
+   * Negotiation runs one step at a time (a promise chain). Glare: our offer always wins, so a
+   * server offer that arrives while our offer waits for its answer is ignored (the server sends a
+   * fresh one right after the answer). The answer comes both in the ack and as an `answer` event;
+   * the first one is used.
+   *
+   * The server infers a track's source from its msid: the screen share's m-line gets a msid
+   * containing "screen" in the copy of the SDP we send (a MediaStream id cannot be chosen).
+   */
+  class SfuLink {
+    constructor({ client, callId, iceServers, onTrack, onState }) {
+      this.client = client;
+      this.callId = callId;
+      this.onTrack = onTrack;
+      this.chain = Promise.resolve();
+      this.awaitingAnswer = null; // {resolve} while our offer is outstanding
+      this.ownOffers = 0; // our offers queued or outstanding (answer not yet received)
+      this.midToTrack = new Map(); // subscriber-side mid -> trackId
+      this.screenTransceiver = null;
+      this.closed = false;
+      this.pc = new RTCPeerConnection({ iceServers: iceServers ?? [], bundlePolicy: 'max-bundle' });
+      this.pc.onicecandidate = (e) => {
+        if (e.candidate && e.candidate.candidate) {
+          this.client.send('ice-candidate', { callId: this.callId, candidate: e.candidate.toJSON() });
+        }
+      };
+      this.pc.ontrack = (e) => {
+        const mid = e.transceiver?.mid;
+        const trackId = this.midToTrack.get(mid) ?? msidTrackId(this.pc.remoteDescription?.sdp, mid);
+        this.onTrack?.(trackId, e.track, mid);
+      };
+      this.pc.onconnectionstatechange = () => onState?.(this.pc.connectionState);
+    }
+
+    /** Runs `fn` after every earlier negotiation step. */
+    step(fn) {
+      const run = this.chain.then(() => (this.closed ? undefined : fn()));
+      this.chain = run.catch((e) => {
+        if (!this.closed) toast(`Negotiation failed: ${e.message}`, 'error');
+      });
+      return run;
+    }
+
+    /** Adds the camera and microphone, then offers. */
+    publish(stream) {
+      for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
+      // Nothing to send: one receive-only m-line so that the first offer is not empty.
+      if (!stream.getTracks().length) this.pc.addTransceiver('audio', { direction: 'recvonly' });
+      return this.negotiate();
+    }
+
+    /** Publishes a screen share as its own video track (a new m-line, or a reused one). */
+    addScreen(track, stream) {
+      const free = this.screenTransceiver;
+      if (free && !free.stopped && free.currentDirection !== 'stopped') {
+        free.sender.replaceTrack(track);
+        free.sender.setStreams?.(stream);
+        free.direction = 'sendonly';
+      } else {
+        this.screenTransceiver = this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      }
+      return this.negotiate();
+    }
+
+    removeScreen() {
+      const t = this.screenTransceiver;
+      if (!t) return Promise.resolve();
+      t.sender.replaceTrack(null);
+      t.direction = 'inactive';
+      return this.negotiate();
+    }
+
+    /** Our offer: one at a time; resolves once the answer is applied. */
+    negotiate() {
+      this.ownOffers++;
+      return this.step(async () => {
+        let counted = true;
+        const done = () => {
+          if (counted) this.ownOffers = Math.max(0, this.ownOffers - 1);
+          counted = false;
+        };
+        try {
+          const offer = await this.pc.createOffer();
+          await this.pc.setLocalDescription(offer);
+          const answered = new Promise((resolve) => {
+            this.awaitingAnswer = {
+              resolve: (v) => {
+                done(); // from here on, server offers are fresh ones again
+                resolve(v);
+              },
+            };
+          });
+          const sdp = this.markScreen(this.pc.localDescription.sdp);
+          this.client
+            .request('offer', { callId: this.callId, offer: { type: 'offer', sdp } })
+            .then((ack) => ack?.answer && this.takeAnswer(ack.answer))
+            .catch((e) => this.takeAnswer(null, e));
+          const { answer, error } = await answered;
+          if (error) {
+            await this.pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+            throw error;
+          }
+          if (this.pc.signalingState === 'have-local-offer') await this.pc.setRemoteDescription(answer);
+        } finally {
+          done();
+        }
+      });
+    }
+
+    /** The answer to our outstanding offer, from the ack or the `answer` event (first wins). */
+    takeAnswer(answer, error) {
+      const waiter = this.awaitingAnswer;
+      if (!waiter) return;
+      this.awaitingAnswer = null;
+      waiter.resolve({ answer, error });
+    }
+
+    handleAnswer(answer) {
+      this.takeAnswer(answer);
+    }
+
+    /** A server offer: ignored while ours is outstanding (glare: the client wins). */
+    handleOffer(data) {
+      if (this.ownOffers > 0) return Promise.resolve();
+      const run = this.step(async () => {
+        for (const t of data.tracks ?? []) this.midToTrack.set(String(t.mid), t.trackId);
+        await this.pc.setRemoteDescription(data.offer);
+        const answer = await this.pc.createAnswer();
+        await this.pc.setLocalDescription(answer);
+        await this.client.request('answer', {
+          callId: this.callId,
+          answer: { type: 'answer', sdp: this.markScreen(this.pc.localDescription.sdp) },
+        });
+      });
+      return run.catch(() => {}); // reported by step()
+    }
+
+    async handleCandidate(candidate) {
+      if (!candidate?.candidate || !this.pc.remoteDescription) return;
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch (e) {
+        console.warn('addIceCandidate failed', e);
+      }
+    }
+
+    /** Rewrites the msid of the screen share's m-line so that it contains "screen". */
+    markScreen(sdp) {
+      const mid = this.screenTransceiver?.mid;
+      if (mid == null) return sdp;
+      const sections = sdp.split(/(?=\r\nm=)/);
+      return sections
+        .map((s) =>
+          s.includes(`\r\na=mid:${mid}\r\n`)
+            ? s.replace(/(a=msid:|msid:)(?!screen-)(\S+)/g, (_, p, id) => `${p}screen-${id}`)
+            : s,
+        )
+        .join('');
+    }
+
+    close() {
+      this.closed = true;
+      this.takeAnswer(null, new ChorusError('closed', 'link closed'));
+      this.pc.close();
+    }
+  }
+
+  /** The track id of a mid's msid (`<publisher> <trackId>`) in an SDP, if any. */
+  function msidTrackId(sdp, mid) {
+    if (!sdp || mid == null) return null;
+    for (const s of sdp.split(/\r\n(?=m=)/)) {
+      if (!s.includes(`\r\na=mid:${mid}\r\n`) && !s.endsWith(`\r\na=mid:${mid}`)) continue;
+      return /a=msid:\S+ (\S+)/.exec(s)?.[1] ?? null;
+    }
+    return null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // CallController: one call
   // ---------------------------------------------------------------------------------------------
 
   /**
-   * Lifecycle: `ringing-out` (we called) or `ringing-in` (we were called) → `joined` → `ended`.
-   * Holds the local stream, one PeerLink per remote participant, and their tiles.
+   * Lifecycle: `ringing-out` (we called) or `ringing-in` (we were called) → `joined` → `ended`;
+   * a room (`direction: 'room'`) goes from joining straight to `joined`.
+   * Holds the local stream and the tiles, and either one PeerLink per remote participant (P2P)
+   * or one SfuLink (SFU: rooms, and calls after `call:mode sfu`). In SFU mode tiles are keyed by
+   * user id (camera and microphone) and `<userId>:screen` (a screen share), filled from the
+   * remote tracks as `track:published` says whose they are.
    */
   class CallController {
-    constructor(app, { callId, callType, iceServers, direction, peer }) {
+    constructor(app, { callId, callType, iceServers, direction, peer, mode, room, peers }) {
       this.app = app;
-      this.client = app.client;
       this.callId = callId;
       this.callType = callType;
       this.iceServers = iceServers ?? [];
-      this.direction = direction; // 'outgoing' | 'incoming'
+      this.direction = direction; // 'outgoing' | 'incoming' | 'room'
       this.peer = peer; // {userId, name}
       this.state = direction === 'outgoing' ? 'ringing-out' : 'ringing-in';
       this.local = null;
@@ -298,11 +491,27 @@
       this.mic = true;
       this.cam = true;
       this.startedAt = null;
+      this.mode = mode ?? 'p2p'; // 'p2p' | 'sfu'
+      this.room = room ?? null; // the room name when this is a named room
+      this.peers = peers ?? (peer ? [peer] : []); // everyone we dialled (group calls)
+      this.names = new Map(this.peers.map((p) => [p.userId, p.name || p.userId]));
+      this.sfu = null; // SfuLink in SFU mode
+      this.trackInfo = new Map(); // trackId -> {userId, kind, source, muted} (track:published)
+      this.trackObjs = new Map(); // trackId -> remote MediaStreamTrack (ontrack)
     }
 
-    /** The first link's RTCPeerConnection (1:1 calls have one), for tests and debugging. */
+    /** The app's current connection (joining a room may replace it with one for a new token). */
+    get client() {
+      return this.app.client;
+    }
+
+    get isRoom() {
+      return this.room !== null;
+    }
+
+    /** The SFU link's RTCPeerConnection, or the first P2P link's (1:1 calls have one). */
     get pc() {
-      return this.links.values().next().value?.pc ?? null;
+      return this.sfu?.pc ?? this.links.values().next().value?.pc ?? null;
     }
 
     async prepareMedia() {
@@ -321,6 +530,7 @@
       UI.ensureTile(this, 'local', `${me.name} (you)`, true).video.srcObject = this.local;
       UI.renderLocalControls(this);
       this.syncLocalBadges();
+      announceConversation({ conversationId: this.callId, userId: me.userId, name: me.name });
     }
 
     link(peerId) {
@@ -345,8 +555,161 @@
     }
 
     nameOf(userId) {
-      if (this.peer && this.peer.userId === userId) return this.peer.name || userId;
-      return userId;
+      if (this.peer && this.peer.userId === userId && this.peer.name) return this.peer.name;
+      return this.names.get(userId) || userId;
+    }
+
+    // -- SFU mode --
+
+    /** Starts the link to the server and publishes microphone, camera (and a running share). */
+    async startSfu() {
+      if (this.sfu || this.state !== 'joined') return;
+      const link = new SfuLink({
+        client: this.client,
+        callId: this.callId,
+        iceServers: this.iceServers,
+        onTrack: (trackId, track) => this.onSfuTrack(trackId, track),
+        onState: (s) => UI.setCallState(s),
+      });
+      this.sfu = link;
+      UI.setTitle(this);
+      try {
+        const publishing = link.publish(this.local ?? new MediaStream());
+        if (this.screen) {
+          UI.showLocalScreen(this, this.screen);
+          await link.addScreen(this.screen.getVideoTracks()[0], this.screen);
+        }
+        await publishing;
+      } catch (e) {
+        if (this.state !== 'ended') toast(`Could not reach the media server: ${e.message}`, 'error');
+      }
+    }
+
+    /** `call:mode {mode: "sfu"}`: the call grew; drop the P2P links and go through the server. */
+    async switchToSfu() {
+      if (this.mode === 'sfu') return;
+      this.mode = 'sfu';
+      for (const link of this.links.values()) link.close();
+      this.links.clear();
+      for (const [key, tile] of this.tiles) {
+        if (tile.isLocal) continue;
+        tile.stream = new MediaStream();
+        tile.video.srcObject = null;
+        UI.setTileFlowing(this, key, false);
+      }
+      if (this.screen) {
+        // In P2P the share replaced the camera; in SFU it is a track of its own.
+        const camera = this.local?.getVideoTracks()[0];
+        const tile = UI.tile(this, 'local');
+        if (tile) tile.video.srcObject = this.local;
+        if (camera) camera.enabled = this.cam;
+      }
+      toast('Three or more people: the call now goes through the server', 'info');
+      await this.startSfu();
+    }
+
+    /** A remote track (or its `track:published`) arrived: put it on its user's tile. */
+    onSfuTrack(trackId, track) {
+      if (!trackId) return;
+      this.trackObjs.set(trackId, track);
+      track.addEventListener('ended', () => this.unplaceTrack(trackId));
+      this.placeTrack(trackId);
+    }
+
+    tileKey(info) {
+      return info.source === 'screen' ? `${info.userId}:screen` : info.userId;
+    }
+
+    placeTrack(trackId) {
+      const info = this.trackInfo.get(trackId);
+      const track = this.trackObjs.get(trackId);
+      if (!info || !track || this.state === 'ended') return;
+      const key = this.tileKey(info);
+      const tile = info.source === 'screen' ? UI.ensureScreenTile(this, info.userId) : this.ensurePeerTile(info.userId);
+      tile.stream ??= new MediaStream();
+      if (!tile.stream.getTracks().includes(track)) {
+        for (const t of tile.stream.getTracks()) if (t.kind === track.kind) tile.stream.removeTrack(t);
+        tile.stream.addTrack(track);
+      }
+      if (tile.video.srcObject !== tile.stream) tile.video.srcObject = tile.stream;
+      tile.video.play?.().catch(() => {});
+      if (track.kind === 'video') {
+        const update = () => {
+          if (this.trackObjs.get(trackId) === track) UI.setTileFlowing(this, key, !track.muted);
+        };
+        track.onmute = update;
+        track.onunmute = update;
+        update();
+      }
+    }
+
+    unplaceTrack(trackId) {
+      const info = this.trackInfo.get(trackId);
+      const track = this.trackObjs.get(trackId);
+      this.trackObjs.delete(trackId);
+      if (!info) return;
+      const key = this.tileKey(info);
+      const tile = UI.tile(this, key);
+      if (tile?.stream && track) tile.stream.removeTrack(track);
+      if (info.source === 'screen') UI.removeTile(this, key);
+      else if (track?.kind === 'video') UI.setTileFlowing(this, key, false);
+    }
+
+    ensurePeerTile(userId) {
+      const fresh = !UI.tile(this, userId);
+      const tile = UI.ensureTile(this, userId, this.nameOf(userId), false);
+      if (fresh && this.mode === 'sfu') {
+        tile.stream = new MediaStream();
+        UI.setTileFlowing(this, userId, false);
+      }
+      return tile;
+    }
+
+    onTrackPublished(t) {
+      if (t.userId === this.app.identity?.userId) return; // our own publication
+      this.trackInfo.set(t.trackId, { userId: t.userId, kind: t.kind, source: t.source, muted: !!t.muted });
+      if (t.source === 'screen') UI.ensureScreenTile(this, t.userId);
+      else this.ensurePeerTile(t.userId);
+      this.syncRemoteBadges(t.userId);
+      this.placeTrack(t.trackId);
+    }
+
+    onTrackUnpublished(t) {
+      const info = this.trackInfo.get(t.trackId);
+      if (!info) return;
+      this.unplaceTrack(t.trackId);
+      this.trackInfo.delete(t.trackId);
+      this.syncRemoteBadges(info.userId);
+    }
+
+    onTrackMuted(t, muted) {
+      const info = this.trackInfo.get(t.trackId);
+      if (!info) return;
+      info.muted = muted;
+      this.syncRemoteBadges(info.userId);
+    }
+
+    /** Badges from the user's published tracks: mic/camera muted, sharing. */
+    syncRemoteBadges(userId) {
+      const m = this.remoteMediaOf(userId);
+      const mine = [...this.trackInfo.values()].filter((i) => i.userId === userId);
+      const mic = mine.find((i) => i.source === 'microphone');
+      const cam = mine.find((i) => i.source === 'camera');
+      if (mic) m.audio = !mic.muted;
+      if (cam) m.video = !cam.muted;
+      m.screen = mine.some((i) => i.source === 'screen');
+      UI.setRemoteBadges(this, userId, m);
+    }
+
+    forgetUser(userId) {
+      for (const [trackId, info] of this.trackInfo) {
+        if (info.userId !== userId) continue;
+        this.trackObjs.delete(trackId);
+        this.trackInfo.delete(trackId);
+      }
+      this.remoteMedia.delete(userId);
+      UI.removeTile(this, `${userId}:screen`);
+      UI.removeTile(this, userId);
     }
 
     /** Show the avatar instead of a black frame while the remote video has no frames. */
@@ -354,7 +717,8 @@
       for (const track of stream.getVideoTracks()) {
         if (track.__chorusWatched) continue;
         track.__chorusWatched = true;
-        const update = () => UI.setRemoteVideoFlowing(this, peerId, !track.muted);
+        // (P2P tracks only: after `call:mode sfu` the tile shows the server's tracks)
+        const update = () => this.mode === 'p2p' && UI.setRemoteVideoFlowing(this, peerId, !track.muted);
         track.addEventListener('mute', update);
         track.addEventListener('unmute', update);
         update();
@@ -364,9 +728,13 @@
     // -- signaling in --
 
     async onAccepted(data) {
-      // Our callee accepted: we offer.
+      // Our callee accepted: we offer (P2P), or the server does the media (SFU).
       this.iceServers = data.iceServers?.length ? data.iceServers : this.iceServers;
       if (this.state !== 'joined') this.enterCall();
+      if (this.mode === 'sfu') {
+        this.ensurePeerTile(data.userId);
+        return this.startSfu();
+      }
       const link = this.link(data.userId);
       try {
         await link.start(this.local);
@@ -376,6 +744,8 @@
     }
 
     async onOffer(data) {
+      if (data.from === 'sfu') return this.sfu?.handleOffer(data);
+      if (this.mode === 'sfu') return; // a P2P offer overtaken by `call:mode`
       // An offer from a different DTLS identity is a new session (the peer reloaded and
       // rejoined), not a renegotiation: start over with a fresh connection.
       const old = this.links.get(data.from);
@@ -393,6 +763,7 @@
     }
 
     async onAnswer(data) {
+      if (data.from === 'sfu') return this.sfu?.handleAnswer(data.answer);
       try {
         await this.links.get(data.from)?.handleAnswer(data.answer);
       } catch (e) {
@@ -401,6 +772,8 @@
     }
 
     onCandidate(data) {
+      if (data.from === 'sfu' || data.from === undefined) return this.sfu?.handleCandidate(data.candidate);
+      if (this.mode === 'sfu') return;
       this.link(data.from).handleCandidate(data.candidate);
     }
 
@@ -418,9 +791,15 @@
 
     onParticipantJoined(data) {
       const id = data.participant.userId;
+      if (data.participant.name) this.names.set(id, data.participant.name);
       if (this.peer?.userId === id) {
         this.peer.name = data.participant.name;
-        UI.setTitle(this);
+      }
+      UI.setTitle(this);
+      if (this.mode === 'sfu') {
+        this.ensurePeerTile(id);
+        UI.ensureTile(this, id, this.nameOf(id), false);
+        return;
       }
       // A participant who comes back (page reload) starts over with a fresh connection and
       // offers; an established link to them is stale. A link being set up right now (the
@@ -434,9 +813,11 @@
     }
 
     onParticipantLeft(data) {
+      if (data.userId === this.app.identity?.userId) return; // another device of ours
       this.links.get(data.userId)?.close();
       this.links.delete(data.userId);
-      UI.removeTile(this, data.userId);
+      this.forgetUser(data.userId);
+      UI.setTitle(this);
     }
 
     remoteMediaOf(userId) {
@@ -464,7 +845,10 @@
       try {
         await this.client.request('call:media-toggle', { callId: this.callId, mediaType, enabled });
       } catch (e) {
-        toastError(e);
+        // The local track is muted either way; a server that does not know the room yet only
+        // means the others are not told.
+        if (this.isRoom && e.code === 'not_found') console.warn('call:media-toggle in a room:', e.message);
+        else toastError(e);
       }
     }
 
@@ -479,11 +863,20 @@
       }
       const track = stream.getVideoTracks()[0];
       if (!track) return;
+      if (this.state === 'ended') return Media.stop(stream);
       this.screen = stream;
       track.addEventListener('ended', () => this.stopScreen());
-      for (const link of this.links.values()) await link.videoSender()?.replaceTrack(track);
-      UI.tile(this, 'local').video.srcObject = stream;
-      this.syncLocalBadges();
+      if (this.mode === 'sfu') {
+        // Its own track (and tile); the server tells the others with `track:published`.
+        UI.showLocalScreen(this, stream);
+        this.syncLocalBadges();
+        await this.sfu?.addScreen(track, stream).catch(() => {});
+        if (this.isRoom) return;
+      } else {
+        for (const link of this.links.values()) await link.videoSender()?.replaceTrack(track);
+        UI.tile(this, 'local').video.srcObject = stream;
+        this.syncLocalBadges();
+      }
       try {
         await this.client.request('screen:share-start', { callId: this.callId });
       } catch (e) {
@@ -496,11 +889,18 @@
       const screen = this.screen;
       this.screen = null;
       Media.stop(screen);
-      const camera = this.local?.getVideoTracks()[0] ?? null;
-      for (const link of this.links.values()) await link.videoSender()?.replaceTrack(camera);
-      const tile = UI.tile(this, 'local');
-      if (tile) tile.video.srcObject = this.local;
-      this.syncLocalBadges();
+      if (this.mode === 'sfu') {
+        UI.removeTile(this, 'local:screen');
+        this.syncLocalBadges();
+        if (this.state === 'joined') await this.sfu?.removeScreen().catch(() => {});
+        if (this.isRoom) return;
+      } else {
+        const camera = this.local?.getVideoTracks()[0] ?? null;
+        for (const link of this.links.values()) await link.videoSender()?.replaceTrack(camera);
+        const tile = UI.tile(this, 'local');
+        if (tile) tile.video.srcObject = this.local;
+        this.syncLocalBadges();
+      }
       if (this.state === 'joined') {
         try {
           await this.client.request('screen:share-stop', { callId: this.callId });
@@ -512,13 +912,15 @@
 
     syncLocalBadges() {
       UI.renderLocalControls(this);
-      UI.setBadges(UI.tile(this, 'local'), { audio: this.mic, video: this.cam || !!this.screen, screen: !!this.screen });
+      const sharingHere = !!this.screen && this.mode !== 'sfu'; // P2P: the share replaces the camera
+      UI.setBadges(UI.tile(this, 'local'), { audio: this.mic, video: this.cam || sharingHere, screen: !!this.screen });
     }
 
-    /** Hang up (or cancel a ringing call). */
+    /** Hang up (or cancel a ringing call); leave a room. */
     async hangUp() {
       try {
-        await this.client.request('call:end', { callId: this.callId });
+        if (this.isRoom) await this.client.request('room:leave', { room: this.room });
+        else await this.client.request('call:end', { callId: this.callId });
       } catch (e) {
         // The call may already be over on the server; end it here regardless.
         if (e.code !== 'not_found' && e.code !== 'invalid_state') toastError(e);
@@ -532,6 +934,9 @@
       this.state = 'ended';
       for (const link of this.links.values()) link.close();
       this.links.clear();
+      this.sfu?.close();
+      this.sfu = null;
+      if (this.startedAt) announceConversation(null);
       Media.stop(this.screen);
       Media.stop(this.local);
       this.screen = null;
@@ -549,11 +954,21 @@
     call: null,
     incoming: null, // {callId, from, conversationId, callType}
     resumable: null,
+    rejoinRoom: null, // a room to join again once the connection is back
 
-    async signIn(name) {
+    /** A dev token for `name` (keeping a remembered user id), with a `room` grant if given. */
+    async signIn(name, room) {
+      const data = await this.mintToken(name, room);
+      this.identity = data;
+      saveIdentity({ userId: data.userId, name: data.name });
+      this.connect();
+    },
+
+    async mintToken(name, room) {
       const saved = loadIdentity();
       const body = { name };
       if (saved?.userId) body.userId = saved.userId;
+      if (room) body.room = room;
       let res;
       try {
         res = await fetch('/api/v1/dev/token', {
@@ -569,18 +984,98 @@
       }
       const data = await res.json().catch(() => ({}));
       if (!res.ok) throw new ChorusError(data.code ?? 'http', data.message ?? `HTTP ${res.status}`);
-      this.identity = data;
-      saveIdentity({ userId: data.userId, name: data.name });
-      this.connect();
+      return { ...data, room: room ?? null };
     },
 
-    connect() {
+    /** Resolves once the WebSocket is open (now, or within `timeoutMs`). */
+    whenConnected(timeoutMs = ACK_TIMEOUT_MS) {
+      const client = this.client;
+      if (client?.connected) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const off = client.on('open', () => {
+          clearTimeout(timer);
+          off();
+          resolve();
+        });
+        const timer = setTimeout(() => {
+          off();
+          reject(new ChorusError('disconnected', 'cannot reach the server'));
+        }, timeoutMs);
+      });
+    },
+
+    /**
+     * Joins the named room: a token with that room's grant (a new connection if the current
+     * token lacks it), `room:join`, then one SFU link publishing camera and microphone.
+     */
+    async joinRoom(room) {
+      room = room.trim();
+      if (!room) return;
+      if (this.call) return toast('Leave the current call first', 'warn');
+      const call = new CallController(this, {
+        callId: `room:${room}`,
+        callType: 'video',
+        direction: 'room',
+        mode: 'sfu',
+        room,
+      });
+      this.call = call;
+      UI.showJoining(room);
+      try {
+        if (this.identity.room !== room) {
+          this.identity = await this.mintToken(this.identity.name, room);
+          this.client?.close();
+          this.connect({ home: false });
+        }
+        const media = call.prepareMedia();
+        await this.whenConnected();
+        await media;
+        if (this.call !== call) return Media.stop(call.local);
+        const ack = await this.client.request('room:join', { room });
+        call.callId = ack.roomId ?? call.callId;
+        call.iceServers = ack.iceServers ?? [];
+        if (this.call !== call) {
+          this.client.send('room:leave', { room });
+          return Media.stop(call.local);
+        }
+        history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
+        call.enterCall();
+        for (const p of ack.participants ?? []) {
+          if (p.userId === this.identity.userId) continue;
+          call.names.set(p.userId, p.name || p.userId);
+          call.ensurePeerTile(p.userId);
+        }
+        for (const t of ack.tracks ?? []) call.onTrackPublished(t);
+        UI.setTitle(call);
+        await call.startSfu();
+      } catch (e) {
+        toastError(e);
+        call.finish('failed', { local: true });
+      }
+    },
+
+    connect({ home = true } = {}) {
       const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
       const url = `${proto}//${location.host}/ws?access_token=${encodeURIComponent(this.identity.token)}`;
       const client = new ChorusClient(url);
       this.client = client;
-      client.on('open', () => UI.setConnected(true));
-      client.on('close', () => UI.setConnected(false));
+      client.on('open', () => {
+        UI.setConnected(true);
+        // Back after a drop that took us out of a room: join it again.
+        const room = this.rejoinRoom;
+        this.rejoinRoom = null;
+        if (room && client === this.client && !this.call) this.joinRoom(room);
+      });
+      client.on('close', () => {
+        UI.setConnected(false);
+        // The server removes a dropped connection from its rooms at once: leave here too, and
+        // rejoin when the connection is back.
+        const call = this.call;
+        if (client !== this.client || client.closed || !call?.isRoom || call.state !== 'joined') return;
+        this.rejoinRoom = call.room;
+        toast('Connection lost; rejoining the room when it is back', 'warn');
+        call.finish('failed');
+      });
       // Failures of requests (with an ack id) are reported where the request was made.
       client.on('error', (e) => e?.id === undefined && toast(`${e.code}: ${e.message}`, 'error'));
       client.on('server:shutdown', (d) =>
@@ -611,8 +1106,13 @@
       client.on('call:media-toggled', (d) => this.forCall(d, (c) => c.onMediaToggled(d)));
       client.on('screen:share-started', (d) => this.forCall(d, (c) => c.onScreenShare(d, true)));
       client.on('screen:share-stopped', (d) => this.forCall(d, (c) => c.onScreenShare(d, false)));
+      client.on('call:mode', (d) => this.forCall(d, (c) => d.mode === 'sfu' && c.switchToSfu()));
+      client.on('track:published', (d) => this.forCall(d, (c) => c.onTrackPublished(d)));
+      client.on('track:unpublished', (d) => this.forCall(d, (c) => c.onTrackUnpublished(d)));
+      client.on('track:muted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, true)));
+      client.on('track:unmuted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, false)));
       client.connect();
-      UI.showSignedIn(this.identity);
+      UI.showSignedIn(this.identity, { home });
     },
 
     signOut() {
@@ -628,27 +1128,34 @@
       if (this.call && data?.callId === this.call.callId && this.call.state !== 'ended') fn(this.call);
     },
 
-    async dial(userId, callType) {
+    /** Calls one user, or several (ids separated by commas or spaces: a group call). */
+    async dial(input, callType) {
       if (this.call) return toast('You are already in a call', 'warn');
-      if (userId === this.identity.userId) return toast('That is your own user id', 'warn');
+      const userIds = [...new Set(String(input).split(/[\s,]+/).filter(Boolean))];
+      if (userIds.includes(this.identity.userId)) return toast('That is your own user id', 'warn');
+      if (!userIds.length) return;
+      const userId = userIds[0];
       const call = new CallController(this, {
         callId: null,
         callType,
         direction: 'outgoing',
         peer: { userId, name: userId },
+        peers: userIds.map((id) => ({ userId: id, name: id })),
       });
       this.call = call;
       UI.showOutgoing(call);
       try {
         await call.prepareMedia();
         if (this.call !== call) return Media.stop(call.local);
+        const everyone = [this.identity.userId, ...userIds].sort().join('-');
         const ack = await this.client.request('call:initiate', {
-          conversationId: `dm-${[this.identity.userId, userId].sort().join('-')}`.slice(0, 128),
+          conversationId: `${userIds.length > 1 ? 'group' : 'dm'}-${everyone}`.slice(0, 128),
           callType,
-          participants: [userId],
+          participants: userIds,
         });
         call.callId = ack.callId;
         call.iceServers = ack.iceServers ?? [];
+        if (ack.mode === 'sfu') call.mode = 'sfu';
         if (this.call !== call) {
           // Cancelled while the initiate was in flight.
           this.client.send('call:end', { callId: ack.callId });
@@ -691,10 +1198,19 @@
         call.iceServers = ack.iceServers ?? [];
         for (const p of ack.participants ?? []) {
           if (p.userId === call.peer.userId) call.peer.name = p.name;
+          if (p.userId !== this.identity.userId) call.names.set(p.userId, p.name || p.userId);
         }
         if (call.state === 'ended') return;
+        if (ack.mode === 'sfu') call.mode = 'sfu';
         call.enterCall();
-        call.link(call.peer.userId); // ready for the caller's offer and candidates
+        if (call.mode === 'sfu') {
+          for (const p of ack.participants ?? []) {
+            if (p.userId !== this.identity.userId) call.ensurePeerTile(p.userId);
+          }
+          await call.startSfu();
+        } else {
+          call.link(call.peer.userId); // ready for the caller's offer and candidates
+        }
       } catch (e) {
         toastError(e);
         call.finish('failed', { local: true });
@@ -750,7 +1266,16 @@
         await call.prepareMedia();
         const ack = await this.client.request('call:join', { callId: r.callId });
         call.iceServers = ack.iceServers ?? [];
+        if (ack.mode === 'sfu') call.mode = 'sfu';
         call.enterCall();
+        if (call.mode === 'sfu') {
+          for (const p of ack.participants ?? others) {
+            if (p.userId === this.identity.userId) continue;
+            call.names.set(p.userId, p.name || p.userId);
+            call.ensurePeerTile(p.userId);
+          }
+          return await call.startSfu();
+        }
         for (const p of ack.participants ?? others) {
           if (p.userId !== this.identity.userId) await call.link(p.userId).start(call.local);
         }
@@ -763,6 +1288,11 @@
     callEnded(call, reason, local) {
       if (this.call === call) this.call = null;
       let text = local ? 'Call ended' : `Call ${endText(reason)}`;
+      if (call.isRoom) {
+        if (reason === 'failed') text = call.startedAt ? `Disconnected from room ${call.room}` : `Could not join room ${call.room}`;
+        else text = `You left room ${call.room}`;
+        if (location.search) history.replaceState(null, '', location.pathname);
+      }
       if (call.startedAt) {
         const s = Math.round((Date.now() - call.startedAt) / 1000);
         text += ` · ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
@@ -770,6 +1300,15 @@
       UI.showHome(text, reason);
     },
   };
+
+  /**
+   * Tells other modules of the page (the chat panel, web/chat.js) which conversation we are in:
+   * `{conversationId, userId, name}` on entering a call or room (its callId or "room:<name>"),
+   * `null` on leaving it.
+   */
+  function announceConversation(detail) {
+    window.dispatchEvent(new CustomEvent('chorus:conversation', { detail }));
+  }
 
   function fingerprint(sdp) {
     return /a=fingerprint:(\S+ \S+)/.exec(sdp)?.[1] ?? null;
@@ -822,20 +1361,35 @@
       this.show('login');
       const saved = loadIdentity();
       if (saved?.name) $('login-name').value = saved.name;
+      const room = new URLSearchParams(location.search).get('room');
+      if (room) $('login-room').value = room;
       $('login-submit').disabled = false;
     },
 
-    showSignedIn(identity) {
+    showSignedIn(identity, { home = true } = {}) {
       $('my-user-id').textContent = identity.userId;
       $('my-user-id').title = `${identity.name} · ${identity.userId}`;
       $('my-name').textContent = identity.name;
       $('me').hidden = false;
-      this.showHome();
+      const room = new URLSearchParams(location.search).get('room');
+      if (room && !$('room-input').value) $('room-input').value = room;
+      if (home) this.showHome();
+    },
+
+    /** While a room join is in flight: the home screen with the join button busy. */
+    showJoining(room) {
+      this.show('home');
+      $('room-input').value = room;
+      $('room-join').disabled = true;
+      $('room-join').textContent = 'Joining…';
+      $('last-call').hidden = true;
     },
 
     showHome(message, reason) {
       this.stopTimer();
       this.show('home');
+      $('room-join').disabled = false;
+      $('room-join').textContent = 'Join room';
       $('stage').replaceChildren();
       const last = $('last-call');
       if (message) {
@@ -891,7 +1445,18 @@
     },
 
     setTitle(call) {
-      $('call-title').textContent = call.peer?.name ? `with ${call.peer.name}` : 'Call';
+      let title;
+      if (call.isRoom) title = `Room ${call.room}`;
+      else {
+        const others = [...new Set([...call.tiles.keys()].filter((k) => !k.startsWith('local') && !k.endsWith(':screen')))];
+        const names = others.length > 1 ? others.map((id) => call.nameOf(id)) : [call.peer?.name].filter(Boolean);
+        title = names.length ? `with ${names.join(', ')}` : 'Call';
+      }
+      $('call-title').textContent = title;
+      const people = 1 + [...call.tiles.keys()].filter((k) => !k.startsWith('local') && !k.endsWith(':screen')).length;
+      $('call-people').textContent = `${people} ${people === 1 ? 'person' : 'people'}`;
+      $('call-mode').textContent = call.mode === 'sfu' ? 'via server' : 'direct';
+      $('call-mode').dataset.mode = call.mode;
     },
 
     showCall(call) {
@@ -927,37 +1492,81 @@
     },
 
     /** The tile for `key` ('local' or a user id), created from the template when missing. */
-    ensureTile(call, key, name, isLocal) {
+    ensureTile(call, key, name, isLocal, { screen = false } = {}) {
       let tile = call.tiles.get(key);
       if (!tile) {
         const node = $('tile-template').content.firstElementChild.cloneNode(true);
-        node.dataset.user = key;
-        node.dataset.testid = isLocal ? 'tile-local' : 'tile-remote';
-        node.classList.toggle('tile-local', isLocal);
+        node.dataset.user = screen ? key.replace(/:screen$/, '') : key;
+        node.dataset.source = screen ? 'screen' : 'camera';
+        if (screen) {
+          node.dataset.testid = isLocal ? 'tile-local-screen' : 'tile-screen';
+          node.classList.add('tile-screen');
+        } else {
+          node.dataset.testid = isLocal ? 'tile-local' : 'tile-remote';
+          node.classList.toggle('tile-local', isLocal);
+        }
         const video = node.querySelector('video');
         video.muted = isLocal; // never play our own microphone back
         video.autoplay = true;
         video.playsInline = true;
-        tile = { el: node, video, isLocal };
+        tile = { el: node, video, isLocal, stream: null };
         call.tiles.set(key, tile);
-        if (isLocal) $('stage').append(node);
+        if (isLocal && !screen) $('stage').append(node);
         else $('stage').prepend(node);
         this.layoutStage();
+        if (!isLocal && !screen) this.setTitle(call);
       }
       tile.el.querySelector('.tile-name').textContent = name;
-      setAvatar(tile.el.querySelector('.avatar'), name);
+      // initials of the name alone, not of " (you)" or " · screen"
+      setAvatar(tile.el.querySelector('.avatar'), name.replace(/ \(you\)/, '').replace(/ · screen$/, ''));
       return tile;
     },
 
     removeTile(call, key) {
-      call.tiles.get(key)?.el.remove();
+      const tile = call.tiles.get(key);
+      if (!tile) return;
+      tile.el.remove();
+      tile.video.srcObject = null;
       call.tiles.delete(key);
       this.layoutStage();
+      if (call.state === 'joined') this.setTitle(call);
+    },
+
+    /** A remote user's screen share: a tile of its own, first on the stage. */
+    ensureScreenTile(call, userId) {
+      const tile = this.ensureTile(call, `${userId}:screen`, `${call.nameOf(userId)} · screen`, false, { screen: true });
+      if (!tile.stream) {
+        tile.stream = new MediaStream();
+        this.setTileFlowing(call, `${userId}:screen`, false);
+      }
+      return tile;
+    },
+
+    /** Our own screen share in SFU mode (P2P sends it in place of the camera). */
+    showLocalScreen(call, stream) {
+      const me = call.app.identity;
+      const tile = this.ensureTile(call, 'local:screen', `${me.name} (you) · screen`, true, { screen: true });
+      tile.video.muted = true;
+      tile.video.srcObject = stream;
+    },
+
+    /** Shows the avatar instead of a black frame while a tile's video has no frames. */
+    setTileFlowing(call, key, flowing) {
+      const tile = this.tile(call, key);
+      if (!tile) return;
+      tile.el.dataset.flowing = flowing ? 'yes' : 'no';
+      if (key.endsWith(':screen')) tile.el.classList.toggle('no-video', !flowing);
+      else this.setBadges(tile, call.remoteMediaOf(key));
     },
 
     layoutStage() {
       const stage = $('stage');
       stage.dataset.count = String(stage.children.length);
+      const screens = stage.querySelectorAll('.tile-screen').length;
+      stage.dataset.screens = String(screens);
+      // with one screen share: the share on the left, everyone else stacked on the right
+      stage.dataset.others = String(stage.children.length - screens);
+      stage.style.setProperty('--others', String(Math.max(1, stage.children.length - screens)));
     },
 
     setBadges(tile, m) {
@@ -999,7 +1608,8 @@
       $('toggle-cam').disabled = !hasVideo;
       $('toggle-screen').disabled = !navigator.mediaDevices?.getDisplayMedia;
       const local = this.tile(call, 'local');
-      if (local) local.el.classList.toggle('no-video', !hasVideo || (!call.cam && !call.screen));
+      const sharingHere = !!call.screen && call.mode !== 'sfu';
+      if (local) local.el.classList.toggle('no-video', !hasVideo || (!call.cam && !sharingHere));
     },
   };
 
@@ -1043,14 +1653,22 @@
     $('login-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const name = $('login-name').value.trim();
+      const room = $('login-room').value.trim();
       if (!name) return;
       $('login-submit').disabled = true;
       try {
-        await app.signIn(name);
+        await app.signIn(name, room || undefined);
+        if (room) await app.joinRoom(room);
       } catch (e) {
         toastError(e);
         $('login-submit').disabled = false;
       }
+    });
+
+    $('room-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const room = $('room-input').value.trim();
+      if (room) app.joinRoom(room);
     });
 
     $('dial-form').addEventListener('submit', (ev) => {
@@ -1106,6 +1724,7 @@
     ChorusClient,
     CallController,
     PeerLink,
+    SfuLink,
     get client() {
       return app.client;
     },

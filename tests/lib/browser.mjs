@@ -80,3 +80,94 @@ export async function eventually(fn, { timeoutMs = 15_000, intervalMs = 200, wha
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/**
+ * Every inbound-rtp stream of the page's `window.chorus.pc`, one entry each:
+ * `{id, kind, mid, trackIdentifier, framesDecoded, frameWidth, packetsReceived}`.
+ */
+export async function inboundStreams(page) {
+  return page.evaluate(async () => {
+    const pc = window.chorus?.pc;
+    if (!pc) return [];
+    const report = await pc.getStats();
+    const out = [];
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      out.push({
+        id: s.id,
+        kind: s.kind ?? s.mediaType,
+        mid: s.mid ?? null,
+        trackIdentifier: s.trackIdentifier ?? null,
+        framesDecoded: s.framesDecoded ?? 0,
+        frameWidth: s.frameWidth ?? 0,
+        packetsReceived: s.packetsReceived ?? 0,
+      });
+    });
+    return out;
+  });
+}
+
+/**
+ * The selected ICE candidate pair of `window.chorus.pc` (transport's selectedCandidatePairId,
+ * else the nominated succeeded pair) with its local and remote candidates:
+ * `{state, nominated, local: {protocol, address, port, candidateType}, remote: {...}}`.
+ */
+export async function selectedCandidatePair(page) {
+  return page.evaluate(async () => {
+    const pc = window.chorus?.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    let pair = null;
+    for (const s of byId.values()) {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+    }
+    if (!pair) {
+      for (const s of byId.values()) {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+      }
+    }
+    if (!pair) return null;
+    const cand = (id) => {
+      const c = byId.get(id);
+      return c ? { protocol: c.protocol, address: c.address, port: c.port, candidateType: c.candidateType, tcpType: c.tcpType ?? null } : null;
+    };
+    return {
+      state: pair.state,
+      nominated: !!pair.nominated,
+      local: cand(pair.localCandidateId),
+      remote: cand(pair.remoteCandidateId),
+    };
+  });
+}
+
+/**
+ * A fresh browser for `name` that opens the demo page of `server` and joins `room` from the
+ * login form. `setup(page)` runs before the page loads (init scripts); page errors are pushed
+ * to `errors`. Returns `{name, page, browser}`; the caller closes the browser.
+ */
+export async function joinRoomPage(server, name, room, { viewport, setup, errors = [] } = {}) {
+  const browser = await launchBrowser(viewport ? { viewport } : {});
+  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  page.on('pageerror', (e) => errors.push(`${name}: ${e.message}`));
+  if (setup) await setup(page);
+  await page.goto(server.url);
+  await page.getByTestId('login-name').fill(name);
+  await page.getByTestId('login-room').fill(room);
+  await page.getByTestId('login-submit').click();
+  await page.getByTestId('call-view').waitFor({ state: 'visible' });
+  return { name, page, browser };
+}
+
+/** Waits until `page` decodes a remote video stream, then until that stream keeps decoding. */
+export async function decodesRemoteVideo(page, label, { timeoutMs = 30_000 } = {}) {
+  const first = await eventually(
+    async () => (await inboundStreams(page)).find((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0),
+    { timeoutMs, what: `${label} to decode video` },
+  );
+  return eventually(
+    async () => (await inboundStreams(page)).find((s) => s.id === first.id && s.framesDecoded > first.framesDecoded + 10),
+    { timeoutMs: 15_000, what: `${label}: framesDecoded to rise` },
+  );
+}

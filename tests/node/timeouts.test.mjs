@@ -7,7 +7,7 @@ import { useServer } from '../lib/fixture.mjs';
 import { fakeOffer } from '../lib/clients.mjs';
 
 const h = useServer({
-  args: ['--set', 'calls.ring_timeout=1s', '--set', 'calls.reconnect_grace=1500ms'],
+  args: ['--set', 'calls.ring_timeout=1s', '--set', 'calls.reconnect_grace=3s'],
 });
 const byCall = (callId) => (d) => d?.callId === callId;
 
@@ -50,7 +50,7 @@ it('a participant who drops can rejoin within the grace period with call:join', 
   a.emit('offer', { callId, targetUserId: bob.userId, offer: fakeOffer });
   assert.equal((await b2.next('offer', byCall(callId))).from, alice.userId);
   // and the grace timer no longer applies
-  await a.none('call:ended', 2000, byCall(callId));
+  await a.none('call:ended', 3500, byCall(callId));
   a.emit('call:end', { callId });
   await b2.next('call:ended', byCall(callId));
 });
@@ -65,7 +65,7 @@ it('a participant who does not come back within the grace period leaves; the 1:1
   await b.ack('call:accept', { callId });
   await a.next('call:accepted', byCall(callId));
   b.close();
-  const ended = await a.next('call:ended', byCall(callId), 5000);
+  const ended = await a.next('call:ended', byCall(callId), 10000);
   assert.equal(ended.callId, callId);
   assert.equal(ended.reason, 'failed', JSON.stringify(ended)); // EndReason::Failed: lost beyond the grace period
 });

@@ -129,6 +129,23 @@ struct User {
     rooms: HashSet<CallId>,
 }
 
+impl User {
+    /// A record for a user with no connection yet (it comes online in `connect`).
+    fn offline(name: String, now: Instant) -> Self {
+        Self {
+            name,
+            connections: BTreeSet::new(),
+            status: PresenceStatus::Online,
+            manual: false,
+            text: None,
+            last_activity: now,
+            away_timer: false,
+            calls: HashSet::new(),
+            rooms: HashSet::new(),
+        }
+    }
+}
+
 struct CallEntry {
     call: Call,
     /// The deadline a timer is queued for, so each change does not queue another.
@@ -182,17 +199,10 @@ impl Hub {
             },
         );
         // A user record may outlive the user's connections while they are still in a call.
-        let user = self.users.entry(user_id.clone()).or_insert_with(|| User {
-            name: identity.name.clone(),
-            connections: BTreeSet::new(),
-            status: PresenceStatus::Online,
-            manual: false,
-            text: None,
-            last_activity: now,
-            away_timer: false,
-            calls: HashSet::new(),
-            rooms: HashSet::new(),
-        });
+        let user = self
+            .users
+            .entry(user_id.clone())
+            .or_insert_with(|| User::offline(identity.name.clone(), now));
         let first = user.connections.is_empty();
         user.name.clone_from(&identity.name);
         user.connections.insert(conn);
@@ -538,10 +548,14 @@ impl Hub {
         );
         let ice_servers = self.ice.for_user(user_id, wall(self.epoch, now));
         let mode = call.mode;
+        // Invitees who are offline get a record too, so the device they connect while the call
+        // rings is rung (and the record goes once the call no longer involves them).
         for member in call.members.keys() {
-            if let Some(u) = self.users.get_mut(member) {
-                u.calls.insert(id.clone());
-            }
+            self.users
+                .entry(member.clone())
+                .or_insert_with(|| User::offline(member.to_string(), now))
+                .calls
+                .insert(id.clone());
         }
         self.calls.insert(
             id.clone(),

@@ -609,3 +609,42 @@ fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
         ErrorCode::NotFound
     );
 }
+
+#[test]
+fn an_invitee_who_comes_online_while_it_rings_is_rung() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let call = w.initiate(a, &["bob"]);
+    assert_eq!(
+        w.out(),
+        vec![(1, "call:initiated")],
+        "bob has no device yet"
+    );
+    assert_eq!(
+        w.hub.stats().online_users,
+        1,
+        "an offline invitee is not online"
+    );
+    let b = w.connect(2, "bob");
+    assert_eq!(
+        w.out(),
+        vec![(1, "user:online"), (2, "call:incoming")],
+        "alice shares the call, so she hears bob come online; bob's device rings"
+    );
+    w.send(b, ClientEvent::CallReject(call_ref(&call))).unwrap();
+    w.hub.disconnect(w.now, b);
+    w.hub.disconnect(w.now, a);
+    let stats = w.hub.stats();
+    assert_eq!((stats.user_records, stats.calls), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn an_invitee_who_never_connects_leaves_no_record_behind() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    w.initiate(a, &["bob"]);
+    w.advance(Duration::from_secs(46));
+    w.hub.disconnect(w.now, a);
+    let stats = w.hub.stats();
+    assert_eq!((stats.user_records, stats.calls), (0, 0), "{stats:?}");
+}
