@@ -37,6 +37,21 @@ async fn bounded(test: impl Future<Output = ()>) {
         .unwrap_or_else(|_| panic!("test did not finish within {LIMIT:?}"));
 }
 
+/// `user` joins `room` and connects a receive-only peer to the SFU: the client, the connected
+/// peer, and the SFU's answer.
+async fn subscriber(server: &TestServer, user: &str, room: &str) -> (Client, Peer, String) {
+    let space = format!("room:{room}");
+    let mut client = room_client(server, user, room).await;
+    join_room(&mut client, room).await;
+    let mut pc = Peer::new().await;
+    pc.receive_only().await;
+    let offer = pc.offer().await;
+    let answer = offer_to_sfu(&mut client, &space, &offer).await.unwrap();
+    pc.accept_answer(answer.clone()).await;
+    pc.wait_connected(user).await;
+    (client, pc, answer)
+}
+
 // ---------------------------------------------------------------------------------------------
 // A minimal webrtc-rs peer (after sfu/tests/sfu/client.rs).
 
@@ -374,15 +389,8 @@ async fn through_the_whole_server() {
         let (room, space) = ("stage", "room:stage");
 
         // Bob (subscriber) joins first and connects with one recvonly m-line.
-        let mut bob = room_client(&server, "bob", room).await;
-        join_room(&mut bob, room).await;
-        let mut bob_pc = Peer::new().await;
-        bob_pc.receive_only().await;
-        let offer = bob_pc.offer().await;
-        let answer = offer_to_sfu(&mut bob, space, &offer).await.unwrap();
+        let (mut bob, mut bob_pc, answer) = subscriber(&server, "bob", room).await;
         assert!(answer.contains("a=ice-lite"), "{answer}");
-        bob_pc.accept_answer(answer).await;
-        bob_pc.wait_connected("bob").await;
 
         // Alice publishes Opus + VP8.
         let mut alice = room_client(&server, "alice", room).await;
@@ -834,14 +842,7 @@ async fn glare_the_client_offer_wins() {
     bounded(async {
         let server = TestServer::with(|c| c.rooms.auto_create = Some(true)).await;
         let (room, space) = ("glare", "room:glare");
-        let mut bob = room_client(&server, "bob", room).await;
-        join_room(&mut bob, room).await;
-        let mut bob_pc = Peer::new().await;
-        bob_pc.receive_only().await;
-        let offer = bob_pc.offer().await;
-        let answer = offer_to_sfu(&mut bob, space, &offer).await.unwrap();
-        bob_pc.accept_answer(answer).await;
-        bob_pc.wait_connected("bob").await;
+        let (mut bob, mut bob_pc, _) = subscriber(&server, "bob", room).await;
 
         let mut alice = room_client(&server, "alice", room).await;
         join_room(&mut alice, room).await;
