@@ -152,12 +152,6 @@ struct CallEntry {
     scheduled: Option<Instant>,
 }
 
-/// Which of the two screen-share events arrived (they share one arm of `handle`).
-enum EventKind {
-    ShareStart,
-    Other,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Call(CallId),
@@ -290,10 +284,6 @@ impl Hub {
             .map(|c| c.user.clone())
             .ok_or_else(|| Failure::new(ErrorCode::InvalidState, "connection is not registered"))?;
         self.touch(now, &user_id);
-        let event_kind = match &event {
-            ClientEvent::ScreenShareStart(_) => EventKind::ShareStart,
-            _ => EventKind::Other,
-        };
         match event {
             ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init),
             ClientEvent::CallAccept(r) => {
@@ -336,24 +326,11 @@ impl Hub {
                 })?;
                 Ok(ok())
             }
-            ClientEvent::ScreenShareStart(r) | ClientEvent::ScreenShareStop(r) => {
-                let sharing = matches!(event_kind, EventKind::ShareStart);
-                if self.rooms.contains_key(&r.call_id) {
-                    let body = protocol::CallUser {
-                        call_id: r.call_id.clone(),
-                        user_id: user_id.clone(),
-                    };
-                    let event = if sharing {
-                        ServerEvent::ScreenShareStarted(body)
-                    } else {
-                        ServerEvent::ScreenShareStopped(body)
-                    };
-                    return self.announce_in_room(conn, &user_id, &r.call_id, event);
-                }
-                self.with_call(now, &r.call_id, |call, _| {
-                    call.screen_share(&user_id, conn, sharing)
-                })?;
-                Ok(ok())
+            ClientEvent::ScreenShareStart(r) => {
+                self.share_screen(now, conn, &user_id, &r.call_id, true)
+            }
+            ClientEvent::ScreenShareStop(r) => {
+                self.share_screen(now, conn, &user_id, &r.call_id, false)
             }
             ClientEvent::StatusUpdate(s) => self.update_status(now, conn, &user_id, s),
             ClientEvent::ActivityPing => Ok(ok()),
@@ -462,12 +439,34 @@ impl Hub {
         }
     }
 
-    /// The user behind a connection.
-    pub fn user_of(&self, conn: ConnectionId) -> Option<&UserId> {
-        self.connections.get(&conn).map(|c| &c.user)
-    }
-
     // ---- calls -------------------------------------------------------------------------
+
+    /// `screen:share-start` (`sharing`) and `screen:share-stop`, in a call or a room.
+    fn share_screen(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        user_id: &UserId,
+        space: &CallId,
+        sharing: bool,
+    ) -> Result<Value, Failure> {
+        if self.rooms.contains_key(space) {
+            let body = protocol::CallUser {
+                call_id: space.clone(),
+                user_id: user_id.clone(),
+            };
+            let event = if sharing {
+                ServerEvent::ScreenShareStarted(body)
+            } else {
+                ServerEvent::ScreenShareStopped(body)
+            };
+            return self.announce_in_room(conn, user_id, space, event);
+        }
+        self.with_call(now, space, |call, _| {
+            call.screen_share(user_id, conn, sharing)
+        })?;
+        Ok(ok())
+    }
 
     /// `offer`, `answer` and `ice-candidate`: `kind` is the event name.
     fn relay(
