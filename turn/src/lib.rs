@@ -49,4 +49,4 @@ pub mod wire;
 pub use auth::rest_credential;
 pub use driver::{BoundAddrs, Server};
 pub use error::Error;
-pub use settings::{Settings, StaticUser};
+pub use settings::{RelayIo, Settings, StaticUser};

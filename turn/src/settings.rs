@@ -74,6 +74,34 @@ pub struct Settings {
     pub max_stream_connections: usize,
     /// Worker threads; 0 means one per CPU core (each gets its own `SO_REUSEPORT` sockets).
     pub workers: usize,
+    /// How workers read and write relay sockets.
+    pub relay_io: RelayIo,
+}
+
+/// How a worker reads and writes its allocations' relay sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayIo {
+    /// io_uring where the kernel allows it (Linux 6.0+, not forbidden by seccomp), epoll
+    /// otherwise.
+    #[default]
+    Auto,
+    /// io_uring, or the server does not start: for benchmarks, and for operators who want to
+    /// know rather than fall back silently.
+    IoUring,
+    /// epoll readiness, and one system call per relayed packet.
+    Epoll,
+}
+
+impl FromStr for RelayIo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(RelayIo::Auto),
+            "io_uring" => Ok(RelayIo::IoUring),
+            "epoll" => Ok(RelayIo::Epoll),
+            _ => Err(format!("expected auto, io_uring or epoll, got {s:?}")),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -105,6 +133,7 @@ impl Default for Settings {
             unauthenticated_burst: 500,
             max_stream_connections: 10_000,
             workers: 0,
+            relay_io: RelayIo::Auto,
         }
     }
 }

@@ -215,7 +215,10 @@ impl SendBatch {
 }
 
 #[cfg(target_os = "linux")]
-fn sockaddr_to(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub(super) fn sockaddr_to(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
     let len = len as usize;
     match i32::from(storage.ss_family) {

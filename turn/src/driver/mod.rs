@@ -12,6 +12,8 @@ mod batch;
 mod sockets;
 mod stream;
 mod tls;
+#[cfg(target_os = "linux")]
+mod uring;
 mod worker;
 
 use std::{
@@ -65,6 +67,12 @@ impl Server {
     /// Validates settings, registers metrics in `registry`, loads TLS material and binds all
     /// listening sockets.
     pub async fn bind(settings: Settings, registry: &Registry) -> Result<Server, Error> {
+        if settings.relay_io == crate::RelayIo::IoUring && !Server::io_uring_supported() {
+            return Err(Error::Settings(
+                "relay_io = io_uring, but this kernel or its seccomp profile refuses io_uring"
+                    .into(),
+            ));
+        }
         let count = worker_count(settings.workers);
         let sharing = if count > 1 {
             Sharing::ReusePort
@@ -216,6 +224,20 @@ impl Server {
         }
         tracing::info!("TURN server stopped");
         result
+    }
+
+    /// Whether this machine lets a worker relay through io_uring (see [`crate::RelayIo`]): the
+    /// kernel is recent enough and no seccomp profile forbids it.
+    pub fn io_uring_supported() -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            mio::Poll::new().is_ok_and(|poll| {
+                use std::os::fd::AsRawFd;
+                uring::Uring::new(poll.as_raw_fd()).is_ok()
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 
     /// Server-wide state (quotas, settings); tests use it to check that nothing is left.

@@ -5,7 +5,14 @@
 //!
 //! Loop: wait for readiness or the core's next timeout; drain every ready socket until
 //! `WouldBlock` (mio is edge-triggered), feeding the core and sending what it returns; drain core
-//! events (open/close relay sockets) after each input; run timers.
+//! events (open/close relay sockets) after each input; run timers; send what was queued.
+//!
+//! Relay sockets take one of two paths, chosen at start by [`crate::RelayIo`]:
+//! - io_uring (Linux): each relay socket has a multishot receive and sends to peers are queued
+//!   on the ring; the worker sleeps in the ring, which also watches the `mio` registry (see
+//!   `uring`);
+//! - epoll: relay sockets sit in the `mio` registry like every other socket, and each packet
+//!   costs its own receive or send call.
 
 use std::{
     collections::HashMap,
@@ -21,12 +28,14 @@ use std::{
 use mio::{Events, Interest, Poll, Token, Waker, net::UdpSocket};
 
 use crate::{
-    Error,
+    Error, RelayIo,
     core::{
         Core, Destination, Event, FiveTuple, RelayFailure, RelayId, Shared, Transmit, Transport,
     },
 };
 
+#[cfg(target_os = "linux")]
+use super::uring::{Delivery, Inbox, Uring};
 use super::{
     batch::{RECV_BATCH, RecvBatch, SendBatch},
     sockets,
@@ -68,6 +77,10 @@ pub struct Worker {
     core: Core,
     io: Io,
     recv: RecvBatch,
+    /// Receive buffers of the io_uring path. Declared after `io`, which holds the ring, so the
+    /// ring is dropped before the buffers it writes into.
+    #[cfg(target_os = "linux")]
+    inbox: Option<Inbox>,
 }
 
 /// Everything the core's transmits may be sent on, apart from the core (so both can be borrowed).
@@ -84,6 +97,9 @@ struct Io {
     dirty: Vec<usize>,
     max_conns: usize,
     buf: Vec<u8>,
+    /// The io_uring path, when it runs.
+    #[cfg(target_os = "linux")]
+    uring: Option<Uring>,
 }
 
 impl Worker {
@@ -106,6 +122,8 @@ impl Worker {
             dirty: Vec::new(),
             max_conns: shared.settings().max_stream_connections,
             buf: vec![0u8; STREAM_READ],
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
         for (i, s) in sockets.udp.into_iter().enumerate() {
             let addr = s.local_addr()?;
@@ -134,6 +152,8 @@ impl Worker {
             core,
             io,
             recv: RecvBatch::new(),
+            #[cfg(target_os = "linux")]
+            inbox: None,
         })
     }
 
@@ -142,6 +162,40 @@ impl Worker {
     }
 
     pub fn run(mut self) -> Result<(), Error> {
+        #[cfg(target_os = "linux")]
+        if self.start_uring()? {
+            return self.run_uring();
+        }
+        self.run_epoll()
+    }
+
+    /// Sets up the io_uring path as [`RelayIo`] asks; `Ok(false)` means epoll. Runs on the
+    /// worker's own thread: the ring accepts submissions only from the thread that made it.
+    #[cfg(target_os = "linux")]
+    fn start_uring(&mut self) -> Result<bool, Error> {
+        use std::os::fd::AsRawFd;
+        let wanted = self.core.shared().settings().relay_io;
+        if wanted == RelayIo::Epoll {
+            return Ok(false);
+        }
+        match Uring::new(self.poll.as_raw_fd()) {
+            Ok((uring, inbox)) => {
+                self.io.uring = Some(uring);
+                self.inbox = Some(inbox);
+                Ok(true)
+            }
+            Err(e) if wanted == RelayIo::Auto => {
+                tracing::info!(error = %e, "io_uring unavailable; relay sockets use epoll");
+                Ok(false)
+            }
+            Err(e) => Err(Error::Io(e)),
+        }
+    }
+
+    fn run_epoll(mut self) -> Result<(), Error> {
+        if self.core.shared().settings().relay_io == RelayIo::IoUring {
+            return Err(Error::Settings("relay_io = io_uring needs Linux".into()));
+        }
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Acquire) {
             let timeout = self
@@ -156,27 +210,119 @@ impl Worker {
             }
             let now = Instant::now();
             for ev in events.iter() {
-                let (kind, idx) = (ev.token().0 >> SHIFT, ev.token().0 & ((1 << SHIFT) - 1));
-                match kind {
-                    UDP => self.drain_udp(now, idx),
-                    RELAY => self.drain_relay(now, idx),
-                    TCP_LISTEN => self.accept(idx, Transport::Tcp),
-                    TLS_LISTEN => self.accept(idx, Transport::Tls),
-                    CONN => self.conn_ready(now, idx, ev.is_readable(), ev.is_writable()),
-                    _ => {}
+                self.dispatch(now, ev);
+            }
+            self.end_iteration();
+        }
+        self.shut_down();
+        Ok(())
+    }
+
+    /// The loop of the io_uring path: one `io_uring_enter` submits queued sends and sleeps until
+    /// datagrams arrive on relay sockets, the `mio` registry has events, or a timer is due.
+    #[cfg(target_os = "linux")]
+    fn run_uring(mut self) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        let mut reaped = Vec::new();
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = self
+                .core
+                .poll_timeout()
+                .saturating_duration_since(Instant::now());
+            let Some(uring) = self.io.uring.as_mut() else {
+                break;
+            };
+            uring.wait(timeout)?;
+            uring.take_reaped(&mut reaped);
+            let now = Instant::now();
+            let mut registry = false;
+            for c in &reaped {
+                let Some(inbox) = self.inbox.as_mut() else {
+                    break;
+                };
+                let buffer = match inbox.read(c) {
+                    Delivery::Datagram {
+                        relay,
+                        data,
+                        from,
+                        buffer,
+                    } => {
+                        if let Some(t) =
+                            self.core
+                                .handle_peer(now, RelayId(relay as u32), from, data)
+                        {
+                            self.io.deliver(t);
+                        }
+                        Some(buffer)
+                    }
+                    Delivery::Unusable { buffer } => Some(buffer),
+                    Delivery::Registry => {
+                        registry = true;
+                        None
+                    }
+                    Delivery::Nothing => None,
+                };
+                if let Some(buffer) = buffer {
+                    inbox.recycle(buffer);
+                }
+                let Io { uring, relays, .. } = &mut self.io;
+                if let Some(uring) = uring {
+                    uring.rearm(c, |relay| {
+                        use std::os::fd::AsRawFd;
+                        relays.get(relay)?.as_ref().map(|s| s.as_raw_fd())
+                    });
                 }
             }
-            let now = Instant::now();
-            if now >= self.core.poll_timeout() {
-                self.core.handle_timeout(now);
-                self.drain_events(now);
+            // A full batch may leave events behind, which would not wake the ring again.
+            while registry {
+                match self.poll.poll(&mut events, Some(std::time::Duration::ZERO)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let mut count = 0;
+                for ev in events.iter() {
+                    self.dispatch(now, ev);
+                    count += 1;
+                }
+                registry = count == events.capacity();
             }
-            self.flush();
+            self.end_iteration();
         }
+        self.shut_down();
+        if let (Some(uring), Some(inbox)) = (self.io.uring.as_mut(), self.inbox.as_mut()) {
+            uring.close(inbox, std::time::Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
+    /// Handles one readiness event from the `mio` registry.
+    fn dispatch(&mut self, now: Instant, ev: &mio::event::Event) {
+        let (kind, idx) = (ev.token().0 >> SHIFT, ev.token().0 & ((1 << SHIFT) - 1));
+        match kind {
+            UDP => self.drain_udp(now, idx),
+            RELAY => self.drain_relay(now, idx),
+            TCP_LISTEN => self.accept(idx, Transport::Tcp),
+            TLS_LISTEN => self.accept(idx, Transport::Tls),
+            CONN => self.conn_ready(now, idx, ev.is_readable(), ev.is_writable()),
+            _ => {}
+        }
+    }
+
+    /// Runs due timers and sends what the iteration queued.
+    fn end_iteration(&mut self) {
+        let now = Instant::now();
+        if now >= self.core.poll_timeout() {
+            self.core.handle_timeout(now);
+            self.drain_events(now);
+        }
+        self.flush();
+    }
+
+    fn shut_down(&mut self) {
         self.core.shutdown();
         self.drain_events(Instant::now());
         self.flush();
-        Ok(())
     }
 
     fn drain_udp(&mut self, now: Instant, idx: usize) {
@@ -384,9 +530,7 @@ fn drain_events(core: &mut Core, io: &mut Io, poll: &Poll, now: Instant) {
                     let opened =
                         sockets::relay(ip, &ports, parity, dont_fragment).and_then(|mut s| {
                             let addr = s.local_addr().ok()?;
-                            poll.registry()
-                                .register(&mut s, token(RELAY, idx), Interest::READABLE)
-                                .ok()?;
+                            io.watch_relay(poll, idx, &mut s).ok()?;
                             Some((s, addr))
                         });
                     if io.relays.len() <= idx {
@@ -404,9 +548,9 @@ fn drain_events(core: &mut Core, io: &mut Io, poll: &Poll, now: Instant) {
                     }
                 }
                 Event::CloseRelay { relay } => {
-                    if let Some(mut s) = io.relays.get_mut(relay.0 as usize).and_then(Option::take)
-                    {
-                        let _ = poll.registry().deregister(&mut s);
+                    let idx = relay.0 as usize;
+                    if let Some(mut s) = io.relays.get_mut(idx).and_then(Option::take) {
+                        io.unwatch_relay(poll, idx, &mut s);
                     }
                 }
             }
@@ -415,6 +559,32 @@ fn drain_events(core: &mut Core, io: &mut Io, poll: &Poll, now: Instant) {
 }
 
 impl Io {
+    /// Starts receiving on a new relay socket: a multishot receive on the ring, or a `mio`
+    /// registration.
+    fn watch_relay(&mut self, poll: &Poll, idx: usize, s: &mut UdpSocket) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(uring) = &mut self.uring {
+            use std::os::fd::AsRawFd;
+            uring.watch(idx, s.as_raw_fd());
+            return Ok(());
+        }
+        poll.registry()
+            .register(s, token(RELAY, idx), Interest::READABLE)
+    }
+
+    /// Stops receiving on a relay socket the caller is about to close.
+    fn unwatch_relay(&mut self, poll: &Poll, idx: usize, s: &mut UdpSocket) {
+        #[cfg(target_os = "linux")]
+        if let Some(uring) = &mut self.uring {
+            // Queued sends name sockets by descriptor, which closing frees for reuse: send them
+            // while the number still means this socket.
+            let _ = uring.submit();
+            uring.unwatch(idx);
+            return;
+        }
+        let _ = poll.registry().deregister(s);
+    }
+
     /// Sends the datagrams queued for client sockets and the frames queued on connections.
     /// Returns connections whose write failed, for the caller to close.
     fn flush(&mut self) -> Vec<usize> {
@@ -439,9 +609,18 @@ impl Io {
     fn deliver(&mut self, t: Transmit<'_>) {
         match t.destination {
             Destination::Peer { relay, peer } => {
-                if let Some(Some(s)) = self.relays.get(relay.0 as usize) {
-                    let _ = s.send_to(t.data, peer);
+                let Some(Some(s)) = self.relays.get(relay.0 as usize) else {
+                    return;
+                };
+                #[cfg(target_os = "linux")]
+                if let Some(uring) = &mut self.uring
+                    && t.data.len() <= super::batch::SLOT
+                {
+                    use std::os::fd::AsRawFd;
+                    uring.send(s.as_raw_fd(), t.data, peer);
+                    return;
                 }
+                let _ = s.send_to(t.data, peer);
             }
             Destination::Client(five) if five.transport == Transport::Udp => {
                 if let Some((s, _, batch)) = self.udp.iter_mut().find(|(_, a, _)| *a == five.server)

@@ -101,6 +101,32 @@ async fn relay_over_udp() {
     s.stop().await;
 }
 
+/// The UDP round trip with relay sockets on the given I/O path.
+async fn udp_roundtrip_with(relay_io: turn::RelayIo) {
+    let s = start(turn::Settings {
+        relay_io,
+        ..loopback_settings()
+    })
+    .await;
+    let c = Client::udp(s.udp(), "u", "p").await;
+    roundtrip(c, false, &s).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_over_udp_with_epoll() {
+    udp_roundtrip_with(turn::RelayIo::Epoll).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_over_udp_with_io_uring() {
+    if !turn::Server::io_uring_supported() {
+        println!("SKIPPED relay_over_udp_with_io_uring: io_uring is not available here");
+        return;
+    }
+    udp_roundtrip_with(turn::RelayIo::IoUring).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_over_tcp() {
     let s = start(loopback_settings()).await;

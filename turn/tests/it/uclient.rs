@@ -84,6 +84,20 @@ async fn uclient_udp_static_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_udp_with_epoll() {
+    if !have_turnutils("uclient_udp_with_epoll") {
+        return;
+    }
+    let s = start(turn::Settings {
+        relay_io: turn::RelayIo::Epoll,
+        ..loopback_settings()
+    })
+    .await;
+    run_uclient("udp epoll", s.udp().port(), &["-u", "u", "-w", "p"]).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_udp_rest_credentials() {
     if !have_turnutils("uclient_udp_rest_credentials") {
         return;
