@@ -84,6 +84,15 @@ impl ConfigArgs {
     /// Loads the configuration from the file, the process environment, `--dev` and `--set`,
     /// plus `extra` overrides from command-specific flags.
     pub fn load(&self, extra: &[(&str, Option<&String>)]) -> Result<Config, ConfigError> {
+        self.load_for(config::Role::Full, extra)
+    }
+
+    /// [`ConfigArgs::load`] for a process in `role` (`chorus turn` needs no `[auth]`).
+    pub fn load_for(
+        &self,
+        role: config::Role,
+        extra: &[(&str, Option<&String>)],
+    ) -> Result<Config, ConfigError> {
         let mut overrides = Overrides::default();
         if self.dev {
             overrides.set("server.dev", "true");
@@ -96,7 +105,8 @@ impl ConfigArgs {
         for assignment in &self.set {
             overrides.parse_assignment(assignment)?;
         }
-        let mut config = Config::load(self.config.as_deref(), std::env::vars(), &overrides)?;
+        let mut config =
+            Config::load_for(role, self.config.as_deref(), std::env::vars(), &overrides)?;
         if config.server.dev {
             config.server.listen = loopback(config.server.listen);
         }

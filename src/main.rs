@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             Err(e) => config_error(e),
         },
         Command::Turn(args) => {
-            let config = match args.load(&[]) {
+            let config = match args.load_for(config::Role::TurnOnly, &[]) {
                 Ok(c) => c,
                 Err(e) => return config_error(e),
             };

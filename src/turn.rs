@@ -75,6 +75,12 @@ pub fn settings(config: &config::Config) -> Result<Option<turn::Settings>, Strin
         max_channels_per_allocation: c.max_channels_per_allocation,
         max_lifetime: c.max_lifetime.get(),
         max_allocation_bytes_per_second: c.max_allocation_bytes_per_second,
+        workers: c.workers,
+        relay_io: match c.relay_io {
+            config::TurnRelayIo::Auto => turn::RelayIo::Auto,
+            config::TurnRelayIo::IoUring => turn::RelayIo::IoUring,
+            config::TurnRelayIo::Epoll => turn::RelayIo::Epoll,
+        },
         ..turn::Settings::default()
     }))
 }

@@ -271,6 +271,23 @@ pub struct TurnConfig {
     pub max_lifetime: HumanDuration,
     /// Relayed bytes per second per allocation and direction; 0 for no cap.
     pub max_allocation_bytes_per_second: u64,
+    /// Relay worker threads; 0 for one per CPU core.
+    pub workers: usize,
+    /// How relay sockets are read and written.
+    pub relay_io: TurnRelayIo,
+}
+
+/// How the TURN workers read and write relay sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnRelayIo {
+    /// io_uring where the kernel allows it (Linux 6.0+, not blocked by seccomp), else epoll.
+    #[default]
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// epoll readiness and one system call per relayed packet.
+    Epoll,
 }
 
 impl Default for TurnConfig {
@@ -297,6 +314,8 @@ impl Default for TurnConfig {
             max_channels_per_allocation: 32,
             max_lifetime: HumanDuration::secs(3600),
             max_allocation_bytes_per_second: 2_500_000,
+            workers: 0,
+            relay_io: TurnRelayIo::Auto,
         }
     }
 }
@@ -436,9 +455,31 @@ pub const MAX_LEEWAY_SECS: u64 = 60;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// What a process runs, which decides the settings it must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Signaling and everything beside it (`chorus serve`, `chorus token`, `check-config`).
+    Full,
+    /// The TURN relay alone (`chorus turn`): no JWT is ever checked, so `[auth]` need not be set.
+    TurnOnly,
+}
+
 impl Config {
-    /// Checks what the types cannot. `dev` relaxes the secret check: dev mode generates one.
+    /// Checks what the types cannot, for [`Role::Full`].
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_for(Role::Full)
+    }
+
+    /// Checks what the types cannot, for a process in `role`. `dev` relaxes the secret check:
+    /// dev mode generates one.
+    pub fn validate_for(&self, role: Role) -> Result<(), ConfigError> {
+        if role == Role::Full {
+            self.validate_auth()?;
+        }
+        self.validate_rest()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
         if auth.leeway.get().as_secs() > MAX_LEEWAY_SECS {
             return Err(invalid(
@@ -477,6 +518,10 @@ impl Config {
                 return Err(invalid(key, "leave it out instead of setting it empty"));
             }
         }
+        Ok(())
+    }
+
+    fn validate_rest(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         positive("limits.events_per_second", l.events_per_second as u64)?;
         positive("limits.event_burst", l.event_burst as u64)?;

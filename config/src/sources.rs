@@ -1,6 +1,6 @@
 //! Reading and merging the configuration sources.
 
-use crate::{Config, SECTIONS};
+use crate::{Config, Role, SECTIONS};
 use std::path::Path;
 use toml::{Table, Value};
 
@@ -41,8 +41,19 @@ impl Overrides {
 }
 
 impl Config {
-    /// Merges defaults, `file`, the given environment and `overrides`, then validates.
+    /// Merges defaults, `file`, the given environment and `overrides`, then validates for
+    /// [`Role::Full`].
     pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        Config::load_for(Role::Full, file, env, overrides)
+    }
+
+    /// [`Config::load`] for a process in `role`.
+    pub fn load_for(
+        role: Role,
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &Overrides,
@@ -82,7 +93,7 @@ impl Config {
                 message: e.inner().to_string(),
             }
         })?;
-        config.validate()?;
+        config.validate_for(role)?;
         Ok(config)
     }
 
@@ -284,5 +295,18 @@ mod tests {
         assert!(Overrides::default().parse_assignment("novalue").is_err());
         let err = Config::from_file(Path::new("/nonexistent/chorus.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
+    }
+    #[test]
+    fn turn_only_processes_need_no_jwt_secret() {
+        let overrides = Overrides::default();
+        let full = Config::load(None, Vec::new(), &overrides).unwrap_err();
+        assert!(full.to_string().contains("`auth.secret`"), "{full}");
+        let turn = Config::load_for(Role::TurnOnly, None, Vec::new(), &overrides).unwrap();
+        assert!(turn.auth.secret.is_empty());
+        // The rest is still checked.
+        let mut bad = Overrides::default();
+        bad.set("turn.relay_port_min", "0");
+        let err = Config::load_for(Role::TurnOnly, None, Vec::new(), &bad).unwrap_err();
+        assert!(err.to_string().contains("turn.relay_port_min"), "{err}");
     }
 }

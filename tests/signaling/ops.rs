@@ -231,3 +231,67 @@ async fn turn_relays_with_the_credentials_signaling_mints() {
     let _ = peer.wait();
     server.stop().await.unwrap();
 }
+
+/// `chorus turn` on a dedicated relay host checks TURN credentials only, so it starts without
+/// any `[auth]` setting; `chorus serve` with the same settings refuses, naming the key.
+#[tokio::test]
+async fn chorus_turn_needs_no_jwt_settings_but_serve_does() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let args = |command: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
+        cmd.arg(command);
+        for set in [
+            format!("server.listen={addr}"),
+            "turn.udp_listen=127.0.0.1:0".into(),
+            "turn.tcp_listen=127.0.0.1:0".into(),
+            "turn.relay_ip=127.0.0.1".into(),
+            "turn.static_users=u:p".into(),
+            "sfu.enabled=false".into(),
+            "log.level=warn".into(),
+        ] {
+            cmd.args(["--set", &set]);
+        }
+        cmd.env_remove("CHORUS_AUTH_SECRET")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+
+    let serve = args("serve").output().unwrap();
+    assert_eq!(
+        serve.status.code(),
+        Some(2),
+        "serve exits with the config code"
+    );
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(stderr.contains("auth.secret"), "{stderr}");
+
+    let mut turn = args("turn").spawn().unwrap();
+    let mut health = None;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            health = Some(http_get(addr, "/health", None).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let metrics = http_get(addr, "/metrics", None).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &turn.id().to_string()])
+        .status()
+        .unwrap();
+    let status = turn.wait().unwrap();
+    assert_eq!(health, Some((200, "ok".into())));
+    assert!(
+        metrics.1.contains("chorus_turn_allocations_active 0"),
+        "{}",
+        metrics.1
+    );
+    assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
+}
