@@ -3,9 +3,11 @@
 #
 # Usage: bench/turn-vs-coturn.sh            (from the repository root)
 # Env:   CLIENTS=100 MESSAGES=2000 LENGTH=1000 INTERVAL=1 TRANSPORTS="udp tcp"
-#        CHORUS_PORT=34478 COTURN_PORT=35478 PEER_PORT=34480 WORKERS=0 (0 = one per core)
+#        CHORUS_PORT=34478 COTURN_PORT=35478 PEER_PORT=34480 HTTP_PORT=34479
+#        WORKERS=0 (0 = one per core) RELAY_IO=auto (auto | io_uring | epoll)
 # Needs: coturn (turnserver, turnutils_uclient, turnutils_peer) from Debian's `coturn` package.
 #
+# Chorus runs as the product does, `chorus turn` (release build), configured with --set.
 # For each server and transport, the script starts the server fresh, runs
 #   turnutils_uclient -c -n MESSAGES -m CLIENTS -l LENGTH -z INTERVAL [-t]
 # against it with turnutils_peer echoing, reads the server's user+system CPU time from
@@ -23,17 +25,19 @@ CHORUS_PORT=${CHORUS_PORT:-34478}
 COTURN_PORT=${COTURN_PORT:-35478}
 PEER_PORT=${PEER_PORT:-34480}
 WORKERS=${WORKERS:-0}
+RELAY_IO=${RELAY_IO:-auto}
+HTTP_PORT=${HTTP_PORT:-34479}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 for tool in turnserver turnutils_uclient turnutils_peer; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y coturn" >&2; exit 1; }
 done
 
-echo "building chorus TURN (release)..." >&2
-cargo build --quiet --release --manifest-path "$root/turn/Cargo.toml" --example turn-server
-target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/turn/Cargo.toml" |
+echo "building chorus (release)..." >&2
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin chorus
+target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-chorus_bin="$target_dir/release/examples/turn-server"
+chorus_bin="$target_dir/release/chorus"
 
 work=$(mktemp -d)
 pids=()
@@ -53,8 +57,12 @@ start_server() { # name port -> pid on stdout
   local name=$1 port=$2
   case $name in
     chorus)
-      "$chorus_bin" --listen "127.0.0.1:$port" --user u:p --realm test --allow 127.0.0.0/8 \
-        --max-allocations-per-user 100000 --max-bps 0 --workers "$WORKERS" >"$work/$name.log" 2>&1 &
+      "$chorus_bin" turn --set "server.listen=127.0.0.1:$HTTP_PORT" \
+        --set "turn.udp_listen=127.0.0.1:$port" --set "turn.tcp_listen=127.0.0.1:$port" \
+        --set turn.relay_ip=127.0.0.1 --set turn.static_users=u:p --set turn.realm=test \
+        --set turn.allowed_peer_ranges=127.0.0.0/8 --set turn.max_allocations_per_user=100000 \
+        --set turn.max_allocation_bytes_per_second=0 --set "turn.workers=$WORKERS" \
+        --set "turn.relay_io=$RELAY_IO" --set log.level=warn >"$work/$name.log" 2>&1 &
       ;;
     coturn)
       turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --allow-loopback-peers \
