@@ -5,6 +5,7 @@
 # Env:   CLIENTS=100 MESSAGES=2000 LENGTH=1000 INTERVAL=1 TRANSPORTS="udp tcp"
 #        CHORUS_PORT=34478 COTURN_PORT=35478 PEER_PORT=34480 HTTP_PORT=34479
 #        WORKERS=0 (0 = one per core) RELAY_IO=auto (auto | io_uring | epoll)
+#        REPEAT=3 (pairs of runs per transport; the ratio printed is the median over pairs)
 # Needs: coturn (turnserver, turnutils_uclient, turnutils_peer) from Debian's `coturn` package.
 #
 # Chorus runs as the product does, `chorus turn` (release build), configured with --set.
@@ -26,6 +27,7 @@ COTURN_PORT=${COTURN_PORT:-35478}
 PEER_PORT=${PEER_PORT:-34480}
 WORKERS=${WORKERS:-0}
 RELAY_IO=${RELAY_IO:-auto}
+REPEAT=${REPEAT:-3}
 HTTP_PORT=${HTTP_PORT:-34479}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -106,22 +108,33 @@ print(f"{name:7} {transport:4} sent={sent:8d} received={recv:8d} loss={loss:6.2f
 PY
 }
 
-echo "load: turnutils_uclient -c -n $MESSAGES -m $CLIENTS -l $LENGTH -z $INTERVAL (+ -t for tcp)"
+echo "load: turnutils_uclient -c -n $MESSAGES -m $CLIENTS -l $LENGTH -z $INTERVAL (+ -t for tcp)," \
+  "$REPEAT pair(s) per transport"
 results=()
 for transport in $TRANSPORTS; do
-  line_c=$(run chorus "$CHORUS_PORT" "$transport"); echo "$line_c"
-  line_t=$(run coturn "$COTURN_PORT" "$transport"); echo "$line_t"
-  results+=("$line_c" "$line_t")
+  for pair in $(seq 1 "$REPEAT"); do
+    line_c=$(run chorus "$CHORUS_PORT" "$transport"); echo "$line_c pair=$pair"
+    line_t=$(run coturn "$COTURN_PORT" "$transport"); echo "$line_t pair=$pair"
+    results+=("$line_c pair=$pair" "$line_t pair=$pair")
+  done
 done
+# Each pair runs both servers back to back, so a pair's ratio sees one machine state; the
+# median over pairs is the figure to quote, min and max show the spread.
 printf '%s\n' "${results[@]}" | python3 -c '
-import sys, re
+import sys, re, statistics
 rows = {}
 for line in sys.stdin:
-    f = line.split()
-    if len(f) < 7: continue
-    rows[(f[0], f[1])] = float(re.sub(".*=", "", f[-1]))
-for t in sorted({t for (_, t) in rows}):
-    c, o = rows.get(("chorus", t)), rows.get(("coturn", t))
-    if c and o:
-        print(f"ratio {t}: chorus/coturn relayed packets per CPU-second = {c / o:.2f}x")
+    rate = re.search(r"relayed_pkts_per_cpu_s=\s*(\S+)", line)
+    pair = re.search(r"pair=(\d+)", line)
+    if not (rate and pair): continue
+    name, transport = line.split()[:2]
+    rows[(name, transport, pair.group(1))] = float(rate.group(1))
+for t in sorted({t for (_, t, _) in rows}):
+    ratios = [rows[("chorus", t, p)] / rows[("coturn", t, p)]
+              for (n, tt, p) in rows
+              if n == "chorus" and tt == t and rows.get(("coturn", t, p))]
+    if ratios:
+        print(f"ratio {t}: chorus/coturn relayed packets per CPU-second = "
+              f"{statistics.median(ratios):.2f}x median of {len(ratios)} pair(s) "
+              f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
 '
