@@ -6,8 +6,9 @@
 //!   its transmits and events. Deterministic tests drive it with simulated time.
 //! - [`Server`]: the driver. One worker thread per CPU core, each owning a [`core::Core`], its own
 //!   `SO_REUSEPORT` UDP socket(s) and TCP/TLS listeners, the TCP/TLS connections the kernel hands
-//!   it, and the relay sockets of its allocations, all polled with `mio`. The packet path takes no
-//!   lock and allocates nothing.
+//!   it, and the relay sockets of its allocations. Relay sockets go through io_uring on Linux
+//!   (multishot receives, queued sends; [`RelayIo`]), everything else is polled with `mio`. The
+//!   packet path takes no lock and allocates nothing.
 //! - [`rest_credential`]: mints the TURN REST credentials (coturn `use-auth-secret` format) that
 //!   the signaling service hands out in `iceServers`.
 //!
