@@ -40,9 +40,13 @@ it('a room of two decodes video when the server offers only TCP candidates', { t
   const a = await joinRoom('Ann', room);
   const b = await joinRoom('Ben', room);
 
-  // the server's offer-answer carried only TCP candidates
+  // the server's offer-answer carried only TCP candidates (the page counts as joined once the
+  // server acked the join; its answer may still be on the way, so wait for it)
   for (const u of [a, b]) {
-    const remote = await u.page.evaluate(() => window.chorus.pc.remoteDescription?.sdp ?? '');
+    const remote = await eventually(
+      () => u.page.evaluate(() => window.chorus.pc?.remoteDescription?.sdp ?? ''),
+      { what: `${u.name}: the server's answer` },
+    );
     const cands = remote.split('\r\n').filter((l) => l.startsWith('a=candidate:'));
     assert.ok(cands.length > 0, `${u.name}: the server advertised candidates`);
     for (const c of cands) assert.match(c, / tcp /i, `${u.name}: only TCP candidates: ${c}`);
