@@ -601,6 +601,67 @@ mod tests {
     }
 
     #[test]
+    fn a_receive_that_ran_out_of_buffers_resumes_once_they_are_back() {
+        let Some((mut uring, mut inbox, _poll)) = setup() else {
+            return;
+        };
+        let peer = bound();
+        let relay = bound();
+        socket2::SockRef::from(&relay)
+            .set_recv_buffer_size(8 << 20)
+            .unwrap();
+        let burst = usize::from(BUFFERS) + 300;
+        for i in 0..burst as u32 {
+            peer.send_to(&i.to_be_bytes(), relay.local_addr().unwrap())
+                .unwrap();
+        }
+        uring.watch(0, relay.as_raw_fd());
+        let mut got = Vec::new();
+        let mut held = Vec::new();
+        let mut ran_out = false;
+        let mut reaped = Vec::new();
+        // Hold every buffer until the kernel has none left: the receive ends with ENOBUFS.
+        for _ in 0..100 {
+            uring.wait(Duration::from_millis(20)).unwrap();
+            uring.take_reaped(&mut reaped);
+            for c in &reaped {
+                ran_out |= c.res == -libc::ENOBUFS;
+                if let Delivery::Datagram { data, buffer, .. } = inbox.read(c) {
+                    got.push(u32::from_be_bytes(data.try_into().unwrap()));
+                    held.push(buffer);
+                }
+            }
+            if ran_out {
+                break;
+            }
+        }
+        assert!(ran_out, "the receive ran out of buffers");
+        assert_eq!(got.len(), usize::from(BUFFERS));
+        // Handing the buffers back and re-arming picks up the rest, in order.
+        for buffer in held {
+            inbox.recycle(buffer);
+        }
+        for c in &reaped {
+            uring.rearm(c, |_| Some(relay.as_raw_fd()));
+        }
+        for _ in 0..100 {
+            uring.wait(Duration::from_millis(20)).unwrap();
+            uring.take_reaped(&mut reaped);
+            for c in &reaped {
+                if let Delivery::Datagram { data, buffer, .. } = inbox.read(c) {
+                    got.push(u32::from_be_bytes(data.try_into().unwrap()));
+                    inbox.recycle(buffer);
+                }
+                uring.rearm(c, |_| Some(relay.as_raw_fd()));
+            }
+            if got.len() >= burst {
+                break;
+            }
+        }
+        assert_eq!(got, (0..burst as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn unwatched_sockets_deliver_nothing_and_close() {
         let Some((mut uring, mut inbox, _poll)) = setup() else {
             return;
