@@ -281,7 +281,16 @@ async fn chorus_turn_needs_no_jwt_settings_but_serve_does() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let metrics = http_get(addr, "/metrics", None).await;
+    // Workers start right after the HTTP listener: wait until all of them report their path.
+    let cores = std::thread::available_parallelism().unwrap().get() as i64;
+    let mut metrics = (0, String::new());
+    for _ in 0..100 {
+        metrics = http_get(addr, "/metrics", None).await;
+        if workers_running(&metrics.1) == cores {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     std::process::Command::new("kill")
         .args(["-TERM", &turn.id().to_string()])
         .status()
@@ -293,5 +302,20 @@ async fn chorus_turn_needs_no_jwt_settings_but_serve_does() {
         "{}",
         metrics.1
     );
+    assert_eq!(
+        workers_running(&metrics.1),
+        cores,
+        "one worker per core, each counted under its relay path:\n{}",
+        metrics.1
+    );
     assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
+}
+
+/// Sum of `chorus_turn_workers{relay_io="..."}` over both paths.
+fn workers_running(metrics: &str) -> i64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("chorus_turn_workers{relay_io="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
 }

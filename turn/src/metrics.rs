@@ -3,7 +3,7 @@
 //! Cores count in plain integers ([`Counts`]) on the hot path and flush them here once per tick,
 //! so workers never contend on shared atomics per packet.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Metric handles registered in the caller's registry.
 #[derive(Clone)]
@@ -24,6 +24,9 @@ pub struct Metrics {
     pub quota_refusals: IntCounterVec,
     /// `chorus_turn_rate_limited_total`: challenges not sent because of the per-IP limit.
     pub rate_limited: IntCounter,
+    /// `chorus_turn_workers{relay_io}`: running workers by relay socket path (`io_uring`,
+    /// `epoll`), so operators see when `auto` fell back.
+    pub workers: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +80,13 @@ impl Metrics {
                 "chorus_turn_rate_limited_total",
                 "Unauthenticated responses suppressed by the per-IP rate limit",
             )?,
+            workers: IntGaugeVec::new(
+                Opts::new(
+                    "chorus_turn_workers",
+                    "TURN worker threads running, by relay socket path",
+                ),
+                &["relay_io"],
+            )?,
         };
         registry.register(Box::new(m.allocations_active.clone()))?;
         registry.register(Box::new(m.allocations_total.clone()))?;
@@ -86,6 +96,7 @@ impl Metrics {
         registry.register(Box::new(m.peer_refusals.clone()))?;
         registry.register(Box::new(m.quota_refusals.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.workers.clone()))?;
         Ok(m)
     }
 }

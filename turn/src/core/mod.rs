@@ -220,6 +220,11 @@ impl Shared {
         &self.settings
     }
 
+    /// The metric handles (the driver reports its workers here).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     fn unix(&self, now: Instant) -> u64 {
         self.epoch_unix + now.saturating_duration_since(self.epoch).as_secs()
     }

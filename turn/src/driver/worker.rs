@@ -164,9 +164,23 @@ impl Worker {
     pub fn run(mut self) -> Result<(), Error> {
         #[cfg(target_os = "linux")]
         if self.start_uring()? {
-            return self.run_uring();
+            return self.counted("io_uring", Self::run_uring);
         }
-        self.run_epoll()
+        self.counted("epoll", Self::run_epoll)
+    }
+
+    /// Runs `run` with this worker counted in `chorus_turn_workers{relay_io=path}`.
+    fn counted(self, path: &str, run: impl FnOnce(Self) -> Result<(), Error>) -> Result<(), Error> {
+        let gauge = self
+            .core
+            .shared()
+            .metrics()
+            .workers
+            .with_label_values(&[path]);
+        gauge.inc();
+        let result = run(self);
+        gauge.dec();
+        result
     }
 
     /// Sets up the io_uring path as [`RelayIo`] asks; `Ok(false)` means epoll. Runs on the
