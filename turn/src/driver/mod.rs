@@ -18,6 +18,7 @@ mod worker;
 
 use std::{
     future::Future,
+    io,
     net::SocketAddr,
     sync::{
         Arc,
@@ -93,52 +94,38 @@ impl Server {
         let mut workers: Vec<WorkerSockets> =
             (0..count).map(|_| WorkerSockets::default()).collect();
         let mut addrs = BoundAddrs::default();
+        // Each group's first socket holds the resolved port (the rest joined it).
+        let bound = |first: Option<io::Result<SocketAddr>>, asked: SocketAddr| {
+            first.and_then(Result::ok).unwrap_or(asked)
+        };
         for &addr in &settings.udp_listen {
-            for (w, s) in workers
-                .iter_mut()
-                .zip(sockets::udp_group(addr, count, sharing)?)
-            {
+            let group = sockets::udp_group(addr, count, sharing)?;
+            addrs
+                .udp
+                .push(bound(group.first().map(|s| s.local_addr()), addr));
+            for (w, s) in workers.iter_mut().zip(group) {
                 w.udp.push(s);
             }
-            addrs.udp.push(
-                workers[0]
-                    .udp
-                    .last()
-                    .and_then(|s| s.local_addr().ok())
-                    .unwrap_or(addr),
-            );
         }
         for &addr in &settings.tcp_listen {
-            for (w, s) in workers
-                .iter_mut()
-                .zip(sockets::tcp_group(addr, count, sharing)?)
-            {
+            let group = sockets::tcp_group(addr, count, sharing)?;
+            addrs
+                .tcp
+                .push(bound(group.first().map(|s| s.local_addr()), addr));
+            for (w, s) in workers.iter_mut().zip(group) {
                 w.tcp.push(s);
             }
-            addrs.tcp.push(
-                workers[0]
-                    .tcp
-                    .last()
-                    .and_then(|s| s.local_addr().ok())
-                    .unwrap_or(addr),
-            );
         }
         if let Some(config) = &tls {
             for &addr in &settings.tls_listen {
-                for (w, s) in workers
-                    .iter_mut()
-                    .zip(sockets::tcp_group(addr, count, sharing)?)
-                {
+                let group = sockets::tcp_group(addr, count, sharing)?;
+                addrs
+                    .tls
+                    .push(bound(group.first().map(|s| s.local_addr()), addr));
+                for (w, s) in workers.iter_mut().zip(group) {
                     w.tls.push(s);
                     w.tls_config = Some(config.clone());
                 }
-                addrs.tls.push(
-                    workers[0]
-                        .tls
-                        .last()
-                        .and_then(|s| s.local_addr().ok())
-                        .unwrap_or(addr),
-                );
             }
         }
         // Relay IPs must be concrete: either relay_ip or every listener's own IP.
@@ -233,7 +220,11 @@ impl Server {
         {
             mio::Poll::new().is_ok_and(|poll| {
                 use std::os::fd::AsRawFd;
-                uring::Uring::new(poll.as_raw_fd()).is_ok()
+                uring::Uring::new(poll.as_raw_fd()).is_ok_and(|(mut uring, mut inbox)| {
+                    // Closing lets the inbox free its buffers instead of leaking them.
+                    uring.close(&mut inbox, std::time::Duration::from_secs(1));
+                    true
+                })
             })
         }
         #[cfg(not(target_os = "linux"))]

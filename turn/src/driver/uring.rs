@@ -163,16 +163,17 @@ impl Uring {
         // SAFETY: an all-zero msghdr is a valid empty value.
         let mut template: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
-        let inbox = Inbox::new(*template)?;
+        let mut inbox = Inbox::new(*template)?;
         // SAFETY: `inbox.entries` is a page-aligned array of BUFFERS entries that outlives the
         // ring (the worker drops the ring first).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                inbox.entries as u64,
-                BUFFERS,
-                GROUP,
-                0,
-            )?;
+        let registered = unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(inbox.entries as u64, BUFFERS, GROUP, 0)
+        };
+        if let Err(e) = registered {
+            // No receive was ever armed: nothing can write into the buffers.
+            inbox.quiesced = true;
+            return Err(e);
         }
         let mut uring = Uring {
             ring,
@@ -189,7 +190,11 @@ impl Uring {
             armed: 0,
         };
         uring.arm_registry();
-        uring.ring.submit()?;
+        if let Err(e) = uring.ring.submit() {
+            // Only the registry poll was queued, and it uses no buffer.
+            inbox.quiesced = true;
+            return Err(e);
+        }
         Ok((uring, inbox))
     }
 

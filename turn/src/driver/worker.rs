@@ -28,7 +28,7 @@ use std::{
 use mio::{Events, Interest, Poll, Token, Waker, net::UdpSocket};
 
 use crate::{
-    Error, RelayIo,
+    Error,
     core::{
         Core, Destination, Event, FiveTuple, RelayFailure, RelayId, Shared, Transmit, Transport,
     },
@@ -189,7 +189,7 @@ impl Worker {
     fn start_uring(&mut self) -> Result<bool, Error> {
         use std::os::fd::AsRawFd;
         let wanted = self.core.shared().settings().relay_io;
-        if wanted == RelayIo::Epoll {
+        if wanted == crate::RelayIo::Epoll {
             return Ok(false);
         }
         match Uring::new(self.poll.as_raw_fd()) {
@@ -198,7 +198,7 @@ impl Worker {
                 self.inbox = Some(inbox);
                 Ok(true)
             }
-            Err(e) if wanted == RelayIo::Auto => {
+            Err(e) if wanted == crate::RelayIo::Auto => {
                 tracing::info!(error = %e, "io_uring unavailable; relay sockets use epoll");
                 Ok(false)
             }
@@ -206,10 +206,9 @@ impl Worker {
         }
     }
 
+    /// The loop of the epoll path (`Server::bind` has refused `RelayIo::IoUring` where io_uring
+    /// cannot run).
     fn run_epoll(mut self) -> Result<(), Error> {
-        if self.core.shared().settings().relay_io == RelayIo::IoUring {
-            return Err(Error::Settings("relay_io = io_uring needs Linux".into()));
-        }
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Acquire) {
             let timeout = self
