@@ -455,6 +455,9 @@ pub const MAX_LEEWAY_SECS: u64 = 60;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Most TURN worker threads: each holds about 5 MiB of relay buffers and its own sockets.
+pub const MAX_TURN_WORKERS: usize = 256;
+
 /// What a process runs, which decides the settings it must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -591,6 +594,12 @@ impl Config {
             return Err(invalid(
                 "turn.relay_port_min",
                 "a port no larger than turn.relay_port_max",
+            ));
+        }
+        if turn.workers > MAX_TURN_WORKERS {
+            return Err(invalid(
+                "turn.workers",
+                format!("at most {MAX_TURN_WORKERS} (0: one per CPU core)"),
             ));
         }
         if turn.max_lifetime.get().as_secs() > 3600 || turn.max_lifetime.get().is_zero() {

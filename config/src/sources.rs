@@ -296,6 +296,17 @@ mod tests {
         let err = Config::from_file(Path::new("/nonexistent/chorus.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
     }
+
+    #[test]
+    fn turn_workers_are_bounded() {
+        let mut o = Overrides::default();
+        o.set("auth.secret", SECRET).set("turn.workers", "257");
+        let err = Config::load(None, Vec::new(), &o).unwrap_err();
+        assert!(err.to_string().contains("`turn.workers`"), "{err}");
+        o.set("turn.workers", "256");
+        assert_eq!(Config::load(None, Vec::new(), &o).unwrap().turn.workers, 256);
+    }
+
     #[test]
     fn turn_only_processes_need_no_jwt_secret() {
         let overrides = Overrides::default();
