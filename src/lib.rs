@@ -4,6 +4,7 @@
 //! listener, a validated [`Config`] and a shutdown future, so tests start a whole server on
 //! `127.0.0.1:0` inside their own process.
 
+mod background;
 mod chat;
 pub mod cli;
 mod dev;
@@ -13,6 +14,7 @@ pub mod turn;
 mod web;
 
 use axum::serve::ListenerExt;
+use background::Background;
 use config::Config;
 use signaling::Signaling;
 use signaling::auth::Authenticator;
@@ -39,6 +41,9 @@ pub enum RunError {
     Config(String),
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A part running beside the HTTP server (the TURN relay) failed while serving.
+    #[error("{part} failed: {error}")]
+    Part { part: &'static str, error: String },
 }
 
 /// Builds every part from `config` without starting to serve: opens (and migrates) chat
@@ -105,6 +110,10 @@ pub async fn run(
 }
 
 /// Serves an already built [`Server`]; see [`run`].
+///
+/// If the TURN relay fails while serving, its error is logged at once, the server drains as if
+/// `shutdown` had resolved, and [`RunError::Part`] is returned (exit code 1), so a supervisor
+/// restarts the process instead of it handing out a dead relay.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -122,13 +131,10 @@ pub async fn serve(
         app = app.merge(dev::router(sig.clone()));
     }
     let app = sig.with_socketio(app);
-    let (stop_turn, turn_stopped) = tokio::sync::watch::channel(false);
-    let turn = server.turn.map(|t| {
-        let mut stopped = turn_stopped.clone();
-        tokio::spawn(t.run(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }))
-    });
+    let turn = server
+        .turn
+        .map(|t| Background::spawn("TURN relay", |stop| t.run(stop)));
+    let turn_ended = turn.as_ref().map(Background::ended);
     let sfu = server.sfu.clone();
     let reconnect = config.server.reconnect_hint.get();
     let drain = config.server.drain_timeout.get();
@@ -148,27 +154,33 @@ pub async fn serve(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown.await;
+        // A dead relay must not leave signaling handing out its address: drain as on SIGTERM.
+        let part_ended = async move {
+            match turn_ended {
+                Some(ended) => ended.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = part_ended => {}
+        }
         tracing::info!("shutting down: draining connections");
         drained.drain(reconnect, drain).await;
         tracing::info!("drained");
     })
     .await?;
-    let _ = stop_turn.send(true);
-    if let Some(turn) = turn {
-        match turn.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "TURN stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "TURN task failed"),
-            Ok(Ok(())) => {}
-        }
-    }
+    let turn_outcome = match turn {
+        Some(turn) => turn.stop().await,
+        None => Ok(()),
+    };
     if let Some(sfu) = sfu {
         sfu.shutdown().await;
     }
     let _ = sweeper_stop.send(());
     let _ = sweeper.await;
     chat.close().await;
-    Ok(())
+    turn_outcome
 }
 
 /// What `chorus serve` does: bind, log where it listens (and a sample token in dev mode),
@@ -257,5 +269,8 @@ pub async fn start_turn(config: Config) -> Result<(), RunError> {
     let result = server.run(shutdown_signal()).await;
     let _ = stop.send(true);
     let _ = http.await;
-    result.map_err(|e| RunError::Config(format!("TURN failed: {e}")))
+    result.map_err(|e| RunError::Part {
+        part: "TURN relay",
+        error: e.to_string(),
+    })
 }

@@ -304,7 +304,10 @@ mod tests {
         let err = Config::load(None, Vec::new(), &o).unwrap_err();
         assert!(err.to_string().contains("`turn.workers`"), "{err}");
         o.set("turn.workers", "256");
-        assert_eq!(Config::load(None, Vec::new(), &o).unwrap().turn.workers, 256);
+        assert_eq!(
+            Config::load(None, Vec::new(), &o).unwrap().turn.workers,
+            256
+        );
     }
 
     #[test]

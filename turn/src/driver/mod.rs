@@ -177,13 +177,13 @@ impl Server {
         for (i, sockets) in self.workers.into_iter().enumerate() {
             let worker = Worker::new(self.shared.clone(), sockets, stop.clone())?;
             wakers.push(worker.waker());
-            let done = done_tx.clone();
+            // Reports on drop, so a panicking worker ends the server like a failing one.
+            let done = Done(done_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("turn-worker-{i}"))
                 .spawn(move || {
-                    let result = worker.run();
-                    let _ = done.send(());
-                    result
+                    let _done = done;
+                    worker.run()
                 })?;
             threads.push(thread);
         }
@@ -234,6 +234,15 @@ impl Server {
     /// Server-wide state (quotas, settings); tests use it to check that nothing is left.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+}
+
+/// Tells [`Server::run`] that a worker thread ended, however it ended.
+struct Done(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 

@@ -83,6 +83,16 @@ pub struct Worker {
     inbox: Option<Inbox>,
 }
 
+/// Counts a worker in `chorus_turn_workers` until dropped, so a panicking worker is not left
+/// counted as running.
+struct Running(prometheus::IntGauge);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Everything the core's transmits may be sent on, apart from the core (so both can be borrowed).
 struct Io {
     udp: Vec<(UdpSocket, SocketAddr, SendBatch)>,
@@ -178,9 +188,8 @@ impl Worker {
             .workers
             .with_label_values(&[path]);
         gauge.inc();
-        let result = run(self);
-        gauge.dec();
-        result
+        let _running = Running(gauge);
+        run(self)
     }
 
     /// Sets up the io_uring path as [`RelayIo`] asks; `Ok(false)` means epoll. Runs on the
