@@ -1,12 +1,12 @@
-//! Parts that run beside the HTTP server and must not fail silently (the TURN relay).
+//! Parts that run beside the HTTP server and must not fail silently: the TURN relay, the SFU.
 //!
 //! Why: if the relay's workers die while signaling keeps serving, clients keep receiving
 //! `iceServers` that point at a relay nobody answers, and calls behind NATs fail with nothing in
-//! the log until shutdown. So a [`Background`] part logs its failure the moment it happens, and
+//! the log until shutdown; if the SFU's worker dies, every group call fails to join. So a [`Background`] part logs its failure the moment it happens, and
 //! [`Background::ended`] lets `serve` start the same graceful drain as SIGTERM; `serve` then
 //! returns [`crate::RunError::Part`] and the process exits non-zero, for its supervisor (systemd,
 //! Kubernetes, Docker's restart policy) to restart it. Alternatives are in
-//! `docs/adr/0024-fail-fast-when-turn-dies.md`.
+//! `docs/adr/0024-fail-fast-when-a-media-part-dies.md`.
 //!
 //! Lifecycle: [`Background::spawn`] starts the part with a stop signal; [`Background::ended`]
 //! resolves once it has ended on its own (failed, panicked, or returned without being asked);
@@ -92,6 +92,25 @@ impl Background {
     }
 }
 
+/// Resolves once any of `parts` has ended; never, when there are none.
+pub fn first_ended(parts: &[&Background]) -> impl Future<Output = ()> + Send + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    for part in parts {
+        let ended = part.ended();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            ended.await;
+            let _ = tx.try_send(());
+        });
+    }
+    drop(tx);
+    async move {
+        if rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +158,29 @@ mod tests {
         assert!(ends_within_an_hour(&part).await);
         let error = part.stop().await.expect_err("a panic is a failure");
         assert_eq!(error.to_string(), "relay failed: panicked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_ended_waits_for_any_part_and_never_without_parts() {
+        let running = Background::spawn("sfu", |stop| async move {
+            stop.await;
+            Ok::<(), String>(())
+        });
+        let failing = Background::spawn("relay", |_stop| async move { Err::<(), _>("gone") });
+        let hour = Duration::from_secs(3600);
+        assert!(
+            tokio::time::timeout(hour, first_ended(&[&running]))
+                .await
+                .is_err()
+        );
+        assert!(tokio::time::timeout(hour, first_ended(&[])).await.is_err());
+        assert!(
+            tokio::time::timeout(hour, first_ended(&[&running, &failing]))
+                .await
+                .is_ok()
+        );
+        running.stop().await.expect("clean stop");
+        assert!(failing.stop().await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,7 +41,7 @@ pub enum RunError {
     Config(String),
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
-    /// A part running beside the HTTP server (the TURN relay) failed while serving.
+    /// A part running beside the HTTP server (the TURN relay, the SFU) failed while serving.
     #[error("{part} failed: {error}")]
     Part { part: &'static str, error: String },
 }
@@ -111,9 +111,9 @@ pub async fn run(
 
 /// Serves an already built [`Server`]; see [`run`].
 ///
-/// If the TURN relay fails while serving, its error is logged at once, the server drains as if
-/// `shutdown` had resolved, and [`RunError::Part`] is returned (exit code 1), so a supervisor
-/// restarts the process instead of it handing out a dead relay.
+/// If the TURN relay or the SFU fails while serving, its error is logged at once, the server
+/// drains as if `shutdown` had resolved, and [`RunError::Part`] is returned (exit code 1), so a
+/// supervisor restarts the process instead of it handing out calls that cannot connect.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -134,8 +134,22 @@ pub async fn serve(
     let turn = server
         .turn
         .map(|t| Background::spawn("TURN relay", |stop| t.run(stop)));
-    let turn_ended = turn.as_ref().map(Background::ended);
-    let sfu = server.sfu.clone();
+    let sfu = server.sfu.clone().map(|sfu| {
+        Background::spawn("SFU", |stop| async move {
+            tokio::select! {
+                () = stop => {
+                    sfu.shutdown().await;
+                    Ok(())
+                }
+                () = sfu.ended() => Err("its media worker ended"),
+            }
+        })
+    });
+    let running: Vec<&Background> = [turn.as_ref(), sfu.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let part_ended = background::first_ended(&running);
     let reconnect = config.server.reconnect_hint.get();
     let drain = config.server.drain_timeout.get();
     let drained = sig.clone();
@@ -154,13 +168,8 @@ pub async fn serve(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        // A dead relay must not leave signaling handing out its address: drain as on SIGTERM.
-        let part_ended = async move {
-            match turn_ended {
-                Some(ended) => ended.await,
-                None => std::future::pending().await,
-            }
-        };
+        // A dead relay or SFU must not leave signaling handing out calls that cannot connect:
+        // drain as on SIGTERM.
         tokio::select! {
             () = shutdown => {}
             () = part_ended => {}
@@ -170,17 +179,17 @@ pub async fn serve(
         tracing::info!("drained");
     })
     .await?;
-    let turn_outcome = match turn {
-        Some(turn) => turn.stop().await,
-        None => Ok(()),
-    };
-    if let Some(sfu) = sfu {
-        sfu.shutdown().await;
+    let mut outcome = Ok(());
+    for part in [turn, sfu].into_iter().flatten() {
+        let stopped = part.stop().await;
+        if outcome.is_ok() {
+            outcome = stopped;
+        }
     }
     let _ = sweeper_stop.send(());
     let _ = sweeper.await;
     chat.close().await;
-    turn_outcome
+    outcome
 }
 
 /// What `chorus serve` does: bind, log where it listens (and a sample token in dev mode),

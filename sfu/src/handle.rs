@@ -273,9 +273,18 @@ impl SfuHandle {
         self.call(|c, _| c.stats()).await
     }
 
-    /// Stops the worker (sockets close). Other handles then get [`Error::Stopped`].
+    /// Stops the worker and waits until it has said goodbye to every peer (DTLS close_notify)
+    /// and closed its sockets. Other handles then get [`Error::Stopped`].
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
+        self.commands.closed().await;
+    }
+
+    /// Resolves once the worker has ended: after [`SfuHandle::shutdown`], or when it died (a
+    /// panic in the core). The binary uses it to stop serving instead of carrying on without
+    /// media.
+    pub async fn ended(&self) {
+        self.commands.closed().await;
     }
 
     async fn call<R: Send + 'static>(
@@ -316,5 +325,40 @@ mod tests {
             Err(Error::Metrics(_))
         ));
         drop(sfu);
+    }
+
+    fn start_loopback() -> SfuHandle {
+        let settings = Settings {
+            tcp_listen: None,
+            ..Settings::loopback()
+        };
+        Sfu::start(settings, &Registry::new()).unwrap()
+    }
+
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_panicking_worker_is_seen_as_ended() {
+        let sfu = start_loopback();
+        // A bug in the core, reached through the real command path.
+        let failed = sfu.call(|_, _| -> () { panic!("core bug") }).await;
+        assert!(matches!(failed, Err(Error::Stopped)), "{failed:?}");
+        tokio::time::timeout(PATIENCE, sfu.ended())
+            .await
+            .expect("the handle sees the worker gone");
+        assert!(matches!(sfu.snapshot().await, Err(Error::Stopped)));
+    }
+
+    #[tokio::test]
+    async fn shutdown_returns_once_the_worker_has_ended() {
+        let sfu = start_loopback();
+        let other = sfu.clone();
+        sfu.snapshot().await.expect("running");
+        tokio::time::timeout(PATIENCE, sfu.shutdown())
+            .await
+            .expect("shutdown completes");
+        // No grace period: by the time shutdown returned, the worker was gone.
+        assert!(other.commands.is_closed());
+        assert!(matches!(other.snapshot().await, Err(Error::Stopped)));
     }
 }

@@ -121,6 +121,26 @@ async fn shutdown_tells_clients_refuses_new_sessions_and_drains() {
 }
 
 #[tokio::test]
+async fn a_dead_sfu_worker_drains_the_server_and_ends_it_with_an_error() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let mut a = server.client(Transport::Ws, "alice").await;
+    assert_eq!(http_get(addr, "/ready", None).await.0, 200);
+    // The SFU's worker ends under the running server, as it does when its core panics.
+    server.sfu.clone().expect("SFU enabled").shutdown().await;
+    // The server drains as on SIGTERM instead of carrying on without media...
+    assert!(a.expect("server:shutdown").await["reconnectInMs"].is_number());
+    assert_eq!(http_get(addr, "/ready", None).await.0, 503);
+    a.close().await;
+    // ...and stops with the error, for the process to exit 1.
+    let err = server
+        .finished()
+        .await
+        .expect_err("a dead part is a failure");
+    assert_eq!(err.to_string(), "SFU failed: its media worker ended");
+}
+
+#[tokio::test]
 async fn clients_that_stay_are_closed_after_the_drain_timeout() {
     let server =
         TestServer::with(|c| c.server.drain_timeout = config::HumanDuration::millis(300)).await;

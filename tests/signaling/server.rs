@@ -143,6 +143,17 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Waits (at most 10 s) for the server to stop on its own, without sending the shutdown
+    /// signal, and returns how it ended.
+    pub async fn finished(mut self) -> Result<(), RunError> {
+        tokio::time::timeout(Duration::from_secs(10), self.task.take().unwrap())
+            .await
+            .expect("server stops on its own within 10 s")
+            .expect("server task did not panic")
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
