@@ -2,9 +2,10 @@
 //!
 //! Why: if the relay's workers die while signaling keeps serving, clients keep receiving
 //! `iceServers` that point at a relay nobody answers, and calls behind NATs fail with nothing in
-//! the log until shutdown; if the SFU's worker dies, every group call fails to join. So a [`Background`] part logs its failure the moment it happens, and
-//! [`Background::ended`] lets `serve` start the same graceful drain as SIGTERM; `serve` then
-//! returns [`crate::RunError::Part`] and the process exits non-zero, for its supervisor (systemd,
+//! the log until shutdown; if the SFU's worker dies, every group call fails to join. So a
+//! [`Background`] part logs its failure the moment it happens, and [`Background::ended`] lets
+//! `serve` start the same graceful drain as SIGTERM; `serve` then returns
+//! [`crate::RunError::Part`] and the process exits non-zero, for its supervisor (systemd,
 //! Kubernetes, Docker's restart policy) to restart it. Alternatives are in
 //! `docs/adr/0024-fail-fast-when-a-media-part-dies.md`.
 //!
@@ -70,10 +71,9 @@ impl Background {
     pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut ended = self.ended.clone();
         async move {
-            if ended.wait_for(|e| *e).await.is_err() {
-                // The supervising task is gone without saying so: it can only have been
-                // cancelled by the runtime shutting down, so there is nothing left to wait for.
-            }
+            // An error means the supervising task was dropped without saying so, which only the
+            // runtime shutting down does: there is nothing left to wait for either way.
+            let _ = ended.wait_for(|e| *e).await;
         }
     }
 
