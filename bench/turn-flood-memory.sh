@@ -40,6 +40,11 @@ for _ in $(seq 1 50); do
   curl -sf "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && break
   sleep 0.1
 done
+if ! curl -sf "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1; then
+  echo "chorus turn did not start (ports $PORT, $HTTP_PORT in use?):" >&2
+  cat "$work/chorus.log" >&2
+  exit 1
+fi
 
 python3 - "$pid" "$PORT" "$HTTP_PORT" "$IPS" "$PER_IP" "$ROUNDS" "$SOCKETS" <<'PY'
 import os, random, socket, struct, sys, urllib.request

@@ -94,20 +94,12 @@ impl Background {
 
 /// Resolves once any of `parts` has ended; never, when there are none.
 pub fn first_ended(parts: &[&Background]) -> impl Future<Output = ()> + Send + 'static {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    for part in parts {
-        let ended = part.ended();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            ended.await;
-            let _ = tx.try_send(());
-        });
-    }
-    drop(tx);
+    let ended: Vec<_> = parts.iter().map(|p| Box::pin(p.ended())).collect();
     async move {
-        if rx.recv().await.is_none() {
+        if ended.is_empty() {
             std::future::pending::<()>().await;
         }
+        futures_util::future::select_all(ended).await;
     }
 }
 
