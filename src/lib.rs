@@ -5,13 +5,11 @@
 //! `127.0.0.1:0` inside their own process.
 
 mod background;
-mod chat;
 pub mod cli;
 mod dev;
 mod ops;
-mod sfu;
-pub mod turn;
 mod web;
+pub mod wiring;
 
 use axum::serve::ListenerExt;
 use background::Background;
@@ -22,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use wiring::{chat, sfu, turn};
 
 /// What a running server exposes to whoever started it (tests, the CLI).
 pub struct Server {
