@@ -82,8 +82,8 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     )
     .map_err(|e| RunError::Config(e.to_string()))?;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
-    if let (Some(handle), Some(media)) = (&sfu, media) {
-        sfu::spawn_event_pump(handle, signaling.hub.clone(), media);
+    if let Some(handle) = &sfu {
+        sfu::spawn_event_pump(handle, signaling.hub.clone());
     }
     Ok(Server {
         signaling,
@@ -110,9 +110,10 @@ pub async fn run(
 
 /// Serves an already built [`Server`]; see [`run`].
 ///
-/// If the TURN relay or the SFU fails while serving, its error is logged at once, the server
-/// drains as if `shutdown` had resolved, and [`RunError::Part`] is returned (exit code 1), so a
-/// supervisor restarts the process instead of it handing out calls that cannot connect.
+/// If a supervised part fails while serving (the TURN relay, the SFU, the signaling hub's task,
+/// the chat retention sweeper), its error is logged at once, the server drains as if `shutdown`
+/// had resolved, and [`RunError::Part`] is returned (exit code 1), so a supervisor restarts the
+/// process instead of it answering `/health` while it cannot serve.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -144,7 +145,28 @@ pub async fn serve(
             }
         })
     });
-    let running: Vec<&Background> = [turn.as_ref(), sfu.as_ref()]
+    let hub = Background::spawn("signaling hub", |stop| {
+        let hub = sig.hub.clone();
+        async move {
+            tokio::select! {
+                () = stop => Ok(()),
+                () = hub.ended() => Err("its task ended (a bug: every command now fails)"),
+            }
+        }
+    });
+    let sweeper = server.chat.settings().retention.map(|_| {
+        let chat = server.chat.clone();
+        Background::spawn("chat retention sweeper", |stop| async move {
+            chat.spawn_retention_sweeper(stop).await.map_err(|e| {
+                if e.is_panic() {
+                    "panicked".to_owned()
+                } else {
+                    e.to_string()
+                }
+            })
+        })
+    });
+    let running: Vec<&Background> = [turn.as_ref(), sfu.as_ref(), Some(&hub), sweeper.as_ref()]
         .into_iter()
         .flatten()
         .collect();
@@ -152,10 +174,6 @@ pub async fn serve(
     let reconnect = config.server.reconnect_hint.get();
     let drain = config.server.drain_timeout.get();
     let drained = sig.clone();
-    let (sweeper_stop, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = server.chat.spawn_retention_sweeper(async {
-        let _ = sweeper_stopped.await;
-    });
     let chat = server.chat.clone();
     // Signaling sends small frames back to back (an ack, then an event): without TCP_NODELAY
     // Nagle's algorithm holds the second one for a delayed ACK, about 40 ms.
@@ -179,14 +197,12 @@ pub async fn serve(
     })
     .await?;
     let mut outcome = Ok(());
-    for part in [turn, sfu].into_iter().flatten() {
+    for part in [turn, sfu, sweeper, Some(hub)].into_iter().flatten() {
         let stopped = part.stop().await;
         if outcome.is_ok() {
             outcome = stopped;
         }
     }
-    let _ = sweeper_stop.send(());
-    let _ = sweeper.await;
     chat.close().await;
     outcome
 }

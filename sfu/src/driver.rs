@@ -54,7 +54,7 @@ pub(crate) struct Driver {
     pub core: Core,
     pub udp: UdpSocket,
     pub tcp: Option<TcpListener>,
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
     pub events: mpsc::UnboundedSender<SfuEvent>,
     /// Addresses we advertise; a local address not in here is replaced by the first.
     pub public_ips: Vec<IpAddr>,

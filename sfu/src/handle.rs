@@ -1,6 +1,8 @@
 //! [`Sfu::start`] and the [`SfuHandle`] the signaling layer holds.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -63,7 +65,9 @@ impl Sfu {
             },
             metrics,
         );
-        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        // Unbounded so that a command is queued the moment a handle method is called (see
+        // `SfuHandle`): signaling's per-connection event rate limits bound how many can wait.
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -130,13 +134,21 @@ fn candidates(
 /// Cheap to clone, `Send + Sync`; every method is one round trip to the SFU worker.
 /// When the last handle is dropped (or [`SfuHandle::shutdown`] is called) the worker
 /// stops and the sockets close.
+///
+/// Ordering: each method queues its command when it is *called*, not when the returned future is
+/// first polled, so commands reach the worker in the order of the calls. The signaling layer
+/// relies on this to issue one participant's join, offers and leave in the order its own state
+/// changed, from one task, without waiting for each answer.
 #[derive(Clone)]
 pub struct SfuHandle {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::UnboundedSender<Command>,
     events: Arc<Mutex<Option<mpsc::UnboundedReceiver<SfuEvent>>>>,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
 }
+
+/// The answer to a queued command; see [`SfuHandle`] on ordering.
+pub type Reply<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
 
 impl SfuHandle {
     /// The event stream. Can be taken once; later calls return [`Error::EventsTaken`].
@@ -160,123 +172,133 @@ impl SfuHandle {
 
     /// Adds a participant. `started` is when the user's join began (for the join-time
     /// histogram, observed when media is first forwarded to it).
-    pub async fn join(
+    pub fn join(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         grants: Grants,
         started: Instant,
-    ) -> Result<(), Error> {
-        self.call(move |c, now| c.join(now, room, participant, grants, started))
-            .await?
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.join(now, room, participant, grants, started))
     }
 
     /// A client offer → the answer, plus possibly a server offer to send right after it
     /// (see [`crate::core::negotiation`]). Sources are inferred from msid.
-    pub async fn offer(
+    pub fn offer(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         sdp: String,
-    ) -> Result<OfferReply, Error> {
+    ) -> Reply<OfferReply> {
         self.offer_with_sources(room, participant, sdp, Vec::new())
-            .await
     }
 
     /// Like [`Self::offer`], naming the source of some mids explicitly.
-    pub async fn offer_with_sources(
+    pub fn offer_with_sources(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         sdp: String,
         sources: Vec<(String, TrackSource)>,
-    ) -> Result<OfferReply, Error> {
-        self.call(move |c, now| c.offer(now, &room, &participant, &sdp, &sources))
-            .await?
+    ) -> Reply<OfferReply> {
+        self.fallible(move |c, now| c.offer(now, &room, &participant, &sdp, &sources))
+    }
+
+    /// An offer from a participant that may not have joined yet: joins it first (see
+    /// [`Core::offer_joining`]). This is how signaling seats a connection on its first offer.
+    pub fn offer_joining(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        grants: Grants,
+        started: Instant,
+        sdp: String,
+    ) -> Reply<OfferReply> {
+        self.fallible(move |c, now| c.offer_joining(now, room, participant, grants, started, &sdp))
     }
 
     /// The client's answer to a server offer ([`SfuEvent::Offer`] or
     /// [`OfferReply::server_offer`]).
-    pub async fn answer(
-        &self,
-        room: RoomKey,
-        participant: ParticipantKey,
-        sdp: String,
-    ) -> Result<(), Error> {
-        self.call(move |c, now| c.answer(now, &room, &participant, &sdp))
-            .await?
+    pub fn answer(&self, room: RoomKey, participant: ParticipantKey, sdp: String) -> Reply<()> {
+        self.fallible(move |c, now| c.answer(now, &room, &participant, &sdp))
     }
 
     /// A trickled client candidate. Optional (ICE-lite learns addresses from checks).
-    pub async fn add_remote_candidate(
+    pub fn add_remote_candidate(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         candidate: String,
-    ) -> Result<(), Error> {
-        self.call(move |c, now| c.add_remote_candidate(now, &room, &participant, &candidate))
-            .await?
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.add_remote_candidate(now, &room, &participant, &candidate))
     }
 
     /// Records a mute toggle of a published track; emits [`SfuEvent::TrackMuted`].
-    pub async fn set_track_muted(
+    pub fn set_track_muted(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         track: TrackId,
         muted: Muted,
-    ) -> Result<(), Error> {
-        self.call(move |c, _| c.set_track_muted(&room, &participant, &track, muted))
-            .await?
+    ) -> Reply<()> {
+        self.fallible(move |c, _| c.set_track_muted(&room, &participant, &track, muted))
+    }
+
+    /// Records a mute toggle of every track of `participant` from `source`.
+    pub fn set_source_muted(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        source: TrackSource,
+        muted: Muted,
+    ) -> Reply<()> {
+        self.fallible(move |c, _| c.set_source_muted(&room, &participant, source, muted))
     }
 
     /// Starts receiving a track (needs `can_subscribe`).
-    pub async fn subscribe(
+    pub fn subscribe(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         track: TrackId,
-    ) -> Result<(), Error> {
-        self.call(move |c, now| c.subscribe(now, &room, &participant, &track))
-            .await?
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.subscribe(now, &room, &participant, &track))
     }
 
     /// Stops receiving a track.
-    pub async fn unsubscribe(
+    pub fn unsubscribe(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
         track: TrackId,
-    ) -> Result<(), Error> {
-        self.call(move |c, now| c.unsubscribe(now, &room, &participant, &track))
-            .await?
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.unsubscribe(now, &room, &participant, &track))
     }
 
     /// Removes a participant; its tracks are unpublished.
-    pub async fn leave(&self, room: RoomKey, participant: ParticipantKey) -> Result<(), Error> {
-        self.call(move |c, now| c.leave(now, &room, &participant))
-            .await?
+    pub fn leave(&self, room: RoomKey, participant: ParticipantKey) -> Reply<()> {
+        self.fallible(move |c, now| c.leave(now, &room, &participant))
     }
 
     /// Removes everyone in a room (call or room ended).
-    pub async fn close_room(&self, room: RoomKey) -> Result<(), Error> {
-        self.call(move |c, now| c.close_room(now, &room)).await?
+    pub fn close_room(&self, room: RoomKey) -> Reply<()> {
+        self.fallible(move |c, now| c.close_room(now, &room))
     }
 
     /// Published tracks of a room (for the `room:join` ack).
-    pub async fn room_tracks(&self, room: RoomKey) -> Result<Vec<TrackInfo>, Error> {
-        self.call(move |c, _| c.room_tracks(&room)).await
+    pub fn room_tracks(&self, room: RoomKey) -> Reply<Vec<TrackInfo>> {
+        self.call(move |c, _| c.room_tracks(&room))
     }
 
     /// Counts of rooms, participants, tracks, subscriptions and routes.
-    pub async fn snapshot(&self) -> Result<Stats, Error> {
-        self.call(|c, _| c.stats()).await
+    pub fn snapshot(&self) -> Reply<Stats> {
+        self.call(|c, _| c.stats())
     }
 
     /// Stops the worker and waits until it has said goodbye to every peer (DTLS close_notify)
     /// and closed its sockets. Other handles then get [`Error::Stopped`].
     pub async fn shutdown(&self) {
-        let _ = self.commands.send(Command::Shutdown).await;
+        let _ = self.commands.send(Command::Shutdown);
         self.commands.closed().await;
     }
 
@@ -287,16 +309,28 @@ impl SfuHandle {
         self.commands.closed().await;
     }
 
-    async fn call<R: Send + 'static>(
+    /// Queues `f` now; the reply resolves with its result.
+    fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
-    ) -> Result<R, Error> {
+    ) -> Reply<R> {
         let (tx, rx) = oneshot::channel();
         let cmd = Command::Run(Box::new(move |core, now| {
             let _ = tx.send(f(core, now));
         }));
-        self.commands.send(cmd).await.map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+        let queued = self.commands.send(cmd).map_err(|_| Error::Stopped);
+        Box::pin(async move {
+            queued?;
+            rx.await.map_err(|_| Error::Stopped)
+        })
+    }
+
+    fn fallible<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant) -> Result<R, Error> + Send + 'static,
+    ) -> Reply<R> {
+        let reply = self.call(f);
+        Box::pin(async move { reply.await? })
     }
 }
 

@@ -53,15 +53,67 @@ string_key!(
     RoomKey
 );
 string_key!(
-    /// A participant within a room as named by the signaling layer (usually the user id).
-    /// The same key may be used in different rooms.
-    ParticipantKey
-);
-string_key!(
     /// A published track, minted by the SFU (`TR_<n>`). Unique within the process, so
     /// subscribe/unsubscribe calls cannot hit a track of another room by accident.
     TrackId
 );
+
+/// A participant within a room: one signaling connection, named by the signaling layer.
+///
+/// `conn` identifies the connection (Chorus passes its connection id, which is unique across a
+/// cluster, so a user's two devices are two participants); `user` says whose connection it is,
+/// so events can name the user without the caller keeping a second table or parsing a string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantKey {
+    conn: u64,
+    user: Arc<str>,
+}
+
+impl ParticipantKey {
+    /// The participant for connection `conn` of `user`.
+    pub fn new(conn: u64, user: impl AsRef<str>) -> Self {
+        Self {
+            conn,
+            user: Arc::from(user.as_ref()),
+        }
+    }
+
+    /// The signaling connection.
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    /// The user the connection belongs to.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+/// A user seated once per room, keyed by name alone (connection 0): for callers that seat users
+/// rather than connections, such as the tests and the fan-out example.
+impl From<&str> for ParticipantKey {
+    fn from(user: &str) -> Self {
+        Self::new(0, user)
+    }
+}
+
+impl From<String> for ParticipantKey {
+    fn from(user: String) -> Self {
+        Self::new(0, user)
+    }
+}
+
+impl fmt::Debug for ParticipantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ParticipantKey({:?}#{})", &*self.user, self.conn)
+    }
+}
+
+impl fmt::Display for ParticipantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.user, self.conn)
+    }
+}
 
 /// Internal handle of one participant session (one `Rtc`). Never reused, so a stale
 /// route or queued action can never reach a later participant with the same key.

@@ -11,8 +11,10 @@
 //! - [`driver`](crate::Sfu) (private module) owns the sockets and the core on one thread:
 //!   one UDP port for all peers (default 7882) and ICE-TCP passive with RFC 4571 framing
 //!   (default TCP 7882).
-//! - [`SfuHandle`] is what the signaling layer holds: async methods that run on the
-//!   worker, plus a stream of [`SfuEvent`]s.
+//! - [`SfuHandle`] is what the signaling layer holds: methods that queue a command for the
+//!   worker at once (in call order) and return its reply, plus a stream of [`SfuEvent`]s.
+//!   Participants are keyed by the caller's connection id, with the user id beside it
+//!   ([`ParticipantKey`]); [`SfuHandle::offer_joining`] seats one on its first offer.
 //!
 //! ## Using it
 //!
@@ -25,10 +27,12 @@
 //! let sfu = Sfu::start(Settings::default(), &registry)?;
 //! let mut events = sfu.events()?;
 //!
-//! let (room, alice) = ("room-1".into(), "alice".into());
-//! sfu.join(room, alice, Grants::default(), Instant::now()).await?;
+//! // Connection 7 of user alice; its first offer seats it in the room.
+//! let alice = sfu::ParticipantKey::new(7, "alice");
 //! # let client_offer = String::new();
-//! let reply = sfu.offer("room-1".into(), "alice".into(), client_offer).await?;
+//! let reply = sfu
+//!     .offer_joining("room-1".into(), alice, Grants::default(), Instant::now(), client_offer)
+//!     .await?;
 //! // send reply.answer, then reply.server_offer (if any), to alice
 //! while let Some(ev) = events.recv().await {
 //!     match ev {
@@ -81,7 +85,7 @@ mod settings;
 pub use core::{OfferReply, ServerOffer, TrackInfo};
 pub use error::Error;
 pub use event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
-pub use handle::{Sfu, SfuHandle};
+pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 pub use settings::{
     AutoSubscribe, CandidateTransports, Grants, Limits, Settings, detect_public_ips,

@@ -9,7 +9,7 @@
 
 use crate::auth::Identity;
 use crate::hub::{Hub, HubStats};
-use crate::media::{MediaParticipant, MediaServer};
+use crate::media::{MediaReply, MediaRequest, MediaSeat, MediaServer};
 use protocol::{CallId, ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -50,6 +50,7 @@ enum Command {
     Stats {
         reply: oneshot::Sender<HubStats>,
     },
+    Stop,
     Deliver {
         users: Vec<UserId>,
         except: Option<ConnectionId>,
@@ -64,10 +65,11 @@ enum Command {
         except: Option<ConnectionId>,
         event: Arc<ServerEvent>,
     },
-    AuthorizeMedia {
+    Media {
         conn: ConnectionId,
-        space: CallId,
-        reply: oneshot::Sender<Result<MediaParticipant, Failure>>,
+        space: Option<CallId>,
+        request: MediaRequest,
+        reply: oneshot::Sender<Result<(MediaSeat, MediaReply), Failure>>,
     },
 }
 
@@ -166,18 +168,45 @@ impl HubHandle {
             .await;
     }
 
-    /// Checks that `conn` may send media signals in `space`; see [`Hub::authorize_media`].
-    pub async fn authorize_media(
+    /// A client's media request: the hub authorizes the seat (`space`, or the connection's
+    /// only media space) and the request is queued with the media server in the same step;
+    /// the returned reply resolves with the media server's answer. See [`crate::media`].
+    pub async fn media(
         &self,
         conn: ConnectionId,
-        space: CallId,
-    ) -> Result<MediaParticipant, Failure> {
+        space: Option<CallId>,
+        request: MediaRequest,
+    ) -> Result<(MediaSeat, MediaReply), Failure> {
         let (reply, rx) = oneshot::channel();
         let gone = || Failure::new(protocol::ErrorCode::ShuttingDown, "the server is stopping");
-        self.send(Command::AuthorizeMedia { conn, space, reply })
-            .await
-            .map_err(|_| gone())?;
+        self.send(Command::Media {
+            conn,
+            space,
+            request,
+            reply,
+        })
+        .await
+        .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Resolves once the hub task has ended while handles still exist: it panicked, or it was
+    /// stopped. The binary supervises it like the SFU and the TURN relay (ADR 0024).
+    pub async fn ended(&self) {
+        self.tx.closed().await;
+    }
+
+    /// Whether the hub task has ended.
+    pub fn is_ended(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Ends the hub task after the commands already queued; every later command fails as
+    /// `shutting_down`. A server whose hub ends while it serves treats that as a failure and
+    /// drains, so this is how tests stop a hub under a running server.
+    pub async fn stop(&self) {
+        let _ = self.send(Command::Stop).await;
+        self.tx.closed().await;
     }
 
     pub async fn stats(&self) -> Result<HubStats, HubGone> {
@@ -191,7 +220,7 @@ impl HubHandle {
     }
 }
 
-/// Starts the hub task. Connections leaving media spaces are passed on to `media`.
+/// Starts the hub task. The hub's media commands are passed on to `media`.
 pub fn spawn(hub: Hub, media: Option<Arc<dyn MediaServer>>) -> HubHandle {
     let (tx, rx) = mpsc::channel(4096);
     tokio::spawn(run(hub, rx, media));
@@ -241,6 +270,7 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, media: Option<Arc<dy
             Command::Stats { reply } => {
                 let _ = reply.send(hub.stats());
             }
+            Command::Stop => break,
             Command::Deliver {
                 users,
                 except,
@@ -252,8 +282,24 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, media: Option<Arc<dy
                 except,
                 event,
             } => hub.deliver_to_space(&space, except, event),
-            Command::AuthorizeMedia { conn, space, reply } => {
-                let _ = reply.send(hub.authorize_media(conn, &space));
+            Command::Media {
+                conn,
+                space,
+                request,
+                reply,
+            } => {
+                let submitted = match (hub.authorize_media(conn, space.as_ref()), media.as_ref()) {
+                    (Ok(seat), Some(media)) => {
+                        let answer = media.submit(&seat, request);
+                        Ok((seat, answer))
+                    }
+                    (Ok(_), None) => Err(Failure::new(
+                        protocol::ErrorCode::InvalidState,
+                        "this server forwards no media (no SFU configured)",
+                    )),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = reply.send(submitted);
             }
         }
         drain(&mut hub, &mut outboxes, media.as_ref());
@@ -288,10 +334,11 @@ fn drain(
             }
         }
     }
-    while let Some((space, conn)) = hub.poll_media_leave() {
+    // Queued now, before the next command: the media server sees seats end in the order the
+    // hub ended them, after any request the hub authorized before.
+    while let Some(command) = hub.poll_media() {
         if let Some(media) = media {
-            let media = media.clone();
-            tokio::spawn(async move { media.leave(&space, conn).await });
+            media.apply(command);
         }
     }
 }

@@ -1,29 +1,103 @@
 //! The seam to a media server (the SFU), plugged in by the binary.
 //!
-//! Signaling decides *who* may send media where; the media server moves the media. A
-//! participant is one connection in one space: an SFU-mode call, or a named room
-//! (`room:<name>`). The session authorizes every media event with the hub first (the
-//! connection must be in the space, and a call must be in SFU mode), then calls the media
-//! server. The hub reports connections leaving spaces; the driver passes those on with
-//! [`MediaServer::leave`]. Events from the media server (tracks published, server-initiated
-//! offers) come back through [`crate::driver::HubHandle::deliver_to_space`] and
+//! Signaling decides *who* may send media where; the media server moves the media. A seat is
+//! one connection in one media space: an SFU-mode call, or a named room (`room:<name>`).
+//!
+//! One owner per fact: the hub owns who sits where (its calls and rooms), the media server
+//! owns the media state of each seat. Nothing else keeps a list of seats. To keep the two in
+//! step, every media command is issued by the hub's driver task, in the order the hub's state
+//! changed:
+//! - a client's media request ([`MediaRequest`]) is authorized by the hub and handed to
+//!   [`MediaServer::submit`] in the same step, so it cannot slip behind the seat's leave;
+//! - seats that end (leave, hang-up, disconnect, call ended) and mute toggles come out of the
+//!   hub as [`MediaCommand`]s and go to [`MediaServer::apply`] before the driver takes its
+//!   next command.
+//!
+//! The media server queues each call at once and answers later ([`MediaReply`]), so the driver
+//! never waits on media. The seat joins the media server on its first offer.
+//!
+//! Events from the media server (tracks published, server-initiated offers) come back through
+//! [`crate::driver::HubHandle::deliver_to_space`] and
 //! [`crate::driver::HubHandle::deliver_to`].
 
 use crate::auth::Grants;
-use protocol::{CallId, ConnectionId, Failure, TrackPublished, UserId};
+use protocol::{
+    CallId, ConnectionId, Failure, MediaType, RelayedSignal, ServerEvent, TrackPublished, UserId,
+};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 /// One connection's seat in a media space, as authorized by the hub.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MediaParticipant {
+pub struct MediaSeat {
     /// The call id, or `room:<name>`.
     pub space: CallId,
     pub user: UserId,
     pub name: String,
     pub conn: ConnectionId,
     pub grants: Grants,
+    /// When the connection entered the space: the start of the join-time measurement.
+    pub joined_at: Instant,
 }
+
+/// A client's request to the media server, authorized for one seat.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaRequest {
+    /// The client's offer (the seat joins on its first).
+    Offer { sdp: String },
+    /// The client's answer to a server-initiated offer.
+    Answer { sdp: String },
+    /// A trickled ICE candidate (`RTCIceCandidateInit` JSON or the bare string).
+    Candidate { candidate: Value },
+    /// Start or stop receiving one track.
+    Subscribe {
+        track_id: String,
+        subscription: Subscription,
+    },
+    /// The tracks published in the seat's space (for the `room:join` ack).
+    Tracks,
+}
+
+/// Whether a `Subscribe` request starts or stops receiving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    Start,
+    Stop,
+}
+
+/// What the media server answers to a [`MediaRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaAnswer {
+    /// To an offer.
+    Negotiated(Negotiated),
+    /// To `Tracks`.
+    Tracks(Vec<TrackPublished>),
+    /// To anything else.
+    Done,
+}
+
+/// A media command the hub issues on its own, with no answer expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// The connection left the space (left, ended, disconnected): free its media state.
+    Leave {
+        space: CallId,
+        conn: ConnectionId,
+        user: UserId,
+    },
+    /// A `call:media-toggle` in a space whose media goes through the server, so it can
+    /// announce `track:muted`/`track:unmuted`.
+    Mute {
+        seat: MediaSeat,
+        kind: MediaType,
+        muted: bool,
+    },
+}
+
+/// The answer to a queued request.
+pub type MediaReply = Pin<Box<dyn Future<Output = Result<MediaAnswer, Failure>> + Send>>;
 
 /// The answer to a client offer, and possibly a server offer to send right after it (when the
 /// server has tracks to add that the client's offer did not make room for).
@@ -43,13 +117,13 @@ pub struct ServerOffer {
 
 impl ServerOffer {
     /// The `offer` event from `sfu` for this offer in `space`.
-    pub fn event(&self, space: &CallId) -> protocol::ServerEvent {
-        let mut event = crate::session::sfu_signal(
+    pub fn event(&self, space: &CallId) -> ServerEvent {
+        let mut event = sfu_signal(
             space,
-            "offer",
+            SignalKind::Offer,
             serde_json::json!({"type": "offer", "sdp": self.sdp}),
         );
-        if let protocol::ServerEvent::Offer(signal) = &mut event {
+        if let ServerEvent::Offer(signal) = &mut event {
             let tracks = self
                 .tracks
                 .iter()
@@ -62,37 +136,57 @@ impl ServerOffer {
 }
 
 /// A media server; see the module docs.
-#[async_trait::async_trait]
 pub trait MediaServer: Send + Sync + 'static {
-    /// The client's offer; returns the server's answer. The participant joins the media space
-    /// on its first offer. `started` is when the user's join began (join-time metric).
-    async fn offer(
-        &self,
-        who: &MediaParticipant,
-        sdp: String,
-        started: Instant,
-    ) -> Result<Negotiated, Failure>;
+    /// Queues `request` for `seat` before returning; the reply resolves with the answer.
+    /// Requests and commands reach the media server in the order of the calls.
+    fn submit(&self, seat: &MediaSeat, request: MediaRequest) -> MediaReply;
 
-    /// The client's answer to a server-initiated offer.
-    async fn answer(&self, who: &MediaParticipant, sdp: String) -> Result<(), Failure>;
+    /// Queues a command the hub issued (see [`MediaCommand`]), in call order.
+    fn apply(&self, command: MediaCommand);
+}
 
-    /// A trickled ICE candidate from the client (`RTCIceCandidateInit` JSON).
-    async fn candidate(&self, who: &MediaParticipant, candidate: Value) -> Result<(), Failure>;
+/// The `from` of signals the SFU sends.
+pub const SFU: &str = "sfu";
 
-    /// Starts (`subscribe = true`) or stops receiving one track.
-    async fn subscribe(
-        &self,
-        who: &MediaParticipant,
-        track_id: &str,
-        subscribe: bool,
-    ) -> Result<(), Failure>;
+/// Which session description an SFU signal carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalKind {
+    Offer,
+    Answer,
+}
 
-    /// Tells the media server about a mute toggle, so it can announce `track:muted`.
-    async fn set_muted(&self, who: &MediaParticipant, kind: protocol::MediaType, muted: bool);
+/// An `offer` or `answer` event from the SFU.
+pub fn sfu_signal(space: &CallId, kind: SignalKind, description: Value) -> ServerEvent {
+    let mut payload = serde_json::Map::new();
+    let field = match kind {
+        SignalKind::Offer => "offer",
+        SignalKind::Answer => "answer",
+    };
+    payload.insert(field.into(), description);
+    let signal = RelayedSignal {
+        call_id: space.clone(),
+        from: UserId::from(SFU),
+        payload,
+    };
+    match kind {
+        SignalKind::Offer => ServerEvent::Offer(signal),
+        SignalKind::Answer => ServerEvent::Answer(signal),
+    }
+}
 
-    /// The tracks currently published in a space.
-    async fn tracks(&self, space: &CallId) -> Vec<TrackPublished>;
-
-    /// The connection left the space (left, ended, disconnected): free its media state.
-    async fn leave(&self, space: &CallId, conn: ConnectionId);
+/// The SDP text of an `offer`/`answer` payload: `{type, sdp}` as browsers produce it, or a bare
+/// string.
+pub fn sdp_of(payload: &Value) -> Result<String, Failure> {
+    let sdp = match payload {
+        Value::String(s) => Some(s.as_str()),
+        Value::Object(o) => o.get("sdp").and_then(Value::as_str),
+        _ => None,
+    };
+    match sdp {
+        Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(Failure::new(
+            protocol::ErrorCode::InvalidPayload,
+            "expected an SDP string or {type, sdp}",
+        )),
+    }
 }

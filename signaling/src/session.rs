@@ -1,9 +1,14 @@
 //! The per-connection pipeline shared by both transports.
 //!
 //! A transport adapter authenticates the connection, then hands every incoming event (name and
-//! JSON data) to [`Session::handle`], which rate-limits, types, dispatches and measures it, and
+//! JSON data) to [`Session::handle`], which rate-limits, types, routes and measures it, and
 //! returns the ack payload or the failure. The adapter renders that in its own framing and, on
 //! failure, also sends an `error` event ([`error_event`]).
+//!
+//! Routing is a table ([`Route`]): chat events go to the extension, SFU signaling and track
+//! subscriptions to the media server through the hub's seat check, everything else to the hub.
+//! One hook runs after a successful join (a call started, accepted or joined, a room joined):
+//! the extension records the membership, and a room's ack gains its published tracks.
 //!
 //! Lifecycle: created after the hub accepted the connection; dropped when the connection ends
 //! (the adapter then calls `HubHandle::disconnect`).
@@ -12,14 +17,13 @@ use crate::auth::Identity;
 use crate::driver::HubHandle;
 use crate::extension::{Caller, Extension, JoinRole};
 use crate::limits::TokenBucket;
-use crate::media::{MediaParticipant, MediaServer};
+use crate::media::{MediaAnswer, MediaRequest, SignalKind, Subscription, sdp_of, sfu_signal};
 use crate::metrics::Metrics;
 use protocol::{
     CHAT_EVENT_NAMES, CLIENT_EVENT_NAMES, CallId, ClientEvent, ConnectionId, ErrorCode, ErrorEvent,
-    Failure, RelayedSignal, ServerEvent, Signal, TrackRef, UserId,
+    Failure, ServerEvent,
 };
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,10 +53,8 @@ pub struct Session {
     pub identity: Identity,
     hub: HubHandle,
     extension: Option<Arc<dyn Extension>>,
-    media: Option<Arc<dyn MediaServer>>,
-    /// Media spaces (SFU calls, rooms) this connection entered, and when: the start of the
-    /// join-time measurement, and the default space for `track:subscribe`.
-    media_spaces: HashMap<CallId, Instant>,
+    /// Whether a media server is plugged in: without one, SFU signaling has nowhere to go.
+    media: MediaRouting,
     bucket: TokenBucket,
     metrics: Metrics,
 }
@@ -64,6 +66,94 @@ pub struct Answer {
     pub temp_id: Option<String>,
 }
 
+/// Where a typed client event goes; see the module docs.
+#[derive(Debug)]
+pub enum Route {
+    /// To the media server, for the connection's seat in `space` (its only media space when
+    /// `None`).
+    Media {
+        space: Option<CallId>,
+        request: MediaRequest,
+    },
+    /// To the hub: calls, rooms, presence, and P2P relay.
+    Hub(ClientEvent),
+}
+
+/// Whether SFU signaling can be served here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaRouting {
+    Enabled,
+    Disabled,
+}
+
+impl Route {
+    /// The route of `event`. SFU signaling is an `offer`/`answer`/`ice-candidate` without
+    /// `targetUserId`; a server without a media server sends it to the hub, which refuses it.
+    pub fn of(event: ClientEvent, media: MediaRouting) -> Result<Route, Failure> {
+        if media == MediaRouting::Disabled {
+            return Ok(Route::Hub(event));
+        }
+        let media = |space: CallId, request| Route::Media {
+            space: Some(space),
+            request,
+        };
+        Ok(match event {
+            ClientEvent::Offer(s) if s.target_user_id.is_none() => {
+                let sdp = sdp_of(&s.payload)?;
+                media(s.call_id, MediaRequest::Offer { sdp })
+            }
+            ClientEvent::Answer(s) if s.target_user_id.is_none() => {
+                let sdp = sdp_of(&s.payload)?;
+                media(s.call_id, MediaRequest::Answer { sdp })
+            }
+            ClientEvent::IceCandidate(s) if s.target_user_id.is_none() => media(
+                s.call_id,
+                MediaRequest::Candidate {
+                    candidate: s.payload,
+                },
+            ),
+            ClientEvent::TrackSubscribe(t) => Route::Media {
+                space: t.call_id,
+                request: MediaRequest::Subscribe {
+                    track_id: t.track_id,
+                    subscription: Subscription::Start,
+                },
+            },
+            ClientEvent::TrackUnsubscribe(t) => Route::Media {
+                space: t.call_id,
+                request: MediaRequest::Subscribe {
+                    track_id: t.track_id,
+                    subscription: Subscription::Stop,
+                },
+            },
+            other => Route::Hub(other),
+        })
+    }
+}
+
+/// A join the post-join hook must follow up.
+enum Joining {
+    /// `call:accept` / `call:join` of this call.
+    Call(CallId),
+    /// `call:initiate`: the call id is in the ack.
+    Initiate,
+    /// `room:join`: the room id is in the ack.
+    Room,
+}
+
+impl Joining {
+    fn of(event: &ClientEvent) -> Option<Joining> {
+        match event {
+            ClientEvent::CallAccept(r) | ClientEvent::CallJoin(r) => {
+                Some(Joining::Call(r.call_id.clone()))
+            }
+            ClientEvent::CallInitiate(_) => Some(Joining::Initiate),
+            ClientEvent::RoomJoin(_) => Some(Joining::Room),
+            _ => None,
+        }
+    }
+}
+
 impl Session {
     /// The pipeline for a connection the hub has accepted.
     pub fn new(conn: ConnectionId, identity: Identity, sig: &crate::Signaling) -> Self {
@@ -73,8 +163,11 @@ impl Session {
             identity,
             hub: sig.hub.clone(),
             extension: sig.extension.clone(),
-            media: sig.media.clone(),
-            media_spaces: HashMap::new(),
+            media: if sig.media.is_some() {
+                MediaRouting::Enabled
+            } else {
+                MediaRouting::Disabled
+            },
             bucket: TokenBucket::new(limits.events_per_second, limits.event_burst, Instant::now()),
             metrics: sig.metrics.clone(),
         }
@@ -125,163 +218,65 @@ impl Session {
             };
             return ext.handle(&caller, name, data).await;
         }
-        let event = ClientEvent::parse(name, data)?;
-        if let Some(media) = self.media.clone() {
-            match event {
-                ClientEvent::Offer(s) if s.target_user_id.is_none() => {
-                    return self.media_offer(&media, s, now).await;
+        match Route::of(ClientEvent::parse(name, data)?, self.media)? {
+            Route::Media { space, request } => self.media(space, request).await,
+            Route::Hub(event) => {
+                let joining = Joining::of(&event);
+                let ack = self.hub.event(self.conn, event).await?;
+                match joining {
+                    Some(joining) => Ok(self.joined(joining, ack).await),
+                    None => Ok(ack),
                 }
-                ClientEvent::Answer(s) if s.target_user_id.is_none() => {
-                    let who = self.authorize(&s.call_id).await?;
-                    media.answer(&who, sdp_of(&s.payload)?).await?;
-                    return Ok(json!({"ok": true}));
-                }
-                ClientEvent::IceCandidate(s) if s.target_user_id.is_none() => {
-                    let who = self.authorize(&s.call_id).await?;
-                    media.candidate(&who, s.payload).await?;
-                    return Ok(json!({"ok": true}));
-                }
-                ClientEvent::TrackSubscribe(t) => {
-                    return self.media_subscribe(&media, t, true).await;
-                }
-                ClientEvent::TrackUnsubscribe(t) => {
-                    return self.media_subscribe(&media, t, false).await;
-                }
-                _ => {}
             }
         }
-        let joined = match &event {
-            ClientEvent::CallAccept(r) | ClientEvent::CallJoin(r) => {
-                Some((r.call_id.to_string(), JoinRole::Member))
-            }
-            ClientEvent::RoomJoin(r) => Some((format!("room:{}", r.room), JoinRole::Member)),
-            _ => None,
-        };
-        let initiating = matches!(event, ClientEvent::CallInitiate(_));
-        let toggled = match &event {
-            ClientEvent::MediaToggle(m) => Some((m.call_id.clone(), m.media_type, !m.enabled)),
-            _ => None,
-        };
-        let room_join = matches!(event, ClientEvent::RoomJoin(_));
-        let mut ack = self.hub.event(self.conn, event).await?;
-        let joined = joined.or_else(|| {
-            initiating
-                .then(|| {
-                    ack["callId"]
-                        .as_str()
-                        .map(|id| (id.to_owned(), JoinRole::Owner))
-                })
-                .flatten()
-        });
-        if let Some((space, _)) = &joined {
-            self.media_spaces
-                .entry(CallId(space.clone()))
-                .or_insert(now);
-        }
-        if let (true, Some(media), Some(id)) = (room_join, &self.media, ack["roomId"].as_str()) {
-            let tracks = media.tracks(&CallId(id.to_owned())).await;
-            ack["tracks"] = serde_json::to_value(tracks).unwrap_or_default();
-        }
-        if let (Some((space, kind, muted)), Some(media)) = (toggled, &self.media) {
-            // In an SFU call the server announces the mute as track:muted too.
-            if let Ok(who) = self.hub.authorize_media(self.conn, space).await {
-                media.set_muted(&who, kind, muted).await;
-            }
-        }
-        if let (Some(ext), Some((conversation, role))) = (&self.extension, joined) {
-            // Membership is recorded before the ack, so the caller's next event (a chat
-            // message in the call) already finds it.
-            ext.joined(&self.identity, &conversation, role).await;
-        }
-        Ok(ack)
     }
 
-    async fn authorize(&self, space: &CallId) -> Result<MediaParticipant, Failure> {
-        self.hub.authorize_media(self.conn, space.clone()).await
-    }
-
-    /// A client offer to the SFU: the answer comes back as an `answer` event from `sfu` (and in
-    /// the ack).
-    async fn media_offer(
-        &mut self,
-        media: &Arc<dyn MediaServer>,
-        signal: Signal,
-        now: Instant,
-    ) -> Result<Value, Failure> {
-        let who = self.authorize(&signal.call_id).await?;
-        let started = *self
-            .media_spaces
-            .entry(signal.call_id.clone())
-            .or_insert(now);
-        let negotiated = media.offer(&who, sdp_of(&signal.payload)?, started).await?;
-        let answer = json!({"type": "answer", "sdp": negotiated.answer});
-        let event = sfu_signal(&signal.call_id, "answer", answer.clone());
-        self.hub.deliver_to(self.conn, Arc::new(event)).await;
-        if let Some(offer) = negotiated.follow_up_offer {
-            let event = offer.event(&signal.call_id);
-            self.hub.deliver_to(self.conn, Arc::new(event)).await;
+    /// A media request. An offer's answer also goes out as an `answer` event from `sfu` (and
+    /// a server offer right after it, when the server has tracks to add).
+    async fn media(&self, space: Option<CallId>, request: MediaRequest) -> Result<Value, Failure> {
+        let (seat, reply) = self.hub.media(self.conn, space, request).await?;
+        match reply.await? {
+            MediaAnswer::Negotiated(negotiated) => {
+                let answer = json!({"type": "answer", "sdp": negotiated.answer});
+                let event = sfu_signal(&seat.space, SignalKind::Answer, answer.clone());
+                self.hub.deliver_to(self.conn, Arc::new(event)).await;
+                if let Some(offer) = negotiated.follow_up_offer {
+                    let event = offer.event(&seat.space);
+                    self.hub.deliver_to(self.conn, Arc::new(event)).await;
+                }
+                Ok(json!({"callId": seat.space, "answer": answer}))
+            }
+            MediaAnswer::Tracks(tracks) => Ok(serde_json::to_value(tracks).unwrap_or_default()),
+            MediaAnswer::Done => Ok(json!({"ok": true})),
         }
-        Ok(json!({"callId": signal.call_id, "answer": answer}))
     }
 
-    async fn media_subscribe(
-        &mut self,
-        media: &Arc<dyn MediaServer>,
-        track: TrackRef,
-        subscribe: bool,
-    ) -> Result<Value, Failure> {
-        let space = match track.call_id {
-            Some(space) => space,
-            None if self.media_spaces.len() == 1 => {
-                self.media_spaces.keys().next().expect("one entry").clone()
-            }
-            None => {
-                return Err(Failure::new(
-                    ErrorCode::InvalidPayload,
-                    "`callId` is required when the connection is in several calls or rooms",
-                ));
-            }
+    /// The post-join hook: the extension records the membership before the ack leaves (so the
+    /// caller's next event, a chat message in the call, finds it), and a room's ack lists the
+    /// tracks already published there.
+    async fn joined(&self, joining: Joining, mut ack: Value) -> Value {
+        let room = matches!(joining, Joining::Room);
+        let (space, role) = match joining {
+            Joining::Call(id) => (Some(id), JoinRole::Member),
+            Joining::Initiate => (ack_id(&ack, "callId"), JoinRole::Owner),
+            Joining::Room => (ack_id(&ack, "roomId"), JoinRole::Member),
         };
-        let who = self.authorize(&space).await?;
-        media.subscribe(&who, &track.track_id, subscribe).await?;
-        Ok(json!({"ok": true}))
+        let Some(space) = space else {
+            return ack;
+        };
+        if room && self.media == MediaRouting::Enabled {
+            let tracks = self.media(Some(space.clone()), MediaRequest::Tracks).await;
+            ack["tracks"] = tracks.unwrap_or_else(|_| json!([]));
+        }
+        if let Some(ext) = &self.extension {
+            ext.joined(&self.identity, space.as_str(), role).await;
+        }
+        ack
     }
 }
 
-/// The `from` of signals the SFU sends.
-pub const SFU: &str = "sfu";
-
-/// An `offer` or `answer` event from the SFU (`kind` is the event and payload field name).
-pub fn sfu_signal(space: &CallId, kind: &str, description: Value) -> ServerEvent {
-    let mut payload = serde_json::Map::new();
-    payload.insert(kind.into(), description);
-    let signal = RelayedSignal {
-        call_id: space.clone(),
-        from: UserId::from(SFU),
-        payload,
-    };
-    if kind == "offer" {
-        ServerEvent::Offer(signal)
-    } else {
-        ServerEvent::Answer(signal)
-    }
-}
-
-/// The SDP text of an `offer`/`answer` payload: `{type, sdp}` as browsers produce it, or a bare
-/// string.
-fn sdp_of(payload: &Value) -> Result<String, Failure> {
-    let sdp = match payload {
-        Value::String(s) => Some(s.as_str()),
-        Value::Object(o) => o.get("sdp").and_then(Value::as_str),
-        _ => None,
-    };
-    match sdp {
-        Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
-        _ => Err(Failure::new(
-            ErrorCode::InvalidPayload,
-            "expected an SDP string or {type, sdp}",
-        )),
-    }
+fn ack_id(ack: &Value, field: &str) -> Option<CallId> {
+    ack[field].as_str().map(|id| CallId(id.to_owned()))
 }
 
 /// The `error` event answering a failed client event.

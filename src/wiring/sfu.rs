@@ -2,8 +2,8 @@
 //! sfu crate's handle, and [`spawn_event_pump`] turns SFU events into client events.
 //!
 //! Keys: a media space (SFU call or room) is an SFU room keyed by its call id (`room:<name>`
-//! for rooms); a participant is one connection, keyed `<userId>#<connectionId>` so the user
-//! behind an SFU event can be told without another table.
+//! for rooms); a participant is one connection, keyed by its connection id with its user id
+//! beside it, so SFU events name both without a table here.
 
 use protocol::{
     CallId, ConnectionId, ErrorCode, Failure, MediaType, ServerEvent, TrackEvent, TrackPublished,
@@ -12,11 +12,12 @@ use protocol::{
 use serde_json::Value;
 use sfu::{Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId};
 use signaling::driver::HubHandle;
-use signaling::media::{MediaParticipant, MediaServer, Negotiated, ServerOffer};
-use std::collections::HashMap;
+use signaling::media::{
+    MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer, Negotiated,
+    ServerOffer, Subscription,
+};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// Maps the `[sfu]` configuration onto the sfu crate's settings. Dev mode binds to loopback
 /// and advertises 127.0.0.1 unless addresses are configured.
@@ -61,169 +62,134 @@ pub fn settings(config: &config::Config) -> sfu::Settings {
     }
 }
 
-/// Signaling's media server, backed by the SFU.
+/// Signaling's media server, backed by the SFU. It keeps no state of its own: the hub owns who
+/// sits where and the SFU owns the media, so this only translates (see `signaling::media`).
 pub struct SfuMedia {
     sfu: SfuHandle,
-    /// Participants that joined the SFU (on their first offer), by space and connection.
-    joined: Mutex<HashMap<(CallId, ConnectionId), ParticipantKey>>,
 }
 
 impl SfuMedia {
     pub fn new(sfu: SfuHandle) -> Self {
-        Self {
-            sfu,
-            joined: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn joined(&self) -> std::sync::MutexGuard<'_, HashMap<(CallId, ConnectionId), ParticipantKey>> {
-        self.joined.lock().unwrap_or_else(|e| e.into_inner())
+        Self { sfu }
     }
 }
 
-#[async_trait::async_trait]
 impl MediaServer for SfuMedia {
-    async fn offer(
-        &self,
-        who: &MediaParticipant,
-        sdp: String,
-        started: Instant,
-    ) -> Result<Negotiated, Failure> {
-        let (room, participant) = keys(who);
-        let seat = (who.space.clone(), who.conn);
-        if !self.joined().contains_key(&seat) {
-            let grants = sfu::Grants {
-                can_publish: who.grants.can_publish,
-                can_subscribe: who.grants.can_subscribe,
-            };
-            match self
-                .sfu
-                .join(room.clone(), participant.clone(), grants, started)
-                .await
-            {
-                Ok(()) | Err(sfu::Error::AlreadyJoined(_)) => {}
-                Err(e) => return Err(failure(e)),
-            }
-            self.joined().insert(seat, participant.clone());
-        }
-        let reply = self
-            .sfu
-            .offer(room, participant, sdp)
-            .await
-            .map_err(failure)?;
-        Ok(Negotiated {
-            answer: reply.answer,
-            follow_up_offer: reply.server_offer.map(|o| ServerOffer {
-                sdp: o.sdp,
-                tracks: track_mids(&o.tracks),
-            }),
-        })
-    }
-
-    async fn answer(&self, who: &MediaParticipant, sdp: String) -> Result<(), Failure> {
-        let (room, participant) = keys(who);
-        self.sfu
-            .answer(room, participant, sdp)
-            .await
-            .map_err(failure)
-    }
-
-    async fn candidate(&self, who: &MediaParticipant, candidate: Value) -> Result<(), Failure> {
-        let text = match &candidate {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => o
-                .get("candidate")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            Value::Null => String::new(),
-            _ => {
-                return Err(Failure::new(
-                    ErrorCode::InvalidPayload,
-                    "`candidate` must be a string or RTCIceCandidateInit",
-                ));
-            }
-        };
-        if text.trim().is_empty() {
-            // End of candidates: nothing to do for an ICE-lite server.
-            return Ok(());
-        }
-        let (room, participant) = keys(who);
-        self.sfu
-            .add_remote_candidate(room, participant, text)
-            .await
-            .map_err(failure)
-    }
-
-    async fn subscribe(
-        &self,
-        who: &MediaParticipant,
-        track_id: &str,
-        subscribe: bool,
-    ) -> Result<(), Failure> {
-        let (room, participant) = keys(who);
-        let track = TrackId::new(track_id);
-        let result = if subscribe {
-            self.sfu.subscribe(room, participant, track).await
-        } else {
-            self.sfu.unsubscribe(room, participant, track).await
-        };
-        result.map_err(failure)
-    }
-
-    async fn set_muted(&self, who: &MediaParticipant, kind: MediaType, muted: bool) {
-        let (room, participant) = keys(who);
-        let Ok(tracks) = self.sfu.room_tracks(room.clone()).await else {
-            return;
-        };
-        let wanted = match kind {
-            MediaType::Audio => sfu::TrackSource::Microphone,
-            MediaType::Video => sfu::TrackSource::Camera,
-        };
-        let state = if muted { Muted::Yes } else { Muted::No };
-        for t in tracks
-            .into_iter()
-            .filter(|t| t.participant == participant && t.source == wanted)
-        {
-            let _ = self
-                .sfu
-                .set_track_muted(room.clone(), participant.clone(), t.track_id, state)
-                .await;
-        }
-    }
-
-    async fn tracks(&self, space: &CallId) -> Vec<TrackPublished> {
-        let room = RoomKey::new(space.as_str());
-        match self.sfu.room_tracks(room).await {
-            Ok(tracks) => tracks
-                .into_iter()
-                .map(|t| TrackPublished {
-                    call_id: space.clone(),
-                    track_id: t.track_id.as_str().to_owned(),
-                    user_id: user_of(&t.participant),
-                    kind: kind(t.kind),
-                    source: source(t.source),
-                    mid: t.mid,
-                    muted: t.muted == Muted::Yes,
+    fn submit(&self, seat: &MediaSeat, request: MediaRequest) -> MediaReply {
+        let (room, participant) = keys(&seat.space, seat.conn, &seat.user);
+        match request {
+            MediaRequest::Offer { sdp } => {
+                let grants = sfu::Grants {
+                    can_publish: seat.grants.can_publish,
+                    can_subscribe: seat.grants.can_subscribe,
+                };
+                let reply = self
+                    .sfu
+                    .offer_joining(room, participant, grants, seat.joined_at, sdp);
+                Box::pin(async move {
+                    let reply = reply.await.map_err(failure)?;
+                    Ok(MediaAnswer::Negotiated(Negotiated {
+                        answer: reply.answer,
+                        follow_up_offer: reply.server_offer.map(|o| ServerOffer {
+                            sdp: o.sdp,
+                            tracks: track_mids(&o.tracks),
+                        }),
+                    }))
                 })
-                .collect(),
-            Err(_) => Vec::new(),
+            }
+            MediaRequest::Answer { sdp } => done(self.sfu.answer(room, participant, sdp)),
+            MediaRequest::Candidate { candidate } => match candidate_line(&candidate) {
+                // End of candidates: nothing to do for an ICE-lite server.
+                Ok(None) => Box::pin(async { Ok(MediaAnswer::Done) }),
+                Ok(Some(line)) => done(self.sfu.add_remote_candidate(room, participant, line)),
+                Err(e) => Box::pin(async move { Err(e) }),
+            },
+            MediaRequest::Subscribe {
+                track_id,
+                subscription,
+            } => {
+                let track = TrackId::new(track_id);
+                done(match subscription {
+                    Subscription::Start => self.sfu.subscribe(room, participant, track),
+                    Subscription::Stop => self.sfu.unsubscribe(room, participant, track),
+                })
+            }
+            MediaRequest::Tracks => {
+                let reply = self.sfu.room_tracks(room);
+                let space = seat.space.clone();
+                Box::pin(async move {
+                    let tracks = reply.await.map_err(failure)?;
+                    Ok(MediaAnswer::Tracks(
+                        tracks.into_iter().map(|t| published(&space, t)).collect(),
+                    ))
+                })
+            }
         }
     }
 
-    async fn leave(&self, space: &CallId, conn: ConnectionId) {
-        let participant = self.joined().remove(&(space.clone(), conn));
-        if let Some(participant) = participant {
-            let _ = self
-                .sfu
-                .leave(RoomKey::new(space.as_str()), participant)
-                .await;
+    fn apply(&self, command: MediaCommand) {
+        // Fire and forget: the command is queued now, in order; a seat that never reached the
+        // SFU (a P2P call, no offer yet) answers `UnknownParticipant`, which is fine.
+        match command {
+            MediaCommand::Leave { space, conn, user } => {
+                let (room, participant) = keys(&space, conn, &user);
+                drop(self.sfu.leave(room, participant));
+            }
+            MediaCommand::Mute { seat, kind, muted } => {
+                let (room, participant) = keys(&seat.space, seat.conn, &seat.user);
+                let source = match kind {
+                    MediaType::Audio => sfu::TrackSource::Microphone,
+                    MediaType::Video => sfu::TrackSource::Camera,
+                };
+                let state = if muted { Muted::Yes } else { Muted::No };
+                drop(self.sfu.set_source_muted(room, participant, source, state));
+            }
         }
+    }
+}
+
+/// A reply with nothing to say but success or failure.
+fn done(reply: sfu::Reply<()>) -> MediaReply {
+    Box::pin(async move {
+        reply.await.map_err(failure)?;
+        Ok(MediaAnswer::Done)
+    })
+}
+
+/// The candidate line of a trickled candidate: a string or `RTCIceCandidateInit`; `None` for
+/// the end-of-candidates marker.
+fn candidate_line(candidate: &Value) -> Result<Option<String>, Failure> {
+    let text = match candidate {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o
+            .get("candidate")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        Value::Null => "",
+        _ => {
+            return Err(Failure::new(
+                ErrorCode::InvalidPayload,
+                "`candidate` must be a string or RTCIceCandidateInit",
+            ));
+        }
+    };
+    Ok((!text.trim().is_empty()).then(|| text.to_owned()))
+}
+
+fn published(space: &CallId, t: sfu::TrackInfo) -> TrackPublished {
+    TrackPublished {
+        call_id: space.clone(),
+        track_id: t.track_id.as_str().to_owned(),
+        user_id: UserId::from(t.participant.user()),
+        kind: kind(t.kind),
+        source: source(t.source),
+        mid: t.mid,
+        muted: t.muted == Muted::Yes,
     }
 }
 
 /// Forwards SFU events to the clients they concern.
-pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, media: Arc<SfuMedia>) {
+pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle) {
     let Ok(mut events) = sfu.events() else {
         tracing::error!("the SFU event stream was already taken");
         return;
@@ -244,7 +210,7 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, media: Arc<SfuMedia>) {
                     let event = ServerEvent::TrackPublished(TrackPublished {
                         call_id: space.clone(),
                         track_id: track_id.as_str().to_owned(),
-                        user_id: user_of(&participant),
+                        user_id: UserId::from(participant.user()),
                         kind: kind(k),
                         source: source(s),
                         mid,
@@ -282,13 +248,11 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, media: Arc<SfuMedia>) {
                     sdp,
                     tracks,
                 } => {
-                    let Some(conn) = conn_of(&participant) else {
-                        continue;
-                    };
                     let offer = ServerOffer {
                         sdp,
                         tracks: track_mids(&tracks),
                     };
+                    let conn = ConnectionId(participant.conn());
                     hub.deliver_to(conn, Arc::new(offer.event(&space_of(&room))))
                         .await;
                 }
@@ -297,15 +261,13 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, media: Arc<SfuMedia>) {
                     participant,
                     reason,
                 } => {
+                    // The seat stays in the hub: the client's next offer seats it again.
                     tracing::info!(
                         room = room.as_str(),
-                        participant = participant.as_str(),
+                        %participant,
                         ?reason,
                         "SFU participant removed"
                     );
-                    if let Some(conn) = conn_of(&participant) {
-                        media.joined().remove(&(space_of(&room), conn));
-                    }
                 }
                 SfuEvent::Connected { .. }
                 | SfuEvent::FirstMediaForwarded { .. }
@@ -322,10 +284,10 @@ fn track_mids(tracks: &[(TrackId, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn keys(who: &MediaParticipant) -> (RoomKey, ParticipantKey) {
+fn keys(space: &CallId, conn: ConnectionId, user: &UserId) -> (RoomKey, ParticipantKey) {
     (
-        RoomKey::new(who.space.as_str()),
-        ParticipantKey::new(format!("{}#{}", who.user, who.conn.0)),
+        RoomKey::new(space.as_str()),
+        ParticipantKey::new(conn.0, user.as_str()),
     )
 }
 
@@ -333,25 +295,11 @@ fn space_of(room: &RoomKey) -> CallId {
     CallId(room.as_str().to_owned())
 }
 
-fn user_of(participant: &ParticipantKey) -> UserId {
-    let key = participant.as_str();
-    UserId(
-        key.rsplit_once('#')
-            .map_or(key, |(user, _)| user)
-            .to_owned(),
-    )
-}
-
-fn conn_of(participant: &ParticipantKey) -> Option<ConnectionId> {
-    let (_, conn) = participant.as_str().rsplit_once('#')?;
-    conn.parse().ok().map(ConnectionId)
-}
-
 fn track_event(space: &CallId, participant: &ParticipantKey, track: &TrackId) -> TrackEvent {
     TrackEvent {
         call_id: space.clone(),
         track_id: track.as_str().to_owned(),
-        user_id: user_of(participant),
+        user_id: UserId::from(participant.user()),
     }
 }
 

@@ -141,6 +141,35 @@ async fn a_dead_sfu_worker_drains_the_server_and_ends_it_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_dead_hub_drains_the_server_and_ends_it_with_an_error() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let mut a = WsClient::connect(addr, &server.token("alice"))
+        .await
+        .unwrap();
+    assert_eq!(http_get(addr, "/ready", None).await.0, 200);
+    // The hub's task ends under the running server, as it does when it panics.
+    server.signaling.hub.stop().await;
+    // Every command would now fail: the server must not keep answering `/ready` with 200.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while http_get(addr, "/ready", None).await.0 != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "/ready stayed 200");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Connections end with "server error" rather than hang on a hub that cannot serve them...
+    assert_eq!(a.closed_code().await, 1011);
+    // ...and the server stops with the error, for the process to exit 1.
+    let err = server
+        .finished()
+        .await
+        .expect_err("a dead hub is a failure");
+    assert_eq!(
+        err.to_string(),
+        "signaling hub failed: its task ended (a bug: every command now fails)"
+    );
+}
+
+#[tokio::test]
 async fn clients_that_stay_are_closed_after_the_drain_timeout() {
     let server =
         TestServer::with(|c| c.server.drain_timeout = config::HumanDuration::millis(300)).await;

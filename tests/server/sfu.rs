@@ -955,3 +955,82 @@ async fn muting_in_a_room_is_announced() {
     })
     .await;
 }
+
+/// One owner per seat: a connection that leaves a room and joins it again, over and over, with
+/// an offer each time, ends with exactly one SFU participant (no ghost from a leave that ran
+/// after the next join, no seat lost to a join that ran before the last leave), and with none
+/// once it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rapid_leave_and_rejoin_leaves_no_ghost_seat() {
+    bounded(async {
+        let server = TestServer::with(|c| c.rooms.auto_create = Some(true)).await;
+        let (room, space) = ("churn", "room:churn");
+        let mut alice = room_client(&server, "alice", room).await;
+        let sfu = server.sfu.clone().expect("the test server runs the SFU");
+        for round in 0..15 {
+            join_room(&mut alice, room).await;
+            offer_to_sfu(&mut alice, space, &audio_offer("opus/48000/2", 1))
+                .await
+                .unwrap_or_else(|r| panic!("round {round}: offer refused: {:?}", r.body));
+            let seated = sfu.snapshot().await.expect("sfu alive").participants;
+            assert_eq!(seated, 1, "round {round}: one seat in the SFU");
+            alice
+                .request("room:leave", json!({"room": room}))
+                .await
+                .unwrap_or_else(|r| panic!("round {round}: room:leave: {:?}", r.body));
+        }
+        sfu_is_empty(&server).await;
+    })
+    .await;
+}
+
+/// The hub is the one record of where a connection sits: after leaving one room for another,
+/// `track:subscribe` without `callId` goes to the new room (it used to be refused, because the
+/// session kept its own list of spaces and never pruned it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_moving_rooms_track_subscribe_needs_no_call_id() {
+    bounded(async {
+        let server = TestServer::with(|c| c.rooms.auto_create = Some(true)).await;
+        let grants = Grants {
+            admin: true,
+            ..Grants::default()
+        };
+        let token = server.token_with("alice", grants, Duration::from_secs(600));
+        let mut alice = Client::Ws(WsClient::connect(server.addr, &token).await.unwrap());
+        join_room(&mut alice, "first").await;
+        offer_to_sfu(&mut alice, "room:first", &audio_offer("opus/48000/2", 1))
+            .await
+            .expect("offer in the first room");
+        alice
+            .request("room:leave", json!({"room": "first"}))
+            .await
+            .expect("leave the first room");
+
+        let mut bob = room_client(&server, "bob", "second").await;
+        join_room(&mut bob, "second").await;
+        let mut bob_pc = Peer::new().await;
+        bob_pc
+            .publish(RtpCodecKind::Audio, "mic", 0x0B0B_0001)
+            .await;
+        let offer = bob_pc.offer().await;
+        let answer = offer_to_sfu(&mut bob, "room:second", &offer).await.unwrap();
+        bob_pc.accept_answer(answer).await;
+        bob_pc.wait_connected("bob").await;
+
+        let ack = join_room(&mut alice, "second").await;
+        let published = match ack["tracks"].as_array().and_then(|t| t.first()) {
+            Some(track) => track["trackId"].clone(),
+            None => alice.expect("track:published").await["trackId"].clone(),
+        };
+        offer_to_sfu(&mut alice, "room:second", &audio_offer("opus/48000/2", 1))
+            .await
+            .expect("offer in the second room");
+        let ack = alice
+            .request("track:subscribe", json!({"trackId": published}))
+            .await
+            .unwrap_or_else(|r| panic!("track:subscribe without callId: {:?}", r.body));
+        assert_eq!(ack, json!({"ok": true}));
+        let _ = bob_pc.pc.close().await;
+    })
+    .await;
+}

@@ -297,6 +297,34 @@ impl Core {
         Ok(())
     }
 
+    /// An offer from a participant that may not be in the room yet: it joins first, as
+    /// [`Core::join`] would. Signaling seats a connection on its first offer this way, so there
+    /// is no separate join step whose order against a leave could be lost. A participant that
+    /// this call joined is removed again when its offer is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer_joining(
+        &mut self,
+        now: Instant,
+        room: RoomKey,
+        participant: ParticipantKey,
+        grants: Grants,
+        started: Instant,
+        sdp: &str,
+    ) -> Result<OfferReply, Error> {
+        let present = self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.members.contains_key(&participant));
+        if !present {
+            self.join(now, room.clone(), participant.clone(), grants, started)?;
+        }
+        let reply = self.offer(now, &room, &participant, sdp, &[]);
+        if reply.is_err() && !present {
+            let _ = self.leave(now, &room, &participant);
+        }
+        reply
+    }
+
     /// Records a mute change and announces it with [`SfuEvent::TrackMuted`].
     pub fn set_track_muted(
         &mut self,
@@ -306,21 +334,57 @@ impl Core {
         muted: Muted,
     ) -> Result<(), Error> {
         let id = self.session_id(room, participant)?;
-        let t = self
+        if !self.tracks.get(track).is_some_and(|t| t.publisher == id) {
+            return Err(Error::UnknownTrack(track.clone()));
+        }
+        self.mute_tracks(room, participant, muted, |t, tid| {
+            tid == track && t.publisher == id
+        });
+        Ok(())
+    }
+
+    /// Records a mute change of every track `participant` publishes from `source` (a
+    /// `call:media-toggle` names a kind of media, not a track).
+    pub fn set_source_muted(
+        &mut self,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        source: TrackSource,
+        muted: Muted,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        self.mute_tracks(room, participant, muted, |t, _| {
+            t.publisher == id && t.source == source
+        });
+        Ok(())
+    }
+
+    /// Sets `muted` on the tracks `which` picks and announces each that changed, in track order.
+    fn mute_tracks(
+        &mut self,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        muted: Muted,
+        which: impl Fn(&Track, &TrackId) -> bool,
+    ) {
+        let mut changed: Vec<TrackId> = self
             .tracks
-            .get_mut(track)
-            .filter(|t| t.publisher == id)
-            .ok_or_else(|| Error::UnknownTrack(track.clone()))?;
-        if t.muted != muted {
-            t.muted = muted;
+            .iter_mut()
+            .filter(|(tid, t)| t.muted != muted && which(t, tid))
+            .map(|(tid, t)| {
+                t.muted = muted;
+                tid.clone()
+            })
+            .collect();
+        changed.sort();
+        for track_id in changed {
             self.events.push_back(SfuEvent::TrackMuted {
                 room: room.clone(),
                 participant: participant.clone(),
-                track_id: track.clone(),
+                track_id,
                 muted,
             });
         }
-        Ok(())
     }
 
     /// Starts receiving `track` (a no-op if already subscribed).

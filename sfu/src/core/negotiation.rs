@@ -210,7 +210,7 @@ impl Core {
                     let mid = change.add_media(
                         media_kind(s.kind),
                         Direction::SendOnly,
-                        Some(msid_token(s.publisher.as_str())),
+                        Some(msid_token(&s.publisher.to_string())),
                         Some(s.track.to_string()),
                         None,
                     );

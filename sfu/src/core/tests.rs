@@ -331,7 +331,7 @@ fn forwards_audio_and_video_intact() {
     assert!(
         w.events
             .iter()
-            .any(|e| matches!(e, SfuEvent::FirstMediaForwarded { participant, .. } if participant.as_str() == "bob"))
+            .any(|e| matches!(e, SfuEvent::FirstMediaForwarded { participant, .. } if participant.user() == "bob"))
     );
     let s = w.core.stats();
     assert_eq!((s.participants, s.tracks, s.subscriptions), (2, 2, 2));
@@ -524,7 +524,7 @@ fn client_offer_wins_glare_and_server_reoffers_in_reply() {
         .filter_map(|e| match e {
             SfuEvent::Offer {
                 participant, sdp, ..
-            } if participant.as_str() == "bob" => Some(sdp.clone()),
+            } if participant.user() == "bob" => Some(sdp.clone()),
             _ => None,
         })
         .collect();
@@ -555,7 +555,7 @@ fn client_offer_wins_glare_and_server_reoffers_in_reply() {
     assert_eq!(
         count(
             &w,
-            |e| matches!(e, SfuEvent::Offer { participant, .. } if participant.as_str() == "bob")
+            |e| matches!(e, SfuEvent::Offer { participant, .. } if participant.user() == "bob")
         ),
         0,
         "the re-offer is not also sent as an event"
@@ -588,7 +588,7 @@ fn grants_are_enforced() {
     assert_eq!(
         count(
             &w,
-            |e| matches!(e, SfuEvent::TrackPublished { participant, .. } if participant.as_str() == "dave")
+            |e| matches!(e, SfuEvent::TrackPublished { participant, .. } if participant.user() == "dave")
         ),
         0
     );
@@ -622,7 +622,7 @@ fn peer_closing_dtls_removes_it() {
     w.run(Duration::from_millis(200));
     let closed = count(&w, |e| {
         matches!(e, SfuEvent::ParticipantFailed { participant, reason: FailureReason::PeerClosed, .. }
-            if participant.as_str() == "alice")
+            if participant.user() == "alice")
     });
     assert_eq!(closed, 1);
     let s = w.core.stats();

@@ -142,11 +142,11 @@ async fn two_webrtc_rs_clients_exchange_opus_and_vp8() {
             SfuEvent::TrackPublished {
                 kind, participant, ..
             } => {
-                assert_eq!(participant.as_str(), "alice");
+                assert_eq!(participant.user(), "alice");
                 kinds.insert(kind);
             }
             SfuEvent::FirstMediaForwarded { participant, .. } => {
-                first_media |= participant.as_str() == "bob";
+                first_media |= participant.user() == "bob";
             }
             _ => {}
         }
@@ -237,7 +237,7 @@ async fn late_publisher_reaches_subscriber_through_server_offer() {
                     sdp,
                     tracks,
                     ..
-                } if participant.as_str() == "bob" => {
+                } if participant.user() == "bob" => {
                     assert_eq!(tracks.len(), 1);
                     return sdp;
                 }

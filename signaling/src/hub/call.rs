@@ -27,7 +27,7 @@ use protocol::{
     EndReason, ErrorCode, Failure, IceServer, MediaToggled, MediaType, ParticipantJoined,
     RelayedSignal, ServerEvent, UserId, UserRef,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Who a notice goes to.
@@ -91,8 +91,8 @@ pub enum MemberState {
 pub struct Member {
     pub role: Role,
     pub state: MemberState,
-    /// Devices in the call; non-empty exactly when `state` is `Joined`.
-    pub devices: BTreeSet<ConnectionId>,
+    /// Devices in the call, with when each joined; non-empty exactly when `state` is `Joined`.
+    pub devices: BTreeMap<ConnectionId, Instant>,
     pub audio: bool,
     pub video: bool,
     pub screen: bool,
@@ -105,7 +105,7 @@ impl Member {
         Self {
             role,
             state,
-            devices: BTreeSet::new(),
+            devices: BTreeMap::new(),
             audio: true,
             video: true,
             screen: false,
@@ -197,7 +197,7 @@ impl Call {
         };
         let mut members = BTreeMap::new();
         let mut me = Member::new(Role::Initiator, MemberState::Joined);
-        me.devices.insert(device);
+        me.devices.insert(device, ctx.now);
         members.insert(initiator.clone(), me);
         for invitee in &invitees {
             members.insert(
@@ -268,7 +268,7 @@ impl Call {
             }),
         }];
         self.phase = Phase::Active;
-        self.admit(user, device);
+        self.admit(user, device, ctx.now);
         for (other, m) in &self.members {
             if other == user || m.state != MemberState::Joined {
                 continue;
@@ -306,7 +306,7 @@ impl Call {
                 ));
             }
         };
-        self.admit(user, device);
+        self.admit(user, device, ctx.now);
         let mut notices = Vec::new();
         if announce {
             // Peers learn of the (new) device so they negotiate with it afresh.
@@ -342,14 +342,26 @@ impl Call {
     pub fn has_device(&self, user: &UserId, device: ConnectionId) -> bool {
         self.members
             .get(user)
-            .is_some_and(|m| m.devices.contains(&device))
+            .is_some_and(|m| m.devices.contains_key(&device))
+    }
+
+    /// When `device` of `user` joined, if it is in the call now.
+    pub fn joined_at(&self, user: &UserId, device: ConnectionId) -> Option<Instant> {
+        self.members.get(user)?.devices.get(&device).copied()
     }
 
     /// Every device in the call now.
     pub fn devices(&self) -> impl Iterator<Item = ConnectionId> + '_ {
         self.members
             .values()
-            .flat_map(|m| m.devices.iter().copied())
+            .flat_map(|m| m.devices.keys().copied())
+    }
+
+    /// Every device in the call now, with its user.
+    pub fn seats(&self) -> impl Iterator<Item = (ConnectionId, &UserId)> + '_ {
+        self.members
+            .iter()
+            .flat_map(|(u, m)| m.devices.keys().map(move |d| (*d, u)))
     }
 
     /// A device of ringing `user` confirms it rings: the caller hears `call:ringing` once.
@@ -433,7 +445,7 @@ impl Call {
         let Some(member) = self.members.get_mut(user) else {
             return;
         };
-        if member.devices.remove(&device) && member.devices.is_empty() {
+        if member.devices.remove(&device).is_some() && member.devices.is_empty() {
             member.state = MemberState::Reconnecting { until: grace_until };
         }
     }
@@ -740,10 +752,10 @@ impl Call {
         notices
     }
 
-    fn admit(&mut self, user: &UserId, device: ConnectionId) {
+    fn admit(&mut self, user: &UserId, device: ConnectionId, now: Instant) {
         if let Some(m) = self.members.get_mut(user) {
             m.state = MemberState::Joined;
-            m.devices.insert(device);
+            m.devices.entry(device).or_insert(now);
         }
     }
 
@@ -767,7 +779,7 @@ impl Call {
     fn to_everyone_in_call_but(&self, device: ConnectionId, event: ServerEvent) -> Vec<Notice> {
         self.members
             .values()
-            .flat_map(|m| m.devices.iter())
+            .flat_map(|m| m.devices.keys())
             .filter(|d| **d != device)
             .map(|d| Notice {
                 to: Audience::Device(*d),
@@ -785,7 +797,7 @@ impl Call {
 
     fn check_in_call(&self, user: &UserId, device: ConnectionId) -> Result<(), Failure> {
         let member = self.member(user)?;
-        if member.devices.contains(&device) {
+        if member.devices.contains_key(&device) {
             Ok(())
         } else {
             Err(Failure::new(

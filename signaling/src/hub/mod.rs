@@ -94,8 +94,9 @@ pub struct Hub {
     users: HashMap<UserId, User>,
     calls: HashMap<CallId, CallEntry>,
     rooms: HashMap<CallId, room::Room>,
-    /// Connections that left a media space, for the media server to forget.
-    media_leaves: VecDeque<(CallId, ConnectionId)>,
+    /// Media commands issued by state changes (seats that ended, mute toggles), for the
+    /// driver to pass on in order; see [`crate::media`].
+    media: VecDeque<crate::media::MediaCommand>,
     /// Explicit `presence:subscribe` watchers, by watched user.
     watchers: HashMap<UserId, HashSet<ConnectionId>>,
     /// When users who are no longer connected were last seen.
@@ -169,7 +170,7 @@ impl Hub {
             users: HashMap::new(),
             calls: HashMap::new(),
             rooms: HashMap::new(),
-            media_leaves: VecDeque::new(),
+            media: VecDeque::new(),
             watchers: HashMap::new(),
             last_seen: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -261,7 +262,11 @@ impl Hub {
                 && entry.call.has_device(&c.user, conn)
             {
                 entry.call.device_lost(&c.user, conn, now + grace);
-                self.media_leaves.push_back((id.clone(), conn));
+                self.media.push_back(crate::media::MediaCommand::Leave {
+                    space: id.clone(),
+                    conn,
+                    user: c.user.clone(),
+                });
             }
             self.reschedule(&id);
         }
@@ -319,11 +324,13 @@ impl Hub {
                     enabled: m.enabled,
                 });
                 if self.rooms.contains_key(&m.call_id) {
-                    return self.announce_in_room(conn, &user_id, &m.call_id, event);
+                    self.announce_in_room(conn, &user_id, &m.call_id, event)?;
+                } else {
+                    self.with_call(now, &m.call_id, |call, _| {
+                        call.toggle_media(&user_id, conn, m.media_type, m.enabled)
+                    })?;
                 }
-                self.with_call(now, &m.call_id, |call, _| {
-                    call.toggle_media(&user_id, conn, m.media_type, m.enabled)
-                })?;
+                self.note_media_toggle(conn, &m.call_id, m.media_type, m.enabled);
                 Ok(ok())
             }
             ClientEvent::ScreenShareStart(r) => {
@@ -379,7 +386,7 @@ impl Hub {
                         continue;
                     };
                     let ctx = Context::new(now, self.settings.rules, &dir);
-                    let before: BTreeSet<ConnectionId> = entry.call.devices().collect();
+                    let before = seats(&entry.call);
                     let notices = entry.call.tick(&ctx);
                     self.deliver(&id, notices);
                     self.note_media_leaves(&id, before);
@@ -584,7 +591,7 @@ impl Hub {
         let dir = Dir::new(&self.users, Some(&self.ice), wall(self.epoch, now));
         let entry = self.calls.get_mut(id).ok_or_else(no_such_call)?;
         let ctx = Context::new(now, self.settings.rules, &dir);
-        let before: BTreeSet<ConnectionId> = entry.call.devices().collect();
+        let before = seats(&entry.call);
         let notices = f(&mut entry.call, &ctx)?;
         self.deliver(id, notices);
         self.note_media_leaves(id, before);
@@ -626,7 +633,7 @@ impl Hub {
                     .calls
                     .get(id)
                     .and_then(|e| e.call.members.get(u))
-                    .map(|m| m.devices.iter().copied().collect())
+                    .map(|m| m.devices.keys().copied().collect())
                     .unwrap_or_default(),
             };
             for conn in targets {
@@ -734,6 +741,11 @@ impl call::Directory for Dir<'_> {
             .map(|ice| ice.for_user(user, self.wall))
             .unwrap_or_default()
     }
+}
+
+/// A call's devices with their users, to tell which left across a transition.
+fn seats(call: &Call) -> BTreeSet<(ConnectionId, UserId)> {
+    call.seats().map(|(c, u)| (c, u.clone())).collect()
 }
 
 fn wall(epoch: (Instant, SystemTime), now: Instant) -> SystemTime {

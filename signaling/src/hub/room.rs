@@ -8,7 +8,8 @@
 
 use super::call::{Audience, Notice};
 use protocol::{CallId, CallUser, ConnectionId, ParticipantJoined, ServerEvent, UserId, UserRef};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// The room id for a room name.
 pub fn room_id(name: &str) -> CallId {
@@ -19,8 +20,8 @@ pub fn room_id(name: &str) -> CallId {
 #[derive(Clone, Debug)]
 pub struct Room {
     pub id: CallId,
-    /// Connections in the room, by user.
-    pub members: BTreeMap<UserId, BTreeSet<ConnectionId>>,
+    /// Connections in the room, by user, with when each joined.
+    pub members: BTreeMap<UserId, BTreeMap<ConnectionId, Instant>>,
 }
 
 impl Room {
@@ -31,11 +32,18 @@ impl Room {
         }
     }
 
-    /// `conn` of `user` joins. Others hear `call:participant:joined` when the user is new here.
-    pub fn join(&mut self, user: &UserId, name: String, conn: ConnectionId) -> Vec<Notice> {
+    /// `conn` of `user` joins at `now`. Others hear `call:participant:joined` when the user is
+    /// new here.
+    pub fn join(
+        &mut self,
+        user: &UserId,
+        name: String,
+        conn: ConnectionId,
+        now: Instant,
+    ) -> Vec<Notice> {
         let devices = self.members.entry(user.clone()).or_default();
         let first = devices.is_empty();
-        devices.insert(conn);
+        devices.entry(conn).or_insert(now);
         if !first {
             return Vec::new();
         }
@@ -55,7 +63,7 @@ impl Room {
         let Some(devices) = self.members.get_mut(user) else {
             return Vec::new();
         };
-        if !devices.remove(&conn) || !devices.is_empty() {
+        if devices.remove(&conn).is_none() || !devices.is_empty() {
             return Vec::new();
         }
         self.members.remove(user);
@@ -67,7 +75,14 @@ impl Room {
     }
 
     pub fn contains(&self, user: &UserId, conn: ConnectionId) -> bool {
-        self.members.get(user).is_some_and(|d| d.contains(&conn))
+        self.members
+            .get(user)
+            .is_some_and(|d| d.contains_key(&conn))
+    }
+
+    /// When `conn` of `user` joined, if it is in the room.
+    pub fn joined_at(&self, user: &UserId, conn: ConnectionId) -> Option<Instant> {
+        self.members.get(user)?.get(&conn).copied()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,14 +91,21 @@ impl Room {
 
     /// Every connection in the room.
     pub fn devices(&self) -> impl Iterator<Item = ConnectionId> + '_ {
-        self.members.values().flatten().copied()
+        self.members.values().flat_map(|d| d.keys().copied())
+    }
+
+    /// Every connection in the room with its user.
+    pub fn seats(&self) -> impl Iterator<Item = (ConnectionId, &UserId)> + '_ {
+        self.members
+            .iter()
+            .flat_map(|(u, d)| d.keys().map(move |c| (*c, u)))
     }
 
     fn to_others(&self, user: &UserId, event: ServerEvent) -> Vec<Notice> {
         self.members
             .iter()
             .filter(|(u, _)| *u != user)
-            .flat_map(|(_, devices)| devices.iter())
+            .flat_map(|(_, devices)| devices.keys())
             .map(|d| Notice {
                 to: Audience::Device(*d),
                 event: event.clone(),
@@ -98,13 +120,14 @@ mod tests {
 
     #[test]
     fn joins_and_leaves_are_announced_once_per_user() {
+        let now = Instant::now();
         let mut room = Room::new(room_id("standup"));
         assert_eq!(room.id.as_str(), "room:standup");
         assert!(
-            room.join(&"a".into(), "A".into(), ConnectionId(1))
+            room.join(&"a".into(), "A".into(), ConnectionId(1), now)
                 .is_empty()
         );
-        let n = room.join(&"b".into(), "B".into(), ConnectionId(2));
+        let n = room.join(&"b".into(), "B".into(), ConnectionId(2), now);
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].to, Audience::Device(ConnectionId(1)));
         assert!(
@@ -112,7 +135,7 @@ mod tests {
         );
         // B's second device is not news.
         assert!(
-            room.join(&"b".into(), "B".into(), ConnectionId(3))
+            room.join(&"b".into(), "B".into(), ConnectionId(3), now)
                 .is_empty()
         );
         assert!(room.leave(&"b".into(), ConnectionId(2)).is_empty());

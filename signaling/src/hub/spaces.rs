@@ -3,7 +3,7 @@
 
 use super::room::{Room, room_id};
 use super::{Hub, ok};
-use crate::media::MediaParticipant;
+use crate::media::{MediaCommand, MediaSeat};
 use protocol::{
     CallId, CallMode, ConnectionId, ErrorCode, Failure, RoomJoinAck, ServerEvent, UserId, UserRef,
 };
@@ -64,7 +64,7 @@ impl Hub {
                 ),
             ));
         }
-        let notices = room.join(&user, display, conn);
+        let notices = room.join(&user, display, conn, now);
         let participants: Vec<UserRef> = room
             .members
             .keys()
@@ -131,7 +131,11 @@ impl Hub {
         let still_in = room.members.contains_key(user);
         let empty = room.is_empty();
         self.deliver(id, notices);
-        self.media_leaves.push_back((id.clone(), conn));
+        self.media.push_back(MediaCommand::Leave {
+            space: id.clone(),
+            conn,
+            user: user.clone(),
+        });
         if empty {
             self.rooms.remove(id);
         }
@@ -169,26 +173,31 @@ impl Hub {
         Ok(ok())
     }
 
-    /// May `conn` send media signals in `space` (an SFU-mode call or a room it is in)?
+    /// May `conn` send media signals in `space` (an SFU-mode call or a room it is in)? With
+    /// no `space`, the one media space the connection is in, if there is exactly one.
     pub fn authorize_media(
         &self,
         conn: ConnectionId,
-        space: &CallId,
-    ) -> Result<MediaParticipant, Failure> {
+        space: Option<&CallId>,
+    ) -> Result<MediaSeat, Failure> {
         let c = self.connections.get(&conn).ok_or_else(not_connected)?;
-        if space.as_str().starts_with("room:") {
+        let space = match space {
+            Some(space) => space.clone(),
+            None => self.only_media_space(conn, &c.user)?,
+        };
+        let joined_at = if space.as_str().starts_with("room:") {
             let room = self
                 .rooms
-                .get(space)
+                .get(&space)
                 .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no such room"))?;
-            if !room.contains(&c.user, conn) {
-                return Err(Failure::new(
+            room.joined_at(&c.user, conn).ok_or_else(|| {
+                Failure::new(
                     ErrorCode::Forbidden,
                     "this connection has not joined the room",
-                ));
-            }
+                )
+            })?
         } else {
-            let entry = self.calls.get(space).ok_or_else(super::no_such_call)?;
+            let entry = self.calls.get(&space).ok_or_else(super::no_such_call)?;
             let call = &entry.call;
             if !call.members.contains_key(&c.user) {
                 return Err(Failure::new(
@@ -196,26 +205,74 @@ impl Hub {
                     "you are not a member of this call",
                 ));
             }
-            if !call.has_device(&c.user, conn) {
+            let Some(joined_at) = call.joined_at(&c.user, conn) else {
                 return Err(Failure::new(
                     ErrorCode::InvalidState,
                     "this connection has not joined the call (call:accept or call:join first)",
                 ));
-            }
+            };
             if call.mode != CallMode::Sfu {
                 return Err(Failure::new(
                     ErrorCode::InvalidState,
                     "this call is peer-to-peer: address signals to a user with `targetUserId`",
                 ));
             }
-        }
-        Ok(MediaParticipant {
-            space: space.clone(),
+            joined_at
+        };
+        Ok(MediaSeat {
+            space,
             user: c.user.clone(),
             name: c.name.clone(),
             conn,
             grants: c.grants.clone(),
+            joined_at,
         })
+    }
+
+    /// The single room or SFU-mode call `conn` is in, for requests that name none.
+    fn only_media_space(&self, conn: ConnectionId, user: &UserId) -> Result<CallId, Failure> {
+        let Some(u) = self.users.get(user) else {
+            return Err(not_connected());
+        };
+        let rooms = u
+            .rooms
+            .iter()
+            .filter(|id| self.rooms.get(*id).is_some_and(|r| r.contains(user, conn)));
+        let calls = u.calls.iter().filter(|id| {
+            self.calls
+                .get(*id)
+                .is_some_and(|e| e.call.mode == CallMode::Sfu && e.call.has_device(user, conn))
+        });
+        let mut spaces = rooms.chain(calls);
+        match (spaces.next(), spaces.next()) {
+            (Some(only), None) => Ok(only.clone()),
+            (None, _) => Err(Failure::new(
+                ErrorCode::InvalidState,
+                "this connection is in no room or SFU call",
+            )),
+            (Some(_), Some(_)) => Err(Failure::new(
+                ErrorCode::InvalidPayload,
+                "`callId` is required when the connection is in several calls or rooms",
+            )),
+        }
+    }
+
+    /// A media toggle in `space` by `conn`: when the space's media goes through the SFU, tell
+    /// the media server so it announces `track:muted`/`track:unmuted`.
+    pub(super) fn note_media_toggle(
+        &mut self,
+        conn: ConnectionId,
+        space: &CallId,
+        kind: protocol::MediaType,
+        enabled: bool,
+    ) {
+        if let Ok(seat) = self.authorize_media(conn, Some(space)) {
+            self.media.push_back(MediaCommand::Mute {
+                seat,
+                kind,
+                muted: !enabled,
+            });
+        }
     }
 
     /// Queues `event` for every connection in `space` but `except`.
@@ -237,19 +294,28 @@ impl Hub {
         }
     }
 
-    /// The next connection that left a media space.
-    pub fn poll_media_leave(&mut self) -> Option<(CallId, ConnectionId)> {
-        self.media_leaves.pop_front()
+    /// The next media command the hub issued (a seat left, a mute toggle); see
+    /// [`crate::media`]. Drain it after every mutation, like [`Hub::poll_output`].
+    pub fn poll_media(&mut self) -> Option<MediaCommand> {
+        self.media.pop_front()
     }
 
     /// Records the devices that left call `id` since `before` (all of them when it ended).
-    pub(super) fn note_media_leaves(&mut self, id: &CallId, before: BTreeSet<ConnectionId>) {
-        let after: BTreeSet<ConnectionId> = match self.calls.get(id) {
-            Some(e) if !e.call.is_ended() => e.call.devices().collect(),
+    pub(super) fn note_media_leaves(
+        &mut self,
+        id: &CallId,
+        before: BTreeSet<(ConnectionId, UserId)>,
+    ) {
+        let after: BTreeSet<(ConnectionId, UserId)> = match self.calls.get(id) {
+            Some(e) if !e.call.is_ended() => e.call.seats().map(|(c, u)| (c, u.clone())).collect(),
             _ => BTreeSet::new(),
         };
-        for conn in before.difference(&after) {
-            self.media_leaves.push_back((id.clone(), *conn));
+        for (conn, user) in before.difference(&after) {
+            self.media.push_back(MediaCommand::Leave {
+                space: id.clone(),
+                conn: *conn,
+                user: user.clone(),
+            });
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::auth::Grants;
+use crate::media::MediaCommand;
 use protocol::{CallInitiate, CallRef, CallType, StatusUpdate, UserIds};
 use serde_json::json;
 
@@ -57,9 +58,17 @@ impl World {
     }
 
     fn media_leaves(&mut self) -> Vec<(String, u64)> {
-        std::iter::from_fn(|| self.hub.poll_media_leave())
-            .map(|(space, conn)| (space.to_string(), conn.0))
+        self.media_commands()
+            .into_iter()
+            .filter_map(|c| match c {
+                MediaCommand::Leave { space, conn, .. } => Some((space.to_string(), conn.0)),
+                MediaCommand::Mute { .. } => None,
+            })
             .collect()
+    }
+
+    fn media_commands(&mut self) -> Vec<MediaCommand> {
+        std::iter::from_fn(|| self.hub.poll_media()).collect()
     }
 
     fn send(&mut self, conn: ConnectionId, event: ClientEvent) -> Result<Value, Failure> {
@@ -541,11 +550,11 @@ fn rooms_close_when_the_last_connection_leaves_and_media_is_told() {
         w.out().contains(&(2, "presence:changed")),
         "room members see presence"
     );
-    let who = w.hub.authorize_media(a, &"room:r".into()).unwrap();
+    let who = w.hub.authorize_media(a, Some(&"room:r".into())).unwrap();
     assert_eq!((who.user.as_str(), who.conn), ("alice", a));
     let e = w
         .hub
-        .authorize_media(ConnectionId(9), &"room:r".into())
+        .authorize_media(ConnectionId(9), Some(&"room:r".into()))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState);
     w.send(
@@ -556,7 +565,10 @@ fn rooms_close_when_the_last_connection_leaves_and_media_is_told() {
     assert_eq!(w.out(), vec![(1, "call:participant:left")]);
     assert_eq!(w.media_leaves(), vec![("room:r".into(), 2)]);
     assert_eq!(
-        w.hub.authorize_media(a, &"room:r".into()).unwrap_err().code,
+        w.hub
+            .authorize_media(a, Some(&"room:r".into()))
+            .unwrap_err()
+            .code,
         ErrorCode::Forbidden
     );
     // Room members see each other's presence; alice left, so she no longer hears the boss.
@@ -583,7 +595,7 @@ fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
     let c = w.connect(3, "carol");
     let call = w.initiate(a, &["bob", "carol"]);
     w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
-    let e = w.hub.authorize_media(a, &call).unwrap_err();
+    let e = w.hub.authorize_media(a, Some(&call)).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState, "still peer-to-peer");
     w.out();
     w.send(c, ClientEvent::CallAccept(call_ref(&call))).unwrap();
@@ -595,7 +607,7 @@ fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
         .collect();
     modes.sort();
     assert_eq!(modes, vec![1, 2, 3]);
-    assert!(w.hub.authorize_media(c, &call).is_ok());
+    assert!(w.hub.authorize_media(c, Some(&call)).is_ok());
     // Bob hangs up: his device leaves the media space; then the call ends for the rest.
     w.send(b, ClientEvent::CallEnd(call_ref(&call))).unwrap();
     assert_eq!(w.media_leaves(), vec![(call.to_string(), 2)]);
@@ -605,7 +617,7 @@ fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
     left.sort();
     assert_eq!(left, vec![1, 3]);
     assert_eq!(
-        w.hub.authorize_media(a, &call).unwrap_err().code,
+        w.hub.authorize_media(a, Some(&call)).unwrap_err().code,
         ErrorCode::NotFound
     );
 }
@@ -647,4 +659,93 @@ fn an_invitee_who_never_connects_leaves_no_record_behind() {
     w.hub.disconnect(w.now, a);
     let stats = w.hub.stats();
     assert_eq!((stats.user_records, stats.calls), (0, 0), "{stats:?}");
+}
+
+fn room_join(w: &mut World, conn: ConnectionId, room: &str) -> Result<Value, Failure> {
+    w.send(
+        conn,
+        ClientEvent::RoomJoin(protocol::RoomRef { room: room.into() }),
+    )
+}
+
+fn room_leave(w: &mut World, conn: ConnectionId, room: &str) -> Result<Value, Failure> {
+    w.send(
+        conn,
+        ClientEvent::RoomLeave(protocol::RoomRef { room: room.into() }),
+    )
+}
+
+/// A seat's leave and its next join come out in the order they happened, each time, so the
+/// media server (which takes them in that order) can never end with a ghost seat.
+#[test]
+fn rapid_leave_and_rejoin_issue_one_leave_per_leave_in_order() {
+    let mut w = World::new();
+    let a = w.connect_with(1, "alice", admin());
+    room_join(&mut w, a, "r").unwrap();
+    let first = w.hub.authorize_media(a, None).unwrap().joined_at;
+    for _ in 0..3 {
+        room_leave(&mut w, a, "r").unwrap();
+        assert!(
+            w.hub.authorize_media(a, None).is_err(),
+            "no seat between a leave and the next join"
+        );
+        w.advance(Duration::from_millis(10));
+        room_join(&mut w, a, "r").unwrap();
+        assert_eq!(w.media_leaves(), vec![("room:r".into(), 1)]);
+        let seat = w.hub.authorize_media(a, None).unwrap();
+        assert!(seat.joined_at > first, "a rejoin is a new seat");
+    }
+    w.hub.disconnect(w.now, a);
+    assert_eq!(w.media_leaves(), vec![("room:r".into(), 1)]);
+}
+
+/// The hub is the one record of where a connection sits: after leaving room A for room B,
+/// a request that names no space goes to B (the session no longer keeps its own list).
+#[test]
+fn leaving_one_room_then_joining_another_moves_the_default_space() {
+    let mut w = World::new();
+    w.hub.settings.max_rooms = 2;
+    let a = w.connect_with(1, "alice", admin());
+    room_join(&mut w, a, "a").unwrap();
+    assert_eq!(
+        w.hub.authorize_media(a, None).unwrap().space.as_str(),
+        "room:a"
+    );
+    room_join(&mut w, a, "b").unwrap();
+    let e = w.hub.authorize_media(a, None).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidPayload, "two spaces: name one");
+    room_leave(&mut w, a, "a").unwrap();
+    assert_eq!(
+        w.hub.authorize_media(a, None).unwrap().space.as_str(),
+        "room:b"
+    );
+    assert_eq!(w.media_leaves(), vec![("room:a".into(), 1)]);
+}
+
+/// Mute toggles reach the media server only where media goes through it, with the seat.
+#[test]
+fn media_toggles_become_mute_commands_in_sfu_spaces_only() {
+    let mut w = World::new();
+    let a = w.connect_with(1, "alice", admin());
+    let b = w.connect(2, "bob");
+    let call = w.initiate(a, &["bob"]);
+    w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    let toggle = |space: &CallId| {
+        ClientEvent::MediaToggle(protocol::MediaToggle {
+            call_id: space.clone(),
+            media_type: protocol::MediaType::Audio,
+            enabled: false,
+        })
+    };
+    w.send(a, toggle(&call)).unwrap();
+    assert!(w.media_commands().is_empty(), "a P2P call has no SFU seat");
+    room_join(&mut w, a, "r").unwrap();
+    w.send(a, toggle(&"room:r".into())).unwrap();
+    match w.media_commands().as_slice() {
+        [MediaCommand::Mute { seat, kind, muted }] => {
+            assert_eq!((seat.space.as_str(), seat.conn), ("room:r", a));
+            assert_eq!((*kind, *muted), (protocol::MediaType::Audio, true));
+        }
+        other => panic!("expected one mute command, got {other:?}"),
+    }
 }

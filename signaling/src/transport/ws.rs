@@ -33,6 +33,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client that did not keep up with its events.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code when the server cannot go on serving the connection (its hub task ended).
+pub const CLOSE_INTERNAL: u16 = 1011;
 
 /// `GET /ws`: authenticates, applies connection limits, then upgrades.
 pub async fn upgrade(
@@ -90,6 +92,7 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
     // Acks and errors from the reader go through the writer so frames never interleave.
     let (replies, mut reply_rx) = mpsc::channel::<Message>(16);
     let mut closing = sig.closing();
+    let hub = sig.hub.clone();
     let writer = tokio::spawn(async move {
         loop {
             // Biased towards the reader's replies: when the reader ends with a close frame
@@ -102,7 +105,8 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
                 },
                 event = inbox.recv() => match event {
                     Some(Outbound::Event(e)) => Message::Text(e.to_frame().into()),
-                    // The hub dropped us: we did not keep up.
+                    // The hub dropped us: we did not keep up, or the hub itself is gone.
+                    None if hub.is_ended() => close(CLOSE_INTERNAL, "server error; reconnect"),
                     None => close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"),
                 },
                 _ = closing.wait_for(|c| *c) => close(CLOSE_GOING_AWAY, "server shutting down"),

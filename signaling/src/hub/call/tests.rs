@@ -117,7 +117,7 @@ fn accept_joins_stops_other_devices_and_tells_the_caller() {
     };
     assert_eq!(acc.user_id, u("bob"));
     assert_eq!(acc.ice_servers[0].username.as_deref(), Some("exp:alice"));
-    assert!(call.members[&u("bob")].devices.contains(&B2));
+    assert!(call.members[&u("bob")].devices.contains_key(&B2));
     // Accepting twice from the same device is a no-op join; from a stranger it is refused.
     assert!(call.accept(&u("bob"), B2, &ctx(t0)).unwrap().is_empty());
     assert_eq!(
