@@ -334,7 +334,7 @@ impl Core {
         muted: Muted,
     ) -> Result<(), Error> {
         let id = self.session_id(room, participant)?;
-        if !self.tracks.get(track).is_some_and(|t| t.publisher == id) {
+        if self.tracks.get(track).is_none_or(|t| t.publisher != id) {
             return Err(Error::UnknownTrack(track.clone()));
         }
         self.mute_tracks(room, participant, muted, |t, tid| {
