@@ -21,11 +21,13 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub sfu: SfuConfig,
     pub turn: TurnConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
     "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu", "turn",
+    "cluster",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,6 +151,9 @@ pub struct LimitsConfig {
     pub max_calls_per_user: usize,
     /// Server events queued for one slow connection before it is dropped.
     pub outbound_queue: usize,
+    /// Connections one user may hold at once (every node of a cluster together), so one
+    /// account cannot exhaust a node's connection slots.
+    pub max_connections_per_user: u32,
 }
 
 impl Default for LimitsConfig {
@@ -160,6 +165,7 @@ impl Default for LimitsConfig {
             max_presence_subscriptions: 1000,
             max_calls_per_user: 5,
             outbound_queue: 512,
+            max_connections_per_user: 20,
         }
     }
 }
@@ -450,6 +456,52 @@ impl Default for ChatConfig {
     }
 }
 
+/// Several nodes sharing users, calls, rooms and presence through Redis. With no `redis_url`
+/// the process is one node on its own, exactly as without this section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:6379` (or `redis://:password@host:6379/0`): the Redis every node of the
+    /// cluster shares. Empty: a single node, no Redis.
+    pub redis_url: String,
+    /// This node's name in the cluster, unique among its nodes (letters, digits, `-`, `_`, `.`).
+    /// Empty: generated at start (`node-` and 8 hex digits), so a restarted node is a new node.
+    pub node_id: String,
+    /// Prefix of every Redis key and channel Chorus uses, so several clusters (or tests) can
+    /// share one Redis.
+    pub key_prefix: String,
+    /// Where operators and other nodes' tools reach this node's HTTP listener
+    /// (`http://10.0.0.5:8080`); shown in the node registry. Empty: `server.listen`.
+    pub advertise_url: String,
+    /// How often the node writes its heartbeat (load, draining flag).
+    pub heartbeat_interval: HumanDuration,
+    /// A node whose heartbeat is older than this is dead: its calls and rooms move elsewhere.
+    pub node_timeout: HumanDuration,
+    /// How long a node waits for another node to answer a relayed request.
+    pub request_timeout: HumanDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            node_id: String::new(),
+            key_prefix: "chorus:".into(),
+            advertise_url: String::new(),
+            heartbeat_interval: HumanDuration::secs(2),
+            node_timeout: HumanDuration::secs(5),
+            request_timeout: HumanDuration::secs(5),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this process is part of a multi-node cluster.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+}
+
 /// Longest JWT leeway accepted: more would make `exp` meaningless.
 pub const MAX_LEEWAY_SECS: u64 = 60;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
@@ -524,6 +576,44 @@ impl Config {
         Ok(())
     }
 
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if c.enabled()
+            && !(c.redis_url.starts_with("redis://") || c.redis_url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "cluster.redis_url",
+                "a redis:// or rediss:// URL, or empty for a single node",
+            ));
+        }
+        let name_ok = |s: &str| {
+            s.len() <= 64
+                && s.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        };
+        if !name_ok(&c.node_id) {
+            return Err(invalid(
+                "cluster.node_id",
+                "at most 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if c.key_prefix.len() > 64 || c.key_prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "cluster.key_prefix",
+                "at most 64 characters, no white space",
+            ));
+        }
+        positive_duration("cluster.heartbeat_interval", c.heartbeat_interval)?;
+        positive_duration("cluster.request_timeout", c.request_timeout)?;
+        if c.node_timeout.get() <= c.heartbeat_interval.get() {
+            return Err(invalid(
+                "cluster.node_timeout",
+                "longer than `cluster.heartbeat_interval`",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_rest(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         positive("limits.events_per_second", l.events_per_second as u64)?;
@@ -535,6 +625,11 @@ impl Config {
             ));
         }
         positive("limits.max_calls_per_user", l.max_calls_per_user as u64)?;
+        positive(
+            "limits.max_connections_per_user",
+            l.max_connections_per_user as u64,
+        )?;
+        self.validate_cluster()?;
         if l.outbound_queue < 16 {
             return Err(invalid("limits.outbound_queue", "at least 16"));
         }
