@@ -1,5 +1,10 @@
 //! Media spaces: named rooms, and the checks and bookkeeping shared by rooms and SFU-mode
 //! calls (who may send media where, who hears about it, who left).
+//!
+//! A connection that names a space it is not in gets exactly the answer for a space that does
+//! not exist ([`super::no_such_call`]): otherwise `forbidden` versus `not_found` would tell
+//! anyone which room names are in use. Only `room:join` says more, and only to a token that
+//! holds the room's grant.
 
 use super::room::{Room, room_id};
 use super::{Hub, ok};
@@ -160,10 +165,7 @@ impl Hub {
     ) -> Result<Value, Failure> {
         let in_room = self.rooms.get(id).is_some_and(|r| r.contains(user, conn));
         if !in_room {
-            return Err(Failure::new(
-                ErrorCode::Forbidden,
-                "this connection has not joined the room",
-            ));
+            return Err(super::no_such_call());
         }
         self.deliver_to_space(id, Some(conn), Arc::new(event));
         Ok(ok())
@@ -177,25 +179,20 @@ impl Hub {
     ) -> Result<MediaParticipant, Failure> {
         let c = self.connections.get(&conn).ok_or_else(not_connected)?;
         if space.as_str().starts_with("room:") {
-            let room = self
+            let in_room = self
                 .rooms
                 .get(space)
-                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no such room"))?;
-            if !room.contains(&c.user, conn) {
-                return Err(Failure::new(
-                    ErrorCode::Forbidden,
-                    "this connection has not joined the room",
-                ));
+                .is_some_and(|r| r.contains(&c.user, conn));
+            if !in_room {
+                return Err(super::no_such_call());
             }
         } else {
-            let entry = self.calls.get(space).ok_or_else(super::no_such_call)?;
-            let call = &entry.call;
-            if !call.members.contains_key(&c.user) {
-                return Err(Failure::new(
-                    ErrorCode::Forbidden,
-                    "you are not a member of this call",
-                ));
-            }
+            let call = self
+                .calls
+                .get(space)
+                .map(|e| &e.call)
+                .filter(|call| call.members.contains_key(&c.user))
+                .ok_or_else(super::no_such_call)?;
             if !call.has_device(&c.user, conn) {
                 return Err(Failure::new(
                     ErrorCode::InvalidState,
