@@ -147,13 +147,19 @@ pub struct LimitsConfig {
     pub max_frame_bytes: usize,
     /// Users one connection may watch with `presence:subscribe`.
     pub max_presence_subscriptions: usize,
-    /// Calls one user may be ringing or in at once.
+    /// Calls one user may have started, accepted or joined and not yet left. Calls that only
+    /// ring the user do not count, so others cannot use up someone's quota by calling them.
     pub max_calls_per_user: usize,
     /// Server events queued for one slow connection before it is dropped.
     pub outbound_queue: usize,
     /// Connections one user may hold at once (every node of a cluster together), so one
     /// account cannot exhaust a node's connection slots.
     pub max_connections_per_user: u32,
+    /// Invitations one user may receive per minute, from every caller together, so nobody can
+    /// be rung without end; beyond it `call:initiate` is refused with `invite_rate_limited`.
+    pub invites_per_minute: u32,
+    /// Invitations one user may receive at once above the sustained rate.
+    pub invite_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -166,8 +172,25 @@ impl Default for LimitsConfig {
             max_calls_per_user: 5,
             outbound_queue: 512,
             max_connections_per_user: 20,
+            invites_per_minute: 20,
+            invite_burst: 10,
         }
     }
+}
+
+/// Whose presence a user may see (`presence:subscribe`, `GET /api/v1/presence` and the
+/// events that follow). A user one may not see looks exactly like an unknown offline user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceVisibility {
+    /// Any authenticated user sees any user.
+    Everyone,
+    /// The users listed in the viewer's token claim `contacts`, and those who share a call or
+    /// a room with the viewer. Without the claim this is `shared`.
+    #[default]
+    Contacts,
+    /// Only users who share a live call (ringing included) or a room with the viewer.
+    Shared,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,12 +198,19 @@ impl Default for LimitsConfig {
 pub struct PresenceConfig {
     /// A connected user with no `activity:ping` (or other event) for this long shows as away.
     pub away_after: HumanDuration,
+    /// Whose presence a user may see; the default keeps strangers from watching anyone.
+    pub visibility: PresenceVisibility,
+    /// Offline users whose `lastSeenAt` is remembered; beyond it the longest-gone are
+    /// forgotten (they then show no `lastSeenAt`), so the memory held stays bounded. 0 keeps none.
+    pub last_seen_capacity: usize,
 }
 
 impl Default for PresenceConfig {
     fn default() -> Self {
         Self {
             away_after: HumanDuration::secs(300),
+            visibility: PresenceVisibility::Contacts,
+            last_seen_capacity: 50_000,
         }
     }
 }
@@ -630,6 +660,8 @@ impl Config {
             l.max_connections_per_user as u64,
         )?;
         self.validate_cluster()?;
+        positive("limits.invites_per_minute", l.invites_per_minute as u64)?;
+        positive("limits.invite_burst", l.invite_burst as u64)?;
         if l.outbound_queue < 16 {
             return Err(invalid("limits.outbound_queue", "at least 16"));
         }

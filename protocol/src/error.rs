@@ -16,6 +16,9 @@ pub enum ErrorCode {
     InvalidPayload,
     /// The connection sent events faster than its limit.
     RateLimited,
+    /// `call:initiate` named a user who was invited more often than `limits.invites_per_minute`
+    /// allows (counted over every caller); nobody was rung.
+    InviteRateLimited,
     /// The user may not do this (not a member of the call, missing grant, ...).
     Forbidden,
     /// The call, user or resource does not exist (or is no longer there).
@@ -64,6 +67,7 @@ impl ErrorCode {
             Self::UnknownEvent => "unknown_event",
             Self::InvalidPayload => "invalid_payload",
             Self::RateLimited => "rate_limited",
+            Self::InviteRateLimited => "invite_rate_limited",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::InvalidState => "invalid_state",

@@ -2,6 +2,7 @@
 //! these; nothing a client sends panics the process.
 
 use crate::ids::{ParticipantKey, RoomKey, TrackId};
+use std::fmt;
 
 /// Everything that can go wrong in an SFU call.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -75,9 +76,10 @@ pub enum Error {
         /// `audio` or `video`.
         kind: String,
     },
-    /// The SDP could not be parsed or was refused by the WebRTC engine.
+    /// The SDP could not be parsed or was refused by the WebRTC engine. Its message is fit for
+    /// the client; [`SdpFault::detail`] has the engine's words, for the log.
     #[error("bad sdp: {0}")]
-    BadSdp(String),
+    BadSdp(SdpFault),
     /// An answer arrived while the server had no offer outstanding (for example the
     /// offer was rolled back by glare; see [`crate::core::negotiation`]). Safe to ignore.
     #[error("no server offer is outstanding")]
@@ -88,4 +90,76 @@ pub enum Error {
     /// A remote ICE candidate line could not be parsed.
     #[error("bad ice candidate: {0}")]
     BadCandidate(String),
+}
+
+/// Why an SDP was refused, in two forms: a summary for the client that sent it (the
+/// `Display`), and the full detail for the log. The split exists because str0m's parse errors
+/// print parser internals, heap addresses included (`PointerOffset(0x7f…)`), which a client
+/// must never see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpFault {
+    summary: &'static str,
+    detail: String,
+}
+
+impl SdpFault {
+    /// The SDP is not valid SDP.
+    pub(crate) fn unparsable(detail: impl fmt::Display) -> Self {
+        Self {
+            summary: "the SDP could not be parsed",
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The SDP parsed but does not fit the session (str0m refused to apply it).
+    pub(crate) fn refused(detail: impl fmt::Display) -> Self {
+        Self {
+            summary: "the SDP does not fit this session",
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A refusal whose reason is ours and safe to show as it is.
+    pub(crate) fn plain(summary: &'static str) -> Self {
+        Self {
+            summary,
+            detail: summary.to_owned(),
+        }
+    }
+
+    /// Everything known about the refusal, for the log.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for SdpFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::change::SdpOffer;
+
+    #[test]
+    fn a_client_sees_the_summary_and_the_log_gets_the_parser_detail() {
+        let malformed = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n\
+            a=fingerprint:sha-256 zz\r\n";
+        let e = SdpOffer::from_sdp_string(malformed).unwrap_err();
+        let error = Error::BadSdp(SdpFault::unparsable(&e));
+        assert_eq!(error.to_string(), "bad sdp: the SDP could not be parsed");
+        let Error::BadSdp(fault) = &error else {
+            unreachable!()
+        };
+        // str0m's own text names a heap address: it stays in the log.
+        assert!(
+            fault.detail().contains("PointerOffset(0x"),
+            "{}",
+            fault.detail()
+        );
+    }
 }

@@ -83,7 +83,7 @@ pub mod metrics;
 mod settings;
 
 pub use core::{OfferReply, ServerOffer, TrackInfo};
-pub use error::Error;
+pub use error::{Error, SdpFault};
 pub use event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};

@@ -2,18 +2,27 @@
 //!
 //! The algorithm comes from configuration, never from the token header: a token signed with
 //! any other algorithm (including `none`) is refused as `token_invalid`. `exp` and `sub` are
-//! required; `iss` and `aud` are checked when configured; leeway is capped at 60 s by config
-//! validation.
+//! required; leeway is capped at 60 s by config validation.
+//!
+//! `iss` and `aud` are required exactly when `auth.issuer` / `auth.audience` are configured: a
+//! token without the claim is refused with the same code as one with a wrong value
+//! (`token_bad_issuer`, `token_bad_audience`), so an operator reading the refusal learns which
+//! claim is at fault. `aud` may be one string or an array (RFC 7519 §4.1.3); an array is valid
+//! when it contains the configured audience. A claim of another JSON type counts as missing or
+//! as malformed (`token_invalid`): either way the token is refused.
 //!
 //! Claims: `sub` is the user id, `name` the display name (defaults to `sub`), and the optional
 //! grants `room`, `canPublish`, `canSubscribe`, `canChat` (default `true`) and `admin` (default
-//! `false`) sit at the top level of the payload.
+//! `false`) sit at the top level of the payload. `contacts`, an optional array of user ids, lists
+//! whose presence the user may see when `presence.visibility` is `contacts`.
 
 use config::{AuthConfig, JwtAlgorithm};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use protocol::{ErrorCode, Failure, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Who a connection belongs to and what it may do, from a verified token.
@@ -22,6 +31,34 @@ pub struct Identity {
     pub user_id: UserId,
     pub name: String,
     pub grants: Grants,
+    /// The token's `contacts` claim.
+    pub contacts: Contacts,
+}
+
+/// Users the token's issuer lists as the user's contacts (claim `contacts`): with
+/// `presence.visibility = "contacts"` the user may see their presence. Shared, because every
+/// connection of the user keeps a copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contacts(Arc<HashSet<UserId>>);
+
+impl Contacts {
+    pub fn contains(&self, user: &UserId) -> bool {
+        self.0.contains(user)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<UserId> for Contacts {
+    fn from_iter<I: IntoIterator<Item = UserId>>(iter: I) -> Self {
+        Self(Arc::new(iter.into_iter().collect()))
+    }
 }
 
 /// Permissions carried by the token.
@@ -71,9 +108,30 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<AudienceClaim>,
+    /// User ids whose presence this user may see (`presence.visibility = "contacts"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
     #[serde(flatten)]
     pub grants: Grants,
+}
+
+/// The `aud` claim: one audience or several (RFC 7519 §4.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AudienceClaim {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl AudienceClaim {
+    /// Whether `audience` is (one of) the token's audiences.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(a) => a == audience,
+            Self::Many(all) => all.iter().any(|a| a == audience),
+        }
+    }
 }
 
 /// Why a token was refused; `code()` is what the client sees and what metrics count.
@@ -163,14 +221,21 @@ impl Authenticator {
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway.get().as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience is only checked on tokens that carry the claim,
+        // unless the claim is also required: so it is.
+        let mut required = vec!["exp", "sub"];
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             decoding,
             encoding,
@@ -201,6 +266,18 @@ impl Authenticator {
                     ErrorKind::InvalidSignature => ErrorCode::TokenBadSignature,
                     ErrorKind::InvalidIssuer => ErrorCode::TokenBadIssuer,
                     ErrorKind::InvalidAudience => ErrorCode::TokenBadAudience,
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+                        return AuthError::new(
+                            ErrorCode::TokenBadIssuer,
+                            "the token has no `iss` claim; this server requires one",
+                        );
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                        return AuthError::new(
+                            ErrorCode::TokenBadAudience,
+                            "the token has no `aud` claim; this server requires one",
+                        );
+                    }
                     _ => ErrorCode::TokenInvalid,
                 };
                 AuthError::new(code, e.to_string())
@@ -212,6 +289,12 @@ impl Authenticator {
                 "`sub` must be 1-128 characters without control characters",
             ));
         }
+        if !claims.contacts.iter().all(|c| protocol::valid_id(c)) {
+            return Err(AuthError::new(
+                ErrorCode::TokenInvalid,
+                "`contacts` must list user ids of 1-128 characters without control characters",
+            ));
+        }
         let name = claims
             .name
             .filter(|n| !n.trim().is_empty())
@@ -221,6 +304,7 @@ impl Authenticator {
             user_id: UserId(claims.sub),
             name,
             grants: claims.grants,
+            contacts: claims.contacts.into_iter().map(UserId).collect(),
         })
     }
 
@@ -245,7 +329,8 @@ impl Authenticator {
             iat: Some(iat),
             nbf: None,
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(AudienceClaim::One),
+            contacts: Vec::new(),
             grants,
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, encoding)
@@ -369,8 +454,12 @@ mod tests {
             c[k] = v;
             c
         };
-        let mut no_exp = good.clone();
-        no_exp.as_object_mut().unwrap().remove("exp");
+        let without = |claims: &serde_json::Value, k: &str| {
+            let mut c = claims.clone();
+            c.as_object_mut().unwrap().remove(k);
+            c
+        };
+        let no_exp = without(&good, "exp");
         let cases = [
             (token(good.clone(), SECRET, Algorithm::HS256), None),
             (
@@ -401,6 +490,48 @@ mod tests {
                 token(with("aud", "other".into()), SECRET, Algorithm::HS256),
                 Some(ErrorCode::TokenBadAudience),
             ),
+            // RFC 7519 §4.1.3: an array holding the configured audience is valid.
+            (
+                token(
+                    with("aud", serde_json::json!(["other", "chorus"])),
+                    SECRET,
+                    Algorithm::HS256,
+                ),
+                None,
+            ),
+            (
+                token(
+                    with("aud", serde_json::json!(["other", "another"])),
+                    SECRET,
+                    Algorithm::HS256,
+                ),
+                Some(ErrorCode::TokenBadAudience),
+            ),
+            (
+                token(with("aud", serde_json::json!([])), SECRET, Algorithm::HS256),
+                Some(ErrorCode::TokenBadAudience),
+            ),
+            (
+                token(with("aud", 7.into()), SECRET, Algorithm::HS256),
+                Some(ErrorCode::TokenInvalid),
+            ),
+            // Configured claims are required: leaving them out is no way around the check.
+            (
+                token(without(&good, "iss"), SECRET, Algorithm::HS256),
+                Some(ErrorCode::TokenBadIssuer),
+            ),
+            (
+                token(without(&good, "aud"), SECRET, Algorithm::HS256),
+                Some(ErrorCode::TokenBadAudience),
+            ),
+            (
+                token(
+                    with("iss", serde_json::Value::Null),
+                    SECRET,
+                    Algorithm::HS256,
+                ),
+                Some(ErrorCode::TokenBadIssuer),
+            ),
             (
                 token(with("nbf", (now() + 600).into()), SECRET, Algorithm::HS256),
                 Some(ErrorCode::TokenNotYetValid),
@@ -418,6 +549,56 @@ mod tests {
                 (Err(e), Some(code)) => assert_eq!(e.code, code, "{t}: {e}"),
                 (r, e) => panic!("{t}: got {r:?}, expected {e:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn issuer_and_audience_are_optional_when_not_configured() {
+        let auth = Authenticator::new(&hs256(), None).unwrap();
+        for claims in [
+            serde_json::json!({"sub": "a", "exp": now() + 60}),
+            serde_json::json!({"sub": "a", "exp": now() + 60, "iss": "any", "aud": ["x", "y"]}),
+        ] {
+            assert!(
+                auth.verify(&token(claims, SECRET, Algorithm::HS256))
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn reads_the_contacts_claim() {
+        let auth = Authenticator::new(&hs256(), None).unwrap();
+        let t = token(
+            serde_json::json!({"sub": "a", "exp": now() + 60, "contacts": ["bob", "carol"]}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        let id = auth.verify(&t).unwrap();
+        assert_eq!(id.contacts.len(), 2);
+        assert!(id.contacts.contains(&"bob".into()) && !id.contacts.contains(&"a".into()));
+        let none = token(
+            serde_json::json!({"sub": "a", "exp": now() + 60}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        assert!(auth.verify(&none).unwrap().contacts.is_empty());
+        for bad in [
+            serde_json::json!("bob"),
+            serde_json::json!([""]),
+            serde_json::json!([1]),
+            serde_json::json!(["x".repeat(129)]),
+        ] {
+            let t = token(
+                serde_json::json!({"sub": "a", "exp": now() + 60, "contacts": bad}),
+                SECRET,
+                Algorithm::HS256,
+            );
+            assert_eq!(
+                auth.verify(&t).unwrap_err().code,
+                ErrorCode::TokenInvalid,
+                "{bad}"
+            );
         }
     }
 

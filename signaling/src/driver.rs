@@ -41,6 +41,7 @@ enum Command {
         reply: oneshot::Sender<Result<Value, Failure>>,
     },
     Presence {
+        viewer: Identity,
         users: Vec<UserId>,
         reply: oneshot::Sender<Vec<Presence>>,
     },
@@ -120,9 +121,19 @@ impl HubHandle {
         rx.await.map_err(|_| gone())?
     }
 
-    pub async fn presence(&self, users: Vec<UserId>) -> Result<Vec<Presence>, HubGone> {
+    /// The presence of `users` as `viewer` may see it (`presence.visibility`).
+    pub async fn presence(
+        &self,
+        viewer: Identity,
+        users: Vec<UserId>,
+    ) -> Result<Vec<Presence>, HubGone> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Presence { users, reply }).await?;
+        self.send(Command::Presence {
+            viewer,
+            users,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| HubGone)
     }
 
@@ -263,8 +274,12 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, media: Option<Arc<dy
             Command::Event { conn, event, reply } => {
                 let _ = reply.send(hub.handle(now, conn, event));
             }
-            Command::Presence { users, reply } => {
-                let _ = reply.send(hub.presence_of(now, &users));
+            Command::Presence {
+                viewer,
+                users,
+                reply,
+            } => {
+                let _ = reply.send(hub.presence_of(now, &viewer, &users));
             }
             Command::Shutdown { reconnect_in } => hub.shutdown(reconnect_in),
             Command::Stats { reply } => {

@@ -1,6 +1,7 @@
 //! Authenticated REST endpoints of the signaling service.
 //!
-//! - `GET /api/v1/presence?userIds=a,b` → `{"presences": [...]}` (at most 100 ids);
+//! - `GET /api/v1/presence?userIds=a,b` → `{"presences": [...]}` (at most 100 ids), each as
+//!   the caller may see it (`presence.visibility`);
 //! - `GET /api/v1/ice-servers` → `{"iceServers": [...]}` for the caller.
 //!
 //! Both take the token as `Authorization: Bearer` or `?access_token=` and answer 401 with
@@ -34,9 +35,10 @@ pub async fn presence(
     uri: Uri,
     Query(q): Query<PresenceQuery>,
 ) -> Response {
-    if let Err(r) = sig.authenticate(&headers, uri.query()) {
-        return r.into_response();
-    }
+    let viewer = match sig.authenticate(&headers, uri.query()) {
+        Ok(identity) => identity,
+        Err(r) => return r.into_response(),
+    };
     let mut seen = HashSet::new();
     let ids: Vec<UserId> = q
         .user_ids
@@ -72,7 +74,7 @@ pub async fn presence(
             ),
         );
     }
-    match sig.hub.presence(ids).await {
+    match sig.hub.presence(viewer, ids).await {
         Ok(presences) => Json(json!({ "presences": presences })).into_response(),
         Err(_) => failure(
             StatusCode::SERVICE_UNAVAILABLE,

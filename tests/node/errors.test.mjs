@@ -126,11 +126,12 @@ describe('unauthorized signaling', () => {
     await b1.next('call:incoming', byCall(callId));
     await m.none('call:incoming', 100);
 
-    // while ringing: mallory cannot accept
+    // while ringing: mallory cannot accept, and is told what a call that does not exist gets
+    // (so nobody learns which call ids exist)
     const acc = await m.ack('call:accept', { callId });
-    assert.equal(acc.error?.code, 'forbidden', JSON.stringify(acc));
+    assert.equal(acc.error?.code, 'not_found', JSON.stringify(acc));
     const accErr = await m.next('error', (e) => e.event === 'call:accept');
-    assert.equal(accErr.code, 'forbidden');
+    assert.equal(accErr.code, 'not_found');
 
     assert.equal(errorOf(await b1.ack('call:accept', { callId })), undefined);
     await a.next('call:accepted', byCall(callId));
@@ -148,9 +149,9 @@ describe('unauthorized signaling', () => {
     ];
     for (const [event, data] of attempts) {
       const r1 = await m.ack(event, data);
-      assert.equal(r1.error?.code, 'forbidden', `sio ${event}: ${JSON.stringify(r1)}`);
+      assert.equal(r1.error?.code, 'not_found', `sio ${event}: ${JSON.stringify(r1)}`);
       const r2 = await mw.ack(event, data);
-      assert.equal(r2.error?.code, 'forbidden', `ws ${event}: ${JSON.stringify(r2)}`);
+      assert.equal(r2.error?.code, 'not_found', `ws ${event}: ${JSON.stringify(r2)}`);
     }
 
     // bob's second device never joined the call: it may not signal either

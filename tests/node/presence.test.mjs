@@ -5,7 +5,9 @@ import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { useServer } from '../lib/fixture.mjs';
 
-const h = useServer();
+// These flows watch users they share no call with, which only `presence.visibility =
+// "everyone"` allows; the other modes are tested in tests/server/policy.rs.
+const h = useServer({ args: ['--set', 'presence.visibility=everyone'] });
 
 const about = (userId) => (d) => d?.userId === userId;
 const PRESENCE_EVENTS = ['user:online', 'user:offline', 'presence:changed'];

@@ -284,10 +284,11 @@ async fn outsiders_cannot_accept_join_or_signal() {
             ),
             ("call:end", json!({"callId": id})),
         ] {
+            // The answer for a call that does not exist: outsiders learn nothing about it.
             let e = mallory.request(event, data).await.unwrap_err();
-            assert_eq!(e.code, "forbidden", "{event}");
+            assert_eq!(e.code, "not_found", "{event}");
             let err = mallory.expect("error").await;
-            assert_eq!(err["code"], "forbidden");
+            assert_eq!(err["code"], "not_found");
             assert_eq!(err["event"], event);
         }
         // Nothing reached the members, and the call goes on.

@@ -6,10 +6,16 @@ use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(300);
 
+/// These flows watch users they share nothing with, which only `everyone` allows (the other
+/// modes are tested in `policy`).
+fn everyone(c: &mut config::Config) {
+    c.presence.visibility = config::PresenceVisibility::Everyone;
+}
+
 #[tokio::test]
 async fn presence_reaches_subscribers_and_nobody_else() {
     for transport in [Transport::Ws, Transport::SocketIo] {
-        let server = TestServer::start().await;
+        let server = TestServer::with(everyone).await;
         let mut carol = server.client(transport, "carol").await;
         let mut dave = server.client(transport, "dave").await;
         let ack = carol
@@ -73,7 +79,7 @@ async fn call_members_see_each_others_presence() {
 
 #[tokio::test]
 async fn presence_over_http_needs_a_token_and_bounds_the_query() {
-    let server = TestServer::start().await;
+    let server = TestServer::with(everyone).await;
     let _alice = server.client(Transport::Ws, "alice").await;
     let token = server.token("carol");
     let (status, body) = http_get(

@@ -35,7 +35,7 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::Direction;
 
-use crate::error::Error;
+use crate::error::{Error, SdpFault};
 use crate::event::TrackSource;
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 
@@ -83,7 +83,8 @@ impl Core {
         let id = self.session_id(room, participant)?;
         let limits = self.config.limits.clone();
         let lines = check_offer(sdp, limits.max_mlines_per_offer)?;
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| refuse(room, participant, SdpFault::unparsable(e)))?;
         let p = self
             .sessions
             .get_mut(&id)
@@ -121,7 +122,7 @@ impl Core {
             Ok(a) => a,
             Err(e) => {
                 self.settle(now);
-                return Err(Error::BadSdp(e.to_string()));
+                return Err(refuse(room, participant, SdpFault::refused(e)));
             }
         };
         p.negotiated = true;
@@ -149,7 +150,8 @@ impl Core {
         sdp: &str,
     ) -> Result<(), Error> {
         let id = self.session_id(room, participant)?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSdp(e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| refuse(room, participant, SdpFault::unparsable(e)))?;
         let p = self
             .sessions
             .get_mut(&id)
@@ -180,7 +182,7 @@ impl Core {
         });
         if let Err(e) = result {
             self.settle(now);
-            return Err(Error::BadSdp(e.to_string()));
+            return Err(refuse(room, participant, SdpFault::refused(e)));
         }
         for t in &opened {
             self.request_keyframe_for_new_subscriber(t);
@@ -237,6 +239,12 @@ impl Core {
             tracks,
         })
     }
+}
+
+/// A refused SDP: the detail goes to the log with who sent it, the summary to the client.
+fn refuse(room: &RoomKey, participant: &ParticipantKey, fault: SdpFault) -> Error {
+    tracing::debug!(%room, %participant, detail = fault.detail(), "sdp refused: {fault}");
+    Error::BadSdp(fault)
 }
 
 /// The publisher key as an msid stream id: RFC 8830 allows 1–64 token characters, and a

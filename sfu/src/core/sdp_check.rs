@@ -2,7 +2,7 @@
 //! the per-mid hints (msid) used to infer a track's source. str0m does the real parsing;
 //! this only reads `m=`, `a=mid`, `a=msid` and `a=rtpmap` lines and never panics.
 
-use crate::error::Error;
+use crate::error::{Error, SdpFault};
 
 /// Codecs the SFU forwards (case-insensitive rtpmap encoding names).
 const USABLE: [&str; 5] = ["opus", "vp8", "vp9", "h264", "av1"];
@@ -77,7 +77,7 @@ pub fn check_offer(sdp: &str, max_mlines: usize) -> Result<Vec<MLine>, Error> {
         }
     }
     if lines.is_empty() {
-        return Err(Error::BadSdp("offer has no m-lines".into()));
+        return Err(Error::BadSdp(SdpFault::plain("offer has no m-lines")));
     }
     for (i, l) in lines.iter().enumerate() {
         let media = l.kind == "audio" || l.kind == "video";

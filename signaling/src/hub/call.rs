@@ -807,16 +807,13 @@ impl Call {
         }
     }
 
+    /// A non-member gets the answer for a call that does not exist (see `no_such_call`).
     fn member(&self, user: &UserId) -> Result<&Member, Failure> {
-        self.members
-            .get(user)
-            .ok_or_else(|| Failure::new(ErrorCode::Forbidden, "you are not a member of this call"))
+        self.members.get(user).ok_or_else(super::no_such_call)
     }
 
     fn member_mut(&mut self, user: &UserId) -> Result<&mut Member, Failure> {
-        self.members
-            .get_mut(user)
-            .ok_or_else(|| Failure::new(ErrorCode::Forbidden, "you are not a member of this call"))
+        self.members.get_mut(user).ok_or_else(super::no_such_call)
     }
 }
 

@@ -12,11 +12,13 @@
 //! `poll_output` completely.
 
 pub mod call;
+mod invitation;
 mod presence;
+mod recent;
 pub mod room;
 mod spaces;
 
-use crate::auth::{Grants, Identity};
+use crate::auth::{Contacts, Grants, Identity};
 use crate::ice::IceServers;
 use crate::metrics::Metrics;
 use call::{Audience, Call, CallRules, Context, MemberState, Notice};
@@ -26,7 +28,9 @@ use protocol::{
 };
 use serde_json::{Value, json};
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,9 +39,16 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct HubSettings {
     pub rules: CallRules,
     pub max_participants: usize,
+    /// Calls a user may have started, accepted or joined and not yet left.
     pub max_calls_per_user: usize,
     pub max_presence_subscriptions: usize,
     pub away_after: Duration,
+    /// Invitations one user may receive per minute (all callers together), and at once.
+    pub invites_per_minute: u32,
+    pub invite_burst: u32,
+    pub visibility: config::PresenceVisibility,
+    /// Offline users whose `lastSeenAt` is remembered.
+    pub last_seen_capacity: usize,
     /// `room:join` creates missing rooms (admins always may).
     pub rooms_auto_create: bool,
     pub max_room_participants: usize,
@@ -57,6 +68,10 @@ impl HubSettings {
             max_calls_per_user: c.limits.max_calls_per_user,
             max_presence_subscriptions: c.limits.max_presence_subscriptions,
             away_after: c.presence.away_after.get(),
+            invites_per_minute: c.limits.invites_per_minute,
+            invite_burst: c.limits.invite_burst,
+            visibility: c.presence.visibility,
+            last_seen_capacity: c.presence.last_seen_capacity,
             rooms_auto_create: c.rooms.auto_create(c.server.dev),
             max_room_participants: c.rooms.max_participants,
             max_rooms: c.rooms.max_rooms,
@@ -81,6 +96,10 @@ pub struct HubStats {
     pub calls: usize,
     pub rooms: usize,
     pub timers: usize,
+    /// Offline users whose `lastSeenAt` is remembered.
+    pub last_seen: usize,
+    /// Users whose invitation budget is being tracked.
+    pub invited_users: usize,
 }
 
 /// The signaling state of one process; see the module docs.
@@ -99,8 +118,14 @@ pub struct Hub {
     media: VecDeque<crate::media::MediaCommand>,
     /// Explicit `presence:subscribe` watchers, by watched user.
     watchers: HashMap<UserId, HashSet<ConnectionId>>,
-    /// When users who are no longer connected were last seen.
-    last_seen: HashMap<UserId, SystemTime>,
+    /// When users who are no longer connected were last seen, by [`Hub::user_key`]: bounded,
+    /// as every user id that ever connected would otherwise stay here.
+    last_seen: recent::Recent<u64, SystemTime>,
+    /// How often each user was invited lately.
+    invitations: invitation::Invitations,
+    /// Keys the hashes of user ids in `last_seen` and `invitations` (random per process, so
+    /// nobody can choose ids that collide).
+    user_keys: RandomState,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     outputs: VecDeque<Delivery>,
     draining: bool,
@@ -110,6 +135,8 @@ struct Conn {
     user: UserId,
     name: String,
     grants: Grants,
+    /// The token's `contacts`: users whose presence this connection may see.
+    contacts: Contacts,
     /// Users this connection watches through `presence:subscribe`.
     watching: HashSet<UserId>,
 }
@@ -162,7 +189,6 @@ enum Timer {
 impl Hub {
     pub fn new(settings: HubSettings, ice: IceServers, metrics: Metrics, now: Instant) -> Self {
         Self {
-            settings,
             ice,
             metrics,
             epoch: (now, SystemTime::now()),
@@ -172,10 +198,17 @@ impl Hub {
             rooms: HashMap::new(),
             media: VecDeque::new(),
             watchers: HashMap::new(),
-            last_seen: HashMap::new(),
+            last_seen: recent::Recent::new(settings.last_seen_capacity),
+            invitations: invitation::Invitations::new(
+                settings.invites_per_minute,
+                settings.invite_burst,
+                invitation::MAX_TRACKED_TARGETS,
+            ),
+            user_keys: RandomState::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             draining: false,
+            settings,
         }
     }
 
@@ -190,6 +223,7 @@ impl Hub {
                 user: user_id.clone(),
                 name: identity.name.clone(),
                 grants: identity.grants.clone(),
+                contacts: identity.contacts.clone(),
                 watching: HashSet::new(),
             },
         );
@@ -209,7 +243,7 @@ impl Hub {
             self.metrics.sessions.inc();
             self.arm_away(now, &user_id);
         }
-        self.last_seen.remove(&user_id);
+        self.last_seen.remove(&self.user_key(&user_id));
         if first {
             self.announce_online(&user_id);
         }
@@ -292,12 +326,14 @@ impl Hub {
         match event {
             ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init),
             ClientEvent::CallAccept(r) => {
+                self.check_call_quota(&user_id, Some(&r.call_id))?;
                 self.with_call(now, &r.call_id, |call, ctx| {
                     call.accept(&user_id, conn, ctx)
                 })?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
             ClientEvent::CallJoin(r) => {
+                self.check_call_quota(&user_id, Some(&r.call_id))?;
                 self.with_call(now, &r.call_id, |call, ctx| call.join(&user_id, conn, ctx))?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
@@ -419,6 +455,8 @@ impl Hub {
             calls: self.calls.len(),
             rooms: self.rooms.len(),
             timers: self.timers.len(),
+            last_seen: self.last_seen.len(),
+            invited_users: self.invitations.tracked(),
         }
     }
 
@@ -529,16 +567,12 @@ impl Hub {
                 ),
             ));
         }
-        let live = self.users.get(user_id).map_or(0, |u| u.calls.len());
-        if live >= self.settings.max_calls_per_user {
-            return Err(Failure::new(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "you are in {live} calls already (limit {})",
-                    self.settings.max_calls_per_user
-                ),
-            ));
+        self.check_call_quota(user_id, None)?;
+        let key = |u: &UserId| self.user_keys.hash_one(u);
+        if let Err(over) = self.invitations.check(now, &invitees, key) {
+            return Err(invite_rate_limited(&over, self.settings.invites_per_minute));
         }
+        self.invitations.record(now, &invitees, key);
         let id = CallId(new_call_id());
         let dir = Dir::new(&self.users, Some(&self.ice), wall(self.epoch, now));
         let ctx = Context::new(now, self.settings.rules, &dir);
@@ -579,6 +613,47 @@ impl Hub {
             mode,
         })
         .unwrap_or_default())
+    }
+
+    /// Refuses when `user` already takes part in `max_calls_per_user` calls and would take part
+    /// in one more: a new call (`joining` is `None`) or one they are a member of but not present
+    /// in. Calls that only ring the user do not count, so nobody can use up another's quota.
+    fn check_call_quota(&self, user: &UserId, joining: Option<&CallId>) -> Result<(), Failure> {
+        let present_in = |id: &CallId| {
+            self.calls
+                .get(id)
+                .and_then(|e| e.call.members.get(user))
+                .is_some_and(call::Member::is_present)
+        };
+        let newly = match joining {
+            None => true,
+            Some(id) => {
+                self.calls
+                    .get(id)
+                    .is_some_and(|e| e.call.members.contains_key(user))
+                    && !present_in(id)
+            }
+        };
+        if !newly {
+            return Ok(());
+        }
+        let live = self
+            .users
+            .get(user)
+            .map_or(0, |u| u.calls.iter().filter(|id| present_in(id)).count());
+        let limit = self.settings.max_calls_per_user;
+        if live >= limit {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!("you are in {live} calls already (limit {limit})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key of `user` in the hub's bounded per-user records.
+    fn user_key(&self, user: &UserId) -> u64 {
+        self.user_keys.hash_one(user)
     }
 
     /// Runs a transition on a call, delivers its notices and keeps timers and indexes right.
@@ -756,8 +831,32 @@ fn ok() -> Value {
     json!({"ok": true})
 }
 
+/// The one answer for a call or room that does not exist *and* for one the user is not in, so
+/// that nobody can learn which calls or rooms exist by probing ids.
 fn no_such_call() -> Failure {
-    Failure::new(ErrorCode::NotFound, "no such call (it may have ended)")
+    Failure::new(
+        ErrorCode::NotFound,
+        "no such call or room, or you are not in it (it may have ended)",
+    )
+}
+
+fn invite_rate_limited(over: &invitation::OverLimit, per_minute: u32) -> Failure {
+    let names: Vec<&str> = over.users.iter().take(3).map(UserId::as_str).collect();
+    let more = over.users.len().saturating_sub(names.len());
+    let others = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Failure::new(
+        ErrorCode::InviteRateLimited,
+        format!(
+            "{}{others} received too many invitations lately (limit {per_minute} per minute); \
+             nobody was rung; retry in {} s",
+            names.join(", "),
+            over.retry_in.as_secs_f64().ceil().max(1.0)
+        ),
+    )
 }
 
 fn new_call_id() -> String {

@@ -1,11 +1,21 @@
 //! Presence: online/offline, statuses, idle → away, and who may see them.
 //!
 //! Presence is never broadcast to every connection. A user's presence events reach only:
-//! - connections that asked with `presence:subscribe`;
+//! - connections that asked with `presence:subscribe` and may see the user (below);
 //! - the devices of users who share a live call or a room with them;
 //! - for `presence:changed`, the user's own other devices (so their status stays in sync).
+//!
+//! Who may see whom is `presence.visibility`: `everyone`; `contacts` (the viewer's token claim
+//! `contacts`, plus users who share a call or room with the viewer); or `shared` (only those).
+//! Sharing a call means both are involved in the same live call, ringing included; sharing a
+//! room means both are in it. Visibility is decided each time presence is reported or an event
+//! is sent, so it ends with the shared call. A user the viewer may not see is reported exactly
+//! like an unknown user who is offline: no status, no text, no `lastSeenAt`. See ADR 0044.
 
+use super::call::MemberState;
 use super::{Hub, Timer, ok};
+use crate::auth::{Contacts, Identity};
+use config::PresenceVisibility;
 use protocol::{
     ConnectionId, ErrorCode, Failure, Presence, PresenceList, PresenceStatus, ServerEvent,
     StatusUpdate, UserId, UserOffline, UserOnline,
@@ -17,10 +27,19 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 impl Hub {
-    /// The presence of each of `users`, as `GET /api/v1/presence` and `presence:subscribe`
-    /// report it.
-    pub fn presence_of(&self, now: Instant, users: &[UserId]) -> Vec<Presence> {
-        users.iter().map(|u| self.presence(now, u)).collect()
+    /// The presence of each of `users` as `viewer` may see it (`GET /api/v1/presence`).
+    pub fn presence_of(&self, now: Instant, viewer: &Identity, users: &[UserId]) -> Vec<Presence> {
+        self.presence_for(now, &viewer.user_id, &viewer.contacts, users)
+    }
+
+    /// Whether `viewer`, whose token lists `contacts`, may see `user`'s presence.
+    pub fn may_see(&self, viewer: &UserId, contacts: &Contacts, user: &UserId) -> bool {
+        match self.settings.visibility {
+            PresenceVisibility::Everyone => true,
+            _ if viewer == user => true,
+            PresenceVisibility::Contacts if contacts.contains(user) => true,
+            PresenceVisibility::Contacts | PresenceVisibility::Shared => self.share(viewer, user),
+        }
     }
 
     pub(super) fn touch(&mut self, now: Instant, user_id: &UserId) {
@@ -108,7 +127,7 @@ impl Hub {
         }
         self.metrics.sessions.dec();
         if !invisible {
-            self.last_seen.insert(user_id.clone(), wall);
+            self.last_seen.insert(self.user_key(user_id), wall);
         }
     }
 
@@ -142,6 +161,8 @@ impl Hub {
         let Some(c) = self.connections.get_mut(&conn) else {
             return Err(Failure::new(ErrorCode::InvalidState, "not connected"));
         };
+        // Watching a user one may not see is allowed (refusing would tell that the user
+        // exists); events reach the watcher only while it may see them.
         let new: BTreeSet<&UserId> = users.iter().filter(|u| !c.watching.contains(*u)).collect();
         if c.watching.len() + new.len() > limit {
             return Err(Failure::new(
@@ -153,8 +174,9 @@ impl Hub {
             c.watching.insert(u.clone());
             self.watchers.entry(u.clone()).or_default().insert(conn);
         }
+        let (viewer, contacts) = (c.user.clone(), c.contacts.clone());
         let list = PresenceList {
-            presences: self.presence_of(now, &users),
+            presences: self.presence_for(now, &viewer, &contacts, &users),
         };
         Ok(serde_json::to_value(list).unwrap_or_default())
     }
@@ -200,12 +222,55 @@ impl Hub {
                     .then(|| rfc3339(super::wall(self.epoch, now))),
             },
             _ => Presence {
-                user_id: user_id.clone(),
-                status: PresenceStatus::Offline,
-                text: None,
-                last_seen_at: self.last_seen.get(user_id).map(|t| rfc3339(*t)),
+                last_seen_at: self
+                    .last_seen
+                    .get(&self.user_key(user_id))
+                    .map(|t| rfc3339(*t)),
+                ..unknown(user_id)
             },
         }
+    }
+
+    fn presence_for(
+        &self,
+        now: Instant,
+        viewer: &UserId,
+        contacts: &Contacts,
+        users: &[UserId],
+    ) -> Vec<Presence> {
+        users
+            .iter()
+            .map(|u| {
+                if self.may_see(viewer, contacts, u) {
+                    self.presence(now, u)
+                } else {
+                    unknown(u)
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `a` and `b` are both involved in one live call, or both in one room.
+    fn share(&self, a: &UserId, b: &UserId) -> bool {
+        let Some(user) = self.users.get(a) else {
+            return false;
+        };
+        let involved = |call: &super::call::Call, u: &UserId| {
+            call.members
+                .get(u)
+                .is_some_and(|m| m.is_present() || m.state == MemberState::Ringing)
+        };
+        let in_call = user.calls.iter().any(|id| {
+            self.calls
+                .get(id)
+                .is_some_and(|e| !e.call.is_ended() && involved(&e.call, a) && involved(&e.call, b))
+        });
+        in_call
+            || user.rooms.iter().any(|id| {
+                self.rooms
+                    .get(id)
+                    .is_some_and(|r| r.members.contains_key(a) && r.members.contains_key(b))
+            })
     }
 
     /// Connections allowed to see `user_id`'s presence, other than the user's own.
@@ -213,8 +278,15 @@ impl Hub {
         let mut out: BTreeSet<ConnectionId> = self
             .watchers
             .get(user_id)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter(|w| {
+                self.connections
+                    .get(w)
+                    .is_some_and(|c| self.may_see(&c.user, &c.contacts, user_id))
+            })
+            .copied()
+            .collect();
         if let Some(user) = self.users.get(user_id) {
             for call_id in &user.calls {
                 let Some(entry) = self.calls.get(call_id) else {
@@ -241,6 +313,17 @@ impl Hub {
             }
         }
         out
+    }
+}
+
+/// How a user with no presence on record looks: offline, never seen. Also how a user looks to
+/// a viewer who may not see them, so the two cannot be told apart.
+fn unknown(user_id: &UserId) -> Presence {
+    Presence {
+        user_id: user_id.clone(),
+        status: PresenceStatus::Offline,
+        text: None,
+        last_seen_at: None,
     }
 }
 

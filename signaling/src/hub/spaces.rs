@@ -1,5 +1,10 @@
 //! Media spaces: named rooms, and the checks and bookkeeping shared by rooms and SFU-mode
 //! calls (who may send media where, who hears about it, who left).
+//!
+//! A connection that names a space it is not in gets exactly the answer for a space that does
+//! not exist ([`super::no_such_call`]): otherwise `forbidden` versus `not_found` would tell
+//! anyone which room names are in use. Only `room:join` says more, and only to a token that
+//! holds the room's grant.
 
 use super::room::{Room, room_id};
 use super::{Hub, ok};
@@ -164,10 +169,7 @@ impl Hub {
     ) -> Result<Value, Failure> {
         let in_room = self.rooms.get(id).is_some_and(|r| r.contains(user, conn));
         if !in_room {
-            return Err(Failure::new(
-                ErrorCode::Forbidden,
-                "this connection has not joined the room",
-            ));
+            return Err(super::no_such_call());
         }
         self.deliver_to_space(id, Some(conn), Arc::new(event));
         Ok(ok())
@@ -185,26 +187,19 @@ impl Hub {
             Some(space) => space.clone(),
             None => self.only_media_space(conn, &c.user)?,
         };
+        // "No such space" and "not yours" answer alike, so space names cannot be probed.
         let joined_at = if space.as_str().starts_with("room:") {
-            let room = self
-                .rooms
+            self.rooms
                 .get(&space)
-                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no such room"))?;
-            room.joined_at(&c.user, conn).ok_or_else(|| {
-                Failure::new(
-                    ErrorCode::Forbidden,
-                    "this connection has not joined the room",
-                )
-            })?
+                .and_then(|r| r.joined_at(&c.user, conn))
+                .ok_or_else(super::no_such_call)?
         } else {
-            let entry = self.calls.get(&space).ok_or_else(super::no_such_call)?;
-            let call = &entry.call;
-            if !call.members.contains_key(&c.user) {
-                return Err(Failure::new(
-                    ErrorCode::Forbidden,
-                    "you are not a member of this call",
-                ));
-            }
+            let call = self
+                .calls
+                .get(&space)
+                .map(|e| &e.call)
+                .filter(|call| call.members.contains_key(&c.user))
+                .ok_or_else(super::no_such_call)?;
             let Some(joined_at) = call.joined_at(&c.user, conn) else {
                 return Err(Failure::new(
                     ErrorCode::InvalidState,

@@ -6,6 +6,10 @@ use crate::media::MediaCommand;
 use protocol::{CallInitiate, CallRef, CallType, StatusUpdate, UserIds};
 use serde_json::json;
 
+mod policy;
+
+/// Settings for scenarios; presence is visible to everyone here (the visibility modes have
+/// their own scenarios in `policy`).
 fn settings() -> HubSettings {
     HubSettings {
         rules: CallRules {
@@ -18,6 +22,10 @@ fn settings() -> HubSettings {
         max_calls_per_user: 2,
         max_presence_subscriptions: 3,
         away_after: Duration::from_secs(300),
+        invites_per_minute: 60,
+        invite_burst: 10,
+        visibility: config::PresenceVisibility::Everyone,
+        last_seen_capacity: 100,
         rooms_auto_create: false,
         max_room_participants: 2,
         max_rooms: 1,
@@ -31,10 +39,14 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        Self::with(settings())
+    }
+
+    fn with(settings: HubSettings) -> Self {
         let now = Instant::now();
         let ice = IceServers::new(&config::IceConfig::default());
         Self {
-            hub: Hub::new(settings(), ice, Metrics::unregistered(), now),
+            hub: Hub::new(settings, ice, Metrics::unregistered(), now),
             now,
         }
     }
@@ -44,17 +56,21 @@ impl World {
     }
 
     fn connect_with(&mut self, conn: u64, user: &str, grants: Grants) -> ConnectionId {
+        self.connect_as(conn, &identity(user, grants, &[]))
+    }
+
+    fn connect_as(&mut self, conn: u64, identity: &Identity) -> ConnectionId {
         let id = ConnectionId(conn);
-        self.hub.connect(
-            self.now,
-            id,
-            &Identity {
-                user_id: user.into(),
-                name: format!("{user}!"),
-                grants,
-            },
-        );
+        self.hub.connect(self.now, id, identity);
         id
+    }
+
+    /// `user`'s presence as `viewer` (with no contacts) may see it.
+    fn presence(&self, viewer: &str, user: &str) -> protocol::Presence {
+        let viewer = identity(viewer, Grants::default(), &[]);
+        self.hub
+            .presence_of(self.now, &viewer, &[user.into()])
+            .remove(0)
     }
 
     fn media_leaves(&mut self) -> Vec<(String, u64)> {
@@ -105,18 +121,31 @@ impl World {
     }
 
     fn initiate(&mut self, conn: ConnectionId, invitees: &[&str]) -> CallId {
-        let ack = self
-            .send(
-                conn,
-                ClientEvent::CallInitiate(CallInitiate {
-                    conversation_id: "conv".into(),
-                    call_type: CallType::Audio,
-                    participants: invitees.iter().map(|s| UserId::from(*s)).collect(),
-                    mode: None,
-                }),
-            )
-            .unwrap();
+        let ack = self.try_initiate(conn, invitees).unwrap();
         CallId(ack["callId"].as_str().unwrap().to_owned())
+    }
+}
+
+fn identity(user: &str, grants: Grants, contacts: &[&str]) -> Identity {
+    Identity {
+        user_id: user.into(),
+        name: format!("{user}!"),
+        grants,
+        contacts: contacts.iter().map(|c| UserId::from(*c)).collect(),
+    }
+}
+
+impl World {
+    fn try_initiate(&mut self, conn: ConnectionId, invitees: &[&str]) -> Result<Value, Failure> {
+        self.send(
+            conn,
+            ClientEvent::CallInitiate(CallInitiate {
+                conversation_id: "conv".into(),
+                call_type: CallType::Audio,
+                participants: invitees.iter().map(|s| UserId::from(*s)).collect(),
+                mode: None,
+            }),
+        )
     }
 }
 
@@ -237,9 +266,9 @@ fn going_offline_and_online_is_announced_to_watchers() {
     assert!(w.out().is_empty(), "still online on another device");
     w.hub.disconnect(w.now, a2);
     assert_eq!(w.out(), vec![(3, "user:offline")]);
-    let p = w.hub.presence_of(w.now, &["alice".into()]);
-    assert_eq!(p[0].status, protocol::PresenceStatus::Offline);
-    assert!(p[0].last_seen_at.is_some());
+    let p = w.presence("carol", "alice");
+    assert_eq!(p.status, protocol::PresenceStatus::Offline);
+    assert!(p.last_seen_at.is_some());
     // Unsubscribed watchers hear nothing more.
     w.send(
         carol,
@@ -281,7 +310,7 @@ fn idle_users_become_away_and_activity_brings_them_back() {
         ]
     );
     assert_eq!(
-        w.hub.presence_of(w.now, &["alice".into()])[0].status,
+        w.presence("carol", "alice").status,
         protocol::PresenceStatus::Away
     );
     w.send(a, ClientEvent::ActivityPing).unwrap();
@@ -293,7 +322,7 @@ fn idle_users_become_away_and_activity_brings_them_back() {
         ]
     );
     assert_eq!(
-        w.hub.presence_of(w.now, &["alice".into()])[0].status,
+        w.presence("carol", "alice").status,
         protocol::PresenceStatus::Online
     );
     // A chosen status is never overridden by idleness.
@@ -307,7 +336,7 @@ fn idle_users_become_away_and_activity_brings_them_back() {
     .unwrap();
     w.advance(Duration::from_secs(1000));
     assert_eq!(
-        w.hub.presence_of(w.now, &["alice".into()])[0].status,
+        w.presence("carol", "alice").status,
         protocol::PresenceStatus::Busy
     );
     assert!(
@@ -567,9 +596,8 @@ fn rooms_close_when_the_last_connection_leaves_and_media_is_told() {
     assert_eq!(
         w.hub
             .authorize_media(a, Some(&"room:r".into()))
-            .unwrap_err()
-            .code,
-        ErrorCode::Forbidden
+            .unwrap_err(),
+        no_such_call()
     );
     // Room members see each other's presence; alice left, so she no longer hears the boss.
     w.send(
