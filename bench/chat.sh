@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Chat benchmark (issue 5, item 9): message:send → ack latency with durable commit, and
+# Chat benchmark (issues 5 and 10): message:send → ack latency with durable commit, and
 # messages/s, for SQLite (the default: WAL, synchronous=FULL) and then PostgreSQL.
 #
 # For each backend it starts its own `chorus serve` on 127.0.0.1 (own temp data dir, or own
-# PostgreSQL schema), runs examples/chat_load.rs twice:
-#   one-conversation    1 conversation × 10 senders
+# PostgreSQL schema) and runs examples/chat_load.rs once per scenario in SCENARIOS:
+#   one-conversation    1 conversation × 10 senders (each message fans out to 9 members)
 #   many-conversations  100 conversations × 1 sender
+#   many-senders        200 conversations × 2 senders (the throughput scenario: 400 senders,
+#                       each message goes to the other sender as message:new)
 # each sender sending for DURATION seconds with WINDOW messages in flight (1 = next message
-# after the ack), then stops the server with SIGTERM and cleans up. It prints the server's
-# CPU-seconds (utime+stime from /proc/PID/stat) over each run and a summary table. chat_load
-# checks correctness (no errors, gap-free sequence numbers per conversation, every message:new
-# delivered once, history == acks); any failure makes this script exit non-zero.
+# after the ack). With RATE=R it adds a fixed-rate run (the latency scenario): 100
+# conversations × 1 sender sending R messages per second in total on a fixed schedule,
+# latency counted from each message's scheduled time. Then it stops the server with SIGTERM
+# and cleans up. It prints the server's CPU-seconds (utime+stime from /proc/PID/stat) over
+# each run and a summary table. chat_load checks correctness (no errors, gap-free sequence
+# numbers per conversation, every message:new delivered once and in sequence order, history ==
+# acks); any failure makes this script exit non-zero.
 #
 # Usage: bench/chat.sh                       (DURATION=20 WINDOW=1, about 2 minutes)
+#        RATE=1000 SCENARIOS=many-senders BACKENDS=sqlite bench/chat.sh   (the issue-10 goals)
 #        DURATION=10 WINDOW=4 bench/chat.sh
 #        BACKENDS=sqlite bench/chat.sh        (sqlite, postgres or "sqlite postgres")
 # Environment: CHORUS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
 #              CARGO_TARGET_DIR.
 # Server settings used (benchmark only, nothing else is tuned): chat rate limit off
 # (CHORUS_CHAT_MESSAGES_PER_SECOND=0), per-connection event limit 1e6/s, 1000 connections per
-# IP (the many-conversations run opens 100 from 127.0.0.1), log level warn.
+# IP (the many-senders run opens 400 from 127.0.0.1), log level warn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20}"
 WINDOW="${WINDOW:-1}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
+SCENARIOS="${SCENARIOS:-one-conversation many-conversations many-senders}"
+RATE="${RATE:-}"
 PG_URL="${CHORUS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 SECRET="chat-bench-secret-$(date +%s)-0123456789abcdef"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
@@ -98,7 +106,7 @@ start_server() { # $1 = backend; sets SERVER_PID, ADDR, SCHEMA
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
-echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ); duration ${DURATION}s per run, window $WINDOW"
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ); duration ${DURATION}s per run, window $WINDOW${RATE:+, fixed-rate run at $RATE msg/s}"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average: other work on the machine skews every figure)"
 # The floor under a durable commit: one 4 KiB O_DSYNC overwrite of an existing file on the
 # file system holding the SQLite data directory, 500 times.
@@ -116,12 +124,19 @@ SUMMARY=()
 FAILED=0
 for backend in $BACKENDS; do
   start_server "$backend"
-  for scenario in one-conversation many-conversations; do
+  runs=$SCENARIOS
+  [ -n "$RATE" ] && runs="$runs rate-$RATE"
+  for scenario in $runs; do
     echo
     echo "=== $backend / $scenario"
+    if [[ "$scenario" == rate-* ]]; then
+      args=(many-conversations --rate "$RATE")
+    else
+      args=("$scenario" --window "$WINDOW")
+    fi
     before=$(cpu_ticks "$SERVER_PID")
     set +e
-    "$LOAD" "$ADDR" "$SECRET" "$scenario" --duration "$DURATION" --window "$WINDOW" \
+    "$LOAD" "$ADDR" "$SECRET" "${args[@]}" --duration "$DURATION" --strict-order \
       | tee "$WORK/out.txt"
     status=${PIPESTATUS[0]}
     set -e
@@ -156,7 +171,8 @@ for backend in $BACKENDS; do
 done
 
 echo
-echo "summary (${DURATION}s per run, window $WINDOW; latency = message:send → ack, durable commit)"
+echo "summary (${DURATION}s per run, window $WINDOW; latency = message:send → ack, durable commit;"
+echo "         rate-N runs: fixed schedule, latency from each message's scheduled time)"
 printf '%-9s %-19s %9s %10s %9s %9s %9s %7s %7s %s\n' backend scenario acked msgs/s \
   p50_ms p99_ms max_ms cpu_s cpu_us/msg ok
 for l in "${SUMMARY[@]}"; do echo "$l"; done

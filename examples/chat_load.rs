@@ -8,12 +8,18 @@
 //!   SECRET    the server's HS256 `auth.secret` (tokens are minted here)
 //!   SCENARIO  one-conversation    1 conversation × 10 senders (the default)
 //!             many-conversations  100 conversations × 1 sender
+//!             many-senders        200 conversations × 2 senders (each message goes to the
+//!                                 other sender as message:new): the throughput scenario
 //!
 //!   --conversations N   override the scenario's conversation count
 //!   --senders N         override the senders per conversation
 //!   --duration SECS     each sender sends for this long (default 20)
 //!   --messages N        or: each sender sends exactly N messages (overrides --duration)
 //!   --window N          messages in flight per sender (default 1: next send after the ack)
+//!   --rate R            fixed total rate instead: R messages per second over all senders,
+//!                       each sender on its own evenly spaced schedule (open loop: a send is
+//!                       not held back by a missing ack), latency counted from the scheduled
+//!                       time, so a server that falls behind shows it
 //!   --content-chars N   length of each message (default 100)
 //!   --threads N         client runtime threads (default 1, to leave the cores to the server)
 //!   --no-history        skip the final history read-back
@@ -28,7 +34,9 @@
 //!
 //! At the end it checks, and prints, that: no send failed; each conversation's acked sequence
 //! numbers are exactly 1..=n (gap-free, no duplicates) and increase per sender; every other
-//! member connection received `message:new` for each message exactly once; and (unless
+//! member connection received `message:new` for each message exactly once, and counts those
+//! that arrived after a higher sequence number (live order, reported, and a failure with
+//! `--strict-order`); and (unless
 //! `--no-history`) `message:history` returns exactly the acked messages in sequence order.
 //! The last line is machine-readable (`RESULT key=value ...`). Exit status: 0 when every check
 //! passed, 1 when one failed, 2 on bad arguments or when the server cannot be reached.
@@ -64,12 +72,14 @@ struct Options {
     content_chars: usize,
     threads: usize,
     history: bool,
+    rate: Option<f64>,
+    strict_order: bool,
 }
 
 fn usage() -> &'static str {
-    "usage: chat_load ADDR SECRET [one-conversation|many-conversations] [--conversations N] \
-     [--senders N] [--duration SECS] [--messages N] [--window N] [--content-chars N] \
-     [--threads N] [--no-history]"
+    "usage: chat_load ADDR SECRET [one-conversation|many-conversations|many-senders] \
+     [--conversations N] [--senders N] [--duration SECS] [--messages N] [--window N] \
+     [--rate R] [--content-chars N] [--threads N] [--no-history] [--strict-order]"
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -77,9 +87,12 @@ fn parse_args() -> Result<Options, String> {
     let mut positional = Vec::new();
     let mut flags: HashMap<String, String> = HashMap::new();
     let mut history = true;
+    let mut strict_order = false;
     while let Some(a) = args.next() {
         if a == "--no-history" {
             history = false;
+        } else if a == "--strict-order" {
+            strict_order = true;
         } else if a == "-h" || a == "--help" {
             return Err(usage().into());
         } else if let Some(name) = a.strip_prefix("--") {
@@ -105,6 +118,7 @@ fn parse_args() -> Result<Options, String> {
     let (mut conversations, mut senders) = match scenario.as_str() {
         "one-conversation" => (1, 10),
         "many-conversations" => (100, 1),
+        "many-senders" => (200, 2),
         "custom" => (1, 1),
         other => return Err(format!("unknown scenario `{other}`\n{}", usage())),
     };
@@ -126,6 +140,7 @@ fn parse_args() -> Result<Options, String> {
             "window",
             "content-chars",
             "threads",
+            "rate",
         ]
         .contains(&known.as_str())
         {
@@ -143,6 +158,13 @@ fn parse_args() -> Result<Options, String> {
     if conversations == 0 || senders == 0 || window == 0 || threads == 0 {
         return Err("--conversations, --senders, --window and --threads must be ≥ 1".into());
     }
+    let rate = flags
+        .get("rate")
+        .map(|v| match v.parse::<f64>() {
+            Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+            _ => Err(format!("--rate: `{v}` is not a positive number")),
+        })
+        .transpose()?;
     let messages = num("messages")?;
     if messages == Some(0) {
         return Err("--messages must be ≥ 1".into());
@@ -159,6 +181,8 @@ fn parse_args() -> Result<Options, String> {
         content_chars: num("content-chars")?.unwrap_or(100) as usize,
         threads,
         history,
+        rate,
+        strict_order,
     })
 }
 
@@ -263,88 +287,137 @@ struct SenderReport {
     last_ack: Option<Instant>,
 }
 
-/// Sends until the deadline (or the message count), keeping `window` messages in flight.
+/// Sends until the deadline (or the message count): keeping `window` messages in flight, or on
+/// a fixed schedule when `--rate` is given.
 async fn run_sender(
     mut conn: Conn,
     opts: Arc<Options>,
     start: Arc<Barrier>,
+    index: usize,
+    total_senders: usize,
 ) -> (Conn, SenderReport) {
     let mut report = SenderReport::default();
-    let conversation = conn.conversation.clone();
-    let padding = "x".repeat(opts.content_chars);
-    let mut in_flight: HashMap<u64, (Instant, String)> = HashMap::with_capacity(opts.window);
-    let mut sent: u64 = 0;
+    let mut sender = Sending {
+        conversation: conn.conversation.clone(),
+        padding: "x".repeat(opts.content_chars),
+        in_flight: HashMap::with_capacity(opts.window),
+        sent: 0,
+    };
     start.wait().await;
     let begun = Instant::now();
     let deadline = begun + opts.duration;
-    loop {
-        let may_send = |sent: u64| match opts.messages {
-            Some(n) => sent < n,
-            None => Instant::now() < deadline,
-        };
-        while in_flight.len() < opts.window && may_send(sent) {
-            let temp_id = format!("{}-{sent}", conn.user);
-            let mut content = format!("{} #{sent} ", conn.user);
-            content.push_str(&padding);
-            content.truncate(opts.content_chars.max(1));
-            let data = json!({"conversationId": conversation, "content": content,
-                              "type": "text", "tempId": temp_id});
-            let at = Instant::now();
-            match conn.send("message:send", data).await {
-                Ok(id) => {
-                    in_flight.insert(id, (at, temp_id));
-                    sent += 1;
+    let may_send = |sent: u64| match opts.messages {
+        Some(n) => sent < n,
+        None => Instant::now() < deadline,
+    };
+    if let Some(rate) = opts.rate {
+        // Evenly spaced, each sender offset so the senders interleave.
+        let interval = Duration::from_secs_f64(total_senders as f64 / rate);
+        let mut next = tokio::time::Instant::from_std(
+            begun + interval.mul_f64(index as f64 / total_senders as f64),
+        );
+        loop {
+            let sending = may_send(sender.sent);
+            if !sending && sender.in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next), if sending => {
+                    if let Err(e) = sender.send(&mut conn, &opts, next.into_std()).await {
+                        report.errors.push(e);
+                        return (conn, report);
+                    }
+                    next += interval;
                 }
-                Err(e) => {
-                    report.errors.push(e);
-                    return (conn, report);
-                }
+                frame = conn.next_frame(FRAME_TIMEOUT) => match frame {
+                    Ok(frame) => sender.receive(&frame, &conn.user, &mut report),
+                    Err(e) => {
+                        report.errors.push(e);
+                        break;
+                    }
+                },
             }
         }
-        if in_flight.is_empty() {
+        return (conn, report);
+    }
+    loop {
+        while sender.in_flight.len() < opts.window && may_send(sender.sent) {
+            if let Err(e) = sender.send(&mut conn, &opts, Instant::now()).await {
+                report.errors.push(e);
+                return (conn, report);
+            }
+        }
+        if sender.in_flight.is_empty() {
             break;
         }
-        let frame = match conn.next_frame(FRAME_TIMEOUT).await {
-            Ok(f) => f,
+        match conn.next_frame(FRAME_TIMEOUT).await {
+            Ok(frame) => sender.receive(&frame, &conn.user, &mut report),
             Err(e) => {
                 report.errors.push(e);
                 break;
             }
-        };
-        if let Some(id) = frame.get("ack").and_then(Value::as_u64) {
-            let now = Instant::now();
-            let Some((at, temp_id)) = in_flight.remove(&id) else {
-                report
-                    .errors
-                    .push(format!("{}: ack for unknown id {id}", conn.user));
-                continue;
-            };
-            if let Some(err) = frame.get("error") {
-                report
-                    .errors
-                    .push(format!("{}: message:send refused: {err}", conn.user));
-                continue;
-            }
-            let data = &frame["data"];
-            let seq = data["sequenceNumber"].as_u64();
-            let message_id = data["messageId"].as_str();
-            match (seq, message_id, data["tempId"].as_str()) {
-                (Some(seq), Some(mid), Some(t)) if t == temp_id => {
-                    report.acked.push((seq, mid.to_owned()));
-                    report
-                        .latencies_us
-                        .push(now.duration_since(at).as_micros() as u64);
-                    report.last_ack = Some(now);
-                }
-                _ => report
-                    .errors
-                    .push(format!("{}: malformed ack {frame}", conn.user)),
-            }
-        } else {
-            note_event(&frame, &conversation, &mut report);
         }
     }
     (conn, report)
+}
+
+/// One sender's state while sending.
+struct Sending {
+    conversation: String,
+    padding: String,
+    /// Ack id → (when the send was due, tempId).
+    in_flight: HashMap<u64, (Instant, String)>,
+    sent: u64,
+}
+
+impl Sending {
+    /// Sends the next message; its latency will count from `due`.
+    async fn send(&mut self, conn: &mut Conn, opts: &Options, due: Instant) -> Result<(), String> {
+        let temp_id = format!("{}-{}", conn.user, self.sent);
+        let mut content = format!("{} #{} ", conn.user, self.sent);
+        content.push_str(&self.padding);
+        content.truncate(opts.content_chars.max(1));
+        let data = json!({"conversationId": self.conversation, "content": content,
+                          "type": "text", "tempId": temp_id});
+        let id = conn.send("message:send", data).await?;
+        self.in_flight.insert(id, (due, temp_id));
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Takes an ack (or a `message:new`) off the wire.
+    fn receive(&mut self, frame: &Value, user: &str, report: &mut SenderReport) {
+        let Some(id) = frame.get("ack").and_then(Value::as_u64) else {
+            note_event(frame, &self.conversation, report);
+            return;
+        };
+        let now = Instant::now();
+        let Some((at, temp_id)) = self.in_flight.remove(&id) else {
+            report
+                .errors
+                .push(format!("{user}: ack for unknown id {id}"));
+            return;
+        };
+        if let Some(err) = frame.get("error") {
+            report
+                .errors
+                .push(format!("{user}: message:send refused: {err}"));
+            return;
+        }
+        let data = &frame["data"];
+        let seq = data["sequenceNumber"].as_u64();
+        let message_id = data["messageId"].as_str();
+        match (seq, message_id, data["tempId"].as_str()) {
+            (Some(seq), Some(mid), Some(t)) if t == temp_id => {
+                report.acked.push((seq, mid.to_owned()));
+                report
+                    .latencies_us
+                    .push(now.duration_since(at).as_micros() as u64);
+                report.last_ack = Some(now);
+            }
+            _ => report.errors.push(format!("{user}: malformed ack {frame}")),
+        }
+    }
 }
 
 /// Records `message:new` for our conversation; other events (call ringing, `message:ack`
@@ -496,14 +569,18 @@ async fn run(opts: Options) -> Result<bool, String> {
             % 100_000_000
     );
     let total_senders = opts.conversations * opts.senders;
-    let load = match opts.messages {
-        Some(n) => format!("{n} messages per sender"),
-        None => format!("{:?} per sender", opts.duration),
+    let load = match (opts.messages, opts.rate) {
+        (Some(n), _) => format!("{n} messages per sender"),
+        (None, _) => format!("{:?} per sender", opts.duration),
+    };
+    let load = match opts.rate {
+        Some(rate) => format!("{load}, fixed rate {rate} msg/s in total"),
+        None => format!("{load}, window {}", opts.window),
     };
     println!(
         "chat_load: {} — {} conversation(s) × {} sender(s) = {total_senders} senders, {load}, \
-         window {}, {} chars, server {}",
-        opts.scenario, opts.conversations, opts.senders, opts.window, opts.content_chars, opts.addr
+         {} chars, server {}",
+        opts.scenario, opts.conversations, opts.senders, opts.content_chars, opts.addr
     );
     let setup_started = Instant::now();
     let members = setup(&opts, &prefix).await?;
@@ -516,11 +593,13 @@ async fn run(opts: Options) -> Result<bool, String> {
     let cpu_before = own_cpu_seconds();
     let barrier = Arc::new(Barrier::new(total_senders + 1));
     let mut tasks = Vec::with_capacity(total_senders);
-    for conn in members {
+    for (index, conn) in members.into_iter().enumerate() {
         tasks.push(tokio::spawn(run_sender(
             conn,
             opts.clone(),
             barrier.clone(),
+            index,
+            total_senders,
         )));
     }
     barrier.wait().await;
@@ -633,6 +712,11 @@ async fn run(opts: Options) -> Result<bool, String> {
             ));
         }
     }
+    if opts.strict_order && out_of_order_deliveries > 0 {
+        failures.push(format!(
+            "{out_of_order_deliveries} message:new arrived after a higher sequence number"
+        ));
+    }
     let mut history_checked = 0usize;
     if opts.history {
         // One reader per conversation: its first member's connection.
@@ -681,8 +765,7 @@ async fn run(opts: Options) -> Result<bool, String> {
     println!("errors         : {}", errors.len());
     println!(
         "deliveries     : {delivered_total} message:new received, {out_of_order_deliveries} \
-         arrived after a higher sequence number (live delivery order across senders is not \
-         sequence order; history is)"
+         arrived after a higher sequence number of their conversation"
     );
     println!("client CPU     : {client_cpu:.2} s during the run");
     let ok = failures.is_empty();
@@ -704,12 +787,14 @@ async fn run(opts: Options) -> Result<bool, String> {
         }
     }
     println!(
-        "RESULT scenario={} conversations={} senders={} window={} acked={acked} wall_s={:.3} \
-         msgs_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={} client_cpu_s={client_cpu:.2} ok={ok}",
+        "RESULT scenario={} conversations={} senders={} window={} rate={} acked={acked} wall_s={:.3} \
+         msgs_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={} late={out_of_order_deliveries} \
+         client_cpu_s={client_cpu:.2} ok={ok}",
         opts.scenario,
         opts.conversations,
         opts.senders,
         opts.window,
+        opts.rate.map_or("-".to_owned(), |r| format!("{r}")),
         wall.as_secs_f64(),
         ms(p50),
         ms(p99),

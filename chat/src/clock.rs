@@ -6,59 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Serialize, Serializer};
-
-/// A UTC instant with millisecond precision: stored as an integer, sent as RFC 3339
-/// (`2026-11-21T15:21:29.123Z`, always three fraction digits so strings sort like times).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(i64);
-
-impl Timestamp {
-    /// From milliseconds since the Unix epoch.
-    pub const fn from_unix_millis(millis: i64) -> Self {
-        Self(millis)
-    }
-
-    /// Milliseconds since the Unix epoch, as stored.
-    pub const fn unix_millis(self) -> i64 {
-        self.0
-    }
-
-    /// The RFC 3339 form used on the wire.
-    pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0) * 1_000_000;
-        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            Ok(at) => format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                at.year(),
-                u8::from(at.month()),
-                at.day(),
-                at.hour(),
-                at.minute(),
-                at.second(),
-                at.millisecond()
-            ),
-            // Only reachable for stored values beyond year ±9999, which this crate never writes.
-            Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
-        }
-    }
-
-    /// This instant plus `duration`, saturating.
-    pub fn saturating_add(self, duration: Duration) -> Self {
-        Self(self.0.saturating_add(millis(duration)))
-    }
-
-    /// This instant minus `duration`, saturating.
-    pub fn saturating_sub(self, duration: Duration) -> Self {
-        Self(self.0.saturating_sub(millis(duration)))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_rfc3339())
-    }
-}
+pub use protocol::chat::Timestamp;
+use protocol::chat::millis;
 
 /// Where the service reads the time.
 pub trait Clock: Send + Sync + 'static {
@@ -81,7 +30,7 @@ impl Clock for SystemClock {
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Timestamp(millis(since_epoch))
+        Timestamp::from_unix_millis(millis(since_epoch))
     }
 }
 
@@ -130,27 +79,9 @@ impl Clock for ManualClock {
     }
 }
 
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_rfc3339_with_millis() {
-        assert_eq!(
-            Timestamp::from_unix_millis(0).to_rfc3339(),
-            "1970-01-01T00:00:00.000Z"
-        );
-        assert_eq!(
-            Timestamp::from_unix_millis(1_795_792_889_123).to_rfc3339(),
-            "2026-11-27T15:21:29.123Z"
-        );
-        let json = serde_json::to_value(Timestamp::from_unix_millis(5)).unwrap();
-        assert_eq!(json, "1970-01-01T00:00:00.005Z");
-    }
 
     #[test]
     fn manual_clock_moves_both_readings() {

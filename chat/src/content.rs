@@ -3,35 +3,9 @@
 //! Content is stored exactly as given (no trimming, no HTML escaping); it is only checked. Renderers
 //! must treat it as text.
 
-use serde::Serialize;
-
 use crate::error::ChatError;
 
-/// A message's `type`. Only `"text"` exists today; the enum keeps room for more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageKind {
-    /// Plain text, rendered as text.
-    #[default]
-    Text,
-}
-
-impl MessageKind {
-    /// Parses the client's `type` field.
-    pub fn parse(raw: &str) -> Result<Self, ChatError> {
-        match raw {
-            "text" => Ok(Self::Text),
-            _ => Err(ChatError::invalid("type must be \"text\"")),
-        }
-    }
-
-    /// The stored and wire form.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-        }
-    }
-}
+pub use protocol::chat::MessageKind;
 
 /// Checks message text: not blank, at most `max_chars` scalar values, no NUL (which PostgreSQL
 /// cannot store, and which no real text contains).
@@ -76,7 +50,7 @@ pub fn check_emoji(emoji: &str, max_chars: usize) -> Result<(), ChatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
+    use protocol::ErrorCode;
 
     #[test]
     fn content_limits() {
@@ -112,11 +86,5 @@ mod tests {
         }
         assert!(check_emoji(&"👍".repeat(17), 16).is_err());
         assert!(check_emoji(&"👍".repeat(16), 16).is_ok());
-    }
-
-    #[test]
-    fn kinds() {
-        assert_eq!(MessageKind::parse("text").unwrap(), MessageKind::Text);
-        assert!(MessageKind::parse("html").is_err());
     }
 }

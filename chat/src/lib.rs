@@ -31,21 +31,29 @@
 //!     })
 //!     .await?;
 //! // emit "message:ack" = sent.ack to the sending socket;
-//! // if sent.fanout.change == Change::Applied, emit "message:new" = sent.fanout.event
-//! // to every device of every user in sent.fanout.recipients.
+//! // if sent.fanout.change == Change::Applied: wait for the delivery turn, emit
+//! // "message:new" = sent.fanout.event to every device of every user in
+//! // sent.fanout.recipients, then drop the turn.
+//! let mut turn = sent.delivery;
+//! turn.wait().await;
+//! drop(turn);
 //! # Ok(()) }
 //! ```
 //!
 //! Every method takes the authenticated [`Actor`] and returns either wire-ready records
 //! (`serde::Serialize`, camelCase, RFC 3339 timestamps) or a [`ChatError`] whose
-//! [`ErrorCode`] goes into `error {tempId?, code, message}` (see [`ChatError::to_event`]).
+//! [`ErrorCode`] goes into `error {tempId?, code, message}`. The records and ids are chat's wire
+//! types, defined once in `protocol::chat`.
 //! Broadcast events come wrapped in [`Fanout`]: the payload, the conversation, every member to
 //! deliver to, and whether anything [`Change`]d (skip the broadcast if not, but still answer).
 //!
 //! # Guarantees
 //!
 //! - `send` returns only after the message is committed (SQLite WAL with `synchronous=FULL`, or
-//!   PostgreSQL's durable commit): an acked message survives `kill -9`.
+//!   PostgreSQL's durable commit): an acked message survives `kill -9`. Messages arriving while
+//!   a commit is in flight share the next one (group commit, `writer.rs`).
+//! - Live delivery keeps sequence order per conversation, for messages committed through this
+//!   process: [`Sent::delivery`] is a [`DeliveryTurn`] chained to the previous message.
 //! - Sequence numbers are per conversation, assigned at commit, strictly increasing and gap-free,
 //!   also with several processes on one PostgreSQL (a row-locked counter updated in the insert
 //!   transaction; a rollback undoes the increment).
@@ -57,12 +65,15 @@
 //! # Moving parts
 //!
 //! - [`store`]: the [`ChatStore`] trait, [`SqliteStore`] (default) and [`PostgresStore`].
+//! - The writer (`writer.rs`): group commit on one or more lanes, each owning a share of the
+//!   conversations; and [`DeliveryTurn`]s (`delivery.rs`) for ordered live delivery.
 //! - [`Settings`]: every limit and its default; see `docs/chat.md` for operators.
 //! - [`RateLimiter`] and [`Typing`]: sans-IO (they take `now`), held in memory per node.
 //! - [`Clock`]: the service reads time only from here, so tests use [`ManualClock`].
 
 mod clock;
 mod content;
+mod delivery;
 mod error;
 mod event;
 mod id;
@@ -72,10 +83,12 @@ mod settings;
 pub mod store;
 mod sweeper;
 mod typing;
+mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use content::{MessageKind, check_content, check_emoji};
-pub use error::{ChatError, ErrorCode, ErrorEvent};
+pub use delivery::DeliveryTurn;
+pub use error::{ChatError, ErrorCode};
 pub use event::{
     Change, Fanout, History, HistoryMessage, Message, MessageAck, MessageDeleted, MessageUpdated,
     ReactionEvent, ReactionGroup, ReadEvent, ReadReceipt, ReadReceipts, Sender, TypingEvent,
@@ -85,7 +98,10 @@ pub use id::{
     ConversationId, MAX_ID_CHARS, MAX_TEMP_ID_CHARS, MessageId, SequenceNumber, TempId, UserId,
 };
 pub use rate::{Admission, RateLimiter};
-pub use service::{Actor, Authority, ChatService, HistoryQuery, SendMessage, Sent, TypingAction};
+pub use service::{
+    Actor, Authority, ChatService, HistoryQuery, SendMessage, Sent, Swept, TypingAction,
+};
 pub use settings::{RateLimit, Settings, SqliteSync};
 pub use store::{ChatStore, MemberRole, PostgresStore, SqliteStore};
 pub use typing::{Typing, TypingChange};
+pub use writer::WriteStats;

@@ -21,7 +21,9 @@ pub struct Settings {
     /// its counter row anyway; this bounds parallelism across conversations and readers.
     pub max_connections: u32,
     /// How long messages are kept before the background sweeper deletes them. `None` keeps them
-    /// forever. Members and read cursors are kept (they are small and give read access).
+    /// forever. A conversation outlives its messages by up to this long again: it is deleted,
+    /// with its members and read cursors, once it holds no message and nobody joined or wrote in
+    /// it for this long (conversation rows are written for every call, chat or not).
     pub retention: Option<Duration>,
     /// How often the retention sweeper runs. Expiry is not to the second: a message lives between
     /// `retention` and `retention + retention_sweep_interval`.

@@ -1,4 +1,5 @@
-//! The retention sweeper: a background task that deletes expired messages.
+//! The retention sweeper: a background task that deletes expired messages and idle, empty
+//! conversations (see [`ChatService::sweep_expired`]).
 //!
 //! Lifecycle: [`ChatService::spawn_retention_sweeper`] starts it; it sweeps once right away, then
 //! every `Settings::retention_sweep_interval`, and ends when the `shutdown` future completes
@@ -32,8 +33,15 @@ impl ChatService {
                     _ = ticks.tick() => {}
                 }
                 match service.sweep_expired().await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "chat retention sweep"),
+                    Ok(crate::Swept {
+                        messages: 0,
+                        conversations: 0,
+                    }) => {}
+                    Ok(swept) => tracing::info!(
+                        messages = swept.messages,
+                        conversations = swept.conversations,
+                        "chat retention sweep"
+                    ),
                     Err(error) => {
                         tracing::warn!(%error, source = ?std::error::Error::source(&error), "chat retention sweep failed")
                     }

@@ -454,9 +454,11 @@ pub struct ChatConfig {
     pub database_url: String,
     /// SQLite commit durability.
     pub sqlite_sync: SqliteSync,
-    /// Database connections per process (PostgreSQL).
+    /// Database connections per process (PostgreSQL); half of them (at most 8) are write lanes
+    /// that commit messages in groups.
     pub max_connections: u32,
-    /// Messages older than this are deleted in the background.
+    /// Messages older than this are deleted in the background; so are conversations (with
+    /// their members) that hold no message and saw no join or message for this long.
     pub retention: HumanDuration,
     /// Longest message, in characters.
     pub max_content_chars: usize,

@@ -56,21 +56,6 @@ pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "track:unsubscribe",
 ];
 
-/// Chat events, served by the chat service rather than the call hub; their payloads are
-/// documented in `docs/protocol.md` and typed in the `chat` crate.
-pub const CHAT_EVENT_NAMES: &[&str] = &[
-    "message:send",
-    "message:edit",
-    "message:delete",
-    "message:react",
-    "message:unreact",
-    "message:read",
-    "message:unread-count",
-    "message:history",
-    "typing:start",
-    "typing:stop",
-];
-
 impl ClientEvent {
     /// Types an event from its name and JSON data.
     ///

@@ -11,15 +11,19 @@
 //! [`ServerEvent::name`] and [`ServerEvent::data`] split it for Socket.IO, and
 //! [`ServerEvent::to_frame`] renders the raw-WebSocket frame.
 //!
+//! Chat's events live in [`chat`]: [`chat::ChatRequest`] and [`chat::ChatPush`].
+//!
 //! Ids are newtypes ([`UserId`], [`CallId`], ...) so a call id can never be passed where a user id
 //! is expected. Error codes are the closed set [`ErrorCode`]; `docs/protocol.md` lists them all.
 
+pub mod chat;
 mod client;
 mod error;
 mod ids;
 mod presence;
 mod server;
 
+pub use chat::CHAT_EVENT_NAMES;
 pub use client::*;
 pub use error::*;
 pub use ids::*;

@@ -2,10 +2,12 @@
 //! [`Extension`], plus its REST endpoints and background tasks.
 //!
 //! Event flow for `message:send`: the session routes it here in order with the connection's
-//! other events; the chat service commits it (durably) and returns the ack; this adapter then
-//! sends `message:ack` to the sending connection and `message:new` to every other device of
-//! every member. Membership comes from signaling's join hook: whoever starts, accepts or joins
-//! a call becomes a member of its conversation.
+//! other events; [`ChatRequest::parse`] types it; the chat service commits it (durably, in a
+//! group commit with concurrent sends) and returns the ack; this adapter then sends
+//! `message:ack` to the sending connection and, when its delivery turn comes (after the
+//! conversation's previous message), `message:new` to every other device of every member.
+//! Wire types and event names all come from `protocol::chat`. Membership comes from signaling's
+//! join hook: whoever starts, accepts or joins a call becomes a member of its conversation.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -14,11 +16,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chat::{
     Actor, Change, ChatError, ChatService, ConversationId, HistoryQuery, MemberRole, MessageId,
-    MessageKind, SendMessage, SequenceNumber, TempId, TypingAction,
+    SequenceNumber, TypingAction,
 };
-use protocol::{CHAT_EVENT_NAMES, ChatEvent, ErrorCode, Failure, ServerEvent, UserId};
+use protocol::chat::{ChatPush, ChatRequest, names};
+use protocol::{CHAT_EVENT_NAMES, ErrorCode, Failure, UserId};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use signaling::auth::Identity;
 use signaling::driver::HubHandle;
@@ -81,150 +83,105 @@ impl Extension for ChatExtension {
         }
         let actor = actor(caller.identity)?;
         let chat = &self.chat;
-        match event {
-            "message:send" => {
-                let req: SendRequest = payload(event, data)?;
-                if req.kind != "text" {
-                    return Err(invalid("`type` must be \"text\""));
-                }
-                let sent = chat
-                    .send(
-                        &actor,
-                        SendMessage {
-                            conversation_id: conversation(&req.conversation_id)?,
-                            content: req.content,
-                            kind: MessageKind::Text,
-                            temp_id: req
-                                .temp_id
-                                .map(TempId::parse)
-                                .transpose()
-                                .map_err(failure)?,
-                            reply_to_id: req
-                                .reply_to_id
-                                .map(|id| MessageId::parse(&id))
-                                .transpose()
-                                .map_err(failure)?,
-                        },
-                    )
-                    .await
-                    .map_err(failure)?;
-                let ack = to_value(&sent.ack);
-                caller.reply(event_of("message:ack", ack.clone())).await;
+        match ChatRequest::parse(event, data)? {
+            ChatRequest::Send(request) => {
+                let sent = chat.send(&actor, request).await.map_err(failure)?;
+                let ack = ChatPush::Ack(sent.ack);
+                caller.reply(ack.to_event()).await;
                 if sent.fanout.change == Change::Applied {
-                    let recipients = users(&sent.fanout.recipients);
+                    // In sequence order per conversation: wait for the previous message's
+                    // delivery to be handed to the hub, then hand this one, then let the next
+                    // go (dropping the turn).
+                    let mut turn = sent.delivery;
+                    turn.wait().await;
+                    let new = ChatPush::New(sent.fanout.event).to_event();
                     caller
-                        .deliver(
-                            recipients.clone(),
-                            event_of("message:new", to_value(&sent.fanout.event)),
-                            SkipCaller::Yes,
-                        )
+                        .deliver(sent.fanout.recipients.clone(), new, SkipCaller::Yes)
                         .await;
+                    drop(turn);
                     if let Some(stopped) = sent.typing_stopped {
-                        let others = without(recipients, &caller.identity.user_id);
-                        caller
-                            .deliver(
-                                others,
-                                event_of("typing", to_value(&stopped)),
-                                SkipCaller::Yes,
-                            )
-                            .await;
+                        let others = without(sent.fanout.recipients, &caller.identity.user_id);
+                        let typing = ChatPush::Typing(stopped).to_event();
+                        caller.deliver(others, typing, SkipCaller::Yes).await;
                     }
                 }
-                Ok(ack)
+                Ok(ack.data())
             }
-            "message:edit" => {
-                let req: EditRequest = payload(event, data)?;
+            ChatRequest::Edit(request) => {
                 let f = chat
-                    .edit(&actor, &message_id(&req.message_id)?, req.content)
+                    .edit(&actor, &request.message_id, request.content)
                     .await;
-                broadcast(caller, "message:updated", f.map_err(failure)?).await
+                broadcast(caller, f.map_err(failure)?, ChatPush::Updated).await
             }
-            "message:delete" => {
-                let req: MessageRef = payload(event, data)?;
-                let f = chat.delete(&actor, &message_id(&req.message_id)?).await;
-                broadcast(caller, "message:deleted", f.map_err(failure)?).await
+            ChatRequest::Delete(request) => {
+                let f = chat.delete(&actor, &request.message_id).await;
+                broadcast(caller, f.map_err(failure)?, ChatPush::Deleted).await
             }
-            "message:react" | "message:unreact" => {
-                let req: ReactRequest = payload(event, data)?;
-                let id = message_id(&req.message_id)?;
-                let (name, f) = if event == "message:react" {
-                    (
-                        "message:reaction:added",
-                        chat.react(&actor, &id, &req.emoji).await,
-                    )
-                } else {
-                    (
-                        "message:reaction:removed",
-                        chat.unreact(&actor, &id, &req.emoji).await,
-                    )
-                };
-                broadcast(caller, name, f.map_err(failure)?).await
-            }
-            "message:read" => {
-                let req: ReadRequest = payload(event, data)?;
+            ChatRequest::React(request) => {
                 let f = chat
-                    .mark_read(
-                        &actor,
-                        &conversation(&req.conversation_id)?,
-                        &message_id(&req.message_id)?,
-                    )
+                    .react(&actor, &request.message_id, &request.emoji)
                     .await;
-                broadcast(caller, "message:read", f.map_err(failure)?).await
+                broadcast(caller, f.map_err(failure)?, ChatPush::ReactionAdded).await
             }
-            "message:unread-count" => {
-                let req: ConversationRef = payload(event, data)?;
+            ChatRequest::Unreact(request) => {
+                let f = chat
+                    .unreact(&actor, &request.message_id, &request.emoji)
+                    .await;
+                broadcast(caller, f.map_err(failure)?, ChatPush::ReactionRemoved).await
+            }
+            ChatRequest::Read(request) => {
+                let f = chat
+                    .mark_read(&actor, &request.conversation_id, &request.message_id)
+                    .await;
+                broadcast(caller, f.map_err(failure)?, ChatPush::Read).await
+            }
+            ChatRequest::UnreadCount(request) => {
                 let count = chat
-                    .unread_count(&actor, &conversation(&req.conversation_id)?)
+                    .unread_count(&actor, &request.conversation_id)
                     .await
                     .map_err(failure)?;
                 Ok(to_value(&count))
             }
-            "message:history" => {
-                let req: HistoryRequest = payload(event, data)?;
+            ChatRequest::History(request) => {
                 let history = chat
                     .history(
                         &actor,
-                        &conversation(&req.conversation_id)?,
+                        &request.conversation_id,
                         HistoryQuery {
-                            before: req.before_sequence.map(SequenceNumber::new),
-                            limit: req.limit,
+                            before: request.before_sequence.map(SequenceNumber::new),
+                            limit: request.limit,
                         },
                     )
                     .await
                     .map_err(failure)?;
                 Ok(to_value(&history))
             }
-            "typing:start" | "typing:stop" => {
-                let req: ConversationRef = payload(event, data)?;
-                let action = if event == "typing:start" {
+            ChatRequest::TypingStart(request) | ChatRequest::TypingStop(request) => {
+                let action = if event == names::TYPING_START {
                     TypingAction::Start
                 } else {
                     TypingAction::Stop
                 };
                 let f = chat
-                    .typing(&actor, &conversation(&req.conversation_id)?, action)
+                    .typing(&actor, &request.conversation_id, action)
                     .await
                     .map_err(failure)?;
-                let ack = to_value(&f.event);
+                let push = ChatPush::Typing(f.event);
                 if f.change == Change::Applied {
-                    let others = without(users(&f.recipients), &caller.identity.user_id);
+                    let others = without(f.recipients, &caller.identity.user_id);
                     caller
-                        .deliver(others, event_of("typing", ack.clone()), SkipCaller::Yes)
+                        .deliver(others, push.to_event(), SkipCaller::Yes)
                         .await;
                 }
-                Ok(ack)
+                Ok(push.data())
             }
-            _ => Err(Failure::new(
-                ErrorCode::UnknownEvent,
-                format!("unknown event `{event}`"),
-            )),
         }
     }
 
     async fn joined(&self, who: &Identity, conversation: &str, role: JoinRole) {
         let (Ok(conv), Ok(user)) = (
             ConversationId::parse(conversation),
-            chat::UserId::parse(who.user_id.as_str()),
+            UserId::parse(who.user_id.as_str()),
         ) else {
             return;
         };
@@ -251,9 +208,8 @@ pub fn spawn_typing_expiry(chat: ChatService, hub: HubHandle) {
             match chat.expire_typing().await {
                 Ok(expired) => {
                     for f in expired {
-                        let user = UserId(f.event.user_id.as_str().to_owned());
-                        let others = without(users(&f.recipients), &user);
-                        let event = Arc::new(event_of("typing", to_value(&f.event)));
+                        let others = without(f.recipients, &f.event.user_id);
+                        let event = Arc::new(ChatPush::Typing(f.event).to_event());
                         hub.deliver(others, None, event).await;
                     }
                 }
@@ -299,7 +255,7 @@ async fn history(
         Err(r) => return r.into_response(),
     };
     let result = async {
-        let conv = ConversationId::parse(id).map_err(failure)?;
+        let conv = ConversationId::parse(id)?;
         rest.chat
             .history(
                 &actor,
@@ -327,8 +283,8 @@ async fn reads(
         Err(r) => return r.into_response(),
     };
     let result = async {
-        let conv = ConversationId::parse(id).map_err(failure)?;
-        let message = message_id(&message)?;
+        let conv = ConversationId::parse(id)?;
+        let message = MessageId::parse(&message)?;
         rest.chat
             .reads(&actor, &conv, &message)
             .await
@@ -369,87 +325,23 @@ fn respond(result: Result<Value, Failure>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SendRequest {
-    conversation_id: String,
-    content: String,
-    #[serde(rename = "type", default = "text")]
-    kind: String,
-    #[serde(default)]
-    temp_id: Option<String>,
-    #[serde(default)]
-    reply_to_id: Option<String>,
-}
-
-fn text() -> String {
-    "text".into()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EditRequest {
-    message_id: String,
-    content: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageRef {
-    message_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReactRequest {
-    message_id: String,
-    emoji: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReadRequest {
-    conversation_id: String,
-    message_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConversationRef {
-    conversation_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HistoryRequest {
-    conversation_id: String,
-    #[serde(default)]
-    before_sequence: Option<u64>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
 /// Sends a fan-out's event to the other devices of every member, and acks with it.
-async fn broadcast<E: serde::Serialize>(
+async fn broadcast<E>(
     caller: &Caller<'_>,
-    name: &'static str,
     fanout: chat::Fanout<E>,
+    push: fn(E) -> ChatPush,
 ) -> Result<Value, Failure> {
-    let data = to_value(&fanout.event);
+    let push = push(fanout.event);
     if fanout.change == Change::Applied {
         caller
-            .deliver(
-                users(&fanout.recipients),
-                event_of(name, data.clone()),
-                SkipCaller::Yes,
-            )
+            .deliver(fanout.recipients, push.to_event(), SkipCaller::Yes)
             .await;
     }
-    Ok(data)
+    Ok(push.data())
 }
 
 fn actor(identity: &Identity) -> Result<Actor, Failure> {
-    let user = chat::UserId::parse(identity.user_id.as_str()).map_err(failure)?;
+    let user = UserId::parse(identity.user_id.as_str())?;
     Ok(if identity.grants.admin {
         Actor::admin(user, identity.name.clone())
     } else {
@@ -457,62 +349,20 @@ fn actor(identity: &Identity) -> Result<Actor, Failure> {
     })
 }
 
-fn payload<T: DeserializeOwned>(event: &str, data: Value) -> Result<T, Failure> {
-    serde_json::from_value(data).map_err(|e| {
-        invalid(format!(
-            "bad `{event}` payload: {}",
-            protocol::truncate(&e.to_string(), 200)
-        ))
-    })
-}
-
-fn conversation(id: &str) -> Result<ConversationId, Failure> {
-    ConversationId::parse(id).map_err(failure)
-}
-
-fn message_id(id: &str) -> Result<MessageId, Failure> {
-    MessageId::parse(id).map_err(failure)
-}
-
-fn users(recipients: &[chat::UserId]) -> Vec<UserId> {
-    recipients
-        .iter()
-        .map(|u| UserId(u.as_str().to_owned()))
-        .collect()
-}
-
 fn without(mut users: Vec<UserId>, user: &UserId) -> Vec<UserId> {
     users.retain(|u| u != user);
     users
-}
-
-fn event_of(name: &'static str, data: Value) -> ServerEvent {
-    ServerEvent::Chat(ChatEvent { name, data })
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn invalid(message: impl Into<String>) -> Failure {
-    Failure::new(ErrorCode::InvalidPayload, message)
-}
-
 /// A chat error as the client sees it. Storage details stay in the server log.
 fn failure(e: ChatError) -> Failure {
-    let code = match e.code() {
-        chat::ErrorCode::NotMember => ErrorCode::NotMember,
-        chat::ErrorCode::NotFound => ErrorCode::NotFound,
-        chat::ErrorCode::Forbidden => ErrorCode::Forbidden,
-        chat::ErrorCode::ContentTooLong => ErrorCode::ContentTooLong,
-        chat::ErrorCode::RateLimited => ErrorCode::RateLimited,
-        chat::ErrorCode::EditWindowPassed => ErrorCode::EditWindowPassed,
-        chat::ErrorCode::TooManyReactions => ErrorCode::TooManyReactions,
-        chat::ErrorCode::InvalidPayload => ErrorCode::InvalidPayload,
-        chat::ErrorCode::StorageUnavailable => {
-            tracing::error!(error = ?e, "chat storage failed");
-            ErrorCode::StorageUnavailable
-        }
-    };
+    let code = e.code();
+    if code == ErrorCode::StorageUnavailable {
+        tracing::error!(error = ?e, "chat storage failed");
+    }
     Failure::new(code, e.to_string())
 }

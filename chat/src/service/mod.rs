@@ -12,13 +12,14 @@ mod actions;
 mod reading;
 
 pub use actions::TypingAction;
-pub use reading::HistoryQuery;
+pub use reading::{HistoryQuery, Swept};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
-use crate::content::{MessageKind, check_content};
+use crate::content::check_content;
+use crate::delivery::DeliveryTurn;
 use crate::error::ChatError;
 use crate::event::{Change, Fanout, Message, MessageAck, Sender, TypingEvent};
 use crate::id::{ConversationId, MessageId, TempId, UserId};
@@ -26,6 +27,10 @@ use crate::rate::{Admission, RateLimiter};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, Inserted, Member, MemberRole, NewMessage, StoredMessage};
 use crate::typing::{Typing, TypingChange};
+use crate::writer::{WriteStats, Writer};
+
+/// `message:send`, parsed (the wire type).
+pub use protocol::chat::SendMessage;
 
 /// Who is acting: taken from the authenticated session, never from the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,23 +71,8 @@ impl Actor {
     }
 }
 
-/// `message:send`, parsed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SendMessage {
-    /// Target conversation.
-    pub conversation_id: ConversationId,
-    /// Text, checked against `Settings::max_content_chars`.
-    pub content: String,
-    /// `type`; only text exists.
-    pub kind: MessageKind,
-    /// Idempotency key. Without one a retry stores a second message.
-    pub temp_id: Option<TempId>,
-    /// Message answered; must be in the same conversation.
-    pub reply_to_id: Option<MessageId>,
-}
-
 /// The result of `message:send`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Sent {
     /// For the sending device: `message:ack`.
     pub ack: MessageAck,
@@ -91,6 +81,10 @@ pub struct Sent {
     pub fanout: Fanout<Message>,
     /// Sending ends the sender's typing indicator; if one was showing, broadcast this too.
     pub typing_stopped: Option<TypingEvent>,
+    /// When to broadcast `message:new`: wait for the turn, hand the event to the connections,
+    /// then drop the turn. That keeps each conversation's live events in sequence order even
+    /// though sends complete concurrently (see [`DeliveryTurn`]).
+    pub delivery: DeliveryTurn,
 }
 
 /// The chat facade. Cheap to clone.
@@ -102,6 +96,7 @@ pub struct ChatService {
 struct Inner {
     settings: Settings,
     store: Arc<dyn ChatStore>,
+    writer: Writer,
     clock: Arc<dyn Clock>,
     rate: Option<Mutex<RateLimiter<UserId>>>,
     typing: Mutex<Typing>,
@@ -115,7 +110,8 @@ impl ChatService {
     }
 
     /// Builds the service over an already open store and a clock (tests use
-    /// [`ManualClock`](crate::ManualClock)).
+    /// [`ManualClock`](crate::ManualClock)). Starts the group-commit writer's tasks, so it must
+    /// be called within a tokio runtime.
     pub fn new(settings: Settings, store: Arc<dyn ChatStore>, clock: Arc<dyn Clock>) -> Self {
         let rate = settings
             .message_rate
@@ -124,6 +120,7 @@ impl ChatService {
         Self {
             inner: Arc::new(Inner {
                 settings,
+                writer: Writer::spawn(store.clone()),
                 store,
                 clock,
                 rate,
@@ -169,44 +166,23 @@ impl ChatService {
         Ok(self.store().member(conversation, user).await?.is_some())
     }
 
-    /// `message:send`. Returns only after the message is durably committed. A repeated `tempId`
-    /// from the same sender returns the original ack and stores nothing.
+    /// `message:send`. Returns only after the message is durably committed, in a group commit
+    /// with whatever other messages arrived meanwhile (see `writer.rs`). A repeated `tempId` from
+    /// the same sender returns the original ack and stores nothing.
     pub async fn send(&self, actor: &Actor, request: SendMessage) -> Result<Sent, ChatError> {
         let settings = &self.inner.settings;
         check_content(&request.content, settings.max_content_chars)?;
-        // Members are fetched before the insert, not after: once the message is committed nothing
-        // may fail, or the client would see an error for a stored message. Membership only grows,
-        // so someone joining meanwhile misses nothing: history shows them this message.
-        let recipients = self.members(&request.conversation_id).await?;
-        if !recipients.contains(&actor.user_id) {
-            return Err(ChatError::NotMember);
-        }
         if let Some(reply_to) = &request.reply_to_id {
+            // Membership first, so outsiders cannot probe which message ids exist where.
+            self.require_member(&request.conversation_id, &actor.user_id)
+                .await?;
             let target = self.store().message(reply_to).await?;
             if target.is_none_or(|m| m.conversation_id != request.conversation_id) {
                 return Err(ChatError::NotFound("replyToId message"));
             }
         }
         if let Err(limited) = self.admit(&actor.user_id) {
-            // A client retrying a lost ack should get it even while over the limit.
-            let original = match &request.temp_id {
-                Some(temp_id) => {
-                    self.store()
-                        .message_by_temp_id(&request.conversation_id, &actor.user_id, temp_id)
-                        .await?
-                }
-                None => None,
-            };
-            let Some(original) = original else {
-                return Err(limited);
-            };
-            return Ok(sent(
-                original,
-                request.temp_id,
-                recipients,
-                Change::Unchanged,
-                None,
-            ));
+            return self.resend_while_limited(actor, request, limited).await;
         }
         let new = NewMessage {
             id: MessageId::generate(),
@@ -219,19 +195,63 @@ impl ChatService {
             temp_id: request.temp_id.clone(),
             created_at: self.clock().timestamp(),
         };
-        let (stored, change) = match self.store().insert_message(&new).await? {
-            Some(Inserted::Created(stored)) => (stored, Change::Applied),
-            Some(Inserted::Duplicate(stored)) => (stored, Change::Unchanged),
-            None => return Err(ChatError::NotMember),
+        // Membership is checked inside the commit, with the members read there: they are also
+        // whom `message:new` goes to. Membership only grows while a conversation lives, so
+        // someone joining meanwhile misses nothing: history shows them this message.
+        let written = self.inner.writer.write(new).await?;
+        let (stored, change) = match written.inserted {
+            Inserted::Created(stored) => (stored, Change::Applied),
+            Inserted::Duplicate(stored) => (stored, Change::Unchanged),
+            Inserted::NotMember => return Err(ChatError::NotMember),
         };
         let typing_stopped = self.stop_typing_quietly(&request.conversation_id, &actor.user_id);
         Ok(sent(
             stored,
             request.temp_id,
-            recipients,
+            written.members.to_vec(),
             change,
             typing_stopped,
+            written.turn,
         ))
+    }
+
+    /// A client retrying a lost ack should get it even while over the rate limit; anything
+    /// else over the limit is refused.
+    async fn resend_while_limited(
+        &self,
+        actor: &Actor,
+        request: SendMessage,
+        limited: ChatError,
+    ) -> Result<Sent, ChatError> {
+        let recipients = self.members(&request.conversation_id).await?;
+        if !recipients.contains(&actor.user_id) {
+            return Err(ChatError::NotMember);
+        }
+        let original = match &request.temp_id {
+            Some(temp_id) => {
+                self.store()
+                    .message_by_temp_id(&request.conversation_id, &actor.user_id, temp_id)
+                    .await?
+            }
+            None => None,
+        };
+        let Some(original) = original else {
+            return Err(limited);
+        };
+        Ok(sent(
+            original,
+            request.temp_id,
+            recipients,
+            Change::Unchanged,
+            None,
+            DeliveryTurn::none(),
+        ))
+    }
+
+    /// How many group commits ran and how many messages they held (mean group size =
+    /// messages / groups).
+    pub fn write_stats(&self) -> WriteStats {
+        self.inner.writer.stats()
     }
 
     /// Closes the store after in-flight queries finish (graceful shutdown: call it after the
@@ -326,6 +346,7 @@ fn sent(
     recipients: Vec<UserId>,
     change: Change,
     typing_stopped: Option<TypingEvent>,
+    delivery: DeliveryTurn,
 ) -> Sent {
     Sent {
         ack: MessageAck {
@@ -341,6 +362,7 @@ fn sent(
             change,
         },
         typing_stopped,
+        delivery,
     }
 }
 

@@ -14,6 +14,15 @@ use crate::store::{StoredMessage, StoredReaction};
 /// Messages deleted per retention transaction.
 const SWEEP_BATCH: u32 = 1000;
 
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swept {
+    /// Messages older than the retention window.
+    pub messages: u64,
+    /// Idle conversations without messages, with their members.
+    pub conversations: u64,
+}
+
 /// `message:history {beforeSequence?, limit?}` (or `GET …/messages?before=&limit=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HistoryQuery {
@@ -122,21 +131,39 @@ impl ChatService {
         })
     }
 
-    /// One retention pass: deletes messages older than `Settings::retention`, in batches.
-    /// Returns how many went. Does nothing when retention is off.
-    pub async fn sweep_expired(&self) -> Result<u64, ChatError> {
+    /// One retention pass: deletes messages older than `Settings::retention`, then
+    /// conversations (with their members) that hold no message and saw no activity — a join or
+    /// a message — within the retention window, both in batches. Does nothing when retention is
+    /// off.
+    ///
+    /// Chat cannot see calls, so "no activity" stands in for "no live call": joining touches the
+    /// conversation, and a call outlives the retention window only if nobody joins or writes in
+    /// it for that long. A swept conversation is gone: its former members get `not_member`, and
+    /// an id used again (a room name) starts a new conversation numbered from 1.
+    pub async fn sweep_expired(&self) -> Result<Swept, ChatError> {
+        let mut swept = Swept::default();
         let Some(retention) = self.settings().retention else {
-            return Ok(0);
+            return Ok(swept);
         };
         let cutoff = self.clock().timestamp().saturating_sub(retention);
-        let mut total = 0;
         loop {
             let deleted = self.store().delete_expired(cutoff, SWEEP_BATCH).await?;
-            total += deleted;
+            swept.messages += deleted;
             if deleted < u64::from(SWEEP_BATCH) {
-                return Ok(total);
+                break;
             }
             // Let sends in between batches.
+            tokio::task::yield_now().await;
+        }
+        loop {
+            let deleted = self
+                .store()
+                .delete_idle_conversations(cutoff, SWEEP_BATCH)
+                .await?;
+            swept.conversations += deleted;
+            if deleted < u64::from(SWEEP_BATCH) {
+                return Ok(swept);
+            }
             tokio::task::yield_now().await;
         }
     }

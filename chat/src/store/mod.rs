@@ -11,11 +11,13 @@ mod shared_impl;
 mod sql;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use postgres::PostgresStore;
+pub use sql::MAX_GROUP;
 pub use sqlite::SqliteStore;
 
 use crate::clock::Timestamp;
@@ -99,13 +101,27 @@ pub struct NewMessage {
     pub created_at: Timestamp,
 }
 
-/// What an insert did.
+/// What a group commit did with one of its messages.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
     /// Committed with a new sequence number.
     Created(StoredMessage),
-    /// The (conversation, sender, tempId) was already stored; this is the original.
+    /// The (conversation, sender, tempId) was already stored, or came earlier in the same group;
+    /// this is the original.
     Duplicate(StoredMessage),
+    /// Refused, nothing stored: the conversation does not exist (or was swept) or the sender is
+    /// not one of its members.
+    NotMember,
+}
+
+/// The outcome of [`ChatStore::insert_messages`]: one [`Inserted`] per message, in the order
+/// given, and the members of every conversation in the group, read in the same transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Committed {
+    /// One per message of the group, same order.
+    pub outcomes: Vec<Inserted>,
+    /// Members of each conversation of the group, sorted: whom `message:new` goes to.
+    pub members: HashMap<ConversationId, Arc<[UserId]>>,
 }
 
 /// What adding a reaction did.
@@ -178,9 +194,16 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Every member's id, sorted.
     async fn members(&self, conversation: &ConversationId) -> Result<Vec<UserId>, ChatError>;
 
-    /// Inserts with the next sequence number, or returns the original on a repeated tempId.
-    /// `None` if the conversation does not exist. Returns only after a durable commit.
-    async fn insert_message(&self, message: &NewMessage) -> Result<Option<Inserted>, ChatError>;
+    /// Stores a group of messages in one transaction (a *group commit*): each gets the next
+    /// sequence number of its conversation, in the order given, unless its sender is not a
+    /// member ([`Inserted::NotMember`]) or its tempId is already stored or came earlier in the
+    /// group ([`Inserted::Duplicate`]). Returns only after a durable commit. On `Err` nothing of
+    /// the group is stored. At most [`MAX_GROUP`] messages.
+    async fn insert_messages(&self, group: &[NewMessage]) -> Result<Committed, ChatError>;
+
+    /// How many groups may usefully commit at once: 1 for SQLite (one writer), more for
+    /// PostgreSQL, where groups touching different conversations commit in parallel.
+    fn write_lanes(&self) -> usize;
 
     /// The message `sender` sent to `conversation` with `temp_id`, if any.
     async fn message_by_temp_id(
@@ -255,6 +278,14 @@ pub trait ChatStore: Send + Sync + 'static {
 
     /// Deletes up to `batch` messages created before `cutoff`, oldest first; returns how many.
     async fn delete_expired(&self, cutoff: Timestamp, batch: u32) -> Result<u64, ChatError>;
+
+    /// Deletes up to `batch` conversations, with their members, that hold no message and saw no
+    /// activity (a join or a message) since `cutoff`; returns how many.
+    async fn delete_idle_conversations(
+        &self,
+        cutoff: Timestamp,
+        batch: u32,
+    ) -> Result<u64, ChatError>;
 
     /// Closes the connections after in-flight queries finish; later calls fail with
     /// `storage_unavailable`. For graceful shutdown; not needed for durability.

@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    lanes: usize,
 }
 
 impl PostgresStore {
@@ -30,7 +31,9 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sql::migrator().run(&pool).await?;
-        Ok(Self { pool })
+        // Half the pool commits groups; the rest stays free for reads (history, membership).
+        let lanes = (max_connections / 2).clamp(1, 8) as usize;
+        Ok(Self { pool, lanes })
     }
 
     /// Closes the pool, waiting for in-flight queries.
@@ -41,6 +44,16 @@ impl PostgresStore {
     /// Row lock: reactions on one message serialise, other messages are unaffected.
     const LOCK_MESSAGE: &'static str =
         "SELECT deleted_at FROM chat_messages WHERE id = $1 FOR UPDATE";
+
+    /// Counter rows are locked in `ORDER BY id` order (see `GroupSql::new`).
+    const LOCK_SUFFIX: &'static str = " FOR UPDATE";
+
+    const DELETE_IDLE_CONVERSATIONS: &'static str = sql::DELETE_IDLE_CONVERSATIONS_SKIP_LOCKED;
+
+    /// Groups of different lanes hold disjoint conversations and commit in parallel.
+    fn write_lanes(&self) -> usize {
+        self.lanes
+    }
 
     fn reader(&self) -> &PgPool {
         &self.pool

@@ -2,13 +2,17 @@
 //!
 //! sqlx's generic bounds over "any database" are unwieldy, while its API on two concrete pools is
 //! identical, so the logic is a `macro_rules!` expanded in `sqlite.rs` and `postgres.rs`. A
-//! backend supplies five inherent items: `reader()` and `writer()` pools, `begin_write()` (how to
-//! start a write transaction), `LOCK_MESSAGE` (how to serialise reactions on one message) and
-//! `close()`.
+//! backend supplies its inherent items: `reader()` and `writer()` pools, `begin_write()` (how to
+//! start a write transaction), `LOCK_MESSAGE` (how to serialise reactions on one message),
+//! `LOCK_SUFFIX` (how a group commit locks its counter rows), `DELETE_IDLE_CONVERSATIONS`,
+//! `write_lanes()` and `close()`.
 
 /// Expands `impl ChatStore for $store` where `$db` is its sqlx database type.
 macro_rules! impl_chat_store {
     ($store:ty, $db:ty) => {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+
         use async_trait::async_trait;
         use sqlx::Row as _;
 
@@ -19,8 +23,8 @@ macro_rules! impl_chat_store {
         use crate::id::{ConversationId, MessageId, SequenceNumber, TempId, UserId};
         use crate::store::sql;
         use crate::store::{
-            ChatStore, HistoryPage, Inserted, Member, MemberRole, NewMessage, ReactionInsert,
-            ReadCursor, StoredMessage, StoredReaction,
+            ChatStore, Committed, HistoryPage, Inserted, Member, MemberRole, NewMessage,
+            ReactionInsert, ReadCursor, StoredMessage, StoredReaction,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -52,6 +56,39 @@ macro_rules! impl_chat_store {
                     .try_get::<Option<i64>, _>("deleted_at")?
                     .map(Timestamp::from_unix_millis),
             })
+        }
+
+        /// What step 5 of a group commit does with one message.
+        enum Plan {
+            /// Not a member (or no such conversation).
+            Refuse,
+            /// New, unless its tempId is already stored.
+            Store,
+            /// A repeat of the group's message at this index.
+            SameAs(usize),
+        }
+
+        fn stored_message(message: &NewMessage, seq: i64) -> StoredMessage {
+            StoredMessage {
+                id: message.id.clone(),
+                conversation_id: message.conversation_id.clone(),
+                seq: SequenceNumber::from_stored(seq),
+                sender_id: message.sender_id.clone(),
+                sender_name: message.sender_name.clone(),
+                kind: message.kind,
+                content: message.content.clone(),
+                reply_to_id: message.reply_to_id.clone(),
+                temp_id: message.temp_id.clone(),
+                created_at: message.created_at,
+                edited_at: None,
+                deleted_at: None,
+            }
+        }
+
+        /// This backend's group-commit statements, generated on first use.
+        fn group_sql() -> &'static sql::GroupSql {
+            static SQL: std::sync::OnceLock<sql::GroupSql> = std::sync::OnceLock::new();
+            SQL.get_or_init(|| sql::GroupSql::new(<$store>::LOCK_SUFFIX))
         }
 
         fn role_str(role: MemberRole) -> &'static str {
@@ -123,75 +160,198 @@ macro_rules! impl_chat_store {
                     .fetch_all(self.reader())
                     .await?;
                 rows.iter()
-                    .map(|row| UserId::parse(row.try_get::<String, _>(0)?))
+                    .map(|row| Ok(UserId::parse(row.try_get::<String, _>(0)?)?))
                     .collect()
             }
 
-            async fn insert_message(
-                &self,
-                message: &NewMessage,
-            ) -> Result<Option<Inserted>, ChatError> {
-                // Fast path for retries: no write lock needed to find the original.
-                if let Some(temp_id) = &message.temp_id {
-                    if let Some(original) = self
-                        .message_by_temp_id(&message.conversation_id, &message.sender_id, temp_id)
-                        .await?
-                    {
-                        return Ok(Some(Inserted::Duplicate(original)));
-                    }
+            async fn insert_messages(&self, group: &[NewMessage]) -> Result<Committed, ChatError> {
+                let statements = group_sql();
+                // Sorted: PostgreSQL locks the counter rows in this order, so groups on several
+                // nodes never deadlock.
+                let mut conversations: Vec<&ConversationId> =
+                    group.iter().map(|m| &m.conversation_id).collect();
+                conversations.sort_unstable();
+                conversations.dedup();
+                if conversations.is_empty() {
+                    return Ok(Committed::default());
                 }
                 let mut tx = self.begin_write().await?;
-                let Some(row) = sqlx::query(sql::NEXT_SEQ)
-                    .bind(message.conversation_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                else {
-                    tx.rollback().await?;
-                    return Ok(None);
-                };
-                let seq: i64 = row.try_get(0)?;
-                let inserted = sqlx::query(sql::INSERT_MESSAGE)
-                    .bind(message.id.as_str())
-                    .bind(message.conversation_id.as_str())
-                    .bind(seq)
-                    .bind(message.sender_id.as_str())
-                    .bind(message.sender_name.as_str())
-                    .bind(message.kind.as_str())
-                    .bind(message.content.as_str())
-                    .bind(message.reply_to_id.as_ref().map(MessageId::as_str))
-                    .bind(message.temp_id.as_ref().map(TempId::as_str))
-                    .bind(message.created_at.unix_millis())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if inserted.is_none() {
-                    // A concurrent retry of the same tempId committed first. Rolling back also
-                    // undoes our counter increment, so no gap is left.
-                    tx.rollback().await?;
-                    let temp_id = message.temp_id.as_ref().ok_or_else(|| {
-                        ChatError::StorageUnavailable(sqlx::Error::Protocol(
-                            "insert conflicted without a tempId".into(),
-                        ))
-                    })?;
-                    let original = self
-                        .message_by_temp_id(&message.conversation_id, &message.sender_id, temp_id)
-                        .await?;
-                    return Ok(original.map(Inserted::Duplicate));
+
+                // 1. Take the counters: the row locks (or SQLite's write lock) are held until
+                //    commit, which is what keeps sequence numbers unique and gap-free.
+                let mut query = sqlx::query(statements.lock(conversations.len()));
+                for id in sql::padded(&conversations) {
+                    query = query.bind(id.as_str());
                 }
-                tx.commit().await?;
-                Ok(Some(Inserted::Created(StoredMessage {
-                    id: message.id.clone(),
-                    conversation_id: message.conversation_id.clone(),
-                    seq: SequenceNumber::from_stored(seq),
-                    sender_id: message.sender_id.clone(),
-                    sender_name: message.sender_name.clone(),
-                    kind: message.kind,
-                    content: message.content.clone(),
-                    reply_to_id: message.reply_to_id.clone(),
-                    temp_id: message.temp_id.clone(),
-                    created_at: message.created_at,
-                    edited_at: None,
-                    deleted_at: None,
-                })))
+                let mut counters: HashMap<ConversationId, i64> = HashMap::new();
+                for row in query.fetch_all(&mut *tx).await? {
+                    let id = ConversationId::parse(row.try_get::<String, _>(0)?)?;
+                    counters.insert(id, row.try_get(1)?);
+                }
+
+                // 2. Their members, read under the same locks: who may send, and who receives.
+                let mut query = sqlx::query(statements.members(conversations.len()));
+                for id in sql::padded(&conversations) {
+                    query = query.bind(id.as_str());
+                }
+                let mut members: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
+                for row in query.fetch_all(&mut *tx).await? {
+                    let id = ConversationId::parse(row.try_get::<String, _>(0)?)?;
+                    let user = UserId::parse(row.try_get::<String, _>(1)?)?;
+                    members.entry(id).or_default().push(user);
+                }
+                for list in members.values_mut() {
+                    // Byte order, whatever the database's collation.
+                    list.sort_unstable();
+                }
+
+                // 3. Who may send, and which tempIds repeat within the group.
+                let mut plan: Vec<Plan> = Vec::with_capacity(group.len());
+                let mut first_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
+                let mut keyed: Vec<(&str, &str, &str)> = Vec::new();
+                for (index, message) in group.iter().enumerate() {
+                    let allowed = counters.contains_key(&message.conversation_id)
+                        && members
+                            .get(&message.conversation_id)
+                            .is_some_and(|m| m.binary_search(&message.sender_id).is_ok());
+                    if !allowed {
+                        plan.push(Plan::Refuse);
+                        continue;
+                    }
+                    let Some(temp_id) = &message.temp_id else {
+                        plan.push(Plan::Store);
+                        continue;
+                    };
+                    let key = (
+                        message.conversation_id.as_str(),
+                        message.sender_id.as_str(),
+                        temp_id.as_str(),
+                    );
+                    match first_of.get(&key) {
+                        Some(&first) => plan.push(Plan::SameAs(first)),
+                        None => {
+                            first_of.insert(key, index);
+                            keyed.push(key);
+                            plan.push(Plan::Store);
+                        }
+                    }
+                }
+
+                // 4. TempIds stored by an earlier commit (a client retrying a lost ack).
+                let mut originals: HashMap<(String, String, String), StoredMessage> =
+                    HashMap::new();
+                if !keyed.is_empty() {
+                    let mut query = sqlx::query(statements.originals(keyed.len()));
+                    for (conversation, sender, temp_id) in sql::padded(&keyed) {
+                        query = query.bind(conversation).bind(sender).bind(temp_id);
+                    }
+                    for row in query.fetch_all(&mut *tx).await? {
+                        let stored = message_from_row(&row)?;
+                        let key = (
+                            stored.conversation_id.as_str().to_owned(),
+                            stored.sender_id.as_str().to_owned(),
+                            stored
+                                .temp_id
+                                .as_ref()
+                                .map_or("", |t| t.as_str())
+                                .to_owned(),
+                        );
+                        originals.insert(key, stored);
+                    }
+                }
+
+                // 5. Number the new ones, in group order.
+                let mut outcomes: Vec<Inserted> = Vec::with_capacity(group.len());
+                let mut created: Vec<(&NewMessage, i64)> = Vec::new();
+                for (message, step) in group.iter().zip(&plan) {
+                    let outcome = match step {
+                        Plan::Refuse => Inserted::NotMember,
+                        Plan::SameAs(first) => match &outcomes[*first] {
+                            Inserted::Created(stored) | Inserted::Duplicate(stored) => {
+                                Inserted::Duplicate(stored.clone())
+                            }
+                            Inserted::NotMember => Inserted::NotMember,
+                        },
+                        Plan::Store => {
+                            let original = message.temp_id.as_ref().and_then(|temp_id| {
+                                originals.get(&(
+                                    message.conversation_id.as_str().to_owned(),
+                                    message.sender_id.as_str().to_owned(),
+                                    temp_id.as_str().to_owned(),
+                                ))
+                            });
+                            match original {
+                                Some(original) => Inserted::Duplicate(original.clone()),
+                                None => {
+                                    let counter = counters
+                                        .get_mut(&message.conversation_id)
+                                        .expect("allowed messages have a locked counter");
+                                    *counter += 1;
+                                    created.push((message, *counter));
+                                    Inserted::Created(stored_message(message, *counter))
+                                }
+                            }
+                        }
+                    };
+                    outcomes.push(outcome);
+                }
+
+                // 6. Write them and the counters, then commit once for the whole group.
+                if created.is_empty() {
+                    tx.rollback().await?;
+                } else {
+                    let mut rest = created.as_slice();
+                    for size in sql::chunks(created.len()) {
+                        let (chunk, tail) = rest.split_at(size);
+                        rest = tail;
+                        let mut query = sqlx::query(statements.insert(size));
+                        for (message, seq) in chunk {
+                            query = query
+                                .bind(message.id.as_str())
+                                .bind(message.conversation_id.as_str())
+                                .bind(*seq)
+                                .bind(message.sender_id.as_str())
+                                .bind(message.sender_name.as_str())
+                                .bind(message.kind.as_str())
+                                .bind(message.content.as_str())
+                                .bind(message.reply_to_id.as_ref().map(MessageId::as_str))
+                                .bind(message.temp_id.as_ref().map(TempId::as_str))
+                                .bind(message.created_at.unix_millis());
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                    let mut touched: Vec<(&str, i64)> = created
+                        .iter()
+                        .map(|(m, _)| m.conversation_id.as_str())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .map(|id| {
+                            let key = ConversationId::parse(id)?;
+                            Ok((id, counters[&key]))
+                        })
+                        .collect::<Result<_, ChatError>>()?;
+                    touched = sql::padded(&touched);
+                    let active_at = created
+                        .iter()
+                        .map(|(m, _)| m.created_at.unix_millis())
+                        .max()
+                        .unwrap_or_default();
+                    let mut query = sqlx::query(statements.counters(touched.len())).bind(active_at);
+                    for (id, seq) in &touched {
+                        query = query.bind(*id).bind(*seq);
+                    }
+                    query.execute(&mut *tx).await?;
+                    tx.commit().await?;
+                }
+                let members = members
+                    .into_iter()
+                    .map(|(id, list)| (id, Arc::from(list)))
+                    .collect();
+                Ok(Committed { outcomes, members })
+            }
+
+            fn write_lanes(&self) -> usize {
+                <$store>::write_lanes(self)
             }
 
             async fn message_by_temp_id(
@@ -445,6 +605,19 @@ macro_rules! impl_chat_store {
                 batch: u32,
             ) -> Result<u64, ChatError> {
                 let done = sqlx::query(sql::DELETE_EXPIRED)
+                    .bind(cutoff.unix_millis())
+                    .bind(i64::from(batch))
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn delete_idle_conversations(
+                &self,
+                cutoff: Timestamp,
+                batch: u32,
+            ) -> Result<u64, ChatError> {
+                let done = sqlx::query(<$store>::DELETE_IDLE_CONVERSATIONS)
                     .bind(cutoff.unix_millis())
                     .bind(i64::from(batch))
                     .execute(self.writer())

@@ -11,19 +11,32 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// The embedded migrations, tracked in `_chat_migrations` so chat can share a database (and a
 /// schema) with other sqlx users without their migration histories colliding.
 pub(super) fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/0001_init.sql").into_sql_str(),
-        false,
-    )]);
+    let migration = |version, name, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    let mut migrator = Migrator::with_migrations(vec![
+        migration(1, "init", include_str!("../../migrations/0001_init.sql")),
+        migration(
+            2,
+            "conversation activity",
+            include_str!("../../migrations/0002_conversation_activity.sql"),
+        ),
+    ]);
     migrator.dangerous_set_table_name("_chat_migrations");
     migrator
 }
 
-pub(super) const ADD_CONVERSATION: &str = "INSERT INTO chat_conversations (id, last_seq, created_at) \
-     VALUES ($1, 0, $2) ON CONFLICT (id) DO NOTHING";
+/// Creates the conversation, or marks it active: a join is activity that keeps an idle
+/// conversation from being swept.
+pub(super) const ADD_CONVERSATION: &str = "INSERT INTO chat_conversations \
+     (id, last_seq, created_at, active_at) VALUES ($1, 0, $2, $2) \
+     ON CONFLICT (id) DO UPDATE SET active_at = excluded.active_at";
 
 pub(super) const ADD_MEMBER: &str = "INSERT INTO chat_members (conversation_id, user_id, role, joined_at) \
      VALUES ($1, $2, $3, $4) \
@@ -35,17 +48,6 @@ pub(super) const MEMBER: &str = "SELECT user_id, role, read_seq, read_at FROM ch
 
 pub(super) const MEMBERS: &str =
     "SELECT user_id FROM chat_members WHERE conversation_id = $1 ORDER BY user_id";
-
-/// Takes the next sequence number. The row lock (PostgreSQL) or write lock (SQLite) it takes is
-/// held until the transaction ends, which is what makes numbers unique and, with rollback
-/// undoing the increment, gap-free.
-pub(super) const NEXT_SEQ: &str =
-    "UPDATE chat_conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq";
-
-pub(super) const INSERT_MESSAGE: &str = "INSERT INTO chat_messages \
-     (id, conversation_id, seq, sender_id, sender_name, kind, content, reply_to_id, temp_id, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (conversation_id, sender_id, temp_id) DO NOTHING RETURNING id";
 
 pub(super) const MESSAGE_BY_TEMP_ID: &str = "SELECT id, conversation_id, seq, sender_id, sender_name, \
      kind, content, reply_to_id, temp_id, created_at, edited_at, deleted_at FROM chat_messages \
@@ -97,7 +99,228 @@ pub(super) const READS: &str = "SELECT user_id, read_at FROM chat_members \
      WHERE conversation_id = $1 AND read_seq >= $2 AND read_at IS NOT NULL \
      ORDER BY read_at, user_id";
 
+/// Deletes idle conversations: no message left and no activity since `$1`; oldest first, at
+/// most `$2`. Members go by `ON DELETE CASCADE`. A send commits its message and moves
+/// `active_at` in one transaction, so a conversation that just got a message is never idle.
+pub(super) const DELETE_IDLE_CONVERSATIONS: &str = "DELETE FROM chat_conversations WHERE id IN \
+     (SELECT id FROM chat_conversations c WHERE active_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM chat_messages m WHERE m.conversation_id = c.id) \
+     ORDER BY active_at LIMIT $2)";
+
+/// [`DELETE_IDLE_CONVERSATIONS`] for PostgreSQL: the inner SELECT locks its rows and skips those
+/// a group commit holds. Under READ COMMITTED a row whose `active_at` a send moved after this
+/// statement's snapshot is re-checked against the new value when locked, and so left alone.
+pub(super) const DELETE_IDLE_CONVERSATIONS_SKIP_LOCKED: &str = "DELETE FROM chat_conversations \
+     WHERE id IN (SELECT id FROM chat_conversations c WHERE active_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM chat_messages m WHERE m.conversation_id = c.id) \
+     ORDER BY active_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
 /// Oldest first, in bounded batches so one sweep never holds a long transaction. Reactions go
 /// by `ON DELETE CASCADE`.
 pub(super) const DELETE_EXPIRED: &str = "DELETE FROM chat_messages WHERE id IN \
      (SELECT id FROM chat_messages WHERE created_at < $1 ORDER BY created_at LIMIT $2)";
+
+/// Columns of one message row, in the order [`GroupSql::insert`] binds them.
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_name, kind, content, reply_to_id, temp_id, created_at";
+const PARAMS_PER_MESSAGE: usize = 10;
+
+/// Most messages one group commit takes. Bounds the transaction (and the statements' bind
+/// parameters: 10 per message, far below SQLite's 32,766 and PostgreSQL's 65,535).
+pub const MAX_GROUP: usize = 256;
+
+/// The statements of a group commit, generated once per backend.
+///
+/// Their lists have a length that depends on the group, and sqlx prepares (and caches, per
+/// connection) one statement per distinct SQL text. So lists are generated only in power-of-two
+/// lengths (1, 2, 4, … [`MAX_GROUP`]): a list of 5 conversations is bound as 8, the last
+/// repeated, which changes nothing for `IN` and `CASE`. Inserts cannot repeat rows, so `n`
+/// messages go in chunks of powers of two (100 = 64 + 32 + 4). That is at most 9 × 5 distinct
+/// statements per connection, within sqlx's statement cache of 100.
+pub(crate) struct GroupSql {
+    lock: Vec<String>,
+    members: Vec<String>,
+    originals: Vec<String>,
+    insert: Vec<String>,
+    counters: Vec<String>,
+}
+
+impl GroupSql {
+    /// `lock_suffix` is appended to the counter SELECT: `" FOR UPDATE"` on PostgreSQL (rows are
+    /// locked in `ORDER BY id` order, so two nodes' groups never deadlock); empty on SQLite,
+    /// whose `BEGIN IMMEDIATE` already holds the write lock.
+    pub(crate) fn new(lock_suffix: &str) -> Self {
+        let classes = size_classes();
+        let list = |n: usize, per: usize, first: usize| -> String {
+            (0..n)
+                .map(|i| {
+                    let params: Vec<String> = (0..per)
+                        .map(|p| format!("${}", first + i * per + p))
+                        .collect();
+                    if per == 1 {
+                        params[0].clone()
+                    } else {
+                        format!("({})", params.join(", "))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Self {
+            lock: classes
+                .iter()
+                .map(|&n| {
+                    format!(
+                        "SELECT id, last_seq FROM chat_conversations WHERE id IN ({}) \
+                         ORDER BY id{lock_suffix}",
+                        list(n, 1, 1)
+                    )
+                })
+                .collect(),
+            members: classes
+                .iter()
+                .map(|&n| {
+                    format!(
+                        "SELECT conversation_id, user_id FROM chat_members \
+                         WHERE conversation_id IN ({})",
+                        list(n, 1, 1)
+                    )
+                })
+                .collect(),
+            originals: classes
+                .iter()
+                .map(|&n| {
+                    format!(
+                        "SELECT {MESSAGE_COLUMNS}, edited_at, deleted_at FROM chat_messages \
+                         WHERE (conversation_id, sender_id, temp_id) IN (VALUES {})",
+                        list(n, 3, 1)
+                    )
+                })
+                .collect(),
+            insert: classes
+                .iter()
+                .map(|&n| {
+                    format!(
+                        "INSERT INTO chat_messages ({MESSAGE_COLUMNS}) VALUES {}",
+                        list(n, PARAMS_PER_MESSAGE, 1)
+                    )
+                })
+                .collect(),
+            counters: classes
+                .iter()
+                .map(|&n| {
+                    // $1 is the activity time; then (id, last_seq) pairs.
+                    let cases: Vec<String> = (0..n)
+                        .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
+                        .collect();
+                    let ids: Vec<String> = (0..n).map(|i| format!("${}", 2 + 2 * i)).collect();
+                    format!(
+                        "UPDATE chat_conversations SET last_seq = CASE id {} END, active_at = $1 \
+                         WHERE id IN ({})",
+                        cases.join(" "),
+                        ids.join(", ")
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// `SELECT id, last_seq … FOR UPDATE` for `n` conversation ids (bind [`padded`] to
+    /// [`class`]`(n)`).
+    pub(crate) fn lock(&self, n: usize) -> &str {
+        &self.lock[class_index(n)]
+    }
+
+    /// `SELECT conversation_id, user_id` of the members of `n` conversations.
+    pub(crate) fn members(&self, n: usize) -> &str {
+        &self.members[class_index(n)]
+    }
+
+    /// Stored messages matching `n` (conversation, sender, tempId) triples.
+    pub(crate) fn originals(&self, n: usize) -> &str {
+        &self.originals[class_index(n)]
+    }
+
+    /// Inserts exactly `n` messages; `n` must be a power of two (see [`chunks`]).
+    pub(crate) fn insert(&self, n: usize) -> &str {
+        debug_assert!(n.is_power_of_two());
+        &self.insert[class_index(n)]
+    }
+
+    /// Sets `last_seq` of `n` conversations and marks them active.
+    pub(crate) fn counters(&self, n: usize) -> &str {
+        &self.counters[class_index(n)]
+    }
+}
+
+/// 1, 2, 4, … [`MAX_GROUP`].
+fn size_classes() -> Vec<usize> {
+    std::iter::successors(Some(1usize), |n| (*n < MAX_GROUP).then_some(n * 2)).collect()
+}
+
+/// The list length `n` items are bound as.
+pub(crate) fn class(n: usize) -> usize {
+    n.max(1).next_power_of_two().min(MAX_GROUP)
+}
+
+fn class_index(n: usize) -> usize {
+    class(n).trailing_zeros() as usize
+}
+
+/// `items` extended to [`class`]`(len)` by repeating the last one.
+pub(crate) fn padded<T: Clone>(items: &[T]) -> Vec<T> {
+    let mut out = items.to_vec();
+    if let Some(last) = items.last() {
+        out.resize(class(items.len()), last.clone());
+    }
+    out
+}
+
+/// Splits `n` rows into power-of-two chunk sizes, largest first (100 → 64, 32, 4).
+pub(crate) fn chunks(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let size = (1usize << (usize::BITS - 1 - n.leading_zeros())).min(MAX_GROUP);
+        out.push(size);
+        n -= size;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_come_in_power_of_two_lengths() {
+        assert_eq!(class(0), 1);
+        assert_eq!(class(5), 8);
+        assert_eq!(class(MAX_GROUP), MAX_GROUP);
+        assert_eq!(padded(&[1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(chunks(100), [64, 32, 4]);
+        assert_eq!(chunks(MAX_GROUP + 3), [MAX_GROUP, 2, 1]);
+        assert!(chunks(0).is_empty());
+    }
+
+    #[test]
+    fn statements_number_their_parameters() {
+        let sql = GroupSql::new(" FOR UPDATE");
+        assert_eq!(
+            sql.lock(3),
+            "SELECT id, last_seq FROM chat_conversations WHERE id IN ($1, $2, $3, $4) \
+             ORDER BY id FOR UPDATE"
+        );
+        assert!(
+            sql.originals(2)
+                .ends_with("IN (VALUES ($1, $2, $3), ($4, $5, $6))")
+        );
+        assert!(
+            sql.insert(2)
+                .ends_with("($11, $12, $13, $14, $15, $16, $17, $18, $19, $20)")
+        );
+        assert_eq!(
+            sql.counters(2),
+            "UPDATE chat_conversations SET last_seq = CASE id WHEN $2 THEN $3 WHEN $4 THEN $5 END, \
+             active_at = $1 WHERE id IN ($2, $4)"
+        );
+    }
+}

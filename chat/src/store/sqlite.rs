@@ -70,6 +70,16 @@ impl SqliteStore {
     /// No lock needed: the single writer connection already serialises all writes.
     const LOCK_MESSAGE: &'static str = "SELECT deleted_at FROM chat_messages WHERE id = $1";
 
+    /// `BEGIN IMMEDIATE` already holds the write lock.
+    const LOCK_SUFFIX: &'static str = "";
+
+    const DELETE_IDLE_CONVERSATIONS: &'static str = sql::DELETE_IDLE_CONVERSATIONS;
+
+    /// One writer connection: one group commits at a time.
+    fn write_lanes(&self) -> usize {
+        1
+    }
+
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use chat::{HistoryQuery, SequenceNumber};
+use chat::SequenceNumber;
 
-use crate::harness::{Backend, Harness, text, user};
+use crate::harness::{Backend, Harness, all_messages, text, user};
 
 async fn many_processes_one_conversation_no_duplicate_or_missing_sequence(backend: Backend) {
     // SQLite is single-node by design (one file, one writer); two processes still must not clash.
@@ -63,27 +63,7 @@ async fn many_processes_one_conversation_no_duplicate_or_missing_sequence(backen
 
     // Storage agrees with the acks.
     let reader = user("user0");
-    let mut stored = Vec::new();
-    let mut before = None;
-    loop {
-        let page = h
-            .chat
-            .history(
-                &reader,
-                &call,
-                HistoryQuery {
-                    before,
-                    limit: Some(100),
-                },
-            )
-            .await
-            .unwrap();
-        before = page.messages.first().map(|m| m.message.sequence_number);
-        stored.splice(0..0, page.messages.into_iter().map(|m| m.message));
-        if !page.has_more {
-            break;
-        }
-    }
+    let stored = all_messages(&h.chat, &reader, &call).await;
     assert_eq!(stored.len() as u64, total);
     let mut contents = HashSet::new();
     for message in &stored {

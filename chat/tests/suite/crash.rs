@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use chat::{ChatService, ConversationId, HistoryQuery, Settings};
 
-use crate::harness::{Backend, Harness, Location, say, text, user};
+use crate::harness::{Backend, Harness, Location, all_messages, say, text, user};
 
 const CHILD_ENV: &str = "CHAT_CRASH_DATABASE_URL";
 const KILL_AFTER_ACKS: usize = 300;
@@ -99,26 +99,7 @@ async fn kill_9_mid_stream_loses_no_acked_message(backend: Backend) {
 
     // "Restart": a fresh process-like service on the same storage.
     let restarted = h.another_process().await;
-    let mut stored = Vec::new();
-    let mut before = None;
-    loop {
-        let page = restarted
-            .history(
-                &alice,
-                &call,
-                HistoryQuery {
-                    before,
-                    limit: Some(100),
-                },
-            )
-            .await
-            .unwrap();
-        before = page.messages.first().map(|m| m.message.sequence_number);
-        stored.splice(0..0, page.messages.into_iter().map(|m| m.message));
-        if !page.has_more {
-            break;
-        }
-    }
+    let stored = all_messages(&restarted, &alice, &call).await;
     let seqs: Vec<u64> = stored.iter().map(|m| m.sequence_number.value()).collect();
     assert_eq!(
         seqs,

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chat::store::{self};
 use chat::{
-    Actor, ChatService, ConversationId, ManualClock, MemberRole, MessageKind, SendMessage, Sent,
-    Settings, TempId, UserId,
+    Actor, ChatService, ConversationId, HistoryQuery, ManualClock, MemberRole, Message,
+    MessageKind, SendMessage, Sent, Settings, TempId, UserId,
 };
 use sqlx::Connection as _;
 use sqlx::Executor as _;
@@ -184,6 +184,59 @@ impl Harness {
                 .unwrap();
         }
         id
+    }
+}
+
+impl Harness {
+    /// Runs one statement on the database behind the service's back (a botched manual change, a
+    /// trigger that makes the database fail): `sqlite` on SQLite, `postgres` on PostgreSQL.
+    pub async fn execute_behind_the_back(&self, sqlite: &str, postgres: &[&str]) {
+        match &self.location {
+            Location::Sqlite(dir) => {
+                let path = dir.path().join("data/chat.db");
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                conn.execute(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                    .await
+                    .unwrap();
+            }
+            Location::Postgres(schema) => {
+                let mut conn = sqlx::PgConnection::connect(&schema.url).await.unwrap();
+                for statement in postgres {
+                    conn.execute(sqlx::AssertSqlSafe((*statement).to_owned()))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Every message of `conversation`, oldest first, read page by page as `reader`.
+pub async fn all_messages(
+    chat: &ChatService,
+    reader: &Actor,
+    conversation: &ConversationId,
+) -> Vec<Message> {
+    let mut stored = Vec::new();
+    let mut before = None;
+    loop {
+        let page = chat
+            .history(
+                reader,
+                conversation,
+                HistoryQuery {
+                    before,
+                    limit: Some(100),
+                },
+            )
+            .await
+            .unwrap();
+        before = page.messages.first().map(|m| m.message.sequence_number);
+        stored.splice(0..0, page.messages.into_iter().map(|m| m.message));
+        if !page.has_more {
+            return stored;
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod concurrency;
 mod crash;
 mod edit_delete;
 mod failures;
+mod group_commit;
 mod history;
 mod limits;
 mod reactions;
