@@ -33,7 +33,7 @@ impl Hub {
     }
 
     /// Whether `viewer`, whose token lists `contacts`, may see `user`'s presence.
-    pub fn may_see(&self, viewer: &UserId, contacts: &Contacts, user: &UserId) -> bool {
+    fn may_see(&self, viewer: &UserId, contacts: &Contacts, user: &UserId) -> bool {
         match self.settings.visibility {
             PresenceVisibility::Everyone => true,
             _ if viewer == user => true,
