@@ -7,6 +7,7 @@ mod chat;
 mod client;
 mod durability;
 mod ops;
+mod ordering;
 mod presence;
 mod server;
 mod sfu;
