@@ -44,7 +44,6 @@ pub mod tool;
 
 #[cfg(feature = "media")]
 pub use peer::{Capture, LocalTrack, Peer, ReceivedPacket, TrackCounts};
-pub use tool::prerequisite;
 #[cfg(feature = "media")]
 pub use room::Participant;
 /// Audio or video, as webrtc-rs names it.
@@ -52,3 +51,4 @@ pub use room::Participant;
 pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind as Kind;
 #[cfg(feature = "media")]
 pub use signal::{Refusal, WAIT, WsClient};
+pub use tool::prerequisite;

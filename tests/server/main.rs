@@ -8,6 +8,7 @@ mod client;
 mod durability;
 mod ops;
 mod ordering;
+mod participants;
 mod presence;
 mod server;
 mod sfu;
