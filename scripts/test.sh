@@ -95,7 +95,15 @@ if [ -z "${CHORUS_TEST_POSTGRES_URL:-}" ]; then
   fi
 fi
 
-redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+redis_up() {
+  if command -v redis-cli >/dev/null; then
+    [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]
+  else
+    # No client (a redis-server built by hand): speak RESP over bash's /dev/tcp.
+    (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && read -r -t 2 reply <&3 &&
+      [[ $reply == +PONG* ]]) 2>/dev/null
+  fi
+}
 if ! redis_up; then
   say "starting Redis at 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
