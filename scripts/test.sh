@@ -29,11 +29,16 @@ die() {
   exit 1
 }
 
-as_root=()
-if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || die "installing or starting services needs root (or sudo)"
-  as_root=(sudo)
-fi
+# Runs a command as root (sudo when not root); only installing and starting need it.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    die "needs root (or sudo): $*"
+  fi
+}
 
 # --- 1. Debian packages ---------------------------------------------------------------------
 
@@ -47,20 +52,20 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   for package in "${missing[@]}"; do say "installing $package (Debian package)"; done
-  "${as_root[@]}" apt-get update -qq
+  as_root apt-get update -qq
   # A policy-rc.d that refuses every start keeps the packages' own daemons (coturn on 3478,
   # prometheus on 9090, redis) from starting: the tests start what they need themselves.
   policy=/usr/sbin/policy-rc.d
   own_policy=no
   if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
-    "${as_root[@]}" chmod 755 "$policy"
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
     own_policy=yes
   fi
   status=0
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+  as_root env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
-  [ "$own_policy" = yes ] && "${as_root[@]}" rm -f "$policy"
+  [ "$own_policy" = yes ] && as_root rm -f "$policy"
   [ "$status" = 0 ] || die "apt-get install ${missing[*]} failed (exit $status)"
 fi
 
@@ -69,12 +74,12 @@ fi
 # tests) are left alone.
 if [ -d /run/systemd/system ] && systemctl is-active --quiet coturn 2>/dev/null; then
   say "stopping the coturn service (it holds port 3478)"
-  "${as_root[@]}" systemctl stop coturn
+  as_root systemctl stop coturn
 fi
 for pid in $(pgrep -x turnserver || true); do
   if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '-c /etc/turnserver.conf'; then
     say "stopping the packaged turnserver (pid $pid, port 3478)"
-    "${as_root[@]}" kill "$pid"
+    as_root kill "$pid"
   fi
 done
 
@@ -85,7 +90,7 @@ if [ -z "${CHORUS_TEST_POSTGRES_URL:-}" ]; then
     [ -d /etc/postgresql ] || die "PostgreSQL is not installed (the Rust suites need it at 127.0.0.1:5432)"
     version=$(ls /etc/postgresql | sort -V | tail -n 1)
     say "starting PostgreSQL $version at 127.0.0.1:5432"
-    "${as_root[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
     for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.1; done
     pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not come up at 127.0.0.1:5432"
   fi
