@@ -432,17 +432,104 @@ mod tests {
         );
     }
 
+    /// A listed name, a valid payload for it, and a check for the variant it must parse to.
+    type Expected = (&'static str, Value, fn(&ClientEvent) -> bool);
+
+    /// Every listed name with its variant, written out here independently of `parse` and
+    /// `name`, so that a name mapped to the wrong variant in both (a swap) is caught too.
+    fn expected_events() -> Vec<Expected> {
+        let call = json!({"callId": "c1"});
+        let signal = |key: &str| json!({"callId": "c1", "targetUserId": "bob", key: {"sdp": "x"}});
+        vec![
+            (
+                "call:initiate",
+                json!({"conversationId": "k", "callType": "audio", "participants": ["bob"]}),
+                |e| matches!(e, ClientEvent::CallInitiate(_)),
+            ),
+            ("call:accept", call.clone(), |e| {
+                matches!(e, ClientEvent::CallAccept(_))
+            }),
+            ("call:reject", call.clone(), |e| {
+                matches!(e, ClientEvent::CallReject(_))
+            }),
+            ("call:end", call.clone(), |e| {
+                matches!(e, ClientEvent::CallEnd(_))
+            }),
+            ("call:join", call.clone(), |e| {
+                matches!(e, ClientEvent::CallJoin(_))
+            }),
+            ("call:ringing", call.clone(), |e| {
+                matches!(e, ClientEvent::CallRinging(_))
+            }),
+            ("offer", signal("offer"), |e| {
+                matches!(e, ClientEvent::Offer(_))
+            }),
+            ("answer", signal("answer"), |e| {
+                matches!(e, ClientEvent::Answer(_))
+            }),
+            ("ice-candidate", signal("candidate"), |e| {
+                matches!(e, ClientEvent::IceCandidate(_))
+            }),
+            (
+                "call:media-toggle",
+                json!({"callId": "c1", "mediaType": "audio", "enabled": false}),
+                |e| matches!(e, ClientEvent::MediaToggle(_)),
+            ),
+            ("screen:share-start", call.clone(), |e| {
+                matches!(e, ClientEvent::ScreenShareStart(_))
+            }),
+            ("screen:share-stop", call.clone(), |e| {
+                matches!(e, ClientEvent::ScreenShareStop(_))
+            }),
+            ("user:status:update", json!({"status": "busy"}), |e| {
+                matches!(e, ClientEvent::StatusUpdate(_))
+            }),
+            ("activity:ping", json!({}), |e| {
+                matches!(e, ClientEvent::ActivityPing)
+            }),
+            ("presence:subscribe", json!({"userIds": ["bob"]}), |e| {
+                matches!(e, ClientEvent::PresenceSubscribe(_))
+            }),
+            ("presence:unsubscribe", json!({"userIds": ["bob"]}), |e| {
+                matches!(e, ClientEvent::PresenceUnsubscribe(_))
+            }),
+            ("room:join", json!({"room": "r"}), |e| {
+                matches!(e, ClientEvent::RoomJoin(_))
+            }),
+            ("room:leave", json!({"room": "r"}), |e| {
+                matches!(e, ClientEvent::RoomLeave(_))
+            }),
+            ("track:subscribe", json!({"trackId": "t"}), |e| {
+                matches!(e, ClientEvent::TrackSubscribe(_))
+            }),
+            ("track:unsubscribe", json!({"trackId": "t"}), |e| {
+                matches!(e, ClientEvent::TrackUnsubscribe(_))
+            }),
+        ]
+    }
+
     #[test]
     fn every_listed_name_parses_to_its_own_name() {
-        for name in CLIENT_EVENT_NAMES {
-            // Wrong payloads must still be recognised as known events.
-            let err = ClientEvent::parse(name, json!(42));
-            if let Err(e) = err {
+        let expected = expected_events();
+        let names: Vec<&str> = expected.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(
+            names, CLIENT_EVENT_NAMES,
+            "the table covers every listed name, in the list's order"
+        );
+        for (name, data, is_expected_variant) in expected {
+            let event = ClientEvent::parse(name, data)
+                .unwrap_or_else(|e| panic!("{name} with a valid payload: {e:?}"));
+            assert!(
+                is_expected_variant(&event),
+                "{name} parsed to the wrong event: {event:?}"
+            );
+            assert_eq!(event.name(), name, "{event:?} names itself");
+            // A wrong payload is still recognised as this event, not as an unknown one.
+            let e = ClientEvent::parse(name, json!(42));
+            if let Err(e) = e {
                 assert_eq!(e.code, ErrorCode::InvalidPayload, "{name}");
             }
         }
-        let e = ClientEvent::parse("call:end", json!({"callId": "x"})).unwrap();
-        assert_eq!(e.name(), "call:end");
     }
 
     #[test]

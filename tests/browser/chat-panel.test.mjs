@@ -1,4 +1,5 @@
 // The demo page's chat panel (web/chat.js, web/chat.css) with two Chromium pages, one per user.
+// The demo page must include the panel itself: the tests fail, and load nothing, when it does not.
 // Membership is set up from Node over raw WebSockets (A starts a call to B, B accepts); then each
 // page opens the demo page and dispatches `chorus:conversation` itself (the event app.js sends
 // when the user enters a call or room), so the panel connects as a second device of that user.
@@ -52,20 +53,12 @@ async function openPanel(user, conversationId, viewport = LAPTOP) {
     pageErrors.push(`${user.name}: unexpected dialog ${d.message()}`);
     d.dismiss().catch(() => {});
   });
-  await page.goto(server.url);
-  // Until index.html includes the panel, load it the way it will be loaded.
-  await page.evaluate(async () => {
-    const load = (tag, attrs) =>
-      new Promise((ok, fail) => {
-        const n = Object.assign(document.createElement(tag), attrs);
-        n.onload = ok;
-        n.onerror = () => fail(new Error(`failed to load ${attrs.src ?? attrs.href}`));
-        document.head.append(n);
-      });
-    if (!document.querySelector('link[href="/chat.css"]')) await load('link', { rel: 'stylesheet', href: '/chat.css' });
-    if (!window.chorusChat) await load('script', { src: '/chat.js' });
-  });
-  assert.ok(await page.evaluate(() => !!window.chorusChat), 'window.chorusChat after loading /chat.js');
+  // `load` waits for the page's own (deferred) scripts and stylesheets.
+  await page.goto(server.url, { waitUntil: 'load' });
+  // The page must bring the panel itself; the test never injects it.
+  assert.equal(await page.locator('script[src="/chat.js"]').count(), 1, 'the demo page includes /chat.js');
+  assert.equal(await page.locator('link[rel="stylesheet"][href="/chat.css"]').count(), 1, 'the demo page includes /chat.css');
+  assert.ok(await page.evaluate(() => !!window.chorusChat), "the page's /chat.js defines window.chorusChat");
   await page.evaluate(
     (detail) => window.dispatchEvent(new CustomEvent('chorus:conversation', { detail })),
     { conversationId, userId: user.userId, name: user.name },
@@ -130,7 +123,12 @@ it('chat panel: history, send, typing, reactions, edit, delete, unread badge', {
   await messageWith(A.page, HTML).and(A.page.locator('[data-status="sent"]')).waitFor({ timeout: 5000 });
   await B.page.getByTestId('chat-typing').waitFor({ state: 'hidden', timeout: 5000 }); // stops on send
   assert.equal(await A.page.getByTestId('chat-input').inputValue(), '');
-  await B.page.waitForTimeout(300); // a duplicate would have arrived by now
+  // A barrier on B's panel connection: A types again, and B's "typing" event comes through the
+  // same ordered path (hub -> B's outbox -> B's socket) after any duplicate of the message.
+  await A.page.getByTestId('chat-input').fill('x');
+  await B.page.getByTestId('chat-typing').filter({ hasText: 'Alice is typing' }).waitFor({ timeout: 5000 });
+  await A.page.getByTestId('chat-input').fill('');
+  await B.page.getByTestId('chat-typing').waitFor({ state: 'hidden', timeout: 5000 });
   assert.equal(await messageWith(B.page, HTML).count(), 1, 'exactly one copy on B');
   assert.equal(await messageWith(A.page, HTML).count(), 1, 'exactly one copy on A (no pending leftover)');
   for (const P of [A, B]) {
@@ -220,7 +218,12 @@ it('chat panel: history, send, typing, reactions, edit, delete, unread badge', {
   const r = await b.ack('message:send', { conversationId: callId, content: 'from bob’s phone', type: 'text', tempId: 'bob-phone-1' });
   assert.equal(r.error, undefined);
   await messageWith(A.page, 'from bob’s phone').waitFor({ timeout: 5000 });
-  await B.page.waitForTimeout(300);
+  // B's collapsed panel has handled that message (it counts unread as it handles one), so the
+  // badge shows whether it counted it
+  await eventually(
+    () => B.page.evaluate(() => window.chorusChat.messages().some((m) => m.content === 'from bob’s phone')),
+    { timeoutMs: 5000, what: "B's panel to receive bob's own message from his phone" },
+  );
   assert.equal((await B.page.getByTestId('chat-unread').textContent()).trim(), '2');
   await B.page.setViewportSize(PHONE);
   await B.page.screenshot({ path: join(SHOTS, 'chat-phone-collapsed.png') });

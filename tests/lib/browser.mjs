@@ -7,6 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { eventually } from './wait.mjs';
+
+export { eventually };
+
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
 export const CHROMIUM_ARGS = [
@@ -67,18 +71,6 @@ export async function inboundStats(page) {
     });
     return out;
   });
-}
-
-/** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
-export async function eventually(fn, { timeoutMs = 15_000, intervalMs = 200, what = 'condition' } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
 }
 
 /**

@@ -2,11 +2,23 @@
 //   await c.ack(event, data)      -> the ack payload (success or {error}), bounded by a timeout
 //   c.emit(event, data)           -> fire and forget
 //   await c.next(event, pred?)    -> the first received (and not yet taken) matching event
-//   await c.none(event, ms, pred?) -> asserts no such event arrives within ms
+//   await c.barrier()             -> every event the server sent before it answered has arrived
+//   await c.none(event, pred?)    -> after a barrier, asserts no such event arrived
 //   c.close()
 //
 // Events are recorded from the moment the connection exists, so a test can wait for an event
 // that already arrived (no races between "send" and "start listening").
+//
+// The barrier is an acked `activity:ping`. The server's hub handles commands one at a time, in
+// order, and queues each command's events for their connections before it takes the next one;
+// the server then writes an ack only after every event that was queued for the connection when
+// the ack was produced (docs/protocol.md, "Order of acks and events"; ADR 0046). On Socket.IO
+// that holds on the wire too: socketioxide's emit and ack both take a slot on the engine.io
+// socket's one channel, which one writer drains in order. So when the ping's ack arrives, every
+// event caused by anything the hub received before the ping has arrived: a request from any
+// client whose ack the test already awaited, or a disconnect or timer whose consequence the test
+// has seen. It does not cover an event another client emitted without an ack (await that
+// client's barrier first), a close the server may not have noticed yet, or a timer not yet due.
 
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
@@ -54,9 +66,8 @@ class Recorder {
     });
   }
 
-  /** Asserts that no matching event arrives within `ms` (and none is pending already). */
-  async none(event, ms = 500, pred = () => true) {
-    await new Promise((r) => setTimeout(r, ms));
+  /** Asserts that no matching event is recorded and not yet taken (see `barrier` above). */
+  assertNone(event, pred = () => true) {
     const hit = this.events.find((e) => !e.taken && e.event === event && pred(e.data));
     assert.equal(hit, undefined, `${this.label}: unexpected \`${event}\` ${JSON.stringify(hit?.data)}`);
   }
@@ -65,6 +76,29 @@ class Recorder {
   all(event) {
     return this.events.filter((e) => e.event === event).map((e) => e.data);
   }
+}
+
+/**
+ * The delivery barrier: `ack` of `activity:ping`, which must be served (a refused ping, e.g.
+ * `rate_limited`, never reached the hub and orders nothing).
+ */
+async function barrier(client) {
+  const reply = await client.ack('activity:ping', {});
+  const error = reply?.error ?? null;
+  assert.equal(error, null, `${client.label}: the barrier's activity:ping was refused: ${JSON.stringify(error)}`);
+}
+
+/** Adds `barrier()` and `none(event, pred?)` to a client. */
+function withBarrier(client) {
+  client.barrier = () => barrier(client);
+  client.none = async (event, pred) => {
+    if (typeof pred !== 'undefined' && typeof pred !== 'function') {
+      throw new TypeError('none(event, pred?): no time bound; it waits for a barrier');
+    }
+    await barrier(client);
+    client.rec.assertNone(event, pred);
+  };
+  return client;
 }
 
 /**
@@ -81,12 +115,12 @@ export function connectSocketIo(url, token, { label = 'sio', auth } = {}) {
   });
   const rec = new Recorder(label);
   socket.onAny((event, data) => rec.push(event, data));
-  const client = {
+  const client = withBarrier({
     kind: 'socket.io',
+    label,
     socket,
     rec,
     next: (e, p, t) => rec.next(e, p, t),
-    none: (e, ms, p) => rec.none(e, ms, p),
     all: (e) => rec.all(e),
     emit: (event, data) => socket.emit(event, data),
     ack: (event, data, timeoutMs = EVENT_TIMEOUT_MS) =>
@@ -97,7 +131,7 @@ export function connectSocketIo(url, token, { label = 'sio', auth } = {}) {
           throw new Error(`${label}: no ack for \`${event}\` within ${timeoutMs} ms (${e.message})`);
         }),
     close: () => socket.disconnect(),
-  };
+  });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.disconnect();
@@ -137,12 +171,12 @@ export function connectWs(wsUrl, token, { label = 'ws' } = {}) {
     }
     rec.push(frame.event, frame.data);
   });
-  const client = {
+  const client = withBarrier({
     kind: 'ws',
+    label,
     socket,
     rec,
     next: (e, p, t) => rec.next(e, p, t),
-    none: (e, ms, p) => rec.none(e, ms, p),
     all: (e) => rec.all(e),
     emit: (event, data) => socket.send(JSON.stringify({ event, data })),
     send: (text) => socket.send(text),
@@ -161,7 +195,7 @@ export function connectWs(wsUrl, token, { label = 'ws' } = {}) {
       });
     },
     close: () => socket.close(),
-  };
+  });
   return new Promise((resolve, reject) => {
     socket.once('open', () => resolve(client));
     socket.once('unexpected-response', (_req, res) => {

@@ -134,6 +134,21 @@ async function launch(port, dataDir, opts) {
       return res.json();
     },
 
+    /**
+     * The sum of a metric's samples over all their labels, from `GET /metrics` (Prometheus text
+     * format); 0 when the server exports no such metric.
+     */
+    async metric(name) {
+      const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) });
+      assert.equal(res.status, 200, `GET /metrics: HTTP ${res.status}`);
+      let sum = 0;
+      for (const line of (await res.text()).split('\n')) {
+        const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+        if (m && m[1] === name) sum += Number(m[3]);
+      }
+      return sum;
+    },
+
     /** The HS256 secret dev mode generated in `<data-dir>/dev-secret`. */
     async devSecret() {
       return (await readFile(join(dataDir, 'dev-secret'), 'utf8')).trim();

@@ -7,23 +7,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub use testkit::{Refusal, WAIT, WsClient};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub const WAIT: Duration = Duration::from_secs(5);
-
-/// A refused request: the error code and the whole error object.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: String,
-    pub body: Value,
-}
-
+/// A client of either transport.
 pub enum Client {
     Ws(WsClient),
     Sio(SioClient),
@@ -62,9 +54,24 @@ impl Client {
         found.unwrap_or_else(|_| panic!("no `{event}` within {WAIT:?}; got {:?}", self.buffered()))
     }
 
-    /// Asserts no `event` arrives within `within`.
-    pub async fn expect_none(&mut self, event: &str, within: Duration) {
-        if let Ok(v) = tokio::time::timeout(within, self.next_named(event)).await {
+    /// Waits until the server has delivered every event caused by anything its hub received
+    /// before this call; see `WsClient::barrier` for how that orders and what it covers, and
+    /// `SioClient::barrier` for Socket.IO.
+    pub async fn barrier(&mut self) {
+        match self {
+            Client::Ws(c) => c.barrier().await,
+            Client::Sio(c) => c.barrier().await,
+        }
+    }
+
+    /// Asserts that no `event` was delivered: after a [`Client::barrier`], none is buffered.
+    pub async fn expect_none(&mut self, event: &str) {
+        self.barrier().await;
+        let buffer = match self {
+            Client::Ws(c) => &c.events,
+            Client::Sio(c) => &c.events,
+        };
+        if let Some((_, v)) = buffer.iter().find(|(n, _)| n == event) {
             panic!("unexpected `{event}`: {v}");
         }
     }
@@ -106,130 +113,6 @@ impl Client {
                 std::future::pending::<()>().await;
             }
         }
-    }
-}
-
-/// Raw WebSocket client for `/ws`.
-pub struct WsClient {
-    pub ws: Ws,
-    next_id: u64,
-    pub events: VecDeque<(String, Value)>,
-    acks: VecDeque<Value>,
-    pub closed: Option<(u16, String)>,
-}
-
-impl WsClient {
-    pub async fn connect(addr: SocketAddr, token: &str) -> Result<Self, String> {
-        Self::connect_url(&format!("ws://{addr}/ws?access_token={token}"), None).await
-    }
-
-    /// Connects with the token in an `Authorization: Bearer` header instead.
-    pub async fn connect_bearer(addr: SocketAddr, token: &str) -> Result<Self, String> {
-        Self::connect_url(&format!("ws://{addr}/ws"), Some(token)).await
-    }
-
-    pub async fn connect_url(url: &str, bearer: Option<&str>) -> Result<Self, String> {
-        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-        if let Some(t) = bearer {
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        }
-        let (ws, _) = connect_async(request).await.map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                format!("{} {body}", resp.status().as_u16())
-            }
-            other => other.to_string(),
-        })?;
-        Ok(Self {
-            ws,
-            next_id: 1,
-            events: VecDeque::new(),
-            acks: VecDeque::new(),
-            closed: None,
-        })
-    }
-
-    pub async fn send_text(&mut self, text: String) {
-        self.ws.send(Message::Text(text.into())).await.unwrap();
-    }
-
-    pub async fn request(&mut self, event: &str, data: Value) -> Result<Value, Refusal> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send_text(json!({"event": event, "data": data, "id": id}).to_string())
-            .await;
-        self.ack(id).await
-    }
-
-    pub async fn ack(&mut self, id: u64) -> Result<Value, Refusal> {
-        let wait = async {
-            loop {
-                if let Some(i) = self.acks.iter().position(|a| a["ack"] == id) {
-                    return self.acks.remove(i).expect("index from position");
-                }
-                assert!(self.pump().await, "connection closed before ack {id}");
-            }
-        };
-        let ack = tokio::time::timeout(WAIT, wait).await.expect("ack in time");
-        match ack.get("error") {
-            Some(e) => Err(Refusal {
-                code: e["code"].as_str().unwrap_or_default().to_owned(),
-                body: e.clone(),
-            }),
-            None => Ok(ack["data"].clone()),
-        }
-    }
-
-    pub async fn emit(&mut self, event: &str, data: Value) {
-        self.send_text(json!({"event": event, "data": data}).to_string())
-            .await;
-    }
-
-    /// Reads one frame into the buffers; false once the connection is closed.
-    pub async fn pump(&mut self) -> bool {
-        match self.ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).expect("server frames are JSON");
-                if v.get("ack").is_some() {
-                    self.acks.push_back(v);
-                } else {
-                    let name = v["event"]
-                        .as_str()
-                        .expect("event frames are named")
-                        .to_owned();
-                    self.events.push_back((name, v["data"].clone()));
-                }
-                true
-            }
-            Some(Ok(Message::Close(frame))) => {
-                self.closed = Some(
-                    frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new())),
-                );
-                false
-            }
-            Some(Ok(_)) => true,
-            Some(Err(_)) | None => {
-                self.closed.get_or_insert((1006, String::new()));
-                false
-            }
-        }
-    }
-
-    /// Reads until the server closes; returns the close code.
-    pub async fn closed_code(&mut self) -> u16 {
-        let wait = async { while self.pump().await {} };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .expect("closed in time");
-        self.closed.as_ref().map(|c| c.0).unwrap_or(1006)
     }
 }
 
@@ -303,6 +186,11 @@ impl SioClient {
         self.next_id += 1;
         let packet = format!("42{id}{}", json!([event, data]));
         self.ws.send(Message::Text(packet.into())).await.unwrap();
+        self.ack(id).await
+    }
+
+    /// Waits for the ack of request `id` (at most [`WAIT`]), buffering events meanwhile.
+    pub async fn ack(&mut self, id: u64) -> Result<Value, Refusal> {
         let wait = async {
             loop {
                 if let Some(i) = self.acks.iter().position(|(a, _)| *a == id) {
@@ -324,6 +212,22 @@ impl SioClient {
     pub async fn emit(&mut self, event: &str, data: Value) {
         let packet = format!("42{}", json!([event, data]));
         self.ws.send(Message::Text(packet.into())).await.unwrap();
+    }
+
+    /// The Socket.IO delivery barrier: `activity:ping` with an ack, as `WsClient::barrier`.
+    ///
+    /// The ordering holds on this transport too. Chorus hands acks to the task that emits the
+    /// connection's events, which emits every event already in the outbox before it sends the
+    /// ack (ADR 0046). socketioxide then keeps that order on the wire: `SocketRef::emit` and
+    /// `AckSender::send` both reserve a slot on the one bounded channel of the engine.io socket
+    /// (`Socket::reserve`), and one writer drains that channel in order.
+    pub async fn barrier(&mut self) {
+        if let Err(r) = self.request("activity:ping", json!({})).await {
+            panic!(
+                "the barrier's activity:ping was refused ({}): it orders nothing",
+                r.code
+            );
+        }
     }
 
     pub async fn send_raw(&mut self, packet: &str) {

@@ -7,6 +7,8 @@ mod chat;
 mod client;
 mod durability;
 mod ops;
+mod ordering;
+mod participants;
 mod policy;
 mod presence;
 mod server;

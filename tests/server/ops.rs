@@ -186,10 +186,11 @@ async fn clients_that_stay_are_closed_after_the_drain_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_relays_with_the_credentials_signaling_mints() {
     let uclient = std::path::Path::new("/usr/bin/turnutils_uclient");
-    if !uclient.exists() {
-        eprintln!(
-            "SKIPPED turn_relays_with_the_credentials_signaling_mints: coturn's tools are not installed"
-        );
+    if !testkit::prerequisite(
+        uclient.exists(),
+        "turn_relays_with_the_credentials_signaling_mints",
+        "coturn's tools are not installed (apt-get install coturn)",
+    ) {
         return;
     }
     // Loopback peers are refused by default; this test's peer is on 127.0.0.1.

@@ -2,9 +2,6 @@
 
 use crate::server::{TestServer, Transport, http_get};
 use serde_json::{Value, json};
-use std::time::Duration;
-
-const QUIET: Duration = Duration::from_millis(300);
 
 /// These flows watch users they share nothing with, which only `everyone` allows (the other
 /// modes are tested in `policy`).
@@ -55,9 +52,9 @@ async fn presence_reaches_subscribers_and_nobody_else() {
         assert!(offline["lastSeenAt"].is_string());
 
         // Dave shares nothing with alice and asked for nothing.
-        dave.expect_none("user:online", QUIET).await;
-        dave.expect_none("presence:changed", QUIET).await;
-        dave.expect_none("user:offline", QUIET).await;
+        dave.expect_none("user:online").await;
+        dave.expect_none("presence:changed").await;
+        dave.expect_none("user:offline").await;
         server.stop().await.unwrap();
     }
 }

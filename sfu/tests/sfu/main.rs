@@ -2,7 +2,6 @@
 //! keep link time down; one behaviour per module.
 
 mod bad_sdp;
-mod client;
 mod ice_tcp;
 mod media;
 

@@ -4,27 +4,25 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rtc::rtp::header::Header;
-use rtc::rtp::packet::Packet;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use sfu::{Grants, SfuEvent, TrackKind};
-use webrtc::media_stream::track_local::TrackLocal;
+use testkit::{Kind, Peer, media};
 
-use crate::client::Client;
 use crate::{eventually, metric, start_sfu};
 
-fn audio_payload(n: u32) -> Vec<u8> {
-    let mut v = n.to_be_bytes().to_vec();
-    v.extend((0..76u32).map(|i| (i * 7 + n) as u8));
-    v
-}
-
-fn video_payload(n: u32) -> Vec<u8> {
-    // VP8 payload descriptor (S=1, PID 0) then synthetic bytes.
-    let mut v = vec![0x10];
-    v.extend(n.to_be_bytes());
-    v.extend((0..1000u32).map(|i| (i * 13 + n) as u8));
-    v
+/// Drains what `peer` received: (audio, video) packet counts, checking each payload is one that
+/// was sent (numbers below `sent`) byte for byte.
+fn received(peer: &mut Peer, sent: u32) -> (u32, u32) {
+    let (mut audio, mut video) = (0, 0);
+    while let Some(p) = peer.try_received() {
+        let n = media::number_of(p.kind, &p.payload)
+            .unwrap_or_else(|| panic!("{:?} payload altered: {:02x?}", p.kind, p.payload));
+        assert!(n < sent, "{:?} packet {n} was never sent", p.kind);
+        match p.kind {
+            Kind::Audio => audio += 1,
+            _ => video += 1,
+        }
+    }
+    (audio, video)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,9 +32,9 @@ async fn two_webrtc_rs_clients_exchange_opus_and_vp8() {
     let room: sfu::RoomKey = "room".into();
 
     // Alice publishes audio + video.
-    let mut alice = Client::new().await;
-    let audio = alice.add_track(RtpCodecKind::Audio, "mic", 1111).await;
-    let video = alice.add_track(RtpCodecKind::Video, "cam", 2222).await;
+    let mut alice = Peer::new().await;
+    let audio = alice.publish(Kind::Audio, "mic", 1111).await;
+    let video = alice.publish(Kind::Video, "cam", 2222).await;
     sfu.join(
         room.clone(),
         "alice".into(),
@@ -52,13 +50,11 @@ async fn two_webrtc_rs_clients_exchange_opus_and_vp8() {
         .unwrap();
     assert!(reply.server_offer.is_none(), "nothing to receive yet");
     alice.accept_answer(reply.answer).await;
-    tokio::time::timeout(Duration::from_secs(10), alice.connected.recv())
-        .await
-        .expect("alice connects");
+    alice.wait_connected("alice").await;
 
     // Bob only receives: one recvonly m-line to start, the server offers the rest.
-    let mut bob = Client::new().await;
-    bob.add_recvonly(RtpCodecKind::Audio).await;
+    let mut bob = Peer::new().await;
+    bob.receive_only(Kind::Audio).await;
     sfu.join(
         room.clone(),
         "bob".into(),
@@ -76,63 +72,37 @@ async fn two_webrtc_rs_clients_exchange_opus_and_vp8() {
     sfu.answer(room.clone(), "bob".into(), answer)
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), bob.connected.recv())
-        .await
-        .expect("bob connects");
+    bob.wait_connected("bob").await;
 
-    // Send 2 s of synthetic media: 50 audio packets and 50 video packets.
-    let (audio_pt, video_pt) = (111u8, 96u8);
-    for n in 0..100u32 {
-        let a = Packet {
-            header: Header {
-                version: 2,
-                payload_type: audio_pt,
-                sequence_number: n as u16,
-                timestamp: n * 960,
-                ssrc: 1111,
-                marker: n == 0,
-                ..Default::default()
-            },
-            payload: audio_payload(n).into(),
-        };
-        audio.write_rtp(a).await.unwrap();
-        let v = Packet {
-            header: Header {
-                version: 2,
-                payload_type: video_pt,
-                sequence_number: n as u16,
-                timestamp: n * 3000,
-                ssrc: 2222,
-                marker: true,
-                ..Default::default()
-            },
-            payload: video_payload(n).into(),
-        };
-        video.write_rtp(v).await.unwrap();
+    // Send 2 s of synthetic media: 100 audio packets and 100 video packets.
+    for _ in 0..100u32 {
+        audio.send_next().await;
+        video.send_next().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let sent_audio: HashSet<Vec<u8>> = (0..100).map(audio_payload).collect();
-    let sent_video: HashSet<Vec<u8>> = (0..100).map(video_payload).collect();
+    // Wait (bounded) until the stragglers are in, rather than a fixed time.
     let (mut got_audio, mut got_video) = (0, 0);
-    while let Ok((kind, _pt, payload)) = bob.received.try_recv() {
-        match kind {
-            RtpCodecKind::Audio => {
-                assert!(sent_audio.contains(&payload), "audio payload altered");
-                got_audio += 1;
-            }
-            _ => {
-                assert!(sent_video.contains(&payload), "video payload altered");
-                got_video += 1;
-            }
-        }
+    let end = tokio::time::Instant::now() + Duration::from_secs(2);
+    while (got_audio < 100 || got_video < 100) && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (a, v) = received(&mut bob, 100);
+        (got_audio, got_video) = (got_audio + a, got_video + v);
     }
     eprintln!("bob received {got_audio} audio and {got_video} video packets of 100 each");
     // Loopback loses nothing in practice; allow a little for packets sent before bob's
     // DTLS was up.
     assert!(got_audio >= 80, "bob got {got_audio} audio packets");
     assert!(got_video >= 80, "bob got {got_video} video packets");
+    let counts = bob.counts();
+    assert_eq!(counts.len(), 2, "two tracks counted: {counts:?}");
+    for c in counts.values() {
+        // Each synthetic video packet is a whole frame; each audio packet is one.
+        assert_eq!(c.frames, c.packets, "{c:?}");
+        assert_eq!(
+            c.stream_id, "alice",
+            "the SFU's msid names the publisher: {c:?}"
+        );
+    }
 
     // Events announced both tracks and the first forwarded media.
     let mut kinds = HashSet::new();
@@ -175,8 +145,8 @@ async fn two_webrtc_rs_clients_exchange_opus_and_vp8() {
     assert_eq!(s, sfu::Stats::default());
     assert_eq!(metric(&registry, "chorus_sfu_participants", None), 0.0);
     assert_eq!(metric(&registry, "chorus_sfu_tracks", None), 0.0);
-    let _ = alice.pc.close().await;
-    let _ = bob.pc.close().await;
+    alice.close().await;
+    bob.close().await;
     sfu.shutdown().await;
 }
 
@@ -189,8 +159,8 @@ async fn late_publisher_reaches_subscriber_through_server_offer() {
     let room: sfu::RoomKey = "late".into();
 
     // Bob joins first and receives nothing yet.
-    let mut bob = Client::new().await;
-    bob.add_recvonly(RtpCodecKind::Audio).await;
+    let mut bob = Peer::new().await;
+    bob.receive_only(Kind::Audio).await;
     sfu.join(
         room.clone(),
         "bob".into(),
@@ -203,13 +173,11 @@ async fn late_publisher_reaches_subscriber_through_server_offer() {
     let reply = sfu.offer(room.clone(), "bob".into(), offer).await.unwrap();
     assert!(reply.server_offer.is_none());
     bob.accept_answer(reply.answer).await;
-    tokio::time::timeout(Duration::from_secs(10), bob.connected.recv())
-        .await
-        .expect("bob connects");
+    bob.wait_connected("bob").await;
 
     // Carol publishes audio.
-    let mut carol = Client::new().await;
-    let audio = carol.add_track(RtpCodecKind::Audio, "mic", 3333).await;
+    let mut carol = Peer::new().await;
+    let audio = carol.publish(Kind::Audio, "mic", 3333).await;
     sfu.join(
         room.clone(),
         "carol".into(),
@@ -224,9 +192,7 @@ async fn late_publisher_reaches_subscriber_through_server_offer() {
         .await
         .unwrap();
     carol.accept_answer(reply.answer).await;
-    tokio::time::timeout(Duration::from_secs(10), carol.connected.recv())
-        .await
-        .expect("carol connects");
+    carol.wait_connected("carol").await;
 
     // The SFU offers carol's track to bob on its own.
     let sdp = tokio::time::timeout(Duration::from_secs(5), async {
@@ -252,28 +218,17 @@ async fn late_publisher_reaches_subscriber_through_server_offer() {
         .await
         .unwrap();
 
-    for n in 0..50u32 {
-        let p = Packet {
-            header: Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: n as u16,
-                timestamp: n * 960,
-                ssrc: 3333,
-                ..Default::default()
-            },
-            payload: audio_payload(n).into(),
-        };
-        audio.write_rtp(p).await.unwrap();
+    for _ in 0..50u32 {
+        audio.send_next().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent: HashSet<Vec<u8>> = (0..50).map(audio_payload).collect();
     let mut got = 0;
-    while let Ok((kind, _, payload)) = bob.received.try_recv() {
-        assert_eq!(kind, RtpCodecKind::Audio);
-        assert!(sent.contains(&payload), "payload altered");
-        got += 1;
+    let end = tokio::time::Instant::now() + Duration::from_secs(2);
+    while got < 50 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (a, v) = received(&mut bob, 50);
+        assert_eq!(v, 0, "carol sent no video");
+        got += a;
     }
     assert!(got >= 40, "bob got {got} of 50 packets from carol");
 
@@ -283,7 +238,7 @@ async fn late_publisher_reaches_subscriber_through_server_offer() {
     })
     .await;
     assert_eq!(s, sfu::Stats::default());
-    let _ = bob.pc.close().await;
-    let _ = carol.pc.close().await;
+    bob.close().await;
+    carol.close().await;
     sfu.shutdown().await;
 }

@@ -9,6 +9,11 @@
 //! synchronously in arrival order and pushes the message on the queue; one task per socket
 //! drains it through the [`Session`]. Acks: success is acked with the payload itself, failure
 //! with `{"error": {"code", "message"}}`, and failures also emit `error`.
+//!
+//! Acks go out through the task that emits the connection's events, after every event already
+//! queued for it, so an ack never overtakes an event the hub sent before it answered (ADR
+//! 0046). socketioxide keeps that order on the wire: emits and acks share the engine.io
+//! socket's one channel.
 
 use crate::Signaling;
 use crate::auth::Identity;
@@ -66,6 +71,13 @@ struct Incoming {
     event: String,
     data: Value,
     ack: AckSender,
+}
+
+/// The session's answer to one event, on its way to the emitting task.
+struct Reply {
+    event: String,
+    ack: AckSender,
+    answer: crate::session::Answer,
 }
 
 #[derive(Debug)]
@@ -145,15 +157,18 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
             let _ = socket.disconnect();
             return;
         }
-        tokio::spawn(emit_events(socket.clone(), events, sig.clone(), conn));
+        let (replies, replies_rx) = mpsc::channel::<Reply>(QUEUE);
+        tokio::spawn(emit_events(
+            socket.clone(),
+            events,
+            replies_rx,
+            sig.clone(),
+            conn,
+        ));
         while let Some(Incoming { event, data, ack }) = incoming.recv().await {
             let answer = session.handle(&event, data).await;
-            match answer.result {
-                Ok(data) => {
-                    let _ = ack.send(&data);
-                }
-                Err(failure) => refuse(&socket, ack, &failure, &event, answer.temp_id),
-            }
+            // Fails only once the emitting task ended, when the socket is going away.
+            let _ = replies.send(Reply { event, ack, answer }).await;
         }
         // The queue closes when the socket disconnects.
         sig.hub.disconnect(conn).await;
@@ -161,25 +176,41 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     });
 }
 
-/// Server events out, until the hub drops the connection or the server closes.
+/// Server events and the session's acks out, until the hub drops the connection or the server
+/// closes.
 async fn emit_events(
     socket: SocketRef,
     mut events: mpsc::Receiver<Outbound>,
+    mut replies: mpsc::Receiver<Reply>,
     sig: Arc<Signaling>,
     conn: protocol::ConnectionId,
 ) {
     let mut closing = sig.closing();
-    loop {
+    let emit = |e: &Arc<ServerEvent>| match &**e {
+        ServerEvent::CallIncoming(incoming) => {
+            ring_with_ack(&socket, e, incoming.call_id.clone(), &sig.hub, conn)
+        }
+        _ => socket.emit(e.name(), &e.data()).is_ok(),
+    };
+    'emit: loop {
         tokio::select! {
+            Some(Reply { event, ack, answer }) = replies.recv() => {
+                // Events queued before this answer was produced go first (see the module docs).
+                while let Ok(Outbound::Event(e)) = events.try_recv() {
+                    if !emit(&e) {
+                        break 'emit;
+                    }
+                }
+                match answer.result {
+                    Ok(data) => {
+                        let _ = ack.send(&data);
+                    }
+                    Err(failure) => refuse(&socket, ack, &failure, &event, answer.temp_id),
+                }
+            }
             event = events.recv() => match event {
                 Some(Outbound::Event(e)) => {
-                    let sent = match &*e {
-                        ServerEvent::CallIncoming(incoming) => {
-                            ring_with_ack(&socket, &e, incoming.call_id.clone(), &sig.hub, conn)
-                        }
-                        _ => socket.emit(e.name(), &e.data()).is_ok(),
-                    };
-                    if !sent {
+                    if !emit(&e) {
                         break;
                     }
                 }

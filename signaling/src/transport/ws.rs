@@ -94,23 +94,32 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
     let mut closing = sig.closing();
     let hub = sig.hub.clone();
     let writer = tokio::spawn(async move {
-        loop {
+        'write: loop {
             // Biased towards the reader's replies: when the reader ends with a close frame
             // (1009) the hub drops the outbox right after, and that close must win.
-            let message = tokio::select! {
+            let (message, reply) = tokio::select! {
                 biased;
                 reply = reply_rx.recv() => match reply {
-                    Some(m) => m,
+                    Some(m) => (m, true),
                     None => break,
                 },
                 event = inbox.recv() => match event {
-                    Some(Outbound::Event(e)) => Message::Text(e.to_frame().into()),
+                    Some(Outbound::Event(e)) => (Message::Text(e.to_frame().into()), false),
                     // The hub dropped us: we did not keep up, or the hub itself is gone.
-                    None if hub.is_ended() => close(CLOSE_INTERNAL, "server error; reconnect"),
-                    None => close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"),
+                    None if hub.is_ended() => (close(CLOSE_INTERNAL, "server error; reconnect"), false),
+                    None => (close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"), false),
                 },
-                _ = closing.wait_for(|c| *c) => close(CLOSE_GOING_AWAY, "server shutting down"),
+                _ = closing.wait_for(|c| *c) => (close(CLOSE_GOING_AWAY, "server shutting down"), false),
             };
+            if reply {
+                // Events queued before this reply was produced go first, so an ack never
+                // overtakes them (ADR 0046: an acked ping is a delivery barrier).
+                while let Ok(Outbound::Event(e)) = inbox.try_recv() {
+                    if sink.send(Message::Text(e.to_frame().into())).await.is_err() {
+                        break 'write;
+                    }
+                }
+            }
             let last = matches!(message, Message::Close(_));
             if sink.send(message).await.is_err() || last {
                 break;

@@ -536,11 +536,20 @@ mod tests {
     use std::{net::UdpSocket, os::fd::AsRawFd};
 
     /// A ring and an epoll descriptor standing in for the `mio` registry. `None` where the
-    /// sandbox forbids io_uring: the driver falls back to epoll there, and so do these tests.
+    /// kernel or the sandbox refuses io_uring (the driver falls back to epoll there): the test
+    /// is then skipped, or fails under `CI=true` (see `testkit::prerequisite`).
     fn setup() -> Option<(Uring, Inbox, mio::Poll)> {
         let poll = mio::Poll::new().unwrap();
-        let (uring, inbox) = Uring::new(poll.as_raw_fd()).ok()?;
-        Some((uring, inbox, poll))
+        match Uring::new(poll.as_raw_fd()) {
+            Ok((uring, inbox)) => Some((uring, inbox, poll)),
+            Err(e) => {
+                // libtest names each test's thread after the test.
+                let thread = std::thread::current();
+                let test = thread.name().unwrap_or("an io_uring test");
+                testkit::prerequisite(false, test, &format!("io_uring is not available here: {e}"));
+                None
+            }
+        }
     }
 
     fn bound() -> UdpSocket {

@@ -315,15 +315,15 @@ impl Client {
     }
 }
 
-/// Whether coturn's client tools are installed; prints why a test is skipped when not.
+/// Whether coturn's client tools are installed. When they are not, the test fails under
+/// `CI=true` and is skipped with a message otherwise (see `testkit::prerequisite`).
 pub fn have_turnutils(test: &str) -> bool {
-    let ok = ["/usr/bin/turnutils_uclient", "/usr/bin/turnutils_peer"]
+    let present = ["/usr/bin/turnutils_uclient", "/usr/bin/turnutils_peer"]
         .iter()
         .all(|p| std::path::Path::new(p).exists());
-    if !ok {
-        eprintln!(
-            "SKIPPED {test}: turnutils_uclient/turnutils_peer not installed (apt-get install coturn)"
-        );
-    }
-    ok
+    testkit::prerequisite(
+        present,
+        test,
+        "turnutils_uclient/turnutils_peer not installed (apt-get install coturn)",
+    )
 }

@@ -120,8 +120,11 @@ async fn relay_over_udp_with_epoll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_over_udp_with_io_uring() {
-    if !turn::Server::io_uring_supported() {
-        println!("SKIPPED relay_over_udp_with_io_uring: io_uring is not available here");
+    if !testkit::prerequisite(
+        turn::Server::io_uring_supported(),
+        "relay_over_udp_with_io_uring",
+        "io_uring is not available here (kernel before 6.0, or refused by seccomp)",
+    ) {
         return;
     }
     udp_roundtrip_with(turn::RelayIo::IoUring).await;
