@@ -1,17 +1,19 @@
 //! The `chorus` binary's wiring: configuration in, listeners up, parts connected.
 //!
-//! [`run`] is the injectable entry point (the mini-redis shape): it takes an already-bound
-//! listener, a validated [`Config`] and a shutdown future, so tests start a whole server on
-//! `127.0.0.1:0` inside their own process.
+//! [`run`] is the injectable entry point (the mini-redis shape): it takes already-bound
+//! [`Listeners`], a validated [`Config`] and a shutdown future, so tests start a whole server
+//! on `127.0.0.1:0` inside their own process.
 
 mod background;
 pub mod cli;
+pub mod descriptors;
 mod dev;
+pub mod listener;
 mod ops;
+pub mod shutdown;
 mod web;
 pub mod wiring;
 
-use axum::serve::ListenerExt;
 use background::Background;
 use config::Config;
 use signaling::Signaling;
@@ -94,18 +96,82 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     })
 }
 
+/// The sockets a server listens on, bound before it starts (tests bind `127.0.0.1:0`).
+pub struct Listeners {
+    /// `server.listen`: signaling, REST, health, the demo page, and `/metrics` unless it has a
+    /// listener of its own.
+    pub http: TcpListener,
+    /// `server.metrics_listen`. `None` while the key is set makes [`serve`] bind it.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(http: TcpListener) -> Listeners {
+        Listeners {
+            http,
+            metrics: None,
+        }
+    }
+}
+
+impl Listeners {
+    /// Binds `server.listen` and, when set, `server.metrics_listen`.
+    pub fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let http = bind("server.listen", config.server.listen)?;
+        let metrics = match metrics_address(config)? {
+            Some(addr) => Some(bind("server.metrics_listen", addr)?),
+            None => None,
+        };
+        Ok(Listeners { http, metrics })
+    }
+}
+
+/// Connections the kernel queues for `accept`. The default of `TcpListener::bind` (128) drops
+/// SYNs whenever more arrive between two accepts, as they do when thousands of clients
+/// reconnect after a restart, or while accepting pauses on EMFILE; clients then wait 1 s, 3 s...
+/// to retry. The kernel caps it at `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| RunError::Config(format!("cannot listen on `{key}` ({addr}): {e}")))
+}
+
+/// `server.metrics_listen`, on loopback in dev mode like every other listener.
+fn metrics_address(config: &Config) -> Result<Option<SocketAddr>, RunError> {
+    if config.server.metrics_listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = config.server.metrics_listen.parse().map_err(|_| {
+        RunError::Config("invalid value for `server.metrics_listen`: not an address".into())
+    })?;
+    Ok(Some(if config.server.dev {
+        cli::loopback(addr)
+    } else {
+        addr
+    }))
+}
+
 /// Serves until `shutdown` resolves, then drains gracefully and returns.
 ///
 /// Draining keeps the listener open so `/ready` can report 503 to load balancers, while new
 /// WebSocket and Socket.IO sessions are refused with `shutting_down`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     auth: Authenticator,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let server = build(&config, auth).await?;
-    serve(listener, &config, server, shutdown).await
+    serve(listeners, &config, server, shutdown).await
 }
 
 /// Serves an already built [`Server`]; see [`run`].
@@ -114,23 +180,42 @@ pub async fn run(
 /// the chat retention sweeper), its error is logged at once, the server drains as if `shutdown`
 /// had resolved, and [`RunError::Part`] is returned (exit code 1), so a supervisor restarts the
 /// process instead of it answering `/health` while it cannot serve.
+///
+/// HTTP is served by [`listener::serve`]: timeouts and the per-source cap hold before any
+/// request is read. With `server.metrics_listen` set, `/metrics` is served there and not on
+/// `server.listen`.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: &Config,
     server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let listeners = listeners.into();
+    let metrics_listener = match listeners.metrics {
+        Some(l) => Some(l),
+        None => match metrics_address(config)? {
+            Some(addr) => Some(bind("server.metrics_listen", addr)?),
+            None => None,
+        },
+    };
+    let http_metrics =
+        listener::Metrics::register(&server.registry).map_err(std::io::Error::other)?;
+    let limits = listener::Limits::from_config(&config.server);
     let sig = server.signaling.clone();
     let mut app = server
         .signaling
         .router()
-        .merge(ops::router(sig.clone(), server.registry.clone()))
-        .merge(chat::router(sig.clone(), server.chat.clone()))
-        .merge(web::router());
+        .merge(ops::router(sig.clone()))
+        .merge(chat::router(sig.clone(), server.chat.clone()));
+    if metrics_listener.is_none() {
+        app = app.merge(ops::metrics(server.registry.clone()));
+    }
+    if config.server.demo_page {
+        app = app.merge(web::router());
+    }
     if config.server.dev {
         app = app.merge(dev::router(sig.clone()));
     }
-    let app = sig.with_socketio(app);
     let turn = server
         .turn
         .map(|t| Background::spawn("TURN relay", |stop| t.run(stop)));
@@ -175,27 +260,43 @@ pub async fn serve(
     let drain = config.server.drain_timeout.get();
     let drained = sig.clone();
     let chat = server.chat.clone();
-    // Signaling sends small frames back to back (an ack, then an event): without TCP_NODELAY
-    // Nagle's algorithm holds the second one for a delayed ACK, about 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_http = metrics_listener.map(|l| {
+        tokio::spawn(listener::serve(
+            l,
+            "metrics",
+            ops::metrics(server.registry.clone()),
+            limits,
+            http_metrics.clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
     });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+    let app = sig.with_socketio(app);
+    listener::serve(
+        listeners.http,
+        "HTTP",
+        app,
+        limits,
+        http_metrics,
+        async move {
+            // A dead relay or SFU must not leave signaling handing out calls that cannot connect:
+            // drain as on SIGTERM.
+            tokio::select! {
+                () = shutdown => {}
+                () = part_ended => {}
+            }
+            tracing::info!("shutting down: draining connections");
+            drained.drain(reconnect, drain).await;
+            tracing::info!("drained");
+        },
     )
-    .with_graceful_shutdown(async move {
-        // A dead relay or SFU must not leave signaling handing out calls that cannot connect:
-        // drain as on SIGTERM.
-        tokio::select! {
-            () = shutdown => {}
-            () = part_ended => {}
-        }
-        tracing::info!("shutting down: draining connections");
-        drained.drain(reconnect, drain).await;
-        tracing::info!("drained");
-    })
-    .await?;
+    .await;
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_http {
+        let _ = task.await;
+    }
     let mut outcome = Ok(());
     for part in [turn, sfu, sweeper, Some(hub)].into_iter().flatten() {
         let stopped = part.stop().await;
@@ -207,18 +308,25 @@ pub async fn serve(
     outcome
 }
 
-/// What `chorus serve` does: bind, log where it listens (and a sample token in dev mode),
-/// serve until SIGTERM or SIGINT, drain, return.
+/// What `chorus serve` does: check the open-file limit, bind, log where it listens (and a
+/// sample token in dev mode), serve until SIGTERM or SIGINT, drain, return. A second signal
+/// during the drain exits at once (see [`shutdown`]).
 pub async fn start(config: Config) -> Result<(), RunError> {
+    descriptors::check(&config, config::Role::Full);
     let auth = cli::authenticator(&config).map_err(RunError::Config)?;
-    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
-        RunError::Config(format!(
-            "cannot listen on `server.listen` ({}): {e}",
-            config.server.listen
-        ))
-    })?;
-    let local = listener.local_addr()?;
+    let listeners = Listeners::bind(&config)?;
+    let local = listeners.http.local_addr()?;
     tracing::info!(%local, "chorus listening: http://{local}/ (ws /ws, socket.io /socket.io/)");
+    if let Some(metrics) = &listeners.metrics {
+        tracing::info!(local = %metrics.local_addr()?, "metrics listening: /metrics");
+    }
+    if config.server.request_timeout.get() < std::time::Duration::from_secs(30) {
+        tracing::warn!(
+            request_timeout = %config.server.request_timeout,
+            "server.request_timeout is under 30s: Socket.IO long-polling holds a request up to \
+             25s, so polling clients will be cut off"
+        );
+    }
     if config.server.dev {
         let token = auth
             .mint(
@@ -233,36 +341,13 @@ pub async fn start(config: Config) -> Result<(), RunError> {
         tracing::info!("sample token (user dev-user, 1h): {token}");
         tracing::info!("try: websocat 'ws://{local}/ws?access_token={token}'");
     }
-    run(listener, config, auth, shutdown_signal()).await
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    run(listeners, config, auth, shutdown::requested()).await
 }
 
 /// What `chorus turn` does: the TURN relay alone, with `/health` and `/metrics` on
 /// `server.listen`, until SIGTERM or SIGINT.
 pub async fn start_turn(config: Config) -> Result<(), RunError> {
+    descriptors::check(&config, config::Role::TurnOnly);
     let registry = prometheus::Registry::new();
     let Some(server) = turn::bind(&config, &registry)
         .await
@@ -274,25 +359,40 @@ pub async fn start_turn(config: Config) -> Result<(), RunError> {
     };
     let addrs = server.local_addrs();
     tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "chorus turn running");
-    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
-        RunError::Config(format!(
-            "cannot listen on `server.listen` ({}): {e}",
-            config.server.listen
-        ))
-    })?;
-    let metrics = ops::metrics_router(registry);
+    let listeners = Listeners::bind(&config)?;
+    let http_metrics = listener::Metrics::register(&registry).map_err(std::io::Error::other)?;
+    let limits = listener::Limits::from_config(&config.server);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(async move {
-        let mut stopped = stopped;
-        axum::serve(listener, metrics)
-            .with_graceful_shutdown(async move {
+    let serve_http = |l: TcpListener, name: &'static str, app: axum::Router| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(listener::serve(
+            l,
+            name,
+            app,
+            limits,
+            http_metrics.clone(),
+            async move {
                 let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    let result = server.run(shutdown_signal()).await;
+            },
+        ))
+    };
+    let mut http = Vec::new();
+    match listeners.metrics {
+        Some(metrics) => {
+            http.push(serve_http(listeners.http, "HTTP", ops::health()));
+            http.push(serve_http(metrics, "metrics", ops::metrics(registry)));
+        }
+        None => http.push(serve_http(
+            listeners.http,
+            "HTTP",
+            ops::health().merge(ops::metrics(registry)),
+        )),
+    }
+    let result = server.run(shutdown::requested()).await;
     let _ = stop.send(true);
-    let _ = http.await;
+    for task in http {
+        let _ = task.await;
+    }
     result.map_err(|e| RunError::Part {
         part: "TURN relay",
         error: e.to_string(),

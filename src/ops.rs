@@ -1,5 +1,8 @@
 //! Operations endpoints: `/health` (liveness), `/ready` (readiness, 503 while draining) and
 //! `/metrics` (Prometheus text format).
+//!
+//! `/metrics` is a router of its own so it can be served on `server.metrics_listen` instead of
+//! the public listener.
 
 use axum::Router;
 use axum::extract::State;
@@ -10,46 +13,33 @@ use prometheus::{Encoder, TextEncoder};
 use signaling::Signaling;
 use std::sync::Arc;
 
-#[derive(Clone)]
-struct Ops {
-    signaling: Arc<Signaling>,
-    registry: prometheus::Registry,
+/// `/health` and `/ready`.
+pub fn router(signaling: Arc<Signaling>) -> Router {
+    health().route("/ready", get(ready)).with_state(signaling)
 }
 
-pub fn router(signaling: Arc<Signaling>, registry: prometheus::Registry) -> Router {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(Ops {
-            signaling,
-            registry,
-        })
+/// `/health` alone: 200 while the process runs.
+pub fn health<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/health", get(|| async { "ok" }))
 }
 
-/// `/health` and `/metrics` alone, for `chorus turn`.
-pub fn metrics_router(registry: prometheus::Registry) -> Router {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { encode(&registry) }
-            }),
-        )
+/// `/metrics`, encoding `registry`.
+pub fn metrics(registry: prometheus::Registry) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { encode(&registry) }
+        }),
+    )
 }
 
-async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
-    if ops.signaling.is_draining() {
+async fn ready(State(signaling): State<Arc<Signaling>>) -> impl IntoResponse {
+    if signaling.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
         (StatusCode::OK, "ready")
     }
-}
-
-async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
-    encode(&ops.registry)
 }
 
 fn encode(registry: &prometheus::Registry) -> impl IntoResponse + use<> {

@@ -48,6 +48,32 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Cap on simultaneous connections from one IP address.
     pub max_connections_per_ip: u32,
+    /// Cap on open TCP connections to `listen` from one source (an IPv4 address or an IPv6
+    /// /64), counted when the connection is accepted: before any byte is read or any token
+    /// checked, and for as long as an upgraded WebSocket lives. `max_connections_per_ip` counts
+    /// only authenticated sessions, so without this one address could hold every descriptor
+    /// with connections that never send a request. At least `max_connections_per_ip`.
+    pub max_raw_connections_per_ip: u32,
+    /// Time a client has to send a request's head (request line and headers): from the
+    /// connection's start for its first request, from the request's first byte for later ones.
+    /// Closes connections that send nothing and "slowloris" clients that trickle a header.
+    pub header_read_timeout: HumanDuration,
+    /// An HTTP connection that was not upgraded and moves no byte for this long while no
+    /// request is being handled is closed: idle kept-alive connections, and clients that stop
+    /// reading a response.
+    pub idle_timeout: HumanDuration,
+    /// Longest time from a request's head to its response's head, reading the request body
+    /// included; a slower request is answered 408 and its connection closed, so a body sent a
+    /// byte at a time cannot hold a connection. Keep it above 25 s: Socket.IO long-polling
+    /// holds a request open that long between pings.
+    pub request_timeout: HumanDuration,
+    /// A separate listener for `/metrics` (e.g. `127.0.0.1:9100`); empty serves `/metrics` on
+    /// `listen`. When set, `listen` no longer serves it: metrics describe load and traffic and
+    /// belong on a port only the monitoring network reaches.
+    pub metrics_listen: String,
+    /// Serve the demo page (`/`, `/app.js`, ...). Off: those paths answer 404 like any unknown
+    /// path, for deployments whose users come only through their own application.
+    pub demo_page: bool,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +86,12 @@ impl Default for ServerConfig {
             reconnect_hint: HumanDuration::secs(2),
             max_connections: 20_000,
             max_connections_per_ip: 50,
+            max_raw_connections_per_ip: 100,
+            header_read_timeout: HumanDuration::secs(10),
+            idle_timeout: HumanDuration::secs(30),
+            request_timeout: HumanDuration::secs(60),
+            metrics_listen: String::new(),
+            demo_page: true,
         }
     }
 }
@@ -301,6 +333,10 @@ pub struct TurnConfig {
     pub denied_peer_ranges: Vec<String>,
     pub max_allocations_per_user: u32,
     pub max_allocations_total: u32,
+    /// Cap on TCP and TLS connections held at once from one source (an IPv4 address or an IPv6
+    /// /64), counted at accept, so one address cannot take every stream slot. Clients behind
+    /// one office or carrier NAT share it: raise it for them.
+    pub max_connections_per_ip: u32,
     pub max_permissions_per_allocation: usize,
     pub max_channels_per_allocation: usize,
     /// Longest allocation lifetime a client may request (at most 1h).
@@ -346,6 +382,7 @@ impl Default for TurnConfig {
             denied_peer_ranges: Vec::new(),
             max_allocations_per_user: 10,
             max_allocations_total: 10_000,
+            max_connections_per_ip: 100,
             max_permissions_per_allocation: 32,
             max_channels_per_allocation: 32,
             max_lifetime: HumanDuration::secs(3600),
@@ -672,6 +709,7 @@ impl Config {
             "server.max_connections_per_ip",
             self.server.max_connections_per_ip as u64,
         )?;
+        self.validate_edge()?;
         let c = &self.calls;
         positive_duration("calls.ring_timeout", c.ring_timeout)?;
         positive_duration("calls.max_duration", c.max_duration)?;
@@ -725,6 +763,10 @@ impl Config {
                 "a port no larger than turn.relay_port_max",
             ));
         }
+        positive(
+            "turn.max_connections_per_ip",
+            turn.max_connections_per_ip as u64,
+        )?;
         if turn.workers > MAX_TURN_WORKERS {
             return Err(invalid(
                 "turn.workers",
@@ -807,6 +849,43 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The HTTP listener's own limits: timeouts, the raw per-IP cap, the metrics listener.
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_raw_connections_per_ip < s.max_connections_per_ip {
+            return Err(invalid(
+                "server.max_raw_connections_per_ip",
+                format!(
+                    "at least server.max_connections_per_ip ({}): every session is a connection",
+                    s.max_connections_per_ip
+                ),
+            ));
+        }
+        positive_duration("server.header_read_timeout", s.header_read_timeout)?;
+        positive_duration("server.idle_timeout", s.idle_timeout)?;
+        positive_duration("server.request_timeout", s.request_timeout)?;
+        if !s.metrics_listen.is_empty() {
+            match s.metrics_listen.parse::<SocketAddr>() {
+                Ok(addr) if addr == s.listen && addr.port() != 0 => {
+                    return Err(invalid(
+                        "server.metrics_listen",
+                        "must differ from server.listen (leave it empty to serve /metrics there)",
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(invalid(
+                        "server.metrics_listen",
+                        "an address like 127.0.0.1:9100, or empty",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -827,5 +906,65 @@ fn positive_duration(key: &str, value: HumanDuration) -> Result<(), ConfigError>
         Err(invalid(key, "must be longer than 0s"))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        let mut c = Config::default();
+        c.auth.secret = "0123456789abcdef0123456789abcdef".into();
+        c
+    }
+
+    fn refused_key(tweak: impl FnOnce(&mut Config)) -> String {
+        let mut c = valid();
+        tweak(&mut c);
+        match c.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_edge_limits_are_checked() {
+        assert!(valid().validate().is_ok());
+        assert_eq!(
+            refused_key(|c| c.server.max_raw_connections_per_ip = 10),
+            "server.max_raw_connections_per_ip"
+        );
+        assert_eq!(
+            refused_key(|c| c.server.header_read_timeout = HumanDuration::secs(0)),
+            "server.header_read_timeout"
+        );
+        assert_eq!(
+            refused_key(|c| c.server.idle_timeout = HumanDuration::secs(0)),
+            "server.idle_timeout"
+        );
+        assert_eq!(
+            refused_key(|c| c.server.request_timeout = HumanDuration::secs(0)),
+            "server.request_timeout"
+        );
+        assert_eq!(
+            refused_key(|c| c.turn.max_connections_per_ip = 0),
+            "turn.max_connections_per_ip"
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_empty_or_another_address() {
+        let mut c = valid();
+        c.server.metrics_listen = "127.0.0.1:9100".into();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            refused_key(|c| c.server.metrics_listen = "localhost".into()),
+            "server.metrics_listen"
+        );
+        assert_eq!(
+            refused_key(|c| c.server.metrics_listen = c.server.listen.to_string()),
+            "server.metrics_listen"
+        );
     }
 }

@@ -164,8 +164,7 @@ fn section_hint(line: &str) -> Option<String> {
     code_spans(line)
         .into_iter()
         .filter_map(|span| span.strip_prefix('[').and_then(|s| s.strip_suffix(']')))
-        .filter(|s| SECTIONS.contains(s))
-        .last()
+        .rfind(|s| SECTIONS.contains(s))
         .map(str::to_owned)
 }
 

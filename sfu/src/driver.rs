@@ -9,7 +9,12 @@
 //!
 //! ICE-TCP (RFC 6544, passive): every accepted connection gets a reader task that splits
 //! RFC 4571 frames (16-bit length prefix) and a writer task that adds them; frames reach
-//! the core like datagrams with `Protocol::Tcp`.
+//! the core like datagrams with `Protocol::Tcp`. At most [`MAX_ICE_TCP_CONNECTIONS`] are held;
+//! one that sends no complete frame within [`FIRST_FRAME_TIMEOUT`] is closed, so idle sockets
+//! cannot hold those slots. When `accept` fails for lack of descriptors the listener pauses
+//! ([`admission::Backoff`]) instead of retrying in a loop: the failed connection stays queued
+//! and the listener readable, so retrying at once would spin the driver thread, which is also
+//! the thread that forwards every packet.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -47,8 +52,12 @@ enum TcpIn {
 const RECV_BUF: usize = 2048;
 /// Datagrams handled per wake-up before flushing output (keeps latency bounded).
 const RECV_BATCH: usize = 64;
-/// ICE-TCP connections held at once; more are closed on accept (each costs two tasks).
-const MAX_TCP_CONNECTIONS: usize = 10_000;
+/// ICE-TCP connections held at once; more are closed on accept (each costs two tasks and a
+/// file descriptor).
+pub const MAX_ICE_TCP_CONNECTIONS: usize = 10_000;
+/// Time an ICE-TCP connection has to deliver its first frame (a STUN binding request, sent
+/// right after connecting).
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Driver {
     pub core: Core,
@@ -67,6 +76,9 @@ impl Driver {
         let mut tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
         let udp_local =
             self.advertised(self.udp.local_addr().expect("bound socket has an address"));
+        let mut backoff = admission::Backoff::new("SFU ICE-TCP");
+        // While set, accepting waits until then (see the module docs).
+        let mut accept_paused: Option<Instant> = None;
 
         loop {
             let deadline = self
@@ -103,17 +115,26 @@ impl Driver {
                         break;
                     }
                 },
-                acc = async { tcp.expect("guarded by if").accept().await }, if tcp.is_some() => {
-                    if let Ok((stream, remote)) = acc
-                        && tcp_conns.len() < MAX_TCP_CONNECTIONS
-                    {
-                        let local = stream.local_addr().map(|a| self.advertised(a));
-                        if let Ok(local) = local {
-                            let (tx, rx) = mpsc::channel(256);
-                            tcp_conns.insert(remote, tx);
-                            spawn_tcp(stream, remote, local, tcp_tx.clone(), rx);
+                acc = async { tcp.expect("guarded by if").accept().await }, if tcp.is_some() && accept_paused.is_none() => {
+                    match acc {
+                        Ok((stream, remote)) => {
+                            backoff.succeeded();
+                            if tcp_conns.len() < MAX_ICE_TCP_CONNECTIONS
+                                && let Ok(local) = stream.local_addr().map(|a| self.advertised(a))
+                            {
+                                let (tx, rx) = mpsc::channel(256);
+                                tcp_conns.insert(remote, tx);
+                                spawn_tcp(stream, remote, local, tcp_tx.clone(), rx);
+                            }
+                        }
+                        Err(e) => {
+                            let now = Instant::now();
+                            accept_paused = backoff.failed(&e, now).map(|pause| now + pause);
                         }
                     }
+                }
+                _ = tokio::time::sleep_until(accept_paused.unwrap_or_else(Instant::now).into()), if accept_paused.is_some() => {
+                    accept_paused = None;
                 }
                 Some(msg) = tcp_rx.recv() => match msg {
                     TcpIn::Frame { remote, local, data } => {
@@ -190,11 +211,9 @@ fn spawn_tcp(
         }
     });
     tokio::spawn(async move {
-        while let Ok(len) = rd.read_u16().await {
-            let mut data = vec![0u8; len as usize];
-            if rd.read_exact(&mut data).await.is_err() {
-                break;
-            }
+        let first = tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_frame(&mut rd)).await;
+        let mut read = first.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        while let Ok(data) = read {
             let frame = TcpIn::Frame {
                 remote,
                 local,
@@ -203,7 +222,16 @@ fn spawn_tcp(
             if to_core.send(frame).await.is_err() {
                 return;
             }
+            read = read_frame(&mut rd).await;
         }
         let _ = to_core.send(TcpIn::Closed { remote }).await;
     });
+}
+
+/// One RFC 4571 frame: a 16-bit length, then that many bytes.
+async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
+    let len = rd.read_u16().await?;
+    let mut data = vec![0u8; len as usize];
+    rd.read_exact(&mut data).await?;
+    Ok(data)
 }

@@ -83,6 +83,7 @@ pub mod metrics;
 mod settings;
 
 pub use core::{OfferReply, ServerOffer, TrackInfo};
+pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
 pub use event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 pub use handle::{Reply, Sfu, SfuHandle};

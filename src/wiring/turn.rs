@@ -71,6 +71,7 @@ pub fn settings(config: &config::Config) -> Result<Option<turn::Settings>, Strin
         denied_peer_ranges: ranges("turn.denied_peer_ranges", &c.denied_peer_ranges)?,
         max_allocations_per_user: c.max_allocations_per_user,
         max_allocations_total: c.max_allocations_total,
+        max_stream_connections_per_ip: c.max_connections_per_ip,
         max_permissions_per_allocation: c.max_permissions_per_allocation,
         max_channels_per_allocation: c.max_channels_per_allocation,
         max_lifetime: c.max_lifetime.get(),

@@ -6,6 +6,7 @@ mod calls;
 mod chat;
 mod client;
 mod durability;
+mod edge;
 mod ops;
 mod ordering;
 mod participants;

@@ -106,8 +106,7 @@ async fn invitations_beyond_the_per_target_limit_are_refused_with_a_code() {
             (event["code"].clone(), event["event"].clone()),
             (json!("invite_rate_limited"), json!("call:initiate"))
         );
-        bob.expect_none("call:incoming")
-            .await;
+        bob.expect_none("call:incoming").await;
         server.stop().await.unwrap();
     }
 }
@@ -165,8 +164,7 @@ async fn presence_is_shown_only_to_contacts_and_call_partners_by_default() {
     assert_eq!(watch_alice(&mut m).await, "offline");
     set_status(&mut alice, "dnd").await;
     assert_eq!(f.expect("presence:changed").await["status"], "dnd");
-    m.expect_none("presence:changed")
-        .await;
+    m.expect_none("presence:changed").await;
     // Mallory calls alice: while it rings they see each other; once it ends, no more.
     let call = m.initiate("audio", &["alice"]).await["callId"].clone();
     assert_eq!(
@@ -184,8 +182,7 @@ async fn presence_is_shown_only_to_contacts_and_call_partners_by_default() {
     );
     set_status(&mut alice, "online").await;
     assert_eq!(f.expect("presence:changed").await["status"], "online");
-    m.expect_none("presence:changed")
-        .await;
+    m.expect_none("presence:changed").await;
     server.stop().await.unwrap();
 }
 

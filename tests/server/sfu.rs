@@ -697,9 +697,7 @@ async fn after_moving_rooms_track_subscribe_needs_no_call_id() {
         let mut bob = room_client(&server, "bob", "second").await;
         join_room(&mut bob, "second").await;
         let mut bob_pc = Peer::new().await;
-        bob_pc
-            .publish(Kind::Audio, "mic", 0x0B0B_0001)
-            .await;
+        bob_pc.publish(Kind::Audio, "mic", 0x0B0B_0001).await;
         let offer = bob_pc.offer().await;
         let answer = offer_to_sfu(&mut bob, "room:second", &offer).await.unwrap();
         bob_pc.accept_answer(answer).await;

@@ -72,6 +72,14 @@ pub struct Settings {
     pub unauthenticated_burst: u32,
     /// Most simultaneous TCP/TLS client connections per worker.
     pub max_stream_connections: usize,
+    /// Most TCP/TLS client connections held at once from one source (an IPv4 address or an
+    /// IPv6 /64), across all workers; more are closed at accept. Without it one address could
+    /// take every stream slot with connections that never authenticate.
+    pub max_stream_connections_per_ip: u32,
+    /// Time a TCP/TLS client has to finish the TLS handshake (TLS) and send its first complete
+    /// STUN message; a connection that has not is closed, so idle or stalled handshakes cannot
+    /// hold slots.
+    pub stream_handshake_timeout: Duration,
     /// Worker threads; 0 means one per CPU core (each gets its own `SO_REUSEPORT` sockets).
     pub workers: usize,
     /// How workers read and write relay sockets.
@@ -132,6 +140,8 @@ impl Default for Settings {
             unauthenticated_responses_per_second: 50,
             unauthenticated_burst: 500,
             max_stream_connections: 10_000,
+            max_stream_connections_per_ip: 100,
+            stream_handshake_timeout: Duration::from_secs(10),
             workers: 0,
             relay_io: RelayIo::Auto,
         }

@@ -98,9 +98,11 @@ async fn two_webrtc_rs_clients_exchange_opus_and_vp8() {
     for c in counts.values() {
         // Each synthetic video packet is a whole frame; each audio packet is one.
         assert_eq!(c.frames, c.packets, "{c:?}");
+        // Participant keys are connections (user `alice`, connection 0 here): one stream per
+        // device, so two devices of one user never share a MediaStream.
         assert_eq!(
-            c.stream_id, "alice",
-            "the SFU's msid names the publisher: {c:?}"
+            c.stream_id, "alice#0",
+            "the SFU's msid names the publisher's connection: {c:?}"
         );
     }
 

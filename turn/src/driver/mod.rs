@@ -31,7 +31,7 @@ use prometheus::Registry;
 
 use crate::{Error, Settings, core::Shared};
 use sockets::Sharing;
-use worker::{Worker, WorkerSockets};
+use worker::{Admission, Worker, WorkerSockets};
 
 /// Addresses the server actually bound (ports resolved when the settings said 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,8 +174,20 @@ impl Server {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
+        let admission = Admission {
+            sources: admission::SourceLimiter::new(
+                self.shared.settings().max_stream_connections_per_ip,
+            ),
+            tcp_reports: admission::Reporter::new("TURN TCP"),
+            tls_reports: admission::Reporter::new("TURN TLS"),
+        };
         for (i, sockets) in self.workers.into_iter().enumerate() {
-            let worker = Worker::new(self.shared.clone(), sockets, stop.clone())?;
+            let worker = Worker::new(
+                self.shared.clone(),
+                sockets,
+                stop.clone(),
+                admission.clone(),
+            )?;
             wakers.push(worker.waker());
             // Reports on drop, so a panicking worker ends the server like a failing one.
             let done = Done(done_tx.clone());

@@ -4,9 +4,13 @@
 //! decrypted) to the input buffer, the worker cuts complete frames out of it; [`Conn::queue`]
 //! buffers whole frames up to [`MAX_PENDING`] and [`Conn::flush`] writes them, once per loop
 //! iteration; any I/O error or EOF closes the connection, which deletes its allocation.
+//! A connection holds its source's slot ([`SourcePermit`]) until it is dropped, and counts as
+//! greeted from its first complete frame (the worker closes connections that stay ungreeted
+//! past `Settings::stream_handshake_timeout`).
 
 use std::io::{self, ErrorKind, Read, Write};
 
+use admission::SourcePermit;
 use mio::net::TcpStream;
 
 use crate::core::FiveTuple;
@@ -45,10 +49,21 @@ pub struct Conn {
     output: Vec<u8>,
     /// Plaintext handed to rustls since its ciphertext queue was last empty.
     tls_pending: usize,
+    /// Tells this connection from a later one in the same slot.
+    serial: u64,
+    /// A complete frame has arrived (for TLS, after the handshake).
+    greeted: bool,
+    _permit: SourcePermit,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, five: FiveTuple, tls: Option<rustls::ServerConnection>) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        five: FiveTuple,
+        tls: Option<rustls::ServerConnection>,
+        serial: u64,
+        permit: SourcePermit,
+    ) -> Conn {
         Conn {
             stream,
             five,
@@ -56,11 +71,27 @@ impl Conn {
             input: Vec::new(),
             output: Vec::new(),
             tls_pending: 0,
+            serial,
+            greeted: false,
+            _permit: permit,
         }
     }
 
     pub fn five(&self) -> FiveTuple {
         self.five
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    pub fn greeted(&self) -> bool {
+        self.greeted
+    }
+
+    /// Records that a complete frame arrived.
+    pub fn greet(&mut self) {
+        self.greeted = true;
     }
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {

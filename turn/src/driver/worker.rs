@@ -7,6 +7,12 @@
 //! `WouldBlock` (mio is edge-triggered), feeding the core and sending what it returns; drain core
 //! events (open/close relay sockets) after each input; run timers; send what was queued.
 //!
+//! Stream listeners: a connection is admitted under the per-source cap shared by all workers
+//! ([`Admission`]) and must be greeted (TLS handshake done and a first complete frame) within
+//! `Settings::stream_handshake_timeout`. When `accept` fails for lack of descriptors or memory,
+//! the listener pauses ([`admission::Backoff`]) and the loop retries it when the pause ends,
+//! since edge-triggered readiness will not fire again for connections already queued.
+//!
 //! Relay sockets take one of two paths, chosen at start by [`crate::RelayIo`]:
 //! - io_uring (Linux): each relay socket has a multishot receive and sends to peers are queued
 //!   on the ring; the worker sleeps in the ring, which also watches the `mio` registry (see
@@ -15,7 +21,7 @@
 //!   costs its own receive or send call.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io::ErrorKind,
     net::SocketAddr,
     sync::{
@@ -25,6 +31,7 @@ use std::{
     time::Instant,
 };
 
+use admission::{Backoff, Reporter, SourceLimiter};
 use mio::{Events, Interest, Poll, Token, Waker, net::UdpSocket};
 
 use crate::{
@@ -70,6 +77,29 @@ const STREAM_READ: usize = 65_536;
 /// Datagrams per receive call on relay sockets (usually one is waiting).
 const RELAY_BATCH: usize = 8;
 
+/// What the workers share about admitting stream connections: one per-source cap, and one log
+/// rate per listener kind, so the log stays at a line a second however many workers fail.
+#[derive(Clone)]
+pub struct Admission {
+    pub sources: SourceLimiter,
+    pub tcp_reports: Arc<Reporter>,
+    pub tls_reports: Arc<Reporter>,
+}
+
+/// Accept back-off of this worker's listeners of one kind.
+struct Gate {
+    backoff: Backoff,
+    /// Per listener: accepting resumes at this time.
+    paused: Vec<Option<Instant>>,
+}
+
+/// A stream connection that must be greeted by `deadline`.
+struct Handshake {
+    deadline: Instant,
+    slot: usize,
+    serial: u64,
+}
+
 pub struct Worker {
     poll: Poll,
     waker: Arc<Waker>,
@@ -77,6 +107,13 @@ pub struct Worker {
     core: Core,
     io: Io,
     recv: RecvBatch,
+    sources: SourceLimiter,
+    tcp_gate: Gate,
+    tls_gate: Gate,
+    /// Connections not yet greeted, oldest first: one timeout for all keeps them in deadline
+    /// order.
+    handshakes: VecDeque<Handshake>,
+    next_serial: u64,
     /// Receive buffers of the io_uring path. Declared after `io`, which holds the ring, so the
     /// ring is dropped before the buffers it writes into.
     #[cfg(target_os = "linux")]
@@ -117,6 +154,7 @@ impl Worker {
         shared: Arc<Shared>,
         sockets: WorkerSockets,
         stop: Arc<AtomicBool>,
+        admission: Admission,
     ) -> Result<Worker, Error> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token(WAKER, 0))?);
@@ -155,13 +193,22 @@ impl Worker {
             io.tls.push(l);
         }
         let core = Core::new(shared, Instant::now());
+        let gate = |reports: Arc<Reporter>, listeners: usize| Gate {
+            backoff: Backoff::sharing(reports),
+            paused: vec![None; listeners],
+        };
         Ok(Worker {
             poll,
             waker,
             stop,
             core,
+            tcp_gate: gate(admission.tcp_reports, io.tcp.len()),
+            tls_gate: gate(admission.tls_reports, io.tls.len()),
             io,
             recv: RecvBatch::new(),
+            sources: admission.sources,
+            handshakes: VecDeque::new(),
+            next_serial: 0,
             #[cfg(target_os = "linux")]
             inbox: None,
         })
@@ -220,10 +267,7 @@ impl Worker {
     fn run_epoll(mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = self
-                .core
-                .poll_timeout()
-                .saturating_duration_since(Instant::now());
+            let timeout = self.next_wake().saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -247,10 +291,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut reaped = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = self
-                .core
-                .poll_timeout()
-                .saturating_duration_since(Instant::now());
+            let timeout = self.next_wake().saturating_duration_since(Instant::now());
             let Some(uring) = self.io.uring.as_mut() else {
                 break;
             };
@@ -338,7 +379,72 @@ impl Worker {
             self.core.handle_timeout(now);
             self.drain_events(now);
         }
+        self.expire_handshakes(now);
+        self.resume_accepts(now);
         self.flush();
+    }
+
+    /// The earliest of the core's next timeout, the next handshake deadline and the end of
+    /// an accept pause.
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.core.poll_timeout();
+        if let Some(h) = self.handshakes.front() {
+            wake = wake.min(h.deadline);
+        }
+        for until in self
+            .tcp_gate
+            .paused
+            .iter()
+            .chain(&self.tls_gate.paused)
+            .flatten()
+        {
+            wake = wake.min(*until);
+        }
+        wake
+    }
+
+    /// Closes connections that were not greeted in time.
+    fn expire_handshakes(&mut self, now: Instant) {
+        while let Some(h) = self.handshakes.front() {
+            if h.deadline > now {
+                return;
+            }
+            let (slot, serial) = (h.slot, h.serial);
+            self.handshakes.pop_front();
+            if let Some(Some(conn)) = self.io.conns.get(slot)
+                && conn.serial() == serial
+                && !conn.greeted()
+            {
+                self.core
+                    .shared()
+                    .metrics()
+                    .quota_refusals
+                    .with_label_values(&["stream_handshake_time"])
+                    .inc();
+                self.close_conn(slot);
+            }
+        }
+    }
+
+    /// Accepts again on listeners whose pause has ended: the connections queued meanwhile
+    /// raise no new readiness event.
+    fn resume_accepts(&mut self, now: Instant) {
+        for transport in [Transport::Tcp, Transport::Tls] {
+            for idx in 0..self.gate(transport).paused.len() {
+                let gate = self.gate(transport);
+                if gate.paused[idx].is_some_and(|until| until <= now) {
+                    gate.paused[idx] = None;
+                    self.accept(idx, transport);
+                }
+            }
+        }
+    }
+
+    fn gate(&mut self, transport: Transport) -> &mut Gate {
+        match transport {
+            Transport::Tls => &mut self.tls_gate,
+            _ => &mut self.tcp_gate,
+        }
     }
 
     fn shut_down(&mut self) {
@@ -399,6 +505,14 @@ impl Worker {
     }
 
     fn accept(&mut self, idx: usize, transport: Transport) {
+        if self
+            .gate(transport)
+            .paused
+            .get(idx)
+            .is_some_and(Option::is_some)
+        {
+            return; // `resume_accepts` comes back when the pause ends
+        }
         loop {
             let listener = match transport {
                 Transport::Tls => self.io.tls.get(idx),
@@ -406,14 +520,36 @@ impl Worker {
             };
             let Some(listener) = listener else { return };
             let (stream, client) = match listener.accept() {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.gate(transport).backoff.succeeded();
+                    r
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => return,
+                Err(e) => {
+                    let now = Instant::now();
+                    let gate = self.gate(transport);
+                    match gate.backoff.failed(&e, now) {
+                        Some(pause) => {
+                            gate.paused[idx] = Some(now + pause);
+                            return;
+                        }
+                        None => continue,
+                    }
+                }
             };
             let live = self.io.conn_by_client.len();
             if live >= self.io.max_conns {
                 continue; // dropping the stream closes it
             }
+            let Ok(permit) = self.sources.admit(client.ip()) else {
+                self.core
+                    .shared()
+                    .metrics()
+                    .quota_refusals
+                    .with_label_values(&["connections_per_ip"])
+                    .inc();
+                continue;
+            };
             let Ok(server) = stream.local_addr() else {
                 continue;
             };
@@ -429,6 +565,8 @@ impl Worker {
                 self.io.conns.push(None);
                 self.io.conns.len() - 1
             });
+            let serial = self.next_serial;
+            self.next_serial += 1;
             let mut conn = Conn::new(
                 stream,
                 FiveTuple {
@@ -437,6 +575,8 @@ impl Worker {
                     transport,
                 },
                 tls,
+                serial,
+                permit,
             );
             if self
                 .poll
@@ -453,6 +593,11 @@ impl Worker {
             }
             self.io.conn_by_client.insert((client, server), slot);
             self.io.conns[slot] = Some(conn);
+            self.handshakes.push_back(Handshake {
+                deadline: Instant::now() + self.core.shared().settings().stream_handshake_timeout,
+                slot,
+                serial,
+            });
         }
     }
 
@@ -500,6 +645,9 @@ impl Worker {
                 break;
             };
             conn.restore_input(input, pos);
+            if pos > 0 {
+                conn.greet();
+            }
             if broken || conn.flush().is_err() {
                 // Garbage on a stream cannot be resynchronised: close it.
                 self.close_conn(idx);

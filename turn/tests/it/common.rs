@@ -327,3 +327,62 @@ pub fn have_turnutils(test: &str) -> bool {
         "turnutils_uclient/turnutils_peer not installed (apt-get install coturn)",
     )
 }
+
+/// A self-signed certificate for `localhost` in a fresh directory (removed on drop), to serve
+/// TURN over TLS on 127.0.0.1 and connect to it.
+pub struct Tls {
+    dir: std::path::PathBuf,
+    cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Tls {
+    pub fn new(tag: &str) -> Tls {
+        let dir = std::env::temp_dir().join(format!("chorus-turn-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        Tls {
+            dir,
+            cert: cert.cert.der().clone(),
+        }
+    }
+
+    /// `base` with a TLS listener on an ephemeral port serving this certificate.
+    pub fn settings(&self, base: Settings) -> Settings {
+        Settings {
+            tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            tls_cert_path: Some(self.dir.join("cert.pem")),
+            tls_key_path: Some(self.dir.join("key.pem")),
+            ..base
+        }
+    }
+
+    /// A TLS connection to `addr` that trusts only this certificate.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .expect("TLS handshake")
+    }
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -6,5 +6,6 @@ mod common;
 mod credentials;
 mod policy;
 mod relay;
+mod streams;
 mod uclient;
 mod webrtc_client;

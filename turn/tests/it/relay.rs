@@ -1,7 +1,7 @@
 //! Relaying through the real driver with a Rust client over UDP, TCP and TLS: Send/Data
 //! indications, ChannelData both ways, Refresh 0 freeing the relay port, shutdown freeing all.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::net::{TcpStream, UdpSocket};
 use turn::wire::{self, Builder, Class};
@@ -141,38 +141,12 @@ async fn relay_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_over_tls() {
-    let dir = std::env::temp_dir().join(format!("chorus-turn-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = start(turn::Settings {
-        tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
-        tls_cert_path: Some(cert_path),
-        tls_key_path: Some(key_path),
-        ..loopback_settings()
-    })
-    .await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(s.addrs.tls[0]).await.unwrap();
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .expect("TLS handshake");
-    let c = Client::new(Link::Stream(Box::new(tls)), "u", "p");
+    let tls = Tls::new("relay");
+    let s = start(tls.settings(loopback_settings())).await;
+    let stream = tls.connect(s.addrs.tls[0]).await;
+    let c = Client::new(Link::Stream(Box::new(stream)), "u", "p");
     roundtrip(c, true, &s).await;
     s.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
