@@ -120,6 +120,43 @@ impl ClientEvent {
         }
     }
 
+    /// The payload as JSON, so the event can be parsed again elsewhere (a node relaying it to
+    /// the call's owner): `ClientEvent::parse(e.name(), e.data())` gives `e` back.
+    pub fn data(&self) -> Value {
+        let value = match self {
+            Self::CallInitiate(x) => serde_json::to_value(x),
+            Self::CallAccept(x)
+            | Self::CallReject(x)
+            | Self::CallEnd(x)
+            | Self::CallJoin(x)
+            | Self::CallRinging(x)
+            | Self::ScreenShareStart(x)
+            | Self::ScreenShareStop(x) => serde_json::to_value(x),
+            Self::Offer(x) | Self::Answer(x) | Self::IceCandidate(x) => {
+                let mut map = serde_json::Map::new();
+                map.insert("callId".into(), Value::String(x.call_id.0.clone()));
+                if let Some(target) = &x.target_user_id {
+                    map.insert("targetUserId".into(), Value::String(target.0.clone()));
+                }
+                let field = match self {
+                    Self::Offer(_) => "offer",
+                    Self::Answer(_) => "answer",
+                    _ => "candidate",
+                };
+                map.insert(field.into(), x.payload.clone());
+                return Value::Object(map);
+            }
+            Self::MediaToggle(x) => serde_json::to_value(x),
+            Self::StatusUpdate(x) => serde_json::to_value(x),
+            Self::ActivityPing => return Value::Null,
+            Self::PresenceSubscribe(x) | Self::PresenceUnsubscribe(x) => serde_json::to_value(x),
+            Self::RoomJoin(x) | Self::RoomLeave(x) => serde_json::to_value(x),
+            Self::TrackSubscribe(x) | Self::TrackUnsubscribe(x) => serde_json::to_value(x),
+        };
+        // Every payload is a struct of plain fields: serialisation cannot fail.
+        value.unwrap_or(Value::Null)
+    }
+
     /// Checks what serde's types cannot: id shapes, list lengths, text lengths.
     fn validate(&self) -> Result<(), Failure> {
         match self {
@@ -348,6 +385,44 @@ mod tests {
     use super::*;
     use crate::MAX_ID_LEN;
     use serde_json::json;
+
+    /// Relaying to another node re-parses `name()` and `data()`: every event must come back equal.
+    #[test]
+    fn every_event_survives_name_and_data() {
+        let samples = [
+            ("call:initiate", json!({"conversationId": "c", "callType": "video", "participants": ["b"]})),
+            ("call:accept", json!({"callId": "k"})),
+            ("call:reject", json!({"callId": "k"})),
+            ("call:end", json!({"callId": "k"})),
+            ("call:join", json!({"callId": "k"})),
+            ("call:ringing", json!({"callId": "k"})),
+            ("offer", json!({"callId": "k", "targetUserId": "b", "offer": {"type": "offer", "sdp": "v=0"}})),
+            ("answer", json!({"callId": "k", "answer": "v=0"})),
+            ("ice-candidate", json!({"callId": "k", "targetUserId": "b", "candidate": {"candidate": "c"}})),
+            ("call:media-toggle", json!({"callId": "k", "mediaType": "audio", "enabled": false})),
+            ("screen:share-start", json!({"callId": "k"})),
+            ("screen:share-stop", json!({"callId": "k"})),
+            ("status:update", json!({"status": "busy", "text": "in a meeting"})),
+            ("activity:ping", Value::Null),
+            ("presence:subscribe", json!({"userIds": ["a", "b"]})),
+            ("presence:unsubscribe", json!({"userIds": ["a"]})),
+            ("room:join", json!({"room": "r"})),
+            ("room:leave", json!({"room": "r"})),
+            ("track:subscribe", json!({"trackId": "TR_1", "callId": "room:r"})),
+            ("track:unsubscribe", json!({"trackId": "TR_1"})),
+        ];
+        let mut names: Vec<&str> = samples.iter().map(|(n, _)| *n).collect();
+        names.sort();
+        let mut all = CLIENT_EVENT_NAMES.to_vec();
+        all.sort();
+        assert_eq!(names, all, "one sample per event");
+        for (name, data) in samples {
+            let event = ClientEvent::parse(name, data).unwrap_or_else(|f| panic!("{name}: {f}"));
+            assert_eq!(event.name(), name);
+            let again = ClientEvent::parse(event.name(), event.data()).unwrap();
+            assert_eq!(again, event, "{name}");
+        }
+    }
 
     #[test]
     fn parses_the_seed_contract() {

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     TooManyReactions,
     /// Chat: storage could not be reached; nothing was stored, retry later.
     StorageUnavailable,
+    /// Cluster: the action needs another node or the shared state (Redis), and they cannot be
+    /// reached right now; nothing happened, retry shortly.
+    ClusterUnavailable,
     /// The server failed; the message says what, the connection carries on.
     Internal,
 }
@@ -86,6 +89,7 @@ impl ErrorCode {
             Self::EditWindowPassed => "edit_window_passed",
             Self::TooManyReactions => "too_many_reactions",
             Self::StorageUnavailable => "storage_unavailable",
+            Self::ClusterUnavailable => "cluster_unavailable",
             Self::Internal => "internal",
         }
     }

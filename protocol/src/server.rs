@@ -60,6 +60,8 @@ pub enum ServerEvent {
     TrackUnmuted(TrackEvent),
     #[serde(rename = "server:shutdown")]
     ServerShutdown(ServerShutdown),
+    #[serde(rename = "media:moved")]
+    MediaMoved(MediaMoved),
     #[serde(rename = "error")]
     Error(ErrorEvent),
     /// A chat event (`message:new`, `typing`, ...): its name and payload come from the chat
@@ -105,6 +107,7 @@ impl ServerEvent {
             Self::TrackMuted(_) => "track:muted",
             Self::TrackUnmuted(_) => "track:unmuted",
             Self::ServerShutdown(_) => "server:shutdown",
+            Self::MediaMoved(_) => "media:moved",
             Self::Error(_) => "error",
             Self::Chat(c) => c.name,
         }
@@ -122,6 +125,28 @@ impl ServerEvent {
         }
     }
 
+    /// The event of a raw-WebSocket frame, as [`ServerEvent::to_frame`] renders it. Chat events
+    /// come back as [`ServerEvent::Chat`] when their name is in [`crate::CHAT_SERVER_EVENT_NAMES`].
+    pub fn from_frame(frame: &str) -> Result<ServerEvent, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Frame {
+            event: String,
+            #[serde(default)]
+            data: Value,
+        }
+        let parsed: Frame = serde_json::from_str(frame)?;
+        if let Some(name) = crate::CHAT_SERVER_EVENT_NAMES
+            .iter()
+            .find(|n| **n == parsed.event)
+        {
+            return Ok(Self::Chat(ChatEvent {
+                name,
+                data: parsed.data,
+            }));
+        }
+        serde_json::from_str(frame)
+    }
+
     /// The raw-WebSocket frame `{"event": ..., "data": ...}`.
     pub fn to_frame(&self) -> String {
         if let Self::Chat(c) = self {
@@ -129,6 +154,16 @@ impl ServerEvent {
         }
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// `media:moved`: the space's media server changed (its node failed or was drained). The
+/// client closes its peer connection to the SFU and sends a fresh offer; membership stays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaMoved {
+    pub call_id: CallId,
+    /// `node_failed` or `node_drained`.
+    pub reason: String,
 }
 
 /// A STUN or TURN server as `RTCPeerConnection` takes it.
