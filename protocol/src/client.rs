@@ -390,25 +390,43 @@ mod tests {
     #[test]
     fn every_event_survives_name_and_data() {
         let samples = [
-            ("call:initiate", json!({"conversationId": "c", "callType": "video", "participants": ["b"]})),
+            (
+                "call:initiate",
+                json!({"conversationId": "c", "callType": "video", "participants": ["b"]}),
+            ),
             ("call:accept", json!({"callId": "k"})),
             ("call:reject", json!({"callId": "k"})),
             ("call:end", json!({"callId": "k"})),
             ("call:join", json!({"callId": "k"})),
             ("call:ringing", json!({"callId": "k"})),
-            ("offer", json!({"callId": "k", "targetUserId": "b", "offer": {"type": "offer", "sdp": "v=0"}})),
+            (
+                "offer",
+                json!({"callId": "k", "targetUserId": "b", "offer": {"type": "offer", "sdp": "v=0"}}),
+            ),
             ("answer", json!({"callId": "k", "answer": "v=0"})),
-            ("ice-candidate", json!({"callId": "k", "targetUserId": "b", "candidate": {"candidate": "c"}})),
-            ("call:media-toggle", json!({"callId": "k", "mediaType": "audio", "enabled": false})),
+            (
+                "ice-candidate",
+                json!({"callId": "k", "targetUserId": "b", "candidate": {"candidate": "c"}}),
+            ),
+            (
+                "call:media-toggle",
+                json!({"callId": "k", "mediaType": "audio", "enabled": false}),
+            ),
             ("screen:share-start", json!({"callId": "k"})),
             ("screen:share-stop", json!({"callId": "k"})),
-            ("status:update", json!({"status": "busy", "text": "in a meeting"})),
+            (
+                "user:status:update",
+                json!({"status": "busy", "text": "in a meeting"}),
+            ),
             ("activity:ping", Value::Null),
             ("presence:subscribe", json!({"userIds": ["a", "b"]})),
             ("presence:unsubscribe", json!({"userIds": ["a"]})),
             ("room:join", json!({"room": "r"})),
             ("room:leave", json!({"room": "r"})),
-            ("track:subscribe", json!({"trackId": "TR_1", "callId": "room:r"})),
+            (
+                "track:subscribe",
+                json!({"trackId": "TR_1", "callId": "room:r"}),
+            ),
             ("track:unsubscribe", json!({"trackId": "TR_1"})),
         ];
         let mut names: Vec<&str> = samples.iter().map(|(n, _)| *n).collect();

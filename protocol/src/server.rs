@@ -126,7 +126,7 @@ impl ServerEvent {
     }
 
     /// The event of a raw-WebSocket frame, as [`ServerEvent::to_frame`] renders it. Chat events
-    /// come back as [`ServerEvent::Chat`] when their name is in [`crate::CHAT_SERVER_EVENT_NAMES`].
+    /// come back as [`ServerEvent::Chat`] when their name is in [`crate::chat::CHAT_SERVER_EVENT_NAMES`].
     pub fn from_frame(frame: &str) -> Result<ServerEvent, serde_json::Error> {
         #[derive(Deserialize)]
         struct Frame {
@@ -135,7 +135,7 @@ impl ServerEvent {
             data: Value,
         }
         let parsed: Frame = serde_json::from_str(frame)?;
-        if let Some(name) = crate::CHAT_SERVER_EVENT_NAMES
+        if let Some(name) = crate::chat::CHAT_SERVER_EVENT_NAMES
             .iter()
             .find(|n| **n == parsed.event)
         {

@@ -57,6 +57,19 @@ pub mod names {
     pub const TYPING: &str = "typing";
 }
 
+/// Chat events the server sends. [`crate::ServerEvent::from_frame`] reads them back as
+/// [`crate::ServerEvent::Chat`] (a node relaying a chat event to another).
+pub const CHAT_SERVER_EVENT_NAMES: &[&str] = &[
+    names::MESSAGE_ACK,
+    names::MESSAGE_NEW,
+    names::MESSAGE_UPDATED,
+    names::MESSAGE_DELETED,
+    names::REACTION_ADDED,
+    names::REACTION_REMOVED,
+    names::MESSAGE_READ,
+    names::TYPING,
+];
+
 /// Chat events a client may send, served by the chat service rather than the call hub.
 pub const CHAT_EVENT_NAMES: &[&str] = &[
     names::MESSAGE_SEND,
