@@ -159,9 +159,14 @@ pub async fn serve(
     let chat = server.chat.clone();
     // Signaling sends small frames back to back (an ack, then an event): without TCP_NODELAY
     // Nagle's algorithm holds the second one for a delayed ACK, about 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // Every write gets a deadline, so a client that stops reading cannot pin its buffers, and
+    // what a dropped client held goes back to the system.
+    signaling::transport::memory::shrink_heaps_on_free();
+    let listener =
+        signaling::transport::deadline::Listener::new(listener, config.limits.write_timeout.get())
+            .tap_io(|tcp| {
+                let _ = tcp.get_ref().set_nodelay(true);
+            });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -10,3 +10,4 @@ mod ops;
 mod presence;
 mod server;
 mod sfu;
+mod slow_peers;

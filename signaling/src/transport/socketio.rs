@@ -9,20 +9,29 @@
 //! synchronously in arrival order and pushes the message on the queue; one task per socket
 //! drains it through the [`Session`]. Acks: success is acked with the payload itself, failure
 //! with `{"error": {"code", "message"}}`, and failures also emit `error`.
+//!
+//! Output: server events wait in the connection's byte-bounded [`super::outbox`]; one
+//! task per socket hands them to socketioxide, each as its pre-rendered payload (no second
+//! serialization per recipient), and only while socketioxide's own per-socket buffer has room.
+//! That buffer counts packets, not bytes: it holds at most [`buffered_packets`] of them (acks,
+//! `error` events and server events together), so what one socket can hold beyond its outbox is
+//! that many packets of at most about `limits.max_frame_bytes` (relayed signals are the largest
+//! events). A socket whose buffer stays full for `limits.write_timeout` is closed, and a peer
+//! that stops reading is closed by the socket's write deadline ([`super::deadline`]).
 
 use crate::Signaling;
 use crate::auth::Identity;
-use crate::driver::Outbound;
 use crate::limits::ConnectionPermit;
-use crate::session::{Session, error_event};
+use crate::session::{Session, SessionLimits, error_event};
+use crate::transport::outbox::{self, Frame, OutboxReader};
 use axum::extract::ConnectInfo;
-use protocol::{ErrorCode, Failure, ServerEvent};
+use protocol::{ErrorCode, Failure};
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{SendError, SocketError, SocketIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +46,12 @@ pub fn register(io: &SocketIo) {
     io.ns("/", on_connect.with(authenticate));
 }
 
+/// Packets socketioxide may buffer per socket: room for a burst of acks, yet few enough that
+/// relayed signals of `max_frame_bytes` hold about the outbox's byte budget (at least 64).
+pub fn buffered_packets(limits: &SessionLimits) -> usize {
+    (limits.outbound_queue_bytes / limits.max_frame_bytes).max(64)
+}
+
 /// Builds the Socket.IO layer for the router, sized by the signaling limits.
 pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
     let limit = sig.limits.max_frame_bytes;
@@ -44,7 +59,7 @@ pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, Socket
         .max_payload(limit as u64)
         .ws_max_message_size(limit)
         .ws_max_frame_size(limit)
-        .max_buffer_size(sig.limits.outbound_queue)
+        .max_buffer_size(buffered_packets(&sig.limits))
         .connect_timeout(Duration::from_secs(10))
         .with_state(sig)
         .build_layer();
@@ -129,7 +144,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     };
 
     let conn = sig.hub.next_connection_id();
-    let (outbox, events) = mpsc::channel(sig.limits.outbound_queue);
+    let (outbox, events) = outbox::channel(&sig.limits);
     let gauge = sig.connection_gauge("socketio");
     let mut session = Session::new(conn, admitted.identity.clone(), &sig);
     let socket = s.clone();
@@ -161,38 +176,73 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     });
 }
 
-/// Server events out, until the hub drops the connection or the server closes.
+/// Server events out, until the hub drops the connection or the server closes; then the
+/// socket is closed.
 async fn emit_events(
     socket: SocketRef,
-    mut events: mpsc::Receiver<Outbound>,
+    mut events: OutboxReader,
     sig: Arc<Signaling>,
     conn: protocol::ConnectionId,
 ) {
     let mut closing = sig.closing();
     loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(Outbound::Event(e)) => {
-                    let sent = match &*e {
-                        ServerEvent::CallIncoming(incoming) => {
-                            ring_with_ack(&socket, &e, incoming.call_id.clone(), &sig.hub, conn)
-                        }
-                        _ => socket.emit(e.name(), &e.data()).is_ok(),
-                    };
-                    if !sent {
-                        break;
-                    }
-                }
-                None => {
-                    // The hub dropped us for not keeping up.
-                    let _ = socket.clone().disconnect();
-                    break;
-                }
+        let queued = tokio::select! {
+            next = events.recv() => match next {
+                Ok(queued) => queued,
+                // Dropped for not keeping up, or released after the socket went.
+                Err(_) => break,
             },
-            _ = closing.wait_for(|c| *c) => {
-                let _ = socket.clone().disconnect();
-                break;
+            _ = closing.wait_for(|c| *c) => break,
+        };
+        let frame = queued.frame();
+        let sent = when_buffered(&sig.limits, || match frame.incoming_call() {
+            Some(call) => ring_with_ack(&socket, frame, call.clone(), &sig.hub, conn),
+            None => socket.emit(frame.name(), frame.data()),
+        })
+        .await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    close(&socket, &sig.limits).await;
+}
+
+/// Runs `emit` until socketioxide's buffer takes the packet, waiting while it is full; fails when
+/// the socket is gone or its buffer stays full for `limits.write_timeout`.
+async fn when_buffered(
+    limits: &SessionLimits,
+    mut emit: impl FnMut() -> Result<(), SendError>,
+) -> Result<(), SendError> {
+    let deadline = tokio::time::Instant::now() + limits.write_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match emit() {
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                // socketioxide offers no wait for room: back off, briefly.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
+            other => return other,
+        }
+    }
+}
+
+/// Disconnects the socket. Its DISCONNECT packet needs room in the buffer too; while there is
+/// none, the socket is still draining (or, if its peer stopped reading, about to be closed by
+/// the write deadline or the engine.io heartbeat), so keep trying until it is closed either way.
+async fn close(socket: &SocketRef, limits: &SessionLimits) {
+    while socket.connected() {
+        let full = when_buffered(limits, || {
+            socket.clone().disconnect().map_err(SendError::Socket)
+        })
+        .await;
+        if !matches!(
+            full,
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+        ) {
+            break;
         }
     }
 }
@@ -201,14 +251,12 @@ async fn emit_events(
 /// the caller hears as `call:ringing` (the raw WebSocket equivalent is a `call:ringing` event).
 fn ring_with_ack(
     socket: &SocketRef,
-    event: &ServerEvent,
+    frame: &Frame,
     call_id: protocol::CallId,
     hub: &crate::driver::HubHandle,
     conn: protocol::ConnectionId,
-) -> bool {
-    let Ok(acks) = socket.emit_with_ack::<_, Value>(event.name(), &event.data()) else {
-        return false;
-    };
+) -> Result<(), SendError> {
+    let acks = socket.emit_with_ack::<_, Value>(frame.name(), frame.data())?;
     let hub = hub.clone();
     tokio::spawn(async move {
         // Any ack counts; a client that does not ack simply never confirms.
@@ -217,7 +265,7 @@ fn ring_with_ack(
             let _ = hub.event(conn, ringing).await;
         }
     });
-    true
+    Ok(())
 }
 
 fn refuse(
