@@ -5,6 +5,7 @@ mod bad_input;
 mod calls;
 mod chat;
 mod client;
+mod close_codes;
 mod durability;
 mod ops;
 mod presence;

@@ -9,8 +9,10 @@
 //! The token comes as `Authorization: Bearer` or `?access_token=`; a missing or bad one is
 //! answered with HTTP 401 before the upgrade.
 //!
-//! Close codes (RFC 6455 §7.4.1): 1009 for a message over `limits.max_frame_bytes`, 1013 for a
-//! client too slow to read its events (see [`super::outbox`]), 1001 when the server goes away. A client that stops reading altogether
+//! Close codes (RFC 6455 §7.4.1): 1009 for a message over `limits.max_frame_bytes`, 1007 for a
+//! text frame that is not valid UTF-8, 1002 for any other protocol error (an unmasked frame, a
+//! reserved bit or opcode, a bad fragment), 1013 for a client too slow to read its events (see
+//! [`super::outbox`]), 1001 when the server goes away. A client that stops reading altogether
 //! gets no close frame (it would not read it): its socket is reset after `limits.write_timeout`
 //! ([`super::deadline`]). After sending a close frame the server waits `limits.close_timeout`
 //! for the client's.
@@ -36,6 +38,10 @@ use tokio::time::Instant;
 
 /// Close code for a message over the size limit (RFC 6455 §7.4.1).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for data that does not match its frame type: invalid UTF-8 in a text frame.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code for a frame that breaks the WebSocket protocol.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// Close code when the server goes away (the end of a drain).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client that did not keep up with its events.
@@ -138,14 +144,8 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("Space limit exceeded")
-                    || text.contains("too long")
-                    || text.contains("too big")
-                {
-                    let _ = replies
-                        .send(close(CLOSE_TOO_BIG, "message larger than the limit"))
-                        .await;
+                if let Some(close) = close_for(e) {
+                    let _ = replies.send(close).await;
                 }
                 break;
             }
@@ -220,6 +220,21 @@ async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The close frame a read error calls for (RFC 6455 §7.4.1), or none when the connection cannot
+/// carry one any more.
+fn close_for(error: axum::Error) -> Option<Message> {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let error = error.into_inner();
+    match error.downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some(close(CLOSE_TOO_BIG, "message larger than the limit")),
+        Error::Utf8(_) => Some(close(CLOSE_INVALID_DATA, "text that is not valid UTF-8")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some(close(CLOSE_PROTOCOL_ERROR, "WebSocket protocol error")),
+        _ => None,
     }
 }
 
