@@ -26,6 +26,7 @@ use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::outbox::{self, Frame, OutboxReader};
 use axum::extract::ConnectInfo;
 use protocol::{ErrorCode, Failure};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Value, json};
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
@@ -256,7 +257,7 @@ fn ring_with_ack(
     hub: &crate::driver::HubHandle,
     conn: protocol::ConnectionId,
 ) -> Result<(), SendError> {
-    let acks = socket.emit_with_ack::<_, Value>(frame.name(), frame.data())?;
+    let acks = socket.emit_with_ack::<_, AnyAck>(frame.name(), frame.data())?;
     let hub = hub.clone();
     tokio::spawn(async move {
         // Any ack counts; a client that does not ack simply never confirms.
@@ -266,6 +267,31 @@ fn ring_with_ack(
         }
     });
     Ok(())
+}
+
+/// A client's ack with whatever arguments it carries, none included: `ack()` arrives as `31[]`,
+/// which a typed single value (`serde_json::Value`) fails to decode. Any ack confirms.
+struct AnyAck;
+
+impl<'de> Deserialize<'de> for AnyAck {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Arguments;
+        impl<'de> Visitor<'de> for Arguments {
+            type Value = AnyAck;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the arguments of an ack")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut args: A) -> Result<AnyAck, A::Error> {
+                while args.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AnyAck)
+            }
+        }
+        // As a tuple, socketioxide hands over the whole argument list, however long, instead
+        // of requiring a first argument.
+        deserializer.deserialize_tuple(usize::MAX, Arguments)
+    }
 }
 
 fn refuse(
