@@ -200,7 +200,9 @@ pub async fn serve(
     };
     let http_metrics =
         listener::Metrics::register(&server.registry).map_err(std::io::Error::other)?;
-    let limits = listener::Limits::from_config(&config.server);
+    let limits = listener::Limits::from_config(config);
+    // What a dropped slow client held goes back to the system (ADR 0043).
+    signaling::transport::memory::shrink_heaps_on_free();
     let sig = server.signaling.clone();
     let mut app = server
         .signaling
@@ -361,7 +363,7 @@ pub async fn start_turn(config: Config) -> Result<(), RunError> {
     tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "chorus turn running");
     let listeners = Listeners::bind(&config)?;
     let http_metrics = listener::Metrics::register(&registry).map_err(std::io::Error::other)?;
-    let limits = listener::Limits::from_config(&config.server);
+    let limits = listener::Limits::from_config(&config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serve_http = |l: TcpListener, name: &'static str, app: axum::Router| {
         let mut stopped = stopped.clone();

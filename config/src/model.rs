@@ -192,6 +192,14 @@ pub struct LimitsConfig {
     pub invites_per_minute: u32,
     /// Invitations one user may receive at once above the sustained rate.
     pub invite_burst: u32,
+    /// Bytes of server events queued for one slow connection before it is dropped (whichever
+    /// of this and `outbound_queue` is reached first).
+    pub outbound_queue_bytes: usize,
+    /// A socket write that makes no progress for this long closes the connection: the peer
+    /// stopped reading, and nothing it holds may stay pinned.
+    pub write_timeout: HumanDuration,
+    /// How long a WebSocket closed by the server waits for the client's close frame.
+    pub close_timeout: HumanDuration,
 }
 
 impl Default for LimitsConfig {
@@ -206,6 +214,9 @@ impl Default for LimitsConfig {
             max_connections_per_user: 20,
             invites_per_minute: 20,
             invite_burst: 10,
+            outbound_queue_bytes: 1024 * 1024,
+            write_timeout: HumanDuration::secs(10),
+            close_timeout: HumanDuration::secs(5),
         }
     }
 }
@@ -704,6 +715,14 @@ impl Config {
         if l.outbound_queue < 16 {
             return Err(invalid("limits.outbound_queue", "at least 16"));
         }
+        if l.outbound_queue_bytes < l.max_frame_bytes {
+            return Err(invalid(
+                "limits.outbound_queue_bytes",
+                "at least limits.max_frame_bytes, so a relayed message fits",
+            ));
+        }
+        positive_duration("limits.write_timeout", l.write_timeout)?;
+        positive_duration("limits.close_timeout", l.close_timeout)?;
         positive("server.max_connections", self.server.max_connections as u64)?;
         positive(
             "server.max_connections_per_ip",

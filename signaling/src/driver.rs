@@ -1,8 +1,9 @@
 //! The tokio task that owns the [`Hub`].
 //!
 //! Connections talk to it through a [`HubHandle`] (a bounded command channel); it answers acks
-//! on oneshot channels and pushes server events into each connection's bounded outbox. A
-//! connection whose outbox is full is too slow to keep up: it is dropped rather than allowed to
+//! on oneshot channels and pushes server events into each connection's [`Outbox`], bounded in
+//! bytes and events. Each event is rendered once into a [`Frame`] that all its recipients share.
+//! A connection whose outbox is full is too slow to keep up: it is dropped rather than allowed to
 //! hold the hub back or grow memory without bound.
 //!
 //! Lifecycle: [`spawn`] starts the task; it runs until every [`HubHandle`] is dropped.
@@ -10,6 +11,7 @@
 use crate::auth::Identity;
 use crate::hub::{Hub, HubStats};
 use crate::media::{MediaReply, MediaRequest, MediaSeat, MediaServer};
+use crate::transport::outbox::{Frame, Outbox};
 use protocol::{CallId, ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -19,18 +21,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// What a connection receives from the hub.
-#[derive(Debug)]
-pub enum Outbound {
-    Event(Arc<ServerEvent>),
-}
-
 /// Commands the driver understands.
 enum Command {
     Connect {
         conn: ConnectionId,
         identity: Identity,
-        outbox: mpsc::Sender<Outbound>,
+        outbox: Outbox,
     },
     Disconnect {
         conn: ConnectionId,
@@ -97,7 +93,7 @@ impl HubHandle {
         &self,
         conn: ConnectionId,
         identity: Identity,
-        outbox: mpsc::Sender<Outbound>,
+        outbox: Outbox,
     ) -> Result<(), HubGone> {
         self.send(Command::Connect {
             conn,
@@ -242,7 +238,7 @@ pub fn spawn(hub: Hub, media: Option<Arc<dyn MediaServer>>) -> HubHandle {
 }
 
 async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, media: Option<Arc<dyn MediaServer>>) {
-    let mut outboxes: HashMap<ConnectionId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut outboxes: HashMap<ConnectionId, Outbox> = HashMap::new();
     loop {
         let deadline = hub.poll_timeout().map(Instant::from_std);
         let command = match deadline {
@@ -323,9 +319,12 @@ async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, media: Option<Arc<dy
 
 fn drain(
     hub: &mut Hub,
-    outboxes: &mut HashMap<ConnectionId, mpsc::Sender<Outbound>>,
+    outboxes: &mut HashMap<ConnectionId, Outbox>,
     media: Option<&Arc<dyn MediaServer>>,
 ) {
+    // An event fanned out to many connections is rendered once. Keyed by the event's address,
+    // which stays unique while the map holds the event.
+    let mut rendered: HashMap<*const ServerEvent, (Arc<ServerEvent>, Frame)> = HashMap::new();
     // Dropping a slow connection produces events of its own (presence, calls), hence the loop.
     loop {
         let mut slow = Vec::new();
@@ -333,7 +332,13 @@ fn drain(
             let Some(outbox) = outboxes.get(&delivery.to) else {
                 continue;
             };
-            if outbox.try_send(Outbound::Event(delivery.event)).is_err() {
+            let (_, frame) = rendered
+                .entry(Arc::as_ptr(&delivery.event))
+                .or_insert_with(|| {
+                    let frame = Frame::render(&delivery.event);
+                    (delivery.event, frame)
+                });
+            if outbox.push(frame).is_err() {
                 // Full or closed: either way this connection cannot take more.
                 slow.push(delivery.to);
             }

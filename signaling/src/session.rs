@@ -25,7 +25,7 @@ use protocol::{
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Per-connection limits, from configuration.
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +33,14 @@ pub struct SessionLimits {
     pub events_per_second: u32,
     pub event_burst: u32,
     pub max_frame_bytes: usize,
+    /// Server events queued for one connection (the outbox; see `transport::outbox`).
     pub outbound_queue: usize,
+    /// Bytes of server events queued for one connection.
+    pub outbound_queue_bytes: usize,
+    /// Longest a socket write may go without progress (see `transport::deadline`).
+    pub write_timeout: Duration,
+    /// Longest a server-closed WebSocket waits for the client's close frame.
+    pub close_timeout: Duration,
 }
 
 impl SessionLimits {
@@ -43,6 +50,9 @@ impl SessionLimits {
             event_burst: c.limits.event_burst,
             max_frame_bytes: c.limits.max_frame_bytes,
             outbound_queue: c.limits.outbound_queue,
+            outbound_queue_bytes: c.limits.outbound_queue_bytes,
+            write_timeout: c.limits.write_timeout.get(),
+            close_timeout: c.limits.close_timeout.get(),
         }
     }
 }

@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use protocol::{ErrorCode, Failure};
+use signaling::transport::deadline::Stream;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -70,7 +71,7 @@ impl Connection {
         let activity = Arc::new(Activity::new(Instant::now()));
         metrics.open.inc();
         let io = Tracked {
-            stream,
+            stream: Stream::new(stream, limits.write),
             activity: activity.clone(),
             _permit: permit,
             _open: Open(metrics.open.clone()),
@@ -249,7 +250,7 @@ impl Drop for Open {
 /// The accepted socket, reporting progress to [`Activity`] and holding the connection's
 /// per-source slot and gauge for as long as the socket lives.
 struct Tracked {
-    stream: TcpStream,
+    stream: Stream<TcpStream>,
     activity: Arc<Activity>,
     _permit: SourcePermit,
     _open: Open,
@@ -318,6 +319,7 @@ mod tests {
             idle: Duration::from_secs(30),
             request: Duration::from_secs(60),
             per_source: 1,
+            write: Duration::from_secs(10),
         }
     }
 

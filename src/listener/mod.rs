@@ -39,15 +39,20 @@ pub struct Limits {
     pub idle: Duration,
     pub request: Duration,
     pub per_source: u32,
+    /// A write that makes no progress for this long fails and the socket is reset
+    /// (`limits.write_timeout`): a peer that stops reading cannot pin what is queued for it.
+    pub write: Duration,
 }
 
 impl Limits {
-    pub fn from_config(server: &config::ServerConfig) -> Limits {
+    pub fn from_config(config: &config::Config) -> Limits {
+        let server = &config.server;
         Limits {
             header_read: server.header_read_timeout.get(),
             idle: server.idle_timeout.get(),
             request: server.request_timeout.get(),
             per_source: server.max_raw_connections_per_ip,
+            write: config.limits.write_timeout.get(),
         }
     }
 }

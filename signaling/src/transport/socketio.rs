@@ -14,20 +14,30 @@
 //! queued for it, so an ack never overtakes an event the hub sent before it answered (ADR
 //! 0046). socketioxide keeps that order on the wire: emits and acks share the engine.io
 //! socket's one channel.
+//!
+//! Output: server events wait in the connection's byte-bounded [`super::outbox`]; one
+//! task per socket hands them to socketioxide, each as its pre-rendered payload (no second
+//! serialization per recipient), and only while socketioxide's own per-socket buffer has room.
+//! That buffer counts packets, not bytes: it holds at most [`buffered_packets`] of them (acks,
+//! `error` events and server events together), so what one socket can hold beyond its outbox is
+//! that many packets of at most about `limits.max_frame_bytes` (relayed signals are the largest
+//! events). A socket whose buffer stays full for `limits.write_timeout` is closed, and a peer
+//! that stops reading is closed by the socket's write deadline ([`super::deadline`]).
 
 use crate::Signaling;
 use crate::auth::Identity;
-use crate::driver::Outbound;
 use crate::limits::ConnectionPermit;
-use crate::session::{Session, error_event};
+use crate::session::{Session, SessionLimits, error_event};
+use crate::transport::outbox::{self, Frame, OutboxReader, Queued};
 use axum::extract::ConnectInfo;
-use protocol::{ErrorCode, Failure, ServerEvent};
+use protocol::{ErrorCode, Failure};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{SendError, SocketError, SocketIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +52,12 @@ pub fn register(io: &SocketIo) {
     io.ns("/", on_connect.with(authenticate));
 }
 
+/// Packets socketioxide may buffer per socket: room for a burst of acks, yet few enough that
+/// relayed signals of `max_frame_bytes` hold about the outbox's byte budget (at least 64).
+pub fn buffered_packets(limits: &SessionLimits) -> usize {
+    (limits.outbound_queue_bytes / limits.max_frame_bytes).max(64)
+}
+
 /// Builds the Socket.IO layer for the router, sized by the signaling limits.
 pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
     let limit = sig.limits.max_frame_bytes;
@@ -49,7 +65,7 @@ pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, Socket
         .max_payload(limit as u64)
         .ws_max_message_size(limit)
         .ws_max_frame_size(limit)
-        .max_buffer_size(sig.limits.outbound_queue)
+        .max_buffer_size(buffered_packets(&sig.limits))
         .connect_timeout(Duration::from_secs(10))
         .with_state(sig)
         .build_layer();
@@ -141,7 +157,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     };
 
     let conn = sig.hub.next_connection_id();
-    let (outbox, events) = mpsc::channel(sig.limits.outbound_queue);
+    let (outbox, events) = outbox::channel(&sig.limits);
     let gauge = sig.connection_gauge("socketio");
     let mut session = Session::new(conn, admitted.identity.clone(), &sig);
     let socket = s.clone();
@@ -177,27 +193,38 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
 }
 
 /// Server events and the session's acks out, until the hub drops the connection or the server
-/// closes.
+/// closes; then the socket is closed.
 async fn emit_events(
     socket: SocketRef,
-    mut events: mpsc::Receiver<Outbound>,
+    mut events: OutboxReader,
     mut replies: mpsc::Receiver<Reply>,
     sig: Arc<Signaling>,
     conn: protocol::ConnectionId,
 ) {
     let mut closing = sig.closing();
-    let emit = |e: &Arc<ServerEvent>| match &**e {
-        ServerEvent::CallIncoming(incoming) => {
-            ring_with_ack(&socket, e, incoming.call_id.clone(), &sig.hub, conn)
+    let emit = |queued: Queued| {
+        let socket = socket.clone();
+        let sig = sig.clone();
+        async move {
+            let frame = queued.frame();
+            when_buffered(&sig.limits, || match frame.incoming_call() {
+                Some(call) => ring_with_ack(&socket, frame, call.clone(), &sig.hub, conn),
+                None => socket.emit(frame.name(), frame.data()),
+            })
+            .await
         }
-        _ => socket.emit(e.name(), &e.data()).is_ok(),
     };
     'emit: loop {
-        tokio::select! {
-            Some(Reply { event, ack, answer }) = replies.recv() => {
+        let next = tokio::select! {
+            Some(reply) = replies.recv() => Next::Reply(reply),
+            next = events.recv() => Next::Event(next),
+            _ = closing.wait_for(|c| *c) => Next::Closing,
+        };
+        match next {
+            Next::Reply(Reply { event, ack, answer }) => {
                 // Events queued before this answer was produced go first (see the module docs).
-                while let Ok(Outbound::Event(e)) = events.try_recv() {
-                    if !emit(&e) {
+                while let Some(queued) = events.try_recv() {
+                    if emit(queued).await.is_err() {
                         break 'emit;
                     }
                 }
@@ -208,22 +235,61 @@ async fn emit_events(
                     Err(failure) => refuse(&socket, ack, &failure, &event, answer.temp_id),
                 }
             }
-            event = events.recv() => match event {
-                Some(Outbound::Event(e)) => {
-                    if !emit(&e) {
-                        break;
-                    }
-                }
-                None => {
-                    // The hub dropped us for not keeping up.
-                    let _ = socket.clone().disconnect();
+            Next::Event(Ok(queued)) => {
+                if emit(queued).await.is_err() {
                     break;
                 }
-            },
-            _ = closing.wait_for(|c| *c) => {
-                let _ = socket.clone().disconnect();
-                break;
             }
+            // Dropped for not keeping up, or released after the socket went.
+            Next::Event(Err(_)) | Next::Closing => break,
+        }
+    }
+    close(&socket, &sig.limits).await;
+}
+
+/// What the emitting task does next.
+enum Next {
+    Reply(Reply),
+    Event(Result<Queued, outbox::Ended>),
+    Closing,
+}
+
+/// Runs `emit` until socketioxide's buffer takes the packet, waiting while it is full; fails when
+/// the socket is gone or its buffer stays full for `limits.write_timeout`.
+async fn when_buffered(
+    limits: &SessionLimits,
+    mut emit: impl FnMut() -> Result<(), SendError>,
+) -> Result<(), SendError> {
+    let deadline = tokio::time::Instant::now() + limits.write_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match emit() {
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                // socketioxide offers no wait for room: back off, briefly.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Disconnects the socket. Its DISCONNECT packet needs room in the buffer too; while there is
+/// none, the socket is still draining (or, if its peer stopped reading, about to be closed by
+/// the write deadline or the engine.io heartbeat), so keep trying until it is closed either way.
+async fn close(socket: &SocketRef, limits: &SessionLimits) {
+    while socket.connected() {
+        let full = when_buffered(limits, || {
+            socket.clone().disconnect().map_err(SendError::Socket)
+        })
+        .await;
+        if !matches!(
+            full,
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+        ) {
+            break;
         }
     }
 }
@@ -232,14 +298,12 @@ async fn emit_events(
 /// the caller hears as `call:ringing` (the raw WebSocket equivalent is a `call:ringing` event).
 fn ring_with_ack(
     socket: &SocketRef,
-    event: &ServerEvent,
+    frame: &Frame,
     call_id: protocol::CallId,
     hub: &crate::driver::HubHandle,
     conn: protocol::ConnectionId,
-) -> bool {
-    let Ok(acks) = socket.emit_with_ack::<_, Value>(event.name(), &event.data()) else {
-        return false;
-    };
+) -> Result<(), SendError> {
+    let acks = socket.emit_with_ack::<_, AnyAck>(frame.name(), frame.data())?;
     let hub = hub.clone();
     tokio::spawn(async move {
         // Any ack counts; a client that does not ack simply never confirms.
@@ -248,7 +312,32 @@ fn ring_with_ack(
             let _ = hub.event(conn, ringing).await;
         }
     });
-    true
+    Ok(())
+}
+
+/// A client's ack with whatever arguments it carries, none included: `ack()` arrives as `31[]`,
+/// which a typed single value (`serde_json::Value`) fails to decode. Any ack confirms.
+struct AnyAck;
+
+impl<'de> Deserialize<'de> for AnyAck {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Arguments;
+        impl<'de> Visitor<'de> for Arguments {
+            type Value = AnyAck;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the arguments of an ack")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut args: A) -> Result<AnyAck, A::Error> {
+                while args.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AnyAck)
+            }
+        }
+        // As a tuple, socketioxide hands over the whole argument list, however long, instead
+        // of requiring a first argument.
+        deserializer.deserialize_tuple(usize::MAX, Arguments)
+    }
 }
 
 fn refuse(

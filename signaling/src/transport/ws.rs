@@ -7,29 +7,43 @@
 //! - server event: `{"event": ..., "data": ...}`.
 //!
 //! The token comes as `Authorization: Bearer` or `?access_token=`; a missing or bad one is
-//! answered with HTTP 401 before the upgrade. A message over `limits.max_frame_bytes` closes the
-//! connection with code 1009.
+//! answered with HTTP 401 before the upgrade.
+//!
+//! Close codes (RFC 6455 §7.4.1): 1009 for a message over `limits.max_frame_bytes`, 1007 for a
+//! text frame that is not valid UTF-8, 1002 for any other protocol error (an unmasked frame, a
+//! reserved bit or opcode, a bad fragment), 1013 for a client too slow to read its events (see
+//! [`super::outbox`]), 1001 when the server goes away. A client that stops reading altogether
+//! gets no close frame (it would not read it): its socket is reset after `limits.write_timeout`
+//! ([`super::deadline`]). After sending a close frame the server waits `limits.close_timeout`
+//! for the client's.
 
 use crate::Signaling;
-use crate::driver::Outbound;
-use crate::session::{Session, error_event};
+use crate::driver::HubHandle;
+use crate::session::{Session, SessionLimits, error_event};
+use crate::transport::outbox::{self, Ended, OutboxReader};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::IntoResponse;
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ErrorCode, Failure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// Close code for a message over the size limit (RFC 6455 §7.4.1).
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code when the server goes away (shutdown) or drops a client that cannot keep up.
+/// Close code for data that does not match its frame type: invalid UTF-8 in a text frame.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code for a frame that breaks the WebSocket protocol.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code when the server goes away (the end of a drain).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client that did not keep up with its events.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
@@ -77,7 +91,7 @@ struct ClientFrame {
 
 async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Identity) {
     let conn = sig.hub.next_connection_id();
-    let (outbox, mut inbox) = mpsc::channel(sig.limits.outbound_queue);
+    let (outbox, events) = outbox::channel(&sig.limits);
     if sig
         .hub
         .connect(conn, identity.clone(), outbox)
@@ -88,49 +102,47 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
     }
     let _gauge = sig.connection_gauge("ws");
     let mut session = Session::new(conn, identity, &sig);
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     // Acks and errors from the reader go through the writer so frames never interleave.
-    let (replies, mut reply_rx) = mpsc::channel::<Message>(16);
-    let mut closing = sig.closing();
-    let hub = sig.hub.clone();
-    let writer = tokio::spawn(async move {
-        'write: loop {
-            // Biased towards the reader's replies: when the reader ends with a close frame
-            // (1009) the hub drops the outbox right after, and that close must win.
-            let (message, reply) = tokio::select! {
-                biased;
-                reply = reply_rx.recv() => match reply {
-                    Some(m) => (m, true),
-                    None => break,
-                },
-                event = inbox.recv() => match event {
-                    Some(Outbound::Event(e)) => (Message::Text(e.to_frame().into()), false),
-                    // The hub dropped us: we did not keep up, or the hub itself is gone.
-                    None if hub.is_ended() => (close(CLOSE_INTERNAL, "server error; reconnect"), false),
-                    None => (close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"), false),
-                },
-                _ = closing.wait_for(|c| *c) => (close(CLOSE_GOING_AWAY, "server shutting down"), false),
-            };
-            if reply {
-                // Events queued before this reply was produced go first, so an ack never
-                // overtakes them (ADR 0046: an acked ping is a delivery barrier).
-                while let Ok(Outbound::Event(e)) = inbox.try_recv() {
-                    if sink.send(Message::Text(e.to_frame().into())).await.is_err() {
-                        break 'write;
+    let (replies, reply_rx) = mpsc::channel::<Message>(16);
+    let mut writer = tokio::spawn(write(
+        sink,
+        events,
+        reply_rx,
+        sig.closing(),
+        sig.limits,
+        sig.hub.clone(),
+    ));
+    // How the writer ended, once it has; then the client has `close_timeout` to answer our
+    // close frame.
+    let mut written = None;
+    let mut answer_by = None;
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            end = &mut writer, if written.is_none() => {
+                let end = end.unwrap_or(Written::Stalled);
+                written = Some(end);
+                match end {
+                    Written::Closed => {
+                        answer_by = Some(Instant::now() + sig.limits.close_timeout);
+                        continue;
                     }
+                    Written::Stalled => break,
                 }
             }
-            let last = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || last {
-                break;
+            () = until(answer_by) => break,
+        };
+        if written.is_some() {
+            // Closing: only the client's close frame (or the deadline) matters now.
+            match message {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => continue,
             }
         }
-        let _ = sink.close().await;
-    });
-    while let Some(message) = stream.next().await {
         let reply = match message {
-            Ok(Message::Text(text)) => handle_text(&mut session, text.as_str()).await,
-            Ok(Message::Binary(_)) => vec![frame_error(
+            Some(Ok(Message::Text(text))) => handle_text(&mut session, text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => vec![frame_error(
                 &Failure::new(
                     ErrorCode::MalformedFrame,
                     "binary frames are not supported; send JSON text",
@@ -139,17 +151,11 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
                 None,
                 None,
             )],
-            Ok(Message::Close(_)) => break,
-            Ok(_) => continue,
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("Space limit exceeded")
-                    || text.contains("too long")
-                    || text.contains("too big")
-                {
-                    let _ = replies
-                        .send(close(CLOSE_TOO_BIG, "message larger than the limit"))
-                        .await;
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                if let Some(close) = close_for(e) {
+                    let _ = replies.send(close).await;
                 }
                 break;
             }
@@ -159,13 +165,118 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
                 break;
             }
         }
-        if writer.is_finished() {
-            break;
-        }
     }
     drop(replies);
     sig.hub.disconnect(conn).await;
-    let _ = writer.await;
+    if written.is_none() {
+        // Bounded: the writer's last write and close have the socket's deadline.
+        let _ = writer.await;
+    }
+}
+
+/// How the writer task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    /// It sent a close frame, or finished the close after the reader ended.
+    Closed,
+    /// A write failed (or missed the socket's deadline): nothing more can be sent.
+    Stalled,
+}
+
+/// Writes replies and server events until a close frame goes out, the reader ends, or a write
+/// fails. Each queued event stays charged to the outbox until it is written.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut events: OutboxReader,
+    mut replies: mpsc::Receiver<Message>,
+    mut closing: watch::Receiver<bool>,
+    limits: SessionLimits,
+    hub: HubHandle,
+) -> Written {
+    loop {
+        // Biased towards the reader's replies: when the reader ends with a close frame (1009)
+        // the hub drops the outbox right after, and that close must win.
+        let next = tokio::select! {
+            biased;
+            reply = replies.recv() => match reply {
+                Some(m) => Next::Reply(m),
+                None => break,
+            },
+            next = events.recv() => Next::Event(next),
+            _ = closing.wait_for(|c| *c) => Next::Closing,
+        };
+        let (message, _queued) = match next {
+            Next::Reply(m) => {
+                // Events queued before this reply was produced go first, so an ack never
+                // overtakes them (ADR 0046: an acked ping is a delivery barrier).
+                while let Some(queued) = events.try_recv() {
+                    if sink
+                        .send(Message::Text(queued.frame().text()))
+                        .await
+                        .is_err()
+                    {
+                        return Written::Stalled;
+                    }
+                }
+                (m, None)
+            }
+            Next::Event(Ok(queued)) => (Message::Text(queued.frame().text()), Some(queued)),
+            Next::Event(Err(Ended::Overflowed)) => (
+                close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"),
+                None,
+            ),
+            // The hub let go: its task ended (every command would fail), or it is stopping.
+            Next::Event(Err(Ended::Released)) if hub.is_ended() => {
+                (close(CLOSE_INTERNAL, "server error; reconnect"), None)
+            }
+            Next::Event(Err(Ended::Released)) => {
+                (close(CLOSE_GOING_AWAY, "server going away"), None)
+            }
+            Next::Closing => (close(CLOSE_GOING_AWAY, "server shutting down"), None),
+        };
+        let last = matches!(message, Message::Close(_));
+        if sink.send(message).await.is_err() {
+            return Written::Stalled;
+        }
+        if last {
+            return Written::Closed;
+        }
+    }
+    // The reader ended (the client closed, or sent something that closed the connection).
+    match tokio::time::timeout(limits.close_timeout, sink.close()).await {
+        Ok(Ok(())) => Written::Closed,
+        _ => Written::Stalled,
+    }
+}
+
+/// What the writer does next.
+enum Next {
+    Reply(Message),
+    Event(Result<outbox::Queued, Ended>),
+    Closing,
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close frame a read error calls for (RFC 6455 §7.4.1), or none when the connection cannot
+/// carry one any more.
+fn close_for(error: axum::Error) -> Option<Message> {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let error = error.into_inner();
+    match error.downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some(close(CLOSE_TOO_BIG, "message larger than the limit")),
+        Error::Utf8(_) => Some(close(CLOSE_INVALID_DATA, "text that is not valid UTF-8")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some(close(CLOSE_PROTOCOL_ERROR, "WebSocket protocol error")),
+        _ => None,
+    }
 }
 
 async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {

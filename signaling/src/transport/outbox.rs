@@ -1,0 +1,360 @@
+//! A connection's queue of server events, bounded in bytes and in events.
+//!
+//! The hub's driver renders each server event once into a [`Frame`] (the JSON text, shared by
+//! every recipient) and pushes it into each recipient's [`Outbox`]; the connection's writer takes
+//! frames from its [`OutboxReader`] and writes them to the socket. Each queued frame is charged
+//! its text length to its connection until the writer has written it (the [`Queued`] guard
+//! releases it on drop), so what one connection holds is bounded by
+//! `limits.outbound_queue_bytes` (plus the one frame in the writer's hands) and by
+//! `limits.outbound_queue` events, whichever comes first.
+//!
+//! A full outbox means the client does not keep up. [`Outbox::push`] then marks it overflowed
+//! and refuses: the driver drops the connection from the hub, and the writer stops at once
+//! ([`Ended::Overflowed`]) instead of writing out a backlog the client will not read: it closes
+//! the connection, and everything queued is freed.
+//!
+//! Lifecycle: [`channel`] makes both halves when a connection registers with the hub; the driver
+//! holds the [`Outbox`] until the connection disconnects or overflows; the writer holds the
+//! [`OutboxReader`] until the connection ends.
+
+use crate::session::SessionLimits;
+use axum::extract::ws::Utf8Bytes;
+use protocol::{CallId, ServerEvent};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+/// One server event, rendered once and shared by all its recipients. It keeps only the text
+/// (not the typed event, which would double what a queued event holds), so what an outbox is
+/// charged is what it holds.
+#[derive(Clone, Debug)]
+pub struct Frame(Arc<Rendered>);
+
+#[derive(Debug)]
+struct Rendered {
+    name: &'static str,
+    /// For `call:incoming`: the call, which Socket.IO asks the device to ack.
+    incoming_call: Option<CallId>,
+    /// The raw-WebSocket frame, `{"event": ..., "data": ...}`.
+    text: Utf8Bytes,
+    /// Where the `data` member's JSON lies in `text` (Socket.IO sends it without the envelope).
+    data: Range<usize>,
+}
+
+impl Frame {
+    /// Serializes `event`: once per event, however many connections receive it.
+    pub fn render(event: &ServerEvent) -> Self {
+        let text = event.to_frame();
+        let data = data_span(&text).unwrap_or(0..0);
+        let incoming_call = match event {
+            ServerEvent::CallIncoming(incoming) => Some(incoming.call_id.clone()),
+            _ => None,
+        };
+        Self(Arc::new(Rendered {
+            name: event.name(),
+            incoming_call,
+            text: text.into(),
+            data,
+        }))
+    }
+
+    /// The event's wire name.
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    /// The call a `call:incoming` event rings this device for; `None` for other events.
+    pub fn incoming_call(&self) -> Option<&CallId> {
+        self.0.incoming_call.as_ref()
+    }
+
+    /// The raw-WebSocket frame text (cheap to clone: the bytes are shared).
+    pub fn text(&self) -> Utf8Bytes {
+        self.0.text.clone()
+    }
+
+    /// The event's payload as JSON text, for transports that frame it themselves.
+    pub fn data(&self) -> &RawValue {
+        let json = &self.0.text.as_str()[self.0.data.clone()];
+        // `data_span` found it by parsing this very text, so it parses again; `null` keeps a
+        // frame without payload well-formed all the same.
+        serde_json::from_str(json).unwrap_or_else(|_| null())
+    }
+
+    /// What queuing this frame costs a connection.
+    pub fn len(&self) -> usize {
+        self.0.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.text.is_empty()
+    }
+}
+
+/// The driver's half: where the hub's events for one connection go.
+#[derive(Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<Frame>,
+    shared: Arc<Shared>,
+    max_bytes: usize,
+}
+
+/// The writer's half.
+#[derive(Debug)]
+pub struct OutboxReader {
+    rx: mpsc::Receiver<Frame>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes pushed and not yet written (or dropped) by the writer.
+    queued: AtomicUsize,
+    overflowed: AtomicBool,
+}
+
+/// The outbox cannot take the frame: the connection is too slow, or its writer is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the connection does not keep up with its events")]
+pub struct Overflow;
+
+/// Why an [`OutboxReader`] has no more frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client fell behind by more than the limits; the hub has dropped it.
+    Overflowed,
+    /// The hub let go of the connection: it disconnected, or the hub stopped.
+    Released,
+}
+
+/// A frame taken from the outbox; it stays charged to the connection until dropped, so drop it
+/// once it is written.
+#[derive(Debug)]
+pub struct Queued {
+    frame: Frame,
+    shared: Arc<Shared>,
+}
+
+/// A new outbox for one connection, sized by `limits`.
+pub fn channel(limits: &SessionLimits) -> (Outbox, OutboxReader) {
+    let (tx, rx) = mpsc::channel(limits.outbound_queue);
+    let shared = Arc::new(Shared::default());
+    (
+        Outbox {
+            tx,
+            shared: shared.clone(),
+            max_bytes: limits.outbound_queue_bytes,
+        },
+        OutboxReader { rx, shared },
+    )
+}
+
+impl Outbox {
+    /// Queues `frame`, or marks the outbox overflowed and refuses it. A frame larger than the
+    /// whole byte budget is still taken when the queue is empty, so one big event cannot wedge
+    /// a connection.
+    pub fn push(&self, frame: &Frame) -> Result<(), Overflow> {
+        let len = frame.len();
+        let queued = self.shared.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + len > self.max_bytes {
+            return Err(self.overflow());
+        }
+        // Charged before sending, so the writer never releases more than was charged.
+        self.shared.queued.fetch_add(len, Ordering::AcqRel);
+        if self.tx.try_send(frame.clone()).is_err() {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(self.overflow());
+        }
+        Ok(())
+    }
+
+    fn overflow(&self) -> Overflow {
+        self.shared.overflowed.store(true, Ordering::Release);
+        Overflow
+    }
+}
+
+impl OutboxReader {
+    /// The next frame, or why there are no more. After an overflow the backlog is not handed
+    /// out: the client would not read it in time anyway.
+    pub async fn recv(&mut self) -> Result<Queued, Ended> {
+        if self.overflowed() {
+            return Err(Ended::Overflowed);
+        }
+        let frame = self.rx.recv().await;
+        if self.overflowed() {
+            return Err(Ended::Overflowed);
+        }
+        match frame {
+            Some(frame) => Ok(Queued {
+                frame,
+                shared: self.shared.clone(),
+            }),
+            None => Err(Ended::Released),
+        }
+    }
+
+    /// The next frame if one is queued now: what a writer sends before an ack, so the ack
+    /// never overtakes an event queued before it (ADR 0046).
+    pub fn try_recv(&mut self) -> Option<Queued> {
+        if self.overflowed() {
+            return None;
+        }
+        let frame = self.rx.try_recv().ok()?;
+        Some(Queued {
+            frame,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    fn overflowed(&self) -> bool {
+        self.shared.overflowed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for OutboxReader {
+    fn drop(&mut self) {
+        // Frames still in the channel are released with it.
+        self.rx.close();
+        while let Ok(frame) = self.rx.try_recv() {
+            self.shared.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+        if self.overflowed() {
+            // A backlog was just freed: hand it back to the system.
+            super::memory::release_soon();
+        }
+    }
+}
+
+impl Queued {
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.shared
+            .queued
+            .fetch_sub(self.frame.len(), Ordering::AcqRel);
+    }
+}
+
+/// Where the `data` member's JSON lies in a rendered frame.
+fn data_span(text: &str) -> Option<Range<usize>> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    let envelope: Envelope = serde_json::from_str(text).ok()?;
+    let data = envelope.data.get();
+    // `data` borrows from `text`, so its address lies inside it.
+    let start = data.as_ptr() as usize - text.as_ptr() as usize;
+    Some(start..start + data.len())
+}
+
+fn null() -> &'static RawValue {
+    serde_json::from_str("null").expect("`null` is JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{CallEnded, CallId, ChatEvent};
+    use serde_json::{Value, json};
+
+    fn limits(events: usize, bytes: usize) -> SessionLimits {
+        SessionLimits {
+            outbound_queue: events,
+            outbound_queue_bytes: bytes,
+            ..SessionLimits::from_config(&config::Config::default())
+        }
+    }
+
+    fn frame(pad: usize) -> Frame {
+        Frame::render(&ServerEvent::Chat(ChatEvent {
+            name: "typing",
+            data: json!({"pad": "x".repeat(pad)}),
+        }))
+    }
+
+    #[test]
+    fn a_frame_is_the_websocket_text_and_its_data_the_payload() {
+        let event = ServerEvent::CallEnded(CallEnded {
+            call_id: CallId("c1".into()),
+            reason: protocol::EndReason::Ended,
+        });
+        let f = Frame::render(&event);
+        assert_eq!(f.text().as_str(), event.to_frame());
+        assert_eq!((f.name(), f.incoming_call()), ("call:ended", None));
+        let data: Value = serde_json::from_str(f.data().get()).unwrap();
+        assert_eq!(data, event.data());
+        // Chat events render through a map, with `data` first.
+        let chat = frame(3);
+        let data: Value = serde_json::from_str(chat.data().get()).unwrap();
+        assert_eq!(data, json!({"pad": "xxx"}));
+        assert_eq!(chat.len(), chat.text().len());
+    }
+
+    #[tokio::test]
+    async fn bytes_are_charged_until_the_written_frame_is_dropped() {
+        let (outbox, mut reader) = channel(&limits(100, 10_000));
+        let f = frame(1000);
+        outbox.push(&f).unwrap();
+        outbox.push(&f).unwrap();
+        assert_eq!(reader.queued_bytes(), 2 * f.len());
+        let first = reader.recv().await.unwrap();
+        assert_eq!(reader.queued_bytes(), 2 * f.len(), "still being written");
+        drop(first);
+        assert_eq!(reader.queued_bytes(), f.len());
+        drop(reader);
+        assert_eq!(outbox.shared.queued.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_overflows_and_the_reader_stops_at_once() {
+        let f = frame(1000);
+        let (outbox, mut reader) = channel(&limits(100, 3 * f.len()));
+        for _ in 0..3 {
+            outbox.push(&f).unwrap();
+        }
+        assert_eq!(outbox.push(&f), Err(Overflow));
+        // The backlog is not handed out after an overflow.
+        assert_eq!(reader.recv().await.unwrap_err(), Ended::Overflowed);
+        drop(reader);
+        assert_eq!(outbox.shared.queued.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn the_event_count_bounds_too_and_a_big_frame_passes_an_empty_queue() {
+        let small = frame(1);
+        let (outbox, _reader) = channel(&limits(2, 1 << 20));
+        outbox.push(&small).unwrap();
+        outbox.push(&small).unwrap();
+        assert_eq!(outbox.push(&small), Err(Overflow));
+
+        let big = frame(5000);
+        let (outbox, mut reader) = channel(&limits(16, 1000));
+        outbox.push(&big).unwrap();
+        assert_eq!(outbox.push(&small), Err(Overflow));
+        assert_eq!(reader.recv().await.unwrap_err(), Ended::Overflowed);
+    }
+
+    #[tokio::test]
+    async fn a_released_outbox_hands_out_its_backlog_then_ends() {
+        let (outbox, mut reader) = channel(&limits(16, 1 << 20));
+        outbox.push(&frame(1)).unwrap();
+        drop(outbox);
+        assert!(reader.recv().await.is_ok());
+        assert_eq!(reader.recv().await.unwrap_err(), Ended::Released);
+    }
+}
