@@ -73,6 +73,18 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     let turn = turn::bind(config, &registry)
         .await
         .map_err(RunError::Config)?;
+    let cluster: Arc<dyn signaling::cluster::Cluster> = if config.cluster.enabled() {
+        let url = if config.cluster.advertise_url.is_empty() {
+            format!("http://{}", config.server.listen)
+        } else {
+            config.cluster.advertise_url.clone()
+        };
+        signaling::cluster::RedisCluster::connect(&config.cluster, url, &registry)
+            .await
+            .map_err(RunError::Config)?
+    } else {
+        Arc::new(signaling::cluster::Solo::new())
+    };
     let signaling = Signaling::new(
         config,
         auth,
@@ -80,6 +92,7 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
         media
             .clone()
             .map(|m| m as Arc<dyn signaling::media::MediaServer>),
+        cluster,
         &registry,
     )
     .map_err(|e| RunError::Config(e.to_string()))?;

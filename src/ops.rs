@@ -1,4 +1,5 @@
-//! Operations endpoints: `/health` (liveness), `/ready` (readiness, 503 while draining) and
+//! Operations endpoints: `/health` (liveness), `/ready` (readiness: 503 while draining, 200
+//! `degraded` while a cluster node cannot reach Redis) and
 //! `/metrics` (Prometheus text format).
 //!
 //! `/metrics` is a router of its own so it can be served on `server.metrics_listen` instead of
@@ -34,9 +35,14 @@ pub fn metrics(registry: prometheus::Registry) -> Router {
     )
 }
 
+/// 503 while draining. While Redis is away a cluster node answers 200 `degraded`: every node
+/// shares that Redis, and taking all of them out of the load balancer at once would turn a
+/// Redis blip into a full outage (ADR 0060); `/health` never depends on Redis.
 async fn ready(State(signaling): State<Arc<Signaling>>) -> impl IntoResponse {
     if signaling.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if signaling.routing.cluster().health() == signaling::cluster::Health::Degraded {
+        (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ready")
     }

@@ -74,7 +74,7 @@ pub async fn presence(
             ),
         );
     }
-    match sig.hub.presence(viewer, ids).await {
+    match sig.routing.presence(&viewer, ids).await {
         Ok(presences) => Json(json!({ "presences": presences })).into_response(),
         Err(_) => failure(
             StatusCode::SERVICE_UNAVAILABLE,

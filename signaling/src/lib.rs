@@ -10,6 +10,7 @@
 //! [`Signaling`] ties them together and builds the router the binary serves.
 
 pub mod auth;
+pub mod cluster;
 pub mod driver;
 pub mod extension;
 pub mod http;
@@ -53,6 +54,8 @@ pub struct Signaling {
     pub extension: Option<Arc<dyn extension::Extension>>,
     /// The SFU, when the binary plugs one in.
     pub media: Option<Arc<dyn media::MediaServer>>,
+    /// Where events for calls and rooms go: the local hub, or the node owning them.
+    pub routing: Arc<cluster::Router>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -73,24 +76,47 @@ impl Refused {
 }
 
 impl Signaling {
+    /// The signaling service of one node. `cluster` is [`cluster::Solo`] on a single node.
     pub fn new(
         config: &config::Config,
         auth: Authenticator,
         extension: Option<Arc<dyn extension::Extension>>,
         media: Option<Arc<dyn media::MediaServer>>,
+        cluster: Arc<dyn cluster::Cluster>,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
         let metrics = Metrics::new(registry)?;
         let ice = IceServers::new(&config.ice);
-        let hub = hub::Hub::new(
-            hub::HubSettings::from_config(config),
-            ice.clone(),
-            metrics.clone(),
-            Instant::now(),
+        let mut settings = hub::HubSettings::from_config(config);
+        settings.topology = cluster.topology();
+        settings.node = cluster.node().clone();
+        let hub = hub::Hub::new(settings, ice.clone(), metrics.clone(), Instant::now());
+        // Connection ids are unique across a cluster: each process counts below its own random
+        // 24-bit prefix (ADR 0060).
+        let first_conn = match cluster.topology() {
+            cluster::Topology::Solo => 1,
+            cluster::Topology::Clustered => {
+                (u64::from(rand::random::<u32>() & 0xFF_FFFF) << 40) | 1
+            }
+        };
+        let hub = driver::spawn(hub, media.clone(), cluster.clone(), first_conn);
+        let routing = cluster::Router::new(
+            hub.clone(),
+            cluster,
+            cluster::RouterSettings {
+                request_timeout: config.cluster.request_timeout.get(),
+                max_connections_per_user: config.limits.max_connections_per_user as usize,
+            },
+            cluster::RouterMetrics::register(registry)?,
         );
+        routing.spawn_inbox();
+        if routing.cluster().topology() == cluster::Topology::Clustered {
+            spawn_observer(Arc::downgrade(&routing));
+        }
         let (closing, _) = watch::channel(false);
         Ok(Arc::new(Self {
-            hub: driver::spawn(hub, media.clone()),
+            hub,
+            routing,
             auth: Arc::new(auth),
             ice,
             limits: SessionLimits::from_config(config),
@@ -199,13 +225,27 @@ impl Signaling {
 
     /// Graceful shutdown: refuse new work, send `server:shutdown`, wait up to `timeout` for
     /// clients to leave, then close the rest.
+    ///
+    /// In a cluster the node is marked draining first (nobody places a call or room here any
+    /// more); calls and rooms it owns carry on until the deadline, for participants connected
+    /// through other nodes, and are then handed to live nodes.
     pub async fn drain(&self, reconnect_in: Duration, timeout: Duration) {
         self.draining.store(true, Ordering::Relaxed);
+        let cluster = self.routing.cluster().clone();
+        cluster.drain().await;
         self.hub.shutdown(reconnect_in).await;
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        while tokio::time::Instant::now() < deadline {
+            let owned = match cluster.topology() {
+                cluster::Topology::Solo => 0,
+                cluster::Topology::Clustered => self.hub.owned().await.map_or(0, |o| o.len()),
+            };
+            if self.open_connections() == 0 && owned == 0 {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.routing.hand_over_all().await;
         let _ = self.closing.send(true);
         // Give the close frames a moment to leave.
         let grace = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -246,6 +286,21 @@ impl Signaling {
             message: message.into(),
         }
     }
+}
+
+/// Reports this node's load to the cluster and updates the cluster gauges, every second, for as
+/// long as the router lives.
+fn spawn_observer(routing: std::sync::Weak<cluster::Router>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            let Some(routing) = routing.upgrade() else {
+                return;
+            };
+            routing.observe().await;
+        }
+    });
 }
 
 /// Decrements a connection gauge when dropped.

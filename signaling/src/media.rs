@@ -24,6 +24,7 @@ use crate::auth::Grants;
 use protocol::{
     CallId, ConnectionId, Failure, MediaType, RelayedSignal, ServerEvent, TrackPublished, UserId,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -43,7 +44,8 @@ pub struct MediaSeat {
 }
 
 /// A client's request to the media server, authorized for one seat.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum MediaRequest {
     /// The client's offer (the seat joins on its first).
     Offer { sdp: String },
@@ -61,14 +63,16 @@ pub enum MediaRequest {
 }
 
 /// Whether a `Subscribe` request starts or stops receiving.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Subscription {
     Start,
     Stop,
 }
 
 /// What the media server answers to a [`MediaRequest`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "camelCase")]
 pub enum MediaAnswer {
     /// To an offer.
     Negotiated(Negotiated),
@@ -101,7 +105,7 @@ pub type MediaReply = Pin<Box<dyn Future<Output = Result<MediaAnswer, Failure>> 
 
 /// The answer to a client offer, and possibly a server offer to send right after it (when the
 /// server has tracks to add that the client's offer did not make room for).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Negotiated {
     pub answer: String,
     pub follow_up_offer: Option<ServerOffer>,
@@ -109,7 +113,7 @@ pub struct Negotiated {
 
 /// An offer the media server makes: the SDP, and the `(trackId, mid)` of each forwarded track
 /// it carries so the client can map transceivers to publishers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerOffer {
     pub sdp: String,
     pub tracks: Vec<(String, String)>,

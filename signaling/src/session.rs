@@ -14,6 +14,7 @@
 //! (the adapter then calls `HubHandle::disconnect`).
 
 use crate::auth::Identity;
+use crate::cluster::Router;
 use crate::driver::HubHandle;
 use crate::extension::{Caller, Extension, JoinRole};
 use crate::limits::TokenBucket;
@@ -62,6 +63,8 @@ pub struct Session {
     pub conn: ConnectionId,
     pub identity: Identity,
     hub: HubHandle,
+    /// Where events for calls and rooms go (their owner node, in a cluster).
+    router: Arc<Router>,
     extension: Option<Arc<dyn Extension>>,
     /// Whether a media server is plugged in: without one, SFU signaling has nowhere to go.
     media: MediaRouting,
@@ -172,6 +175,7 @@ impl Session {
             conn,
             identity,
             hub: sig.hub.clone(),
+            router: sig.routing.clone(),
             extension: sig.extension.clone(),
             media: if sig.media.is_some() {
                 MediaRouting::Enabled
@@ -232,7 +236,7 @@ impl Session {
             Route::Media { space, request } => self.media(space, request).await,
             Route::Hub(event) => {
                 let joining = Joining::of(&event);
-                let ack = self.hub.event(self.conn, event).await?;
+                let ack = self.router.event(self.conn, &self.identity, event).await?;
                 match joining {
                     Some(joining) => Ok(self.joined(joining, ack).await),
                     None => Ok(ack),
@@ -244,17 +248,20 @@ impl Session {
     /// A media request. An offer's answer also goes out as an `answer` event from `sfu` (and
     /// a server offer right after it, when the server has tracks to add).
     async fn media(&self, space: Option<CallId>, request: MediaRequest) -> Result<Value, Failure> {
-        let (seat, reply) = self.hub.media(self.conn, space, request).await?;
-        match reply.await? {
+        let (space, answer) = self
+            .router
+            .media(self.conn, &self.identity, space, request)
+            .await?;
+        match answer {
             MediaAnswer::Negotiated(negotiated) => {
                 let answer = json!({"type": "answer", "sdp": negotiated.answer});
-                let event = sfu_signal(&seat.space, SignalKind::Answer, answer.clone());
+                let event = sfu_signal(&space, SignalKind::Answer, answer.clone());
                 self.hub.deliver_to(self.conn, Arc::new(event)).await;
                 if let Some(offer) = negotiated.follow_up_offer {
-                    let event = offer.event(&seat.space);
+                    let event = offer.event(&space);
                     self.hub.deliver_to(self.conn, Arc::new(event)).await;
                 }
-                Ok(json!({"callId": seat.space, "answer": answer}))
+                Ok(json!({"callId": space, "answer": answer}))
             }
             MediaAnswer::Tracks(tracks) => Ok(serde_json::to_value(tracks).unwrap_or_default()),
             MediaAnswer::Done => Ok(json!({"ok": true})),

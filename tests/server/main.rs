@@ -6,6 +6,7 @@ mod calls;
 mod chat;
 mod client;
 mod close_codes;
+mod cluster;
 mod durability;
 mod edge;
 mod ops;

@@ -351,7 +351,7 @@ async fn a_growing_p2p_call_switches_to_the_sfu() {
 }
 
 /// A hand-written Opus offer; only the codec and the m-line count vary.
-fn audio_offer(rtpmap: &str, mlines: usize) -> String {
+pub fn audio_offer(rtpmap: &str, mlines: usize) -> String {
     let mids: Vec<String> = (0..mlines).map(|i| i.to_string()).collect();
     let mut sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n\

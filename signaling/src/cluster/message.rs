@@ -42,15 +42,24 @@ pub enum Body {
     Presence { user: UserId, event: WireEvent },
     /// A guest connection homed at the sender went away.
     DeviceLeft { conn: ConnectionId },
-    /// `space` is now owned by `owner`.
-    OwnerChanged { space: CallId, owner: NodeId },
-    /// The receiving node now owns `space`: restore it from its snapshot. `previous` is the node
-    /// that owned it.
+    /// `space` is now owned by `owner`, where `conns` (homed at the receiver) are guests.
+    OwnerChanged {
+        space: CallId,
+        owner: NodeId,
+        conns: Vec<ConnectionId>,
+    },
+    /// The receiving node now owns `space`: restore it from `snapshot`, or from the one in
+    /// Redis when none is sent. `previous` is the node that owned it.
     Adopt {
         space: CallId,
         previous: NodeId,
         reason: MoveReason,
+        snapshot: Option<String>,
     },
+    /// Local only (never sent): `node` is dead; forget its guests.
+    NodeGone { node: NodeId },
+    /// Local only (never sent): Redis is back; write again what this node holds.
+    Resync,
 }
 
 /// Why a space changed owner.
@@ -93,10 +102,12 @@ impl Guest {
     }
 
     pub fn identity(&self) -> Identity {
+        // Contacts decide what the connection may watch, which only its own node serves.
         Identity {
             user_id: self.user.clone(),
             name: self.name.clone(),
             grants: self.grants.clone(),
+            contacts: Default::default(),
         }
     }
 }

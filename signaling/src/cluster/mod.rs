@@ -20,7 +20,7 @@ mod solo;
 
 pub use message::{Body, Envelope, Guest, MoveReason, Reply, Request, WireEvent};
 pub use redis::RedisCluster;
-pub use router::{Router, RouterMetrics};
+pub use router::{Refusal, Router, RouterMetrics, RouterSettings};
 pub use solo::Solo;
 
 use protocol::{CallId, ConnectionId, ErrorCode, Failure, UserId};
@@ -205,11 +205,17 @@ pub trait Cluster: Send + Sync + 'static {
     /// Queues a presence message for every node interested in `user`.
     fn send_presence(&self, user: &UserId, body: Body);
 
-    /// Starts listening; returns once messages on the channel will arrive.
-    async fn listen(&self, interest: Interest) -> Result<(), ClusterError>;
+    /// Queues a message for every node.
+    fn broadcast(&self, body: Body);
 
-    /// Stops listening.
+    /// Queues listening to a channel (in order with `unlisten`).
+    fn listen(&self, interest: Interest);
+
+    /// Queues no longer listening.
     fn unlisten(&self, interest: Interest);
+
+    /// Listens to a channel and returns once messages on it will arrive.
+    async fn listened(&self, interest: Interest) -> Result<(), ClusterError>;
 
     /// A device of `user` connected here; returns how many the user has in the cluster now.
     async fn device_up(
@@ -229,8 +235,7 @@ pub trait Cluster: Send + Sync + 'static {
     async fn user_calls(&self, user: &UserId) -> Result<Vec<CallId>, ClusterError>;
 
     /// The presence record last written for `user`, and their device count.
-    async fn presence(&self, user: &UserId)
-    -> Result<(Option<String>, DeviceCount), ClusterError>;
+    async fn presence(&self, user: &UserId) -> Result<(Option<String>, DeviceCount), ClusterError>;
 
     /// Queues a write of shared state, in order.
     fn write(&self, write: StateWrite);

@@ -12,16 +12,21 @@
 //! `poll_output` completely.
 
 pub mod call;
+pub mod cluster;
 mod invitation;
 mod presence;
+pub use presence::rfc3339;
 mod recent;
 pub mod room;
+pub mod snapshot;
 mod spaces;
 
 use crate::auth::{Contacts, Grants, Identity};
+use crate::cluster::{Involvement, NodeId, StateWrite, Topology};
 use crate::ice::IceServers;
 use crate::metrics::Metrics;
 use call::{Audience, Call, CallRules, Context, MemberState, Notice};
+use cluster::{ClusterNotice, Elsewhere, Home, Listening};
 use protocol::{
     CallId, ClientEvent, ConnectionId, ErrorCode, Failure, InitiateAck, JoinAck, PresenceStatus,
     ServerEvent, ServerShutdown, UserId,
@@ -53,6 +58,10 @@ pub struct HubSettings {
     pub rooms_auto_create: bool,
     pub max_room_participants: usize,
     pub max_rooms: usize,
+    /// Whether other nodes exist: only a clustered hub produces [`ClusterNotice`]s.
+    pub topology: Topology,
+    /// This node, as it names itself in snapshots.
+    pub node: NodeId,
 }
 
 impl HubSettings {
@@ -75,6 +84,12 @@ impl HubSettings {
             rooms_auto_create: c.rooms.auto_create(c.server.dev),
             max_room_participants: c.rooms.max_participants,
             max_rooms: c.rooms.max_rooms,
+            topology: if c.cluster.enabled() {
+                Topology::Clustered
+            } else {
+                Topology::Solo
+            },
+            node: NodeId::new("local"),
         }
     }
 }
@@ -129,6 +144,14 @@ pub struct Hub {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     outputs: VecDeque<Delivery>,
     draining: bool,
+    /// What other nodes must hear (clustered only); see [`cluster`].
+    cluster: VecDeque<ClusterNotice>,
+    /// Spaces whose snapshot must be written again (clustered only).
+    dirty_spaces: BTreeSet<CallId>,
+    /// Users whose channels may have to change (clustered only).
+    dirty_users: BTreeSet<UserId>,
+    /// The channels this node listens to, per user (clustered only).
+    listening: HashMap<UserId, Listening>,
 }
 
 struct Conn {
@@ -139,6 +162,8 @@ struct Conn {
     contacts: Contacts,
     /// Users this connection watches through `presence:subscribe`.
     watching: HashSet<UserId>,
+    /// Here, or a guest from another node (which has no presence here).
+    home: Home,
 }
 
 struct User {
@@ -208,6 +233,10 @@ impl Hub {
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             draining: false,
+            cluster: VecDeque::new(),
+            dirty_spaces: BTreeSet::new(),
+            dirty_users: BTreeSet::new(),
+            listening: HashMap::new(),
             settings,
         }
     }
@@ -216,6 +245,18 @@ impl Hub {
     /// a device that connects while the user is being rung, or is reconnecting to a call, is
     /// told so at once.
     pub fn connect(&mut self, now: Instant, conn: ConnectionId, identity: &Identity) {
+        self.connect_with(now, conn, identity, Elsewhere::Nowhere);
+    }
+
+    /// [`Hub::connect`], knowing whether the user has devices on other nodes: then they are
+    /// online already, with the presence `elsewhere` carries.
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        identity: &Identity,
+        elsewhere: Elsewhere,
+    ) {
         let user_id = identity.user_id.clone();
         self.connections.insert(
             conn,
@@ -225,6 +266,7 @@ impl Hub {
                 grants: identity.grants.clone(),
                 contacts: identity.contacts.clone(),
                 watching: HashSet::new(),
+                home: Home::Here,
             },
         );
         // A user record may outlive the user's connections while they are still in a call.
@@ -236,27 +278,38 @@ impl Hub {
         user.name.clone_from(&identity.name);
         user.connections.insert(conn);
         user.last_activity = now;
+        let announce = first && elsewhere == Elsewhere::Nowhere;
         if first {
             user.status = PresenceStatus::Online;
             user.manual = false;
             user.text = None;
+            if let Elsewhere::Online(Some(record)) = &elsewhere {
+                user.status = record.status;
+                user.manual = record.manual;
+                user.text.clone_from(&record.text);
+            }
             self.metrics.sessions.inc();
             self.arm_away(now, &user_id);
         }
         self.last_seen.remove(&self.user_key(&user_id));
-        if first {
+        if announce {
             self.announce_online(&user_id);
         }
-        // Calls the user is part of: this device rings too, or may resume.
+        self.mark_user(&user_id);
+        self.ring_new_device(now, conn, &user_id);
+    }
+
+    /// Calls the user is part of: the new device rings too, or may resume.
+    fn ring_new_device(&mut self, now: Instant, conn: ConnectionId, user_id: &UserId) {
         let mut pending = Vec::new();
         {
             let dir = Dir::new(&self.users, None, wall(self.epoch, now));
             let ctx = Context::new(now, self.settings.rules, &dir);
-            for id in &self.users[&user_id].calls {
+            for id in self.users.get(user_id).into_iter().flat_map(|u| &u.calls) {
                 let Some(entry) = self.calls.get(id) else {
                     continue;
                 };
-                match entry.call.members.get(&user_id).map(|m| m.state) {
+                match entry.call.members.get(user_id).map(|m| m.state) {
                     Some(MemberState::Ringing) => pending.push(entry.call.incoming(&ctx)),
                     Some(MemberState::Reconnecting { .. }) => {
                         pending.push(entry.call.resumable(&ctx))
@@ -273,6 +326,12 @@ impl Hub {
     /// Forgets a connection. The user's calls keep their place for the reconnect grace period;
     /// a user's last connection takes them offline.
     pub fn disconnect(&mut self, now: Instant, conn: ConnectionId) {
+        self.disconnect_with(now, conn, Elsewhere::Nowhere);
+    }
+
+    /// [`Hub::disconnect`], knowing whether the user still has devices on other nodes: then
+    /// they stay online there and nobody is told they went offline.
+    pub fn disconnect_with(&mut self, now: Instant, conn: ConnectionId, elsewhere: Elsewhere) {
         let Some(c) = self.connections.remove(&conn) else {
             return;
         };
@@ -282,14 +341,15 @@ impl Hub {
                 if set.is_empty() {
                     self.watchers.remove(watched);
                 }
+                self.mark_user(watched);
             }
         }
         let Some(user) = self.users.get_mut(&c.user) else {
             return;
         };
-        user.connections.remove(&conn);
+        let local = user.connections.remove(&conn);
         let calls: Vec<CallId> = user.calls.iter().cloned().collect();
-        let gone = user.connections.is_empty();
+        let gone = local && user.connections.is_empty();
         for id in calls {
             let grace = self.settings.rules.reconnect_grace;
             if let Some(entry) = self.calls.get_mut(&id)
@@ -301,13 +361,22 @@ impl Hub {
                     conn,
                     user: c.user.clone(),
                 });
+                self.mark_space(&id);
             }
             self.reschedule(&id);
         }
         self.leave_rooms(&c.user, conn);
         if gone {
-            self.go_offline(now, &c.user);
+            match elsewhere {
+                Elsewhere::Nowhere => self.go_offline(now, &c.user),
+                // Online on another node: presence there is unchanged; only the record here goes.
+                Elsewhere::Online(_) => {
+                    self.metrics.sessions.dec();
+                    self.forget_if_idle(&c.user);
+                }
+            }
         }
+        self.mark_user(&c.user);
     }
 
     /// Handles one client event from `conn` and returns the ack payload.
@@ -317,6 +386,18 @@ impl Hub {
         conn: ConnectionId,
         event: ClientEvent,
     ) -> Result<Value, Failure> {
+        self.handle_placed(now, conn, event, None)
+    }
+
+    /// [`Hub::handle`], with the id a new call must take: the node that placed the call here
+    /// chose it (a solo hub draws its own).
+    pub fn handle_placed(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        event: ClientEvent,
+        placed: Option<CallId>,
+    ) -> Result<Value, Failure> {
         let user_id = self
             .connections
             .get(&conn)
@@ -324,7 +405,7 @@ impl Hub {
             .ok_or_else(|| Failure::new(ErrorCode::InvalidState, "connection is not registered"))?;
         self.touch(now, &user_id);
         match event {
-            ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init),
+            ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init, placed),
             ClientEvent::CallAccept(r) => {
                 self.check_call_quota(&user_id, Some(&r.call_id))?;
                 self.with_call(now, &r.call_id, |call, ctx| {
@@ -397,7 +478,13 @@ impl Hub {
         let event = Arc::new(ServerEvent::ServerShutdown(ServerShutdown {
             reconnect_in_ms: reconnect_in.as_millis() as u64,
         }));
-        let all: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        // Guests hear it from their own node, if it shuts down.
+        let all: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.home == Home::Here)
+            .map(|(id, _)| *id)
+            .collect();
         for conn in all {
             self.push(conn, event.clone());
         }
@@ -426,6 +513,7 @@ impl Hub {
                     let notices = entry.call.tick(&ctx);
                     self.deliver(&id, notices);
                     self.note_media_leaves(&id, before);
+                    self.mark_space(&id);
                     self.reschedule(&id);
                 }
                 Timer::Away(user) => self.check_idle(now, &user),
@@ -467,13 +555,13 @@ impl Hub {
         except: Option<ConnectionId>,
         event: Arc<ServerEvent>,
     ) {
-        let targets: Vec<ConnectionId> = users
-            .iter()
-            .flat_map(|u| self.devices_of(u))
-            .filter(|c| Some(*c) != except)
-            .collect();
-        for conn in targets {
-            self.push(conn, event.clone());
+        for user in users {
+            self.deliver_to_local_devices(user, except, event.clone());
+            self.notify(ClusterNotice::ToDevices {
+                user: user.clone(),
+                except,
+                event: event.clone(),
+            });
         }
     }
 
@@ -539,6 +627,7 @@ impl Hub {
         conn: ConnectionId,
         user_id: &UserId,
         init: protocol::CallInitiate,
+        placed: Option<CallId>,
     ) -> Result<Value, Failure> {
         if self.draining {
             return Err(Failure::new(
@@ -573,7 +662,13 @@ impl Hub {
             return Err(invite_rate_limited(&over, self.settings.invites_per_minute));
         }
         self.invitations.record(now, &invitees, key);
-        let id = CallId(new_call_id());
+        let id = placed.unwrap_or_else(|| CallId(new_call_id()));
+        if self.calls.contains_key(&id) || self.rooms.contains_key(&id) {
+            return Err(Failure::new(
+                ErrorCode::InvalidState,
+                "that call id is taken",
+            ));
+        }
         let dir = Dir::new(&self.users, Some(&self.ice), wall(self.epoch, now));
         let ctx = Context::new(now, self.settings.rules, &dir);
         let (call, notices) = Call::initiate(
@@ -590,12 +685,19 @@ impl Hub {
         let mode = call.mode;
         // Invitees who are offline get a record too, so the device they connect while the call
         // rings is rung (and the record goes once the call no longer involves them).
-        for member in call.members.keys() {
+        let members: Vec<UserId> = call.members.keys().cloned().collect();
+        for member in &members {
             self.users
                 .entry(member.clone())
                 .or_insert_with(|| User::offline(member.to_string(), now))
                 .calls
                 .insert(id.clone());
+            self.mark_user(member);
+            self.write(StateWrite::UserCall {
+                user: member.clone(),
+                call: id.clone(),
+                involved: Involvement::Involved,
+            });
         }
         self.calls.insert(
             id.clone(),
@@ -606,6 +708,7 @@ impl Hub {
         );
         self.metrics.calls_active.inc();
         self.deliver(&id, notices);
+        self.mark_space(&id);
         self.reschedule(&id);
         Ok(serde_json::to_value(InitiateAck {
             call_id: id,
@@ -670,6 +773,7 @@ impl Hub {
         let notices = f(&mut entry.call, &ctx)?;
         self.deliver(id, notices);
         self.note_media_leaves(id, before);
+        self.mark_space(id);
         self.reschedule(id);
         Ok(())
     }
@@ -698,6 +802,20 @@ impl Hub {
     fn deliver(&mut self, id: &CallId, notices: Vec<Notice>) {
         for notice in notices {
             let event = Arc::new(notice.event);
+            // A user's devices on other nodes hear it through their own node.
+            match &notice.to {
+                Audience::User(u) => self.notify(ClusterNotice::ToDevices {
+                    user: u.clone(),
+                    except: None,
+                    event: event.clone(),
+                }),
+                Audience::UserExcept(u, except) => self.notify(ClusterNotice::ToDevices {
+                    user: u.clone(),
+                    except: Some(*except),
+                    event: event.clone(),
+                }),
+                Audience::Device(_) | Audience::InCall(_) => {}
+            }
             let targets: Vec<ConnectionId> = match &notice.to {
                 Audience::Device(c) => vec![*c],
                 Audience::User(u) => self.devices_of(u).collect(),
@@ -724,6 +842,7 @@ impl Hub {
         };
         if let call::Phase::Ended(reason) = entry.call.phase {
             let entry = self.calls.remove(id).expect("present above");
+            self.mark_space(id);
             for member in entry.call.members.keys() {
                 self.leave_call_index(member, id);
             }
@@ -760,12 +879,16 @@ impl Hub {
     /// Drops `id` from the user's live calls, and the user record itself once it holds
     /// neither connections nor calls.
     fn leave_call_index(&mut self, user: &UserId, id: &CallId) {
-        if let Some(u) = self.users.get_mut(user) {
-            u.calls.remove(id);
-            if u.calls.is_empty() && u.rooms.is_empty() && u.connections.is_empty() {
-                self.users.remove(user);
-            }
+        if let Some(u) = self.users.get_mut(user)
+            && u.calls.remove(id)
+        {
+            self.write(StateWrite::UserCall {
+                user: user.clone(),
+                call: id.clone(),
+                involved: Involvement::NotInvolved,
+            });
         }
+        self.forget_if_idle(user);
     }
 
     fn devices_of<'a>(&'a self, user: &UserId) -> impl Iterator<Item = ConnectionId> + 'a {
@@ -859,7 +982,8 @@ fn invite_rate_limited(over: &invitation::OverLimit, per_minute: u32) -> Failure
     )
 }
 
-fn new_call_id() -> String {
+/// A fresh call id: 96 random bits in hex.
+pub(crate) fn new_call_id() -> String {
     use rand::Rng;
     let bytes: [u8; 12] = rand::rng().random();
     let mut s = String::with_capacity(24);

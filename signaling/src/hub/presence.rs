@@ -13,6 +13,7 @@
 //! like an unknown user who is offline: no status, no text, no `lastSeenAt`. See ADR 0044.
 
 use super::call::MemberState;
+use super::cluster::ClusterNotice;
 use super::{Hub, Timer, ok};
 use crate::auth::{Contacts, Identity};
 use config::PresenceVisibility;
@@ -33,7 +34,7 @@ impl Hub {
     }
 
     /// Whether `viewer`, whose token lists `contacts`, may see `user`'s presence.
-    fn may_see(&self, viewer: &UserId, contacts: &Contacts, user: &UserId) -> bool {
+    pub(super) fn may_see(&self, viewer: &UserId, contacts: &Contacts, user: &UserId) -> bool {
         match self.settings.visibility {
             PresenceVisibility::Everyone => true,
             _ if viewer == user => true,
@@ -98,6 +99,11 @@ impl Hub {
         for conn in self.audience(user_id) {
             self.push(conn, event.clone());
         }
+        self.notify(ClusterNotice::Presence {
+            user: user_id.clone(),
+            event,
+        });
+        self.write_presence(user_id);
     }
 
     pub(super) fn go_offline(&mut self, now: Instant, user_id: &UserId) {
@@ -114,6 +120,10 @@ impl Hub {
             for conn in self.audience(user_id) {
                 self.push(conn, event.clone());
             }
+            self.notify(ClusterNotice::Presence {
+                user: user_id.clone(),
+                event,
+            });
         }
         // Calls keep the user's membership through the grace period; presence state goes now.
         let still_in_calls = self.users.get(user_id).is_some_and(|u| !u.calls.is_empty());
@@ -170,10 +180,17 @@ impl Hub {
                 format!("a connection may watch at most {limit} users"),
             ));
         }
-        for u in new {
+        let new: Vec<UserId> = new.into_iter().cloned().collect();
+        for u in &new {
             c.watching.insert(u.clone());
             self.watchers.entry(u.clone()).or_default().insert(conn);
         }
+        for u in &new {
+            self.mark_user(u);
+        }
+        let Some(c) = self.connections.get(&conn) else {
+            return Err(Failure::new(ErrorCode::InvalidState, "not connected"));
+        };
         let (viewer, contacts) = (c.user.clone(), c.contacts.clone());
         let list = PresenceList {
             presences: self.presence_for(now, &viewer, &contacts, &users),
@@ -194,6 +211,9 @@ impl Hub {
                 }
             }
         }
+        for u in users {
+            self.mark_user(u);
+        }
     }
 
     /// Sends `presence:changed` to the audience and to the user's other devices.
@@ -206,6 +226,11 @@ impl Hub {
         for conn in targets {
             self.push(conn, event.clone());
         }
+        self.notify(ClusterNotice::Presence {
+            user: user_id.clone(),
+            event,
+        });
+        self.write_presence(user_id);
     }
 
     fn presence(&self, now: Instant, user_id: &UserId) -> Presence {
@@ -274,7 +299,7 @@ impl Hub {
     }
 
     /// Connections allowed to see `user_id`'s presence, other than the user's own.
-    fn audience(&self, user_id: &UserId) -> BTreeSet<ConnectionId> {
+    pub(super) fn audience(&self, user_id: &UserId) -> BTreeSet<ConnectionId> {
         let mut out: BTreeSet<ConnectionId> = self
             .watchers
             .get(user_id)
@@ -298,6 +323,10 @@ impl Hub {
                     }
                     if let Some(o) = self.users.get(other) {
                         out.extend(o.connections.iter().copied());
+                    }
+                    // Devices in the call, guests from other nodes among them.
+                    if let Some(m) = entry.call.members.get(other) {
+                        out.extend(m.devices.keys().copied());
                     }
                 }
             }

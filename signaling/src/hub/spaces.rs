@@ -85,6 +85,8 @@ impl Hub {
         if let Some(u) = self.users.get_mut(&user) {
             u.rooms.insert(id.clone());
         }
+        self.mark_space(&id);
+        self.mark_user(&user);
         self.deliver(&id, notices);
         let ack = RoomJoinAck {
             room_id: id,
@@ -144,17 +146,12 @@ impl Hub {
         if empty {
             self.rooms.remove(id);
         }
+        self.mark_space(id);
         if !still_in {
-            self.leave_room_index(user, id);
-        }
-    }
-
-    fn leave_room_index(&mut self, user: &UserId, id: &CallId) {
-        if let Some(u) = self.users.get_mut(user) {
-            u.rooms.remove(id);
-            if u.calls.is_empty() && u.rooms.is_empty() && u.connections.is_empty() {
-                self.users.remove(user);
+            if let Some(u) = self.users.get_mut(user) {
+                u.rooms.remove(id);
             }
+            self.forget_if_idle(user);
         }
     }
 

@@ -6,6 +6,7 @@ use crate::media::MediaCommand;
 use protocol::{CallInitiate, CallRef, CallType, StatusUpdate, UserIds};
 use serde_json::json;
 
+mod cluster;
 mod policy;
 
 /// Settings for scenarios; presence is visible to everyone here (the visibility modes have
@@ -29,6 +30,8 @@ fn settings() -> HubSettings {
         rooms_auto_create: false,
         max_room_participants: 2,
         max_rooms: 1,
+        topology: crate::cluster::Topology::Solo,
+        node: crate::cluster::NodeId::new("local"),
     }
 }
 

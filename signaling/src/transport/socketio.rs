@@ -26,6 +26,7 @@
 
 use crate::Signaling;
 use crate::auth::Identity;
+use crate::cluster::Refusal;
 use crate::limits::ConnectionPermit;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::outbox::{self, Frame, OutboxReader, Queued};
@@ -164,12 +165,11 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     let sig = sig.clone();
     // Client events in, in order; the hub learns of the connection before the first one.
     tokio::spawn(async move {
-        if sig
-            .hub
-            .connect(conn, admitted.identity.clone(), outbox)
-            .await
-            .is_err()
-        {
+        let identity = admitted.identity.clone();
+        if let Err(Refusal(failure)) = sig.routing.connect(conn, &identity, outbox).await {
+            // Over the user's cluster-wide connection cap (or the server is stopping).
+            let e = error_event(&failure, None, None, None);
+            let _ = socket.emit(e.name(), &e.data());
             let _ = socket.disconnect();
             return;
         }
@@ -180,6 +180,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
             replies_rx,
             sig.clone(),
             conn,
+            identity.clone(),
         ));
         while let Some(Incoming { event, data, ack }) = incoming.recv().await {
             let answer = session.handle(&event, data).await;
@@ -187,7 +188,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
             let _ = replies.send(Reply { event, ack, answer }).await;
         }
         // The queue closes when the socket disconnects.
-        sig.hub.disconnect(conn).await;
+        sig.routing.disconnect(conn, &identity.user_id).await;
         drop(gauge);
     });
 }
@@ -200,15 +201,19 @@ async fn emit_events(
     mut replies: mpsc::Receiver<Reply>,
     sig: Arc<Signaling>,
     conn: protocol::ConnectionId,
+    identity: Identity,
 ) {
     let mut closing = sig.closing();
     let emit = |queued: Queued| {
         let socket = socket.clone();
         let sig = sig.clone();
+        let identity = identity.clone();
         async move {
             let frame = queued.frame();
             when_buffered(&sig.limits, || match frame.incoming_call() {
-                Some(call) => ring_with_ack(&socket, frame, call.clone(), &sig.hub, conn),
+                Some(call) => {
+                    ring_with_ack(&socket, frame, call.clone(), &sig.routing, conn, &identity)
+                }
                 None => socket.emit(frame.name(), frame.data()),
             })
             .await
@@ -300,16 +305,18 @@ fn ring_with_ack(
     socket: &SocketRef,
     frame: &Frame,
     call_id: protocol::CallId,
-    hub: &crate::driver::HubHandle,
+    router: &Arc<crate::cluster::Router>,
     conn: protocol::ConnectionId,
+    identity: &Identity,
 ) -> Result<(), SendError> {
     let acks = socket.emit_with_ack::<_, AnyAck>(frame.name(), frame.data())?;
-    let hub = hub.clone();
+    let router = router.clone();
+    let identity = identity.clone();
     tokio::spawn(async move {
         // Any ack counts; a client that does not ack simply never confirms.
         if acks.await.is_ok() {
             let ringing = protocol::ClientEvent::CallRinging(protocol::CallRef { call_id });
-            let _ = hub.event(conn, ringing).await;
+            let _ = router.event(conn, &identity, ringing).await;
         }
     });
     Ok(())

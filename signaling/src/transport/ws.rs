@@ -18,6 +18,7 @@
 //! for the client's.
 
 use crate::Signaling;
+use crate::cluster::Refusal;
 use crate::driver::HubHandle;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::outbox::{self, Ended, OutboxReader};
@@ -47,6 +48,8 @@ pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client that did not keep up with its events.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code for a connection refused after the upgrade (the user's connection cap).
+pub const CLOSE_POLICY: u16 = 1008;
 /// Close code when the server cannot go on serving the connection (its hub task ended).
 pub const CLOSE_INTERNAL: u16 = 1011;
 
@@ -92,12 +95,12 @@ struct ClientFrame {
 async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Identity) {
     let conn = sig.hub.next_connection_id();
     let (outbox, events) = outbox::channel(&sig.limits);
-    if sig
-        .hub
-        .connect(conn, identity.clone(), outbox)
-        .await
-        .is_err()
-    {
+    let user = identity.user_id.clone();
+    if let Err(Refusal(failure)) = sig.routing.connect(conn, &identity, outbox).await {
+        // Over the user's cluster-wide connection cap (or the server is stopping).
+        let (mut sink, _) = socket.split();
+        let _ = sink.send(frame_error(&failure, None, None, None)).await;
+        let _ = sink.send(close(CLOSE_POLICY, "refused")).await;
         return;
     }
     let _gauge = sig.connection_gauge("ws");
@@ -167,7 +170,7 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
         }
     }
     drop(replies);
-    sig.hub.disconnect(conn).await;
+    sig.routing.disconnect(conn, &user).await;
     if written.is_none() {
         // Bounded: the writer's last write and close have the socket's deadline.
         let _ = writer.await;
