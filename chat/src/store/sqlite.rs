@@ -73,6 +73,8 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` already holds the write lock.
     const LOCK_SUFFIX: &'static str = "";
 
+    const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Anonymous;
+
     const DELETE_IDLE_CONVERSATIONS: &'static str = sql::DELETE_IDLE_CONVERSATIONS;
 
     /// One writer connection: one group commits at a time.
