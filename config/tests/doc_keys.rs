@@ -103,13 +103,16 @@ fn dotted_keys(span: &str) -> Vec<(String, String)> {
         while let Some(found) = span[from..].find(&needle) {
             let start = from + found;
             from = start + needle.len();
-            let boundary = start == 0 || matches!(bytes[start - 1], b' ' | b'<' | b'(' | b'=' | b',');
+            let boundary =
+                start == 0 || matches!(bytes[start - 1], b' ' | b'<' | b'(' | b'=' | b',');
             if !boundary {
                 continue;
             }
             let key: String = span[from..]
                 .chars()
-                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '*')
+                .take_while(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '*'
+                })
                 .collect();
             let after = span[from + key.len()..].chars().next();
             if key.is_empty() || FILE_EXTENSIONS.contains(&key.as_str()) || after == Some('.') {
@@ -160,9 +163,9 @@ fn env_keys(line: &str) -> Vec<(String, String)> {
 fn section_hint(line: &str) -> Option<String> {
     code_spans(line)
         .into_iter()
+        .rev()
         .filter_map(|span| span.strip_prefix('[').and_then(|s| s.strip_suffix(']')))
-        .filter(|s| SECTIONS.contains(s))
-        .last()
+        .find(|s| SECTIONS.contains(s))
         .map(str::to_owned)
 }
 
@@ -238,8 +241,8 @@ fn named_keys(file: &str, text: &str) -> (Vec<Named>, Vec<String>) {
             let cells = table_cells(trimmed);
             if !in_table {
                 let header = cells.first().map(|c| c.to_ascii_lowercase());
-                key_table = matches!(header.as_deref(), Some("key" | "setting"))
-                    .then(|| hint.clone());
+                key_table =
+                    matches!(header.as_deref(), Some("key" | "setting")).then(|| hint.clone());
                 if key_table == Some(None) {
                     errors.push(format!(
                         "{at}: a table of keys, but no `[section]` code span between the \
@@ -352,7 +355,10 @@ fn every_key_the_docs_name_is_a_real_key() {
         errors.extend(table_errors);
         errors.extend(unknown(&keys, &named));
     }
-    assert!(counted > 50, "the docs name keys; found only {counted}: rules broken?");
+    assert!(
+        counted > 50,
+        "the docs name keys; found only {counted}: rules broken?"
+    );
     assert!(
         errors.is_empty(),
         "docs name keys the server refuses:\n{}",

@@ -13,8 +13,9 @@
 //! 1,000 pages, so that one commit also copies those pages and fsyncs the database file — a
 //! stall of tens of milliseconds for every message in its group, about once a second at 1,000
 //! messages per second. The writer turns automatic checkpoints off and the checkpointer runs a
-//! `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`], which never blocks the writer. Durability is
-//! the WAL's fsync at commit, unchanged.
+//! `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`], which never blocks the writer (see
+//! `checkpoint` for how the WAL stays bounded under sustained writes). Durability is the WAL's
+//! fsync at commit, unchanged.
 //!
 //! One process per file: a second Chorus process on the same file would work but contend on the
 //! write lock; clusters use PostgreSQL.
@@ -125,8 +126,16 @@ impl SqliteStore {
     }
 }
 
+/// WAL frames (pages) past which a checkpoint that could not catch up waits for the writer.
+const WAL_RESTART_FRAMES: i64 = 8192;
+
 /// Checkpoints every [`CHECKPOINT_EVERY`] until the store is dropped or closed. `PASSIVE` copies
-/// what it can without waiting for readers or the writer; a failed pass is retried next time.
+/// what it can without waiting for readers or the writer. Under sustained writes it never
+/// catches the last frames (the writer appends while it copies), and SQLite only starts the WAL
+/// over once every frame is copied: so when the WAL has grown past [`WAL_RESTART_FRAMES`]
+/// (32 MiB) it runs one `RESTART` checkpoint, which makes the writer wait while it finishes —
+/// one stall per 32 MiB of messages instead of one per 4 MiB inside a commit. A failed pass is
+/// logged and retried next time.
 async fn checkpoint(pool: SqlitePool, alive: Weak<()>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,10 +145,20 @@ async fn checkpoint(pool: SqlitePool, alive: Weak<()>) {
             pool.close().await;
             return;
         }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
+        let pass = async {
+            // (busy, frames in the WAL, frames copied)
+            let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&pool)
+                .await?;
+            let (log, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+            if log >= WAL_RESTART_FRAMES && copied < log {
+                sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(&pool)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        };
+        if let Err(error) = pass.await {
             tracing::warn!(%error, "chat WAL checkpoint failed; retrying");
         }
     }
