@@ -19,6 +19,7 @@
 #
 # Usage: bench/chat.sh                       (DURATION=20 WINDOW=1, about 2 minutes)
 #        RATE=1000 SCENARIOS=many-senders BACKENDS=sqlite bench/chat.sh   (the issue-10 goals)
+#        RATE=1000 SCENARIOS= bench/chat.sh   (only the fixed-rate run)
 #        DURATION=10 WINDOW=4 bench/chat.sh
 #        BACKENDS=sqlite bench/chat.sh        (sqlite, postgres or "sqlite postgres")
 # Environment: CHORUS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
@@ -31,7 +32,7 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20}"
 WINDOW="${WINDOW:-1}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
-SCENARIOS="${SCENARIOS:-one-conversation many-conversations many-senders}"
+SCENARIOS="${SCENARIOS-one-conversation many-conversations many-senders}"
 RATE="${RATE:-}"
 PG_URL="${CHORUS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 SECRET="chat-bench-secret-$(date +%s)-0123456789abcdef"
@@ -108,14 +109,9 @@ start_server() { # $1 = backend; sets SERVER_PID, ADDR, SCHEMA
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ); duration ${DURATION}s per run, window $WINDOW${RATE:+, fixed-rate run at $RATE msg/s}"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average: other work on the machine skews every figure)"
-# The floor under a durable commit: one 4 KiB O_DSYNC overwrite of an existing file on the
-# file system holding the SQLite data directory, 500 times.
-dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=500 status=none
-sync "$WORK/fsync-probe" 2>/dev/null || sync
-probe=$(LC_ALL=C dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=500 oflag=dsync conv=notrunc 2>&1 \
-  | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
-rm -f "$WORK/fsync-probe"
-echo "disk:    $(df -T "$WORK" | awk 'NR==2{print $1" ("$2")"}'), 4 KiB O_DSYNC write: $(awk -v s="$probe" 'BEGIN{printf "%.2f", s*1000/500}') ms mean"
+# The floor under a durable commit: 4 KiB write + fdatasync latencies on the file system that
+# holds the SQLite data directory (bench/fsync-latency.py), 5 s before the runs.
+echo "disk:    $(df -T "$WORK" | awk 'NR==2{print $1" ("$2")"}'), $(python3 bench/fsync-latency.py 5 "$WORK")"
 if [[ " $BACKENDS " == *" postgres "* ]]; then
   echo "postgres: $(psql "$PG_URL" -qAtc 'show server_version'), synchronous_commit=$(psql "$PG_URL" -qAtc 'show synchronous_commit'), fsync=$(psql "$PG_URL" -qAtc 'show fsync')"
 fi

@@ -163,8 +163,9 @@ fn env_keys(line: &str) -> Vec<(String, String)> {
 fn section_hint(line: &str) -> Option<String> {
     code_spans(line)
         .into_iter()
+        .rev()
         .filter_map(|span| span.strip_prefix('[').and_then(|s| s.strip_suffix(']')))
-        .rfind(|s| SECTIONS.contains(s))
+        .find(|s| SECTIONS.contains(s))
         .map(str::to_owned)
 }
 

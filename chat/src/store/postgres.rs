@@ -48,6 +48,8 @@ impl PostgresStore {
     /// Counter rows are locked in `ORDER BY id` order (see `GroupSql::new`).
     const LOCK_SUFFIX: &'static str = " FOR UPDATE";
 
+    const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Numbered;
+
     const DELETE_IDLE_CONVERSATIONS: &'static str = sql::DELETE_IDLE_CONVERSATIONS_SKIP_LOCKED;
 
     /// Groups of different lanes hold disjoint conversations and commit in parallel.

@@ -4,7 +4,8 @@
 //! identical, so the logic is a `macro_rules!` expanded in `sqlite.rs` and `postgres.rs`. A
 //! backend supplies its inherent items: `reader()` and `writer()` pools, `begin_write()` (how to
 //! start a write transaction), `LOCK_MESSAGE` (how to serialise reactions on one message),
-//! `LOCK_SUFFIX` (how a group commit locks its counter rows), `DELETE_IDLE_CONVERSATIONS`,
+//! `LOCK_SUFFIX` (how a group commit locks its counter rows), `PLACEHOLDERS` (how its statements
+//! write parameters), `DELETE_IDLE_CONVERSATIONS`,
 //! `write_lanes()` and `close()`.
 
 /// Expands `impl ChatStore for $store` where `$db` is its sqlx database type.
@@ -88,7 +89,7 @@ macro_rules! impl_chat_store {
         /// This backend's group-commit statements, generated on first use.
         fn group_sql() -> &'static sql::GroupSql {
             static SQL: std::sync::OnceLock<sql::GroupSql> = std::sync::OnceLock::new();
-            SQL.get_or_init(|| sql::GroupSql::new(<$store>::LOCK_SUFFIX))
+            SQL.get_or_init(|| sql::GroupSql::new(<$store>::LOCK_SUFFIX, <$store>::PLACEHOLDERS))
         }
 
         fn role_str(role: MemberRole) -> &'static str {
@@ -336,9 +337,14 @@ macro_rules! impl_chat_store {
                         .map(|(m, _)| m.created_at.unix_millis())
                         .max()
                         .unwrap_or_default();
-                    let mut query = sqlx::query(statements.counters(touched.len())).bind(active_at);
+                    // Binds in textual order: (id, last_seq) pairs, the time, the ids again.
+                    let mut query = sqlx::query(statements.counters(touched.len()));
                     for (id, seq) in &touched {
                         query = query.bind(*id).bind(*seq);
+                    }
+                    query = query.bind(active_at);
+                    for (id, _) in &touched {
+                        query = query.bind(*id);
                     }
                     query.execute(&mut *tx).await?;
                     tx.commit().await?;
