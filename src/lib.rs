@@ -51,13 +51,30 @@ pub enum RunError {
 /// storage and spawns the signaling hub.
 pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunError> {
     let registry = prometheus::Registry::new();
-    let chat = ::chat::ChatService::open(chat::settings(config))
+    let cluster: Arc<dyn signaling::cluster::Cluster> = if config.cluster.enabled() {
+        let url = if config.cluster.advertise_url.is_empty() {
+            format!("http://{}", config.server.listen)
+        } else {
+            config.cluster.advertise_url.clone()
+        };
+        signaling::cluster::RedisCluster::connect(&config.cluster, url, &registry)
+            .await
+            .map_err(RunError::Config)?
+    } else {
+        Arc::new(signaling::cluster::Solo::new())
+    };
+    let chat_settings = chat::settings(config);
+    let rate = chat_settings.message_rate;
+    let mut chat = ::chat::ChatService::open(chat_settings)
         .await
         .map_err(|e| {
             RunError::Config(format!(
                 "cannot open chat storage (`chat.database_url`): {e:?}"
             ))
         })?;
+    if let (Some(limit), signaling::cluster::Topology::Clustered) = (rate, cluster.topology()) {
+        chat = chat.with_send_rate(Arc::new(chat::ClusterRate::new(cluster.clone(), limit)));
+    }
     let extension: Arc<dyn signaling::extension::Extension> =
         Arc::new(chat::ChatExtension::new(chat.clone()));
     let sfu = if config.sfu.enabled {
@@ -73,18 +90,6 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     let turn = turn::bind(config, &registry)
         .await
         .map_err(RunError::Config)?;
-    let cluster: Arc<dyn signaling::cluster::Cluster> = if config.cluster.enabled() {
-        let url = if config.cluster.advertise_url.is_empty() {
-            format!("http://{}", config.server.listen)
-        } else {
-            config.cluster.advertise_url.clone()
-        };
-        signaling::cluster::RedisCluster::connect(&config.cluster, url, &registry)
-            .await
-            .map_err(RunError::Config)?
-    } else {
-        Arc::new(signaling::cluster::Solo::new())
-    };
     let signaling = Signaling::new(
         config,
         auth,

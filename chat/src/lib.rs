@@ -97,7 +97,7 @@ pub use event::{
 pub use id::{
     ConversationId, MAX_ID_CHARS, MAX_TEMP_ID_CHARS, MessageId, SequenceNumber, TempId, UserId,
 };
-pub use rate::{Admission, RateLimiter};
+pub use rate::{Admission, LocalRate, RateLimiter, SendRate};
 pub use service::{
     Actor, Authority, ChatService, HistoryQuery, SendMessage, Sent, Swept, TypingAction,
 };

@@ -82,6 +82,46 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     }
 }
 
+/// Where the per-user send rate is counted. [`LocalRate`] counts on this node (the default); a
+/// cluster plugs in one that counts across nodes, so a user cannot multiply their rate by
+/// connecting to several.
+#[async_trait::async_trait]
+pub trait SendRate: Send + Sync + 'static {
+    /// Takes a token for `user` if one is available now.
+    async fn admit(&self, user: &crate::UserId) -> Admission;
+}
+
+/// The in-process [`SendRate`]: one [`RateLimiter`] read with the service's clock.
+pub struct LocalRate {
+    limiter: std::sync::Mutex<RateLimiter<crate::UserId>>,
+    clock: std::sync::Arc<dyn crate::Clock>,
+}
+
+impl LocalRate {
+    pub fn new(limit: RateLimit, clock: std::sync::Arc<dyn crate::Clock>) -> Self {
+        Self {
+            limiter: std::sync::Mutex::new(RateLimiter::new(limit)),
+            clock,
+        }
+    }
+
+    /// [`SendRate::admit`] without awaiting.
+    pub fn admit_now(&self, user: &crate::UserId) -> Admission {
+        let now = self.clock.instant();
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(user, now)
+    }
+}
+
+#[async_trait::async_trait]
+impl SendRate for LocalRate {
+    async fn admit(&self, user: &crate::UserId) -> Admission {
+        self.admit_now(user)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -366,3 +366,37 @@ fn failure(e: ChatError) -> Failure {
     }
     Failure::new(code, e.to_string())
 }
+
+/// Chat's per-user send rate counted across the cluster (a user connected to several nodes
+/// gets one budget). While Redis is away it counts on this node alone.
+pub struct ClusterRate {
+    cluster: Arc<dyn signaling::cluster::Cluster>,
+    limit: chat::RateLimit,
+    local: chat::LocalRate,
+}
+
+impl ClusterRate {
+    pub fn new(cluster: Arc<dyn signaling::cluster::Cluster>, limit: chat::RateLimit) -> Self {
+        Self {
+            cluster,
+            limit,
+            local: chat::LocalRate::new(limit, Arc::new(chat::SystemClock)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl chat::SendRate for ClusterRate {
+    async fn admit(&self, user: &chat::UserId) -> chat::Admission {
+        let bucket = format!("chat-send:{user}");
+        match self
+            .cluster
+            .take_token(&bucket, self.limit.per_second, self.limit.burst)
+            .await
+        {
+            Ok(None) => chat::Admission::Allowed,
+            Ok(Some(retry_after)) => chat::Admission::Limited { retry_after },
+            Err(_) => self.local.admit_now(user),
+        }
+    }
+}

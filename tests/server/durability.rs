@@ -17,12 +17,12 @@ fn postgres_url() -> String {
 }
 
 /// A throwaway schema, dropped at the end of the test.
-struct Schema {
+pub struct Schema {
     name: String,
 }
 
 impl Schema {
-    async fn create() -> Self {
+    pub async fn create() -> Self {
         use sqlx::Connection;
         let name = format!("chorus_e2e_{}_{}", std::process::id(), rand_suffix());
         let mut conn = sqlx::PgConnection::connect(&postgres_url())
@@ -35,13 +35,13 @@ impl Schema {
         Self { name }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let base = postgres_url();
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}options=-csearch_path%3D{}", self.name)
     }
 
-    async fn drop_now(self) {
+    pub async fn drop_now(self) {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(

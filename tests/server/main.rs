@@ -7,7 +7,7 @@ mod chat;
 mod client;
 mod close_codes;
 mod cluster;
-mod durability;
+pub mod durability;
 mod edge;
 mod ops;
 mod ordering;

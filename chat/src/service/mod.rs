@@ -23,7 +23,7 @@ use crate::delivery::DeliveryTurn;
 use crate::error::ChatError;
 use crate::event::{Change, Fanout, Message, MessageAck, Sender, TypingEvent};
 use crate::id::{ConversationId, MessageId, TempId, UserId};
-use crate::rate::{Admission, RateLimiter};
+use crate::rate::{Admission, LocalRate, SendRate};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, Inserted, Member, MemberRole, NewMessage, StoredMessage};
 use crate::typing::{Typing, TypingChange};
@@ -98,7 +98,8 @@ struct Inner {
     store: Arc<dyn ChatStore>,
     writer: Writer,
     clock: Arc<dyn Clock>,
-    rate: Option<Mutex<RateLimiter<UserId>>>,
+    /// Where the send rate is counted; `None` when `Settings::message_rate` is off.
+    rate: std::sync::RwLock<Option<Arc<dyn SendRate>>>,
     typing: Mutex<Typing>,
 }
 
@@ -113,9 +114,11 @@ impl ChatService {
     /// [`ManualClock`](crate::ManualClock)). Starts the group-commit writer's tasks, so it must
     /// be called within a tokio runtime.
     pub fn new(settings: Settings, store: Arc<dyn ChatStore>, clock: Arc<dyn Clock>) -> Self {
-        let rate = settings
-            .message_rate
-            .map(|limit| Mutex::new(RateLimiter::new(limit)));
+        let rate = std::sync::RwLock::new(
+            settings
+                .message_rate
+                .map(|limit| Arc::new(LocalRate::new(limit, clock.clone())) as Arc<dyn SendRate>),
+        );
         let typing = Mutex::new(Typing::new(settings.typing_timeout));
         Self {
             inner: Arc::new(Inner {
@@ -127,6 +130,15 @@ impl ChatService {
                 typing,
             }),
         }
+    }
+
+    /// Counts the send rate with `rate` instead of on this node alone (a cluster counts across
+    /// nodes). No effect when `Settings::message_rate` is off.
+    pub fn with_send_rate(self, rate: Arc<dyn SendRate>) -> Self {
+        if self.inner.settings.message_rate.is_some() {
+            *self.inner.rate.write().unwrap_or_else(|e| e.into_inner()) = Some(rate);
+        }
+        self
     }
 
     /// The settings in force.
@@ -181,7 +193,7 @@ impl ChatService {
                 return Err(ChatError::NotFound("replyToId message"));
             }
         }
-        if let Err(limited) = self.admit(&actor.user_id) {
+        if let Err(limited) = self.admit(&actor.user_id).await {
             return self.resend_while_limited(actor, request, limited).await;
         }
         let new = NewMessage {
@@ -285,11 +297,17 @@ impl ChatService {
             .ok_or(ChatError::NotMember)
     }
 
-    fn admit(&self, user: &UserId) -> Result<(), ChatError> {
-        let Some(rate) = &self.inner.rate else {
+    async fn admit(&self, user: &UserId) -> Result<(), ChatError> {
+        let rate = self
+            .inner
+            .rate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(rate) = rate else {
             return Ok(());
         };
-        match lock(rate).admit(user, self.clock().instant()) {
+        match rate.admit(user).await {
             Admission::Allowed => Ok(()),
             Admission::Limited { retry_after } => Err(ChatError::RateLimited { retry_after }),
         }

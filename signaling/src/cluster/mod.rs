@@ -20,7 +20,7 @@ mod solo;
 
 pub use message::{Body, Envelope, Guest, MoveReason, Reply, Request, WireEvent};
 pub use redis::RedisCluster;
-pub use router::{Refusal, Router, RouterMetrics, RouterSettings};
+pub use router::{Refusal, Registration, Router, RouterMetrics, RouterSettings};
 pub use solo::Solo;
 
 use protocol::{CallId, ConnectionId, ErrorCode, Failure, UserId};
@@ -236,6 +236,15 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// The presence record last written for `user`, and their device count.
     async fn presence(&self, user: &UserId) -> Result<(Option<String>, DeviceCount), ClusterError>;
+
+    /// Takes a token from the cluster-wide bucket `bucket` (`per_second` sustained, `burst` at
+    /// once): `None` when one was taken, else how long until one is available.
+    async fn take_token(
+        &self,
+        bucket: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> Result<Option<std::time::Duration>, ClusterError>;
 
     /// Queues a write of shared state, in order.
     fn write(&self, write: StateWrite);

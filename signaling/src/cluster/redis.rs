@@ -13,6 +13,7 @@
 //! | `P:user-calls:{user}` (set) | the calls a user is involved in |
 //! | `P:presence:{user}` | the user's presence record (1 day TTL) |
 //! | `P:adopt:{node}` | who adopts a dead node's spaces (a 30 s lock) |
+//! | `P:rate:{bucket}` | a cluster-wide token bucket (chat's per-user send rate) |
 //! | channel `P:node:{node}` | messages for one node |
 //! | channel `P:user:{user}` | deliveries to every device of a user |
 //! | channel `P:presence:{user}` | a user's presence events |
@@ -166,6 +167,20 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[2])
 return 1";
+
+/// A token bucket as GCRA on Redis's clock: the bucket's key holds when it is full again
+/// (milliseconds). Returns -1 when a token was taken, else the wait in milliseconds.
+const TAKE_TOKEN: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local full = tonumber(redis.call('GET', KEYS[1]) or now)
+if full < now then full = now end
+if full - now > tolerance then return full - now - tolerance end
+full = full + interval
+redis.call('SET', KEYS[1], full, 'PX', math.ceil(full - now) + 1000)
+return -1";
 
 /// Adds a device and counts the user's devices.
 const DEVICE_UP: &str = r"
@@ -520,6 +535,23 @@ impl Cluster for RedisCluster {
         let (record, count): (Option<String>, i64) =
             pipeline.all().await.map_err(|e| self.failed(e))?;
         Ok((record, DeviceCount(count.max(0) as usize)))
+    }
+
+    async fn take_token(
+        &self,
+        bucket: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> Result<Option<Duration>, ClusterError> {
+        let interval = 1000 / i64::from(per_second.max(1));
+        let tolerance = interval * i64::from(burst.saturating_sub(1));
+        let key = format!("{}rate:{bucket}", self.keys().prefix);
+        let wait: i64 = self
+            .client()
+            .eval(TAKE_TOKEN, vec![key], vec![interval, tolerance])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok((wait >= 0).then(|| Duration::from_millis(wait as u64)))
     }
 
     fn write(&self, write: StateWrite) {

@@ -210,6 +210,25 @@ impl Router {
 
     // ---- connections -------------------------------------------------------------------
 
+    /// [`Router::connect`], returning a guard that unregisters the connection if its transport
+    /// never gets going (the upgrade fails, the socket goes before its first handler runs).
+    /// Transports register before they tell the client it is connected, so a connected client
+    /// is reachable at once, from every node.
+    pub async fn register(
+        self: &Arc<Self>,
+        conn: ConnectionId,
+        identity: &Identity,
+        outbox: Outbox,
+    ) -> Result<Registration, Refusal> {
+        self.connect(conn, identity, outbox).await?;
+        Ok(Registration {
+            router: self.clone(),
+            conn,
+            user: identity.user_id.clone(),
+            live: true,
+        })
+    }
+
     /// Registers a new local connection: in a cluster, in the device directory (refused past
     /// the user's cluster-wide cap), listening for the user's devices channel before the hub
     /// knows it, with the user's presence from elsewhere; devices of calls ringing the user on
@@ -755,6 +774,37 @@ impl Router {
                 .owned
                 .with_label_values(&["room"])
                 .set(stats.rooms as i64);
+        }
+    }
+}
+
+/// A registered connection; see [`Router::register`].
+pub struct Registration {
+    router: Arc<Router>,
+    conn: ConnectionId,
+    user: UserId,
+    live: bool,
+}
+
+impl Registration {
+    pub fn conn(&self) -> ConnectionId {
+        self.conn
+    }
+
+    /// The connection ended: forget it.
+    pub async fn disconnect(mut self) {
+        self.live = false;
+        self.router.disconnect(self.conn, &self.user).await;
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.live
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (router, conn, user) = (self.router.clone(), self.conn, self.user.clone());
+            runtime.spawn(async move { router.disconnect(conn, &user).await });
         }
     }
 }

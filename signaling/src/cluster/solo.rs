@@ -115,6 +115,16 @@ impl Cluster for Solo {
         Ok((None, DeviceCount(0)))
     }
 
+    async fn take_token(
+        &self,
+        _bucket: &str,
+        _per_second: u32,
+        _burst: u32,
+    ) -> Result<Option<std::time::Duration>, ClusterError> {
+        // One node counts its own rates in process; nothing shared to count here.
+        Ok(None)
+    }
+
     fn write(&self, _write: StateWrite) {}
 
     fn inbox(&self) -> Option<mpsc::UnboundedReceiver<Envelope>> {

@@ -26,7 +26,7 @@
 
 use crate::Signaling;
 use crate::auth::Identity;
-use crate::cluster::Refusal;
+use crate::cluster::{Refusal, Registration};
 use crate::limits::ConnectionPermit;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::outbox::{self, Frame, OutboxReader, Queued};
@@ -123,10 +123,24 @@ async fn authenticate(
     let (identity, permit) = sig
         .admit_token(from_auth, &parts.headers, parts.uri.query(), peer)
         .map_err(|r| Refused(r.code))?;
+    // Registered before CONNECT goes out: once the client is connected, events for it reach it
+    // from every node. The registration undoes itself if the socket goes first.
+    let conn = sig.hub.next_connection_id();
+    let (outbox, events) = outbox::channel(&sig.limits);
+    let registration = sig
+        .routing
+        .register(conn, &identity, outbox)
+        .await
+        .map_err(|Refusal(f)| Refused(f.code))?;
     s.extensions.insert(Admitted {
         identity,
         _permit: Arc::new(permit),
     });
+    s.extensions
+        .insert(Registered(Arc::new(std::sync::Mutex::new(Some((
+            events,
+            registration,
+        ))))));
     // socketioxide sends CONNECT right after the middlewares, then spawns the connect handler:
     // the queue and the handlers must exist before that, or an event the client sends at once
     // would find no handler.
@@ -139,9 +153,14 @@ async fn authenticate(
         s.extensions.remove::<Inbox>();
         s.extensions.remove::<Pending>();
         s.extensions.remove::<Admitted>();
+        s.extensions.remove::<Registered>();
     });
     Ok(())
 }
+
+/// The connection's outbox reader and registration, from the middleware to the connect handler.
+#[derive(Clone)]
+struct Registered(Arc<std::sync::Mutex<Option<(OutboxReader, Registration)>>>);
 
 /// The receiving end of the socket's queue, from the middleware to the connect handler.
 #[derive(Clone)]
@@ -152,27 +171,24 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
         .extensions
         .get::<Pending>()
         .and_then(|p| p.0.lock().unwrap_or_else(|e| e.into_inner()).take());
-    let (Some(admitted), Some(mut incoming)) = (s.extensions.get::<Admitted>(), incoming) else {
+    let registered = s
+        .extensions
+        .get::<Registered>()
+        .and_then(|r| r.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+    let (Some(admitted), Some(mut incoming), Some((events, registration))) =
+        (s.extensions.get::<Admitted>(), incoming, registered)
+    else {
         let _ = s.disconnect();
         return;
     };
-
-    let conn = sig.hub.next_connection_id();
-    let (outbox, events) = outbox::channel(&sig.limits);
+    let conn = registration.conn();
     let gauge = sig.connection_gauge("socketio");
     let mut session = Session::new(conn, admitted.identity.clone(), &sig);
     let socket = s.clone();
     let sig = sig.clone();
-    // Client events in, in order; the hub learns of the connection before the first one.
+    // Client events in, in order.
     tokio::spawn(async move {
         let identity = admitted.identity.clone();
-        if let Err(Refusal(failure)) = sig.routing.connect(conn, &identity, outbox).await {
-            // Over the user's cluster-wide connection cap (or the server is stopping).
-            let e = error_event(&failure, None, None, None);
-            let _ = socket.emit(e.name(), &e.data());
-            let _ = socket.disconnect();
-            return;
-        }
         let (replies, replies_rx) = mpsc::channel::<Reply>(QUEUE);
         tokio::spawn(emit_events(
             socket.clone(),
@@ -188,7 +204,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
             let _ = replies.send(Reply { event, ack, answer }).await;
         }
         // The queue closes when the socket disconnects.
-        sig.routing.disconnect(conn, &identity.user_id).await;
+        registration.disconnect().await;
         drop(gauge);
     });
 }

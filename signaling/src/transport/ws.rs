@@ -18,14 +18,14 @@
 //! for the client's.
 
 use crate::Signaling;
-use crate::cluster::Refusal;
+use crate::cluster::{Refusal, Registration};
 use crate::driver::HubHandle;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::outbox::{self, Ended, OutboxReader};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use futures_util::stream::SplitSink;
@@ -48,8 +48,6 @@ pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client that did not keep up with its events.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// Close code for a connection refused after the upgrade (the user's connection cap).
-pub const CLOSE_POLICY: u16 = 1008;
 /// Close code when the server cannot go on serving the connection (its hub task ended).
 pub const CLOSE_INTERNAL: u16 = 1011;
 
@@ -74,12 +72,26 @@ pub async fn upgrade(
         Ok(permit) => permit,
         Err(refusal) => return refusal.into_response(),
     };
+    // Registered before the 101 goes out: once the client is connected, events for it reach
+    // it from every node.
+    let conn = sig.hub.next_connection_id();
+    let (outbox, events) = outbox::channel(&sig.limits);
+    let registration = match sig.routing.register(conn, &identity, outbox).await {
+        Ok(registration) => registration,
+        Err(Refusal(failure)) => {
+            let status = match failure.code {
+                ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return crate::http::failure(status, failure);
+        }
+    };
     let limit = sig.limits.max_frame_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
-            run(sig, socket, identity).await;
+            run(sig, socket, identity, events, registration).await;
         })
 }
 
@@ -92,17 +104,14 @@ struct ClientFrame {
     id: Option<u64>,
 }
 
-async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Identity) {
-    let conn = sig.hub.next_connection_id();
-    let (outbox, events) = outbox::channel(&sig.limits);
-    let user = identity.user_id.clone();
-    if let Err(Refusal(failure)) = sig.routing.connect(conn, &identity, outbox).await {
-        // Over the user's cluster-wide connection cap (or the server is stopping).
-        let (mut sink, _) = socket.split();
-        let _ = sink.send(frame_error(&failure, None, None, None)).await;
-        let _ = sink.send(close(CLOSE_POLICY, "refused")).await;
-        return;
-    }
+async fn run(
+    sig: Arc<Signaling>,
+    socket: WebSocket,
+    identity: crate::auth::Identity,
+    events: OutboxReader,
+    registration: Registration,
+) {
+    let conn = registration.conn();
     let _gauge = sig.connection_gauge("ws");
     let mut session = Session::new(conn, identity, &sig);
     let (sink, mut stream) = socket.split();
@@ -170,7 +179,7 @@ async fn run(sig: Arc<Signaling>, socket: WebSocket, identity: crate::auth::Iden
         }
     }
     drop(replies);
-    sig.routing.disconnect(conn, &user).await;
+    registration.disconnect().await;
     if written.is_none() {
         // Bounded: the writer's last write and close have the socket's deadline.
         let _ = writer.await;

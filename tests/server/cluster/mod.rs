@@ -2,6 +2,9 @@
 //! `CHORUS_TEST_REDIS_URL`), each test under its own key prefix, cleaned up at the end.
 
 mod calls;
+mod chat;
+mod presence;
+mod rooms;
 
 use crate::client::{Client, SioClient, WsClient};
 use crate::server::{SECRET, Transport, mint, scratch_dir};
