@@ -109,6 +109,7 @@ pub struct Participant {
     /// The room:join ack.
     pub joined: Value,
     published: bool,
+    capture: Capture,
 }
 
 impl Participant {
@@ -128,6 +129,7 @@ impl Participant {
             space: format!("room:{room}"),
             joined,
             published: false,
+            capture,
         })
     }
 
@@ -149,6 +151,24 @@ impl Participant {
         self.peer.accept_answer(answer.clone()).await;
         self.peer.wait_connected(&self.space).await;
         Ok(answer)
+    }
+
+    /// After `media:moved`: closes the peer connection to the old media server and negotiates a
+    /// fresh one, publishing `tracks` (kind, track id, SSRC) again, with the space's new one.
+    /// Membership is untouched; the new peer's counts start from zero.
+    pub async fn reconnect_media(
+        &mut self,
+        tracks: &[(Kind, &str, u32)],
+    ) -> Result<Vec<LocalTrack>, Refusal> {
+        let fresh = Peer::with_capture(self.capture).await;
+        std::mem::replace(&mut self.peer, fresh).close().await;
+        self.published = false;
+        let mut local = Vec::new();
+        for (kind, id, ssrc) in tracks {
+            local.push(self.publish(*kind, id, *ssrc).await);
+        }
+        self.connect_media().await?;
+        Ok(local)
     }
 
     /// Answers the SFU's next offer; returns its `tracks`.

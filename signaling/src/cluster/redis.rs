@@ -53,6 +53,9 @@ const RECONNECT_DELAY_MS: u32 = 500;
 const STATE_TTL_SECS: i64 = 24 * 3600;
 /// How long a node holds the right to adopt a dead node's spaces.
 const ADOPT_LOCK_MS: i64 = 30_000;
+/// How much more loaded than the least loaded node (participants + CPU percent) this node may be
+/// and still keep a space created by its own clients.
+const LOCAL_PREFERENCE: u64 = 10;
 /// How often the registry is read (dead nodes, health).
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
@@ -78,6 +81,8 @@ struct Shared {
     load: Mutex<Load>,
     draining: AtomicBool,
     healthy: AtomicBool,
+    /// Checked with each heartbeat: the node counts as back only once deliveries reach it again.
+    subscriber: SubscriberClient,
     /// Envelopes for this node's router: from the subscriber, and local signals.
     inbox: mpsc::UnboundedSender<Envelope>,
     metrics: RedisMetrics,
@@ -255,6 +260,7 @@ impl RedisCluster {
             load: Mutex::new(Load::default()),
             draining: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            subscriber: subscriber.clone(),
             inbox: inbox_tx,
             metrics,
         });
@@ -363,7 +369,7 @@ impl Cluster for RedisCluster {
         if let Some(owner) = self.owner(space).await? {
             return Ok(owner);
         }
-        let target = self.shared.least_loaded(None).ok_or(ClusterError::NoNode)?;
+        let target = self.shared.placement().ok_or(ClusterError::NoNode)?;
         let claimed: Option<String> = self
             .client()
             .set(
@@ -598,6 +604,24 @@ impl Shared {
             .partition(|n| now.saturating_sub(n.heartbeat_ms) <= timeout || n.id == self.node);
         *write_lock(&self.nodes) = live;
         dead
+    }
+
+    /// Where a new space goes: this node when its load is within [`LOCAL_PREFERENCE`] of the
+    /// least loaded live node, else the least loaded one. The space's first members are usually
+    /// connected here, and a space owned where its members are needs no relay and keeps working
+    /// while Redis is away.
+    fn placement(&self) -> Option<NodeId> {
+        let least = self.least_loaded(None)?;
+        let score = |n: &NodeInfo| u64::from(n.participants) + u64::from(n.cpu_percent);
+        let nodes = read(&self.nodes);
+        let least_score = nodes.iter().find(|n| n.id == least).map(score)?;
+        let local = nodes
+            .iter()
+            .find(|n| n.id == self.node && !n.draining && !self.draining.load(Ordering::Relaxed));
+        Some(match local {
+            Some(me) if score(me) <= least_score + LOCAL_PREFERENCE => me.id.clone(),
+            _ => least,
+        })
     }
 
     /// The live, non-draining node with the least load, other than `except`.
@@ -979,7 +1003,15 @@ async fn watch(shared: Arc<Shared>) {
             lock(&shared.load).cpu_percent = cpu.percent();
             last_beat = std::time::Instant::now();
         }
-        let beat = shared.heartbeat().await;
+        let beat = match shared.heartbeat().await {
+            // The subscriber reconnects on its own schedule: until it is back (and has
+            // subscribed again, which fred does as it reconnects), events for this node's users
+            // would be lost, so the node is not back yet.
+            Ok(()) if !shared.subscriber.is_connected() => {
+                Err("the subscriber is reconnecting".to_owned())
+            }
+            beat => beat.map_err(|e| e.to_string()),
+        };
         let was_healthy = shared.healthy.swap(beat.is_ok(), Ordering::Relaxed);
         match (&beat, was_healthy) {
             (Err(e), true) => {

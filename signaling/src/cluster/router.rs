@@ -707,11 +707,11 @@ impl Router {
 
     /// Redis came back (maybe empty): write again what this node holds.
     async fn resync(&self) {
-        if let Ok(devices) = self.hub.local_devices().await {
-            for (user, conn) in devices {
-                let _ = self.cluster.device_up(&user, conn).await;
-                self.cluster.listen(Interest::Devices(user));
-            }
+        let devices = self.hub.local_devices().await.unwrap_or_default();
+        for (conn, identity) in &devices {
+            let _ = self.cluster.device_up(&identity.user_id, *conn).await;
+            self.cluster
+                .listen(Interest::Devices(identity.user_id.clone()));
         }
         if let Ok(owned) = self.hub.owned().await {
             for space in owned {
@@ -719,6 +719,11 @@ impl Router {
             }
         }
         self.hub.restate().await;
+        // A call placed on another node while this one was away from Redis rang its users'
+        // channels before this node listened again: ring these devices from the call index.
+        for (conn, identity) in &devices {
+            self.ring_elsewhere(*conn, identity).await;
+        }
     }
 
     /// Hands every space owned here to live nodes (drain): each new owner adopts it from the

@@ -117,7 +117,7 @@ enum Command {
         reply: oneshot::Sender<Vec<CallId>>,
     },
     DeviceList {
-        reply: oneshot::Sender<Vec<(UserId, ConnectionId)>>,
+        reply: oneshot::Sender<Vec<(ConnectionId, Identity)>>,
     },
     Restate,
     ForgetNode {
@@ -303,7 +303,7 @@ impl HubHandle {
     }
 
     /// The devices connected here.
-    pub async fn local_devices(&self) -> Result<Vec<(UserId, ConnectionId)>, HubGone> {
+    pub async fn local_devices(&self) -> Result<Vec<(ConnectionId, Identity)>, HubGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::DeviceList { reply }).await?;
         rx.await.map_err(|_| HubGone)

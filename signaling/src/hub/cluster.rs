@@ -246,11 +246,19 @@ impl Hub {
     }
 
     /// Devices connected here, by user.
-    pub fn local_devices(&self) -> Vec<(UserId, ConnectionId)> {
+    pub fn local_devices(&self) -> Vec<(ConnectionId, Identity)> {
         self.connections
             .iter()
             .filter(|(_, c)| c.home == Home::Here)
-            .map(|(id, c)| (c.user.clone(), *id))
+            .map(|(id, c)| {
+                let identity = Identity {
+                    user_id: c.user.clone(),
+                    name: c.name.clone(),
+                    grants: c.grants.clone(),
+                    contacts: c.contacts.clone(),
+                };
+                (*id, identity)
+            })
             .collect()
     }
 

@@ -3,6 +3,7 @@
 
 mod calls;
 mod chat;
+mod failures;
 mod presence;
 mod rooms;
 
@@ -101,6 +102,31 @@ impl Node {
         }
     }
 
+    /// SIGTERM: the node drains (tells its clients `server:shutdown`, hands its spaces over at
+    /// the drain deadline) and exits.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits until the process has exited, at most `within`; true if it did.
+    pub async fn exited(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            match self.child.as_mut().map(Child::try_wait) {
+                None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Ok(None)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        false
+    }
+
     /// SIGKILL: a crash, nothing drains.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -196,6 +222,65 @@ pub fn delete_keys(prefix: &str) {
     }
 }
 
+/// A Redis of the test's own on a spare port, which it can kill and start again (empty: it keeps
+/// nothing on disk, like the one a real restart without persistence brings back).
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        let mut redis = OwnRedis {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let pong = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "PING"])
+                .output();
+            if pong.is_ok_and(|o| o.stdout.starts_with(b"PONG")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A metric's value on `node` (the first series of that name).
 pub async fn metric(node: &Node, name: &str) -> Option<f64> {
     let (_, body) = crate::server::http_get(node.addr, "/metrics", None).await;
@@ -203,6 +288,15 @@ pub async fn metric(node: &Node, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The value of the series `name{labels}` on `node`, e.g. `labelled(n, "x", "kind=\"call\"")`.
+pub async fn labelled(node: &Node, name: &str, labels: &str) -> Option<f64> {
+    let (_, body) = crate::server::http_get(node.addr, "/metrics", None).await;
+    let series = format!("{name}{{{labels}}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn free_port() -> u16 {

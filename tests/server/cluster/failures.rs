@@ -1,0 +1,356 @@
+//! Failures: the owner of a room drained or killed under its participants, the owner of a P2P
+//! call killed under two users on other nodes, and Redis lost and back.
+
+use super::rooms::{Sender, sender, tracks, until_everyone_receives};
+use super::{Cluster, Node, NodeOptions, OwnRedis, labelled, metric};
+use crate::client::Client;
+use crate::server::{Transport, http_get};
+use serde_json::{Value, json};
+use std::time::Duration;
+use testkit::WsClient;
+use tokio::time::Instant;
+
+/// What happens to the room's owner node.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// SIGTERM: drain, hand-over at the drain deadline, exit.
+    Drain,
+    /// SIGKILL.
+    Crash,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_room_owner_hands_the_room_over_and_media_flows_again() {
+    owner_lost_under_a_room(Loss::Drain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_room_owner_is_replaced_and_media_flows_again() {
+    owner_lost_under_a_room(Loss::Crash).await;
+}
+
+/// Three participants on three nodes; the owner goes. Those on surviving nodes are told
+/// `media:moved` and renegotiate with the new owner; the one whose node went reconnects to a
+/// surviving node and joins again, as a client does after `server:shutdown` or a dropped
+/// connection. Everyone receives everyone within 10 s of the old owner's exit.
+async fn owner_lost_under_a_room(loss: Loss) {
+    let name = match loss {
+        Loss::Drain => "room-drain",
+        Loss::Crash => "room-crash",
+    };
+    let mut cluster = Cluster::start(name, 3).await;
+    let room = "standup";
+    let users = ["alice", "bob", "carol"];
+    let mut people: Vec<Sender> = Vec::new();
+    for (i, user) in users.into_iter().enumerate() {
+        people.push(sender(cluster.node(i), user, room, i as u32).await);
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    if let Err(counts) = until_everyone_receives(&mut people, 4, end).await {
+        panic!("before the loss, not everyone receives everyone: {counts}");
+    }
+    let mut owner = None;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if metric(node, "chorus_sfu_participants").await == Some(3.0) {
+            owner = Some(i);
+        }
+    }
+    let owner = owner.expect("one node's SFU carries the room");
+
+    let (lost_user, _, _) = people.remove(owner);
+    let mut lost_user = lost_user;
+    match loss {
+        Loss::Drain => {
+            cluster.nodes[owner].terminate();
+            expect_within(
+                &mut lost_user.signal,
+                "server:shutdown",
+                Duration::from_secs(5),
+            )
+            .await;
+        }
+        Loss::Crash => cluster.nodes[owner].kill9(),
+    }
+    assert!(
+        cluster.nodes[owner].exited(Duration::from_secs(15)).await,
+        "the owner exits"
+    );
+    let gone = Instant::now();
+    drop(lost_user);
+
+    let reason = match loss {
+        Loss::Drain => "node_drained",
+        Loss::Crash => "node_failed",
+    };
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    let mut moved_people = Vec::new();
+    for ((mut p, _, _), i) in people.into_iter().zip(&survivors) {
+        let moved = expect_within(&mut p.signal, "media:moved", Duration::from_secs(10)).await;
+        assert_eq!(
+            (moved["callId"].as_str(), moved["reason"].as_str()),
+            (Some("room:standup"), Some(reason)),
+            "{moved}"
+        );
+        let [mic, cam] = p
+            .reconnect_media(&tracks(*i as u32))
+            .await
+            .unwrap_or_else(|r| panic!("renegotiation after media:moved: {r:?}"))
+            .try_into()
+            .unwrap_or_else(|_| panic!("two tracks"));
+        moved_people.push((p, mic, cam));
+    }
+    // The user whose node went comes back through a surviving node.
+    let back = cluster.node(survivors[0]);
+    moved_people.push(sender(back, users[owner], room, 10 + owner as u32).await);
+
+    let end = gone + Duration::from_secs(10);
+    if let Err(counts) = until_everyone_receives(&mut moved_people, 4, end).await {
+        panic!("within 10 s of the owner's exit, not everyone receives everyone: {counts}");
+    }
+    // One surviving SFU carries the room, and the move was counted where it landed.
+    let mut seated = Vec::new();
+    let mut moves = 0.0;
+    for i in &survivors {
+        let node = cluster.node(*i);
+        seated.push(metric(node, "chorus_sfu_participants").await.unwrap_or(0.0));
+        moves += labelled(
+            node,
+            "chorus_cluster_ownership_moves_total",
+            &format!("reason=\"{reason}\""),
+        )
+        .await
+        .unwrap_or(0.0);
+    }
+    seated.sort_by(f64::total_cmp);
+    assert_eq!(seated, vec![0.0, 3.0], "one SFU seats all three");
+    assert_eq!(moves, 1.0, "one ownership move, counted by the heir");
+    for (p, _, _) in moved_people {
+        p.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_p2p_call_outlives_its_owner_and_a_live_node_adopts_its_signaling() {
+    let mut cluster = Cluster::start("p2p-crash", 3).await;
+    // Idle connections load nodes 2 and 3, so the call alice starts on node 2 is placed on the
+    // least loaded node, node 1, where neither user is connected.
+    let mut ballast = Vec::new();
+    for i in [1, 2] {
+        for n in 0..12 {
+            let user = format!("ballast-{i}-{n}");
+            ballast.push(cluster.node(i).client(Transport::Ws, &user).await);
+        }
+    }
+    let mut alice = cluster.node(1).client(Transport::Ws, "alice").await;
+    let mut bob = cluster.node(2).client(Transport::SocketIo, "bob").await;
+    let call = call_owned_by(&cluster, 0, &mut alice, (&mut bob, "bob")).await;
+    bob.request("call:accept", json!({"callId": call}))
+        .await
+        .expect("accept");
+    alice.expect("call:accepted").await;
+
+    cluster.nodes[0].kill9();
+    // Adoption: the call's state comes back on a live node, which relays its signals again.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let offer = alice
+            .request(
+                "offer",
+                json!({"callId": call, "targetUserId": "bob", "offer": {"type": "offer", "sdp": "v=0 again"}}),
+            )
+            .await;
+        match offer {
+            Ok(_) => break,
+            Err(r) => assert!(
+                Instant::now() < end,
+                "the call's signaling is not adopted within 10 s: {r:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(bob.expect("offer").await["offer"]["sdp"], "v=0 again");
+    bob.request(
+        "answer",
+        json!({"callId": call, "targetUserId": "alice", "answer": {"type": "answer", "sdp": "v=0 bob"}}),
+    )
+    .await
+    .expect("answer through the adopting node");
+    assert_eq!(alice.expect("answer").await["answer"]["sdp"], "v=0 bob");
+    // A P2P call's media never touched the dead node: nobody is told to move it.
+    alice.expect_none("media:moved").await;
+    bob.expect_none("media:moved").await;
+    // The call is whole: ending it reaches the other side.
+    alice
+        .request("call:end", json!({"callId": call}))
+        .await
+        .expect("end");
+    assert_eq!(bob.expect("call:ended").await["callId"], call.as_str());
+    drop(ballast);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_redis_is_away_local_calls_go_on_and_cross_node_actions_fail_clearly() {
+    let mut redis = OwnRedis::start().await;
+    let options = NodeOptions {
+        env: vec![("CHORUS_CLUSTER_REDIS_URL".into(), redis.url())],
+    };
+    let cluster = Cluster::start_with("redis-lost", 2, &options).await;
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    let mut alice = n1.client(Transport::Ws, "alice").await;
+    let mut bob = n1.client(Transport::SocketIo, "bob").await;
+    let mut carol = n2.client(Transport::Ws, "carol").await;
+    let call = call_owned_by(&cluster, 0, &mut alice, (&mut bob, "bob")).await;
+    bob.request("call:accept", json!({"callId": call}))
+        .await
+        .expect("accept");
+    alice.expect("call:accepted").await;
+
+    redis.kill();
+    wait_for_ready(n1, "degraded", Duration::from_secs(10)).await;
+    wait_for_ready(n2, "degraded", Duration::from_secs(10)).await;
+    for node in [n1, n2] {
+        assert_eq!(http_get(node.addr, "/health", None).await.0, 200);
+    }
+
+    // The call whose members all sit on its owner's node goes on.
+    alice
+        .request(
+            "offer",
+            json!({"callId": call, "targetUserId": "bob", "offer": {"type": "offer", "sdp": "v=0 no redis"}}),
+        )
+        .await
+        .expect("a local call relays without Redis");
+    assert_eq!(bob.expect("offer").await["offer"]["sdp"], "v=0 no redis");
+    let sent = alice
+        .request(
+            "message:send",
+            json!({"conversationId": call, "content": "still here", "type": "text", "tempId": "t1"}),
+        )
+        .await
+        .expect("chat works without Redis");
+    assert!(sent["messageId"].is_string(), "{sent}");
+
+    // Reaching a user on another node fails with a code that says why.
+    let refused = alice
+        .request(
+            "call:initiate",
+            json!({"conversationId": "conv", "callType": "audio", "participants": ["carol"]}),
+        )
+        .await
+        .expect_err("a call to another node cannot be placed without Redis");
+    assert_eq!(refused.code, "cluster_unavailable", "{refused:?}");
+
+    // Redis comes back empty; nodes write again what they hold, and within 5 s a call across
+    // nodes rings again, without any node restarting.
+    redis.restart().await;
+    let back = Instant::now();
+    let call2 = loop {
+        let attempt = alice
+            .request(
+                "call:initiate",
+                json!({"conversationId": "conv", "callType": "audio", "participants": ["carol"]}),
+            )
+            .await;
+        if let Ok(ack) = attempt {
+            break ack["callId"].as_str().expect("callId").to_owned();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "cross-node calls do not work 5 s after Redis came back: {attempt:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let incoming = carol.expect("call:incoming").await;
+    assert_eq!(incoming["callId"], call2.as_str());
+    let elapsed = back.elapsed();
+    eprintln!("a cross-node call rang {elapsed:?} after Redis came back");
+    assert!(elapsed < Duration::from_secs(5), "rang after {elapsed:?}");
+    wait_for_ready(n1, "ready", Duration::from_secs(5)).await;
+    wait_for_ready(n2, "ready", Duration::from_secs(5)).await;
+    // The message acked while Redis was away is still there.
+    let history = bob
+        .request("message:history", json!({"conversationId": call}))
+        .await
+        .expect("history");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["still here"], "the acked message survives");
+}
+
+/// Starts a call from `caller` to `callee` and makes sure node `owner` owns it, trying again
+/// (ending the attempt) while placement chose another node. Returns the call id.
+async fn call_owned_by(
+    cluster: &Cluster,
+    owner: usize,
+    caller: &mut Client,
+    (callee, callee_id): (&mut Client, &str),
+) -> String {
+    for _ in 0..10 {
+        let ack = caller.initiate("audio", &[callee_id]).await;
+        let call = ack["callId"].as_str().expect("callId").to_owned();
+        let incoming = callee.expect("call:incoming").await;
+        assert_eq!(incoming["callId"], call.as_str());
+        if owning_node(cluster).await == Some(owner) {
+            return call;
+        }
+        caller
+            .request("call:end", json!({"callId": call}))
+            .await
+            .expect("end the misplaced attempt");
+        callee.expect("call:ended").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("node {owner} never got the call");
+}
+
+/// The node that reports owning a call (the gauge follows within a heartbeat).
+async fn owning_node(cluster: &Cluster) -> Option<usize> {
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if labelled(node, "chorus_cluster_spaces_owned", "kind=\"call\"").await == Some(1.0) {
+                return Some(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Waits until `/ready` on `node` says `status`.
+async fn wait_for_ready(node: &Node, status: &str, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        let (code, body) = http_get(node.addr, "/ready", None).await;
+        if code == 200 && body.trim() == status {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} /ready says {code} {body:?}, not {status:?}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Like `expect`, with a longer wait than the client's default.
+async fn expect_within(client: &mut WsClient, event: &str, within: Duration) -> Value {
+    let wait = async {
+        loop {
+            if let Some(v) = client.take(event) {
+                return v;
+            }
+            if !client.pump().await {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::time::timeout(within, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no `{event}` within {within:?}"))
+}
