@@ -106,6 +106,7 @@ impl Signaling {
             cluster::RouterSettings {
                 request_timeout: config.cluster.request_timeout.get(),
                 max_connections_per_user: config.limits.max_connections_per_user as usize,
+                max_calls_per_user: config.limits.max_calls_per_user,
             },
             cluster::RouterMetrics::register(registry)?,
         );

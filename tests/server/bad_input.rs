@@ -207,6 +207,44 @@ async fn connections_per_ip_are_capped() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn connections_per_user_are_capped_and_freed_on_close() {
+    let server = TestServer::with(|c| c.limits.max_connections_per_user = 2).await;
+    let a = WsClient::connect(server.addr, &server.token("alice"))
+        .await
+        .unwrap();
+    let _b = SioClient::connect(server.addr, &server.token("alice"))
+        .await
+        .unwrap();
+    let err = WsClient::connect(server.addr, &server.token("alice"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.starts_with("429") && err.contains("too_many_connections"),
+        "{err}"
+    );
+    let err = SioClient::connect(server.addr, &server.token("alice"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err, "too_many_connections");
+    // Another user is not affected, and a closed connection frees its place.
+    WsClient::connect(server.addr, &server.token("bob"))
+        .await
+        .unwrap();
+    a.close().await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match WsClient::connect(server.addr, &server.token("alice")).await {
+            Ok(_) => break,
+            Err(e) => assert!(tokio::time::Instant::now() < end, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}
+
 fn forged(claims: Value, secret: &str) -> String {
     use jsonwebtoken::{EncodingKey, Header, encode};
     encode(

@@ -148,6 +148,20 @@ pub enum StateWrite {
     },
     /// The user's presence record (status, text) as the other nodes should start from.
     Presence { user: UserId, json: String },
+    /// The user took part in `call` (initiated, accepted, joined) or stopped: the calls counted
+    /// against `limits.max_calls_per_user` on every node.
+    Seat {
+        user: UserId,
+        call: CallId,
+        seated: Seated,
+    },
+}
+
+/// Whether a user takes part in a call (counts toward their call quota).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seated {
+    In,
+    Out,
 }
 
 /// Whether a user is involved in a call.
@@ -233,6 +247,10 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// The calls `user` is involved in, anywhere.
     async fn user_calls(&self, user: &UserId) -> Result<Vec<CallId>, ClusterError>;
+
+    /// The calls `user` takes part in on other nodes too (see [`StateWrite::Seat`]); a single
+    /// node answers none, as its hub counts them itself.
+    async fn seated_calls(&self, user: &UserId) -> Result<Vec<CallId>, ClusterError>;
 
     /// The presence record last written for `user`, and their device count.
     async fn presence(&self, user: &UserId) -> Result<(Option<String>, DeviceCount), ClusterError>;

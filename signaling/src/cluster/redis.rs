@@ -11,6 +11,7 @@
 //! | `P:devices:{user}` (set) | `node/conn` of each of the user's devices |
 //! | `P:node-devices:{node}` (set) | `user` and `conn` of each device on a node |
 //! | `P:user-calls:{user}` (set) | the calls a user is involved in |
+//! | `P:user-seats:{user}` (set) | the calls a user takes part in (their call quota) |
 //! | `P:presence:{user}` | the user's presence record (1 day TTL) |
 //! | `P:adopt:{node}` | who adopts a dead node's spaces (a 30 s lock) |
 //! | `P:rate:{bucket}` | a cluster-wide token bucket (chat's per-user send rate) |
@@ -133,6 +134,9 @@ impl Keys {
     }
     fn user_calls(&self, user: &UserId) -> String {
         format!("{}user-calls:{user}", self.prefix)
+    }
+    fn user_seats(&self, user: &UserId) -> String {
+        format!("{}user-seats:{user}", self.prefix)
     }
     fn presence_record(&self, user: &UserId) -> String {
         format!("{}presence:{user}", self.prefix)
@@ -523,6 +527,15 @@ impl Cluster for RedisCluster {
         let calls: Vec<String> = self
             .client()
             .smembers(self.keys().user_calls(user))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(calls.into_iter().map(CallId).collect())
+    }
+
+    async fn seated_calls(&self, user: &UserId) -> Result<Vec<CallId>, ClusterError> {
+        let calls: Vec<String> = self
+            .client()
+            .smembers(self.keys().user_seats(user))
             .await
             .map_err(|e| self.failed(e))?;
         Ok(calls.into_iter().map(CallId).collect())
@@ -962,6 +975,22 @@ async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<StateWrite>)
                             pipeline.all::<Vec<Value>>().await.map(|_| ())
                         }
                         super::Involvement::NotInvolved => shared
+                            .client
+                            .srem::<i64, _, _>(&key, call.as_str())
+                            .await
+                            .map(|_| ()),
+                    }
+                }
+                StateWrite::Seat { user, call, seated } => {
+                    let key = keys.user_seats(&user);
+                    match seated {
+                        super::Seated::In => {
+                            let pipeline = shared.client.pipeline();
+                            let _: () = pipeline.sadd(&key, call.as_str()).await?;
+                            let _: () = pipeline.expire(&key, STATE_TTL_SECS, None).await?;
+                            pipeline.all::<Vec<Value>>().await.map(|_| ())
+                        }
+                        super::Seated::Out => shared
                             .client
                             .srem::<i64, _, _>(&key, call.as_str())
                             .await

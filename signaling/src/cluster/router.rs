@@ -58,6 +58,8 @@ pub struct RouterSettings {
     pub request_timeout: Duration,
     /// Connections one user may hold in the whole cluster.
     pub max_connections_per_user: usize,
+    /// Calls one user may take part in, in the whole cluster (each owner also checks its own).
+    pub max_calls_per_user: usize,
 }
 
 /// A connection the router did not let in.
@@ -239,13 +241,6 @@ impl Router {
         identity: &Identity,
         outbox: Outbox,
     ) -> Result<(), Refusal> {
-        if self.solo() {
-            return self
-                .hub
-                .connect(conn, identity.clone(), outbox, Elsewhere::Nowhere)
-                .await
-                .map_err(|_| Refusal(gone()));
-        }
         let user = &identity.user_id;
         let elsewhere = match self.cluster.device_up(user, conn).await {
             Ok(DeviceCount(n)) if n > self.settings.max_connections_per_user => {
@@ -259,6 +254,8 @@ impl Router {
                     ),
                 )));
             }
+            // A single node's hub knows the user's other devices itself.
+            _ if self.solo() => Elsewhere::Nowhere,
             Ok(DeviceCount(n)) if n > 1 => Elsewhere::Online(self.presence_record(user).await),
             Ok(_) => Elsewhere::Nowhere,
             // Redis is away: this node's view is all there is.
@@ -267,10 +264,15 @@ impl Router {
         if let Err(e) = self.cluster.listened(Interest::Devices(user.clone())).await {
             tracing::warn!(%user, error = %e, "cannot listen for the user's devices; cross-node deliveries to this device will be missed until Redis returns");
         }
-        self.hub
+        if self
+            .hub
             .connect(conn, identity.clone(), outbox, elsewhere)
             .await
-            .map_err(|_| Refusal(gone()))?;
+            .is_err()
+        {
+            let _ = self.cluster.device_down(user, conn).await;
+            return Err(Refusal(gone()));
+        }
         self.ring_elsewhere(conn, identity).await;
         Ok(())
     }
@@ -278,6 +280,7 @@ impl Router {
     /// Forgets a local connection; the owners of spaces it acted in hear it left.
     pub async fn disconnect(&self, conn: ConnectionId, user: &UserId) {
         if self.solo() {
+            let _ = self.cluster.device_down(user, conn).await;
             self.hub.disconnect(conn, Elsewhere::Nowhere).await;
             return;
         }
@@ -332,6 +335,14 @@ impl Router {
             ClientEvent::PresenceSubscribe(u) => Some(u.user_ids.clone()),
             _ => None,
         };
+        match &event {
+            ClientEvent::CallInitiate(_) => self.check_call_quota(&identity.user_id, None).await?,
+            ClientEvent::CallAccept(r) | ClientEvent::CallJoin(r) => {
+                self.check_call_quota(&identity.user_id, Some(&r.call_id))
+                    .await?;
+            }
+            _ => {}
+        }
         let (owner, placed) = match Target::of(&event) {
             Target::Local => (self.node().clone(), None),
             Target::NewCall => {
@@ -375,6 +386,39 @@ impl Router {
             }
             None => Ok(ack),
         }
+    }
+
+    /// Refuses when `user` takes part in `max_calls_per_user` calls across the cluster and would
+    /// take part in one more (`joining`, or a new call). The owner of each call checks only the
+    /// calls it owns; this sees those owned anywhere. While Redis is away only the owners' checks
+    /// apply.
+    async fn check_call_quota(
+        &self,
+        user: &UserId,
+        joining: Option<&CallId>,
+    ) -> Result<(), Failure> {
+        let limit = self.settings.max_calls_per_user;
+        let Ok(seated) = self.cluster.seated_calls(user).await else {
+            return Ok(());
+        };
+        let others: Vec<CallId> = seated.into_iter().filter(|c| Some(c) != joining).collect();
+        if others.len() < limit {
+            return Ok(());
+        }
+        // An entry whose call has no owner left is a write lost with its node: it does not count.
+        let mut live = 0;
+        for call in &others {
+            if !matches!(self.cluster.owner(call).await, Ok(None)) {
+                live += 1;
+            }
+        }
+        if live >= limit {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!("you are in {live} calls already (limit {limit})"),
+            ));
+        }
+        Ok(())
     }
 
     /// A media request for the seat in `space` (or the connection's only media space), served

@@ -8,17 +8,23 @@ use super::{
     StateWrite, Topology,
 };
 use protocol::{CallId, ConnectionId, UserId};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 /// See the module docs.
 pub struct Solo {
     node: NodeId,
+    /// Connections per user, for the per-user cap: the directory of a cluster of one. Touched
+    /// once per connect and disconnect, never on the media path.
+    devices: Mutex<HashMap<UserId, usize>>,
 }
 
 impl Solo {
     pub fn new() -> Self {
         Self {
             node: NodeId::new("local"),
+            devices: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -89,22 +95,39 @@ impl Cluster for Solo {
 
     async fn device_up(
         &self,
-        _user: &UserId,
+        user: &UserId,
         _conn: ConnectionId,
     ) -> Result<DeviceCount, ClusterError> {
-        // The hub counts a solo node's devices itself.
-        Ok(DeviceCount(1))
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let n = devices.entry(user.clone()).or_default();
+        *n += 1;
+        Ok(DeviceCount(*n))
     }
 
     async fn device_down(
         &self,
-        _user: &UserId,
+        user: &UserId,
         _conn: ConnectionId,
     ) -> Result<DeviceCount, ClusterError> {
-        Ok(DeviceCount(0))
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let left = match devices.get_mut(user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                *n
+            }
+            _ => {
+                devices.remove(user);
+                0
+            }
+        };
+        Ok(DeviceCount(left))
     }
 
     async fn user_calls(&self, _user: &UserId) -> Result<Vec<CallId>, ClusterError> {
+        Ok(Vec::new())
+    }
+
+    async fn seated_calls(&self, _user: &UserId) -> Result<Vec<CallId>, ClusterError> {
         Ok(Vec::new())
     }
 

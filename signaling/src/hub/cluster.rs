@@ -17,7 +17,7 @@
 use super::snapshot::{Clock, Seat, SeatInfo, SpaceSnapshot};
 use super::{CallEntry, Conn, Hub, User, room::Room};
 use crate::auth::Identity;
-use crate::cluster::{Interest, Involvement, MoveReason, NodeId, StateWrite, Topology};
+use crate::cluster::{Interest, Involvement, MoveReason, NodeId, Seated, StateWrite, Topology};
 use crate::media::MediaCommand;
 use protocol::{CallId, CallMode, ConnectionId, MediaMoved, PresenceStatus, ServerEvent, UserId};
 use serde::{Deserialize, Serialize};
@@ -278,6 +278,7 @@ impl Hub {
         if self.settings.topology != Topology::Clustered {
             return;
         }
+        self.seats_written.clear();
         for space in self.owned() {
             self.dirty_spaces.insert(space);
         }
@@ -440,8 +441,9 @@ impl Hub {
             }
             self.forget_if_idle(&user);
         }
-        // Its snapshot and owner record now belong to the new owner: write nothing.
+        // Its snapshot, owner record and seats now belong to the new owner: write nothing.
         self.dirty_spaces.remove(space);
+        self.seats_written.remove(space);
     }
 
     // ---- bookkeeping -------------------------------------------------------------------
@@ -474,6 +476,43 @@ impl Hub {
         self.notify(ClusterNotice::Write(write));
     }
 
+    /// Writes who joined or left the call `space` since its seats were last written (all of
+    /// them out once it ended here).
+    fn write_seats(&mut self, space: &CallId) {
+        let now: BTreeSet<UserId> = self
+            .calls
+            .get(space)
+            .map(|e| {
+                e.call
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.is_present())
+                    .map(|(u, _)| u.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let before = self.seats_written.remove(space).unwrap_or_default();
+        for user in now.difference(&before) {
+            self.cluster
+                .push_back(ClusterNotice::Write(StateWrite::Seat {
+                    user: user.clone(),
+                    call: space.clone(),
+                    seated: Seated::In,
+                }));
+        }
+        for user in before.difference(&now) {
+            self.cluster
+                .push_back(ClusterNotice::Write(StateWrite::Seat {
+                    user: user.clone(),
+                    call: space.clone(),
+                    seated: Seated::Out,
+                }));
+        }
+        if !now.is_empty() {
+            self.seats_written.insert(space.clone(), now);
+        }
+    }
+
     pub(super) fn write_presence(&mut self, user: &UserId) {
         if let Some(record) = self.presence_record(user) {
             let json = serde_json::to_string(&record).unwrap_or_default();
@@ -498,6 +537,7 @@ impl Hub {
 
     fn flush_dirty(&mut self) {
         for space in std::mem::take(&mut self.dirty_spaces) {
+            self.write_seats(&space);
             let write = match self.snapshot(&space) {
                 Some(snapshot) => StateWrite::Snapshot {
                     space,

@@ -152,6 +152,9 @@ pub struct Hub {
     dirty_users: BTreeSet<UserId>,
     /// The channels this node listens to, per user (clustered only).
     listening: HashMap<UserId, Listening>,
+    /// Per call owned here, the users last written as taking part in it (clustered only): the
+    /// cluster-wide call quota counts them.
+    seats_written: HashMap<CallId, BTreeSet<UserId>>,
 }
 
 struct Conn {
@@ -237,6 +240,7 @@ impl Hub {
             dirty_spaces: BTreeSet::new(),
             dirty_users: BTreeSet::new(),
             listening: HashMap::new(),
+            seats_written: HashMap::new(),
             settings,
         }
     }

@@ -4,6 +4,7 @@
 mod calls;
 mod chat;
 mod failures;
+mod limits;
 mod presence;
 mod rooms;
 
@@ -96,10 +97,17 @@ impl Node {
     }
 
     pub async fn client_with(&self, transport: Transport, token: &str) -> Client {
-        match transport {
-            Transport::Ws => Client::Ws(WsClient::connect(self.addr, token).await.unwrap()),
-            Transport::SocketIo => Client::Sio(SioClient::connect(self.addr, token).await.unwrap()),
-        }
+        self.client_result(transport, token)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.id))
+    }
+
+    /// Connects, or says why the server refused.
+    pub async fn client_result(&self, transport: Transport, token: &str) -> Result<Client, String> {
+        Ok(match transport {
+            Transport::Ws => Client::Ws(WsClient::connect(self.addr, token).await?),
+            Transport::SocketIo => Client::Sio(SioClient::connect(self.addr, token).await?),
+        })
     }
 
     /// SIGTERM: the node drains (tells its clients `server:shutdown`, hands its spaces over at
