@@ -1,6 +1,6 @@
 //! Calls across nodes: the caller on node 1, the callee's two devices on nodes 2 and 3.
 
-use super::{Cluster, NodeOptions, metric};
+use super::{Cluster, NodeOptions, labelled, metric};
 use crate::client::Client;
 use crate::server::Transport;
 use serde_json::{Value, json};
@@ -91,6 +91,30 @@ async fn full_flow(transport: Transport) {
         .await
         .expect("share stop");
     assert_eq!(alice.expect("screen:share-stopped").await["userId"], "bob");
+
+    // The relays show in the metrics, and no series names a user.
+    let (mut relayed_in, mut relayed_out, mut relays_timed) = (0.0, 0.0, 0.0);
+    for node in &cluster.nodes {
+        relayed_in += labelled(node, "chorus_cluster_relayed_total", "direction=\"in\"")
+            .await
+            .unwrap_or(0.0);
+        relayed_out += labelled(node, "chorus_cluster_relayed_total", "direction=\"out\"")
+            .await
+            .unwrap_or(0.0);
+        relays_timed += metric(node, "chorus_cluster_relay_seconds_count")
+            .await
+            .unwrap_or(0.0);
+        assert_eq!(metric(node, "chorus_cluster_nodes").await, Some(3.0));
+        let (_, body) = crate::server::http_get(node.addr, "/metrics", None).await;
+        assert!(
+            !body.contains("alice") && !body.contains("bob"),
+            "a metric names a user"
+        );
+    }
+    assert!(
+        relayed_in > 0.0 && relayed_out > 0.0 && relays_timed > 0.0,
+        "relays in {relayed_in}, out {relayed_out}, timed {relays_timed}"
+    );
 
     alice
         .request("call:end", json!({"callId": call}))

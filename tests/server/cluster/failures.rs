@@ -210,6 +210,7 @@ async fn while_redis_is_away_local_calls_go_on_and_cross_node_actions_fail_clear
     wait_for_ready(n2, "degraded", Duration::from_secs(10)).await;
     for node in [n1, n2] {
         assert_eq!(http_get(node.addr, "/health", None).await.0, 200);
+        assert_eq!(metric(node, "chorus_cluster_redis_up").await, Some(0.0));
     }
 
     // The call whose members all sit on its owner's node goes on.
@@ -267,6 +268,14 @@ async fn while_redis_is_away_local_calls_go_on_and_cross_node_actions_fail_clear
     assert!(elapsed < Duration::from_secs(5), "rang after {elapsed:?}");
     wait_for_ready(n1, "ready", Duration::from_secs(5)).await;
     wait_for_ready(n2, "ready", Duration::from_secs(5)).await;
+    for node in [n1, n2] {
+        assert_eq!(metric(node, "chorus_cluster_redis_up").await, Some(1.0));
+        assert!(metric(node, "chorus_cluster_redis_errors_total").await >= Some(1.0));
+        assert_eq!(
+            metric(node, "chorus_cluster_redis_reconnects_total").await,
+            Some(1.0)
+        );
+    }
     // The message acked while Redis was away is still there.
     let history = bob
         .request("message:history", json!({"conversationId": call}))
