@@ -107,6 +107,10 @@ async fn owner_lost_under_a_room(loss: Loss) {
     if let Err(counts) = until_everyone_receives(&mut moved_people, 4, end).await {
         panic!("within 10 s of the owner's exit, not everyone receives everyone: {counts}");
     }
+    eprintln!(
+        "{loss:?}: everyone receives everyone again {:?} after the owner exited",
+        gone.elapsed()
+    );
     // One surviving SFU carries the room, and the move was counted where it landed.
     let mut seated = Vec::new();
     let mut moves = 0.0;
