@@ -186,19 +186,7 @@ async fn connections_per_ip_are_capped() {
     let _b = SioClient::connect(server.addr, &server.token("b"))
         .await
         .unwrap();
-    let err = WsClient::connect(server.addr, &server.token("c"))
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        err.starts_with("429") && err.contains("too_many_connections"),
-        "{err}"
-    );
-    let err = SioClient::connect(server.addr, &server.token("d"))
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(err, "too_many_connections");
+    refused_over_both_transports(server.addr, &server.token("c")).await;
     drop(_a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     WsClient::connect(server.addr, &server.token("e"))
@@ -216,19 +204,7 @@ async fn connections_per_user_are_capped_and_freed_on_close() {
     let _b = SioClient::connect(server.addr, &server.token("alice"))
         .await
         .unwrap();
-    let err = WsClient::connect(server.addr, &server.token("alice"))
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        err.starts_with("429") && err.contains("too_many_connections"),
-        "{err}"
-    );
-    let err = SioClient::connect(server.addr, &server.token("alice"))
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(err, "too_many_connections");
+    refused_over_both_transports(server.addr, &server.token("alice")).await;
     // Another user is not affected, and a closed connection frees its place.
     WsClient::connect(server.addr, &server.token("bob"))
         .await
@@ -243,6 +219,18 @@ async fn connections_per_user_are_capped_and_freed_on_close() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await.unwrap();
+}
+
+/// Both transports refuse a connection with `token` as too many: WebSocket with `429` before the
+/// upgrade, Socket.IO with a `connect_error`.
+pub async fn refused_over_both_transports(addr: std::net::SocketAddr, token: &str) {
+    let err = WsClient::connect(addr, token).await.err().unwrap();
+    assert!(
+        err.starts_with("429") && err.contains("too_many_connections"),
+        "{err}"
+    );
+    let err = SioClient::connect(addr, token).await.err().unwrap();
+    assert_eq!(err, "too_many_connections");
 }
 
 fn forged(claims: Value, secret: &str) -> String {

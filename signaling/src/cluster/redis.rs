@@ -966,36 +966,12 @@ async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<StateWrite>)
                     call,
                     involved,
                 } => {
-                    let key = keys.user_calls(&user);
-                    match involved {
-                        super::Involvement::Involved => {
-                            let pipeline = shared.client.pipeline();
-                            let _: () = pipeline.sadd(&key, call.as_str()).await?;
-                            let _: () = pipeline.expire(&key, STATE_TTL_SECS, None).await?;
-                            pipeline.all::<Vec<Value>>().await.map(|_| ())
-                        }
-                        super::Involvement::NotInvolved => shared
-                            .client
-                            .srem::<i64, _, _>(&key, call.as_str())
-                            .await
-                            .map(|_| ()),
-                    }
+                    let member = involved == super::Involvement::Involved;
+                    set_member(&shared, &keys.user_calls(&user), &call, member).await
                 }
                 StateWrite::Seat { user, call, seated } => {
-                    let key = keys.user_seats(&user);
-                    match seated {
-                        super::Seated::In => {
-                            let pipeline = shared.client.pipeline();
-                            let _: () = pipeline.sadd(&key, call.as_str()).await?;
-                            let _: () = pipeline.expire(&key, STATE_TTL_SECS, None).await?;
-                            pipeline.all::<Vec<Value>>().await.map(|_| ())
-                        }
-                        super::Seated::Out => shared
-                            .client
-                            .srem::<i64, _, _>(&key, call.as_str())
-                            .await
-                            .map(|_| ()),
-                    }
+                    let member = seated == super::Seated::In;
+                    set_member(&shared, &keys.user_seats(&user), &call, member).await
                 }
                 StateWrite::Presence { user, json } => {
                     shared
@@ -1016,6 +992,27 @@ async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<StateWrite>)
             shared.metrics.errors.inc();
             tracing::debug!(error = %e, "cluster state write lost: Redis is unreachable");
         }
+    }
+}
+
+/// Adds `call` to the set `key` (which then lives [`STATE_TTL_SECS`] longer), or removes it.
+async fn set_member(
+    shared: &Shared,
+    key: &str,
+    call: &CallId,
+    member: bool,
+) -> Result<(), fred::error::Error> {
+    if member {
+        let pipeline = shared.client.pipeline();
+        let _: () = pipeline.sadd(key, call.as_str()).await?;
+        let _: () = pipeline.expire(key, STATE_TTL_SECS, None).await?;
+        pipeline.all::<Vec<Value>>().await.map(|_| ())
+    } else {
+        shared
+            .client
+            .srem::<i64, _, _>(key, call.as_str())
+            .await
+            .map(|_| ())
     }
 }
 

@@ -21,21 +21,7 @@ async fn the_connection_cap_per_user_counts_every_node() {
     let _second = WsClient::connect(cluster.node(1).addr, &token)
         .await
         .unwrap();
-    let err = WsClient::connect(cluster.node(2).addr, &token)
-        .await
-        .err()
-        .expect("a third connection on a third node is refused");
-    assert!(
-        err.starts_with("429") && err.contains("too_many_connections"),
-        "{err}"
-    );
-    let refused = cluster
-        .node(2)
-        .client_result(Transport::SocketIo, &token)
-        .await
-        .err()
-        .expect("over Socket.IO too");
-    assert_eq!(refused, "too_many_connections");
+    crate::bad_input::refused_over_both_transports(cluster.node(2).addr, &token).await;
     // Other users are not affected; closing one of alice's connections frees a place anywhere.
     cluster.node(2).client(Transport::Ws, "bob").await;
     first.close().await;
