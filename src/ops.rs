@@ -1,27 +1,49 @@
-//! Operations endpoints: `/health` (liveness), `/ready` (readiness: 503 while draining, 200
-//! `degraded` while a cluster node cannot reach Redis) and
-//! `/metrics` (Prometheus text format).
+//! Operations endpoints: `/health` (liveness, as JSON: status, open connections and uptime, the
+//! shape the replaced realtime-service answered), `/ready` (readiness: 503 while draining, 200
+//! `degraded` while a cluster node cannot reach Redis) and `/metrics` (Prometheus text format).
 //!
 //! `/metrics` is a router of its own so it can be served on `server.metrics_listen` instead of
 //! the public listener.
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{Encoder, TextEncoder};
+use serde_json::json;
 use signaling::Signaling;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `/health` and `/ready`.
 pub fn router(signaling: Arc<Signaling>) -> Router {
-    health().route("/ready", get(ready)).with_state(signaling)
+    let started = Instant::now();
+    Router::new()
+        .route(
+            "/health",
+            get(move |State(signaling): State<Arc<Signaling>>| async move {
+                Json(json!({
+                    "status": "ok",
+                    "connections": signaling.open_connections(),
+                    "uptime": started.elapsed().as_secs(),
+                }))
+            }),
+        )
+        .route("/ready", get(ready))
+        .with_state(signaling)
 }
 
-/// `/health` alone: 200 while the process runs.
+/// `/health` alone, for a process without signaling (TURN only): 200 while it runs.
 pub fn health<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/health", get(|| async { "ok" }))
+    let started = Instant::now();
+    Router::new().route(
+        "/health",
+        get(move || async move {
+            Json(json!({"status": "ok", "uptime": started.elapsed().as_secs()}))
+        }),
+    )
 }
 
 /// `/metrics`, encoding `registry`.

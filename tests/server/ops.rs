@@ -8,13 +8,21 @@ use std::time::Duration;
 #[tokio::test]
 async fn health_ready_and_metrics_are_served() {
     let server = TestServer::start().await;
+    let health = |body: String| -> Value { serde_json::from_str(&body).expect("JSON") };
+    let (status, body) = http_get(server.addr, "/health", None).await;
+    assert_eq!(status, 200);
+    let before = health(body);
     assert_eq!(
-        http_get(server.addr, "/health", None).await,
-        (200, "ok".into())
+        (before["status"].as_str(), before["connections"].as_u64()),
+        (Some("ok"), Some(0)),
+        "{before}"
     );
+    assert!(before["uptime"].is_u64(), "{before}");
     assert_eq!(http_get(server.addr, "/ready", None).await.0, 200);
     let mut a = server.client(Transport::Ws, "alice").await;
     let mut b = server.client(Transport::SocketIo, "bob").await;
+    let now = health(http_get(server.addr, "/health", None).await.1);
+    assert_eq!(now["connections"], 2, "{now}");
     let ack = a.initiate("audio", &["bob"]).await;
     b.request("call:reject", json!({"callId": ack["callId"]}))
         .await
@@ -346,7 +354,9 @@ async fn chorus_turn_needs_no_jwt_settings_but_serve_does() {
         .status()
         .unwrap();
     let status = turn.wait().unwrap();
-    assert_eq!(health, Some((200, "ok".into())));
+    let (code, body) = health.expect("/health answered");
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""status":"ok""#), "{body}");
     assert!(
         metrics.1.contains("chorus_turn_allocations_active 0"),
         "{}",
