@@ -11,6 +11,12 @@
 //                   `track:published` events (trackId -> user and source: camera or screen).
 //   UI functions  - screens, tiles, toasts. All user-provided text goes through textContent.
 //
+// Failures: the client reconnects by itself (after a drop, and after `server:shutdown` from a
+// draining node) to the same URL, which behind a load balancer reaches a live node; the app then
+// rejoins the room it was in, or takes its call back with `call:join`. `media:moved` (the node
+// carrying a call's or room's media failed or was drained) starts the SFU link over with the
+// node that took the space over. See docs/protocol.md, "Server lifecycle".
+//
 // For tests, `window.chorus` exposes the client, the current call and its RTCPeerConnection.
 
 'use strict';
@@ -1802,10 +1808,10 @@
     el.style.setProperty('--hue', String(h));
   }
 
-  /** A short message at the bottom of the screen; `kind` is info, warn or error. */
   /** The last toasts shown, for test failure reports: `window.chorus.toasts`. */
   const toastLog = [];
 
+  /** A short message at the bottom of the screen; `kind` is info, warn or error. */
   function toast(message, kind = 'info') {
     toastLog.push(`${kind}: ${message}`);
     if (toastLog.length > 50) toastLog.shift();
