@@ -648,14 +648,21 @@
 
     /**
      * Media with the server from scratch: a new link, offered again until the server answers
-     * (a few tries, backing off). Used when the space's media server changed (`media:moved`)
-     * and after our connection came back.
+     * (a few tries, backing off). `tracks` is null to keep what we know (our first offer just
+     * failed), or the tracks published on a media server that is new to us: after `media:moved`
+     * (none yet: their `track:published` follow), or the list in a join ack once our
+     * connection came back. Tracks announced while we retry are kept.
      */
-    async restartSfu(why) {
+    async restartSfu(why, { tracks = null } = {}) {
       const attempt = (this.sfuRestarts = (this.sfuRestarts ?? 0) + 1);
+      if (tracks) {
+        this.dropSfu();
+        for (const t of tracks) this.onTrackPublished(t);
+      }
       for (let tries = 0; tries < 8; tries++) {
         if (this.state !== 'joined' || this.sfuRestarts !== attempt) return;
-        this.dropSfu();
+        this.sfu?.close(); // a link whose offer failed carries nothing
+        this.sfu = null;
         if (await this.startSfu()) return;
         await sleep(Math.min(500 * 2 ** tries, 4000));
       }
@@ -670,7 +677,7 @@
     onMediaMoved(data) {
       if (this.mode !== 'sfu' || this.state !== 'joined') return;
       toast(data.reason === 'node_drained' ? 'The media server moved; reconnecting media' : 'The media server failed; reconnecting media', 'warn');
-      return this.restartSfu(data.reason);
+      return this.restartSfu(data.reason, { tracks: [] });
     }
 
     /** `call:mode {mode: "sfu"}`: the call grew; drop the P2P links and go through the server. */
@@ -1190,8 +1197,12 @@
           for (const p of ack.participants ?? []) {
             if (p.userId !== this.identity.userId) call.names.set(p.userId, p.name || p.userId);
           }
-          if (ack.mode === 'sfu' && call.mode !== 'sfu') return call.switchToSfu();
-          if (call.mode === 'sfu') return call.restartSfu('reconnected');
+          if (ack.mode === 'sfu' && call.mode !== 'sfu') {
+            const switching = call.switchToSfu(); // (resets the tiles before it awaits)
+            for (const t of ack.tracks ?? []) call.onTrackPublished(t);
+            return switching;
+          }
+          if (call.mode === 'sfu') return call.restartSfu('reconnected', { tracks: ack.tracks ?? [] });
           for (const link of call.links.values()) link.close();
           call.links.clear();
           for (const p of ack.participants ?? []) {
@@ -1378,6 +1389,7 @@
           for (const p of ack.participants ?? []) {
             if (p.userId !== this.identity.userId) call.ensurePeerTile(p.userId);
           }
+          for (const t of ack.tracks ?? []) call.onTrackPublished(t);
           await call.startSfu();
         } else {
           call.link(call.peer.userId); // ready for the caller's offer and candidates
@@ -1445,6 +1457,7 @@
             call.names.set(p.userId, p.name || p.userId);
             call.ensurePeerTile(p.userId);
           }
+          for (const t of ack.tracks ?? []) call.onTrackPublished(t);
           return await call.startSfu();
         }
         for (const p of ack.participants ?? others) {

@@ -8,9 +8,17 @@
 // `call:join` by itself; both pages start their media over and decode each other again. The
 // call outlives the reconnect grace period: the server counts the caller as back, not gone.
 
-import { after, it } from 'node:test';
+import { after, afterEach, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromiumAvailable, CHROMIUM, eventually, inboundStreams, launchBrowser } from '../lib/browser.mjs';
+import {
+  chromiumAvailable,
+  CHROMIUM,
+  decodedVideoBy,
+  decodesVideoStreams,
+  eventually,
+  inboundStreams,
+  launchBrowser,
+} from '../lib/browser.mjs';
 import { startBalancer, startCluster } from '../lib/cluster.mjs';
 import { sleep } from '../lib/wait.mjs';
 
@@ -21,6 +29,16 @@ let cluster = null;
 const balancers = [];
 const browsers = [];
 const pageErrors = [];
+
+// each test closes its browsers and its cluster, so at most three Chromium instances and one
+// cluster run at once
+afterEach(async () => {
+  for (const b of browsers.splice(0)) await b.close();
+  for (const b of balancers.splice(0)) await b.close();
+  const c = cluster;
+  cluster = null;
+  await c?.stop();
+});
 
 after(async () => {
   for (const b of browsers.splice(0)) await b.close();
@@ -118,5 +136,66 @@ it('a call outlives the drain of the caller\'s node: the caller\'s page reconnec
 
   await alice.page.getByTestId('hangup').click();
   await bob.page.getByTestId('home').waitFor({ state: 'visible', timeout: 20_000 });
+  assert.deepEqual(pageErrors, []);
+});
+
+it('a group call through the SFU outlives its owner node\'s crash: every page decodes the other two again', { timeout: 180_000 }, async (t) => {
+  assert.ok(chromiumAvailable(), `Chromium not found at ${CHROMIUM} (apt-get install -y chromium)`);
+  const crashed = await startCluster({
+    name: 'browser-call-crash',
+    env: { CHORUS_CALLS_RECONNECT_GRACE: '20s' },
+  });
+  cluster = crashed;
+  const people = [];
+  for (const [i, name] of ['Gil', 'Hana', 'Ivo'].entries()) {
+    const home = crashed.nodes[i];
+    const balancer = await startBalancer([home, ...crashed.nodes.filter((n) => n !== home)]);
+    balancers.push(balancer);
+    const u = await signIn(balancer, name);
+    u.home = home;
+    people.push(u);
+  }
+  const [gil, hana, ivo] = people;
+  // Gil calls both; two answers make three people: the call moves to the owner's SFU
+  await gil.page.getByTestId('callee-input').fill(`${hana.userId}, ${ivo.userId}`);
+  await gil.page.getByTestId('call-video').click();
+  for (const u of [hana, ivo]) {
+    await u.page.getByTestId('incoming').waitFor({ state: 'visible' });
+    await u.page.getByTestId('accept').click();
+  }
+  for (const u of people) {
+    await u.page.locator('[data-testid="call-mode"][data-mode="sfu"]').waitFor({ timeout: 20_000 });
+    await decodesVideoStreams(u.page, 2, `${u.name} (SFU)`);
+  }
+  const callId = await gil.page.evaluate(() => window.chorus.call.callId);
+  const owner = await crashed.ownerOf(callId);
+  assert.ok(owner, 'the call has an owner in Redis');
+  const oldPcs = await Promise.all(people.map((u) => u.page.evaluateHandle(() => window.chorus.pc)));
+
+  await owner.crash();
+  const exitedAt = Date.now();
+  await Promise.all(
+    people.map(async (u, i) => {
+      await decodesOnNewPc(u.page, oldPcs[i], `${u.name} (after the crash)`, 20_000);
+      await decodesVideoStreams(u.page, 2, `${u.name} (after the crash)`, { timeoutMs: 20_000 });
+      u.recoveredMs = Date.now() - exitedAt;
+    }),
+  );
+  t.diagnostic(
+    `owner ${owner.id} killed; decoding both others again after: ${people.map((u) => `${u.name}${u.home === owner ? ' (on the owner)' : ''} ${u.recoveredMs} ms`).join(', ')}`,
+  );
+  for (const u of people) {
+    const expected = people.filter((o) => o !== u).map((o) => `${o.userId}:camera`).sort();
+    assert.deepEqual(await decodedVideoBy(u.page), expected, `${u.name} decodes the others' cameras`);
+    assert.deepEqual(await events(u.page, 'call:ended'), [], `${u.name}: the call did not end`);
+    if (u.home !== owner) {
+      assert.deepEqual(await events(u.page, 'media:moved'), [{ callId, reason: 'node_failed' }], `${u.name} got media:moved`);
+    }
+  }
+  const heir = await crashed.ownerOf(callId);
+  assert.ok(heir && heir !== owner, `a live node owns the call (was ${owner.id}, now ${heir?.id})`);
+  assert.equal(await heir.metric('chorus_sfu_participants'), 3);
+
+  for (const u of people) await u.page.getByTestId('hangup').click();
   assert.deepEqual(pageErrors, []);
 });
