@@ -162,6 +162,7 @@ async function ownerGoesAway(t, { name, reason, stopOwner }) {
   const took = Date.now() - exitedAt;
   const each = all.map((u) => `${u.name}${u === stranded ? ' (on the owner)' : ''} ${u.recoveredMs} ms`).join(', ');
   t.diagnostic(`every page decoded the other two again ${took} ms after the owner (${owner.id}) exited: ${each}`);
+  for (const u of all) t.diagnostic(`${u.name} showed: ${(await u.page.evaluate(() => window.chorus.toasts)).join(' | ')}`);
   assert.ok(took <= RECOVERY_MS, `media flowing again ${took} ms after the owner's exit (at most ${RECOVERY_MS})`);
   await everyoneDecodesTheOthers(all, 'after the owner left');
 
