@@ -11,6 +11,12 @@
 //                   `track:published` events (trackId -> user and source: camera or screen).
 //   UI functions  - screens, tiles, toasts. All user-provided text goes through textContent.
 //
+// Failures: the client reconnects by itself (after a drop, and after `server:shutdown` from a
+// draining node) to the same URL, which behind a load balancer reaches a live node; the app then
+// rejoins the room it was in, or takes its call back with `call:join`. `media:moved` (the node
+// carrying a call's or room's media failed or was drained) starts the SFU link over with the
+// node that took the space over. See docs/protocol.md, "Server lifecycle".
+//
 // For tests, `window.chorus` exposes the client, the current call and its RTCPeerConnection.
 
 'use strict';
@@ -35,7 +41,10 @@
   /**
    * `{"event", "data", "id"}` frames out; `{"event", "data"}` and `{"ack", "data"|"error"}` in.
    * `request()` resolves with the ack's data or rejects with a ChorusError.
-   * Reconnects with backoff until `close()`; emits `open`, `close` and every server event.
+   * Reconnects with backoff (and jitter) until `close()`, always to the same URL: behind a load
+   * balancer that reaches a live node. On `server:shutdown` it does not wait for the draining
+   * server to close the socket: it closes it itself after `reconnectInMs` and reconnects.
+   * Emits `open`, `close` and every server event.
    */
   class ChorusClient {
     constructor(url) {
@@ -47,6 +56,7 @@
       this.closed = false;
       this.retryMs = 500;
       this.reconnectHintMs = null;
+      this.shutdownTimer = null;
       this.log = [];
     }
 
@@ -81,15 +91,37 @@
       ws.onmessage = (msg) => this.receive(msg.data);
       ws.onclose = (ev) => {
         if (this.ws !== ws) return;
+        clearTimeout(this.shutdownTimer);
         for (const [, p] of this.pending) p.reject(new ChorusError('disconnected', 'connection lost'));
         this.pending.clear();
         this.dispatch('close', { code: ev.code, reason: ev.reason });
         if (this.closed) return;
-        const wait = this.reconnectHintMs ?? this.retryMs;
+        // Spread the reconnects of many clients of one failed node over a little time.
+        const wait = (this.reconnectHintMs ?? this.retryMs) * (1 + 0.25 * Math.random());
         this.reconnectHintMs = null;
         this.retryMs = Math.min(this.retryMs * 2, 10000);
         setTimeout(() => !this.closed && this.connect(), wait);
       };
+    }
+
+    /**
+     * `server:shutdown {reconnectInMs}`: this server is draining. Leave it after `reconnectInMs`
+     * (a little jitter added) and connect again at once; the server closes the socket itself at
+     * the end of its drain if that comes first, and then the reconnect waits no longer.
+     */
+    leaveDrainingServer(reconnectInMs) {
+      const ws = this.ws;
+      clearTimeout(this.shutdownTimer);
+      this.shutdownTimer = setTimeout(
+        () => {
+          if (this.ws !== ws || this.closed) return;
+          this.reconnectHintMs = 0;
+          this.retryMs = 500;
+          ws.close(1000, 'server draining');
+        },
+        Math.max(0, reconnectInMs ?? 0) * (1 + 0.25 * Math.random()),
+      );
+      this.reconnectHintMs = 0;
     }
 
     receive(text) {
@@ -108,7 +140,7 @@
         else p.resolve(frame.data);
         return;
       }
-      if (frame.event === 'server:shutdown') this.reconnectHintMs = frame.data?.reconnectInMs ?? null;
+      if (frame.event === 'server:shutdown') this.leaveDrainingServer(frame.data?.reconnectInMs);
       // The last events, for debugging (and test failure reports): `window.chorus.client.log`.
       this.log.push({ at: Date.now(), event: frame.event, data: frame.data });
       if (this.log.length > 200) this.log.shift();
@@ -138,6 +170,7 @@
 
     close() {
       this.closed = true;
+      clearTimeout(this.shutdownTimer);
       this.ws?.close();
     }
   }
@@ -561,9 +594,12 @@
 
     // -- SFU mode --
 
-    /** Starts the link to the server and publishes microphone, camera (and a running share). */
+    /**
+     * Starts the link to the server and publishes microphone, camera (and a running share).
+     * Resolves to whether the server answered our offer.
+     */
     async startSfu() {
-      if (this.sfu || this.state !== 'joined') return;
+      if (this.sfu || this.state !== 'joined') return false;
       const link = new SfuLink({
         client: this.client,
         callId: this.callId,
@@ -580,9 +616,68 @@
           await link.addScreen(this.screen.getVideoTracks()[0], this.screen);
         }
         await publishing;
+        return true;
       } catch (e) {
-        if (this.state !== 'ended') toast(`Could not reach the media server: ${e.message}`, 'error');
+        if (this.state !== 'ended' && this.sfu === link) toast(`Could not reach the media server: ${e.message}`, 'error');
+        return false;
       }
+    }
+
+    /**
+     * Closes the link to the server and forgets the tracks it carried: track ids belong to one
+     * media server, and a new one may hand out the same ids for other tracks. Remote tiles stay
+     * (the people are still here) and show their avatar until the new link brings their video.
+     */
+    dropSfu() {
+      this.sfu?.close();
+      this.sfu = null;
+      for (const trackId of [...this.trackObjs.keys()]) this.unplaceTrack(trackId);
+      this.trackInfo.clear();
+      this.trackObjs.clear();
+      for (const [key, tile] of [...this.tiles]) {
+        if (tile.isLocal) continue;
+        if (key.endsWith(':screen')) {
+          UI.removeTile(this, key);
+          continue;
+        }
+        tile.stream = new MediaStream();
+        tile.video.srcObject = null;
+        UI.setTileFlowing(this, key, false);
+      }
+    }
+
+    /**
+     * Media with the server from scratch: a new link, offered again until the server answers
+     * (a few tries, backing off). `tracks` is null to keep what we know (our first offer just
+     * failed), or the tracks published on a media server that is new to us: after `media:moved`
+     * (none yet: their `track:published` follow), or the list in a join ack once our
+     * connection came back. Tracks announced while we retry are kept.
+     */
+    async restartSfu(why, { tracks = null } = {}) {
+      const attempt = (this.sfuRestarts = (this.sfuRestarts ?? 0) + 1);
+      if (tracks) {
+        this.dropSfu();
+        for (const t of tracks) this.onTrackPublished(t);
+      }
+      for (let tries = 0; tries < 8; tries++) {
+        if (this.state !== 'joined' || this.sfuRestarts !== attempt) return;
+        this.sfu?.close(); // a link whose offer failed carries nothing
+        this.sfu = null;
+        if (await this.startSfu()) return;
+        await sleep(Math.min(500 * 2 ** tries, 4000));
+      }
+      toast(`Lost the media server (${why}); leave and join again`, 'error');
+    }
+
+    /**
+     * `media:moved {callId, reason}`: the node whose media server carried this call or room
+     * failed or was drained, and another node took it over. Membership stays; our old
+     * RTCPeerConnection leads nowhere: negotiate with the new owner's media server.
+     */
+    onMediaMoved(data) {
+      if (this.mode !== 'sfu' || this.state !== 'joined') return;
+      toast(data.reason === 'node_drained' ? 'The media server moved; reconnecting media' : 'The media server failed; reconnecting media', 'warn');
+      return this.restartSfu(data.reason, { tracks: [] });
     }
 
     /** `call:mode {mode: "sfu"}`: the call grew; drop the P2P links and go through the server. */
@@ -612,7 +707,8 @@
     onSfuTrack(trackId, track) {
       if (!trackId) return;
       this.trackObjs.set(trackId, track);
-      track.addEventListener('ended', () => this.unplaceTrack(trackId));
+      // (the id may name another track by then: one of a new media server)
+      track.addEventListener('ended', () => this.trackObjs.get(trackId) === track && this.unplaceTrack(trackId));
       this.placeTrack(trackId);
     }
 
@@ -955,6 +1051,8 @@
     incoming: null, // {callId, from, conversationId, callType}
     resumable: null,
     rejoinRoom: null, // a room to join again once the connection is back
+    rejoinTries: 0, // failed rejoins of `rejoinRoom` in a row (for the backoff)
+    rejoinTimer: null,
 
     /** A dev token for `name` (keeping a remembered user id), with a `room` grant if given. */
     async signIn(name, room) {
@@ -1008,10 +1106,11 @@
      * Joins the named room: a token with that room's grant (a new connection if the current
      * token lacks it), `room:join`, then one SFU link publishing camera and microphone.
      */
-    async joinRoom(room) {
+    async joinRoom(room, { rejoin = false } = {}) {
       room = room.trim();
       if (!room) return;
       if (this.call) return toast('Leave the current call first', 'warn');
+      if (!rejoin) this.cancelRejoin();
       const call = new CallController(this, {
         callId: `room:${room}`,
         callType: 'video',
@@ -1047,10 +1146,77 @@
         }
         for (const t of ack.tracks ?? []) call.onTrackPublished(t);
         UI.setTitle(call);
-        await call.startSfu();
+        this.rejoinTries = 0;
+        if (!(await call.startSfu()) && call.state === 'joined') await call.restartSfu('no answer');
       } catch (e) {
-        toastError(e);
         call.finish('failed', { local: true });
+        // Back from a drop, the room may be moving to another node right now: try again.
+        if (rejoin && TRANSIENT.has(e.code) && this.identity?.room === room && this.rejoinTries < REJOIN_TRIES) {
+          return this.scheduleRejoin(room);
+        }
+        toastError(e);
+      }
+    },
+
+    /** Joins `room` again soon (backing off while the tries fail), once we are connected. */
+    scheduleRejoin(room) {
+      this.rejoinRoom = room;
+      clearTimeout(this.rejoinTimer);
+      const wait = Math.min(500 * 2 ** this.rejoinTries, 4000) * (1 + 0.25 * Math.random());
+      this.rejoinTries++;
+      this.rejoinTimer = setTimeout(() => this.rejoin(), wait);
+    },
+
+    /** Joins `rejoinRoom` if we are connected and in nothing else; `open` calls it too. */
+    rejoin() {
+      const room = this.rejoinRoom;
+      if (!room || this.call || !this.client?.connected) return;
+      this.rejoinRoom = null;
+      clearTimeout(this.rejoinTimer);
+      toast(`Rejoining room ${room}`, 'info');
+      this.joinRoom(room, { rejoin: true });
+    },
+
+    cancelRejoin() {
+      this.rejoinRoom = null;
+      this.rejoinTries = 0;
+      clearTimeout(this.rejoinTimer);
+    },
+
+    /**
+     * Our connection came back while we were in a call: take the call back with this
+     * connection (`call:join`, which works whether or not the server noticed the drop yet) and
+     * start the media over, as after a reload. Retries while the call is between nodes.
+     */
+    async rejoinCall(call) {
+      for (let tries = 0; ; tries++) {
+        if (this.call !== call || call.state !== 'joined' || !this.client?.connected) return;
+        try {
+          const ack = await this.client.request('call:join', { callId: call.callId });
+          call.iceServers = ack.iceServers?.length ? ack.iceServers : call.iceServers;
+          for (const p of ack.participants ?? []) {
+            if (p.userId !== this.identity.userId) call.names.set(p.userId, p.name || p.userId);
+          }
+          if (ack.mode === 'sfu' && call.mode !== 'sfu') {
+            const switching = call.switchToSfu(); // (resets the tiles before it awaits)
+            for (const t of ack.tracks ?? []) call.onTrackPublished(t);
+            return switching;
+          }
+          if (call.mode === 'sfu') return call.restartSfu('reconnected', { tracks: ack.tracks ?? [] });
+          for (const link of call.links.values()) link.close();
+          call.links.clear();
+          for (const p of ack.participants ?? []) {
+            if (p.userId !== this.identity.userId) await call.link(p.userId).start(call.local);
+          }
+          return;
+        } catch (e) {
+          if (call.state !== 'joined' || this.call !== call) return;
+          if (!TRANSIENT.has(e.code) || tries >= 7) {
+            toastError(e);
+            return call.finish('failed', { local: true });
+          }
+          await sleep(Math.min(500 * 2 ** tries, 4000));
+        }
       }
     },
 
@@ -1061,18 +1227,30 @@
       this.client = client;
       client.on('open', () => {
         UI.setConnected(true);
+        if (client !== this.client) return;
         // Back after a drop that took us out of a room: join it again.
-        const room = this.rejoinRoom;
-        this.rejoinRoom = null;
-        if (room && client === this.client && !this.call) this.joinRoom(room);
+        this.rejoin();
+        // Back after a drop in the middle of a call: take it back with this connection.
+        const call = this.call;
+        if (call?.lostConnection && call.state === 'joined') {
+          call.lostConnection = false;
+          this.rejoinCall(call);
+        }
       });
       client.on('close', () => {
         UI.setConnected(false);
+        const call = this.call;
+        if (client !== this.client || client.closed || call?.state !== 'joined') return;
+        if (!call.isRoom) {
+          // A call waits for us (`calls.reconnect_grace`); P2P media may even keep flowing.
+          call.lostConnection = true;
+          toast('Connection lost; back into the call when it is back', 'warn');
+          return;
+        }
         // The server removes a dropped connection from its rooms at once: leave here too, and
         // rejoin when the connection is back.
-        const call = this.call;
-        if (client !== this.client || client.closed || !call?.isRoom || call.state !== 'joined') return;
         this.rejoinRoom = call.room;
+        this.rejoinTries = 0;
         toast('Connection lost; rejoining the room when it is back', 'warn');
         call.finish('failed');
       });
@@ -1111,11 +1289,13 @@
       client.on('track:unpublished', (d) => this.forCall(d, (c) => c.onTrackUnpublished(d)));
       client.on('track:muted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, true)));
       client.on('track:unmuted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, false)));
+      client.on('media:moved', (d) => this.forCall(d, (c) => c.onMediaMoved(d)));
       client.connect();
       UI.showSignedIn(this.identity, { home });
     },
 
     signOut() {
+      this.cancelRejoin();
       this.call?.hangUp();
       this.client?.close();
       this.client = null;
@@ -1131,6 +1311,7 @@
     /** Calls one user, or several (ids separated by commas or spaces: a group call). */
     async dial(input, callType) {
       if (this.call) return toast('You are already in a call', 'warn');
+      this.cancelRejoin();
       const userIds = [...new Set(String(input).split(/[\s,]+/).filter(Boolean))];
       if (userIds.includes(this.identity.userId)) return toast('That is your own user id', 'warn');
       if (!userIds.length) return;
@@ -1184,6 +1365,7 @@
     async accept() {
       const inv = this.incoming;
       if (!inv) return;
+      this.cancelRejoin();
       this.dismissIncoming();
       const call = new CallController(this, {
         callId: inv.callId,
@@ -1207,6 +1389,7 @@
           for (const p of ack.participants ?? []) {
             if (p.userId !== this.identity.userId) call.ensurePeerTile(p.userId);
           }
+          for (const t of ack.tracks ?? []) call.onTrackPublished(t);
           await call.startSfu();
         } else {
           call.link(call.peer.userId); // ready for the caller's offer and candidates
@@ -1274,6 +1457,7 @@
             call.names.set(p.userId, p.name || p.userId);
             call.ensurePeerTile(p.userId);
           }
+          for (const t of ack.tracks ?? []) call.onTrackPublished(t);
           return await call.startSfu();
         }
         for (const p of ack.participants ?? others) {
@@ -1309,6 +1493,16 @@
   function announceConversation(detail) {
     window.dispatchEvent(new CustomEvent('chorus:conversation', { detail }));
   }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  /**
+   * Errors after which the same request may work a moment later: the connection or the node
+   * went away, or the call or room is between two nodes (a drain or a failure hands it over).
+   */
+  const TRANSIENT = new Set(['disconnected', 'timeout', 'shutting_down', 'cluster_unavailable', 'internal']);
+  /** Rejoins of a room tried in a row before giving up (about half a minute, backing off). */
+  const REJOIN_TRIES = 10;
 
   function fingerprint(sdp) {
     return /a=fingerprint:(\S+ \S+)/.exec(sdp)?.[1] ?? null;
@@ -1627,8 +1821,13 @@
     el.style.setProperty('--hue', String(h));
   }
 
+  /** The last toasts shown, for test failure reports: `window.chorus.toasts`. */
+  const toastLog = [];
+
   /** A short message at the bottom of the screen; `kind` is info, warn or error. */
   function toast(message, kind = 'info') {
+    toastLog.push(`${kind}: ${message}`);
+    if (toastLog.length > 50) toastLog.shift();
     const el = document.createElement('div');
     el.className = `toast toast-${kind}`;
     el.setAttribute('role', kind === 'error' ? 'alert' : 'status');
@@ -1735,6 +1934,7 @@
       return app.call?.pc ?? null;
     },
     toast,
+    toasts: toastLog,
   };
 
   wire();

@@ -405,6 +405,10 @@ pub struct JoinAck {
     pub participants: Vec<UserRef>,
     /// `p2p`: negotiate with each participant; `sfu`: send an offer without `targetUserId`.
     pub mode: crate::CallMode,
+    /// In `sfu` mode, the tracks already published in the call (their `track:published` went
+    /// out before this connection joined); absent in `p2p` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracks: Option<Vec<TrackPublished>>,
 }
 
 /// Ack of `room:join`.

@@ -269,10 +269,12 @@ impl Session {
     }
 
     /// The post-join hook: the extension records the membership before the ack leaves (so the
-    /// caller's next event, a chat message in the call, finds it), and a room's ack lists the
-    /// tracks already published there.
+    /// caller's next event, a chat message in the call, finds it), and the ack of a room, or of
+    /// a call in SFU mode, lists the tracks already published there: their `track:published`
+    /// went out before this connection joined (a late joiner, a device taking a call back).
     async fn joined(&self, joining: Joining, mut ack: Value) -> Value {
         let room = matches!(joining, Joining::Room);
+        let sfu_call = matches!(joining, Joining::Call(_)) && ack["mode"] == "sfu";
         let (space, role) = match joining {
             Joining::Call(id) => (Some(id), JoinRole::Member),
             Joining::Initiate => (ack_id(&ack, "callId"), JoinRole::Owner),
@@ -281,7 +283,7 @@ impl Session {
         let Some(space) = space else {
             return ack;
         };
-        if room && self.media == MediaRouting::Enabled {
+        if (room || sfu_call) && self.media == MediaRouting::Enabled {
             let tracks = self.media(Some(space.clone()), MediaRequest::Tracks).await;
             ack["tracks"] = tracks.unwrap_or_else(|_| json!([]));
         }

@@ -13,6 +13,8 @@ import { startServer } from '../lib/server.mjs';
 import {
   chromiumAvailable,
   CHROMIUM,
+  decodedVideoBy,
+  decodesVideoStreams,
   eventually,
   inboundStreams,
   launchBrowser,
@@ -60,25 +62,6 @@ async function joinRoom(name, room, viewport = LAPTOP) {
   return { name, page, userId, browser };
 }
 
-/**
- * Waits until `count` distinct inbound video streams have decoded frames with a width, then
- * until at least `count` of them have each decoded 10 more: video keeps flowing from that many
- * senders (a stream of a stopped track may linger in the stats, but it does not rise).
- */
-async function decodesVideoStreams(page, count, label) {
-  const decoding = async () =>
-    (await inboundStreams(page)).filter((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0);
-  await eventually(async () => (await decoding()).length >= count, {
-    timeoutMs: 30_000,
-    what: `${label} to decode ${count} video streams`,
-  });
-  const first = new Map((await decoding()).map((s) => [s.id, s.framesDecoded]));
-  await eventually(
-    async () => (await decoding()).filter((s) => first.has(s.id) && s.framesDecoded > first.get(s.id) + 10).length >= count,
-    { timeoutMs: 15_000, what: `${label}: framesDecoded to rise on ${count} video streams` },
-  );
-}
-
 /** Waits until at least `count` inbound audio streams receive packets, and keep receiving. */
 async function receivesAudioStreams(page, count, label) {
   const receiving = async () => (await inboundStreams(page)).filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
@@ -91,24 +74,6 @@ async function receivesAudioStreams(page, count, label) {
     async () => (await receiving()).filter((s) => first.has(s.id) && s.packetsReceived > first.get(s.id) + 10).length >= count,
     { timeoutMs: 15_000, what: `${label}: audio packetsReceived to rise on ${count} streams` },
   );
-}
-
-/**
- * Which users' video the page decodes, by source: each inbound video stream's `mid` mapped to
- * its track (the server offer's `tracks`) and that track's publisher (`track:published`).
- */
-async function decodedVideoBy(page) {
-  return page.evaluate(async () => {
-    const call = window.chorus.call;
-    const report = await call.pc.getStats();
-    const out = [];
-    report.forEach((s) => {
-      if (s.type !== 'inbound-rtp' || s.kind !== 'video' || !(s.framesDecoded > 0)) return;
-      const info = call.trackInfo.get(call.sfu.midToTrack.get(s.mid));
-      out.push(`${info?.userId ?? '?'}:${info?.source ?? '?'}`);
-    });
-    return out.sort();
-  });
 }
 
 const cameraTile = (page, userId) => page.locator(`[data-testid="tile-remote"][data-user="${userId}"]`);

@@ -163,3 +163,43 @@ export async function decodesRemoteVideo(page, label, { timeoutMs = 30_000 } = {
     { timeoutMs: 15_000, what: `${label}: framesDecoded to rise` },
   );
 }
+
+/**
+ * Waits until `count` distinct inbound video streams have decoded frames with a width, then
+ * until at least `count` of them have each decoded 10 more: video keeps flowing from that many
+ * senders (a stream of a stopped track may linger in the stats, but it does not rise).
+ * `timeoutMs` bounds each of the two waits.
+ */
+export async function decodesVideoStreams(page, count, label, { timeoutMs = 30_000, risingTimeoutMs = 15_000 } = {}) {
+  const decoding = async () =>
+    (await inboundStreams(page)).filter((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0);
+  await eventually(async () => (await decoding()).length >= count, {
+    timeoutMs,
+    what: `${label} to decode ${count} video streams`,
+  });
+  const first = new Map((await decoding()).map((s) => [s.id, s.framesDecoded]));
+  await eventually(
+    async () => (await decoding()).filter((s) => first.has(s.id) && s.framesDecoded > first.get(s.id) + 10).length >= count,
+    { timeoutMs: risingTimeoutMs, what: `${label}: framesDecoded to rise on ${count} video streams` },
+  );
+}
+
+/**
+ * Which users' video the page decodes, by source (`<userId>:camera`, sorted): each inbound video
+ * stream's `mid` mapped to its track (the server offer's `tracks`) and that track's publisher
+ * (`track:published`).
+ */
+export async function decodedVideoBy(page) {
+  return page.evaluate(async () => {
+    const call = window.chorus.call;
+    if (!call?.pc) return [];
+    const report = await call.pc.getStats();
+    const out = [];
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'video' || !(s.framesDecoded > 0)) return;
+      const info = call.trackInfo.get(call.sfu?.midToTrack.get(s.mid));
+      out.push(`${info?.userId ?? '?'}:${info?.source ?? '?'}`);
+    });
+    return out.sort();
+  });
+}

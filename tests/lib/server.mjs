@@ -191,6 +191,18 @@ async function launch(port, dataDir, opts) {
       }
     },
 
+    /**
+     * SIGKILL (a crash: nothing drains), then waits for the process to exit and removes its
+     * data dir. `stop()` is a no-op afterwards.
+     */
+    async crash() {
+      if (stopped) return;
+      stopped = true;
+      if (!exit) child.kill('SIGKILL');
+      await exited;
+      await rm(dataDir, { recursive: true, force: true });
+    },
+
     /** Hard kill for cleanup after a failure (idempotent). */
     kill() {
       if (!exit) child.kill('SIGKILL');

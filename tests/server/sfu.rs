@@ -240,6 +240,10 @@ async fn a_growing_p2p_call_switches_to_the_sfu() {
             .await
             .unwrap();
         assert_eq!(ack["mode"], "p2p", "two present: still peer-to-peer: {ack}");
+        assert!(
+            ack.get("tracks").is_none(),
+            "no `tracks` in P2P mode: {ack}"
+        );
 
         // Still P2P: a targetless offer is refused.
         let refused = alice
@@ -301,6 +305,24 @@ async fn a_growing_p2p_call_switches_to_the_sfu() {
             muted,
             json!({"callId": call_id, "trackId": track_id, "userId": "alice"})
         );
+
+        // A device that takes its place in the call now (after a reload or a reconnect, or a
+        // second device) learns from the ack whose tracks are there: their `track:published`
+        // went out before it joined.
+        let mut carol_again = server.client(Transport::Ws, "carol").await;
+        let ack = carol_again
+            .request("call:join", json!({"callId": call_id}))
+            .await
+            .unwrap();
+        assert_eq!(ack["mode"], "sfu", "{ack}");
+        let tracks = ack["tracks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("`tracks` in the ack of an SFU-mode call: {ack}"));
+        assert_eq!(tracks.len(), 1, "{ack}");
+        assert_eq!(tracks[0]["trackId"], track_id.as_str(), "{ack}");
+        assert_eq!(tracks[0]["userId"], "alice", "{ack}");
+        assert_eq!(tracks[0]["source"], "microphone", "{ack}");
+        assert_eq!(tracks[0]["muted"], true, "{ack}");
 
         // A plain 1:1 call stays P2P: a targetless offer there gets invalid_state.
         let ack = alice

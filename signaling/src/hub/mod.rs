@@ -797,6 +797,8 @@ impl Hub {
                 .calls
                 .get(id)
                 .map_or(protocol::CallMode::P2p, |e| e.call.mode),
+            // The media server knows them: the session adds them (see `Session::joined`).
+            tracks: None,
         })
         .unwrap_or_default()
     }
