@@ -30,7 +30,7 @@ use protocol::{
     CallId, ClientEvent, ConnectionId, ErrorCode, Failure, Presence, PresenceList, UserId,
 };
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -725,19 +725,17 @@ impl Router {
             tracing::warn!(%space, "no snapshot to adopt the space from; its participants must rejoin");
             return;
         };
-        let Ok(adopted) = self.hub.adopt(snapshot, previous.clone(), reason).await else {
-            return;
-        };
-        if let Err(e) = self.cluster.claim(&space).await {
-            tracing::warn!(%space, error = %e, "adopted a space whose ownership could not be recorded");
-        }
+        // The guests' nodes learn the new owner before the hub tells the guests `media:moved`
+        // (both travel this node's one ordered publish queue): the fresh offer a client sends
+        // on `media:moved` must not go to the old owner, which may still be draining.
         self.remember(&space, self.node());
-        self.metrics
-            .moves
-            .with_label_values(&[reason.as_str()])
-            .inc();
-        tracing::info!(%space, from = %previous, reason = reason.as_str(), "adopted");
-        for (home, conns) in adopted.guests {
+        let mut guests: BTreeMap<NodeId, Vec<ConnectionId>> = BTreeMap::new();
+        for seat in snapshot.seats() {
+            if seat.home != previous && &seat.home != self.node() {
+                guests.entry(seat.home.clone()).or_default().push(seat.conn);
+            }
+        }
+        for (home, conns) in guests {
             self.cluster.send(
                 &home,
                 Body::OwnerChanged {
@@ -747,6 +745,22 @@ impl Router {
                 },
             );
         }
+        if self
+            .hub
+            .adopt(snapshot, previous.clone(), reason)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Err(e) = self.cluster.claim(&space).await {
+            tracing::warn!(%space, error = %e, "adopted a space whose ownership could not be recorded");
+        }
+        self.metrics
+            .moves
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        tracing::info!(%space, from = %previous, reason = reason.as_str(), "adopted");
     }
 
     /// Redis came back (maybe empty): write again what this node holds.
