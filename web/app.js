@@ -1062,6 +1062,17 @@
       this.connect();
     },
 
+    /** `session:refresh` with a newly minted token (dev mode), kept for the next reconnect. */
+    async refreshToken() {
+      try {
+        const fresh = await this.mintToken(this.identity.name, this.identity.room);
+        await this.client.request('session:refresh', { token: fresh.token });
+        this.identity = { ...this.identity, token: fresh.token };
+      } catch (e) {
+        toast(`Could not renew the session (${e.code ?? e.message}); it ends when its token does`, 'warn');
+      }
+    },
+
     async mintToken(name, room) {
       const saved = loadIdentity();
       const body = { name };
@@ -1256,6 +1267,9 @@
       });
       // Failures of requests (with an ack id) are reported where the request was made.
       client.on('error', (e) => e?.id === undefined && toast(`${e.code}: ${e.message}`, 'error'));
+      // A dev token runs for hours; when it nears its end, take a fresh one for the same user
+      // and hand it to the live session instead of reconnecting.
+      client.on('session:expiring', () => this.refreshToken());
       client.on('server:shutdown', (d) =>
         toast(`Server is restarting; reconnecting in ${Math.round((d?.reconnectInMs ?? 0) / 100) / 10} s`, 'warn'),
       );

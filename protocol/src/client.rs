@@ -33,6 +33,10 @@ pub enum ClientEvent {
 
 /// Every client event name the server accepts, in the order of [`ClientEvent`]'s variants.
 /// Metrics label events by these names (anything else counts as `unknown`).
+/// `session:refresh {token}`: replaces the connection's token with a newer one for the same
+/// user (ack `{expiresAt}`). Served by the session itself, so it is not a [`ClientEvent`].
+pub const SESSION_REFRESH: &str = "session:refresh";
+
 pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "call:initiate",
     "call:accept",

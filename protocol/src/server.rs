@@ -62,6 +62,8 @@ pub enum ServerEvent {
     ServerShutdown(ServerShutdown),
     #[serde(rename = "media:moved")]
     MediaMoved(MediaMoved),
+    #[serde(rename = "session:expiring")]
+    SessionExpiring(SessionExpiring),
     #[serde(rename = "error")]
     Error(ErrorEvent),
     /// A chat event (`message:new`, `typing`, ...): its name and payload come from the chat
@@ -108,6 +110,7 @@ impl ServerEvent {
             Self::TrackUnmuted(_) => "track:unmuted",
             Self::ServerShutdown(_) => "server:shutdown",
             Self::MediaMoved(_) => "media:moved",
+            Self::SessionExpiring(_) => "session:expiring",
             Self::Error(_) => "error",
             Self::Chat(c) => c.name,
         }
@@ -164,6 +167,15 @@ pub struct MediaMoved {
     pub call_id: CallId,
     /// `node_failed` or `node_drained`.
     pub reason: String,
+}
+
+/// `session:expiring`: the connection's token stops being accepted at `expiresAt` (RFC 3339),
+/// about a minute from now; send `session:refresh {token}` with a new token for the same user,
+/// or the connection is closed then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionExpiring {
+    pub expires_at: String,
 }
 
 /// A STUN or TURN server as `RTCPeerConnection` takes it.

@@ -248,6 +248,12 @@ impl Authenticator {
 
     /// Verifies `token` and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_until(token).map(|(identity, _)| identity)
+    }
+
+    /// Verifies `token` and returns who it names and until when this server accepts it: its
+    /// `exp` plus the configured leeway, in Unix seconds. A live session ends then.
+    pub fn verify_until(&self, token: &str) -> Result<(Identity, u64), AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::new(
@@ -300,12 +306,13 @@ impl Authenticator {
             .filter(|n| !n.trim().is_empty())
             .map(|n| protocol::truncate(&n, 256).to_owned())
             .unwrap_or_else(|| claims.sub.clone());
-        Ok(Identity {
+        let identity = Identity {
             user_id: UserId(claims.sub),
             name,
             grants: claims.grants,
             contacts: claims.contacts.into_iter().map(UserId).collect(),
-        })
+        };
+        Ok((identity, claims.exp.saturating_add(self.validation.leeway)))
     }
 
     /// Mints a token for `user` valid for `ttl` (the `chorus token` command and dev mode).

@@ -164,6 +164,17 @@ impl Signaling {
         query: Option<&str>,
     ) -> Result<Identity, Refused> {
         self.verify(auth::token_from_request(headers, query))
+            .map(|(identity, _)| identity)
+    }
+
+    /// [`Signaling::authenticate`] for a session: also until when its token is accepted (Unix
+    /// seconds).
+    pub fn authenticate_session(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(Identity, u64), Refused> {
+        self.verify(auth::token_from_request(headers, query))
     }
 
     /// Authenticates and admits a new connection: the explicit token (Socket.IO's
@@ -174,10 +185,11 @@ impl Signaling {
         headers: &HeaderMap,
         query: Option<&str>,
         peer: SocketAddr,
-    ) -> Result<(Identity, ConnectionPermit), Refused> {
-        let identity = self.verify(token.or_else(|| auth::token_from_request(headers, query)))?;
+    ) -> Result<(Identity, u64, ConnectionPermit), Refused> {
+        let (identity, until) =
+            self.verify(token.or_else(|| auth::token_from_request(headers, query)))?;
         let permit = self.admit(peer)?;
-        Ok((identity, permit))
+        Ok((identity, until, permit))
     }
 
     /// Admits an authenticated connection from `peer`: refused while draining or over the
@@ -255,13 +267,13 @@ impl Signaling {
         }
     }
 
-    fn verify(&self, token: Option<String>) -> Result<Identity, Refused> {
+    fn verify(&self, token: Option<String>) -> Result<(Identity, u64), Refused> {
         let result = match token {
             None => Err(auth::AuthError {
                 code: ErrorCode::TokenMissing,
                 message: "no token: use Authorization: Bearer, ?access_token= or auth.token".into(),
             }),
-            Some(t) => self.auth.verify(&t),
+            Some(t) => self.auth.verify_until(&t),
         };
         result.map_err(|e| {
             self.metrics

@@ -13,16 +13,17 @@
 //! Lifecycle: created after the hub accepted the connection; dropped when the connection ends
 //! (the adapter then calls `HubHandle::disconnect`).
 
-use crate::auth::Identity;
+use crate::auth::{Authenticator, Identity};
 use crate::cluster::Router;
 use crate::driver::HubHandle;
 use crate::extension::{Caller, Extension, JoinRole};
 use crate::limits::TokenBucket;
 use crate::media::{MediaAnswer, MediaRequest, SignalKind, Subscription, sdp_of, sfu_signal};
 use crate::metrics::Metrics;
+use crate::transport::expiry::{Expiry, TokenClock};
 use protocol::{
     CHAT_EVENT_NAMES, CLIENT_EVENT_NAMES, CallId, ClientEvent, ConnectionId, ErrorCode, ErrorEvent,
-    Failure, ServerEvent,
+    Failure, SESSION_REFRESH, ServerEvent, SessionExpiring,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -70,6 +71,9 @@ pub struct Session {
     media: MediaRouting,
     bucket: TokenBucket,
     metrics: Metrics,
+    /// Until when the connection's token is accepted; `session:refresh` moves it.
+    expiry: Expiry,
+    auth: Arc<Authenticator>,
 }
 
 /// The outcome of one client event: the ack payload or the failure, and the chat `tempId`
@@ -168,10 +172,13 @@ impl Joining {
 }
 
 impl Session {
-    /// The pipeline for a connection the hub has accepted.
-    pub fn new(conn: ConnectionId, identity: Identity, sig: &crate::Signaling) -> Self {
+    /// The pipeline for a connection the hub has accepted, whose token is accepted until Unix
+    /// second `until`.
+    pub fn new(conn: ConnectionId, identity: Identity, until: u64, sig: &crate::Signaling) -> Self {
         let limits = sig.limits;
         Self {
+            expiry: Expiry::new(until),
+            auth: sig.auth.clone(),
             conn,
             identity,
             hub: sig.hub.clone(),
@@ -187,12 +194,41 @@ impl Session {
         }
     }
 
+    /// The writer's view of the token's expiry.
+    pub fn token_clock(&self) -> TokenClock {
+        self.expiry.clock()
+    }
+
+    /// `session:refresh {token}`: a newer token for the same user moves the session's end. The
+    /// connection keeps the name and grants it connected with; reconnect to change those.
+    fn refresh(&self, data: Value) -> Result<Value, Failure> {
+        let request: SessionRefresh = serde_json::from_value(data).map_err(|e| {
+            Failure::new(
+                ErrorCode::InvalidPayload,
+                format!("session:refresh takes {{token}}: {e}"),
+            )
+        })?;
+        let (identity, until) = self
+            .auth
+            .verify_until(&request.token)
+            .map_err(|e| Failure::new(e.code, e.message))?;
+        if identity.user_id != self.identity.user_id {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                "the token names another user; a session keeps its user",
+            ));
+        }
+        self.expiry.extend(until);
+        Ok(json!({"expiresAt": expires_at(until)}))
+    }
+
     /// Handles one client event and returns its ack payload.
     pub async fn handle(&mut self, name: &str, data: Value) -> Answer {
         let started = Instant::now();
         let label = CLIENT_EVENT_NAMES
             .iter()
             .chain(CHAT_EVENT_NAMES)
+            .chain(&[SESSION_REFRESH])
             .find(|n| **n == name)
             .copied()
             .unwrap_or("unknown");
@@ -223,6 +259,9 @@ impl Session {
                     self.bucket.wait_time().as_millis().max(1)
                 ),
             ));
+        }
+        if name == SESSION_REFRESH {
+            return self.refresh(data);
         }
         if let Some(ext) = self.extension.as_ref().filter(|e| e.serves(name)) {
             let caller = Caller {
@@ -311,5 +350,23 @@ pub fn error_event(
         event: event.map(|e| protocol::truncate(e, 64).to_owned()),
         id,
         temp_id,
+    })
+}
+
+/// `session:refresh`'s payload.
+#[derive(serde::Deserialize)]
+struct SessionRefresh {
+    token: String,
+}
+
+/// Unix second `until` as the RFC 3339 time clients get.
+pub fn expires_at(until: u64) -> String {
+    crate::hub::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(until))
+}
+
+/// `session:expiring` for a token accepted until Unix second `until`.
+pub fn expiring(until: u64) -> ServerEvent {
+    ServerEvent::SessionExpiring(SessionExpiring {
+        expires_at: expires_at(until),
     })
 }

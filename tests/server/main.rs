@@ -15,5 +15,6 @@ mod participants;
 mod policy;
 mod presence;
 mod server;
+mod session_token;
 mod sfu;
 mod slow_peers;

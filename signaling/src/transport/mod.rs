@@ -8,8 +8,13 @@
 //! (bounded in bytes and events), and every socket write has a [`deadline`]. A client that stops
 //! reading is closed within `limits.write_timeout`, and everything held for it is freed (and,
 //! with glibc, given back to the system: [`memory`]).
+//!
+//! A session lives as long as its token: both writers watch the session's [`expiry`], warn the
+//! client with `session:expiring` a minute ahead, and close the connection when the token is no
+//! longer accepted, unless `session:refresh` brought a newer one.
 
 pub mod deadline;
+pub mod expiry;
 pub mod memory;
 pub mod outbox;
 pub mod socketio;

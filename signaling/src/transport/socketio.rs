@@ -29,6 +29,7 @@ use crate::auth::Identity;
 use crate::cluster::{Refusal, Registration};
 use crate::limits::ConnectionPermit;
 use crate::session::{Session, SessionLimits, error_event};
+use crate::transport::expiry::{Due, TokenClock};
 use crate::transport::outbox::{self, Frame, OutboxReader, Queued};
 use axum::extract::ConnectInfo;
 use protocol::{ErrorCode, Failure};
@@ -77,6 +78,8 @@ pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, Socket
 #[derive(Clone)]
 struct Admitted {
     identity: Identity,
+    /// Until when the token is accepted (Unix seconds).
+    until: u64,
     // Held for the life of the socket; dropped with the extension on disconnect.
     _permit: Arc<ConnectionPermit>,
 }
@@ -120,7 +123,7 @@ async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (identity, permit) = sig
+    let (identity, until, permit) = sig
         .admit_token(from_auth, &parts.headers, parts.uri.query(), peer)
         .map_err(|r| Refused(r.code))?;
     // Registered before CONNECT goes out: once the client is connected, events for it reach it
@@ -134,6 +137,7 @@ async fn authenticate(
         .map_err(|Refusal(f)| Refused(f.code))?;
     s.extensions.insert(Admitted {
         identity,
+        until,
         _permit: Arc::new(permit),
     });
     s.extensions
@@ -183,7 +187,8 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     };
     let conn = registration.conn();
     let gauge = sig.connection_gauge("socketio");
-    let mut session = Session::new(conn, admitted.identity.clone(), &sig);
+    let mut session = Session::new(conn, admitted.identity.clone(), admitted.until, &sig);
+    let token = session.token_clock();
     let socket = s.clone();
     let sig = sig.clone();
     // Client events in, in order.
@@ -197,6 +202,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
             sig.clone(),
             conn,
             identity.clone(),
+            token,
         ));
         while let Some(Incoming { event, data, ack }) = incoming.recv().await {
             let answer = session.handle(&event, data).await;
@@ -218,6 +224,7 @@ async fn emit_events(
     sig: Arc<Signaling>,
     conn: protocol::ConnectionId,
     identity: Identity,
+    mut token: TokenClock,
 ) {
     let mut closing = sig.closing();
     let emit = |queued: Queued| {
@@ -240,6 +247,7 @@ async fn emit_events(
             Some(reply) = replies.recv() => Next::Reply(reply),
             next = events.recv() => Next::Event(next),
             _ = closing.wait_for(|c| *c) => Next::Closing,
+            due = token.next() => Next::Token(due),
         };
         match next {
             Next::Reply(Reply { event, ack, answer }) => {
@@ -261,6 +269,25 @@ async fn emit_events(
                     break;
                 }
             }
+            Next::Token(Due::Warn(until)) => {
+                let event = crate::session::expiring(until);
+                if when_buffered(&sig.limits, || socket.emit(event.name(), &event.data()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Next::Token(Due::Expired) => {
+                let expired = Failure::new(
+                    ErrorCode::TokenExpired,
+                    "the connection's token expired; connect again with a new one",
+                );
+                let event = error_event(&expired, None, None, None);
+                let _ =
+                    when_buffered(&sig.limits, || socket.emit(event.name(), &event.data())).await;
+                break;
+            }
             // Dropped for not keeping up, or released after the socket went.
             Next::Event(Err(_)) | Next::Closing => break,
         }
@@ -273,6 +300,7 @@ enum Next {
     Reply(Reply),
     Event(Result<Queued, outbox::Ended>),
     Closing,
+    Token(Due),
 }
 
 /// Runs `emit` until socketioxide's buffer takes the packet, waiting while it is full; fails when

@@ -17,6 +17,7 @@
 //! ([`super::deadline`]). After sending a close frame the server waits `limits.close_timeout`
 //! for the client's.
 
+use super::expiry::{Due, TokenClock};
 use crate::Signaling;
 use crate::cluster::{Refusal, Registration};
 use crate::driver::HubHandle;
@@ -50,6 +51,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Close code when the server cannot go on serving the connection (its hub task ended).
 pub const CLOSE_INTERNAL: u16 = 1011;
+/// Close code when the connection's token ran out without a `session:refresh` (application
+/// range, RFC 6455 §7.4.2).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
 /// `GET /ws`: authenticates, applies connection limits, then upgrades.
 pub async fn upgrade(
@@ -60,8 +64,8 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Authentication first, so a missing token is a 401 whatever else is wrong.
-    let identity = match sig.authenticate(&headers, uri.query()) {
-        Ok(identity) => identity,
+    let (identity, until) = match sig.authenticate_session(&headers, uri.query()) {
+        Ok(authenticated) => authenticated,
         Err(refusal) => return refusal.into_response(),
     };
     let ws = match ws {
@@ -91,7 +95,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
-            run(sig, socket, identity, events, registration).await;
+            run(sig, socket, (identity, until), events, registration).await;
         })
 }
 
@@ -107,13 +111,13 @@ struct ClientFrame {
 async fn run(
     sig: Arc<Signaling>,
     socket: WebSocket,
-    identity: crate::auth::Identity,
+    (identity, token_until): (crate::auth::Identity, u64),
     events: OutboxReader,
     registration: Registration,
 ) {
     let conn = registration.conn();
     let _gauge = sig.connection_gauge("ws");
-    let mut session = Session::new(conn, identity, &sig);
+    let mut session = Session::new(conn, identity, token_until, &sig);
     let (sink, mut stream) = socket.split();
     // Acks and errors from the reader go through the writer so frames never interleave.
     let (replies, reply_rx) = mpsc::channel::<Message>(16);
@@ -122,6 +126,7 @@ async fn run(
         events,
         reply_rx,
         sig.closing(),
+        session.token_clock(),
         sig.limits,
         sig.hub.clone(),
     ));
@@ -202,6 +207,7 @@ async fn write(
     mut events: OutboxReader,
     mut replies: mpsc::Receiver<Message>,
     mut closing: watch::Receiver<bool>,
+    mut token: TokenClock,
     limits: SessionLimits,
     hub: HubHandle,
 ) -> Written {
@@ -216,6 +222,7 @@ async fn write(
             },
             next = events.recv() => Next::Event(next),
             _ = closing.wait_for(|c| *c) => Next::Closing,
+            due = token.next() => Next::Token(due),
         };
         let (message, _queued) = match next {
             Next::Reply(m) => {
@@ -245,6 +252,24 @@ async fn write(
                 (close(CLOSE_GOING_AWAY, "server going away"), None)
             }
             Next::Closing => (close(CLOSE_GOING_AWAY, "server shutting down"), None),
+            Next::Token(Due::Warn(until)) => (
+                Message::Text(crate::session::expiring(until).to_frame().into()),
+                None,
+            ),
+            Next::Token(Due::Expired) => {
+                let expired = Failure::new(
+                    ErrorCode::TokenExpired,
+                    "the connection's token expired; connect again with a new one",
+                );
+                if sink
+                    .send(frame_error(&expired, None, None, None))
+                    .await
+                    .is_err()
+                {
+                    return Written::Stalled;
+                }
+                (close(CLOSE_TOKEN_EXPIRED, "token expired"), None)
+            }
         };
         let last = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() {
@@ -266,6 +291,7 @@ enum Next {
     Reply(Message),
     Event(Result<outbox::Queued, Ended>),
     Closing,
+    Token(Due),
 }
 
 /// Resolves at `deadline`, or never without one.
