@@ -55,6 +55,9 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 /// range, RFC 6455 §7.4.2).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
+/// Read buffer of each raw WebSocket connection.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// `GET /ws`: authenticates, applies connection limits, then upgrades.
 pub async fn upgrade(
     State(sig): State<Arc<Signaling>>,
@@ -91,7 +94,12 @@ pub async fn upgrade(
         }
     };
     let limit = sig.limits.max_frame_bytes;
-    ws.max_message_size(limit)
+    // tungstenite zeroes its whole read buffer before every read (128 KiB by default): with
+    // small frames that memset was the largest single cost of a chat message, and it makes
+    // each connection that ever read a frame keep 128 KiB resident. 4 KiB, as Socket.IO's
+    // engine uses; larger frames still grow the buffer as they need.
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
