@@ -33,8 +33,9 @@ const PEERS: usize = 2;
 const ROUNDS: usize = 600;
 const PAD: usize = 60_000;
 /// How far above its baseline the server's RSS may stay once the slow peers are gone (it held
-/// about 120 MB more before the fix).
-const MARGIN_KB: u64 = 4 * 1024;
+/// about 120 MB more before the fix). Not less: on a loaded machine more of the runtime's
+/// threads wake and each keeps a malloc arena of its own (4.4 MB above baseline was seen once).
+const MARGIN_KB: u64 = 8 * 1024;
 
 #[tokio::test]
 async fn peers_that_stop_reading_are_reset_and_their_memory_returns() {
