@@ -77,7 +77,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
-  redis --scan --pattern "${PREFIX}*" | while read -r key; do redis del "$key" >/dev/null; done
+  redis --scan --pattern "${PREFIX}*" | xargs -r -n 1000 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null
 }
 trap 'cleanup; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM

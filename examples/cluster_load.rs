@@ -910,10 +910,10 @@ async fn run(opts: Options) -> Result<bool, String> {
         by_node[s.node].push(s);
     }
     let mut members: Vec<(Session, Session)> = Vec::new();
-    for node in 0..nodes {
+    for sessions in &mut by_node {
         for _ in 0..opts.same_pairs {
-            let caller = by_node[node].pop().expect("pair users");
-            let callee = by_node[node].pop().expect("pair users");
+            let caller = sessions.pop().ok_or("uneven pair users")?;
+            let callee = sessions.pop().ok_or("uneven pair users")?;
             members.push((caller, callee));
         }
     }
