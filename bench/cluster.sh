@@ -21,7 +21,7 @@
 # (an offer that never arrived, a session that closed) or could not run; a missed goal is
 # reported, not an error.
 #
-# Usage: bench/cluster.sh                              (about 2 minutes after the build)
+# Usage: bench/cluster.sh                              (about 3 minutes after the build)
 #        SESSIONS=1000,5000,10000 SAMPLES=5000 bench/cluster.sh
 # Environment: SESSIONS (default 1000,10000), SAMPLES (2000), RATE (200 per kind per second),
 #              SAME_PAIRS (100 per node), CROSS_PAIRS (200), THROUGHPUT (10 s; 0 skips it),
