@@ -84,6 +84,8 @@ struct Shared {
     healthy: AtomicBool,
     /// Checked with each heartbeat: the node counts as back only once deliveries reach it again.
     subscriber: SubscriberClient,
+    /// Relayed messages out (see where it is built); checked with the subscriber.
+    publisher: Client,
     /// Envelopes for this node's router: from the subscriber, and local signals.
     inbox: mpsc::UnboundedSender<Envelope>,
     metrics: RedisMetrics,
@@ -236,10 +238,19 @@ impl RedisCluster {
         let client = builder()
             .build()
             .map_err(|e| format!("cannot build the Redis client: {e}"))?;
+        // Relayed messages get a connection of their own: at a high relay rate they would queue
+        // ahead of the heartbeat and registry reads, whose timeouts then mark Redis unreachable.
+        let publisher = builder()
+            .build()
+            .map_err(|e| format!("cannot build the Redis publisher: {e}"))?;
         let subscriber = builder()
             .build_subscriber_client()
             .map_err(|e| format!("cannot build the Redis subscriber: {e}"))?;
         client
+            .init()
+            .await
+            .map_err(|e| format!("cannot reach Redis at `cluster.redis_url`: {e}"))?;
+        publisher
             .init()
             .await
             .map_err(|e| format!("cannot reach Redis at `cluster.redis_url`: {e}"))?;
@@ -265,6 +276,7 @@ impl RedisCluster {
             draining: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             subscriber: subscriber.clone(),
+            publisher,
             inbox: inbox_tx,
             metrics,
         });
@@ -878,7 +890,7 @@ fn spawn_receiver(shared: Arc<Shared>, subscriber: SubscriberClient) {
 async fn publish(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let pipeline = shared.client.pipeline();
+        let pipeline = shared.publisher.pipeline();
         for m in batch.drain(..) {
             let _: Result<(), _> = pipeline.publish(m.channel, m.payload).await;
         }
@@ -1030,11 +1042,11 @@ async fn watch(shared: Arc<Shared>) {
             last_beat = std::time::Instant::now();
         }
         let beat = match shared.heartbeat().await {
-            // The subscriber reconnects on its own schedule: until it is back (and has
-            // subscribed again, which fred does as it reconnects), events for this node's users
-            // would be lost, so the node is not back yet.
-            Ok(()) if !shared.subscriber.is_connected() => {
-                Err("the subscriber is reconnecting".to_owned())
+            // The subscriber and the publisher reconnect on their own schedule: until both are
+            // back (the subscriber subscribed again, which fred does as it reconnects), events
+            // from or for this node would be lost, so the node is not back yet.
+            Ok(()) if !shared.subscriber.is_connected() || !shared.publisher.is_connected() => {
+                Err("the subscriber or the publisher is reconnecting".to_owned())
             }
             beat => beat.map_err(|e| e.to_string()),
         };
