@@ -11,6 +11,8 @@
 //! [`Hub::handle`] → [`Hub::disconnect`]. Every mutation must be followed by draining
 //! `poll_output` completely.
 
+#[cfg(any(test, feature = "fuzzing"))]
+mod audit;
 pub mod call;
 pub mod cluster;
 mod invitation;

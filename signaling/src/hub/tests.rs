@@ -65,6 +65,7 @@ impl World {
     fn connect_as(&mut self, conn: u64, identity: &Identity) -> ConnectionId {
         let id = ConnectionId(conn);
         self.hub.connect(self.now, id, identity);
+        self.consistent();
         id
     }
 
@@ -91,12 +92,21 @@ impl World {
     }
 
     fn send(&mut self, conn: ConnectionId, event: ClientEvent) -> Result<Value, Failure> {
-        self.hub.handle(self.now, conn, event)
+        let result = self.hub.handle(self.now, conn, event);
+        self.consistent();
+        result
     }
 
     fn advance(&mut self, by: Duration) {
         self.now += by;
         self.hub.handle_timeout(self.now);
+        self.consistent();
+    }
+
+    /// Every scenario step leaves the hub's registries in agreement (see `audit`).
+    fn consistent(&self) {
+        let faults = self.hub.audit(self.now);
+        assert!(faults.is_empty(), "hub state inconsistent: {faults:#?}");
     }
 
     /// Drains the output as (connection, event name) pairs.
