@@ -663,6 +663,42 @@ fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
     );
 }
 
+/// Found by the `hub_ops` fuzz target: a member who left a group call and joined it back was
+/// not indexed as in the call again, so their disconnect never reached it (their dead device
+/// stayed seated, the others never heard they left) and the call did not count against their
+/// limit.
+#[test]
+fn a_member_who_rejoins_a_group_call_leaves_it_when_disconnecting() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let b = w.connect(2, "bob");
+    let c = w.connect(3, "carol");
+    let call = w.initiate(a, &["bob", "carol"]);
+    w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    w.send(c, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    w.send(b, ClientEvent::CallEnd(call_ref(&call))).unwrap();
+    w.send(b, ClientEvent::CallJoin(call_ref(&call))).unwrap();
+    w.out();
+    w.media_commands();
+    w.hub.disconnect(w.now, b);
+    w.consistent();
+    assert_eq!(
+        w.media_leaves(),
+        vec![(call.to_string(), 2)],
+        "bob's seat is freed"
+    );
+    w.advance(Duration::from_secs(21));
+    let left: Vec<u64> = w
+        .out_events()
+        .into_iter()
+        .filter(
+            |d| matches!(&*d.event, ServerEvent::ParticipantLeft(p) if p.user_id.as_str() == "bob"),
+        )
+        .map(|d| d.to.0)
+        .collect();
+    assert_eq!(left, vec![1, 3], "the others hear bob left after his grace");
+}
+
 #[test]
 fn an_invitee_who_comes_online_while_it_rings_is_rung() {
     let mut w = World::new();

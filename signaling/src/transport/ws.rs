@@ -313,9 +313,12 @@ async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
     out
 }
 
-/// Reads a client text frame, or says why it is not one, with the ack id to answer when the
-/// frame is an object that carries one.
-fn decode(text: &str) -> Result<ClientFrame, (Option<u64>, Failure)> {
+/// Why a text frame is not a client frame, with the ack id to answer when the frame is an
+/// object that carries one.
+type Refused = (Option<u64>, Failure);
+
+/// Reads a client text frame, or says why it is not one.
+fn decode(text: &str) -> Result<ClientFrame, Refused> {
     serde_json::from_str::<ClientFrame>(text).map_err(|e| {
         let id = serde_json::from_str::<Value>(text)
             .ok()
@@ -331,7 +334,7 @@ fn decode(text: &str) -> Result<ClientFrame, (Option<u64>, Failure)> {
 /// [`decode`] for the fuzz targets (`fuzz/`): the event name, data and ack id of a frame.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
-pub fn decode_frame(text: &str) -> Result<(String, Value, Option<u64>), (Option<u64>, Failure)> {
+pub fn decode_frame(text: &str) -> Result<(String, Value, Option<u64>), Refused> {
     decode(text).map(|f| (f.event, f.data, f.id))
 }
 
