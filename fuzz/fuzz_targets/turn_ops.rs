@@ -198,7 +198,7 @@ impl Harness {
                 let (i, five) = client_at(client);
                 let (bytes, user) = self.request(i, method, &attrs, credential, fingerprint);
                 self.sender = Some((five, user, relay_opens));
-                self.from_client(i, five, &bytes);
+                self.client_sends(i, five, &bytes);
                 self.sender = None;
             }
             Op::Send { client, peer, len } => {
@@ -208,7 +208,7 @@ impl Harness {
                 Builder::new(&mut buf, wire::METHOD_SEND, Class::Indication, txid)
                     .xor_address(wire::ATTR_XOR_PEER_ADDRESS, peer_at(peer))
                     .attr(wire::ATTR_DATA, &payload(len));
-                self.from_client(i, five, &buf);
+                self.client_sends(i, five, &buf);
             }
             Op::ChannelData {
                 client,
@@ -224,11 +224,11 @@ impl Harness {
                 if five.transport != Transport::Udp {
                     buf.resize(buf.len().div_ceil(4) * 4, 0);
                 }
-                self.from_client(i, five, &buf);
+                self.client_sends(i, five, &buf);
             }
             Op::Raw { client, bytes } => {
                 let (i, five) = client_at(client);
-                self.from_client(i, five, &bytes);
+                self.client_sends(i, five, &bytes);
             }
             Op::FromPeer { relay, peer, len } => {
                 if self.open.is_empty() {
@@ -263,7 +263,7 @@ impl Harness {
     }
 
     /// Feeds client bytes and checks the one datagram the core may send back or on.
-    fn from_client(&mut self, i: usize, five: FiveTuple, bytes: &[u8]) {
+    fn client_sends(&mut self, i: usize, five: FiveTuple, bytes: &[u8]) {
         let out = self
             .core
             .handle_client(self.now, five, bytes)
