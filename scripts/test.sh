@@ -15,7 +15,9 @@
 # Then it runs every test, and exits non-zero on the first failing stage:
 #   a. Rust: unit tests and end-to-end suites of every crate;
 #   b. tests/node: the official socket.io-client 4.x against the real binary;
-#   c. tests/browser: headless Chromium (Debian's) driving the demo page.
+#   c. tests/browser: headless Chromium (Debian's) driving the demo page;
+#   d. fuzzing: every cargo-fuzz target for 30 s from its committed seed corpus
+#      (scripts/fuzz.sh 30, docs/fuzzing.md); it needs the nightly toolchain.
 #
 # Under CI=true a test whose tool is missing fails instead of skipping.
 #
@@ -146,3 +148,12 @@ echo "== JavaScript clients (socket.io-client, headless Chromium)"
   cd tests
   CHORUS_BIN="$PWD/../target/debug/chorus" npm test
 )
+
+echo "== fuzzing (scripts/fuzz.sh 30: each cargo-fuzz target for 30 s from its seeds)"
+if cargo +nightly --version >/dev/null 2>&1; then
+  bash scripts/fuzz.sh 30
+elif [ "${CI:-}" = true ]; then
+  die "the fuzzing stage needs the nightly toolchain (rustup toolchain install nightly); under CI=true it is not skipped"
+else
+  say "SKIPPED the fuzzing stage: no nightly toolchain (rustup toolchain install nightly); under CI=true this fails"
+fi

@@ -11,6 +11,8 @@
 //! [`Hub::handle`] → [`Hub::disconnect`]. Every mutation must be followed by draining
 //! `poll_output` completely.
 
+#[cfg(any(test, feature = "fuzzing"))]
+mod audit;
 pub mod call;
 pub mod cluster;
 mod invitation;
@@ -870,6 +872,20 @@ impl Hub {
         for u in uninvolved {
             self.leave_call_index(&u, id);
         }
+        // And users involved again (a member who left or missed a group call and joined it
+        // back) count again, and their disconnects reach the call.
+        let rejoined: Vec<UserId> = match self.calls.get(id) {
+            Some(entry) => entry
+                .call
+                .involved_users()
+                .filter(|u| !self.users.get(*u).is_some_and(|r| r.calls.contains(id)))
+                .cloned()
+                .collect(),
+            None => return,
+        };
+        for u in rejoined {
+            self.enter_call_index(&u, id);
+        }
         let Some(entry) = self.calls.get_mut(id) else {
             return;
         };
@@ -879,6 +895,20 @@ impl Hub {
         if entry.scheduled.is_none_or(|at| next < at) {
             entry.scheduled = Some(next);
             self.timers.push(Reverse((next, Timer::Call(id.clone()))));
+        }
+    }
+
+    /// Adds `id` to the live calls of `user`, who is connected (they just joined it).
+    fn enter_call_index(&mut self, user: &UserId, id: &CallId) {
+        if let Some(u) = self.users.get_mut(user)
+            && u.calls.insert(id.clone())
+        {
+            self.mark_user(user);
+            self.write(StateWrite::UserCall {
+                user: user.clone(),
+                call: id.clone(),
+                involved: Involvement::Involved,
+            });
         }
     }
 

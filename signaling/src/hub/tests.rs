@@ -65,6 +65,7 @@ impl World {
     fn connect_as(&mut self, conn: u64, identity: &Identity) -> ConnectionId {
         let id = ConnectionId(conn);
         self.hub.connect(self.now, id, identity);
+        self.consistent();
         id
     }
 
@@ -91,12 +92,21 @@ impl World {
     }
 
     fn send(&mut self, conn: ConnectionId, event: ClientEvent) -> Result<Value, Failure> {
-        self.hub.handle(self.now, conn, event)
+        let result = self.hub.handle(self.now, conn, event);
+        self.consistent();
+        result
     }
 
     fn advance(&mut self, by: Duration) {
         self.now += by;
         self.hub.handle_timeout(self.now);
+        self.consistent();
+    }
+
+    /// Every scenario step leaves the hub's registries in agreement (see `audit`).
+    fn consistent(&self) {
+        let faults = self.hub.audit(self.now);
+        assert!(faults.is_empty(), "hub state inconsistent: {faults:#?}");
     }
 
     /// Drains the output as (connection, event name) pairs.
@@ -651,6 +661,42 @@ fn media_goes_to_the_sfu_only_in_sfu_calls_and_leaves_are_reported() {
         w.hub.authorize_media(a, Some(&call)).unwrap_err().code,
         ErrorCode::NotFound
     );
+}
+
+/// Found by the `hub_ops` fuzz target: a member who left a group call and joined it back was
+/// not indexed as in the call again, so their disconnect never reached it (their dead device
+/// stayed seated, the others never heard they left) and the call did not count against their
+/// limit.
+#[test]
+fn a_member_who_rejoins_a_group_call_leaves_it_when_disconnecting() {
+    let mut w = World::new();
+    let a = w.connect(1, "alice");
+    let b = w.connect(2, "bob");
+    let c = w.connect(3, "carol");
+    let call = w.initiate(a, &["bob", "carol"]);
+    w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    w.send(c, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+    w.send(b, ClientEvent::CallEnd(call_ref(&call))).unwrap();
+    w.send(b, ClientEvent::CallJoin(call_ref(&call))).unwrap();
+    w.out();
+    w.media_commands();
+    w.hub.disconnect(w.now, b);
+    w.consistent();
+    assert_eq!(
+        w.media_leaves(),
+        vec![(call.to_string(), 2)],
+        "bob's seat is freed"
+    );
+    w.advance(Duration::from_secs(21));
+    let left: Vec<u64> = w
+        .out_events()
+        .into_iter()
+        .filter(
+            |d| matches!(&*d.event, ServerEvent::ParticipantLeft(p) if p.user_id.as_str() == "bob"),
+        )
+        .map(|d| d.to.0)
+        .collect();
+    assert_eq!(left, vec![1, 3], "the others hear bob left after his grace");
 }
 
 #[test]

@@ -326,22 +326,12 @@ fn close_for(error: axum::Error) -> Option<Message> {
 }
 
 async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
-    let (event, id, result, temp_id) = match serde_json::from_str::<ClientFrame>(text) {
+    let (event, id, result, temp_id) = match decode(text) {
         Ok(frame) => {
             let answer = session.handle(&frame.event, frame.data).await;
             (Some(frame.event), frame.id, answer.result, answer.temp_id)
         }
-        Err(e) => {
-            // Still answer the ack id when the frame is an object that carries one.
-            let id = serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|v| v.get("id").and_then(Value::as_u64));
-            let failure = Failure::new(
-                ErrorCode::MalformedFrame,
-                format!("expected {{\"event\": string, \"data\": ..., \"id\"?: number}}: {e}"),
-            );
-            (None, id, Err(failure), None)
-        }
+        Err((id, failure)) => (None, id, Err(failure), None),
     };
     let mut out = Vec::with_capacity(2);
     if let Some(id) = id {
@@ -355,6 +345,31 @@ async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
         out.push(frame_error(failure, event.as_deref(), id, temp_id));
     }
     out
+}
+
+/// Why a text frame is not a client frame, with the ack id to answer when the frame is an
+/// object that carries one.
+type Refused = (Option<u64>, Failure);
+
+/// Reads a client text frame, or says why it is not one.
+fn decode(text: &str) -> Result<ClientFrame, Refused> {
+    serde_json::from_str::<ClientFrame>(text).map_err(|e| {
+        let id = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_u64));
+        let failure = Failure::new(
+            ErrorCode::MalformedFrame,
+            format!("expected {{\"event\": string, \"data\": ..., \"id\"?: number}}: {e}"),
+        );
+        (id, failure)
+    })
+}
+
+/// [`decode`] for the fuzz targets (`fuzz/`): the event name, data and ack id of a frame.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn decode_frame(text: &str) -> Result<(String, Value, Option<u64>), Refused> {
+    decode(text).map(|f| (f.event, f.data, f.id))
 }
 
 fn frame_error(

@@ -1,5 +1,5 @@
 //! Feeds arbitrary bytes to the codec and to a core with one live allocation, as client input,
-//! as peer input and as stream frames. Run: `cd turn && cargo +nightly fuzz run packet`.
+//! as peer input and as stream frames. Run: `cd fuzz && cargo +nightly fuzz run stun_packet`.
 #![no_main]
 
 use std::time::Instant;
