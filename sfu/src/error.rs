@@ -127,6 +127,11 @@ impl SdpFault {
         }
     }
 
+    /// A refusal shown as `summary`, with `detail` for the log.
+    pub(crate) fn explained(summary: &'static str, detail: String) -> Self {
+        Self { summary, detail }
+    }
+
     /// Everything known about the refusal, for the log.
     pub fn detail(&self) -> &str {
         &self.detail

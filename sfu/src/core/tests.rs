@@ -966,3 +966,21 @@ fn ice_restart_registers_the_new_server_ufrag() {
     }
     assert!(w.clients[b].received.len() >= before + 9);
 }
+
+#[test]
+fn an_offer_that_made_str0m_panic_is_refused() {
+    // Found by fuzz/fuzz_targets/sdp_offer.rs: a Chromium offer whose audio section describes
+    // the video payload type 114, which str0m 0.25 locks twice and panics on.
+    let mut w = World::new(Limits::default());
+    let i = w.join("mallory");
+    let key = w.clients[i].key.clone();
+    let now = w.now;
+    let crash = include_str!("../../../fuzz/crashes/sdp_offer-str0m-pt-locked-multiple-times.sdp");
+    assert!(matches!(
+        w.core.offer(now, &room(), &key, crash, &[]),
+        Err(Error::BadSdp(_))
+    ));
+    // A real Chromium offer still goes through.
+    let chromium = include_str!("../../../fuzz/corpus-seed/sdp_offer/chromium-audio-video.sdp");
+    assert!(w.core.offer(now, &room(), &key, chromium, &[]).is_ok());
+}
