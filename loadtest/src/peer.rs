@@ -236,15 +236,14 @@ async fn drive(
                     Event::RtpPacket(p) => {
                         let ssrc = p.header.ssrc;
                         let seq = *p.seq_no;
-                        if !streams.contains_key(&ssrc) {
+                        let s = streams.entry(ssrc).or_insert_with(|| {
                             let mid = rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
                             let video = match mid.and_then(|m| rtc.media(m)) {
                                 Some(m) => m.kind() == MediaKind::Video,
                                 None => Some(p.header.payload_type) != opus_pt,
                             };
-                            streams.insert(ssrc, StreamStats::new(video, seq));
-                        }
-                        let s = streams.get_mut(&ssrc).expect("inserted above");
+                            StreamStats::new(video, seq)
+                        });
                         if s.packet(seq, p.payload.len()) {
                             live.received.fetch_add(1, Ordering::Relaxed);
                             live.received_bytes
