@@ -271,6 +271,10 @@ async fn drive(
             }
         };
         if !rtc.is_alive() {
+            // Janus closes DTLS when the client ends its session at the run's end.
+            if *stop.borrow() {
+                return Ok(());
+            }
             return Err("peer connection closed".into());
         }
         if !connected && Instant::now() > connect_by {
