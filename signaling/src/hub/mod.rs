@@ -142,7 +142,8 @@ pub struct Hub {
     user_keys: RandomState,
     /// Queued timers, earliest first. Exact: a call or user record that goes takes its timer
     /// with it, so what is queued is bounded by what is live (a lazily deleted heap held every
-    /// call longer than the ring timeout until its `max_duration` deadline, an hour later).
+    /// call longer than the ring timeout until its `max_duration` deadline, an hour later;
+    /// ADR 0071).
     timers: BTreeSet<(Instant, Timer)>,
     outputs: VecDeque<Delivery>,
     draining: bool,
