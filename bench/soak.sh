@@ -7,7 +7,7 @@
 # (SQLite in a temp dir, SFU on, TURN on with REST credentials handed out in iceServers) and
 # runs soak_load (see its module docs for the scenarios; default 3 call workers, 2 room workers,
 # 4 presence workers). Every SAMPLE seconds (default 30) it prints one table row: the server's
-# RSS (VmRSS), open fds (/proc/PID/fd), threads, tokio tasks (chorus_runtime_tasks) and the
+# RSS (VmRSS, and RssAnon), open fds (/proc/PID/fd), threads, tokio tasks (chorus_runtime_tasks) and the
 # gauges of /metrics: HTTP and signaling connections, signaling sessions, the hub's records
 # (connections, users, calls, rooms, watched users, timers), SFU rooms, participants and tracks,
 # TURN allocations.
@@ -22,8 +22,10 @@
 #             connections (1 writer, 1 checkpointer, 4 readers, opened on demand and closed
 #             after sqlx's 10 min idle timeout), each holding the database and its WAL, plus
 #             the shared-memory file
-#   rss       RSS grew less than 5 % over the last half of the load (from the first sample at
-#             or after half time to the last sample under load)
+#   rss       RSS (VmRSS) grew less than 5 % over the last half of the load (from the first
+#             sample at or after half time to the last sample under load); the anonymous part
+#             (RssAnon: heap and stacks) is printed beside it, as most of the rest is the
+#             executable's own pages, faulted in as code paths first run
 # and exits 1 if any check failed.
 #
 # Usage: bench/soak.sh [MINUTES]                          (default 60)
@@ -108,7 +110,7 @@ if ! curl -sf "http://$ADDR/ready" >/dev/null 2>&1; then
 fi
 
 # One sample: prints "rss_kb fds threads tasks http sig sessions hub_conn hub_users calls rooms
-# watched timers sfu_rooms sfu_parts sfu_tracks turn_allocs".
+# watched timers sfu_rooms sfu_parts sfu_tracks turn_allocs anon_kb".
 sample() {
   local m rss fds threads
   m=$(curl -sf "http://$ADDR/metrics")
@@ -122,24 +124,27 @@ sample() {
     "$(g chorus_signaling_connections) $(g chorus_signaling_sessions)" \
     "$(h connections) $(h users) $(h calls) $(h rooms) $(h watched) $(h timers)" \
     "$(g chorus_sfu_rooms) $(g chorus_sfu_participants) $(g chorus_sfu_tracks)" \
-    "$(g chorus_turn_allocations_active)"
+    "$(g chorus_turn_allocations_active)" \
+    "$(awk '/^RssAnon:/{print $2}' "/proc/$SERVER_PID/status")"
 }
-HEADER=$(printf '%6s %8s %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s' \
-  t_s rss_MB fds thr tasks http sig sess conns users calls rooms watch timers \
+HEADER=$(printf '%6s %8s %7s %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s' \
+  t_s rss_MB anon_MB fds thr tasks http sig sess conns users calls rooms watch timers \
   rooms parts tracks alloc)
 row() { # $1 = seconds, rest = a sample
   local t=$1; shift
   # shellcheck disable=SC2046
-  printf '%6s %8.1f %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s\n' \
-    "$t" "$(awk -v k="$1" 'BEGIN{print k/1024}')" "${@:2}"
+  printf '%6s %8.1f %7.1f %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s\n' \
+    "$t" "$(awk -v k="$1" 'BEGIN{print k/1024}')" "$(awk -v k="${18}" 'BEGIN{print k/1024}')" \
+    "${@:2:16}"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ); ${MINUTES} min of load, a sample every ${SAMPLE} s"
 echo "load:    soak_load ${LOAD_ARGS:-(defaults: --calls 3 --rooms 2 --presence 4)}; machine load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "columns: hub = chorus_hub_records{kind}; sfu = chorus_sfu_{rooms,participants,tracks}; alloc = chorus_turn_allocations_active"
+echo "columns: rss = VmRSS, anon = RssAnon (heap and stacks; the rest is mostly the executable's pages)"
+echo "         hub = chorus_hub_records{kind}; sfu = chorus_sfu_{rooms,participants,tracks}; alloc = chorus_turn_allocations_active"
 echo "         http = chorus_http_connections (the scrape itself is one), sig = chorus_signaling_connections, sess = chorus_signaling_sessions"
-printf '%54s%s\n' "" "hub                                     sfu                 turn"
+printf '%62s%s\n' "" "hub                                     sfu                 turn"
 echo "$HEADER"
 
 # "other db": open fds that are not / are the chat database's files.
@@ -162,6 +167,8 @@ LOAD_PID=$!
 HALF=$((MINUTES * 30))
 RSS_HALF=""
 RSS_LAST=""
+ANON_HALF=""
+ANON_LAST=""
 next=$SAMPLE
 while kill -0 "$LOAD_PID" 2>/dev/null; do
   now=$(( $(date +%s) - START ))
@@ -171,8 +178,9 @@ while kill -0 "$LOAD_PID" 2>/dev/null; do
   row "$now" "${S[@]}"
   # Under load: only samples taken before the load's duration ended count for RSS growth.
   if [ "$now" -le $((MINUTES * 60)) ]; then
-    [ -z "$RSS_HALF" ] && [ "$now" -ge "$HALF" ] && RSS_HALF=${S[0]}
+    if [ -z "$RSS_HALF" ] && [ "$now" -ge "$HALF" ]; then RSS_HALF=${S[0]}; ANON_HALF=${S[17]}; fi
     RSS_LAST=${S[0]}
+    ANON_LAST=${S[17]}
   fi
 done
 LOAD_STATUS=0
@@ -187,7 +195,7 @@ fi
 # Settle: every gauge back to zero (the scrape's own HTTP connection excepted).
 zero() { # $@ = a sample
   [ "$5" -le 1 ] || return 1
-  for v in "${@:6}"; do [ "$v" -eq 0 ] || return 1; done
+  for v in "${@:6:12}"; do [ "$v" -eq 0 ] || return 1; done
 }
 settled=0
 for _ in $(seq $((SETTLE / 5))); do
@@ -214,7 +222,7 @@ check fds "$f" "${END_FDS[0]} open fds other than the chat database's now, ${BAS
 if [ -n "$RSS_HALF" ] && [ -n "$RSS_LAST" ]; then
   growth=$(awk -v a="$RSS_HALF" -v b="$RSS_LAST" 'BEGIN{printf "%.2f", (b-a)*100/a}')
   ok=$(awk -v g="$growth" 'BEGIN{print (g < 5) ? 0 : 1}')
-  check rss "$ok" "$(awk -v a="$RSS_HALF" -v b="$RSS_LAST" 'BEGIN{printf "%.1f MB at half time -> %.1f MB at the end of the load", a/1024, b/1024}'): ${growth} % (limit 5 %); $(awk -v k="${S[0]}" 'BEGIN{printf "%.1f", k/1024}') MB after settling, $(awk -v k="${BASE[0]}" 'BEGIN{printf "%.1f", k/1024}') MB before the load"
+  check rss "$ok" "$(awk -v a="$RSS_HALF" -v b="$RSS_LAST" 'BEGIN{printf "%.1f MB at half time -> %.1f MB at the end of the load", a/1024, b/1024}'): ${growth} % (limit 5 %); $(awk -v k="${S[0]}" 'BEGIN{printf "%.1f", k/1024}') MB after settling, $(awk -v k="${BASE[0]}" 'BEGIN{printf "%.1f", k/1024}') MB before the load; anon $(awk -v a="$ANON_HALF" -v b="$ANON_LAST" 'BEGIN{printf "%.1f MB -> %.1f MB (%.2f %%)", a/1024, b/1024, (b-a)*100/a}')"
 else
   check rss 1 "too few samples under load to compare half time with the end (run longer or lower SAMPLE)"
 fi
