@@ -110,7 +110,7 @@ if ! curl -sf "http://$ADDR/ready" >/dev/null 2>&1; then
 fi
 
 # One sample: prints "rss_kb fds threads tasks http sig sessions hub_conn hub_users calls rooms
-# watched timers sfu_rooms sfu_parts sfu_tracks turn_allocs anon_kb".
+# watched timers sfu_rooms sfu_parts sfu_tracks turn_allocs anon_kb db_kb".
 sample() {
   local m rss fds threads
   m=$(curl -sf "http://$ADDR/metrics")
@@ -125,26 +125,29 @@ sample() {
     "$(h connections) $(h users) $(h calls) $(h rooms) $(h watched) $(h timers)" \
     "$(g chorus_sfu_rooms) $(g chorus_sfu_participants) $(g chorus_sfu_tracks)" \
     "$(g chorus_turn_allocations_active)" \
-    "$(awk '/^RssAnon:/{print $2}' "/proc/$SERVER_PID/status")"
+    "$(awk '/^RssAnon:/{print $2}' "/proc/$SERVER_PID/status")" \
+    "$(du -ck "$WORK/data"/chat.db* | awk 'END{print $1}')"
 }
-HEADER=$(printf '%6s %8s %7s %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s' \
-  t_s rss_MB anon_MB fds thr tasks http sig sess conns users calls rooms watch timers \
+HEADER=$(printf '%6s %8s %7s %6s %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s' \
+  t_s rss_MB anon_MB db_MB fds thr tasks http sig sess conns users calls rooms watch timers \
   rooms parts tracks alloc)
 row() { # $1 = seconds, rest = a sample
   local t=$1; shift
   # shellcheck disable=SC2046
-  printf '%6s %8.1f %7.1f %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s\n' \
+  printf '%6s %8.1f %7.1f %6.1f %5s %4s %6s %5s %4s %5s | %5s %5s %5s %5s %5s %6s | %4s %5s %6s | %5s\n' \
     "$t" "$(awk -v k="$1" 'BEGIN{print k/1024}')" "$(awk -v k="${18}" 'BEGIN{print k/1024}')" \
+    "$(awk -v k="${19}" 'BEGIN{print k/1024}')" \
     "${@:2:16}"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ); ${MINUTES} min of load, a sample every ${SAMPLE} s"
 echo "load:    soak_load ${LOAD_ARGS:-(defaults: --calls 3 --rooms 2 --presence 4)}; machine load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "columns: rss = VmRSS, anon = RssAnon (heap and stacks; the rest is mostly the executable's pages)"
+echo "columns: rss = VmRSS, anon = RssAnon (heap and stacks; the rest is mostly the executable's pages),"
+echo "         db = the chat database and its WAL on disk"
 echo "         hub = chorus_hub_records{kind}; sfu = chorus_sfu_{rooms,participants,tracks}; alloc = chorus_turn_allocations_active"
 echo "         http = chorus_http_connections (the scrape itself is one), sig = chorus_signaling_connections, sess = chorus_signaling_sessions"
-printf '%62s%s\n' "" "hub                                     sfu                 turn"
+printf '%69s%s\n' "" "hub                                     sfu                 turn"
 echo "$HEADER"
 
 # "other db": open fds that are not / are the chat database's files.
