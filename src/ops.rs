@@ -3,7 +3,10 @@
 //! `degraded` while a cluster node cannot reach Redis) and `/metrics` (Prometheus text format).
 //!
 //! `/metrics` is a router of its own so it can be served on `server.metrics_listen` instead of
-//! the public listener.
+//! the public listener. Besides the registry it reports `chorus_runtime_tasks`, the tasks alive
+//! in the tokio runtime that serves the scrape (the server's one runtime), read at scrape time:
+//! with the hub's and the SFU's gauges it is how a soak run sees that everything a client
+//! caused is gone once the clients are (`bench/soak.sh`).
 
 use axum::Json;
 use axum::Router;
@@ -11,7 +14,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntGauge, TextEncoder};
 use serde_json::json;
 use signaling::Signaling;
 use std::sync::Arc;
@@ -48,11 +52,24 @@ pub fn health<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 /// `/metrics`, encoding `registry`.
 pub fn metrics(registry: prometheus::Registry) -> Router {
+    let tasks = IntGauge::new(
+        "chorus_runtime_tasks",
+        "Tasks alive in the tokio runtime (read at scrape time)",
+    )
+    .expect("a valid metric name and help");
     Router::new().route(
         "/metrics",
         get(move || {
-            let registry = registry.clone();
-            async move { encode(&registry) }
+            let (registry, tasks) = (registry.clone(), tasks.clone());
+            async move {
+                let alive = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
+                tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+                let mut families = registry.gather();
+                families.extend(tasks.collect());
+                encode(&families)
+            }
         }),
     )
 }
@@ -70,10 +87,10 @@ async fn ready(State(signaling): State<Arc<Signaling>>) -> impl IntoResponse {
     }
 }
 
-fn encode(registry: &prometheus::Registry) -> impl IntoResponse + use<> {
+fn encode(families: &[prometheus::proto::MetricFamily]) -> impl IntoResponse + use<> {
     let mut body = Vec::new();
     let encoder = TextEncoder::new();
-    match encoder.encode(&registry.gather(), &mut body) {
+    match encoder.encode(families, &mut body) {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, encoder.format_type().to_owned())],

@@ -3,7 +3,7 @@
 //!
 //! str0m rather than webrtc-rs: a load client must be cheap enough that hundreds of them fit
 //! beside the server on a two-core machine, and str0m is sans-IO with one task per peer and
-//! no per-peer thread pool or internal channels (see `docs/adr/0070-sfu-load-clients-on-str0m.md`).
+//! no per-peer thread pool or internal channels (see `docs/adr/0072-sfu-load-clients-on-str0m.md`).
 //!
 //! Lifecycle ([`run`]): the peer gathers one host candidate (its socket's address); if it
 //! publishes (or `offer_first` asks) it offers first and waits for [`SignalIn::Answer`],

@@ -26,11 +26,52 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Time from receiving a client event to its ack.
     pub event_seconds: Histogram,
+    /// `chorus_hub_records{kind}`: what the hub holds; see [`HubRecords`].
+    pub hub_records: HubRecords,
+}
+
+/// The sizes of the hub's maps, as gauges (`chorus_hub_records{kind}`), set by the hub's task
+/// after every command it applied. Each one is back at zero when nobody is connected and the
+/// last timers have run, so a soak run can tell held state from leaked state
+/// (`bench/soak.sh`). Handles are resolved once: the hub sets them on its hot path.
+#[derive(Clone)]
+pub struct HubRecords {
+    /// Local and guest connections.
+    pub connections: IntGauge,
+    /// User records: online, or offline but still in a call's reconnect grace.
+    pub users: IntGauge,
+    pub calls: IntGauge,
+    pub rooms: IntGauge,
+    /// Users watched through `presence:subscribe`.
+    pub watched: IntGauge,
+    /// Pending timers (call timeouts, idle → away), stale ones included until they fire.
+    pub timers: IntGauge,
+}
+
+impl HubRecords {
+    fn new(vec: &IntGaugeVec) -> Self {
+        Self {
+            connections: vec.with_label_values(&["connections"]),
+            users: vec.with_label_values(&["users"]),
+            calls: vec.with_label_values(&["calls"]),
+            rooms: vec.with_label_values(&["rooms"]),
+            watched: vec.with_label_values(&["watched"]),
+            timers: vec.with_label_values(&["timers"]),
+        }
+    }
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let hub_records = IntGaugeVec::new(
+            Opts::new(
+                "chorus_hub_records",
+                "What the signaling hub holds in memory, by kind",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(hub_records.clone()))?;
         let m = Self {
             connections: IntGaugeVec::new(
                 Opts::new("chorus_signaling_connections", "Open signaling connections"),
@@ -81,6 +122,7 @@ impl Metrics {
                     0.25, 1.0,
                 ]),
             )?,
+            hub_records: HubRecords::new(&hub_records),
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.sessions.clone()))?;

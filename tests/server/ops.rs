@@ -49,6 +49,73 @@ async fn health_ready_and_metrics_are_served() {
     server.stop().await.unwrap();
 }
 
+/// The hub's records are gauges that follow what clients hold and are back at zero once they
+/// are gone, and the runtime's alive tasks are reported: what `bench/soak.sh` checks.
+#[tokio::test]
+async fn hub_records_and_runtime_tasks_are_gauges() {
+    let server = TestServer::with(|c| c.rooms.auto_create = Some(true)).await;
+    let grants = signaling::auth::Grants {
+        room: Some("gauges".into()),
+        ..signaling::auth::Grants::default()
+    };
+    let token = server.token_with("alice", grants, Duration::from_secs(600));
+    let mut alice = WsClient::connect(server.addr, &token).await.unwrap();
+    alice.join_room("gauges").await;
+    alice
+        .request("presence:subscribe", json!({"userIds": ["bob"]}))
+        .await
+        .unwrap();
+    // The hub sets the gauges after each command; the barrier's ack follows that.
+    alice.barrier().await;
+    let m = http_get(server.addr, "/metrics", None).await.1;
+    for (kind, n) in [
+        ("connections", 1),
+        ("users", 1),
+        ("rooms", 1),
+        ("watched", 1),
+    ] {
+        assert_eq!(hub_records(&m, kind), n, "{kind} in:\n{m}");
+    }
+    assert_eq!(hub_records(&m, "calls"), 0, "{m}");
+    assert!(gauge(&m, "chorus_runtime_tasks") > 0, "{m}");
+
+    alice
+        .request("room:leave", json!({"room": "gauges"}))
+        .await
+        .unwrap();
+    alice.barrier().await;
+    let m = http_get(server.addr, "/metrics", None).await.1;
+    assert_eq!(hub_records(&m, "rooms"), 0, "{m}");
+    assert_eq!(hub_records(&m, "connections"), 1, "{m}");
+
+    alice.close().await;
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = http_get(server.addr, "/metrics", None).await.1;
+        if hub_records(&m, "connections") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for kind in ["connections", "users", "rooms", "watched"] {
+        assert_eq!(hub_records(&m, kind), 0, "{kind} after the close:\n{m}");
+    }
+    server.stop().await.unwrap();
+}
+
+/// The value of `chorus_hub_records{kind="<kind>"}` in a scrape.
+fn hub_records(metrics: &str, kind: &str) -> i64 {
+    gauge(metrics, &format!("chorus_hub_records{{kind=\"{kind}\"}}"))
+}
+
+/// The value of the sample named exactly `name` (labels included) in a scrape; panics if absent.
+fn gauge(metrics: &str, name: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in:\n{metrics}"))
+}
+
 #[tokio::test]
 async fn ice_servers_endpoint_mints_turn_credentials_for_the_caller() {
     let server = TestServer::start().await;

@@ -286,6 +286,7 @@ impl Driver {
         while let Some(notice) = self.hub.poll_cluster() {
             self.notify(notice);
         }
+        self.hub.record_sizes();
     }
 
     fn notify(&self, notice: ClusterNotice) {

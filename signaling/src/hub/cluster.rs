@@ -415,7 +415,7 @@ impl Hub {
     pub fn release(&mut self, space: &CallId) {
         let seats: Vec<(ConnectionId, UserId)> = if let Some(room) = self.rooms.remove(space) {
             room.seats().map(|(c, u)| (c, u.clone())).collect()
-        } else if let Some(entry) = self.calls.remove(space) {
+        } else if let Some(entry) = self.remove_call(space) {
             self.metrics.calls_active.dec();
             entry.call.seats().map(|(c, u)| (c, u.clone())).collect()
         } else {
@@ -530,7 +530,7 @@ impl Hub {
             && u.rooms.is_empty()
             && u.connections.is_empty()
         {
-            self.users.remove(user);
+            self.remove_user(user);
         }
         self.mark_user(user);
     }

@@ -34,9 +34,8 @@ use protocol::{
     ServerEvent, ServerShutdown, UserId,
 };
 use serde_json::{Value, json};
-use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -143,7 +142,11 @@ pub struct Hub {
     /// Keys the hashes of user ids in `last_seen` and `invitations` (random per process, so
     /// nobody can choose ids that collide).
     user_keys: RandomState,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Queued timers, earliest first. Exact: a call or user record that goes takes its timer
+    /// with it, so what is queued is bounded by what is live (a lazily deleted heap held every
+    /// call longer than the ring timeout until its `max_duration` deadline, an hour later;
+    /// ADR 0071).
+    timers: BTreeSet<(Instant, Timer)>,
     outputs: VecDeque<Delivery>,
     draining: bool,
     /// What other nodes must hear (clustered only); see [`cluster`].
@@ -179,8 +182,9 @@ struct User {
     manual: bool,
     text: Option<String>,
     last_activity: Instant,
-    /// An idle check is queued; one is enough, as it re-queues itself from `last_activity`.
-    away_timer: bool,
+    /// When the queued idle check is due; one is enough, as it re-queues itself from
+    /// `last_activity`.
+    away_due: Option<Instant>,
     /// Calls not yet ended in which the user is a member.
     calls: HashSet<CallId>,
     /// Rooms the user is in.
@@ -197,7 +201,7 @@ impl User {
             manual: false,
             text: None,
             last_activity: now,
-            away_timer: false,
+            away_due: None,
             calls: HashSet::new(),
             rooms: HashSet::new(),
         }
@@ -206,7 +210,7 @@ impl User {
 
 struct CallEntry {
     call: Call,
-    /// The deadline a timer is queued for, so each change does not queue another.
+    /// The deadline its timer is queued for (exactly one queued timer while `Some`).
     scheduled: Option<Instant>,
 }
 
@@ -235,7 +239,7 @@ impl Hub {
                 invitation::MAX_TRACKED_TARGETS,
             ),
             user_keys: RandomState::new(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             draining: false,
             cluster: VecDeque::new(),
@@ -498,11 +502,11 @@ impl Hub {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.timers.peek() {
+        while let Some((at, _)) = self.timers.first() {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, timer))) = self.timers.pop() else {
+            let Some((_, timer)) = self.timers.pop_first() else {
                 break;
             };
             match timer {
@@ -529,7 +533,7 @@ impl Hub {
 
     /// When [`Hub::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.first().map(|(at, _)| *at)
     }
 
     /// The next server event to deliver.
@@ -552,6 +556,19 @@ impl Hub {
             last_seen: self.last_seen.len(),
             invited_users: self.invitations.tracked(),
         }
+    }
+
+    /// Sets the `chorus_hub_records` gauges from the sizes of the hub's maps; O(1), for the
+    /// hub's task to run after each command.
+    pub fn record_sizes(&self) {
+        let g = &self.metrics.hub_records;
+        let set = |gauge: &prometheus::IntGauge, n: usize| gauge.set(n as i64);
+        set(&g.connections, self.connections.len());
+        set(&g.users, self.users.len());
+        set(&g.calls, self.calls.len());
+        set(&g.rooms, self.rooms.len());
+        set(&g.watched, self.watchers.len());
+        set(&g.timers, self.timers.len());
     }
 
     /// Queues `event` for every connected device of `users`, except one connection.
@@ -849,7 +866,7 @@ impl Hub {
             return;
         };
         if let call::Phase::Ended(reason) = entry.call.phase {
-            let entry = self.calls.remove(id).expect("present above");
+            let entry = self.remove_call(id).expect("present above");
             self.mark_space(id);
             for member in entry.call.members.keys() {
                 self.leave_call_index(member, id);
@@ -893,8 +910,28 @@ impl Hub {
             return;
         };
         if entry.scheduled.is_none_or(|at| next < at) {
-            entry.scheduled = Some(next);
-            self.timers.push(Reverse((next, Timer::Call(id.clone()))));
+            if let Some(earlier) = entry.scheduled.replace(next) {
+                self.timers.remove(&(earlier, Timer::Call(id.clone())));
+            }
+            self.timers.insert((next, Timer::Call(id.clone())));
+        }
+    }
+
+    /// Removes a call with its queued timer.
+    fn remove_call(&mut self, id: &CallId) -> Option<CallEntry> {
+        let entry = self.calls.remove(id)?;
+        if let Some(at) = entry.scheduled {
+            self.timers.remove(&(at, Timer::Call(id.clone())));
+        }
+        Some(entry)
+    }
+
+    /// Removes a user record with its queued idle check.
+    fn remove_user(&mut self, id: &UserId) {
+        if let Some(user) = self.users.remove(id)
+            && let Some(due) = user.away_due
+        {
+            self.timers.remove(&(due, Timer::Away(id.clone())));
         }
     }
 

@@ -22,7 +22,6 @@ use protocol::{
     StatusUpdate, UserId, UserOffline, UserOnline,
 };
 use serde_json::Value;
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -60,7 +59,7 @@ impl Hub {
         let Some(user) = self.users.get_mut(user_id) else {
             return;
         };
-        user.away_timer = false;
+        user.away_due = None;
         if user.manual || user.status != PresenceStatus::Online || user.connections.is_empty() {
             return;
         }
@@ -69,22 +68,19 @@ impl Hub {
             user.status = PresenceStatus::Away;
             self.announce_change(now, user_id, None);
         } else {
-            user.away_timer = true;
-            self.timers
-                .push(Reverse((due, Timer::Away(user_id.clone()))));
+            user.away_due = Some(due);
+            self.timers.insert((due, Timer::Away(user_id.clone())));
         }
     }
 
     /// Queues an idle check `away_after` from now unless one is queued already.
     pub(super) fn arm_away(&mut self, now: Instant, user_id: &UserId) {
         if let Some(user) = self.users.get_mut(user_id)
-            && !user.away_timer
+            && user.away_due.is_none()
         {
-            user.away_timer = true;
-            self.timers.push(Reverse((
-                now + self.settings.away_after,
-                Timer::Away(user_id.clone()),
-            )));
+            let due = now + self.settings.away_after;
+            user.away_due = Some(due);
+            self.timers.insert((due, Timer::Away(user_id.clone())));
         }
     }
 
@@ -133,7 +129,7 @@ impl Hub {
                 u.manual = false;
             }
         } else {
-            self.users.remove(user_id);
+            self.remove_user(user_id);
         }
         self.metrics.sessions.dec();
         if !invisible {

@@ -487,6 +487,33 @@ fn grace_period_survives_a_reload_and_nothing_is_left_afterwards() {
     assert_eq!(stats.timers, 0, "{stats:?}");
 }
 
+/// A call that outlived its ring timeout has its `max_duration` deadline queued; once the call
+/// ends and its users leave, no timer stays behind (a lazily deleted queue held one per such
+/// call for an hour, and every departed user's idle check until `away_after`).
+#[test]
+fn ended_calls_and_departed_users_take_their_timers_with_them() {
+    let mut w = World::new();
+    for n in 0..20u64 {
+        let a = w.connect(10 * n + 1, &format!("alice{n}"));
+        let b = w.connect(10 * n + 2, &format!("bob{n}"));
+        let call = w.initiate(a, &[&format!("bob{n}")]);
+        w.send(b, ClientEvent::CallAccept(call_ref(&call))).unwrap();
+        w.advance(Duration::from_secs(50));
+        assert_eq!(
+            w.hub.stats().calls,
+            1,
+            "the call runs past its ring timeout"
+        );
+        w.send(a, ClientEvent::CallEnd(call_ref(&call))).unwrap();
+        w.hub.disconnect(w.now, a);
+        w.hub.disconnect(w.now, b);
+        w.out();
+    }
+    let stats = w.hub.stats();
+    assert_eq!((stats.calls, stats.user_records), (0, 0), "{stats:?}");
+    assert_eq!(stats.timers, 0, "nothing is left to time: {stats:?}");
+}
+
 #[test]
 fn events_from_unknown_connections_are_refused() {
     let mut w = World::new();
