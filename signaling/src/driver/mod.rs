@@ -2,13 +2,13 @@
 //!
 //! Connections talk to it through a [`HubHandle`] (a bounded command channel); it answers acks
 //! on oneshot channels and pushes server events into each connection's [`Outbox`], bounded in
-//! bytes and events. Each event is rendered once into a [`Frame`] that all its recipients share.
+//! bytes and events. Each event is rendered once into a [`Frame`](crate::transport::outbox::Frame) that all its recipients share.
 //! A connection whose outbox is full is too slow to keep up: it is dropped rather than allowed to
 //! hold the hub back or grow memory without bound.
 //!
 //! In a cluster the driver also relays: deliveries to guests (connections homed on other
-//! nodes) go to their node, and the hub's [`ClusterNotice`]s go to the [`Cluster`] (see
-//! [`task`]).
+//! nodes) go to their node, and the hub's cluster notices go to the [`Cluster`] (see the
+//! private `task` module).
 //!
 //! Lifecycle: [`spawn`] starts the task; it runs until every [`HubHandle`] is dropped.
 
