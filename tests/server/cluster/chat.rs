@@ -124,3 +124,51 @@ async fn the_per_user_send_rate_counts_across_nodes() {
     drop(cluster);
     schema.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acked_message_is_lost_when_the_node_that_took_it_is_killed() {
+    let (mut cluster, schema) = chat_cluster("chat-crash", &[]).await;
+    let mut alice = cluster.node(0).client(Transport::Ws, "alice").await;
+    let mut bob = cluster.node(1).client(Transport::SocketIo, "bob").await;
+    let call = alice.initiate("audio", &["bob"]).await["callId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.expect("call:incoming").await;
+    bob.request("call:accept", json!({"callId": call}))
+        .await
+        .unwrap();
+    // Acked through node 1, which dies right after the last ack.
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        let ack = alice
+            .request(
+                "message:send",
+                json!({"conversationId": call, "content": format!("m{n}"), "type": "text", "tempId": format!("t{n}")}),
+            )
+            .await
+            .expect("acked");
+        acked.push(ack["messageId"].as_str().unwrap().to_owned());
+    }
+    cluster.nodes[0].kill9();
+    // Every acked message is in the history a surviving node serves, in order.
+    let history = bob
+        .request(
+            "message:history",
+            json!({"conversationId": call, "limit": 50}),
+        )
+        .await
+        .expect("history through node 2");
+    let mut ids: Vec<String> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    if ids.first() != acked.first() {
+        ids.reverse();
+    }
+    assert_eq!(ids, acked, "every acked message, once, in order");
+    drop(cluster);
+    schema.drop_now().await;
+}
