@@ -127,8 +127,16 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 
 # npm keeps a copy of the lockfile it installed in node_modules/.package-lock.json; when that is
 # newer than package.json and package-lock.json, the modules are those the lockfile names.
+# An install cut short can leave the stamp beside half-unpacked packages, so every direct
+# dependency must also resolve.
 stamp=tests/node_modules/.package-lock.json
-if [ ! -f "$stamp" ] || [ tests/package-lock.json -nt "$stamp" ] || [ tests/package.json -nt "$stamp" ]; then
+modules_resolve() {
+  (cd tests && node -e '
+    const deps = Object.keys({...require("./package.json").dependencies, ...require("./package.json").devDependencies});
+    for (const d of deps) require.resolve(d + "/package.json");' 2>/dev/null)
+}
+if [ ! -f "$stamp" ] || [ tests/package-lock.json -nt "$stamp" ] || [ tests/package.json -nt "$stamp" ] ||
+  ! modules_resolve; then
   say "installing npm modules (npm ci in tests/)"
   (cd tests && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
