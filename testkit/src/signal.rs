@@ -124,6 +124,11 @@ impl WsClient {
     /// Takes the oldest buffered server event called `event`, reading more frames until one
     /// arrives; panics after [`WAIT`].
     pub async fn expect(&mut self, event: &str) -> Value {
+        self.expect_within(event, WAIT).await
+    }
+
+    /// [`WsClient::expect`], waiting at most `within`.
+    pub async fn expect_within(&mut self, event: &str, within: Duration) -> Value {
         let wait = async {
             loop {
                 if let Some(v) = self.take(event) {
@@ -135,9 +140,9 @@ impl WsClient {
                 }
             }
         };
-        match tokio::time::timeout(WAIT, wait).await {
+        match tokio::time::timeout(within, wait).await {
             Ok(v) => v,
-            Err(_) => panic!("no `{event}` within {WAIT:?}; got {:?}", self.buffered()),
+            Err(_) => panic!("no `{event}` within {within:?}; got {:?}", self.buffered()),
         }
     }
 

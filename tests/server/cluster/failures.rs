@@ -5,9 +5,8 @@ use super::rooms::{Sender, sender, tracks, until_everyone_receives};
 use super::{Cluster, Node, NodeOptions, OwnRedis, labelled, metric};
 use crate::client::Client;
 use crate::server::{Transport, http_get};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
-use testkit::WsClient;
 use tokio::time::Instant;
 
 /// What happens to the room's owner node.
@@ -62,12 +61,10 @@ async fn owner_lost_under_a_room(loss: Loss) {
     match loss {
         Loss::Drain => {
             cluster.nodes[owner].terminate();
-            expect_within(
-                &mut lost_user.signal,
-                "server:shutdown",
-                Duration::from_secs(5),
-            )
-            .await;
+            lost_user
+                .signal
+                .expect_within("server:shutdown", Duration::from_secs(5))
+                .await;
         }
         Loss::Crash => cluster.nodes[owner].kill9(),
     }
@@ -85,7 +82,10 @@ async fn owner_lost_under_a_room(loss: Loss) {
     let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     let mut moved_people = Vec::new();
     for ((mut p, _, _), i) in people.into_iter().zip(&survivors) {
-        let moved = expect_within(&mut p.signal, "media:moved", Duration::from_secs(10)).await;
+        let moved = p
+            .signal
+            .expect_within("media:moved", Duration::from_secs(10))
+            .await;
         assert_eq!(
             (moved["callId"].as_str(), moved["reason"].as_str()),
             (Some("room:standup"), Some(reason)),
@@ -349,21 +349,4 @@ async fn wait_for_ready(node: &Node, status: &str, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Like `expect`, with a longer wait than the client's default.
-async fn expect_within(client: &mut WsClient, event: &str, within: Duration) -> Value {
-    let wait = async {
-        loop {
-            if let Some(v) = client.take(event) {
-                return v;
-            }
-            if !client.pump().await {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::time::timeout(within, wait)
-        .await
-        .unwrap_or_else(|_| panic!("no `{event}` within {within:?}"))
 }
