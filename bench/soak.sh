@@ -31,6 +31,13 @@
 # Usage: bench/soak.sh [MINUTES]                          (default 60)
 #        SAMPLE=10 bench/soak.sh 3
 #        LOAD_ARGS="--calls 4 --rooms 3 --presence 6" bench/soak.sh 60
+#        HEAP_PROFILE=/tmp/soak-heap bench/soak.sh 20
+# HEAP_PROFILE=PATH attaches heaptrack (Debian package `heaptrack`) to the server at half time,
+# so the profile holds only what the second half allocated, and at the end kills the server with
+# SIGKILL instead of SIGTERM (a graceful exit would free everything first): the profile's
+# "leaked" memory is then what the second half allocated and the idle server still held, by call
+# site (`heaptrack_print --print-leaks 1 PATH.zst`, or heaptrack_gui). heaptrack adds its own
+# memory and descriptors to the server's, so a profiled run's rss and fds checks do not count.
 # Server settings that differ from the defaults: presence.away_after = 20s (idle → away happens
 # inside the load's sessions, and stale idle timers are gone 20 s after the last disconnect),
 # rooms.auto_create = true, per-IP connection caps 1000 (every client is on 127.0.0.1), log
@@ -181,7 +188,14 @@ while kill -0 "$LOAD_PID" 2>/dev/null; do
   row "$now" "${S[@]}"
   # Under load: only samples taken before the load's duration ended count for RSS growth.
   if [ "$now" -le $((MINUTES * 60)) ]; then
-    if [ -z "$RSS_HALF" ] && [ "$now" -ge "$HALF" ]; then RSS_HALF=${S[0]}; ANON_HALF=${S[17]}; fi
+    if [ -z "$RSS_HALF" ] && [ "$now" -ge "$HALF" ]; then
+      RSS_HALF=${S[0]}
+      ANON_HALF=${S[17]}
+      if [ -n "${HEAP_PROFILE:-}" ]; then
+        setsid heaptrack -o "$HEAP_PROFILE" -p "$SERVER_PID" >"$WORK/heaptrack.log" 2>&1 &
+        echo "heaptrack attached at ${now} s, writing $HEAP_PROFILE.zst"
+      fi
+    fi
     RSS_LAST=${S[0]}
     ANON_LAST=${S[17]}
   fi
@@ -233,6 +247,14 @@ if grep -qiE 'panic' "$WORK/server.log"; then
   check "server log" 1 "$(grep -iE 'panic' "$WORK/server.log" | head -3)"
 else
   echo "      server log: $(grep -c . "$WORK/server.log" || true) lines at level warn and above, no panic"
+fi
+if [ -n "${HEAP_PROFILE:-}" ]; then
+  kill -KILL "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+  wait 2>/dev/null || true # heaptrack finishing its file
+  echo "      server killed (SIGKILL) for the heap profile: heaptrack_print --print-leaks 1 $HEAP_PROFILE.zst"
+  SERVER_PID=""
+  exit "$FAILED"
 fi
 kill -TERM "$SERVER_PID"
 if wait "$SERVER_PID"; then
