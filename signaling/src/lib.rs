@@ -215,11 +215,12 @@ impl Signaling {
         })
     }
 
-    /// Counts an open connection until the returned guard drops.
-    pub fn connection_gauge(&self, transport: &'static str) -> GaugeGuard {
+    /// Counts an open connection until the returned guard drops; its drop also tells
+    /// [`transport::memory`] that a connection's memory was let go.
+    pub fn connection_gauge(&self, transport: &'static str) -> ConnectionGauge {
         let gauge = self.metrics.connections.with_label_values(&[transport]);
         gauge.inc();
-        GaugeGuard(gauge)
+        ConnectionGauge(gauge)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -316,11 +317,12 @@ fn spawn_observer(routing: std::sync::Weak<cluster::Router>) {
     });
 }
 
-/// Decrements a connection gauge when dropped.
-pub struct GaugeGuard(prometheus::IntGauge);
+/// An open signaling connection, counted in `chorus_signaling_connections` until dropped.
+pub struct ConnectionGauge(prometheus::IntGauge);
 
-impl Drop for GaugeGuard {
+impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         self.0.dec();
+        transport::memory::connection_closed();
     }
 }
