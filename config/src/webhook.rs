@@ -299,8 +299,10 @@ mod tests {
         assert_eq!(refused(endpoint(&["call.rang"])), "webhooks[0].events");
         let twice = [endpoint(&[]), endpoint(&[])];
         assert!(validate(&ok, &twice).is_err(), "two endpoints with one id");
-        let mut short_lease = WebhookConfig::default();
-        short_lease.lease = HumanDuration::secs(5);
+        let short_lease = WebhookConfig {
+            lease: HumanDuration::secs(5),
+            ..WebhookConfig::default()
+        };
         assert!(validate(&short_lease, &[]).is_err());
     }
 }

@@ -437,9 +437,11 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("chorus binary starts");
+        // Owned by `Node` at once, so a failed start is killed and reaped by its `Drop`.
+        let node = Self { child, addr };
         for _ in 0..400 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Self { child, addr };
+                return node;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
