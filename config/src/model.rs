@@ -29,6 +29,10 @@ pub struct Config {
     pub webhooks: Vec<WebhookEndpoint>,
 }
 
+/// Arrays of tables (`[[webhooks]]`): several entries, set in a file only (no variable names an
+/// entry).
+pub const ARRAY_SECTIONS: &[&str] = &["webhooks"];
+
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
     "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu", "turn",
