@@ -58,6 +58,32 @@ pub enum Outcome {
     Failed,
 }
 
+/// What became of a claimed row, for [`OutboxStore::settle_and_claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// [`OutboxStore::delivered`].
+    Delivered {
+        endpoint: String,
+        event_id: String,
+        at: i64,
+    },
+    /// [`OutboxStore::retry_at`].
+    Retry {
+        endpoint: String,
+        event_id: String,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    },
+    /// [`OutboxStore::give_up`].
+    GiveUp {
+        endpoint: String,
+        event_id: String,
+        at: i64,
+        error: String,
+    },
+}
+
 /// The outbox's storage; see the module docs. Shared between tasks and, on PostgreSQL,
 /// between processes.
 #[async_trait]
@@ -70,6 +96,17 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// undone row of its key, until `lease_until`; oldest first.
     async fn claim(
         &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, ChatError>;
+
+    /// Records `settled` outcomes, then claims as [`OutboxStore::claim`] does, all in one
+    /// transaction: one commit for a whole round of the delivery loop, so that it does not
+    /// queue a commit per request ahead of the writers that append events.
+    async fn settle_and_claim(
+        &self,
+        settled: &[Settle],
         now: i64,
         lease_until: i64,
         limit: u32,
@@ -193,15 +230,66 @@ macro_rules! impl_outbox {
                 lease_until: i64,
                 limit: u32,
             ) -> Result<Vec<OutboxRow>, ChatError> {
+                self.settle_and_claim(&[], now, lease_until, limit).await
+            }
+
+            async fn settle_and_claim(
+                &self,
+                settled: &[Settle],
+                now: i64,
+                lease_until: i64,
+                limit: u32,
+            ) -> Result<Vec<OutboxRow>, ChatError> {
                 use sqlx::Row as _;
                 static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
                 let sql = SQL.get_or_init(|| statements::CLAIM.replace("{lock}", $lock));
-                let rows = sqlx::query(sql.as_str())
-                    .bind(now)
-                    .bind(lease_until)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
+                let mut tx = self.pool.begin_with($begin).await?;
+                for s in settled {
+                    let query = match s {
+                        Settle::Delivered {
+                            endpoint,
+                            event_id,
+                            at,
+                        } => sqlx::query(statements::DELIVERED)
+                            .bind(endpoint)
+                            .bind(event_id)
+                            .bind(*at),
+                        Settle::Retry {
+                            endpoint,
+                            event_id,
+                            attempts,
+                            next_attempt_at,
+                            error,
+                        } => sqlx::query(statements::RETRY)
+                            .bind(endpoint)
+                            .bind(event_id)
+                            .bind(i64::from(*attempts))
+                            .bind(*next_attempt_at)
+                            .bind(error),
+                        Settle::GiveUp {
+                            endpoint,
+                            event_id,
+                            at,
+                            error,
+                        } => sqlx::query(statements::GIVE_UP)
+                            .bind(endpoint)
+                            .bind(event_id)
+                            .bind(*at)
+                            .bind(error),
+                    };
+                    query.execute(&mut *tx).await?;
+                }
+                let rows = if limit == 0 {
+                    Vec::new()
+                } else {
+                    sqlx::query(sql.as_str())
+                        .bind(now)
+                        .bind(lease_until)
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await?
+                };
+                tx.commit().await?;
                 let mut claimed = rows
                     .iter()
                     .map(|r| {
@@ -390,5 +478,52 @@ mod tests {
         assert_eq!(retaken.len(), 2, "b/e1 and a/e3, leased until 2000");
         assert_eq!(outbox.prune(2001, 100).await.unwrap(), 2);
         assert_eq!(outbox.depth().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn outcomes_and_the_next_claim_commit_together() {
+        let (_dir, store) = store().await;
+        let outbox = store.outbox();
+        let rows = [
+            row("a", "e1", "k", 1),
+            row("a", "e2", "k", 2),
+            row("a", "e3", "j", 3),
+        ];
+        outbox.append(&rows).await.unwrap();
+        let first = outbox.settle_and_claim(&[], 1000, 2000, 1).await.unwrap();
+        assert_eq!(first[0].event_id, "e1", "oldest first, up to the limit");
+        let settled = [Settle::Delivered {
+            endpoint: "a".into(),
+            event_id: "e1".into(),
+            at: 1100,
+        }];
+        let next = outbox
+            .settle_and_claim(&settled, 1100, 2100, 10)
+            .await
+            .unwrap();
+        let ids: Vec<_> = next.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["e2", "e3"],
+            "e1's outcome lets e2 go in the same round"
+        );
+        let retry = [Settle::Retry {
+            endpoint: "a".into(),
+            event_id: "e2".into(),
+            attempts: 1,
+            next_attempt_at: 5000,
+            error: "HTTP 500".into(),
+        }];
+        assert!(
+            outbox
+                .settle_and_claim(&retry, 1200, 2200, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let early = outbox.claim(4999, 6000, 10).await.unwrap();
+        assert_eq!(early.len(), 1, "e2 is not due yet");
+        assert_eq!(early[0].event_id, "e3", "e3's lease ran out at 2100");
+        assert_eq!(outbox.claim(5000, 6000, 10).await.unwrap()[0].attempts, 1);
     }
 }

@@ -3,7 +3,7 @@
 //! Every node runs one. A claim leases each row to this node for `webhook.lease`; only the
 //! oldest undone event of a room or call (per endpoint) can be claimed, so events of one key go
 //! one after the other, in order, while different keys go in parallel up to
-//! `webhook.concurrency`. A failed attempt makes the row due again after a back-off
+//! `webhook.concurrency`. Outcomes are written in batches with the next claim. A failed attempt makes the row due again after a back-off
 //! ([`backoff`]); an event older than `webhook.retry_for` is given up. An endpoint that fails
 //! `webhook.pause_after` attempts in a row is paused for `webhook.pause_for`; its events are
 //! put off (not counted as attempts) until one probe succeeds.
@@ -12,11 +12,12 @@ use super::Shared;
 use super::endpoint::Endpoint;
 use super::event::millis;
 use super::sign;
-use ::chat::outbox::OutboxRow;
+use ::chat::outbox::{OutboxRow, Settle};
 use bytes::Bytes;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// How often the task looks for due events without being woken (other nodes' events, retries
@@ -39,9 +40,16 @@ pub fn backoff(attempts: u32, initial: Duration, max: Duration, draw: f64) -> Du
 }
 
 /// Runs until `stop` resolves.
+///
+/// Each round writes the outcomes of the attempts that finished since the last round and claims
+/// the next rows in one transaction
+/// ([`settle_and_claim`](::chat::outbox::OutboxStore::settle_and_claim)): the task has at most one
+/// write in flight, so the hub's appends never queue behind a commit per request.
 pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let mut inflight: JoinSet<()> = JoinSet::new();
+    let (done, mut finished) = mpsc::unbounded_channel::<Settle>();
+    let mut settled: Vec<Settle> = Vec::new();
     let mut last_depth = Instant::now() - DEPTH_EVERY;
     let mut last_prune = Instant::now();
     let concurrency = shared.settings.concurrency as usize;
@@ -54,30 +62,48 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
             last_prune = Instant::now();
             prune(&shared).await;
         }
-        let free = concurrency.saturating_sub(inflight.len());
-        let mut claimed = 0;
+        while inflight.try_join_next().is_some() {}
+        while let Ok(s) = finished.try_recv() {
+            settled.push(s);
+        }
         // With no endpoint there is nothing to send (and no query to run every poll).
-        if free > 0 && !shared.endpoints.is_empty() {
+        let free = if shared.endpoints.is_empty() {
+            0
+        } else {
+            concurrency.saturating_sub(inflight.len())
+        };
+        let mut claimed = 0;
+        if free > 0 || !settled.is_empty() {
             let now = millis(SystemTime::now());
             let lease = now + millis_of(shared.settings.lease.get());
-            match shared.outbox.claim(now, lease, free as u32).await {
+            match shared
+                .outbox
+                .settle_and_claim(&settled, now, lease, free as u32)
+                .await
+            {
                 Ok(rows) => {
+                    settled.clear();
                     claimed = rows.len();
                     for row in rows {
-                        if let Some(go) = admit(&shared, row).await {
-                            let shared = shared.clone();
-                            inflight.spawn(async move { attempt(&shared, go).await });
+                        match admit(&shared, row) {
+                            Admit::Go(go) => {
+                                let (shared, done) = (shared.clone(), done.clone());
+                                inflight.spawn(async move {
+                                    let _ = done.send(attempt(&shared, go).await);
+                                });
+                            }
+                            Admit::Settle(s) => settled.push(s),
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "webhook outbox claim failed; retrying"),
+                // The outcomes stay for the next round; the claims' leases keep the rows.
+                Err(e) => tracing::warn!(error = %e, "webhook outbox round failed; retrying"),
             }
         }
         // Claimed a full batch: there may be more due at once.
         if claimed > 0 && claimed == free {
             tokio::select! {
                 () = &mut stop => break,
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
                 () = tokio::task::yield_now() => {}
             }
             continue;
@@ -85,12 +111,28 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
         tokio::select! {
             () = &mut stop => break,
             () = shared.wake.notified() => {}
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            Some(s) = finished.recv() => settled.push(s),
             () = tokio::time::sleep(POLL) => {}
         }
     }
-    // Leases of unfinished attempts run out and another node (or the next start) retries them.
-    inflight.shutdown().await;
+    // Attempts in flight finish (within `request_timeout`) and their outcomes are written, so
+    // the next start does not wait for their leases; any still running then are abandoned, and
+    // another node (or the next start) takes them over once their leases run out.
+    let finish = async { while inflight.join_next().await.is_some() {} };
+    if tokio::time::timeout(shared.settings.request_timeout.get(), finish)
+        .await
+        .is_err()
+    {
+        inflight.shutdown().await;
+    }
+    while let Ok(s) = finished.try_recv() {
+        settled.push(s);
+    }
+    if !settled.is_empty()
+        && let Err(e) = shared.outbox.settle_and_claim(&settled, 0, 0, 0).await
+    {
+        tracing::warn!(error = %e, "could not record the last webhook outcomes");
+    }
 }
 
 /// A claimed row with its endpoint, cleared to be sent now.
@@ -99,26 +141,28 @@ struct Go {
     endpoint: Arc<Endpoint>,
 }
 
+enum Admit {
+    Go(Go),
+    /// Not sent: given up (endpoint removed) or put off (endpoint paused).
+    Settle(Settle),
+}
+
 /// Decides what to do with a claimed row: send it, give it up (endpoint gone), or put it off
 /// (endpoint paused, or being probed).
-async fn admit(shared: &Shared, row: OutboxRow) -> Option<Go> {
+fn admit(shared: &Shared, row: OutboxRow) -> Admit {
     let now = SystemTime::now();
     let Some(endpoint) = shared.endpoints.get(&row.endpoint) else {
-        let _ = shared
-            .outbox
-            .give_up(
-                &row.endpoint,
-                &row.event_id,
-                millis(now),
-                "endpoint removed",
-            )
-            .await;
         shared
             .metrics
             .failed
             .with_label_values(&[row.endpoint.as_str()])
             .inc();
-        return None;
+        return Admit::Settle(Settle::GiveUp {
+            endpoint: row.endpoint,
+            event_id: row.event_id,
+            at: millis(now),
+            error: "endpoint removed".into(),
+        });
     };
     let wait = {
         let mut health = endpoint.health();
@@ -132,26 +176,21 @@ async fn admit(shared: &Shared, row: OutboxRow) -> Option<Go> {
             None => None,
         }
     };
-    if let Some(wait) = wait {
+    match wait {
         // Not an attempt: the count and the back-off stay as they were.
-        let at = millis(now) + millis_of(wait);
-        let _ = shared
-            .outbox
-            .retry_at(
-                &row.endpoint,
-                &row.event_id,
-                row.attempts,
-                at,
-                "endpoint paused",
-            )
-            .await;
-        return None;
+        Some(wait) => Admit::Settle(Settle::Retry {
+            endpoint: row.endpoint,
+            event_id: row.event_id,
+            attempts: row.attempts,
+            next_attempt_at: millis(now) + millis_of(wait),
+            error: "endpoint paused".into(),
+        }),
+        None => Admit::Go(Go { row, endpoint }),
     }
-    Some(Go { row, endpoint })
 }
 
-/// One HTTP attempt and its outcome in the outbox.
-async fn attempt(shared: &Shared, go: Go) {
+/// One HTTP attempt; returns its outcome for the outbox.
+async fn attempt(shared: &Shared, go: Go) -> Settle {
     let Go { row, endpoint } = go;
     let sent_at = SystemTime::now();
     let timestamp = millis(sent_at) / 1000;
@@ -171,18 +210,15 @@ async fn attempt(shared: &Shared, go: Go) {
     let done_at = SystemTime::now();
     match outcome {
         Ok(()) => {
-            if let Err(e) = shared
-                .outbox
-                .delivered(&row.endpoint, &row.event_id, millis(done_at))
-                .await
-            {
-                // The lease runs out and the event is sent again: at least once.
-                tracing::warn!(error = %e, "could not mark a webhook event delivered");
-            }
             shared.metrics.delivered.with_label_values(&[&id]).inc();
             let latency = (millis(done_at) - row.created_at).max(0) as f64 / 1000.0;
             shared.metrics.latency.observe(latency);
             shared.healthy(&endpoint);
+            Settle::Delivered {
+                endpoint: row.endpoint,
+                event_id: row.event_id,
+                at: millis(done_at),
+            }
         }
         Err(error) => {
             shared.unhealthy(&endpoint);
@@ -196,25 +232,27 @@ async fn attempt(shared: &Shared, go: Go) {
             );
             let next = millis(done_at) + millis_of(delay);
             let deadline = row.created_at + millis_of(s.retry_for.get());
-            let result = if next > deadline {
+            if next > deadline {
                 tracing::warn!(endpoint = %id, event = %row.event_id, %error, attempts,
                     "webhook event given up after webhook.retry_for");
                 shared.metrics.failed.with_label_values(&[&id]).inc();
-                shared
-                    .outbox
-                    .give_up(&row.endpoint, &row.event_id, millis(done_at), &error)
-                    .await
+                Settle::GiveUp {
+                    endpoint: row.endpoint,
+                    event_id: row.event_id,
+                    at: millis(done_at),
+                    error,
+                }
             } else {
                 tracing::debug!(endpoint = %id, event = %row.event_id, %error, attempts,
                     "webhook attempt failed; retrying");
                 shared.metrics.retried.with_label_values(&[&id]).inc();
-                shared
-                    .outbox
-                    .retry_at(&row.endpoint, &row.event_id, attempts, next, &error)
-                    .await
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not record a failed webhook attempt");
+                Settle::Retry {
+                    endpoint: row.endpoint,
+                    event_id: row.event_id,
+                    attempts,
+                    next_attempt_at: next,
+                    error,
+                }
             }
         }
     }
