@@ -1,7 +1,8 @@
 //! Webhooks against a real HTTP receiver started by the test (issue 14, item 1; ADR 0073):
 //! signatures verify, a receiver that fails the first attempts still gets every event exactly
-//! once per id and in order per room and call, and events pending when the server is killed
-//! with SIGKILL all arrive after it restarts (SQLite and PostgreSQL).
+//! once per id and in order per room and call, events pending when the server is killed with
+//! SIGKILL all arrive after it restarts (SQLite and PostgreSQL), and nodes sharing PostgreSQL
+//! deliver each event once, also when one of them is killed.
 
 use crate::client::{Client, WsClient};
 use crate::durability::Schema;
@@ -355,7 +356,7 @@ async fn an_endpoint_that_keeps_failing_is_paused_then_resumed() {
         c.webhook.backoff_initial = config::HumanDuration::millis(10);
         c.webhook.backoff_max = config::HumanDuration::millis(20);
         c.webhook.pause_after = 3;
-        c.webhook.pause_for = config::HumanDuration::millis(700);
+        c.webhook.pause_for = config::HumanDuration::millis(1500);
         c.webhooks = vec![endpoint(&receiver, &["call.*"])];
     })
     .await;
@@ -583,5 +584,53 @@ async fn two_nodes_sharing_postgres_deliver_each_event_once_in_order() {
     }
     check_once_and_signed(&receiver.log());
     drop((a, b));
+    schema.drop_now().await;
+}
+
+/// A failover: two nodes share PostgreSQL, one is killed with SIGKILL while the events of its
+/// calls are pending (some leased to it); the other delivers every one, once, in order.
+#[tokio::test]
+async fn a_node_killed_with_pending_events_loses_none_the_other_delivers() {
+    let schema = Schema::create().await;
+    let receiver = Receiver::start(0).await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let config = node_config(&receiver, Some(&schema.url()));
+    let mut a = Node::start(&scratch_dir(), &config).await;
+    let b = Node::start(&scratch_dir(), &config).await;
+    let mut calls = Vec::new();
+    for (i, node) in [&a, &a, &b].into_iter().enumerate() {
+        let (x, y) = (format!("alice{i}"), format!("bob{i}"));
+        let mut caller = node.client(&x).await;
+        let mut callee = node.client(&y).await;
+        let ack = caller.initiate("audio", &[y.as_str()]).await;
+        let call = ack["callId"].as_str().unwrap().to_owned();
+        callee
+            .request("call:accept", json!({"callId": call}))
+            .await
+            .unwrap();
+        caller
+            .request("call:end", json!({"callId": call}))
+            .await
+            .unwrap();
+        calls.push(call);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.log().len() < 6 {
+        assert!(Instant::now() < deadline, "both nodes tried to deliver");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill9();
+    receiver.down.store(false, Ordering::SeqCst);
+    receiver
+        .wait_for(Duration::from_secs(30), |d| d.len() >= 7 * calls.len())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 7 * calls.len(), "each event once");
+    for call in &calls {
+        assert_eq!(types(&of_space(&delivered, call)), CALL_EVENTS);
+    }
+    check_once_and_signed(&receiver.log());
+    drop(b);
     schema.drop_now().await;
 }
