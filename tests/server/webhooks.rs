@@ -634,3 +634,63 @@ async fn a_node_killed_with_pending_events_loses_none_the_other_delivers() {
     drop(b);
     schema.drop_now().await;
 }
+
+/// Tracks: a webrtc-rs peer publishes audio in a room; `track.published` and
+/// `track.unpublished` reach the receiver in the room's order, after the publisher joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn published_tracks_are_reported_in_room_order() {
+    let receiver = Receiver::start(0).await;
+    let server = TestServer::with(|c| {
+        c.rooms.auto_create = Some(true);
+        c.webhooks = vec![endpoint(&receiver, &["room.*", "participant.*", "track.*"])];
+    })
+    .await;
+    let (room, space) = ("stage", "room:stage");
+    let token = |user: &str| {
+        let grants = Grants {
+            room: Some(room.to_owned()),
+            ..Grants::default()
+        };
+        mint(user, grants, Duration::from_secs(600))
+    };
+    let mut bob = WsClient::connect(server.addr, &token("bob")).await.unwrap();
+    bob.join_room(room).await;
+    let mut alice = WsClient::connect(server.addr, &token("alice"))
+        .await
+        .unwrap();
+    alice.join_room(room).await;
+    let mut pc = testkit::Peer::new().await;
+    pc.publish(testkit::Kind::Audio, "mic", 0x0B0B_0001).await;
+    let offer = pc.offer().await;
+    let answer = alice.offer_to_sfu(space, &offer).await.unwrap();
+    pc.accept_answer(answer).await;
+    pc.wait_connected("alice").await;
+    let published = bob.expect("track:published").await;
+    let leave = json!({ "room": room });
+    alice.request("room:leave", leave.clone()).await.unwrap();
+    bob.request("room:leave", leave).await.unwrap();
+    pc.close().await;
+    receiver
+        .wait_for(Duration::from_secs(20), |d| {
+            d.iter().any(|r| r.body["type"] == "track.unpublished")
+                && d.iter().any(|r| r.body["type"] == "room.finished")
+        })
+        .await;
+    let events = of_space(&receiver.delivered(), space);
+    let kinds = types(&events);
+    let at = |kind: &str, user: &str| {
+        events
+            .iter()
+            .position(|(t, d)| t == kind && d["userId"] == user)
+            .unwrap_or_else(|| panic!("{kind} of {user} in {kinds:?}"))
+    };
+    assert_eq!(kinds[0], "room.started");
+    assert!(at("participant.joined", "alice") < at("track.published", "alice"));
+    assert!(at("track.published", "alice") < at("track.unpublished", "alice"));
+    let track = &events[at("track.published", "alice")].1;
+    assert_eq!(track["trackId"], published["trackId"]);
+    assert_eq!(track["kind"], "audio");
+    assert!(!track.to_string().contains("sdp"));
+    check_once_and_signed(&receiver.log());
+    server.stop().await.unwrap();
+}
