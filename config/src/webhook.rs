@@ -56,7 +56,7 @@ pub struct WebhookConfig {
     pub lease: HumanDuration,
     /// Longest time the hub waits for the outbox to store a step's events before it carries
     /// on without them (counted as dropped, `reason="storage"`): a database outage must not
-    /// stop calls.
+    /// stop calls. After a failed or slow write, events are dropped at once for 5 s.
     pub write_timeout: HumanDuration,
 }
 

@@ -46,7 +46,14 @@ pub struct Shared {
     /// Undelivered rows, as last read from the database plus rows appended since: the
     /// `webhook.max_outbox` check, without a `COUNT` per step.
     depth: AtomicU64,
+    /// After a failed or slow write, appends are dropped at once until then: during a database
+    /// outage the hub then waits `webhook.write_timeout` once per [`STORAGE_RETRY`], not on every
+    /// step.
+    storage_down_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long appends are dropped without trying after a write failed or timed out.
+pub const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Webhooks {
     /// The service over `outbox` with the configured endpoints; metrics go to `registry`.
@@ -69,6 +76,7 @@ impl Webhooks {
                 client: client::Client::new(config.webhook.request_timeout.get()),
                 wake: Notify::new(),
                 depth: AtomicU64::new(0),
+                storage_down_until: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -87,7 +95,8 @@ impl Webhooks {
     /// Stores `events` for every endpoint that wants them, durably, and returns once they are
     /// stored: call it before telling any client. When the outbox is full, or the database
     /// fails or takes longer than `webhook.write_timeout`, the events are dropped, logged and
-    /// counted (`chorus_webhook_events_dropped_total`), and this returns all the same.
+    /// counted (`chorus_webhook_events_dropped_total`), and this returns all the same; after a
+    /// failure, events are dropped without trying for [`STORAGE_RETRY`].
     pub async fn append(&self, events: Vec<WebhookEvent>) {
         let shared = &self.shared;
         let endpoints = shared.endpoints.list();
@@ -125,33 +134,50 @@ impl Webhooks {
             );
             return;
         }
+        let down = |until: Option<std::time::Instant>| {
+            *shared
+                .storage_down_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = until;
+        };
+        let down_until = *shared
+            .storage_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if down_until.is_some_and(|until| std::time::Instant::now() < until) {
+            shared
+                .metrics
+                .dropped
+                .with_label_values(&["storage"])
+                .inc_by(n);
+            return;
+        }
         let timeout = shared.settings.write_timeout.get();
-        match tokio::time::timeout(timeout, shared.outbox.append(&rows)).await {
+        let error = match tokio::time::timeout(timeout, shared.outbox.append(&rows)).await {
             Ok(Ok(new)) => {
                 shared.depth.fetch_add(new, Ordering::Relaxed);
                 shared.wake.notify_one();
+                if down_until.is_some() {
+                    tracing::info!("webhook outbox writable again");
+                    down(None);
+                }
+                return;
             }
-            Ok(Err(error)) => {
-                shared
-                    .metrics
-                    .dropped
-                    .with_label_values(&["storage"])
-                    .inc_by(n);
-                tracing::error!(%error, dropped = n, "webhook outbox write failed: events dropped");
-            }
-            Err(_) => {
-                shared
-                    .metrics
-                    .dropped
-                    .with_label_values(&["storage"])
-                    .inc_by(n);
-                tracing::error!(
-                    ?timeout,
-                    dropped = n,
-                    "webhook outbox write slower than webhook.write_timeout: events dropped"
-                );
-            }
-        }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("slower than webhook.write_timeout ({timeout:?})"),
+        };
+        shared
+            .metrics
+            .dropped
+            .with_label_values(&["storage"])
+            .inc_by(n);
+        tracing::error!(
+            %error,
+            dropped = n,
+            retry_in = ?STORAGE_RETRY,
+            "webhook outbox write failed: events dropped, and dropped at once until the retry"
+        );
+        down(Some(std::time::Instant::now() + STORAGE_RETRY));
     }
 
     /// Delivers until `stop` resolves; see [`delivery`].

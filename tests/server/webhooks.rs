@@ -694,3 +694,66 @@ async fn published_tracks_are_reported_in_room_order() {
     check_once_and_signed(&receiver.log());
     server.stop().await.unwrap();
 }
+
+/// A database that cannot store events does not stop calls: the events are dropped and
+/// counted, and once the database is back, new events are stored and delivered again.
+#[tokio::test]
+async fn an_outbox_that_cannot_be_written_drops_events_and_calls_go_on() {
+    use sqlx::Connection;
+    let schema = Schema::create().await;
+    let receiver = Receiver::start(0).await;
+    let url = schema.url();
+    let server = TestServer::with(|c| {
+        c.chat.database_url = url.clone();
+        c.webhook.write_timeout = config::HumanDuration::millis(500);
+        c.webhooks = vec![endpoint(&receiver, &["call.*"])];
+    })
+    .await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    sqlx::query(sqlx::AssertSqlSafe(rename(
+        "webhook_outbox",
+        "webhook_outbox_away",
+    )))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mut alice = server.client(Transport::Ws, "alice").await;
+    let mut bob = server.client(Transport::Ws, "bob").await;
+    let started = Instant::now();
+    let lost = one_call(&mut alice, &mut bob).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a call goes on while its events cannot be stored: {:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = http_get(server.addr, "/metrics", None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chorus_webhook_events_dropped_total{reason=\"storage\"}")),
+        "dropped events are counted"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(rename(
+        "webhook_outbox_away",
+        "webhook_outbox",
+    )))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // Past the storage retry, events are stored and delivered again.
+    tokio::time::sleep(chorus::webhook::STORAGE_RETRY).await;
+    let kept = one_call(&mut alice, &mut bob).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |d| d.len() >= 3)
+        .await;
+    let delivered = receiver.delivered();
+    assert_eq!(
+        types(&of_space(&delivered, &kept)),
+        ["call.started", "call.answered", "call.ended"]
+    );
+    assert!(of_space(&delivered, &lost).is_empty());
+    server.stop().await.unwrap();
+    db.close().await.unwrap();
+    schema.drop_now().await;
+}
