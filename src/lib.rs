@@ -12,6 +12,7 @@ pub mod listener;
 mod ops;
 pub mod shutdown;
 mod web;
+pub mod webhook;
 pub mod wiring;
 
 use background::Background;
@@ -33,6 +34,8 @@ pub struct Server {
     pub sfu: Option<::sfu::SfuHandle>,
     /// The TURN relay, when it is enabled and has credentials to check.
     pub turn: Option<::turn::Server>,
+    /// Webhook endpoints and delivery (ADR 0073).
+    pub webhooks: webhook::Webhooks,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -75,8 +78,10 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     if let (Some(limit), signaling::cluster::Topology::Clustered) = (rate, cluster.topology()) {
         chat = chat.with_send_rate(Arc::new(chat::ClusterRate::new(cluster.clone(), limit)));
     }
+    let webhooks = webhook::Webhooks::new(config, chat.outbox(), &registry)
+        .map_err(|e| RunError::Config(format!("webhooks (`[[webhooks]]`): {e}")))?;
     let extension: Arc<dyn signaling::extension::Extension> =
-        Arc::new(chat::ChatExtension::new(chat.clone()));
+        Arc::new(chat::ChatExtension::new(chat.clone()).with_webhooks(webhooks.clone()));
     let sfu = if config.sfu.enabled {
         let handle = ::sfu::Sfu::start(sfu::settings(config), &registry)
             .map_err(|e| RunError::Config(format!("cannot start the SFU (`sfu.*`): {e}")))?;
@@ -98,12 +103,13 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
             .clone()
             .map(|m| m as Arc<dyn signaling::media::MediaServer>),
         cluster,
+        Some(Arc::new(webhooks.clone()) as Arc<dyn signaling::lifecycle::LifecycleSink>),
         &registry,
     )
     .map_err(|e| RunError::Config(e.to_string()))?;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
     if let Some(handle) = &sfu {
-        sfu::spawn_event_pump(handle, signaling.hub.clone());
+        sfu::spawn_event_pump(handle, signaling.hub.clone(), webhooks.clone());
     }
     Ok(Server {
         signaling,
@@ -111,6 +117,7 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
         chat,
         sfu,
         turn,
+        webhooks,
     })
 }
 
@@ -271,10 +278,23 @@ pub async fn serve(
             })
         })
     });
-    let running: Vec<&Background> = [turn.as_ref(), sfu.as_ref(), Some(&hub), sweeper.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let webhooks = {
+        let webhooks = server.webhooks.clone();
+        Background::spawn("webhook delivery", |stop| async move {
+            webhooks.run_delivery(stop).await;
+            Ok::<(), String>(())
+        })
+    };
+    let running: Vec<&Background> = [
+        turn.as_ref(),
+        sfu.as_ref(),
+        Some(&hub),
+        sweeper.as_ref(),
+        Some(&webhooks),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let part_ended = background::first_ended(&running);
     let reconnect = config.server.reconnect_hint.get();
     let drain = config.server.drain_timeout.get();
@@ -318,7 +338,10 @@ pub async fn serve(
         let _ = task.await;
     }
     let mut outcome = Ok(());
-    for part in [turn, sfu, sweeper, Some(hub)].into_iter().flatten() {
+    for part in [turn, sfu, sweeper, Some(webhooks), Some(hub)]
+        .into_iter()
+        .flatten()
+    {
         let stopped = part.stop().await;
         if outcome.is_ok() {
             outcome = stopped;

@@ -77,6 +77,7 @@ mod delivery;
 mod error;
 mod event;
 mod id;
+pub mod outbox;
 mod rate;
 mod service;
 mod settings;

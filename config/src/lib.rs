@@ -17,7 +17,12 @@
 mod duration;
 mod model;
 mod sources;
+mod webhook;
 
 pub use duration::HumanDuration;
 pub use model::*;
 pub use sources::{ConfigError, Overrides};
+pub use webhook::{
+    MAX_WEBHOOK_ENDPOINTS, OPT_IN_EVENTS, WEBHOOK_EVENTS, WebhookConfig, WebhookEndpoint,
+    WebhookSecrets, webhook_secret_key,
+};

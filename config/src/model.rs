@@ -1,6 +1,7 @@
 //! The configuration model. Every field's doc says why it exists; `chorus.example.toml` repeats
 //! them for operators, with each default.
 
+use crate::webhook::{WebhookConfig, WebhookEndpoint};
 use crate::{ConfigError, HumanDuration};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -22,12 +23,20 @@ pub struct Config {
     pub sfu: SfuConfig,
     pub turn: TurnConfig,
     pub cluster: ClusterConfig,
+    /// How webhook events are delivered; see [`WebhookConfig`].
+    pub webhook: WebhookConfig,
+    /// Where webhook events go: `[[webhooks]]` entries (none by default).
+    pub webhooks: Vec<WebhookEndpoint>,
 }
+
+/// Arrays of tables (`[[webhooks]]`): several entries, set in a file only (no variable names an
+/// entry).
+pub const ARRAY_SECTIONS: &[&str] = &["webhooks"];
 
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
     "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu", "turn",
-    "cluster",
+    "cluster", "webhook",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -710,6 +719,7 @@ impl Config {
             l.max_connections_per_user as u64,
         )?;
         self.validate_cluster()?;
+        crate::webhook::validate(&self.webhook, &self.webhooks)?;
         positive("limits.invites_per_minute", l.invites_per_minute as u64)?;
         positive("limits.invite_burst", l.invite_burst as u64)?;
         if l.outbound_queue < 16 {

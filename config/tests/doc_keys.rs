@@ -22,13 +22,33 @@
 //!    table; a table of keys with no such span fails the test (say which section). Every code
 //!    span in a row's first cell is a key of that section, or a `SECTION.key` (rule 1).
 //!
+//! Arrays of tables (`[[webhooks]]`, one of `config::ARRAY_SECTIONS`) count as sections too, in
+//! the example also when commented out (`# [[webhooks]]`, as there is none by default); the
+//! example's keys of one are deserialised together, as one entry.
+//!
 //! Only the top level of `docs/` is read: ADRs record history and may name keys that have since
 //! changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use config::SECTIONS;
+use config::{ARRAY_SECTIONS, SECTIONS};
+
+/// The section a header line opens: `[name]`, or `[[name]]` (also `# [[name]]`) for an array
+/// section.
+fn header(line: &str) -> Option<String> {
+    let uncommented = line.strip_prefix('#').map_or(line, str::trim_start);
+    if let Some(name) = uncommented
+        .strip_prefix("[[")
+        .and_then(|l| l.strip_suffix("]]"))
+        .filter(|name| ARRAY_SECTIONS.contains(name))
+    {
+        return Some(name.to_owned());
+    }
+    line.strip_prefix('[')
+        .and_then(|l| l.strip_suffix(']'))
+        .map(str::to_owned)
+}
 
 /// Keys of `chorus.example.toml`, per section: every `key = …` and `# key = …` line.
 fn example_keys(root: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -37,9 +57,9 @@ fn example_keys(root: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut section = None;
     for line in text.lines() {
         let line = line.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = Some(name.to_owned());
-            keys.entry(name.to_owned()).or_default();
+        if let Some(name) = header(line) {
+            keys.entry(name.clone()).or_default();
+            section = Some(name);
             continue;
         }
         let Some(section) = &section else { continue };
@@ -210,8 +230,8 @@ fn named_keys(file: &str, text: &str) -> (Vec<Named>, Vec<String>) {
         if let Some(language) = &fence {
             if language == "toml" {
                 let line = trimmed.trim_end();
-                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                    toml_section = Some(name.to_owned());
+                if let Some(name) = header(line) {
+                    toml_section = Some(name);
                 } else if let Some(section) = &toml_section {
                     let assignment = line.strip_prefix('#').map_or(line, str::trim_start);
                     if let Some((key, _)) = assignment.split_once('=')
@@ -328,6 +348,19 @@ fn root() -> PathBuf {
 #[test]
 fn every_key_of_the_example_is_a_key_of_the_model() {
     for (section, keys) in example_keys(&root()) {
+        if ARRAY_SECTIONS.contains(&section.as_str()) {
+            let mut one = format!("[[{section}]]\n");
+            for (key, value) in &keys {
+                one.push_str(&format!("{key} = {value}\n"));
+            }
+            let parsed: Result<config::Config, _> = toml::from_str(&one);
+            assert!(
+                parsed.is_ok(),
+                "chorus.example.toml: the `[[{section}]]` example is not one of the model: {:?}",
+                parsed.err()
+            );
+            continue;
+        }
         assert!(SECTIONS.contains(&section.as_str()), "[{section}]");
         for (key, value) in keys {
             let one = format!("[{section}]\n{key} = {value}\n");

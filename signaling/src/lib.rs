@@ -16,6 +16,7 @@ pub mod extension;
 pub mod http;
 pub mod hub;
 pub mod ice;
+pub mod lifecycle;
 pub mod limits;
 pub mod media;
 pub mod metrics;
@@ -76,13 +77,15 @@ impl Refused {
 }
 
 impl Signaling {
-    /// The signaling service of one node. `cluster` is [`cluster::Solo`] on a single node.
+    /// The signaling service of one node. `cluster` is [`cluster::Solo`] on a single node;
+    /// `lifecycle` stores the hub's lifecycle events (webhooks) before clients hear of them.
     pub fn new(
         config: &config::Config,
         auth: Authenticator,
         extension: Option<Arc<dyn extension::Extension>>,
         media: Option<Arc<dyn media::MediaServer>>,
         cluster: Arc<dyn cluster::Cluster>,
+        lifecycle: Option<Arc<dyn lifecycle::LifecycleSink>>,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
         let metrics = Metrics::new(registry)?;
@@ -99,7 +102,7 @@ impl Signaling {
                 (u64::from(rand::random::<u32>() & 0xFF_FFFF) << 40) | 1
             }
         };
-        let hub = driver::spawn(hub, media.clone(), cluster.clone(), first_conn);
+        let hub = driver::spawn(hub, media.clone(), cluster.clone(), lifecycle, first_conn);
         let routing = cluster::Router::new(
             hub.clone(),
             cluster,

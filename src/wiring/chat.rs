@@ -9,6 +9,8 @@
 //! Wire types and event names all come from `protocol::chat`. Membership comes from signaling's
 //! join hook: whoever starts, accepts or joins a call becomes a member of its conversation.
 
+use crate::webhook::Webhooks;
+use crate::webhook::event::WebhookEvent;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -55,11 +57,22 @@ pub fn settings(config: &config::Config) -> chat::Settings {
 /// The chat service as a signaling extension.
 pub struct ChatExtension {
     chat: ChatService,
+    /// Where `message.sent` webhook events go, for endpoints that opted in.
+    webhooks: Option<Webhooks>,
 }
 
 impl ChatExtension {
     pub fn new(chat: ChatService) -> Self {
-        Self { chat }
+        Self {
+            chat,
+            webhooks: None,
+        }
+    }
+
+    /// Stores a `message.sent` webhook event for every committed message before its ack.
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 }
 
@@ -87,12 +100,19 @@ impl Extension for ChatExtension {
             ChatRequest::Send(request) => {
                 let sent = chat.send(&actor, request).await.map_err(failure)?;
                 let ack = ChatPush::Ack(sent.ack);
+                let mut turn = sent.delivery;
+                if let Some(hooks) = self.webhooks.as_ref().filter(|w| w.wants("message.sent")) {
+                    // Stored before anyone hears of the message, the sender's ack included, and
+                    // after the conversation's previous message (its turn). A retried tempId
+                    // stores it again under the same event id, which keeps one copy.
+                    turn.wait().await;
+                    hooks.append(vec![message_sent(&sent.fanout.event)]).await;
+                }
                 caller.reply(ack.to_event()).await;
                 if sent.fanout.change == Change::Applied {
                     // In sequence order per conversation: wait for the previous message's
                     // delivery to be handed to the hub, then hand this one, then let the next
                     // go (dropping the turn).
-                    let mut turn = sent.delivery;
                     turn.wait().await;
                     let new = ChatPush::New(sent.fanout.event).to_event();
                     caller
@@ -193,6 +213,30 @@ impl Extension for ChatExtension {
             tracing::warn!(error = %e, %conversation, "could not record chat membership");
         }
     }
+}
+
+/// The `message.sent` webhook event of a committed message: ids, position and type, not the
+/// text. Its id derives from the message id, and its position within the conversation is the
+/// sequence number, so events of one conversation go out in sequence order from every node.
+fn message_sent(message: &chat::Message) -> WebhookEvent {
+    let at = std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(message.created_at.unix_millis()).unwrap_or(0));
+    let mut event = WebhookEvent::with_id(
+        format!("evt_msg_{}", message.id.as_str()),
+        "message.sent",
+        format!("conversation:{}", message.conversation_id.as_str()),
+        at,
+        serde_json::json!({
+            "conversationId": message.conversation_id,
+            "messageId": message.id,
+            "sequenceNumber": message.sequence_number,
+            "senderId": message.sender_id,
+            "type": message.kind,
+            "replyToId": message.reply_to_id,
+        }),
+    );
+    event.pos = i64::try_from(message.sequence_number.value()).unwrap_or(i64::MAX);
+    event
 }
 
 /// Clears typing indicators that were not refreshed, telling the other members.

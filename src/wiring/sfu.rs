@@ -5,6 +5,8 @@
 //! for rooms); a participant is one connection, keyed by its connection id with its user id
 //! beside it, so SFU events name both without a table here.
 
+use crate::webhook::Webhooks;
+use crate::webhook::event::WebhookEvent;
 use protocol::{
     CallId, ConnectionId, ErrorCode, Failure, MediaType, ServerEvent, TrackEvent, TrackPublished,
     UserId,
@@ -18,6 +20,7 @@ use signaling::media::{
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Maps the `[sfu]` configuration onto the sfu crate's settings. Dev mode binds to loopback
 /// and advertises 127.0.0.1 unless addresses are configured.
@@ -189,7 +192,7 @@ fn published(space: &CallId, t: sfu::TrackInfo) -> TrackPublished {
 }
 
 /// Forwards SFU events to the clients they concern.
-pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle) {
+pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, webhooks: Webhooks) {
     let Ok(mut events) = sfu.events() else {
         tracing::error!("the SFU event stream was already taken");
         return;
@@ -207,6 +210,23 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle) {
                     muted,
                 } => {
                     let space = space_of(&room);
+                    if webhooks.wants("track.published") {
+                        // Stored before the room hears of the track.
+                        let data = serde_json::json!({
+                            "callId": space,
+                            "userId": participant.user(),
+                            "trackId": track_id.as_str(),
+                            "kind": kind(k),
+                            "source": source(s),
+                        });
+                        let event = WebhookEvent::new(
+                            "track.published",
+                            space.to_string(),
+                            SystemTime::now(),
+                            data,
+                        );
+                        webhooks.append(vec![event]).await;
+                    }
                     let event = ServerEvent::TrackPublished(TrackPublished {
                         call_id: space.clone(),
                         track_id: track_id.as_str().to_owned(),
@@ -224,6 +244,20 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle) {
                     track_id,
                 } => {
                     let space = space_of(&room);
+                    if webhooks.wants("track.unpublished") {
+                        let data = serde_json::json!({
+                            "callId": space,
+                            "userId": participant.user(),
+                            "trackId": track_id.as_str(),
+                        });
+                        let event = WebhookEvent::new(
+                            "track.unpublished",
+                            space.to_string(),
+                            SystemTime::now(),
+                            data,
+                        );
+                        webhooks.append(vec![event]).await;
+                    }
                     let event =
                         ServerEvent::TrackUnpublished(track_event(&space, &participant, &track_id));
                     hub.deliver_to_space(space, None, Arc::new(event)).await;

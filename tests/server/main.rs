@@ -18,3 +18,4 @@ mod server;
 mod session_token;
 mod sfu;
 mod slow_peers;
+mod webhooks;

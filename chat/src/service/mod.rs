@@ -282,6 +282,11 @@ impl ChatService {
         self.inner.clock.as_ref()
     }
 
+    /// The durable outbox in the chat database (webhooks, ADR 0073).
+    pub fn outbox(&self) -> Arc<dyn crate::outbox::OutboxStore> {
+        self.store().outbox()
+    }
+
     fn store(&self) -> &dyn ChatStore {
         self.inner.store.as_ref()
     }

@@ -290,6 +290,9 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Closes the connections after in-flight queries finish; later calls fail with
     /// `storage_unavailable`. For graceful shutdown; not needed for durability.
     async fn close(&self);
+
+    /// The durable outbox in the same database (see [`crate::outbox`]).
+    fn outbox(&self) -> Arc<dyn crate::outbox::OutboxStore>;
 }
 
 /// Which database a URL names.

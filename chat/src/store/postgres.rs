@@ -41,6 +41,10 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    fn outbox_store(&self) -> crate::outbox::PostgresOutbox {
+        crate::outbox::PostgresOutbox::new(self.pool.clone())
+    }
+
     /// Row lock: reactions on one message serialise, other messages are unaffected.
     const LOCK_MESSAGE: &'static str =
         "SELECT deleted_at FROM chat_messages WHERE id = $1 FOR UPDATE";

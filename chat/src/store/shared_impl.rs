@@ -101,6 +101,10 @@ macro_rules! impl_chat_store {
 
         #[async_trait]
         impl ChatStore for $store {
+            fn outbox(&self) -> Arc<dyn crate::outbox::OutboxStore> {
+                Arc::new(self.outbox_store())
+            }
+
             async fn add_member(
                 &self,
                 conversation: &ConversationId,

@@ -27,6 +27,11 @@ pub(super) fn migrator() -> Migrator {
             "conversation activity",
             include_str!("../../migrations/0002_conversation_activity.sql"),
         ),
+        migration(
+            3,
+            "webhook outbox",
+            include_str!("../../migrations/0003_webhook_outbox.sql"),
+        ),
     ]);
     migrator.dangerous_set_table_name("_chat_migrations");
     migrator

@@ -129,6 +129,11 @@ impl SqliteStore {
         self.checkpointer.close().await;
     }
 
+    /// The outbox through the one writer connection.
+    fn outbox_store(&self) -> crate::outbox::SqliteOutbox {
+        crate::outbox::SqliteOutbox::new(self.writer.clone())
+    }
+
     /// No lock needed: the single writer connection already serialises all writes.
     const LOCK_MESSAGE: &'static str = "SELECT deleted_at FROM chat_messages WHERE id = $1";
 

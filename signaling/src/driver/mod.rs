@@ -10,6 +10,9 @@
 //! nodes) go to their node, and the hub's cluster notices go to the [`Cluster`] (see the
 //! private `task` module).
 //!
+//! Lifecycle events (webhooks) go to a [`LifecycleSink`] first: a step's acks and server events
+//! leave only once the sink has stored the step's lifecycle events (ADR 0073).
+//!
 //! Lifecycle: [`spawn`] starts the task; it runs until every [`HubHandle`] is dropped.
 
 mod task;
@@ -19,6 +22,7 @@ use crate::cluster::{Cluster, Guest, MoveReason, NodeId};
 use crate::hub::cluster::{Adopted, Elsewhere, Lookup};
 use crate::hub::snapshot::SpaceSnapshot;
 use crate::hub::{Hub, HubStats};
+use crate::lifecycle::LifecycleSink;
 use crate::media::{MediaReply, MediaRequest, MediaSeat, MediaServer};
 use crate::transport::outbox::Outbox;
 use protocol::{CallId, ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
@@ -446,15 +450,17 @@ impl HubHandle {
 }
 
 /// Starts the hub task. The hub's media commands are passed on to `media`, its notices for
-/// other nodes to `cluster`. Connection ids start at `first_conn` (unique across a cluster).
+/// other nodes to `cluster`, its lifecycle events to `lifecycle` (awaited before the step's
+/// server events go out). Connection ids start at `first_conn` (unique across a cluster).
 pub fn spawn(
     hub: Hub,
     media: Option<Arc<dyn MediaServer>>,
     cluster: Arc<dyn Cluster>,
+    lifecycle: Option<Arc<dyn LifecycleSink>>,
     first_conn: u64,
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(task::Driver::new(hub, media, cluster).run(rx));
+    tokio::spawn(task::Driver::new(hub, media, cluster, lifecycle).run(rx));
     HubHandle {
         tx,
         next_conn: Arc::new(AtomicU64::new(first_conn)),

@@ -1,22 +1,26 @@
 //! The hub task itself: it applies commands to the [`Hub`] and drains everything the hub
 //! produced before taking the next one.
 //!
-//! Draining sends server events to local outboxes (rendered once per event), relays events for
-//! guests to their home node, hands media commands to the media server and cluster notices to
-//! the cluster, all in hub order.
+//! Draining first hands the step's lifecycle events to the lifecycle sink and waits until it
+//! has stored them (ADR 0073), then answers the step's client events, sends server events to
+//! local outboxes (rendered once per event), relays events for guests to their home node, hands
+//! media commands to the media server and cluster notices to the cluster, all in hub order.
 
 use super::{Command, GuestAct};
 use crate::cluster::{Body, Cluster, NodeId, Topology, WireEvent};
 use crate::hub::Hub;
 use crate::hub::cluster::{ClusterNotice, Elsewhere};
+use crate::lifecycle::LifecycleSink;
 use crate::media::MediaServer;
 use crate::transport::outbox::{Frame, Outbox};
 use protocol::{ConnectionId, Failure, ServerEvent};
+use serde_json::Value;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Presence events remembered per connection to drop the second copy of one that reached it
@@ -33,10 +37,21 @@ pub(super) struct Driver {
     guests: HashMap<ConnectionId, NodeId>,
     /// Hashes of the last presence frames delivered to each local connection (clustered only).
     recent_presence: HashMap<ConnectionId, VecDeque<u64>>,
+    /// Where lifecycle events go before anyone hears of the step that made them.
+    lifecycle: Option<Arc<dyn LifecycleSink>>,
+    /// Acks of the step's client events, sent once its lifecycle events are stored.
+    acks: Vec<(Ack, Result<Value, Failure>)>,
 }
 
+type Ack = oneshot::Sender<Result<Value, Failure>>;
+
 impl Driver {
-    pub fn new(hub: Hub, media: Option<Arc<dyn MediaServer>>, cluster: Arc<dyn Cluster>) -> Self {
+    pub fn new(
+        hub: Hub,
+        media: Option<Arc<dyn MediaServer>>,
+        cluster: Arc<dyn Cluster>,
+        lifecycle: Option<Arc<dyn LifecycleSink>>,
+    ) -> Self {
         Self {
             hub,
             media,
@@ -44,6 +59,8 @@ impl Driver {
             outboxes: HashMap::new(),
             guests: HashMap::new(),
             recent_presence: HashMap::new(),
+            lifecycle,
+            acks: Vec::new(),
         }
     }
 
@@ -55,7 +72,7 @@ impl Driver {
                     c = rx.recv() => c,
                     _ = tokio::time::sleep_until(at) => {
                         self.hub.handle_timeout(Instant::now().into_std());
-                        self.drain();
+                        self.drain().await;
                         continue;
                     }
                 },
@@ -66,7 +83,7 @@ impl Driver {
                 break;
             }
             self.apply(command);
-            self.drain();
+            self.drain().await;
         }
     }
 
@@ -95,7 +112,8 @@ impl Driver {
                 placed,
                 reply,
             } => {
-                let _ = reply.send(hub.handle_placed(now, conn, event, placed));
+                let result = hub.handle_placed(now, conn, event, placed);
+                self.acks.push((reply, result));
             }
             Command::Presence {
                 viewer,
@@ -145,7 +163,8 @@ impl Driver {
                         reply,
                     } => {
                         hub.attach_guest(now, guest.conn, &identity, home);
-                        let _ = reply.send(hub.handle_placed(now, guest.conn, event, placed));
+                        let result = hub.handle_placed(now, guest.conn, event, placed);
+                        self.acks.push((reply, result));
                     }
                     GuestAct::Media {
                         space,
@@ -215,13 +234,18 @@ impl Driver {
         }
     }
 
-    fn drain(&mut self) {
+    async fn drain(&mut self) {
         let clustered = self.cluster.topology() == Topology::Clustered;
         // An event fanned out to many connections is rendered once. Keyed by the event's
         // address, which stays unique while the map holds the event.
-        let mut rendered: HashMap<*const ServerEvent, (Arc<ServerEvent>, Frame)> = HashMap::new();
+        let mut rendered: HashMap<usize, (Arc<ServerEvent>, Frame)> = HashMap::new();
         // Dropping a slow connection produces events of its own (presence, calls), hence the loop.
         loop {
+            // Stored before anyone hears of the step: acks and server events wait for it.
+            self.record_lifecycle().await;
+            for (ack, result) in self.acks.drain(..) {
+                let _ = ack.send(result);
+            }
             let mut slow = Vec::new();
             while let Some(delivery) = self.hub.poll_output() {
                 if !self.outboxes.contains_key(&delivery.to) {
@@ -236,13 +260,12 @@ impl Driver {
                     }
                     continue;
                 }
-                let (_, frame) =
-                    rendered
-                        .entry(Arc::as_ptr(&delivery.event))
-                        .or_insert_with(|| {
-                            let frame = Frame::render(&delivery.event);
-                            (delivery.event.clone(), frame)
-                        });
+                let (_, frame) = rendered
+                    .entry(Arc::as_ptr(&delivery.event) as usize)
+                    .or_insert_with(|| {
+                        let frame = Frame::render(&delivery.event);
+                        (delivery.event.clone(), frame)
+                    });
                 if clustered
                     && is_presence(&delivery.event)
                     && !first_time(&mut self.recent_presence, delivery.to, frame)
@@ -287,6 +310,20 @@ impl Driver {
             self.notify(notice);
         }
         self.hub.record_sizes();
+    }
+
+    /// Hands the lifecycle events the hub queued to the sink and waits until it stored them.
+    async fn record_lifecycle(&mut self) {
+        let mut events = Vec::new();
+        while let Some(event) = self.hub.poll_lifecycle() {
+            events.push(event);
+        }
+        if events.is_empty() {
+            return;
+        }
+        if let Some(sink) = self.lifecycle.as_ref().filter(|s| s.wants()) {
+            sink.record(events).await;
+        }
     }
 
     fn notify(&self, notice: ClusterNotice) {

@@ -23,7 +23,7 @@ use protocol::{CallId, CallMode, ConnectionId, MediaMoved, PresenceStatus, Serve
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where a connection's socket is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -353,7 +353,7 @@ impl Hub {
         }
         let sfu = match snapshot {
             SpaceSnapshot::Room { seats, .. } => {
-                let mut room = Room::new(id.clone());
+                let mut room = Room::new(id.clone(), super::wall(self.epoch, now));
                 for seat in seats.iter().filter(|s| kept.contains(&s.conn)) {
                     room.members
                         .entry(seat.user.clone())
@@ -388,8 +388,30 @@ impl Hub {
                 self.calls.insert(
                     id.clone(),
                     CallEntry {
-                        call,
                         scheduled: None,
+                        // When it started (its end deadline is `max_duration` after) and was
+                        // answered (the first invitee's device joined), as well as the snapshot
+                        // tells; who was in it before the snapshot is not kept.
+                        started: SystemTime::UNIX_EPOCH
+                            + Duration::from_millis(c.end_deadline_ms)
+                                .saturating_sub(self.settings.rules.max_duration),
+                        answered: c.active.then(|| {
+                            let first = c
+                                .members
+                                .iter()
+                                .filter(|m| !m.initiator)
+                                .flat_map(|m| m.devices.iter().map(|d| d.joined_ms))
+                                .min()
+                                .unwrap_or(c.end_deadline_ms);
+                            SystemTime::UNIX_EPOCH + Duration::from_millis(first)
+                        }),
+                        seen: call
+                            .members
+                            .iter()
+                            .filter(|(_, m)| m.is_present())
+                            .map(|(u, _)| u.clone())
+                            .collect(),
+                        call,
                     },
                 );
                 self.metrics.calls_active.inc();

@@ -26,6 +26,7 @@ mod spaces;
 use crate::auth::{Contacts, Grants, Identity};
 use crate::cluster::{Involvement, NodeId, StateWrite, Topology};
 use crate::ice::IceServers;
+use crate::lifecycle::{Happening, LeaveReason, Lifecycle};
 use crate::metrics::Metrics;
 use call::{Audience, Call, CallRules, Context, MemberState, Notice};
 use cluster::{ClusterNotice, Elsewhere, Home, Listening};
@@ -35,7 +36,7 @@ use protocol::{
 };
 use serde_json::{Value, json};
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -148,6 +149,9 @@ pub struct Hub {
     /// ADR 0071).
     timers: BTreeSet<(Instant, Timer)>,
     outputs: VecDeque<Delivery>,
+    /// Lifecycle events for the application's backend (webhooks), drained by the driver before
+    /// `outputs`; see [`crate::lifecycle`].
+    lifecycle: VecDeque<Lifecycle>,
     draining: bool,
     /// What other nodes must hear (clustered only); see [`cluster`].
     cluster: VecDeque<ClusterNotice>,
@@ -212,6 +216,39 @@ struct CallEntry {
     call: Call,
     /// The deadline its timer is queued for (exactly one queued timer while `Some`).
     scheduled: Option<Instant>,
+    /// When it started ringing and was answered, and who was ever in it: what `call.ended`
+    /// reports (see [`crate::lifecycle`]).
+    started: SystemTime,
+    answered: Option<SystemTime>,
+    seen: BTreeSet<UserId>,
+}
+
+/// A call's phase and who is present (with whether they are reconnecting), to tell what a
+/// transition changed.
+struct CallView {
+    phase: call::Phase,
+    present: BTreeMap<UserId, bool>,
+}
+
+impl CallView {
+    fn of(call: &Call) -> Self {
+        let present = if call.is_ended() {
+            BTreeMap::new()
+        } else {
+            call.members
+                .iter()
+                .filter(|(_, m)| m.is_present())
+                .map(|(u, m)| {
+                    let reconnecting = matches!(m.state, MemberState::Reconnecting { .. });
+                    (u.clone(), reconnecting)
+                })
+                .collect()
+        };
+        Self {
+            phase: call.phase,
+            present,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,6 +278,7 @@ impl Hub {
             user_keys: RandomState::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
+            lifecycle: VecDeque::new(),
             draining: false,
             cluster: VecDeque::new(),
             dirty_spaces: BTreeSet::new(),
@@ -375,7 +413,7 @@ impl Hub {
             }
             self.reschedule(&id);
         }
-        self.leave_rooms(&c.user, conn);
+        self.leave_rooms(now, &c.user, conn);
         if gone {
             match elsewhere {
                 Elsewhere::Nowhere => self.go_offline(now, &c.user),
@@ -418,26 +456,32 @@ impl Hub {
             ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init, placed),
             ClientEvent::CallAccept(r) => {
                 self.check_call_quota(&user_id, Some(&r.call_id))?;
-                self.with_call(now, &r.call_id, |call, ctx| {
+                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
                     call.accept(&user_id, conn, ctx)
                 })?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
             ClientEvent::CallJoin(r) => {
                 self.check_call_quota(&user_id, Some(&r.call_id))?;
-                self.with_call(now, &r.call_id, |call, ctx| call.join(&user_id, conn, ctx))?;
+                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                    call.join(&user_id, conn, ctx)
+                })?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
             ClientEvent::CallRinging(r) => {
-                self.with_call(now, &r.call_id, |call, _| call.ringing(&user_id))?;
+                self.with_call(now, &user_id, &r.call_id, |call, _| call.ringing(&user_id))?;
                 Ok(ok())
             }
             ClientEvent::CallReject(r) => {
-                self.with_call(now, &r.call_id, |call, ctx| call.reject(&user_id, ctx))?;
+                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                    call.reject(&user_id, ctx)
+                })?;
                 Ok(ok())
             }
             ClientEvent::CallEnd(r) => {
-                self.with_call(now, &r.call_id, |call, ctx| call.hang_up(&user_id, ctx))?;
+                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                    call.hang_up(&user_id, ctx)
+                })?;
                 Ok(ok())
             }
             ClientEvent::Offer(s) => self.relay(conn, &user_id, "offer", s),
@@ -453,7 +497,7 @@ impl Hub {
                 if self.rooms.contains_key(&m.call_id) {
                     self.announce_in_room(conn, &user_id, &m.call_id, event)?;
                 } else {
-                    self.with_call(now, &m.call_id, |call, _| {
+                    self.with_call(now, &user_id, &m.call_id, |call, _| {
                         call.toggle_media(&user_id, conn, m.media_type, m.enabled)
                     })?;
                 }
@@ -474,7 +518,7 @@ impl Hub {
                 Ok(ok())
             }
             ClientEvent::RoomJoin(r) => self.join_room(now, conn, &r.room),
-            ClientEvent::RoomLeave(r) => self.leave_room(conn, &r.room),
+            ClientEvent::RoomLeave(r) => self.leave_room(now, conn, &r.room),
             ClientEvent::TrackSubscribe(_) | ClientEvent::TrackUnsubscribe(_) => Err(Failure::new(
                 ErrorCode::InvalidState,
                 "this server forwards no media (no SFU configured)",
@@ -520,7 +564,9 @@ impl Hub {
                     };
                     let ctx = Context::new(now, self.settings.rules, &dir);
                     let before = seats(&entry.call);
+                    let view = CallView::of(&entry.call);
                     let notices = entry.call.tick(&ctx);
+                    self.note_call_change(now, &id, view, None);
                     self.deliver(&id, notices);
                     self.note_media_leaves(&id, before);
                     self.mark_space(&id);
@@ -539,6 +585,91 @@ impl Hub {
     /// The next server event to deliver.
     pub fn poll_output(&mut self) -> Option<Delivery> {
         self.outputs.pop_front()
+    }
+
+    /// The next lifecycle event for the application's backend. The driver drains these before
+    /// [`Hub::poll_output`], and stores them before it delivers anything; see
+    /// [`crate::lifecycle`].
+    pub fn poll_lifecycle(&mut self) -> Option<Lifecycle> {
+        self.lifecycle.pop_front()
+    }
+
+    /// Queues a lifecycle event.
+    pub(super) fn record(&mut self, at: SystemTime, what: Happening) {
+        self.lifecycle.push_back(Lifecycle { at, what });
+    }
+
+    /// Records what a transition of call `id` changed since `before`: answered, joined, left,
+    /// ended. `actor` is the user whose event ran it (`None` for a timer).
+    fn note_call_change(
+        &mut self,
+        now: Instant,
+        id: &CallId,
+        before: CallView,
+        actor: Option<&UserId>,
+    ) {
+        let at = wall(self.epoch, now);
+        let Some(entry) = self.calls.get_mut(id) else {
+            return;
+        };
+        let after = CallView::of(&entry.call);
+        let mut happened = Vec::new();
+        if before.phase == call::Phase::Ringing && entry.call.phase == call::Phase::Active {
+            entry.answered = Some(at);
+            let by = actor.cloned().or_else(|| {
+                after
+                    .present
+                    .keys()
+                    .find(|u| !before.present.contains_key(*u))
+                    .cloned()
+            });
+            if let Some(by) = by {
+                happened.push(Happening::CallAnswered {
+                    call: id.clone(),
+                    by,
+                });
+            }
+        }
+        for user in after.present.keys() {
+            if !before.present.contains_key(user) {
+                entry.seen.insert(user.clone());
+                happened.push(Happening::ParticipantJoined {
+                    space: id.clone(),
+                    user: user.clone(),
+                });
+            }
+        }
+        for (user, reconnecting) in &before.present {
+            if after.present.contains_key(user) {
+                continue;
+            }
+            let reason = if actor == Some(user) {
+                LeaveReason::Left
+            } else if *reconnecting {
+                LeaveReason::Disconnected
+            } else {
+                LeaveReason::CallEnded
+            };
+            happened.push(Happening::ParticipantLeft {
+                space: id.clone(),
+                user: user.clone(),
+                reason,
+            });
+        }
+        if let call::Phase::Ended(reason) = entry.call.phase
+            && !matches!(before.phase, call::Phase::Ended(_))
+        {
+            happened.push(Happening::CallEnded {
+                call: id.clone(),
+                reason,
+                started_at: entry.started,
+                answered_at: entry.answered,
+                participants: entry.seen.iter().cloned().collect(),
+            });
+        }
+        for what in happened {
+            self.record(at, what);
+        }
     }
 
     pub fn stats(&self) -> HubStats {
@@ -618,7 +749,7 @@ impl Hub {
             };
             return self.announce_in_room(conn, user_id, space, event);
         }
-        self.with_call(now, space, |call, _| {
+        self.with_call(now, user_id, space, |call, _| {
             call.screen_share(user_id, conn, sharing)
         })?;
         Ok(ok())
@@ -722,11 +853,32 @@ impl Hub {
                 involved: Involvement::Involved,
             });
         }
+        let at = wall(self.epoch, now);
+        self.record(
+            at,
+            Happening::CallStarted {
+                call: id.clone(),
+                conversation: call.conversation_id.clone(),
+                call_type: call.call_type,
+                initiator: user_id.clone(),
+                invitees: members.iter().filter(|u| *u != user_id).cloned().collect(),
+            },
+        );
+        self.record(
+            at,
+            Happening::ParticipantJoined {
+                space: id.clone(),
+                user: user_id.clone(),
+            },
+        );
         self.calls.insert(
             id.clone(),
             CallEntry {
                 call,
                 scheduled: None,
+                started: at,
+                answered: None,
+                seen: BTreeSet::from([user_id.clone()]),
             },
         );
         self.metrics.calls_active.inc();
@@ -786,6 +938,7 @@ impl Hub {
     fn with_call(
         &mut self,
         now: Instant,
+        actor: &UserId,
         id: &CallId,
         f: impl FnOnce(&mut Call, &Context<'_>) -> Result<Vec<Notice>, Failure>,
     ) -> Result<(), Failure> {
@@ -793,7 +946,9 @@ impl Hub {
         let entry = self.calls.get_mut(id).ok_or_else(no_such_call)?;
         let ctx = Context::new(now, self.settings.rules, &dir);
         let before = seats(&entry.call);
+        let view = CallView::of(&entry.call);
         let notices = f(&mut entry.call, &ctx)?;
+        self.note_call_change(now, id, view, Some(actor));
         self.deliver(id, notices);
         self.note_media_leaves(id, before);
         self.mark_space(id);

@@ -9,7 +9,7 @@
 use super::call::{Audience, Notice};
 use protocol::{CallId, CallUser, ConnectionId, ParticipantJoined, ServerEvent, UserId, UserRef};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// The room id for a room name.
 pub fn room_id(name: &str) -> CallId {
@@ -22,13 +22,16 @@ pub struct Room {
     pub id: CallId,
     /// Connections in the room, by user, with when each joined.
     pub members: BTreeMap<UserId, BTreeMap<ConnectionId, Instant>>,
+    /// When it was created here (or taken over from a node that died), for `room.finished`.
+    pub started_at: SystemTime,
 }
 
 impl Room {
-    pub fn new(id: CallId) -> Self {
+    pub fn new(id: CallId, started_at: SystemTime) -> Self {
         Self {
             id,
             members: BTreeMap::new(),
+            started_at,
         }
     }
 
@@ -121,7 +124,7 @@ mod tests {
     #[test]
     fn joins_and_leaves_are_announced_once_per_user() {
         let now = Instant::now();
-        let mut room = Room::new(room_id("standup"));
+        let mut room = Room::new(room_id("standup"), SystemTime::now());
         assert_eq!(room.id.as_str(), "room:standup");
         assert!(
             room.join(&"a".into(), "A".into(), ConnectionId(1), now)

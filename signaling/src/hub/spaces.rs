@@ -8,6 +8,7 @@
 
 use super::room::{Room, room_id};
 use super::{Hub, ok};
+use crate::lifecycle::{Happening, LeaveReason};
 use crate::media::{MediaCommand, MediaSeat};
 use protocol::{
     CallId, CallMode, ConnectionId, ErrorCode, Failure, RoomJoinAck, ServerEvent, UserId, UserRef,
@@ -55,7 +56,9 @@ impl Hub {
                     "this server holds its maximum number of rooms",
                 ));
             }
-            self.rooms.insert(id.clone(), Room::new(id.clone()));
+            let at = super::wall(self.epoch, now);
+            self.rooms.insert(id.clone(), Room::new(id.clone(), at));
+            self.record(at, Happening::RoomStarted { room: id.clone() });
         }
         let room = self.rooms.get_mut(&id).expect("inserted above");
         if !room.members.contains_key(&user)
@@ -69,6 +72,7 @@ impl Hub {
                 ),
             ));
         }
+        let newcomer = !room.members.contains_key(&user);
         let notices = room.join(&user, display, conn, now);
         let participants: Vec<UserRef> = room
             .members
@@ -85,6 +89,16 @@ impl Hub {
         if let Some(u) = self.users.get_mut(&user) {
             u.rooms.insert(id.clone());
         }
+        if newcomer {
+            let at = super::wall(self.epoch, now);
+            self.record(
+                at,
+                Happening::ParticipantJoined {
+                    space: id.clone(),
+                    user: user.clone(),
+                },
+            );
+        }
         self.mark_space(&id);
         self.mark_user(&user);
         self.deliver(&id, notices);
@@ -98,7 +112,12 @@ impl Hub {
     }
 
     /// `room:leave`.
-    pub(super) fn leave_room(&mut self, conn: ConnectionId, name: &str) -> Result<Value, Failure> {
+    pub(super) fn leave_room(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        name: &str,
+    ) -> Result<Value, Failure> {
         let user = self
             .connections
             .get(&conn)
@@ -112,12 +131,12 @@ impl Hub {
                 format!("you are not in room `{name}`"),
             ));
         }
-        self.leave_room_id(&user, conn, &id);
+        self.leave_room_id(now, &user, conn, &id, LeaveReason::Left);
         Ok(ok())
     }
 
     /// A dropped connection leaves every room it was in.
-    pub(super) fn leave_rooms(&mut self, user: &UserId, conn: ConnectionId) {
+    pub(super) fn leave_rooms(&mut self, now: Instant, user: &UserId, conn: ConnectionId) {
         let rooms: Vec<CallId> = self
             .users
             .get(user)
@@ -125,18 +144,46 @@ impl Hub {
             .unwrap_or_default();
         for id in rooms {
             if self.rooms.get(&id).is_some_and(|r| r.contains(user, conn)) {
-                self.leave_room_id(user, conn, &id);
+                self.leave_room_id(now, user, conn, &id, LeaveReason::Disconnected);
             }
         }
     }
 
-    fn leave_room_id(&mut self, user: &UserId, conn: ConnectionId, id: &CallId) {
+    fn leave_room_id(
+        &mut self,
+        now: Instant,
+        user: &UserId,
+        conn: ConnectionId,
+        id: &CallId,
+        reason: LeaveReason,
+    ) {
         let Some(room) = self.rooms.get_mut(id) else {
             return;
         };
         let notices = room.leave(user, conn);
         let still_in = room.members.contains_key(user);
         let empty = room.is_empty();
+        let started_at = room.started_at;
+        let at = super::wall(self.epoch, now);
+        if !still_in {
+            self.record(
+                at,
+                Happening::ParticipantLeft {
+                    space: id.clone(),
+                    user: user.clone(),
+                    reason,
+                },
+            );
+        }
+        if empty {
+            self.record(
+                at,
+                Happening::RoomFinished {
+                    room: id.clone(),
+                    started_at,
+                },
+            );
+        }
         self.deliver(id, notices);
         self.media.push_back(MediaCommand::Leave {
             space: id.clone(),

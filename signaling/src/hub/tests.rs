@@ -7,6 +7,7 @@ use protocol::{CallInitiate, CallRef, CallType, StatusUpdate, UserIds};
 use serde_json::json;
 
 mod cluster;
+mod lifecycle;
 mod policy;
 
 /// Settings for scenarios; presence is visible to everyone here (the visibility modes have
