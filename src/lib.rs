@@ -4,6 +4,7 @@
 //! [`Listeners`], a validated [`Config`] and a shutdown future, so tests start a whole server
 //! on `127.0.0.1:0` inside their own process.
 
+pub mod admin_cli;
 mod background;
 pub mod cli;
 pub mod descriptors;
@@ -90,6 +91,20 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     let turn = turn::bind(config, &registry)
         .await
         .map_err(RunError::Config)?;
+    let store = wiring::revocations::FileStore::open(
+        &config.server.data_dir,
+        signaling::revocation::unix_now(),
+    )
+    .map_err(|e| {
+        RunError::Config(format!(
+            "cannot keep revocations in `server.data_dir` ({}): {e}",
+            config.server.data_dir.display()
+        ))
+    })?;
+    let revocations =
+        signaling::revocation::Revocations::load(Arc::new(store), config.admin.max_revocations)
+            .await
+            .map_err(RunError::Config)?;
     let signaling = Signaling::new(
         config,
         auth,
@@ -98,6 +113,7 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
             .clone()
             .map(|m| m as Arc<dyn signaling::media::MediaServer>),
         cluster,
+        revocations,
         &registry,
     )
     .map_err(|e| RunError::Config(e.to_string()))?;

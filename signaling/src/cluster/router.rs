@@ -50,6 +50,8 @@ pub struct Router {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     metrics: RouterMetrics,
+    /// Where revocations other nodes took are applied.
+    revocations: Arc<crate::revocation::Revocations>,
 }
 
 /// What the router enforces, from configuration.
@@ -185,8 +187,10 @@ impl Router {
         cluster: Arc<dyn Cluster>,
         settings: RouterSettings,
         metrics: RouterMetrics,
+        revocations: Arc<crate::revocation::Revocations>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            revocations,
             hub,
             cluster,
             settings,
@@ -648,6 +652,17 @@ impl Router {
                 }
             }
             Body::Resync => self.resync().await,
+            Body::Revoked { .. } if mine => {}
+            Body::Revoked { revocation } => self.revocations.adopt(&revocation).await,
+        }
+    }
+
+    /// Tells every other node about a revocation taken here.
+    pub fn announce_revocation(&self, revocation: &crate::revocation::Revocation) {
+        if !self.solo() {
+            self.cluster.broadcast(Body::Revoked {
+                revocation: revocation.clone(),
+            });
         }
     }
 

@@ -11,6 +11,7 @@
 //! [`Hub::handle`] → [`Hub::disconnect`]. Every mutation must be followed by draining
 //! `poll_output` completely.
 
+pub mod admin;
 #[cfg(any(test, feature = "fuzzing"))]
 mod audit;
 pub mod call;

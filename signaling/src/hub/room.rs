@@ -3,8 +3,9 @@
 //! A room's id is `room:<name>`; it appears as `callId` in every event about the room, so
 //! clients handle rooms and calls with the same code. Lifecycle: created by the first join
 //! (when auto-creation is on, or by an admin), joined and left by connections, and closed
-//! when its last connection leaves. A dropped connection leaves at once: rooms do not ring, so
-//! a reloaded page simply joins again.
+//! when its last connection leaves. A room the server API created ([`Persistence::Kept`])
+//! stays while empty, until the API deletes it. A dropped connection leaves at once: rooms do
+//! not ring, so a reloaded page simply joins again.
 
 use super::call::{Audience, Notice};
 use protocol::{CallId, CallUser, ConnectionId, ParticipantJoined, ServerEvent, UserId, UserRef};
@@ -16,20 +17,48 @@ pub fn room_id(name: &str) -> CallId {
     CallId(format!("room:{name}"))
 }
 
+/// Whether a room closes when its last connection leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Persistence {
+    /// Created by a join: closes when empty.
+    #[default]
+    WhileOccupied,
+    /// Created by the server API: stays until the API deletes it.
+    Kept,
+}
+
 /// One room.
 #[derive(Clone, Debug)]
 pub struct Room {
     pub id: CallId,
     /// Connections in the room, by user, with when each joined.
     pub members: BTreeMap<UserId, BTreeMap<ConnectionId, Instant>>,
+    pub persistence: Persistence,
+    /// The application's metadata for the room (server API); empty when none.
+    pub metadata: String,
+    /// The application's metadata per participant (server API); a participant's entry goes
+    /// when they leave.
+    pub participant_metadata: BTreeMap<UserId, String>,
+    /// When the room was opened.
+    pub created_at: Instant,
 }
 
 impl Room {
-    pub fn new(id: CallId) -> Self {
+    /// A room opened at `now`.
+    pub fn opened(id: CallId, persistence: Persistence, now: Instant) -> Self {
         Self {
             id,
             members: BTreeMap::new(),
+            persistence,
+            metadata: String::new(),
+            participant_metadata: BTreeMap::new(),
+            created_at: now,
         }
+    }
+
+    /// Whether the room closes now: it is empty and was not created by the server API.
+    pub fn closes(&self) -> bool {
+        self.is_empty() && self.persistence == Persistence::WhileOccupied
     }
 
     /// `conn` of `user` joins at `now`. Others hear `call:participant:joined` when the user is
@@ -67,6 +96,7 @@ impl Room {
             return Vec::new();
         }
         self.members.remove(user);
+        self.participant_metadata.remove(user);
         let event = ServerEvent::ParticipantLeft(CallUser {
             call_id: self.id.clone(),
             user_id: user.clone(),
@@ -121,7 +151,7 @@ mod tests {
     #[test]
     fn joins_and_leaves_are_announced_once_per_user() {
         let now = Instant::now();
-        let mut room = Room::new(room_id("standup"));
+        let mut room = Room::opened(room_id("standup"), Persistence::WhileOccupied, now);
         assert_eq!(room.id.as_str(), "room:standup");
         assert!(
             room.join(&"a".into(), "A".into(), ConnectionId(1), now)

@@ -6,7 +6,7 @@
 //! anyone which room names are in use. Only `room:join` says more, and only to a token that
 //! holds the room's grant.
 
-use super::room::{Room, room_id};
+use super::room::{Persistence, Room, room_id};
 use super::{Hub, ok};
 use crate::media::{MediaCommand, MediaSeat};
 use protocol::{
@@ -55,7 +55,10 @@ impl Hub {
                     "this server holds its maximum number of rooms",
                 ));
             }
-            self.rooms.insert(id.clone(), Room::new(id.clone()));
+            self.rooms.insert(
+                id.clone(),
+                Room::opened(id.clone(), Persistence::WhileOccupied, now),
+            );
         }
         let room = self.rooms.get_mut(&id).expect("inserted above");
         if !room.members.contains_key(&user)
@@ -70,6 +73,7 @@ impl Hub {
             ));
         }
         let notices = room.join(&user, display, conn, now);
+        let metadata = (!room.metadata.is_empty()).then(|| room.metadata.clone());
         let participants: Vec<UserRef> = room
             .members
             .keys()
@@ -93,6 +97,7 @@ impl Hub {
             participants,
             tracks: Vec::new(),
             ice_servers: self.ice.for_user(&user, super::wall(self.epoch, now)),
+            metadata,
         };
         Ok(serde_json::to_value(ack).unwrap_or_default())
     }
@@ -130,13 +135,13 @@ impl Hub {
         }
     }
 
-    fn leave_room_id(&mut self, user: &UserId, conn: ConnectionId, id: &CallId) {
+    pub(super) fn leave_room_id(&mut self, user: &UserId, conn: ConnectionId, id: &CallId) {
         let Some(room) = self.rooms.get_mut(id) else {
             return;
         };
         let notices = room.leave(user, conn);
         let still_in = room.members.contains_key(user);
-        let empty = room.is_empty();
+        let empty = room.closes();
         self.deliver(id, notices);
         self.media.push_back(MediaCommand::Leave {
             space: id.clone(),
