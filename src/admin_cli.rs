@@ -16,13 +16,18 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
     /// The server's base URL.
-    #[arg(long, env = "CHORUS_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHORUS_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
-    /// An admin JWT (`chorus token --grant admin`) or an `admin.api_keys` entry.
-    #[arg(long, env = "CHORUS_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// An admin JWT (`chorus token --grant admin`) or an `admin.api_keys` entry (required).
+    #[arg(long, global = true, env = "CHORUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print the server's JSON answer instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -323,14 +328,18 @@ fn summary(api: &ApiArgs, answer: &Value) -> String {
 /// Sends `call`, following one `wrong_node` answer; the JSON answer of a 2xx, else an error
 /// naming the code and message.
 async fn request(api: &ApiArgs, call: &Call) -> Result<Value, String> {
-    let (status, body) = send(&api.url, &api.token, call).await?;
+    let token = api
+        .token
+        .as_deref()
+        .ok_or("no token: pass --token or set CHORUS_TOKEN (an admin JWT or API key)")?;
+    let (status, body) = send(&api.url, token, call).await?;
     let (status, body) = if status == 421 {
         match serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["url"].as_str().map(str::to_owned))
             .filter(|u| !u.is_empty())
         {
-            Some(owner) => send(&owner, &api.token, call).await?,
+            Some(owner) => send(&owner, token, call).await?,
             None => (status, body),
         }
     } else {
