@@ -117,6 +117,8 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
         &registry,
     )
     .map_err(|e| RunError::Config(e.to_string()))?;
+    // Revocations taken on other nodes while this one was down.
+    signaling.routing.sync_revocations().await;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
     if let Some(handle) = &sfu {
         sfu::spawn_event_pump(handle, signaling.hub.clone());

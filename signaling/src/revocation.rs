@@ -235,7 +235,7 @@ impl Revocations {
                 expires_at: *until,
             })
             .collect();
-        out.sort_by(|a, b| a.target_key().cmp(&b.target_key()));
+        out.sort_by(|a, b| a.target_key().cmp(b.target_key()));
         let mut tokens: Vec<Revocation> = state
             .tokens
             .iter()
@@ -245,7 +245,7 @@ impl Revocations {
                 expires_at: *until,
             })
             .collect();
-        tokens.sort_by(|a, b| a.target_key().cmp(&b.target_key()));
+        tokens.sort_by(|a, b| a.target_key().cmp(b.target_key()));
         out.extend(tokens);
         out
     }

@@ -108,7 +108,7 @@ impl Hub {
                     call_id: id.clone(),
                     metadata,
                 });
-                Ok(AdminOutput::Delivered(self.to_room(&id, None, event)))
+                Ok(AdminOutput::Delivered(self.tell_room(&id, None, event)))
             }
             AdminOp::ParticipantMetadata {
                 name,
@@ -131,7 +131,7 @@ impl Hub {
                     user_id: user,
                     metadata,
                 });
-                Ok(AdminOutput::Delivered(self.to_room(&id, None, event)))
+                Ok(AdminOutput::Delivered(self.tell_room(&id, None, event)))
             }
             AdminOp::SendData {
                 name,
@@ -148,7 +148,7 @@ impl Hub {
                     topic,
                     data,
                 });
-                Ok(AdminOutput::Delivered(self.to_room(
+                Ok(AdminOutput::Delivered(self.tell_room(
                     &id,
                     to.as_deref(),
                     event,
@@ -328,7 +328,7 @@ impl Hub {
 
     /// Queues `event` for the room's connections (only those of `to`, when given); returns how
     /// many.
-    fn to_room(&mut self, id: &CallId, to: Option<&[UserId]>, event: ServerEvent) -> usize {
+    fn tell_room(&mut self, id: &CallId, to: Option<&[UserId]>, event: ServerEvent) -> usize {
         let Some(room) = self.rooms.get(id) else {
             return 0;
         };

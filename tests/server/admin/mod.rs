@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod cluster;
 mod revocation;
 
 use crate::server::{TestServer, http_request, mint};
