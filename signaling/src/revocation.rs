@@ -87,8 +87,8 @@ pub struct Revocations {
 struct State {
     /// By user: the latest revocation time and when it lapses.
     users: HashMap<UserId, (u64, u64)>,
-    /// By `jti`: when it lapses.
-    tokens: HashMap<String, u64>,
+    /// By `jti`: when it was revoked and when it lapses.
+    tokens: HashMap<String, (u64, u64)>,
 }
 
 impl State {
@@ -98,7 +98,7 @@ impl State {
 
     fn lapse(&mut self, now: u64) {
         self.users.retain(|_, (_, until)| *until > now);
-        self.tokens.retain(|_, until| *until > now);
+        self.tokens.retain(|_, (_, until)| *until > now);
     }
 
     /// Applies `r`; whether it changed anything.
@@ -112,10 +112,10 @@ impl State {
                 *entry != before
             }
             Target::Token(jti) => {
-                let until = self.tokens.entry(jti.clone()).or_insert(0);
-                let before = *until;
-                *until = (*until).max(r.expires_at);
-                *until != before
+                let entry = self.tokens.entry(jti.clone()).or_insert((r.revoked_at, 0));
+                let before = *entry;
+                entry.1 = entry.1.max(r.expires_at);
+                *entry != before
             }
         }
     }
@@ -200,7 +200,7 @@ impl Revocations {
         let now = unix_now();
         let state = self.lock();
         if let Some(jti) = &credential.jti
-            && state.tokens.get(jti).is_some_and(|until| *until > now)
+            && state.tokens.get(jti).is_some_and(|(_, until)| *until > now)
         {
             return Err(revoked("the token was revoked"));
         }
@@ -239,9 +239,9 @@ impl Revocations {
         let mut tokens: Vec<Revocation> = state
             .tokens
             .iter()
-            .map(|(jti, until)| Revocation {
+            .map(|(jti, (at, until))| Revocation {
                 target: Target::Token(jti.clone()),
-                revoked_at: 0,
+                revoked_at: *at,
                 expires_at: *until,
             })
             .collect();
