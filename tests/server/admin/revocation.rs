@@ -44,7 +44,9 @@ pub async fn closed_as_revoked(client: &mut WsClient, since: Instant) -> Duratio
     let error = client.expect_within("error", Duration::from_secs(2)).await;
     assert_eq!(error["code"], "token_revoked", "{error}");
     assert_eq!(client.closed_code().await, 4003);
-    since.elapsed()
+    let took = since.elapsed();
+    eprintln!("revoked session closed {took:?} after the request was sent");
+    took
 }
 
 #[tokio::test]
