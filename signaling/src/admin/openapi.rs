@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         show_call,
         end_call,
         remove_call_participant,
+        mute_call_track,
         list_revocations,
         revoke
     ),

@@ -50,6 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/admin/calls/{call}"),
     ("delete", "/api/v1/admin/calls/{call}"),
     ("delete", "/api/v1/admin/calls/{call}/participants/{user}"),
+    (
+        "post",
+        "/api/v1/admin/calls/{call}/participants/{user}/tracks/{track}/mute",
+    ),
     ("get", "/api/v1/admin/revocations"),
     ("post", "/api/v1/admin/revocations"),
 ];
@@ -89,6 +93,10 @@ pub fn router() -> Router<Arc<Signaling>> {
         .route(
             "/api/v1/admin/calls/{call}/participants/{user}",
             delete(remove_call_participant),
+        )
+        .route(
+            "/api/v1/admin/calls/{call}/participants/{user}/tracks/{track}/mute",
+            post(mute_call_track),
         )
         .route(
             "/api/v1/admin/revocations",
@@ -425,8 +433,38 @@ async fn mute_track(
     Path((room, user, track)): Path<(String, String, String)>,
     Body(req): Body<MuteTrack>,
 ) -> Answer<MuteTrack> {
-    let space = room_id(&room);
-    let user = user_id(&user)?;
+    hold(&sig, room_id(&room), &user, track, req).await
+}
+
+/// Mute or unmute a track a participant publishes in an SFU-mode call, as for rooms.
+#[utoipa::path(post, path = "/api/v1/admin/calls/{call}/participants/{user}/tracks/{track}/mute", tag = "calls",
+    params(("call" = String, Path, description = "The call id"),
+           ("user" = String, Path, description = "The publisher's user id"),
+           ("track" = String, Path, description = "The track id (as in `track:published`)")),
+    request_body = MuteTrack,
+    responses(
+        (status = 200, description = "Done", body = MuteTrack),
+        (status = 404, description = "No such call, participant or track", body = super::model::ApiError),
+        (status = 409, description = "No SFU on this server", body = super::model::ApiError),
+        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+async fn mute_call_track(
+    _: Admin,
+    State(sig): State<Arc<Signaling>>,
+    Path((call, user, track)): Path<(String, String, String)>,
+    Body(req): Body<MuteTrack>,
+) -> Answer<MuteTrack> {
+    hold(&sig, CallId(call), &user, track, req).await
+}
+
+/// Holds or releases `track` of `user` in `space`.
+async fn hold(
+    sig: &Signaling,
+    space: CallId,
+    user: &str,
+    track: String,
+    req: MuteTrack,
+) -> Answer<MuteTrack> {
+    let user = user_id(user)?;
     let op = AdminOp::Seats {
         space: space.clone(),
         user: user.clone(),
@@ -439,7 +477,7 @@ async fn mute_track(
     };
     match sig.hub.admin_with_media(op, Some(media)).await {
         Ok(_) => Ok(Json(req)),
-        Err(f) => Err(elsewhere(&sig, &space, f).await),
+        Err(f) => Err(elsewhere(sig, &space, f).await),
     }
 }
 
