@@ -1,4 +1,5 @@
-//! Command-line interface: `chorus serve`, `chorus check-config`, `chorus token`.
+//! Command-line interface: `chorus serve`, `chorus check-config`, `chorus token`, and the
+//! server API commands (`chorus rooms|participants|calls|tokens`, see [`crate::admin_cli`]).
 
 use clap::{Args, Parser, Subcommand};
 use config::{Config, ConfigError, LogFormat, Overrides};
@@ -25,6 +26,34 @@ pub enum Command {
     Turn(ConfigArgs),
     /// Mint a JWT with the configured key, for testing and scripts.
     Token(TokenArgs),
+    /// Server API: list, create and delete rooms, set their metadata, send them data.
+    Rooms {
+        #[command(flatten)]
+        api: crate::admin_cli::ApiArgs,
+        #[command(subcommand)]
+        command: crate::admin_cli::RoomsCommand,
+    },
+    /// Server API: list, remove and mute a room's participants.
+    Participants {
+        #[command(flatten)]
+        api: crate::admin_cli::ApiArgs,
+        #[command(subcommand)]
+        command: crate::admin_cli::ParticipantsCommand,
+    },
+    /// Server API: list and end calls.
+    Calls {
+        #[command(flatten)]
+        api: crate::admin_cli::ApiArgs,
+        #[command(subcommand)]
+        command: crate::admin_cli::CallsCommand,
+    },
+    /// Server API: revoke tokens and list revocations.
+    Tokens {
+        #[command(flatten)]
+        api: crate::admin_cli::ApiArgs,
+        #[command(subcommand)]
+        command: crate::admin_cli::TokensCommand,
+    },
 }
 
 /// Where the configuration comes from; shared by every command.

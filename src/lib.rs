@@ -4,6 +4,7 @@
 //! [`Listeners`], a validated [`Config`] and a shutdown future, so tests start a whole server
 //! on `127.0.0.1:0` inside their own process.
 
+pub mod admin_cli;
 mod background;
 pub mod cli;
 pub mod descriptors;
@@ -95,18 +96,39 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     let turn = turn::bind(config, &registry)
         .await
         .map_err(RunError::Config)?;
+    let store = wiring::revocations::FileStore::open(
+        &config.server.data_dir,
+        signaling::revocation::unix_now(),
+    )
+    .map_err(|e| {
+        RunError::Config(format!(
+            "cannot keep revocations in `server.data_dir` ({}): {e}",
+            config.server.data_dir.display()
+        ))
+    })?;
+    let revocations =
+        signaling::revocation::Revocations::load(Arc::new(store), config.admin.max_revocations)
+            .await
+            .map_err(RunError::Config)?;
     let signaling = Signaling::new(
         config,
         auth,
-        Some(extension),
-        media
-            .clone()
-            .map(|m| m as Arc<dyn signaling::media::MediaServer>),
-        cluster,
-        Some(Arc::new(webhooks.clone()) as Arc<dyn signaling::lifecycle::LifecycleSink>),
+        signaling::Parts {
+            extension: Some(extension),
+            media: media
+                .clone()
+                .map(|m| m as Arc<dyn signaling::media::MediaServer>),
+            cluster,
+            lifecycle: Some(
+                Arc::new(webhooks.clone()) as Arc<dyn signaling::lifecycle::LifecycleSink>
+            ),
+            revocations,
+        },
         &registry,
     )
     .map_err(|e| RunError::Config(e.to_string()))?;
+    // Revocations taken on other nodes while this one was down.
+    signaling.routing.sync_revocations().await;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
     if let Some(handle) = &sfu {
         sfu::spawn_event_pump(handle, signaling.hub.clone(), webhooks.clone());

@@ -41,6 +41,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Rooms { api, command } => {
+            api_call(async move { chorus::admin_cli::rooms(&api, &command).await })
+        }
+        Command::Participants { api, command } => {
+            api_call(async move { chorus::admin_cli::participants(&api, &command).await })
+        }
+        Command::Calls { api, command } => {
+            api_call(async move { chorus::admin_cli::calls(&api, &command).await })
+        }
+        Command::Tokens { api, command } => {
+            api_call(async move { chorus::admin_cli::tokens(&api, &command).await })
+        }
         Command::Serve(args) => {
             let config = match args.config.load(&[
                 ("server.listen", args.listen.as_ref()),
@@ -70,6 +82,30 @@ fn run_async(future: impl std::future::Future<Output = Result<(), chorus::RunErr
         Err(chorus::RunError::Config(e)) => {
             eprintln!("chorus: {e}");
             ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("chorus: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a server API command: prints its output, or its error and exits 1.
+fn api_call(future: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chorus: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("chorus: {e}");

@@ -27,6 +27,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// Where webhook events go: `[[webhooks]]` entries (none by default).
     pub webhooks: Vec<WebhookEndpoint>,
+    /// The server API and token revocation; see [`AdminConfig`].
+    pub admin: AdminConfig,
 }
 
 /// Arrays of tables (`[[webhooks]]`): several entries, set in a file only (no variable names an
@@ -36,7 +38,7 @@ pub const ARRAY_SECTIONS: &[&str] = &["webhooks"];
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
     "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu", "turn",
-    "cluster", "webhook",
+    "cluster", "webhook", "admin",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -591,6 +593,34 @@ impl ClusterConfig {
     }
 }
 
+/// The server API (`/api/v1/admin/...`) and token revocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Keys an application backend may present as `Authorization: Bearer <key>` instead of a
+    /// JWT with the `admin` grant; each at least 32 bytes, compared in constant time. Empty:
+    /// only admin JWTs are accepted.
+    pub api_keys: Vec<String>,
+    /// Largest request body the server API reads, in bytes; a larger one is refused with 413.
+    pub max_body_bytes: usize,
+    /// How long a revocation is kept when the request names no `expiresAt`: at least as long
+    /// as the longest lifetime of the tokens you issue.
+    pub revocation_ttl: HumanDuration,
+    /// Most revocations in force at once (they lapse as the tokens they name expire).
+    pub max_revocations: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            revocation_ttl: HumanDuration::secs(24 * 3600),
+            max_revocations: 100_000,
+        }
+    }
+}
+
 /// Longest JWT leeway accepted: more would make `exp` meaningless.
 pub const MAX_LEEWAY_SECS: u64 = 60;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
@@ -703,7 +733,24 @@ impl Config {
         Ok(())
     }
 
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        if a.api_keys.iter().any(|k| k.len() < MIN_SECRET_BYTES) {
+            return Err(invalid(
+                "admin.api_keys",
+                format!("every key must be at least {MIN_SECRET_BYTES} bytes"),
+            ));
+        }
+        if a.max_body_bytes < 1024 || a.max_body_bytes > 1024 * 1024 {
+            return Err(invalid("admin.max_body_bytes", "between 1024 and 1048576"));
+        }
+        positive("admin.revocation_ttl", a.revocation_ttl.get().as_secs())?;
+        positive("admin.max_revocations", a.max_revocations as u64)?;
+        Ok(())
+    }
+
     fn validate_rest(&self) -> Result<(), ConfigError> {
+        self.validate_admin()?;
         let l = &self.limits;
         positive("limits.events_per_second", l.events_per_second as u64)?;
         positive("limits.event_burst", l.event_burst as u64)?;

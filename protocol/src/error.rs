@@ -43,6 +43,11 @@ pub enum ErrorCode {
     TokenBadIssuer,
     /// The token's audience is not the configured one.
     TokenBadAudience,
+    /// The token was revoked through the server API (by its `jti`, or every token of its user
+    /// issued before the revocation); a live session is closed with it (WebSocket 4003).
+    TokenRevoked,
+    /// Server API: the call or room is owned by another node of the cluster; the body names it.
+    WrongNode,
     /// The client's address holds too many connections already.
     TooManyConnections,
     /// Chat: the user is not a member of the conversation.
@@ -83,6 +88,8 @@ impl ErrorCode {
             Self::TokenNotYetValid => "token_not_yet_valid",
             Self::TokenBadIssuer => "token_bad_issuer",
             Self::TokenBadAudience => "token_bad_audience",
+            Self::TokenRevoked => "token_revoked",
+            Self::WrongNode => "wrong_node",
             Self::TooManyConnections => "too_many_connections",
             Self::NotMember => "not_member",
             Self::ContentTooLong => "content_too_long",

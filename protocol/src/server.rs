@@ -64,6 +64,12 @@ pub enum ServerEvent {
     MediaMoved(MediaMoved),
     #[serde(rename = "session:expiring")]
     SessionExpiring(SessionExpiring),
+    #[serde(rename = "room:metadata")]
+    RoomMetadata(RoomMetadata),
+    #[serde(rename = "participant:metadata")]
+    ParticipantMetadata(ParticipantMetadata),
+    #[serde(rename = "room:data")]
+    RoomData(RoomData),
     #[serde(rename = "error")]
     Error(ErrorEvent),
     /// A chat event (`message:new`, `typing`, ...): its name and payload come from the chat
@@ -111,6 +117,9 @@ impl ServerEvent {
             Self::ServerShutdown(_) => "server:shutdown",
             Self::MediaMoved(_) => "media:moved",
             Self::SessionExpiring(_) => "session:expiring",
+            Self::RoomMetadata(_) => "room:metadata",
+            Self::ParticipantMetadata(_) => "participant:metadata",
+            Self::RoomData(_) => "room:data",
             Self::Error(_) => "error",
             Self::Chat(c) => c.name,
         }
@@ -249,6 +258,10 @@ pub enum EndReason {
     Timeout,
     /// A participant's connection was lost for longer than the reconnect grace period.
     Failed,
+    /// The application ended it through the server API (a call ended, a room deleted).
+    Terminated,
+    /// Sent only to the participant the server API removed; the others carry on.
+    Removed,
 }
 
 impl EndReason {
@@ -259,6 +272,8 @@ impl EndReason {
             Self::Rejected => "rejected",
             Self::Timeout => "timeout",
             Self::Failed => "failed",
+            Self::Terminated => "terminated",
+            Self::Removed => "removed",
         }
     }
 }
@@ -393,6 +408,36 @@ pub struct TrackEvent {
     pub user_id: UserId,
 }
 
+/// `room:metadata`: the application set the room's metadata through the server API. Sent to
+/// every connection in the room; `metadata` is the application's own string (empty: cleared).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMetadata {
+    pub call_id: CallId,
+    pub metadata: String,
+}
+
+/// `participant:metadata`: the application set a participant's metadata in a room through the
+/// server API. Sent to every connection in the room, the participant's own too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantMetadata {
+    pub call_id: CallId,
+    pub user_id: UserId,
+    pub metadata: String,
+}
+
+/// `room:data`: a data message the application sent to a room through the server API. `topic`
+/// is the application's label for it; `data` any JSON value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomData {
+    pub call_id: CallId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    pub data: Value,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerShutdown {
@@ -432,6 +477,9 @@ pub struct RoomJoinAck {
     pub participants: Vec<UserRef>,
     pub tracks: Vec<TrackPublished>,
     pub ice_servers: Vec<IceServer>,
+    /// The room's metadata, when the application set some (server API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// Ack of `presence:subscribe`.

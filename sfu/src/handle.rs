@@ -244,6 +244,18 @@ impl SfuHandle {
         self.fallible(move |c, _| c.set_track_muted(&room, &participant, &track, muted))
     }
 
+    /// Mutes (`held`) or unmutes a track of `user` in `room` for the server API: a held track
+    /// is not forwarded; see [`crate::core::Core::set_track_held`].
+    pub fn set_track_held(
+        &self,
+        room: RoomKey,
+        user: String,
+        track: TrackId,
+        held: bool,
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.set_track_held(now, &room, &user, &track, held))
+    }
+
     /// Records a mute toggle of every track of `participant` from `source`.
     pub fn set_source_muted(
         &self,

@@ -16,6 +16,7 @@
 //! `false`) sit at the top level of the payload. `contacts`, an optional array of user ids, lists
 //! whose presence the user may see when `presence.visibility` is `contacts`.
 
+use crate::revocation::{Credential, MAX_JTI_BYTES};
 use config::{AuthConfig, JwtAlgorithm};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -103,6 +104,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The token's id: the server API can revoke this one token by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +258,13 @@ impl Authenticator {
     /// Verifies `token` and returns who it names and until when this server accepts it: its
     /// `exp` plus the configured leeway, in Unix seconds. A live session ends then.
     pub fn verify_until(&self, token: &str) -> Result<(Identity, u64), AuthError> {
+        self.verify_token(token)
+            .map(|(identity, terms)| (identity, terms.until))
+    }
+
+    /// [`Authenticator::verify_until`], with what a revocation is checked against. Revocations
+    /// themselves are checked by the caller ([`crate::revocation::Revocations::check`]).
+    pub fn verify_token(&self, token: &str) -> Result<(Identity, TokenTerms), AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::new(
@@ -289,6 +300,12 @@ impl Authenticator {
                 AuthError::new(code, e.to_string())
             })?;
         let claims = data.claims;
+        if claims.jti.as_ref().is_some_and(|j| j.len() > MAX_JTI_BYTES) {
+            return Err(AuthError::new(
+                ErrorCode::TokenInvalid,
+                format!("`jti` is longer than {MAX_JTI_BYTES} bytes"),
+            ));
+        }
         if !protocol::valid_id(&claims.sub) {
             return Err(AuthError::new(
                 ErrorCode::TokenInvalid,
@@ -312,7 +329,15 @@ impl Authenticator {
             grants: claims.grants,
             contacts: claims.contacts.into_iter().map(UserId).collect(),
         };
-        Ok((identity, claims.exp.saturating_add(self.validation.leeway)))
+        let terms = TokenTerms {
+            until: claims.exp.saturating_add(self.validation.leeway),
+            credential: Credential {
+                user: identity.user_id.clone(),
+                jti: claims.jti,
+                iat: claims.iat,
+            },
+        };
+        Ok((identity, terms))
     }
 
     /// Mints a token for `user` valid for `ttl` (the `chorus token` command and dev mode).
@@ -334,6 +359,7 @@ impl Authenticator {
             name: Some(name.into()),
             exp: iat + ttl.as_secs().max(1),
             iat: Some(iat),
+            jti: Some(new_jti()),
             nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(AudienceClaim::One),
@@ -343,6 +369,20 @@ impl Authenticator {
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, encoding)
             .map_err(|e| e.to_string())
     }
+}
+
+/// How long a verified token is accepted, and what a revocation is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenTerms {
+    /// Unix second until which the token is accepted: its `exp` plus `auth.leeway`.
+    pub until: u64,
+    pub credential: Credential,
+}
+
+/// A fresh `jti` for a minted token: 128 random bits in hex.
+fn new_jti() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where a token may come from on an HTTP request: `Authorization: Bearer`, then the

@@ -9,6 +9,7 @@
 //!
 //! [`Signaling`] ties them together and builds the router the binary serves.
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod driver;
@@ -20,10 +21,11 @@ pub mod lifecycle;
 pub mod limits;
 pub mod media;
 pub mod metrics;
+pub mod revocation;
 pub mod session;
 pub mod transport;
 
-use auth::{Authenticator, Identity};
+use auth::{Authenticator, Identity, TokenTerms};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -57,6 +59,10 @@ pub struct Signaling {
     pub media: Option<Arc<dyn media::MediaServer>>,
     /// Where events for calls and rooms go: the local hub, or the node owning them.
     pub routing: Arc<cluster::Router>,
+    /// Revoked tokens, refused at connect and at refresh; live sessions close on them.
+    pub revocations: Arc<revocation::Revocations>,
+    /// The server API's settings (`[admin]`).
+    pub admin: admin::AdminSettings,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -76,18 +82,35 @@ impl Refused {
     }
 }
 
+/// The parts the binary plugs into [`Signaling::new`].
+pub struct Parts {
+    /// Client events handled outside the hub (chat).
+    pub extension: Option<Arc<dyn extension::Extension>>,
+    /// The SFU, when media goes through this node.
+    pub media: Option<Arc<dyn media::MediaServer>>,
+    /// [`cluster::Solo`] on a single node.
+    pub cluster: Arc<dyn cluster::Cluster>,
+    /// Stores the hub's lifecycle events (webhooks) before clients hear of them.
+    pub lifecycle: Option<Arc<dyn lifecycle::LifecycleSink>>,
+    /// Revoked tokens and users.
+    pub revocations: Arc<revocation::Revocations>,
+}
+
 impl Signaling {
-    /// The signaling service of one node. `cluster` is [`cluster::Solo`] on a single node;
-    /// `lifecycle` stores the hub's lifecycle events (webhooks) before clients hear of them.
+    /// The signaling service of one node.
     pub fn new(
         config: &config::Config,
         auth: Authenticator,
-        extension: Option<Arc<dyn extension::Extension>>,
-        media: Option<Arc<dyn media::MediaServer>>,
-        cluster: Arc<dyn cluster::Cluster>,
-        lifecycle: Option<Arc<dyn lifecycle::LifecycleSink>>,
+        parts: Parts,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
+        let Parts {
+            extension,
+            media,
+            cluster,
+            lifecycle,
+            revocations,
+        } = parts;
         let metrics = Metrics::new(registry)?;
         let ice = IceServers::new(&config.ice);
         let mut settings = hub::HubSettings::from_config(config);
@@ -112,6 +135,7 @@ impl Signaling {
                 max_calls_per_user: config.limits.max_calls_per_user,
             },
             cluster::RouterMetrics::register(registry)?,
+            revocations.clone(),
         );
         routing.spawn_inbox();
         if routing.cluster().topology() == cluster::Topology::Clustered {
@@ -121,6 +145,8 @@ impl Signaling {
         Ok(Arc::new(Self {
             hub,
             routing,
+            revocations,
+            admin: admin::AdminSettings::from_config(config),
             auth: Arc::new(auth),
             ice,
             limits: SessionLimits::from_config(config),
@@ -136,13 +162,15 @@ impl Signaling {
         }))
     }
 
-    /// `/ws`, `/api/v1/presence` and `/api/v1/ice-servers`. Socket.IO is a layer:
-    /// see [`Signaling::with_socketio`].
+    /// `/ws`, `/api/v1/presence`, `/api/v1/ice-servers` and the server API
+    /// (`/api/v1/admin/...`, `/api/v1/openapi.json`). Socket.IO is a layer: see
+    /// [`Signaling::with_socketio`].
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/ws", get(transport::ws::upgrade))
             .route("/api/v1/presence", get(http::presence))
             .route("/api/v1/ice-servers", get(http::ice_servers))
+            .merge(admin::router())
             .with_state(self.clone())
     }
 
@@ -170,13 +198,13 @@ impl Signaling {
             .map(|(identity, _)| identity)
     }
 
-    /// [`Signaling::authenticate`] for a session: also until when its token is accepted (Unix
-    /// seconds).
+    /// [`Signaling::authenticate`] for a session: also until when its token is accepted and
+    /// what a revocation would name.
     pub fn authenticate_session(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<(Identity, u64), Refused> {
+    ) -> Result<(Identity, TokenTerms), Refused> {
         self.verify(auth::token_from_request(headers, query))
     }
 
@@ -188,11 +216,11 @@ impl Signaling {
         headers: &HeaderMap,
         query: Option<&str>,
         peer: SocketAddr,
-    ) -> Result<(Identity, u64, ConnectionPermit), Refused> {
-        let (identity, until) =
+    ) -> Result<(Identity, TokenTerms, ConnectionPermit), Refused> {
+        let (identity, terms) =
             self.verify(token.or_else(|| auth::token_from_request(headers, query)))?;
         let permit = self.admit(peer)?;
-        Ok((identity, until, permit))
+        Ok((identity, terms, permit))
     }
 
     /// Admits an authenticated connection from `peer`: refused while draining or over the
@@ -271,13 +299,22 @@ impl Signaling {
         }
     }
 
-    fn verify(&self, token: Option<String>) -> Result<(Identity, u64), Refused> {
+    /// Verifies a token and checks it against the revocation list.
+    pub fn verify(&self, token: Option<String>) -> Result<(Identity, TokenTerms), Refused> {
         let result = match token {
             None => Err(auth::AuthError {
                 code: ErrorCode::TokenMissing,
                 message: "no token: use Authorization: Bearer, ?access_token= or auth.token".into(),
             }),
-            Some(t) => self.auth.verify_until(&t),
+            Some(t) => self.auth.verify_token(&t).and_then(|(identity, terms)| {
+                self.revocations
+                    .check(&terms.credential)
+                    .map_err(|f| auth::AuthError {
+                        code: f.code,
+                        message: f.message,
+                    })?;
+                Ok((identity, terms))
+            }),
         };
         result.map_err(|e| {
             self.metrics

@@ -30,6 +30,8 @@ pub enum LeaveReason {
     Disconnected,
     /// The call ended around them (the other side of a 1:1 hung up, the maximum duration).
     CallEnded,
+    /// The server API removed them, or deleted the room they were in.
+    Removed,
 }
 
 impl LeaveReason {
@@ -38,6 +40,7 @@ impl LeaveReason {
             LeaveReason::Left => "left",
             LeaveReason::Disconnected => "disconnected",
             LeaveReason::CallEnded => "call_ended",
+            LeaveReason::Removed => "removed",
         }
     }
 }

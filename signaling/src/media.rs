@@ -100,6 +100,23 @@ pub enum MediaCommand {
     },
 }
 
+/// A server API request about a space's media (see [`crate::admin`]). Issued by the hub's
+/// task after the hub checked the space and participant, so it is queued in order with the
+/// hub's own commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminMedia {
+    /// The tracks published in `space`; answered with [`MediaAnswer::Tracks`].
+    Tracks { space: CallId },
+    /// Mute (`held`) or unmute `track`, published by `user` in `space`: a held track is not
+    /// forwarded until released. Answered with [`MediaAnswer::Done`], or `not_found`.
+    Hold {
+        space: CallId,
+        user: UserId,
+        track: String,
+        held: bool,
+    },
+}
+
 /// The answer to a queued request.
 pub type MediaReply = Pin<Box<dyn Future<Output = Result<MediaAnswer, Failure>> + Send>>;
 
@@ -147,6 +164,9 @@ pub trait MediaServer: Send + Sync + 'static {
 
     /// Queues a command the hub issued (see [`MediaCommand`]), in call order.
     fn apply(&self, command: MediaCommand);
+
+    /// Queues a server API request (see [`AdminMedia`]); the reply resolves with the answer.
+    fn admin(&self, request: AdminMedia) -> MediaReply;
 }
 
 /// The `from` of signals the SFU sends.

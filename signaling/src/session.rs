@@ -13,7 +13,7 @@
 //! Lifecycle: created after the hub accepted the connection; dropped when the connection ends
 //! (the adapter then calls `HubHandle::disconnect`).
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{Authenticator, Identity, TokenTerms};
 use crate::cluster::Router;
 use crate::driver::HubHandle;
 use crate::extension::{Caller, Extension, JoinRole};
@@ -73,6 +73,8 @@ pub struct Session {
     metrics: Metrics,
     /// Until when the connection's token is accepted; `session:refresh` moves it.
     expiry: Expiry,
+    /// Revoked tokens: a refresh with one is refused, and the writer closes on one.
+    revocations: Arc<crate::revocation::Revocations>,
     auth: Arc<Authenticator>,
 }
 
@@ -174,11 +176,17 @@ impl Joining {
 impl Session {
     /// The pipeline for a connection the hub has accepted, whose token is accepted until Unix
     /// second `until`.
-    pub fn new(conn: ConnectionId, identity: Identity, until: u64, sig: &crate::Signaling) -> Self {
+    pub fn new(
+        conn: ConnectionId,
+        identity: Identity,
+        terms: TokenTerms,
+        sig: &crate::Signaling,
+    ) -> Self {
         let limits = sig.limits;
         Self {
-            expiry: Expiry::new(until),
+            expiry: Expiry::new(terms),
             auth: sig.auth.clone(),
+            revocations: sig.revocations.clone(),
             conn,
             identity,
             hub: sig.hub.clone(),
@@ -194,9 +202,9 @@ impl Session {
         }
     }
 
-    /// The writer's view of the token's expiry.
+    /// The writer's view of the token's expiry and revocation.
     pub fn token_clock(&self) -> TokenClock {
-        self.expiry.clock()
+        self.expiry.clock(self.revocations.clone())
     }
 
     /// `session:refresh {token}`: a newer token for the same user moves the session's end. The
@@ -208,17 +216,19 @@ impl Session {
                 format!("session:refresh takes {{token}}: {e}"),
             )
         })?;
-        let (identity, until) = self
+        let (identity, terms) = self
             .auth
-            .verify_until(&request.token)
+            .verify_token(&request.token)
             .map_err(|e| Failure::new(e.code, e.message))?;
+        self.revocations.check(&terms.credential)?;
         if identity.user_id != self.identity.user_id {
             return Err(Failure::new(
                 ErrorCode::Forbidden,
                 "the token names another user; a session keeps its user",
             ));
         }
-        self.expiry.extend(until);
+        let until = terms.until;
+        self.expiry.renew(terms);
         Ok(json!({"expiresAt": expires_at(until)}))
     }
 

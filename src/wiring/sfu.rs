@@ -15,8 +15,8 @@ use serde_json::Value;
 use sfu::{Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId};
 use signaling::driver::HubHandle;
 use signaling::media::{
-    MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer, Negotiated,
-    ServerOffer, Subscription,
+    AdminMedia, MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer,
+    Negotiated, ServerOffer, Subscription,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -147,6 +147,36 @@ impl MediaServer for SfuMedia {
                 let state = if muted { Muted::Yes } else { Muted::No };
                 drop(self.sfu.set_source_muted(room, participant, source, state));
             }
+        }
+    }
+
+    fn admin(&self, request: AdminMedia) -> MediaReply {
+        match request {
+            AdminMedia::Tracks { space } => {
+                let reply = self.sfu.room_tracks(RoomKey::new(space.as_str()));
+                Box::pin(async move {
+                    // A room nobody has sent an offer in is not in the SFU yet: no tracks.
+                    let tracks = match reply.await {
+                        Ok(tracks) => tracks,
+                        Err(sfu::Error::UnknownRoom(_)) => Vec::new(),
+                        Err(e) => return Err(failure(e)),
+                    };
+                    Ok(MediaAnswer::Tracks(
+                        tracks.into_iter().map(|t| published(&space, t)).collect(),
+                    ))
+                })
+            }
+            AdminMedia::Hold {
+                space,
+                user,
+                track,
+                held,
+            } => done(self.sfu.set_track_held(
+                RoomKey::new(space.as_str()),
+                user.to_string(),
+                TrackId::new(track),
+                held,
+            )),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end signaling tests: a whole server on 127.0.0.1:0 in this process, driven over real
 //! sockets through both transports (raw WebSocket and Socket.IO v5).
 
+mod admin;
 pub mod bad_input;
 mod calls;
 mod chat;

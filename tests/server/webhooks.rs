@@ -757,3 +757,62 @@ async fn an_outbox_that_cannot_be_written_drops_events_and_calls_go_on() {
     db.close().await.unwrap();
     schema.drop_now().await;
 }
+
+/// Rooms the server API creates, removes people from and deletes are reported like any other:
+/// `room.started` at creation (before anyone joined), `participant.left` with reason `removed`,
+/// and `room.finished` when it is deleted with someone still inside.
+#[tokio::test]
+async fn server_api_room_changes_are_reported() {
+    use crate::admin::{api, room_token};
+    let receiver = Receiver::start(0).await;
+    let server = TestServer::with(|c| c.webhooks = vec![endpoint(&receiver, &["*"])]).await;
+    let (status, body) = api(
+        server.addr,
+        "POST",
+        "/api/v1/admin/rooms",
+        Some(json!({"name": "hall"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mut joined = Vec::new();
+    for user in ["dora", "ed"] {
+        let token = room_token(user, "hall");
+        let mut client = Client::Ws(WsClient::connect(server.addr, &token).await.unwrap());
+        client
+            .request("room:join", json!({"room": "hall"}))
+            .await
+            .unwrap();
+        joined.push(client);
+    }
+    let (status, body) = api(
+        server.addr,
+        "DELETE",
+        "/api/v1/admin/rooms/hall/participants/dora",
+        None,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let (status, body) = api(server.addr, "DELETE", "/api/v1/admin/rooms/hall", None).await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    receiver
+        .wait_for(Duration::from_secs(20), |d| d.len() >= 6)
+        .await;
+    let events = of_space(&receiver.delivered(), "room:hall");
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|(t, d)| (t.as_str(), d["userId"].as_str(), d["reason"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("room.started", None, None),
+            ("participant.joined", Some("dora"), None),
+            ("participant.joined", Some("ed"), None),
+            ("participant.left", Some("dora"), Some("removed")),
+            ("participant.left", Some("ed"), Some("removed")),
+            ("room.finished", None, None),
+        ],
+        "{events:#?}"
+    );
+    check_once_and_signed(&receiver.log());
+}

@@ -73,6 +73,8 @@ struct Track {
     kind: TrackKind,
     source: TrackSource,
     muted: Muted,
+    /// Muted by the server API: not forwarded, whatever its publisher toggles, until released.
+    held: bool,
     throttle: KeyframeThrottle,
     pt_meanings: Vec<(str0m::media::Pt, forward::PtMeaning)>,
     /// Sessions holding a subscription (any state).
@@ -343,6 +345,35 @@ impl Core {
         Ok(())
     }
 
+    /// The server API mutes (`held`) or unmutes a track of `user` in `room`: a held track is
+    /// not forwarded, and is announced muted ([`SfuEvent::TrackMuted`]); its publisher's own
+    /// toggles do not release it. On release a video track's subscribers get a keyframe.
+    pub fn set_track_held(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        user: &str,
+        track: &TrackId,
+        held: bool,
+    ) -> Result<(), Error> {
+        let Some(t) = self
+            .tracks
+            .get_mut(track)
+            .filter(|t| &t.room == room && t.publisher_key.user() == user)
+        else {
+            return Err(Error::UnknownTrack(track.clone()));
+        };
+        let was = std::mem::replace(&mut t.held, held);
+        let publisher = t.publisher_key.clone();
+        let video = t.kind == TrackKind::Video;
+        let muted = if held { Muted::Yes } else { Muted::No };
+        self.mute_tracks(room, &publisher, muted, |_, tid| tid == track);
+        if was && !held && video {
+            self.keyframe_request(now, track, str0m::media::KeyframeRequestKind::Pli);
+        }
+        Ok(())
+    }
+
     /// Records a mute change of every track `participant` publishes from `source` (a
     /// `call:media-toggle` names a kind of media, not a track).
     pub fn set_source_muted(
@@ -353,8 +384,9 @@ impl Core {
         muted: Muted,
     ) -> Result<(), Error> {
         let id = self.session_id(room, participant)?;
+        // A track the server API muted stays muted whatever its publisher toggles.
         self.mute_tracks(room, participant, muted, |t, _| {
-            t.publisher == id && t.source == source
+            t.publisher == id && t.source == source && !t.held
         });
         Ok(())
     }

@@ -984,3 +984,74 @@ fn an_offer_that_made_str0m_panic_is_refused() {
     let chromium = include_str!("../../../fuzz/corpus-seed/sdp_offer/chromium-audio-video.sdp");
     assert!(w.core.offer(now, &room(), &key, chromium, &[]).is_ok());
 }
+
+#[test]
+fn a_held_track_is_not_forwarded_and_its_publisher_cannot_release_it() {
+    let mut w = World::new(Limits::default());
+    let (a, b, mids) = publish_two_tracks(&mut w);
+    let audio = w
+        .events
+        .iter()
+        .find_map(|e| match e {
+            SfuEvent::TrackPublished { track_id, kind, .. } if *kind == TrackKind::Audio => {
+                Some(track_id.clone())
+            }
+            _ => None,
+        })
+        .expect("alice's audio is published");
+    let send = |w: &mut World, n: u64| {
+        for seq in n..n + 10 {
+            w.send(a, mids[0], Codec::Opus, seq, &[seq as u8; 40]);
+            w.run(Duration::from_millis(20));
+        }
+        w.run(Duration::from_millis(200));
+    };
+    send(&mut w, 1);
+    let before = w.clients[b].received.len();
+    assert!(before >= 8, "forwarded before: {before}");
+    // Someone else's user name does not find the track.
+    let e = w
+        .core
+        .set_track_held(w.now, &room(), "bob", &audio, true)
+        .unwrap_err();
+    assert_eq!(e, Error::UnknownTrack(audio.clone()));
+    w.core
+        .set_track_held(w.now, &room(), "alice", &audio, true)
+        .unwrap();
+    // The publisher's own unmute does not release it.
+    w.core
+        .set_source_muted(&room(), &"alice".into(), TrackSource::Microphone, Muted::No)
+        .unwrap();
+    send(&mut w, 11);
+    assert_eq!(
+        w.clients[b].received.len(),
+        before,
+        "nothing forwarded while held"
+    );
+    w.collect_events();
+    assert_eq!(
+        count(&w, |e| matches!(
+            e,
+            SfuEvent::TrackMuted {
+                muted: Muted::Yes,
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&w, |e| matches!(
+            e,
+            SfuEvent::TrackMuted {
+                muted: Muted::No,
+                ..
+            }
+        )),
+        0
+    );
+    w.core
+        .set_track_held(w.now, &room(), "alice", &audio, false)
+        .unwrap();
+    send(&mut w, 21);
+    assert!(w.clients[b].received.len() >= before + 8, "forwarded again");
+}

@@ -63,6 +63,7 @@ impl Core {
                 kind,
                 source,
                 muted: Muted::No,
+                held: false,
                 throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
                 pt_meanings: Vec::new(),
                 subscribers: Vec::new(),
@@ -159,6 +160,9 @@ impl Core {
         let Some(track) = self.tracks.get_mut(track_id) else {
             return;
         };
+        if track.held {
+            return;
+        }
         let meaning = match track.pt_meanings.iter().find(|(pt, _)| *pt == pkt.pt) {
             Some((_, m)) => *m,
             None => {

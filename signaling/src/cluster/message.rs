@@ -60,6 +60,11 @@ pub enum Body {
     NodeGone { node: NodeId },
     /// Local only (never sent): Redis is back; write again what this node holds.
     Resync,
+    /// A revocation taken through the server API of the sending node: every node applies and
+    /// keeps it.
+    Revoked {
+        revocation: crate::revocation::Revocation,
+    },
 }
 
 /// Why a space changed owner.

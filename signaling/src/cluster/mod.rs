@@ -148,6 +148,9 @@ pub enum StateWrite {
     },
     /// The user's presence record (status, text) as the other nodes should start from.
     Presence { user: UserId, json: String },
+    /// A token revocation (JSON of [`crate::revocation::Revocation`]), kept until
+    /// `expires_at` (Unix seconds) for nodes that start later.
+    Revocation { json: String, expires_at: u64 },
     /// The user took part in `call` (initiated, accepted, joined) or stopped: the calls counted
     /// against `limits.max_calls_per_user` on every node.
     Seat {
@@ -266,6 +269,10 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Queues a write of shared state, in order.
     fn write(&self, write: StateWrite);
+
+    /// The revocations written with [`StateWrite::Revocation`] that have not lapsed (JSON); a
+    /// single node has none.
+    async fn revocations(&self) -> Result<Vec<String>, ClusterError>;
 
     /// The messages for this node. Can be taken once.
     fn inbox(&self) -> Option<mpsc::UnboundedReceiver<Envelope>>;

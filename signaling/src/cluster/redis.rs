@@ -152,6 +152,9 @@ impl Keys {
     fn all_channel(&self) -> String {
         format!("{}all", self.prefix)
     }
+    fn revocations(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
     fn interest(&self, interest: &Interest) -> String {
         match interest {
             Interest::Devices(u) => format!("{}user:{u}", self.prefix),
@@ -589,6 +592,14 @@ impl Cluster for RedisCluster {
         let _ = self.writes.send(write);
     }
 
+    async fn revocations(&self) -> Result<Vec<String>, ClusterError> {
+        let now = (now_ms() / 1000) as f64;
+        self.client()
+            .zrangebyscore(self.keys().revocations(), now, "+inf", false, None)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
     fn inbox(&self) -> Option<mpsc::UnboundedReceiver<Envelope>> {
         lock(&self.inbox).take()
     }
@@ -984,6 +995,20 @@ async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<StateWrite>)
                 StateWrite::Seat { user, call, seated } => {
                     let member = seated == super::Seated::In;
                     set_member(&shared, &keys.user_seats(&user), &call, member).await
+                }
+                StateWrite::Revocation { json, expires_at } => {
+                    let key = keys.revocations();
+                    let now = (now_ms() / 1000) as f64;
+                    let _: i64 = shared
+                        .client
+                        .zadd(&key, None, None, false, false, (expires_at as f64, json))
+                        .await?;
+                    // Lapsed ones go as new ones come.
+                    shared
+                        .client
+                        .zremrangebyscore::<i64, _, _, _>(&key, "-inf", now)
+                        .await
+                        .map(|_| ())
                 }
                 StateWrite::Presence { user, json } => {
                     shared

@@ -17,7 +17,7 @@
 //! [`Solo`]: super::Solo
 
 use super::message::{Body, Envelope, Guest, MoveReason, Reply, Request};
-use super::{Cluster, ClusterError, DeviceCount, Interest, NodeId, Topology};
+use super::{Cluster, ClusterError, DeviceCount, Interest, NodeId, StateWrite, Topology};
 use crate::auth::Identity;
 use crate::driver::{HubGone, HubHandle};
 use crate::hub::cluster::{Elsewhere, Lookup, PresenceRecord};
@@ -50,6 +50,8 @@ pub struct Router {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     metrics: RouterMetrics,
+    /// Where revocations other nodes took are applied.
+    revocations: Arc<crate::revocation::Revocations>,
 }
 
 /// What the router enforces, from configuration.
@@ -185,8 +187,10 @@ impl Router {
         cluster: Arc<dyn Cluster>,
         settings: RouterSettings,
         metrics: RouterMetrics,
+        revocations: Arc<crate::revocation::Revocations>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            revocations,
             hub,
             cluster,
             settings,
@@ -648,6 +652,50 @@ impl Router {
                 }
             }
             Body::Resync => self.resync().await,
+            Body::Revoked { .. } if mine => {}
+            Body::Revoked { revocation } => self.revocations.adopt(&revocation).await,
+        }
+    }
+
+    /// Tells every other node about a revocation taken here, and keeps it in the shared state
+    /// for nodes that start later.
+    pub fn announce_revocation(&self, revocation: &crate::revocation::Revocation) {
+        if self.solo() {
+            return;
+        }
+        self.cluster.broadcast(Body::Revoked {
+            revocation: revocation.clone(),
+        });
+        self.keep_revocation(revocation);
+    }
+
+    fn keep_revocation(&self, revocation: &crate::revocation::Revocation) {
+        if let Ok(json) = serde_json::to_string(revocation) {
+            self.cluster.write(StateWrite::Revocation {
+                json,
+                expires_at: revocation.expires_at,
+            });
+        }
+    }
+
+    /// Applies the revocations the shared state holds (taken on other nodes, maybe while this
+    /// one was down), and writes back this node's own (Redis may have lost them).
+    pub async fn sync_revocations(&self) {
+        if self.solo() {
+            return;
+        }
+        match self.cluster.revocations().await {
+            Ok(shared) => {
+                for json in shared {
+                    if let Ok(r) = serde_json::from_str(&json) {
+                        self.revocations.adopt(&r).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the cluster's revocations"),
+        }
+        for r in self.revocations.list() {
+            self.keep_revocation(&r);
         }
     }
 
@@ -777,6 +825,7 @@ impl Router {
             }
         }
         self.hub.restate().await;
+        self.sync_revocations().await;
         // A call placed on another node while this one was away from Redis rang its users'
         // channels before this node listened again: ring these devices from the call index.
         for (conn, identity) in &devices {

@@ -131,6 +131,10 @@ impl Cluster for Solo {
         Ok(Vec::new())
     }
 
+    async fn revocations(&self) -> Result<Vec<String>, ClusterError> {
+        Ok(Vec::new())
+    }
+
     async fn presence(
         &self,
         _user: &UserId,

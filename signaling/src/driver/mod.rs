@@ -19,11 +19,12 @@ mod task;
 
 use crate::auth::Identity;
 use crate::cluster::{Cluster, Guest, MoveReason, NodeId};
+use crate::hub::admin::{AdminOp, AdminOutput};
 use crate::hub::cluster::{Adopted, Elsewhere, Lookup};
 use crate::hub::snapshot::SpaceSnapshot;
 use crate::hub::{Hub, HubStats};
 use crate::lifecycle::LifecycleSink;
-use crate::media::{MediaReply, MediaRequest, MediaSeat, MediaServer};
+use crate::media::{AdminMedia, MediaAnswer, MediaReply, MediaRequest, MediaSeat, MediaServer};
 use crate::transport::outbox::Outbox;
 use protocol::{CallId, ClientEvent, ConnectionId, Failure, Presence, ServerEvent, UserId};
 use serde_json::Value;
@@ -126,6 +127,12 @@ enum Command {
     Restate,
     ForgetNode {
         node: NodeId,
+    },
+    /// A server API operation, and the media request to queue right after it when it succeeds.
+    Admin {
+        op: AdminOp,
+        media: Option<AdminMedia>,
+        reply: oneshot::Sender<Result<(AdminOutput, Option<MediaReply>), Failure>>,
     },
 }
 
@@ -417,6 +424,31 @@ impl HubHandle {
         .await
         .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Runs a server API operation on the hub; see [`crate::hub::admin`].
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminOutput, Failure> {
+        self.admin_with_media(op, None).await.map(|(out, _)| out)
+    }
+
+    /// Runs a server API operation and, when it succeeds, queues `media` with the media server
+    /// in the same step (so it is ordered with the hub's own media commands); returns both
+    /// answers. Without an SFU a track list is empty and a hold fails `invalid_state`.
+    pub async fn admin_with_media(
+        &self,
+        op: AdminOp,
+        media: Option<AdminMedia>,
+    ) -> Result<(AdminOutput, Option<MediaAnswer>), Failure> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Admin { op, media, reply })
+            .await
+            .map_err(|_| gone())?;
+        let (output, media) = rx.await.map_err(|_| gone())??;
+        let answer = match media {
+            Some(reply) => Some(reply.await?),
+            None => None,
+        };
+        Ok((output, answer))
     }
 
     /// Resolves once the hub task has ended while handles still exist: it panicked, or it was

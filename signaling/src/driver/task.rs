@@ -208,6 +208,25 @@ impl Driver {
                 let _ = reply.send(hub.local_devices());
             }
             Command::Restate => hub.restate(),
+            Command::Admin { op, media, reply } => {
+                let result = hub.admin(now, op).map(|output| {
+                    let answer = media.map(|request| match (&self.media, request) {
+                        (Some(server), request) => server.admin(request),
+                        (None, crate::media::AdminMedia::Tracks { .. }) => {
+                            Box::pin(async { Ok(crate::media::MediaAnswer::Tracks(Vec::new())) })
+                                as crate::media::MediaReply
+                        }
+                        (None, crate::media::AdminMedia::Hold { .. }) => Box::pin(async {
+                            Err(Failure::new(
+                                protocol::ErrorCode::InvalidState,
+                                "this server forwards no media (no SFU configured)",
+                            ))
+                        }),
+                    });
+                    (output, answer)
+                });
+                let _ = reply.send(result);
+            }
             Command::ForgetNode { node } => {
                 self.guests.retain(|_, home| *home != node);
                 hub.forget_node(now, &node);

@@ -439,6 +439,36 @@ impl Call {
         }
     }
 
+    /// The server API removes `user`: a present member leaves (their devices hear
+    /// `call:ended` with reason `removed`), which ends a 1:1 call for everyone (`terminated`);
+    /// a member still being rung stops ringing as if they had declined.
+    pub fn remove(&mut self, user: &UserId, ctx: &Context<'_>) -> Outcome {
+        self.check_live()?;
+        let member = self.member(user)?;
+        match member.state {
+            MemberState::Ringing => self.reject(user, ctx),
+            MemberState::Joined | MemberState::Reconnecting { .. } => {
+                if self.shape == CallShape::OneToOne {
+                    let mut notices = self.end(EndReason::Terminated, ctx);
+                    for n in &mut notices {
+                        if n.to == Audience::User(user.clone())
+                            && let ServerEvent::CallEnded(e) = &mut n.event
+                        {
+                            e.reason = EndReason::Removed;
+                        }
+                    }
+                    Ok(notices)
+                } else {
+                    Ok(self.leave_as(user, EndReason::Removed, EndReason::Terminated, ctx))
+                }
+            }
+            state => Err(Failure::new(
+                ErrorCode::InvalidState,
+                format!("cannot remove: the participant is {}", state_word(state)),
+            )),
+        }
+    }
+
     /// A device of `user` disconnected. Starts the grace period if it was their last device in
     /// the call.
     pub fn device_lost(&mut self, user: &UserId, device: ConnectionId, grace_until: Instant) {
@@ -724,6 +754,17 @@ impl Call {
         reason_if_last: EndReason,
         ctx: &Context<'_>,
     ) -> Vec<Notice> {
+        self.leave_as(user, EndReason::Ended, reason_if_last, ctx)
+    }
+
+    /// [`Call::leave`], telling the leaver's devices `own` as the reason.
+    fn leave_as(
+        &mut self,
+        user: &UserId,
+        own: EndReason,
+        reason_if_last: EndReason,
+        ctx: &Context<'_>,
+    ) -> Vec<Notice> {
         let Some(member) = self.members.get_mut(user) else {
             return Vec::new();
         };
@@ -738,7 +779,7 @@ impl Call {
             to: Audience::User(user.clone()),
             event: ServerEvent::CallEnded(CallEnded {
                 call_id: self.id.clone(),
-                reason: EndReason::Ended,
+                reason: own,
             }),
         });
         for (other, m) in &self.members {

@@ -353,7 +353,8 @@ impl Hub {
         }
         let sfu = match snapshot {
             SpaceSnapshot::Room { seats, .. } => {
-                let mut room = Room::new(id.clone(), super::wall(self.epoch, now));
+                let mut room =
+                    Room::opened(id.clone(), super::room::Persistence::WhileOccupied, now);
                 for seat in seats.iter().filter(|s| kept.contains(&s.conn)) {
                     room.members
                         .entry(seat.user.clone())

@@ -11,6 +11,7 @@
 //! [`Hub::handle`] → [`Hub::disconnect`]. Every mutation must be followed by draining
 //! `poll_output` completely.
 
+pub mod admin;
 #[cfg(any(test, feature = "fuzzing"))]
 mod audit;
 pub mod call;
@@ -164,6 +165,17 @@ pub struct Hub {
     /// Per call owned here, the users last written as taking part in it (clustered only): the
     /// cluster-wide call quota counts them.
     seats_written: HashMap<CallId, BTreeSet<UserId>>,
+}
+
+/// What ran a call transition, for the reasons its lifecycle events give.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Cause<'a> {
+    /// An event of this user: a hang-up by them is `left`.
+    User(&'a UserId),
+    /// A timer (ring timeout, grace, maximum duration).
+    Timer,
+    /// The server API; the user it removed, if any, leaves as `removed`.
+    Admin { removed: Option<&'a UserId> },
 }
 
 struct Conn {
@@ -456,30 +468,32 @@ impl Hub {
             ClientEvent::CallInitiate(init) => self.initiate(now, conn, &user_id, init, placed),
             ClientEvent::CallAccept(r) => {
                 self.check_call_quota(&user_id, Some(&r.call_id))?;
-                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                self.with_call(now, Cause::User(&user_id), &r.call_id, |call, ctx| {
                     call.accept(&user_id, conn, ctx)
                 })?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
             ClientEvent::CallJoin(r) => {
                 self.check_call_quota(&user_id, Some(&r.call_id))?;
-                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                self.with_call(now, Cause::User(&user_id), &r.call_id, |call, ctx| {
                     call.join(&user_id, conn, ctx)
                 })?;
                 Ok(self.join_ack(now, &r.call_id, &user_id))
             }
             ClientEvent::CallRinging(r) => {
-                self.with_call(now, &user_id, &r.call_id, |call, _| call.ringing(&user_id))?;
+                self.with_call(now, Cause::User(&user_id), &r.call_id, |call, _| {
+                    call.ringing(&user_id)
+                })?;
                 Ok(ok())
             }
             ClientEvent::CallReject(r) => {
-                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                self.with_call(now, Cause::User(&user_id), &r.call_id, |call, ctx| {
                     call.reject(&user_id, ctx)
                 })?;
                 Ok(ok())
             }
             ClientEvent::CallEnd(r) => {
-                self.with_call(now, &user_id, &r.call_id, |call, ctx| {
+                self.with_call(now, Cause::User(&user_id), &r.call_id, |call, ctx| {
                     call.hang_up(&user_id, ctx)
                 })?;
                 Ok(ok())
@@ -497,7 +511,7 @@ impl Hub {
                 if self.rooms.contains_key(&m.call_id) {
                     self.announce_in_room(conn, &user_id, &m.call_id, event)?;
                 } else {
-                    self.with_call(now, &user_id, &m.call_id, |call, _| {
+                    self.with_call(now, Cause::User(&user_id), &m.call_id, |call, _| {
                         call.toggle_media(&user_id, conn, m.media_type, m.enabled)
                     })?;
                 }
@@ -566,7 +580,7 @@ impl Hub {
                     let before = seats(&entry.call);
                     let view = CallView::of(&entry.call);
                     let notices = entry.call.tick(&ctx);
-                    self.note_call_change(now, &id, view, None);
+                    self.note_call_change(now, &id, view, Cause::Timer);
                     self.deliver(&id, notices);
                     self.note_media_leaves(&id, before);
                     self.mark_space(&id);
@@ -600,14 +614,12 @@ impl Hub {
     }
 
     /// Records what a transition of call `id` changed since `before`: answered, joined, left,
-    /// ended. `actor` is the user whose event ran it (`None` for a timer).
-    fn note_call_change(
-        &mut self,
-        now: Instant,
-        id: &CallId,
-        before: CallView,
-        actor: Option<&UserId>,
-    ) {
+    /// ended, for the reasons `cause` implies.
+    fn note_call_change(&mut self, now: Instant, id: &CallId, before: CallView, cause: Cause<'_>) {
+        let actor = match cause {
+            Cause::User(user) => Some(user),
+            Cause::Timer | Cause::Admin { .. } => None,
+        };
         let at = wall(self.epoch, now);
         let Some(entry) = self.calls.get_mut(id) else {
             return;
@@ -643,7 +655,9 @@ impl Hub {
             if after.present.contains_key(user) {
                 continue;
             }
-            let reason = if actor == Some(user) {
+            let reason = if matches!(cause, Cause::Admin { removed: Some(r) } if r == user) {
+                LeaveReason::Removed
+            } else if actor == Some(user) {
                 LeaveReason::Left
             } else if *reconnecting {
                 LeaveReason::Disconnected
@@ -749,7 +763,7 @@ impl Hub {
             };
             return self.announce_in_room(conn, user_id, space, event);
         }
-        self.with_call(now, user_id, space, |call, _| {
+        self.with_call(now, Cause::User(user_id), space, |call, _| {
             call.screen_share(user_id, conn, sharing)
         })?;
         Ok(ok())
@@ -938,7 +952,7 @@ impl Hub {
     fn with_call(
         &mut self,
         now: Instant,
-        actor: &UserId,
+        cause: Cause<'_>,
         id: &CallId,
         f: impl FnOnce(&mut Call, &Context<'_>) -> Result<Vec<Notice>, Failure>,
     ) -> Result<(), Failure> {
@@ -948,7 +962,7 @@ impl Hub {
         let before = seats(&entry.call);
         let view = CallView::of(&entry.call);
         let notices = f(&mut entry.call, &ctx)?;
-        self.note_call_change(now, id, view, Some(actor));
+        self.note_call_change(now, id, view, cause);
         self.deliver(id, notices);
         self.note_media_leaves(id, before);
         self.mark_space(id);

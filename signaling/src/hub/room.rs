@@ -3,17 +3,28 @@
 //! A room's id is `room:<name>`; it appears as `callId` in every event about the room, so
 //! clients handle rooms and calls with the same code. Lifecycle: created by the first join
 //! (when auto-creation is on, or by an admin), joined and left by connections, and closed
-//! when its last connection leaves. A dropped connection leaves at once: rooms do not ring, so
-//! a reloaded page simply joins again.
+//! when its last connection leaves. A room the server API created ([`Persistence::Kept`])
+//! stays while empty, until the API deletes it. A dropped connection leaves at once: rooms do
+//! not ring, so a reloaded page simply joins again.
 
 use super::call::{Audience, Notice};
 use protocol::{CallId, CallUser, ConnectionId, ParticipantJoined, ServerEvent, UserId, UserRef};
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The room id for a room name.
 pub fn room_id(name: &str) -> CallId {
     CallId(format!("room:{name}"))
+}
+
+/// Whether a room closes when its last connection leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Persistence {
+    /// Created by a join: closes when empty.
+    #[default]
+    WhileOccupied,
+    /// Created by the server API: stays until the API deletes it.
+    Kept,
 }
 
 /// One room.
@@ -22,17 +33,33 @@ pub struct Room {
     pub id: CallId,
     /// Connections in the room, by user, with when each joined.
     pub members: BTreeMap<UserId, BTreeMap<ConnectionId, Instant>>,
-    /// When it was created here (or taken over from a node that died), for `room.finished`.
-    pub started_at: SystemTime,
+    pub persistence: Persistence,
+    /// The application's metadata for the room (server API); empty when none.
+    pub metadata: String,
+    /// The application's metadata per participant (server API); a participant's entry goes
+    /// when they leave.
+    pub participant_metadata: BTreeMap<UserId, String>,
+    /// When the room was opened here (or taken over from a node that died): the start that
+    /// `room.finished` reports.
+    pub created_at: Instant,
 }
 
 impl Room {
-    pub fn new(id: CallId, started_at: SystemTime) -> Self {
+    /// A room opened at `now`.
+    pub fn opened(id: CallId, persistence: Persistence, now: Instant) -> Self {
         Self {
             id,
             members: BTreeMap::new(),
-            started_at,
+            persistence,
+            metadata: String::new(),
+            participant_metadata: BTreeMap::new(),
+            created_at: now,
         }
+    }
+
+    /// Whether the room closes now: it is empty and was not created by the server API.
+    pub fn closes(&self) -> bool {
+        self.is_empty() && self.persistence == Persistence::WhileOccupied
     }
 
     /// `conn` of `user` joins at `now`. Others hear `call:participant:joined` when the user is
@@ -70,6 +97,7 @@ impl Room {
             return Vec::new();
         }
         self.members.remove(user);
+        self.participant_metadata.remove(user);
         let event = ServerEvent::ParticipantLeft(CallUser {
             call_id: self.id.clone(),
             user_id: user.clone(),
@@ -124,7 +152,7 @@ mod tests {
     #[test]
     fn joins_and_leaves_are_announced_once_per_user() {
         let now = Instant::now();
-        let mut room = Room::new(room_id("standup"), SystemTime::now());
+        let mut room = Room::opened(room_id("standup"), Persistence::WhileOccupied, now);
         assert_eq!(room.id.as_str(), "room:standup");
         assert!(
             room.join(&"a".into(), "A".into(), ConnectionId(1), now)

@@ -6,7 +6,7 @@
 //! anyone which room names are in use. Only `room:join` says more, and only to a token that
 //! holds the room's grant.
 
-use super::room::{Room, room_id};
+use super::room::{Persistence, Room, room_id};
 use super::{Hub, ok};
 use crate::lifecycle::{Happening, LeaveReason};
 use crate::media::{MediaCommand, MediaSeat};
@@ -56,9 +56,14 @@ impl Hub {
                     "this server holds its maximum number of rooms",
                 ));
             }
-            let at = super::wall(self.epoch, now);
-            self.rooms.insert(id.clone(), Room::new(id.clone(), at));
-            self.record(at, Happening::RoomStarted { room: id.clone() });
+            self.rooms.insert(
+                id.clone(),
+                Room::opened(id.clone(), Persistence::WhileOccupied, now),
+            );
+            self.record(
+                super::wall(self.epoch, now),
+                Happening::RoomStarted { room: id.clone() },
+            );
         }
         let room = self.rooms.get_mut(&id).expect("inserted above");
         if !room.members.contains_key(&user)
@@ -74,6 +79,7 @@ impl Hub {
         }
         let newcomer = !room.members.contains_key(&user);
         let notices = room.join(&user, display, conn, now);
+        let metadata = (!room.metadata.is_empty()).then(|| room.metadata.clone());
         let participants: Vec<UserRef> = room
             .members
             .keys()
@@ -107,6 +113,7 @@ impl Hub {
             participants,
             tracks: Vec::new(),
             ice_servers: self.ice.for_user(&user, super::wall(self.epoch, now)),
+            metadata,
         };
         Ok(serde_json::to_value(ack).unwrap_or_default())
     }
@@ -149,7 +156,7 @@ impl Hub {
         }
     }
 
-    fn leave_room_id(
+    pub(super) fn leave_room_id(
         &mut self,
         now: Instant,
         user: &UserId,
@@ -162,8 +169,8 @@ impl Hub {
         };
         let notices = room.leave(user, conn);
         let still_in = room.members.contains_key(user);
-        let empty = room.is_empty();
-        let started_at = room.started_at;
+        let empty = room.closes();
+        let started_at = super::wall(self.epoch, room.created_at);
         let at = super::wall(self.epoch, now);
         if !still_in {
             self.record(

@@ -6,6 +6,7 @@ use crate::media::MediaCommand;
 use protocol::{CallInitiate, CallRef, CallType, StatusUpdate, UserIds};
 use serde_json::json;
 
+mod admin;
 mod cluster;
 mod lifecycle;
 mod policy;

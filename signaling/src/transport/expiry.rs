@@ -1,14 +1,19 @@
-//! When a session's token runs out.
+//! When a session's token runs out, or is revoked.
 //!
 //! The session owns the [`Expiry`] (the Unix second after which its token is no longer
-//! accepted) and moves it on `session:refresh`; the connection's writer holds a [`TokenClock`]
-//! and learns from it when to warn the client and when to close.
+//! accepted, and what a revocation would name) and moves it on `session:refresh`; the
+//! connection's writer holds a [`TokenClock`] and learns from it when to warn the client and
+//! when to close.
 //!
-//! Lifecycle: created with the session from the connecting token's expiry; the clock resolves
+//! Lifecycle: created with the session from the connecting token's terms; the clock resolves
 //! once with [`Due::Warn`] per expiry (a minute ahead, or at once if less is left), then with
-//! [`Due::Expired`] unless a refresh moved the expiry first. It never resolves after the session
-//! is gone.
+//! [`Due::Expired`] unless a refresh moved the expiry first. Whenever the process's revocation
+//! list changes, the clock checks the session's current token against it and resolves with
+//! [`Due::Revoked`] if it is refused. It never resolves after the session is gone.
 
+use crate::auth::TokenTerms;
+use crate::revocation::Revocations;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -17,13 +22,14 @@ pub const WARNING: Duration = Duration::from_secs(60);
 
 /// The session's side: moves the expiry.
 #[derive(Debug)]
-pub struct Expiry(watch::Sender<u64>);
+pub struct Expiry(watch::Sender<TokenTerms>);
 
 /// The writer's side: says when something is due.
-#[derive(Debug)]
 pub struct TokenClock {
-    until: watch::Receiver<u64>,
+    terms: watch::Receiver<TokenTerms>,
     warned_for: Option<u64>,
+    revocations: Arc<Revocations>,
+    revoked: watch::Receiver<u64>,
 }
 
 /// What the clock says is due.
@@ -33,37 +39,52 @@ pub enum Due {
     Warn(u64),
     /// The token is no longer accepted: close.
     Expired,
+    /// The token was revoked: close.
+    Revoked,
 }
 
 impl Expiry {
-    /// A session whose token is accepted until Unix second `until`.
-    pub fn new(until: u64) -> Self {
-        Self(watch::channel(until).0)
+    /// A session whose token has `terms`.
+    pub fn new(terms: TokenTerms) -> Self {
+        Self(watch::channel(terms).0)
     }
 
     /// The current expiry, in Unix seconds.
     pub fn until(&self) -> u64 {
-        *self.0.borrow()
+        self.0.borrow().until
     }
 
-    /// A refresh: the session now lasts until `until`.
-    pub fn extend(&self, until: u64) {
-        self.0.send_replace(until);
+    /// A refresh: the session now runs on a token with `terms`.
+    pub fn renew(&self, terms: TokenTerms) {
+        self.0.send_replace(terms);
     }
 
-    pub fn clock(&self) -> TokenClock {
+    /// The writer's clock, checking revocations in `revocations`.
+    pub fn clock(&self, revocations: Arc<Revocations>) -> TokenClock {
         TokenClock {
-            until: self.0.subscribe(),
+            terms: self.0.subscribe(),
             warned_for: None,
+            revoked: revocations.watch(),
+            revocations,
         }
     }
 }
 
 impl TokenClock {
-    /// Resolves when a warning or the end is due, following refreshes meanwhile.
+    /// Resolves when a warning, the end or a revocation is due, following refreshes meanwhile.
     pub async fn next(&mut self) -> Due {
         loop {
-            let until = *self.until.borrow_and_update();
+            self.revoked.borrow_and_update();
+            let (until, refused) = {
+                let terms = self.terms.borrow_and_update();
+                (
+                    terms.until,
+                    self.revocations.check(&terms.credential).is_err(),
+                )
+            };
+            if refused {
+                return Due::Revoked;
+            }
             let left = time_left(until, SystemTime::now());
             if left.is_zero() {
                 return Due::Expired;
@@ -80,9 +101,14 @@ impl TokenClock {
                     }
                     return due;
                 }
-                changed = self.until.changed() => {
+                changed = self.terms.changed() => {
                     if changed.is_err() {
                         // The session is gone; so is the connection.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                changed = self.revoked.changed() => {
+                    if changed.is_err() {
                         std::future::pending::<()>().await;
                     }
                 }
@@ -101,6 +127,24 @@ fn time_left(until: u64, now: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::revocation::{Credential, Revocation, Target};
+
+    fn terms(until: u64) -> TokenTerms {
+        TokenTerms {
+            until,
+            credential: Credential {
+                user: "u".into(),
+                jti: Some("j".into()),
+                iat: Some(now_secs()),
+            },
+        }
+    }
+
+    fn expiry(until: u64) -> (Expiry, TokenClock) {
+        let expiry = Expiry::new(terms(until));
+        let clock = expiry.clock(Revocations::forgetful());
+        (expiry, clock)
+    }
 
     fn now_secs() -> u64 {
         SystemTime::now()
@@ -111,29 +155,46 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_token_is_warned_at_once_then_expires() {
-        let expiry = Expiry::new(now_secs() + 1);
-        let mut clock = expiry.clock();
+        let (expiry, mut clock) = expiry(now_secs() + 1);
         assert_eq!(clock.next().await, Due::Warn(expiry.until()));
         assert_eq!(clock.next().await, Due::Expired);
     }
 
     #[tokio::test]
     async fn a_refresh_moves_the_end_and_earns_a_new_warning() {
-        let expiry = Expiry::new(now_secs() + 1);
-        let mut clock = expiry.clock();
+        let (expiry, mut clock) = expiry(now_secs() + 1);
         assert!(matches!(clock.next().await, Due::Warn(_)));
         let later = now_secs() + 3600;
-        expiry.extend(later);
+        expiry.renew(terms(later));
         // Well before the new warning is due, nothing resolves.
         let next = tokio::time::timeout(Duration::from_millis(1500), clock.next()).await;
         assert!(next.is_err(), "{next:?}");
-        expiry.extend(now_secs() + 1);
+        expiry.renew(terms(now_secs() + 1));
         assert!(matches!(clock.next().await, Due::Warn(_)));
     }
 
     #[tokio::test]
+    async fn a_revocation_resolves_the_clock_at_once() {
+        let revocations = Revocations::forgetful();
+        let expiry = Expiry::new(terms(now_secs() + 3600));
+        let mut clock = expiry.clock(revocations.clone());
+        let waiting = tokio::spawn(async move { clock.next().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        revocations
+            .revoke(&Revocation {
+                target: Target::Token("j".into()),
+                revoked_at: now_secs(),
+                expires_at: now_secs() + 60,
+            })
+            .await
+            .unwrap();
+        let due = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(due.unwrap().unwrap(), Due::Revoked);
+    }
+
+    #[tokio::test]
     async fn a_token_already_past_expires_at_once() {
-        let mut clock = Expiry::new(now_secs().saturating_sub(5)).clock();
+        let (_expiry, mut clock) = expiry(now_secs().saturating_sub(5));
         assert_eq!(clock.next().await, Due::Expired);
     }
 }

@@ -78,8 +78,8 @@ pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, Socket
 #[derive(Clone)]
 struct Admitted {
     identity: Identity,
-    /// Until when the token is accepted (Unix seconds).
-    until: u64,
+    /// Until when the token is accepted, and what a revocation would name.
+    terms: crate::auth::TokenTerms,
     // Held for the life of the socket; dropped with the extension on disconnect.
     _permit: Arc<ConnectionPermit>,
 }
@@ -123,7 +123,7 @@ async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (identity, until, permit) = sig
+    let (identity, terms, permit) = sig
         .admit_token(from_auth, &parts.headers, parts.uri.query(), peer)
         .map_err(|r| Refused(r.code))?;
     // Registered before CONNECT goes out: once the client is connected, events for it reach it
@@ -137,7 +137,7 @@ async fn authenticate(
         .map_err(|Refusal(f)| Refused(f.code))?;
     s.extensions.insert(Admitted {
         identity,
-        until,
+        terms,
         _permit: Arc::new(permit),
     });
     s.extensions
@@ -187,7 +187,12 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     };
     let conn = registration.conn();
     let gauge = sig.connection_gauge("socketio");
-    let mut session = Session::new(conn, admitted.identity.clone(), admitted.until, &sig);
+    let mut session = Session::new(
+        conn,
+        admitted.identity.clone(),
+        admitted.terms.clone(),
+        &sig,
+    );
     let token = session.token_clock();
     let socket = s.clone();
     let sig = sig.clone();
@@ -284,6 +289,12 @@ async fn emit_events(
                     "the connection's token expired; connect again with a new one",
                 );
                 let event = error_event(&expired, None, None, None);
+                let _ =
+                    when_buffered(&sig.limits, || socket.emit(event.name(), &event.data())).await;
+                break;
+            }
+            Next::Token(Due::Revoked) => {
+                let event = error_event(&super::ws::revoked(), None, None, None);
                 let _ =
                     when_buffered(&sig.limits, || socket.emit(event.name(), &event.data())).await;
                 break;

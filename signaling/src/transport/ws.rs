@@ -54,6 +54,8 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 /// Close code when the connection's token ran out without a `session:refresh` (application
 /// range, RFC 6455 §7.4.2).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// Close code when the connection's token was revoked through the server API.
+pub const CLOSE_TOKEN_REVOKED: u16 = 4003;
 
 /// Read buffer of each raw WebSocket connection.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -67,7 +69,7 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Authentication first, so a missing token is a 401 whatever else is wrong.
-    let (identity, until) = match sig.authenticate_session(&headers, uri.query()) {
+    let (identity, terms) = match sig.authenticate_session(&headers, uri.query()) {
         Ok(authenticated) => authenticated,
         Err(refusal) => return refusal.into_response(),
     };
@@ -103,7 +105,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
-            run(sig, socket, (identity, until), events, registration).await;
+            run(sig, socket, (identity, terms), events, registration).await;
         })
 }
 
@@ -119,13 +121,13 @@ struct ClientFrame {
 async fn run(
     sig: Arc<Signaling>,
     socket: WebSocket,
-    (identity, token_until): (crate::auth::Identity, u64),
+    (identity, terms): (crate::auth::Identity, crate::auth::TokenTerms),
     events: OutboxReader,
     registration: Registration,
 ) {
     let conn = registration.conn();
     let _gauge = sig.connection_gauge("ws");
-    let mut session = Session::new(conn, identity, token_until, &sig);
+    let mut session = Session::new(conn, identity, terms, &sig);
     let (sink, mut stream) = socket.split();
     // Acks and errors from the reader go through the writer so frames never interleave.
     let (replies, reply_rx) = mpsc::channel::<Message>(16);
@@ -278,6 +280,16 @@ async fn write(
                 }
                 (close(CLOSE_TOKEN_EXPIRED, "token expired"), None)
             }
+            Next::Token(Due::Revoked) => {
+                if sink
+                    .send(frame_error(&revoked(), None, None, None))
+                    .await
+                    .is_err()
+                {
+                    return Written::Stalled;
+                }
+                (close(CLOSE_TOKEN_REVOKED, "token revoked"), None)
+            }
         };
         let last = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() {
@@ -379,6 +391,14 @@ fn frame_error(
     temp_id: Option<String>,
 ) -> Message {
     Message::Text(error_event(failure, event, id, temp_id).to_frame().into())
+}
+
+/// What a session whose token was revoked is told before it is closed.
+pub(crate) fn revoked() -> Failure {
+    Failure::new(
+        ErrorCode::TokenRevoked,
+        "the connection's token was revoked; connect again with a new one",
+    )
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
