@@ -41,7 +41,8 @@
 # Server settings that differ from the defaults: presence.away_after = 20s (idle → away happens
 # inside the load's sessions, and stale idle timers are gone 20 s after the last disconnect),
 # rooms.auto_create = true, per-IP connection caps 1000 (every client is on 127.0.0.1), log
-# level warn. Environment: CARGO_TARGET_DIR.
+# level warn. Environment: CARGO_TARGET_DIR; CHORUS_BIN and SOAK_LOAD_BIN (both) to run
+# binaries built before instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES="${1:-60}"
@@ -52,9 +53,14 @@ SECRET="soak-secret-$(date +%s)-0123456789abcdef0123"
 TURN_SECRET="soak-turn-$(date +%s)-0123456789abcdef"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
 
-cargo build --release --bin chorus --example soak_load >&2
-BIN="$CARGO_TARGET_DIR/release/chorus"
-LOAD="$CARGO_TARGET_DIR/release/examples/soak_load"
+if [ -n "${CHORUS_BIN:-}" ] && [ -n "${SOAK_LOAD_BIN:-}" ]; then
+  BIN="$CHORUS_BIN"
+  LOAD="$SOAK_LOAD_BIN"
+else
+  cargo build --release --bin chorus --example soak_load >&2
+  BIN="$CARGO_TARGET_DIR/release/chorus"
+  LOAD="$CARGO_TARGET_DIR/release/examples/soak_load"
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chorus-soak.XXXXXX")
 SERVER_PID=""

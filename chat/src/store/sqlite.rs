@@ -239,6 +239,8 @@ mod tests {
             assert_eq!(-size, READER_CACHE_KIB as i64);
             held.push(conn);
         }
+        // `close` waits for every connection to come back to its pool.
+        drop(held);
         store.close().await;
     }
 }
