@@ -5,6 +5,9 @@
 //! falling behind, reset their sockets within `limits.write_timeout`, and give the memory back:
 //! its VmRSS returns to the baseline while the peers' sockets are still open on our side. A
 //! reading client in another call gets every one of its offers meanwhile.
+//!
+//! The same holds for a storm of ordinary connections: thousands of idle clients that all
+//! leave must not leave the server's RSS at its peak.
 
 use crate::client::{Client, WAIT, WsClient};
 use crate::server::{SECRET, mint, scratch_dir};
@@ -136,6 +139,68 @@ async fn peers_that_stop_reading_are_reset_and_their_memory_returns() {
     server.stop();
 }
 
+/// Connections of the storm; about 15 kB each on the debug build, so about 30 MB in all.
+const STORM: usize = 2000;
+
+#[tokio::test]
+async fn a_storm_of_connections_that_leave_gives_its_memory_back() {
+    let cap = (STORM + 100).to_string();
+    let server = Chorus::start_with(&[
+        ("CHORUS_SERVER_MAX_CONNECTIONS", &cap),
+        ("CHORUS_SERVER_MAX_CONNECTIONS_PER_IP", &cap),
+        ("CHORUS_SERVER_MAX_RAW_CONNECTIONS_PER_IP", &cap),
+    ]);
+    server.wait_listening().await;
+    // A first, smaller storm warms the allocator's arenas and the runtime's threads.
+    drop(storm(&server, "warm", STORM / 4).await);
+    tokio::time::sleep(memory::MAX_DELAY + Duration::from_secs(1)).await;
+    let baseline = server.rss_kb();
+
+    let held = storm(&server, "storm", STORM).await;
+    let peak = server.rss_kb();
+    drop(held);
+    // Every close counts; each CLOSES_PER_TRIM of them asks for a trim that runs at most
+    // MAX_DELAY later.
+    let settled = Instant::now() + memory::MAX_DELAY + SLACK;
+    let mut after = server.rss_kb();
+    while after > baseline + MARGIN_KB && Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = server.rss_kb();
+    }
+    eprintln!(
+        "server VmRSS: baseline {baseline} kB, {STORM} connections {peak} kB, after they left \
+         {after} kB"
+    );
+    assert!(
+        peak > baseline + 3 * MARGIN_KB,
+        "the storm should cost memory: {peak} kB held against a baseline of {baseline} kB"
+    );
+    assert!(
+        after <= baseline + MARGIN_KB,
+        "VmRSS {after} kB after {STORM} connections left; baseline {baseline} kB, peak {peak} kB"
+    );
+    let mut check = server.client("after-storm").await;
+    barrier(&mut check).await;
+    server.stop();
+}
+
+/// `n` authenticated raw WebSocket clients of distinct users, each answered once.
+async fn storm(server: &Chorus, prefix: &str, n: usize) -> Vec<Client> {
+    let mut held = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(100) {
+        let joins = (batch * 100..n.min(batch * 100 + 100)).map(|i| {
+            let user = format!("{prefix}-{i}");
+            async move {
+                let mut client = server.client(&user).await;
+                barrier(&mut client).await;
+                client
+            }
+        });
+        held.extend(futures_util::future::join_all(joins).await);
+    }
+    held
+}
+
 /// Bytes one slow peer of each transport may hold under the default limits: its outbox, and
 /// for Socket.IO socketioxide's packet buffer, with a relayed offer of up to `max_frame_bytes`
 /// per packet (and one frame being written).
@@ -155,6 +220,11 @@ struct Chorus {
 
 impl Chorus {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Started with these `CHORUS_*` variables on top of the defaults above.
+    fn start_with(vars: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -174,6 +244,7 @@ impl Chorus {
             .env("CHORUS_LIMITS_CLOSE_TIMEOUT", "1s")
             .env("CHORUS_SFU_ENABLED", "false")
             .env("CHORUS_TURN_ENABLED", "false")
+            .envs(vars.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
