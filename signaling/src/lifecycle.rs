@@ -5,8 +5,9 @@
 //! answered, a participant gone) and the driver drains them with
 //! [`Hub::poll_lifecycle`](crate::hub::Hub::poll_lifecycle) *before* it hands that step's
 //! server events to any connection: it passes them to a [`LifecycleSink`] (the binary's durable
-//! webhook outbox) and waits for it. So a receiver never learns of an event later than a client
-//! could, and no client sees what the outbox would then lose in a crash.
+//! webhook outbox) and holds that step's output until they are stored. So a receiver never
+//! learns of an event later than a client could, and no client sees what the outbox would then
+//! lose in a crash.
 //!
 //! These carry ids and times only: no tokens, no SDP, no display names.
 
@@ -101,14 +102,19 @@ impl Happening {
 
 /// Where the driver puts lifecycle events; implemented by the binary over its webhook outbox.
 ///
-/// `record` resolves once the events are stored as durably as the sink can store them; the
-/// driver sends the step's server events only then. A sink that cannot store them (its
-/// database is down, its outbox is full) logs and counts that and resolves anyway: calls go on
-/// without webhooks rather than stop.
-#[async_trait::async_trait]
+/// `record` starts storing the events at once, behind everything recorded before (the order of
+/// calls is the order events are stored and delivered in), and returns a future that resolves
+/// once they are stored as durably as the sink can store them. The driver holds the step's
+/// acks and server events until then, and meanwhile goes on with the next commands, so the
+/// hub never waits for a disk. A sink that cannot store the events (its database is down, its
+/// outbox is full) logs and counts that and resolves anyway: calls go on without webhooks
+/// rather than stop.
 pub trait LifecycleSink: Send + Sync + 'static {
     /// Whether `record` would store anything at all (no endpoint configured: nothing to wait
     /// for).
     fn wants(&self) -> bool;
-    async fn record(&self, events: Vec<Lifecycle>);
+    fn record(&self, events: Vec<Lifecycle>) -> Stored;
 }
+
+/// Resolves once a [`LifecycleSink::record`] is stored (or given up).
+pub type Stored = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

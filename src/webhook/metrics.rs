@@ -1,7 +1,9 @@
 //! Prometheus metrics of webhook delivery. The `endpoint` label is an endpoint's id from the
 //! configuration: a set the operator bounds (at most `MAX_WEBHOOK_ENDPOINTS`).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -16,6 +18,9 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// Undelivered events in the outbox (all nodes', read from the database).
     pub depth: IntGauge,
+    /// Transactions that stored events in the outbox; each holds every append queued while the
+    /// one before was written, so against the events stored this shows the grouping.
+    pub writes: IntCounter,
     /// From the event to its delivery (retries included).
     pub latency: Histogram,
     /// 1 while an endpoint is paused, by endpoint.
@@ -54,6 +59,10 @@ impl Metrics {
                 "chorus_webhook_outbox_depth",
                 "Undelivered webhook events in the outbox",
             )?,
+            writes: IntCounter::new(
+                "chorus_webhook_outbox_writes_total",
+                "Transactions that stored webhook events in the outbox (one holds all appends queued meanwhile)",
+            )?,
             latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "chorus_webhook_delivery_seconds",
@@ -81,6 +90,7 @@ impl Metrics {
         registry.register(Box::new(m.retried.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
         registry.register(Box::new(m.depth.clone()))?;
+        registry.register(Box::new(m.writes.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.paused_endpoints.clone()))?;

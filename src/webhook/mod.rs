@@ -2,8 +2,8 @@
 //! participants, tracks and (opt-in) chat messages (issue 14, ADR 0073).
 //!
 //! Flow: the signaling hub records lifecycle events in the step that makes them true; its
-//! driver hands them to [`Webhooks`] (as a [`LifecycleSink`]) and waits until they are stored
-//! before it sends anything of that step. The SFU event pump (`track.*`) and the chat adapter
+//! driver hands them to [`Webhooks`] (as a [`LifecycleSink`]) and holds everything that step
+//! sends until they are stored, while it goes on with later steps. The SFU event pump (`track.*`) and the chat adapter
 //! (`message.sent`) call [`Webhooks::append`] the same way before they tell clients. Storing
 //! writes one outbox row per endpoint that wants the event, in the chat database
 //! ([`chat::outbox`]). The delivery task ([`delivery`]) claims due rows, signs and POSTs them,
@@ -26,13 +26,27 @@ use event::WebhookEvent;
 use signaling::lifecycle::{Lifecycle, LifecycleSink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// The webhook service of one node; cheap to clone.
 #[derive(Clone)]
 pub struct Webhooks {
     shared: Arc<Shared>,
+    /// Appends waiting for the appender task, in the order they were made.
+    queue: mpsc::UnboundedSender<Append>,
 }
+
+pub use signaling::lifecycle::Stored;
+
+/// Rows queued for the appender, and who waits for them.
+struct Append {
+    rows: Vec<NewOutboxRow>,
+    stored: oneshot::Sender<()>,
+}
+
+/// Appends stored in one transaction at most: bounds a group's rows (and its transaction)
+/// when a backlog built up behind a slow write.
+const MAX_APPENDS_PER_GROUP: usize = 64;
 
 /// What the sink and the delivery task share.
 pub struct Shared {
@@ -46,6 +60,9 @@ pub struct Shared {
     /// Undelivered rows, as last read from the database plus rows appended since: the
     /// `webhook.max_outbox` check, without a `COUNT` per step.
     depth: AtomicU64,
+    /// Rows queued for the appender and not yet written: counted against
+    /// `webhook.max_outbox` with `depth`, so a stalled database cannot grow the queue.
+    queued: AtomicU64,
     /// After a failed or slow write, appends are dropped at once until then: during a database
     /// outage the hub then waits `webhook.write_timeout` once per [`STORAGE_RETRY`], not on every
     /// step.
@@ -67,18 +84,21 @@ impl Webhooks {
         for e in endpoints.list() {
             metrics.paused.with_label_values(&[e.id()]).set(0);
         }
-        Ok(Self {
-            shared: Arc::new(Shared {
-                endpoints: Arc::new(endpoints),
-                outbox,
-                settings: config.webhook.clone(),
-                metrics,
-                client: client::Client::new(config.webhook.request_timeout.get()),
-                wake: Notify::new(),
-                depth: AtomicU64::new(0),
-                storage_down_until: std::sync::Mutex::new(None),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            endpoints: Arc::new(endpoints),
+            outbox,
+            settings: config.webhook.clone(),
+            metrics,
+            client: client::Client::new(config.webhook.request_timeout.get()),
+            wake: Notify::new(),
+            depth: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            storage_down_until: std::sync::Mutex::new(None),
+        });
+        let (queue, appends) = mpsc::unbounded_channel();
+        // Ends once every clone of the service (every sender) is gone.
+        tokio::spawn(run_appender(shared.clone(), appends));
+        Ok(Self { shared, queue })
     }
 
     /// The endpoints, which may be changed while the server runs.
@@ -92,12 +112,18 @@ impl Webhooks {
         self.shared.endpoints.any_wants(kind)
     }
 
-    /// Stores `events` for every endpoint that wants them, durably, and returns once they are
-    /// stored: call it before telling any client. When the outbox is full, or the database
-    /// fails or takes longer than `webhook.write_timeout`, the events are dropped, logged and
-    /// counted (`chorus_webhook_events_dropped_total`), and this returns all the same; after a
-    /// failure, events are dropped without trying for [`STORAGE_RETRY`].
-    pub async fn append(&self, events: Vec<WebhookEvent>) {
+    /// Stores `events` for every endpoint that wants them, durably: the rows are queued now,
+    /// behind every append made before (so the events of one room or call are stored in the
+    /// order they happened), and the returned future resolves once they are stored. Await it
+    /// before telling any client. Appends queued while a write is in flight are stored
+    /// together in the next transaction (group commit), so a burst of calls costs a few
+    /// commits, not one each.
+    ///
+    /// When the outbox is full (stored and queued rows over `webhook.max_outbox`), or the
+    /// database fails or takes longer than `webhook.write_timeout`, the events are dropped,
+    /// logged and counted (`chorus_webhook_events_dropped_total`), and the future resolves all
+    /// the same; after a failure, events are dropped without trying for [`STORAGE_RETRY`].
+    pub fn append(&self, events: Vec<WebhookEvent>) -> Stored {
         let shared = &self.shared;
         let endpoints = shared.endpoints.list();
         let mut rows: Vec<NewOutboxRow> = Vec::new();
@@ -116,11 +142,12 @@ impl Webhooks {
             }
         }
         if rows.is_empty() {
-            return;
+            return Box::pin(std::future::ready(()));
         }
         let n = rows.len() as u64;
         let depth = shared.depth.load(Ordering::Relaxed);
-        if depth + n > shared.settings.max_outbox {
+        let queued = shared.queued.load(Ordering::Relaxed);
+        if depth + queued + n > shared.settings.max_outbox {
             shared
                 .metrics
                 .dropped
@@ -128,35 +155,59 @@ impl Webhooks {
                 .inc_by(n);
             tracing::warn!(
                 depth,
+                queued,
                 max = shared.settings.max_outbox,
                 dropped = n,
                 "webhook outbox full (webhook.max_outbox): events dropped"
             );
-            return;
+            return Box::pin(std::future::ready(()));
         }
+        let (stored, done) = oneshot::channel();
+        shared.queued.fetch_add(n, Ordering::Relaxed);
+        if self.queue.send(Append { rows, stored }).is_err() {
+            // The appender ended: only at shutdown, with every clone of this service gone.
+            shared.queued.fetch_sub(n, Ordering::Relaxed);
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            let _ = done.await;
+        })
+    }
+
+    /// Delivers until `stop` resolves; see [`delivery`].
+    pub async fn run_delivery(&self, stop: impl std::future::Future<Output = ()>) {
+        delivery::run(self.shared.clone(), stop).await;
+    }
+}
+
+impl Shared {
+    /// Writes `rows` in one transaction; on failure or timeout drops them (see
+    /// [`Webhooks::append`]).
+    async fn store(&self, rows: &[NewOutboxRow]) {
+        let n = rows.len() as u64;
         let down = |until: Option<std::time::Instant>| {
-            *shared
+            *self
                 .storage_down_until
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = until;
         };
-        let down_until = *shared
+        let down_until = *self
             .storage_down_until
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if down_until.is_some_and(|until| std::time::Instant::now() < until) {
-            shared
-                .metrics
+            self.metrics
                 .dropped
                 .with_label_values(&["storage"])
                 .inc_by(n);
             return;
         }
-        let timeout = shared.settings.write_timeout.get();
-        let error = match tokio::time::timeout(timeout, shared.outbox.append(&rows)).await {
+        let timeout = self.settings.write_timeout.get();
+        let error = match tokio::time::timeout(timeout, self.outbox.append(rows)).await {
             Ok(Ok(new)) => {
-                shared.depth.fetch_add(new, Ordering::Relaxed);
-                shared.wake.notify_one();
+                self.metrics.writes.inc();
+                self.depth.fetch_add(new, Ordering::Relaxed);
+                self.wake.notify_one();
                 if down_until.is_some() {
                     tracing::info!("webhook outbox writable again");
                     down(None);
@@ -166,8 +217,7 @@ impl Webhooks {
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!("slower than webhook.write_timeout ({timeout:?})"),
         };
-        shared
-            .metrics
+        self.metrics
             .dropped
             .with_label_values(&["storage"])
             .inc_by(n);
@@ -180,13 +230,6 @@ impl Webhooks {
         down(Some(std::time::Instant::now() + STORAGE_RETRY));
     }
 
-    /// Delivers until `stop` resolves; see [`delivery`].
-    pub async fn run_delivery(&self, stop: impl std::future::Future<Output = ()>) {
-        delivery::run(self.shared.clone(), stop).await;
-    }
-}
-
-impl Shared {
     /// Reads the outbox depth from the database (every node's events).
     async fn refresh_depth(&self) {
         if let Ok(depth) = self.outbox.depth().await {
@@ -238,14 +281,33 @@ impl Shared {
     }
 }
 
-#[async_trait::async_trait]
 impl LifecycleSink for Webhooks {
     fn wants(&self) -> bool {
         !self.shared.endpoints.is_empty()
     }
 
-    async fn record(&self, events: Vec<Lifecycle>) {
+    fn record(&self, events: Vec<Lifecycle>) -> Stored {
+        // Converted here, in the hub's order: each event takes its position now.
         let events = events.into_iter().map(event::from_lifecycle).collect();
-        self.append(events).await;
+        self.append(events)
+    }
+}
+
+/// The appender: stores queued appends, everything queued meanwhile in one transaction, and
+/// tells each waiter once its rows are stored (or dropped).
+async fn run_appender(shared: Arc<Shared>, mut appends: mpsc::UnboundedReceiver<Append>) {
+    let mut group: Vec<Append> = Vec::with_capacity(MAX_APPENDS_PER_GROUP);
+    while appends.recv_many(&mut group, MAX_APPENDS_PER_GROUP).await > 0 {
+        let rows: Vec<NewOutboxRow> = group
+            .iter_mut()
+            .flat_map(|append| std::mem::take(&mut append.rows))
+            .collect();
+        shared.store(&rows).await;
+        shared
+            .queued
+            .fetch_sub(rows.len() as u64, Ordering::Relaxed);
+        for append in group.drain(..) {
+            let _ = append.stored.send(());
+        }
     }
 }

@@ -816,3 +816,98 @@ async fn server_api_room_changes_are_reported() {
     );
     check_once_and_signed(&receiver.log());
 }
+
+/// While the outbox cannot take a write (its table locked by another transaction), the hub
+/// goes on taking commands: the steps of twenty users joining twenty rooms queue behind the
+/// held write, none is acked before its events are stored, and once the lock goes they are
+/// stored together, in far fewer transactions than steps, and every event arrives once and in
+/// order per room.
+#[tokio::test]
+async fn steps_waiting_for_a_write_are_stored_together_and_acked_after() {
+    use sqlx::Connection;
+    const USERS: usize = 20;
+    let schema = Schema::create().await;
+    let receiver = Receiver::start(0).await;
+    let url = schema.url();
+    let server = TestServer::with(|c| {
+        c.chat.database_url = url.clone();
+        c.rooms.auto_create = Some(true);
+        c.webhook.write_timeout = config::HumanDuration::secs(30);
+        c.webhooks = vec![endpoint(&receiver, &["room.*", "participant.*"])];
+    })
+    .await;
+    let room = |i: usize| format!("desk{i}");
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        let grants = Grants {
+            room: Some(room(i)),
+            ..Grants::default()
+        };
+        let token = mint(&format!("user{i}"), grants, Duration::from_secs(600));
+        clients.push(WsClient::connect(server.addr, &token).await.unwrap());
+    }
+    let writes_before = outbox_writes(server.addr).await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut lock = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE webhook_outbox IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let joins: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
+            let room = room(i);
+            tokio::spawn(async move {
+                let ack = client.request("room:join", json!({ "room": room })).await;
+                (client, ack)
+            })
+        })
+        .collect();
+    // Every join reaches the hub while the first write waits for the lock.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        joins.iter().all(|j| !j.is_finished()),
+        "no join is acked before its events are stored"
+    );
+    lock.rollback().await.unwrap();
+    // Kept connected: leaving would add events of its own.
+    let mut joined = Vec::new();
+    for join in joins {
+        let (client, ack) = join.await.unwrap();
+        ack.expect("the join is acked once its events are stored");
+        joined.push(client);
+    }
+    let writes = outbox_writes(server.addr).await - writes_before;
+    assert!(
+        writes < USERS as u64 / 2,
+        "{USERS} steps waiting together are stored in a few transactions, not {writes}"
+    );
+    receiver
+        .wait_for(Duration::from_secs(20), |d| d.len() >= 2 * USERS)
+        .await;
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 2 * USERS);
+    for i in 0..USERS {
+        let space = format!("room:{}", room(i));
+        assert_eq!(
+            types(&of_space(&delivered, &space)),
+            ["room.started", "participant.joined"]
+        );
+    }
+    check_once_and_signed(&receiver.log());
+    drop(joined);
+    server.stop().await.unwrap();
+    db.close().await.unwrap();
+    schema.drop_now().await;
+}
+
+/// `chorus_webhook_outbox_writes_total` as `/metrics` shows it.
+async fn outbox_writes(addr: SocketAddr) -> u64 {
+    let (_, metrics) = http_get(addr, "/metrics", None).await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chorus_webhook_outbox_writes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the outbox write counter is exported")
+}

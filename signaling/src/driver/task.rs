@@ -1,16 +1,23 @@
 //! The hub task itself: it applies commands to the [`Hub`] and drains everything the hub
 //! produced before taking the next one.
 //!
-//! Draining first hands the step's lifecycle events to the lifecycle sink and waits until it
-//! has stored them (ADR 0073), then answers the step's client events, sends server events to
-//! local outboxes (rendered once per event), relays events for guests to their home node, hands
-//! media commands to the media server and cluster notices to the cluster, all in hub order.
+//! Draining hands media commands to the media server at once, and the step's lifecycle events
+//! to the lifecycle sink (ADR 0073). The rest of the step's output — acks of its client events,
+//! server events for local outboxes (rendered once per event) and for guests' home nodes, and
+//! cluster notices — is *released* once those lifecycle events are stored, in step order.
+//! Until then it is held, and the driver goes on with the next commands: storing is a disk
+//! commit (milliseconds), and the hub serves every user, so it must not wait for one. A step
+//! with nothing to store is released at once unless an earlier step is still held, since
+//! output never overtakes an earlier step's. Commands that hand state to the cluster or to the
+//! server API (see `waits_for_held`) first wait until nothing is held, so what they see and do
+//! follows everything already told.
 
 use super::{Command, GuestAct};
 use crate::cluster::{Body, Cluster, NodeId, Topology, WireEvent};
+use crate::hub::Delivery;
 use crate::hub::Hub;
 use crate::hub::cluster::{ClusterNotice, Elsewhere};
-use crate::lifecycle::LifecycleSink;
+use crate::lifecycle::{LifecycleSink, Stored};
 use crate::media::MediaServer;
 use crate::transport::outbox::{Frame, Outbox};
 use protocol::{ConnectionId, Failure, ServerEvent};
@@ -41,9 +48,29 @@ pub(super) struct Driver {
     lifecycle: Option<Arc<dyn LifecycleSink>>,
     /// Acks of the step's client events, sent once its lifecycle events are stored.
     acks: Vec<(Ack, Result<Value, Failure>)>,
+    /// Steps' output waiting for their lifecycle events to be stored, oldest first.
+    held: VecDeque<Held>,
 }
 
 type Ack = oneshot::Sender<Result<Value, Failure>>;
+
+/// Steps held at most: past this the driver waits for the oldest before taking a command, so a
+/// stalled sink slows the hub down instead of growing memory.
+const MAX_HELD: usize = 1024;
+
+/// What one step produced for connections and the cluster.
+#[derive(Default)]
+struct Output {
+    acks: Vec<(Ack, Result<Value, Failure>)>,
+    deliveries: Vec<Delivery>,
+    notices: Vec<ClusterNotice>,
+}
+
+/// A step's output and the storing of its lifecycle events, which must finish first.
+struct Held {
+    stored: Stored,
+    output: Output,
+}
 
 impl Driver {
     pub fn new(
@@ -61,29 +88,47 @@ impl Driver {
             recent_presence: HashMap::new(),
             lifecycle,
             acks: Vec::new(),
+            held: VecDeque::new(),
         }
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
             let deadline = self.hub.poll_timeout().map(Instant::from_std);
-            let command = match deadline {
-                Some(at) => tokio::select! {
-                    c = rx.recv() => c,
-                    _ = tokio::time::sleep_until(at) => {
-                        self.hub.handle_timeout(Instant::now().into_std());
-                        self.drain().await;
-                        continue;
+            let room = self.held.len() < MAX_HELD;
+            let command = tokio::select! {
+                biased;
+                () = oldest_stored(&mut self.held) => {
+                    if let Some(held) = self.held.pop_front() {
+                        self.release(held.output);
                     }
-                },
-                None => rx.recv().await,
+                    continue;
+                }
+                c = rx.recv(), if room => c,
+                _ = sleep_until(deadline) => {
+                    self.hub.handle_timeout(Instant::now().into_std());
+                    self.drain();
+                    continue;
+                }
             };
             let Some(command) = command else { break };
+            if waits_for_held(&command) {
+                self.release_all_held().await;
+            }
             if let Command::Stop = command {
                 break;
             }
             self.apply(command);
-            self.drain().await;
+            self.drain();
+        }
+        self.release_all_held().await;
+    }
+
+    /// Waits for every held step in order, releasing each.
+    async fn release_all_held(&mut self) {
+        while let Some(held) = self.held.pop_front() {
+            held.stored.await;
+            self.release(held.output);
         }
     }
 
@@ -253,96 +298,115 @@ impl Driver {
         }
     }
 
-    async fn drain(&mut self) {
-        let clustered = self.cluster.topology() == Topology::Clustered;
-        // An event fanned out to many connections is rendered once. Keyed by the event's
-        // address, which stays unique while the map holds the event.
-        let mut rendered: HashMap<usize, (Arc<ServerEvent>, Frame)> = HashMap::new();
-        // Dropping a slow connection produces events of its own (presence, calls), hence the loop.
-        loop {
-            // Stored before anyone hears of the step: acks and server events wait for it.
-            self.record_lifecycle().await;
-            for (ack, result) in self.acks.drain(..) {
-                let _ = ack.send(result);
-            }
-            let mut slow = Vec::new();
-            while let Some(delivery) = self.hub.poll_output() {
-                if !self.outboxes.contains_key(&delivery.to) {
-                    if let Some(home) = self.guests.get(&delivery.to) {
-                        self.cluster.send(
-                            home,
-                            Body::Deliver {
-                                conn: delivery.to,
-                                event: WireEvent::of(&delivery.event),
-                            },
-                        );
-                    }
-                    continue;
-                }
-                let (_, frame) = rendered
-                    .entry(Arc::as_ptr(&delivery.event) as usize)
-                    .or_insert_with(|| {
-                        let frame = Frame::render(&delivery.event);
-                        (delivery.event.clone(), frame)
-                    });
-                if clustered
-                    && is_presence(&delivery.event)
-                    && !first_time(&mut self.recent_presence, delivery.to, frame)
-                {
-                    continue;
-                }
-                let Some(outbox) = self.outboxes.get(&delivery.to) else {
-                    continue;
-                };
-                if outbox.push(frame).is_err() {
-                    // Full or closed: either way this connection cannot take more.
-                    slow.push(delivery.to);
-                }
-            }
-            if slow.is_empty() {
-                break;
-            }
-            for conn in slow {
-                // Removing the outbox closes the channel, which ends the connection's task.
-                if self.outboxes.remove(&conn).is_some() {
-                    tracing::warn!(%conn, "dropping a connection that does not keep up with its events");
-                    // In a cluster the connection's own task reports it gone once its writer
-                    // ends, after asking the device directory whether the user is elsewhere.
-                    if !clustered {
-                        self.hub.disconnect_with(
-                            Instant::now().into_std(),
-                            conn,
-                            Elsewhere::Nowhere,
-                        );
-                    }
-                }
-            }
+    /// Takes everything the hub produced: media commands go out now, the rest is released now
+    /// or held behind the storing of lifecycle events (see the module docs).
+    fn drain(&mut self) {
+        let stored = self.record_lifecycle();
+        let mut output = Output {
+            acks: std::mem::take(&mut self.acks),
+            ..Output::default()
+        };
+        while let Some(delivery) = self.hub.poll_output() {
+            output.deliveries.push(delivery);
         }
-        // Queued now, before the next command: the media server sees seats end in the order the
-        // hub ended them, after any request the hub authorized before.
+        // Now, before the next command: the media server sees seats end in the order the hub
+        // ended them, after any request the hub authorized before.
         while let Some(command) = self.hub.poll_media() {
             if let Some(media) = &self.media {
                 media.apply(command);
             }
         }
         while let Some(notice) = self.hub.poll_cluster() {
-            self.notify(notice);
+            output.notices.push(notice);
         }
         self.hub.record_sizes();
+        match stored {
+            None if self.held.is_empty() => self.release(output),
+            stored => self.held.push_back(Held {
+                stored: stored.unwrap_or_else(|| Box::pin(std::future::ready(()))),
+                output,
+            }),
+        }
     }
 
-    /// Hands the lifecycle events the hub queued to the sink and waits until it stored them.
-    async fn record_lifecycle(&mut self) {
+    /// Tells connections and the cluster what a step produced. A connection that cannot take
+    /// more is dropped, and what that produces is drained in turn.
+    fn release(&mut self, output: Output) {
+        let clustered = self.cluster.topology() == Topology::Clustered;
+        for (ack, result) in output.acks {
+            let _ = ack.send(result);
+        }
+        // An event fanned out to many connections is rendered once. Keyed by the event's
+        // address, which stays unique while the map holds the event.
+        let mut rendered: HashMap<usize, (Arc<ServerEvent>, Frame)> = HashMap::new();
+        let mut slow = Vec::new();
+        for delivery in output.deliveries {
+            if !self.outboxes.contains_key(&delivery.to) {
+                if let Some(home) = self.guests.get(&delivery.to) {
+                    self.cluster.send(
+                        home,
+                        Body::Deliver {
+                            conn: delivery.to,
+                            event: WireEvent::of(&delivery.event),
+                        },
+                    );
+                }
+                continue;
+            }
+            let (_, frame) = rendered
+                .entry(Arc::as_ptr(&delivery.event) as usize)
+                .or_insert_with(|| {
+                    let frame = Frame::render(&delivery.event);
+                    (delivery.event.clone(), frame)
+                });
+            if clustered
+                && is_presence(&delivery.event)
+                && !first_time(&mut self.recent_presence, delivery.to, frame)
+            {
+                continue;
+            }
+            let Some(outbox) = self.outboxes.get(&delivery.to) else {
+                continue;
+            };
+            if outbox.push(frame).is_err() {
+                // Full or closed: either way this connection cannot take more.
+                slow.push(delivery.to);
+            }
+        }
+        for notice in output.notices {
+            self.notify(notice);
+        }
+        if slow.is_empty() {
+            return;
+        }
+        for conn in slow {
+            // Removing the outbox closes the channel, which ends the connection's task.
+            if self.outboxes.remove(&conn).is_some() {
+                tracing::warn!(%conn, "dropping a connection that does not keep up with its events");
+                // In a cluster the connection's own task reports it gone once its writer ends,
+                // after asking the device directory whether the user is elsewhere.
+                if !clustered {
+                    self.hub
+                        .disconnect_with(Instant::now().into_std(), conn, Elsewhere::Nowhere);
+                }
+            }
+        }
+        // Dropping a slow connection produces events of its own (presence, calls).
+        self.drain();
+    }
+
+    /// Hands the lifecycle events the hub queued to the sink, which starts storing them; `None`
+    /// when there is nothing to wait for.
+    fn record_lifecycle(&mut self) -> Option<Stored> {
         let mut events = Vec::new();
         while let Some(event) = self.hub.poll_lifecycle() {
             events.push(event);
         }
         if events.is_empty() {
-            return;
+            return None;
         }
-        if let Some(sink) = self.lifecycle.as_ref().filter(|s| s.wants()) {
-            sink.record(events).await;
-        }
+        let sink = self.lifecycle.as_ref().filter(|s| s.wants())?;
+        Some(sink.record(events))
     }
 
     fn notify(&self, notice: ClusterNotice) {
@@ -397,6 +461,41 @@ fn first_time(
     }
     recent.push_back(hash);
     true
+}
+
+/// Resolves once the oldest held step's lifecycle events are stored; never while none is held.
+async fn oldest_stored(held: &mut VecDeque<Held>) {
+    match held.front_mut() {
+        Some(oldest) => (&mut oldest.stored).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `command` must wait until no step is held: it hands hub state to the cluster (a
+/// snapshot, a release, an adoption, a restatement), answers the server API, or ends the hub,
+/// so it must follow everything the hub already decided being told.
+fn waits_for_held(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Shutdown { .. }
+            | Command::Stop
+            | Command::Adopt { .. }
+            | Command::Release { .. }
+            | Command::Snapshot { .. }
+            | Command::Owned { .. }
+            | Command::DeviceList { .. }
+            | Command::Restate
+            | Command::Admin { .. }
+            | Command::ForgetNode { .. }
+    )
 }
 
 fn is_presence(event: &ServerEvent) -> bool {
