@@ -22,7 +22,7 @@ use crate::Signaling;
 use crate::cluster::{Refusal, Registration};
 use crate::driver::HubHandle;
 use crate::session::{Session, SessionLimits, error_event};
-use crate::transport::outbox::{self, Ended, OutboxReader};
+use crate::transport::outbox::{self, Ended, OutboxReader, Queued};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -221,6 +221,9 @@ async fn write(
     limits: SessionLimits,
     hub: HubHandle,
 ) -> Written {
+    // Events fed to the sink and not yet flushed: each stays charged to the outbox until its
+    // bytes are written.
+    let mut written: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     loop {
         // Biased towards the reader's replies: when the reader ends with a close frame (1009)
         // the hub drops the outbox right after, and that close must win.
@@ -234,38 +237,50 @@ async fn write(
             _ = closing.wait_for(|c| *c) => Next::Closing,
             due = token.next() => Next::Token(due),
         };
-        let (message, _queued) = match next {
+        let message = match next {
             Next::Reply(m) => {
                 // Events queued before this reply was produced go first, so an ack never
                 // overtakes them (ADR 0046: an acked ping is a delivery barrier).
-                while let Some(queued) = events.try_recv() {
-                    if sink
-                        .send(Message::Text(queued.frame().text()))
-                        .await
-                        .is_err()
-                    {
-                        return Written::Stalled;
-                    }
+                if feed_queued(&mut sink, &mut events, &mut written, usize::MAX)
+                    .await
+                    .is_err()
+                {
+                    return Written::Stalled;
                 }
-                (m, None)
+                m
             }
-            Next::Event(Ok(queued)) => (Message::Text(queued.frame().text()), Some(queued)),
-            Next::Event(Err(Ended::Overflowed)) => (
-                close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events"),
-                None,
-            ),
+            Next::Event(Ok(queued)) => {
+                let message = Message::Text(queued.frame().text());
+                if sink.feed(message).await.is_err() {
+                    return Written::Stalled;
+                }
+                written.push(queued);
+                // Whatever else is queued now goes out in the same write.
+                if feed_queued(&mut sink, &mut events, &mut written, MAX_BATCH - 1)
+                    .await
+                    .is_err()
+                {
+                    return Written::Stalled;
+                }
+                if sink.flush().await.is_err() {
+                    return Written::Stalled;
+                }
+                // Written: their bytes leave the outbox's account.
+                written.clear();
+                continue;
+            }
+            Next::Event(Err(Ended::Overflowed)) => {
+                close(CLOSE_TRY_AGAIN_LATER, "too slow to keep up with events")
+            }
             // The hub let go: its task ended (every command would fail), or it is stopping.
             Next::Event(Err(Ended::Released)) if hub.is_ended() => {
-                (close(CLOSE_INTERNAL, "server error; reconnect"), None)
+                close(CLOSE_INTERNAL, "server error; reconnect")
             }
-            Next::Event(Err(Ended::Released)) => {
-                (close(CLOSE_GOING_AWAY, "server going away"), None)
+            Next::Event(Err(Ended::Released)) => close(CLOSE_GOING_AWAY, "server going away"),
+            Next::Closing => close(CLOSE_GOING_AWAY, "server shutting down"),
+            Next::Token(Due::Warn(until)) => {
+                Message::Text(crate::session::expiring(until).to_frame().into())
             }
-            Next::Closing => (close(CLOSE_GOING_AWAY, "server shutting down"), None),
-            Next::Token(Due::Warn(until)) => (
-                Message::Text(crate::session::expiring(until).to_frame().into()),
-                None,
-            ),
             Next::Token(Due::Expired) => {
                 let expired = Failure::new(
                     ErrorCode::TokenExpired,
@@ -278,7 +293,7 @@ async fn write(
                 {
                     return Written::Stalled;
                 }
-                (close(CLOSE_TOKEN_EXPIRED, "token expired"), None)
+                close(CLOSE_TOKEN_EXPIRED, "token expired")
             }
             Next::Token(Due::Revoked) => {
                 if sink
@@ -288,13 +303,15 @@ async fn write(
                 {
                     return Written::Stalled;
                 }
-                (close(CLOSE_TOKEN_REVOKED, "token revoked"), None)
+                close(CLOSE_TOKEN_REVOKED, "token revoked")
             }
         };
         let last = matches!(message, Message::Close(_));
+        // `send` flushes: with any events fed before it, one write.
         if sink.send(message).await.is_err() {
             return Written::Stalled;
         }
+        written.clear();
         if last {
             return Written::Closed;
         }
@@ -304,6 +321,28 @@ async fn write(
         Ok(Ok(())) => Written::Closed,
         _ => Written::Stalled,
     }
+}
+
+/// Events written with one flush at most: bounds the bytes a burst holds in the sink's buffer
+/// beside the outbox's own bound.
+const MAX_BATCH: usize = 32;
+
+/// Feeds up to `limit` events queued now to `sink` without flushing, keeping their outbox
+/// charge in `written`.
+async fn feed_queued(
+    sink: &mut SplitSink<WebSocket, Message>,
+    events: &mut OutboxReader,
+    written: &mut Vec<Queued>,
+    limit: usize,
+) -> Result<(), axum::Error> {
+    for _ in 0..limit {
+        let Some(queued) = events.try_recv() else {
+            break;
+        };
+        sink.feed(Message::Text(queued.frame().text())).await?;
+        written.push(queued);
+    }
+    Ok(())
 }
 
 /// What the writer does next.
