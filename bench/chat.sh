@@ -17,6 +17,10 @@
 # numbers per conversation, every message:new delivered once and in sequence order, history ==
 # acks); any failure makes this script exit non-zero.
 #
+# With SQLite among the backends it first runs examples/chat_store_load.rs (chat crate): the
+# chat service alone in one process, 200 conversations x 2 senders, no network (STORE= to skip),
+# which shows what the store and group commit take apart from the transport.
+#
 # Usage: bench/chat.sh                       (DURATION=20 WINDOW=1, about 2 minutes)
 #        RATE=1000 SCENARIOS=many-senders BACKENDS=sqlite bench/chat.sh   (the issue-10 goals)
 #        RATE=1000 SCENARIOS= bench/chat.sh   (only the fixed-rate run)
@@ -34,13 +38,16 @@ WINDOW="${WINDOW:-1}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 SCENARIOS="${SCENARIOS-one-conversation many-conversations many-senders}"
 RATE="${RATE:-}"
+STORE="${STORE-1}"
 PG_URL="${CHORUS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 SECRET="chat-bench-secret-$(date +%s)-0123456789abcdef"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
 
-cargo build --release --bin chorus --example chat_load >&2
+cargo build --release -p chorus -p chorus-chat --bin chorus --example chat_load \
+  --example chat_store_load >&2
 BIN="$CARGO_TARGET_DIR/release/chorus"
 LOAD="$CARGO_TARGET_DIR/release/examples/chat_load"
+STORE_LOAD="$CARGO_TARGET_DIR/release/examples/chat_store_load"
 TICKS=$(getconf CLK_TCK)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chorus-chat-bench.XXXXXX")
@@ -119,6 +126,27 @@ fi
 
 SUMMARY=()
 FAILED=0
+if [[ " $BACKENDS " == *" sqlite "* ]] && [ -n "$STORE" ]; then
+  # The chat service alone, in one process, without the network: what SQLite and the group
+  # commit can take, against which the whole-server figures below show the transport's cost.
+  echo
+  echo "=== sqlite / store-only (in-process ChatService, 200 conversations x 2 senders)"
+  set +e
+  "$STORE_LOAD" --conversations 200 --senders 2 --seconds "$DURATION" --dir "$WORK/store" \
+    | tee "$WORK/out.txt"
+  status=${PIPESTATUS[0]}
+  set -e
+  line=$(grep '^RESULT ' "$WORK/out.txt" || true)
+  get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+  if [ "$status" -ne 0 ] || [ -z "$line" ]; then
+    FAILED=1
+    SUMMARY+=("$(printf '%-9s %-19s %s' sqlite store-only "FAILED (exit $status)")")
+  else
+    SUMMARY+=("$(printf '%-9s %-19s %9s %10s %9s %9s %9s %7s %7s %s' sqlite store-only \
+      "$(get acked)" "$(get msgs_per_s)" "$(get p50_ms)" "$(get p99_ms)" "$(get max_ms)" \
+      "$(get cpu_s)" "$(get cpu_us_per_msg)" "groups=$(get groups)")")
+  fi
+fi
 for backend in $BACKENDS; do
   start_server "$backend"
   runs=$SCENARIOS
