@@ -29,6 +29,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 const PRUNE_BATCH: u32 = 1000;
 /// A paused endpoint being probed puts its other events off by this much at a time.
 const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// An event for an endpoint this node does not know is given up only once it is this old: many
+/// syncs ([`super::stored::SYNC_EVERY`]) after its endpoint was created or deleted elsewhere.
+const UNKNOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `attempts` (1 after the first failure): `initial` doubled
 /// per failure, at most `max`, then "equal jitter" (a uniform draw from its upper half), so
@@ -148,10 +151,22 @@ enum Admit {
 }
 
 /// Decides what to do with a claimed row: send it, give it up (endpoint gone), or put it off
-/// (endpoint paused, or being probed).
+/// (endpoint paused, being probed, or not known here yet).
 fn admit(shared: &Shared, row: OutboxRow) -> Admit {
     let now = SystemTime::now();
     let Some(endpoint) = shared.endpoints.get(&row.endpoint) else {
+        // Another node may have created the endpoint a moment ago and this one not have read it
+        // yet (`stored::SYNC_EVERY`): a recent event waits for the next sync instead of being
+        // given up.
+        if row.created_at > millis(now) - millis_of(UNKNOWN_GRACE) {
+            return Admit::Settle(Settle::Retry {
+                endpoint: row.endpoint,
+                event_id: row.event_id,
+                attempts: row.attempts,
+                next_attempt_at: millis(now) + millis_of(super::stored::SYNC_EVERY),
+                error: "endpoint not known on this node yet".into(),
+            });
+        }
         shared
             .metrics
             .failed
