@@ -3,7 +3,7 @@
 //! signed with the secret the API returned, rotates it, changes and is deleted; configured
 //! endpoints are listed but refuse changes; every refusal; API endpoints survive a SIGKILL
 //! and restart; deleting one drops its pending events; and in a cluster an endpoint created on
-//! one node is delivered to by another.
+//! one node is delivered to by another; the list shows a failing endpoint paused.
 
 use crate::admin::{API_KEY, api, call};
 use crate::client::{Client, WsClient};
@@ -538,4 +538,34 @@ async fn an_endpoint_created_on_one_node_is_delivered_to_by_another() {
     assert!(other.log().is_empty(), "the deleted endpoint got nothing");
     drop(cluster);
     schema.drop_now().await;
+}
+
+/// The list shows an endpoint's health as the node asked sees it: failures in a row, and
+/// `paused` after `webhook.pause_after` of them.
+#[tokio::test]
+async fn the_list_shows_a_failing_endpoint_paused() {
+    let receiver = Receiver::start(0).await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let server = TestServer::with(|c| {
+        c.webhook.pause_after = 2;
+        c.webhook.pause_for = config::HumanDuration::secs(60);
+        c.webhook.backoff_initial = config::HumanDuration::millis(20);
+        c.webhook.backoff_max = config::HumanDuration::millis(50);
+    })
+    .await;
+    let (id, _) = create(server.addr, &receiver.url(), &["call.*"]).await;
+    a_call(server.addr, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, shown) = api(server.addr, "GET", &at(&id), None).await;
+        if shown["paused"] == true {
+            assert!(shown["failures"].as_u64().unwrap() >= 2, "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused: {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, list) = api(server.addr, "GET", BASE, None).await;
+    assert_eq!(list[0]["paused"], true, "{list}");
+    server.stop().await.unwrap();
 }
