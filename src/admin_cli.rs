@@ -1,10 +1,14 @@
-//! `chorus rooms|participants|calls|tokens`: the server API from the command line.
+//! `chorus rooms|participants|calls|tokens|webhooks`: the server API from the command line.
 //!
 //! Each command is one HTTP request to `--url` (env `CHORUS_URL`) with `--token` (env
 //! `CHORUS_TOKEN`: an admin JWT or an API key), printing a table, or the JSON answer with
 //! `--json`. An answer `wrong_node` (421: another node of the cluster owns the room or call) is
 //! followed once, to the URL it names. Plain `http://` only: put TLS in front of the API and
 //! reach it over a private network or a tunnel.
+
+mod webhooks;
+
+pub use webhooks::{WebhooksCommand, webhooks};
 
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Full};

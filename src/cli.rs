@@ -54,6 +54,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::admin_cli::TokensCommand,
     },
+    /// Server API: list, create, show, change (or rotate the secret of) and delete webhook
+    /// endpoints.
+    Webhooks {
+        #[command(flatten)]
+        api: crate::admin_cli::ApiArgs,
+        #[command(subcommand)]
+        command: crate::admin_cli::WebhooksCommand,
+    },
 }
 
 /// Where the configuration comes from; shared by every command.

@@ -79,8 +79,10 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     if let (Some(limit), signaling::cluster::Topology::Clustered) = (rate, cluster.topology()) {
         chat = chat.with_send_rate(Arc::new(chat::ClusterRate::new(cluster.clone(), limit)));
     }
-    let webhooks = webhook::Webhooks::new(config, chat.outbox(), &registry)
-        .map_err(|e| RunError::Config(format!("webhooks (`[[webhooks]]`): {e}")))?;
+    let webhooks =
+        webhook::Webhooks::new(config, chat.outbox(), chat.webhook_endpoints(), &registry)
+            .map_err(|e| RunError::Config(format!("webhooks (`[[webhooks]]`): {e}")))?;
+    webhooks.load().await.map_err(RunError::Config)?;
     let extension: Arc<dyn signaling::extension::Extension> =
         Arc::new(chat::ChatExtension::new(chat.clone()).with_webhooks(webhooks.clone()));
     let sfu = if config.sfu.enabled {
@@ -123,6 +125,9 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
                 Arc::new(webhooks.clone()) as Arc<dyn signaling::lifecycle::LifecycleSink>
             ),
             revocations,
+            webhooks: Some(
+                Arc::new(webhooks.clone()) as Arc<dyn signaling::admin::webhooks::WebhookAdmin>
+            ),
         },
         &registry,
     )
@@ -307,12 +312,20 @@ pub async fn serve(
             Ok::<(), String>(())
         })
     };
+    let webhook_sync = {
+        let webhooks = server.webhooks.clone();
+        Background::spawn("webhook endpoint sync", |stop| async move {
+            webhooks.run_sync(stop).await;
+            Ok::<(), String>(())
+        })
+    };
     let running: Vec<&Background> = [
         turn.as_ref(),
         sfu.as_ref(),
         Some(&hub),
         sweeper.as_ref(),
         Some(&webhooks),
+        Some(&webhook_sync),
     ]
     .into_iter()
     .flatten()
@@ -360,9 +373,16 @@ pub async fn serve(
         let _ = task.await;
     }
     let mut outcome = Ok(());
-    for part in [turn, sfu, sweeper, Some(webhooks), Some(hub)]
-        .into_iter()
-        .flatten()
+    for part in [
+        turn,
+        sfu,
+        sweeper,
+        Some(webhook_sync),
+        Some(webhooks),
+        Some(hub),
+    ]
+    .into_iter()
+    .flatten()
     {
         let stopped = part.stop().await;
         if outcome.is_ok() {

@@ -53,6 +53,9 @@ fn main() -> ExitCode {
         Command::Tokens { api, command } => {
             api_call(async move { chorus::admin_cli::tokens(&api, &command).await })
         }
+        Command::Webhooks { api, command } => {
+            api_call(async move { chorus::admin_cli::webhooks(&api, &command).await })
+        }
         Command::Serve(args) => {
             let config = match args.config.load(&[
                 ("server.listen", args.listen.as_ref()),

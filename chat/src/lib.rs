@@ -84,6 +84,7 @@ mod settings;
 pub mod store;
 mod sweeper;
 mod typing;
+pub mod webhook_endpoints;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

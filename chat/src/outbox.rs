@@ -198,6 +198,12 @@ macro_rules! impl_outbox {
             pub fn new(pool: $pool) -> Self {
                 Self { pool }
             }
+
+            /// The pool, for the endpoint store on the same database
+            /// ([`crate::webhook_endpoints`]).
+            pub(crate) fn pool(&self) -> &$pool {
+                &self.pool
+            }
         }
 
         #[async_trait]

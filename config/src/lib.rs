@@ -23,6 +23,7 @@ pub use duration::HumanDuration;
 pub use model::*;
 pub use sources::{ConfigError, Overrides};
 pub use webhook::{
-    MAX_WEBHOOK_ENDPOINTS, OPT_IN_EVENTS, WEBHOOK_EVENTS, WebhookConfig, WebhookEndpoint,
-    WebhookSecrets, webhook_secret_key,
+    MAX_API_WEBHOOK_ENDPOINTS, MAX_WEBHOOK_ENDPOINTS, MAX_WEBHOOK_EVENT_ENTRIES,
+    MAX_WEBHOOK_URL_BYTES, OPT_IN_EVENTS, WEBHOOK_EVENTS, WebhookConfig, WebhookEndpoint,
+    WebhookSecrets, check_webhook_events, check_webhook_url, webhook_secret_key,
 };

@@ -25,6 +25,15 @@ pub const OPT_IN_EVENTS: &[&str] = &["message.sent"];
 /// Most `[[webhooks]]` endpoints: each event is stored once per endpoint.
 pub const MAX_WEBHOOK_ENDPOINTS: usize = 32;
 
+/// Highest `webhook.max_api_endpoints`.
+pub const MAX_API_WEBHOOK_ENDPOINTS: u32 = 64;
+
+/// Longest webhook endpoint URL, in bytes.
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
+
+/// Most entries in an endpoint's `events`.
+pub const MAX_WEBHOOK_EVENT_ENTRIES: usize = 32;
+
 /// `[webhook]`: delivery of webhook events, for every endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,6 +67,9 @@ pub struct WebhookConfig {
     /// on without them (counted as dropped, `reason="storage"`): a database outage must not
     /// stop calls. After a failed or slow write, events are dropped at once for 5 s.
     pub write_timeout: HumanDuration,
+    /// Most endpoints created through the server API (`/api/v1/admin/webhooks`), in the whole
+    /// cluster; `[[webhooks]]` endpoints do not count. At most 64; 0 refuses every creation.
+    pub max_api_endpoints: u32,
 }
 
 impl Default for WebhookConfig {
@@ -74,6 +86,7 @@ impl Default for WebhookConfig {
             concurrency: 16,
             lease: HumanDuration::secs(60),
             write_timeout: HumanDuration::secs(2),
+            max_api_endpoints: 16,
         }
     }
 }
@@ -155,6 +168,52 @@ pub fn webhook_secret_key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// Whether `url` can be a webhook endpoint: `http://` or `https://` with a host, at most
+/// [`MAX_WEBHOOK_URL_BYTES`], no whitespace or control characters. The message says what is
+/// wrong.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_WEBHOOK_URL_BYTES {
+        return Err(format!("a URL of at most {MAX_WEBHOOK_URL_BYTES} bytes"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a URL without spaces or control characters".into());
+    }
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .map(|authority| authority.rsplit('@').next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.starts_with(':') => Ok(()),
+        _ => Err("an http:// or https:// URL with a host".into()),
+    }
+}
+
+/// Whether every entry of `events` names a known event type ([`WEBHOOK_EVENTS`]), a prefix
+/// like `call.*`, or `*`; at most [`MAX_WEBHOOK_EVENT_ENTRIES`] entries.
+pub fn check_webhook_events(events: &[String]) -> Result<(), String> {
+    if events.len() > MAX_WEBHOOK_EVENT_ENTRIES {
+        return Err(format!("at most {MAX_WEBHOOK_EVENT_ENTRIES} entries"));
+    }
+    for kind in events {
+        let known = kind == "*"
+            || WEBHOOK_EVENTS.contains(&kind.as_str())
+            || kind.strip_suffix(".*").is_some_and(|p| {
+                WEBHOOK_EVENTS
+                    .iter()
+                    .any(|k| k.split('.').next() == Some(p))
+            });
+        if !known {
+            let shown: String = kind.chars().take(64).collect();
+            return Err(format!(
+                "unknown event `{shown}`; known: {}, `*`, or a prefix like `call.*`",
+                WEBHOOK_EVENTS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(
     settings: &WebhookConfig,
     endpoints: &[WebhookEndpoint],
@@ -197,6 +256,12 @@ pub(crate) fn validate(
     if !(1..=256).contains(&settings.concurrency) {
         return Err(invalid("webhook.concurrency", "between 1 and 256".into()));
     }
+    if settings.max_api_endpoints > MAX_API_WEBHOOK_ENDPOINTS {
+        return Err(invalid(
+            "webhook.max_api_endpoints",
+            format!("at most {MAX_API_WEBHOOK_ENDPOINTS}"),
+        ));
+    }
     if endpoints.len() > MAX_WEBHOOK_ENDPOINTS {
         return Err(invalid(
             "webhooks",
@@ -206,14 +271,7 @@ pub(crate) fn validate(
     let mut seen = std::collections::HashSet::new();
     for (i, e) in endpoints.iter().enumerate() {
         let at = |field: &str| format!("webhooks[{i}].{field}");
-        let url_ok = e
-            .url
-            .strip_prefix("http://")
-            .or_else(|| e.url.strip_prefix("https://"))
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-        if !url_ok {
-            return Err(invalid(&at("url"), "an http:// or https:// URL".into()));
-        }
+        check_webhook_url(&e.url).map_err(|m| invalid(&at("url"), m))?;
         if e.id.len() > 128 || e.id.chars().any(char::is_control) {
             return Err(invalid(
                 &at("id"),
@@ -233,24 +291,7 @@ pub(crate) fn validate(
         for s in secrets {
             webhook_secret_key(s).map_err(|m| invalid(&at("secret"), m))?;
         }
-        for kind in &e.events {
-            let known = kind == "*"
-                || WEBHOOK_EVENTS.contains(&kind.as_str())
-                || kind.strip_suffix(".*").is_some_and(|p| {
-                    WEBHOOK_EVENTS
-                        .iter()
-                        .any(|k| k.split('.').next() == Some(p))
-                });
-            if !known {
-                return Err(invalid(
-                    &at("events"),
-                    format!(
-                        "unknown event `{kind}`; known: {}, `*`, or a prefix like `call.*`",
-                        WEBHOOK_EVENTS.join(", ")
-                    ),
-                ));
-            }
-        }
+        check_webhook_events(&e.events).map_err(|m| invalid(&at("events"), m))?;
     }
     Ok(())
 }
@@ -297,6 +338,9 @@ mod tests {
         e.secret = WebhookSecrets::Several(vec!["whsec_c2hvcnQ=".into()]);
         assert_eq!(refused(e), "webhooks[0].secret", "too short a key");
         assert_eq!(refused(endpoint(&["call.rang"])), "webhooks[0].events");
+        let mut e = endpoint(&[]);
+        e.url = "https:///path".into();
+        assert_eq!(refused(e), "webhooks[0].url", "no host");
         let twice = [endpoint(&[]), endpoint(&[])];
         assert!(validate(&ok, &twice).is_err(), "two endpoints with one id");
         let short_lease = WebhookConfig {
@@ -304,5 +348,47 @@ mod tests {
             ..WebhookConfig::default()
         };
         assert!(validate(&short_lease, &[]).is_err());
+        let too_many = WebhookConfig {
+            max_api_endpoints: MAX_API_WEBHOOK_ENDPOINTS + 1,
+            ..WebhookConfig::default()
+        };
+        assert!(validate(&too_many, &[]).is_err());
+    }
+
+    #[test]
+    fn urls_need_a_scheme_and_a_host() {
+        for ok in [
+            "http://127.0.0.1:9000/hook",
+            "https://app.example.com",
+            "https://user@app.example.com/x?y=1",
+        ] {
+            assert_eq!(check_webhook_url(ok), Ok(()), "{ok}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_WEBHOOK_URL_BYTES));
+        for bad in [
+            "",
+            "ftp://example.com/",
+            "http://",
+            "https:///x",
+            "http://:80/x",
+            "https://exa mple.com/",
+            "example.com/hook",
+            long.as_str(),
+        ] {
+            assert!(check_webhook_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn events_must_be_known() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_webhook_events(&list(&[])).is_ok());
+        assert!(check_webhook_events(&list(&["*", "call.*", "message.sent"])).is_ok());
+        assert!(check_webhook_events(&list(&["call.rang"])).is_err());
+        assert!(check_webhook_events(&list(&["nothing.*"])).is_err());
+        assert!(check_webhook_events(&list(&["call.ended"; MAX_WEBHOOK_EVENT_ENTRIES])).is_ok());
+        assert!(
+            check_webhook_events(&list(&["call.ended"; MAX_WEBHOOK_EVENT_ENTRIES + 1])).is_err()
+        );
     }
 }

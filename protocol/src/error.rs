@@ -48,6 +48,9 @@ pub enum ErrorCode {
     TokenRevoked,
     /// Server API: the call or room is owned by another node of the cluster; the body names it.
     WrongNode,
+    /// Server API: the webhook endpoint comes from the configuration file (`[[webhooks]]`); change
+    /// it there.
+    ManagedByConfig,
     /// The client's address holds too many connections already.
     TooManyConnections,
     /// Chat: the user is not a member of the conversation.
@@ -90,6 +93,7 @@ impl ErrorCode {
             Self::TokenBadAudience => "token_bad_audience",
             Self::TokenRevoked => "token_revoked",
             Self::WrongNode => "wrong_node",
+            Self::ManagedByConfig => "managed_by_config",
             Self::TooManyConnections => "too_many_connections",
             Self::NotMember => "not_member",
             Self::ContentTooLong => "content_too_long",

@@ -63,6 +63,8 @@ pub struct Signaling {
     pub revocations: Arc<revocation::Revocations>,
     /// The server API's settings (`[admin]`).
     pub admin: admin::AdminSettings,
+    /// Webhook endpoints for the server API, when the binary plugs them in.
+    pub webhooks: Option<Arc<dyn admin::webhooks::WebhookAdmin>>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -94,6 +96,8 @@ pub struct Parts {
     pub lifecycle: Option<Arc<dyn lifecycle::LifecycleSink>>,
     /// Revoked tokens and users.
     pub revocations: Arc<revocation::Revocations>,
+    /// Webhook endpoints the server API manages (`/api/v1/admin/webhooks`).
+    pub webhooks: Option<Arc<dyn admin::webhooks::WebhookAdmin>>,
 }
 
 impl Signaling {
@@ -110,6 +114,7 @@ impl Signaling {
             cluster,
             lifecycle,
             revocations,
+            webhooks,
         } = parts;
         let metrics = Metrics::new(registry)?;
         let ice = IceServers::new(&config.ice);
@@ -147,6 +152,7 @@ impl Signaling {
             routing,
             revocations,
             admin: admin::AdminSettings::from_config(config),
+            webhooks,
             auth: Arc::new(auth),
             ice,
             limits: SessionLimits::from_config(config),

@@ -29,6 +29,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 const PRUNE_BATCH: u32 = 1000;
 /// A paused endpoint being probed puts its other events off by this much at a time.
 const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// An event for an endpoint this node does not know is given up only once it is this old: many
+/// syncs ([`super::stored::SYNC_EVERY`]) after its endpoint was created or deleted elsewhere.
+const UNKNOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `attempts` (1 after the first failure): `initial` doubled
 /// per failure, at most `max`, then "equal jitter" (a uniform draw from its upper half), so
@@ -148,21 +151,19 @@ enum Admit {
 }
 
 /// Decides what to do with a claimed row: send it, give it up (endpoint gone), or put it off
-/// (endpoint paused, or being probed).
+/// (endpoint paused, being probed, or not known here yet).
 fn admit(shared: &Shared, row: OutboxRow) -> Admit {
     let now = SystemTime::now();
     let Some(endpoint) = shared.endpoints.get(&row.endpoint) else {
-        shared
-            .metrics
-            .failed
-            .with_label_values(&[row.endpoint.as_str()])
-            .inc();
-        return Admit::Settle(Settle::GiveUp {
-            endpoint: row.endpoint,
-            event_id: row.event_id,
-            at: millis(now),
-            error: "endpoint removed".into(),
-        });
+        let settle = unknown_endpoint(row, millis(now));
+        if let Settle::GiveUp { endpoint, .. } = &settle {
+            shared
+                .metrics
+                .failed
+                .with_label_values(&[endpoint.as_str()])
+                .inc();
+        }
+        return Admit::Settle(settle);
     };
     let wait = {
         let mut health = endpoint.health();
@@ -186,6 +187,28 @@ fn admit(shared: &Shared, row: OutboxRow) -> Admit {
             error: "endpoint paused".into(),
         }),
         None => Admit::Go(Go { row, endpoint }),
+    }
+}
+
+/// What becomes of a row whose endpoint this node does not know, at `now` (Unix ms). Another
+/// node may have created the endpoint a moment ago and this one not have read it yet
+/// (`stored::SYNC_EVERY`): a recent event waits for the next sync (not counted as an attempt);
+/// an older one's endpoint was deleted, and it is given up.
+fn unknown_endpoint(row: OutboxRow, now: i64) -> Settle {
+    if row.created_at > now - millis_of(UNKNOWN_GRACE) {
+        return Settle::Retry {
+            endpoint: row.endpoint,
+            event_id: row.event_id,
+            attempts: row.attempts,
+            next_attempt_at: now + millis_of(super::stored::SYNC_EVERY),
+            error: "endpoint not known on this node yet".into(),
+        };
+    }
+    Settle::GiveUp {
+        endpoint: row.endpoint,
+        event_id: row.event_id,
+        at: now,
+        error: "endpoint removed".into(),
     }
 }
 
@@ -296,6 +319,36 @@ mod tests {
         );
         let d = backoff(5, initial, max, 0.3);
         assert!(d > s(8) && d < s(16), "{d:?}");
+    }
+
+    #[test]
+    fn an_event_for_an_unknown_endpoint_waits_for_the_sync_then_is_given_up() {
+        let row = |created_at| OutboxRow {
+            endpoint: "wh_new".into(),
+            event_id: "evt_1".into(),
+            order_key: "call:1".into(),
+            pos: 1,
+            body: "{}".into(),
+            created_at,
+            attempts: 2,
+        };
+        let now = 100_000;
+        match unknown_endpoint(row(now - 1_000), now) {
+            Settle::Retry {
+                attempts,
+                next_attempt_at,
+                ..
+            } => {
+                assert_eq!(attempts, 2, "not an attempt");
+                assert_eq!(next_attempt_at, now + 2_000, "after the next sync");
+            }
+            other => panic!("{other:?}"),
+        }
+        let old = now - millis_of(UNKNOWN_GRACE) - 1;
+        assert!(matches!(
+            unknown_endpoint(row(old), now),
+            Settle::GiveUp { at, .. } if at == now
+        ));
     }
 
     /// With the defaults, retries reach `retry_for` (24 h) after a bounded number of attempts.

@@ -10,17 +10,24 @@
 //! and retries with back-off; every node runs one, and claims are leased, so a cluster sharing
 //! PostgreSQL delivers each event at least once even when a node dies.
 //!
-//! Lifecycle: [`Webhooks::new`] at start (validates endpoints), [`Webhooks::run_delivery`] as a
-//! supervised background part until shutdown.
+//! Endpoints come from `[[webhooks]]` and from the server API ([`api`], ADR 0074), which keeps
+//! them in the chat database; every node reads them from there ([`stored`]).
+//!
+//! Lifecycle: [`Webhooks::new`] at start (validates endpoints), [`Webhooks::load`] (the stored
+//! endpoints), then [`Webhooks::run_delivery`] and [`Webhooks::run_sync`] as supervised
+//! background parts until shutdown.
 
+pub mod api;
 pub mod client;
 pub mod delivery;
 pub mod endpoint;
 pub mod event;
 pub mod metrics;
 pub mod sign;
+pub mod stored;
 
 use ::chat::outbox::{NewOutboxRow, OutboxStore};
+use ::chat::webhook_endpoints::EndpointStore;
 use endpoint::Endpoints;
 use event::WebhookEvent;
 use signaling::lifecycle::{Lifecycle, LifecycleSink};
@@ -52,6 +59,11 @@ const MAX_APPENDS_PER_GROUP: usize = 64;
 pub struct Shared {
     pub endpoints: Arc<Endpoints>,
     outbox: Arc<dyn OutboxStore>,
+    /// Endpoints created through the server API.
+    stored: Arc<dyn EndpointStore>,
+    /// Held while the API endpoints are written and applied, or read and applied: see
+    /// [`stored`].
+    sync: tokio::sync::Mutex<()>,
     settings: config::WebhookConfig,
     metrics: metrics::Metrics,
     client: client::Client,
@@ -73,10 +85,12 @@ pub struct Shared {
 pub const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Webhooks {
-    /// The service over `outbox` with the configured endpoints; metrics go to `registry`.
+    /// The service over `outbox` with the configured endpoints, keeping API endpoints in
+    /// `stored`; metrics go to `registry`.
     pub fn new(
         config: &config::Config,
         outbox: Arc<dyn OutboxStore>,
+        stored: Arc<dyn EndpointStore>,
         registry: &prometheus::Registry,
     ) -> Result<Self, String> {
         let endpoints = Endpoints::from_config(&config.webhooks)?;
@@ -87,6 +101,8 @@ impl Webhooks {
         let shared = Arc::new(Shared {
             endpoints: Arc::new(endpoints),
             outbox,
+            stored,
+            sync: tokio::sync::Mutex::new(()),
             settings: config.webhook.clone(),
             metrics,
             client: client::Client::new(config.webhook.request_timeout.get()),
@@ -177,6 +193,19 @@ impl Webhooks {
     /// Delivers until `stop` resolves; see [`delivery`].
     pub async fn run_delivery(&self, stop: impl std::future::Future<Output = ()>) {
         delivery::run(self.shared.clone(), stop).await;
+    }
+
+    /// Reads the endpoints created through the server API (at start, before serving).
+    pub async fn load(&self) -> Result<(), String> {
+        stored::sync(&self.shared)
+            .await
+            .map_err(|e| format!("cannot read the webhook endpoints: {e}"))
+    }
+
+    /// Keeps this node's API endpoints equal to the database's until `stop` resolves; see
+    /// [`stored`].
+    pub async fn run_sync(&self, stop: impl std::future::Future<Output = ()>) {
+        stored::run(self.shared.clone(), stop).await;
     }
 }
 

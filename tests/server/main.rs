@@ -19,4 +19,5 @@ mod server;
 mod session_token;
 mod sfu;
 mod slow_peers;
+mod webhook_api;
 mod webhooks;

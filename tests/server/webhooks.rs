@@ -29,39 +29,42 @@ const NEW_SECRET: &str = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0";
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
-    id: String,
-    /// Whether the signature verified with [`OLD_SECRET`] and the headers matched the body.
-    verified: bool,
+pub struct Received {
+    pub id: String,
+    /// Whether the signature verified with the receiver's secret ([`OLD_SECRET`] unless set)
+    /// and the headers matched the body.
+    pub verified: bool,
     /// Whether the receiver answered 2xx.
-    accepted: bool,
-    body: Value,
+    pub accepted: bool,
+    pub body: Value,
 }
 
 /// An HTTP server that checks signatures, fails while told to, and logs every request.
-struct Receiver {
+pub struct Receiver {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Received>>>,
     /// Fail every request while set.
-    down: Arc<AtomicBool>,
+    pub down: Arc<AtomicBool>,
+    /// The key signatures are verified with.
+    key: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Receiver {
     /// A receiver that fails its first `fail_first` requests with 503.
-    async fn start(fail_first: usize) -> Self {
+    pub async fn start(fail_first: usize) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let fail_next = Arc::new(AtomicUsize::new(fail_first));
         let down = Arc::new(AtomicBool::new(false));
-        let key = config::webhook_secret_key(OLD_SECRET).unwrap();
-        let (l, f, d) = (log.clone(), fail_next.clone(), down.clone());
+        let key = Arc::new(Mutex::new(config::webhook_secret_key(OLD_SECRET).unwrap()));
+        let (l, f, d, k) = (log.clone(), fail_next.clone(), down.clone(), key.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, fail_next, down, key) = (l.clone(), f.clone(), d.clone(), key.clone());
+                let (log, fail_next, down, key) = (l.clone(), f.clone(), d.clone(), k.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (log, fail_next, down, key) =
@@ -84,6 +87,7 @@ impl Receiver {
                             let parsed: Value =
                                 serde_json::from_slice(&body).unwrap_or(Value::Null);
                             let fresh = (now_secs() - timestamp).abs() < 300;
+                            let key = key.lock().unwrap().clone();
                             let verified = fresh
                                 && parsed["id"] == id.as_str()
                                 && chorus::webhook::sign::verify(&key, &sig, &id, timestamp, &body);
@@ -114,24 +118,34 @@ impl Receiver {
                 });
             }
         });
-        Self { addr, log, down }
+        Self {
+            addr,
+            log,
+            down,
+            key,
+        }
     }
 
-    fn url(&self) -> String {
+    /// Verifies signatures with `secret` from now on.
+    pub fn set_secret(&self, secret: &str) {
+        *self.key.lock().unwrap() = config::webhook_secret_key(secret).unwrap();
+    }
+
+    pub fn url(&self) -> String {
         format!("http://{}/hooks/chorus", self.addr)
     }
 
-    fn log(&self) -> Vec<Received> {
+    pub fn log(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
     }
 
     /// Accepted requests, in arrival order.
-    fn delivered(&self) -> Vec<Received> {
+    pub fn delivered(&self) -> Vec<Received> {
         self.log().into_iter().filter(|r| r.accepted).collect()
     }
 
     /// Waits until `done` holds for the accepted requests; fails after `within`.
-    async fn wait_for(&self, within: Duration, done: impl Fn(&[Received]) -> bool) {
+    pub async fn wait_for(&self, within: Duration, done: impl Fn(&[Received]) -> bool) {
         let deadline = Instant::now() + within;
         loop {
             if done(&self.delivered()) {
@@ -158,7 +172,7 @@ fn now_secs() -> i64 {
 }
 
 /// The delivered events of one room or call, in arrival order: (type, data).
-fn of_space(delivered: &[Received], space: &str) -> Vec<(String, Value)> {
+pub fn of_space(delivered: &[Received], space: &str) -> Vec<(String, Value)> {
     delivered
         .iter()
         .filter(|r| r.body["data"]["callId"] == space || r.body["data"]["roomId"] == space)
@@ -171,7 +185,7 @@ fn of_space(delivered: &[Received], space: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn types(events: &[(String, Value)]) -> Vec<&str> {
+pub fn types(events: &[(String, Value)]) -> Vec<&str> {
     events.iter().map(|(t, _)| t.as_str()).collect()
 }
 
@@ -206,7 +220,7 @@ fn check_call(events: &[(String, Value)], call: &str) {
 }
 
 /// Every id accepted exactly once, every accepted request signed right.
-fn check_once_and_signed(log: &[Received]) {
+pub fn check_once_and_signed(log: &[Received]) {
     let mut accepted: HashMap<&str, usize> = HashMap::new();
     for r in log {
         assert!(r.verified, "signature, id and timestamp verify: {r:?}");
@@ -224,7 +238,7 @@ fn check_once_and_signed(log: &[Received]) {
     }
 }
 
-async fn one_call(alice: &mut Client, bob: &mut Client) -> String {
+pub async fn one_call(alice: &mut Client, bob: &mut Client) -> String {
     let ack = alice.initiate("audio", &["bob"]).await;
     let call = ack["callId"].as_str().unwrap().to_owned();
     bob.request("call:accept", json!({"callId": call}))
@@ -407,13 +421,13 @@ async fn an_endpoint_that_keeps_failing_is_paused_then_resumed() {
 }
 
 /// A `chorus serve` child process with a configuration file.
-struct Node {
+pub struct Node {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Node {
-    async fn start(dir: &Path, config: &str) -> Self {
+    pub async fn start(dir: &Path, config: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -449,12 +463,12 @@ impl Node {
         panic!("chorus did not listen on {addr}");
     }
 
-    async fn client(&self, user: &str) -> Client {
+    pub async fn client(&self, user: &str) -> Client {
         let token = mint(user, Grants::default(), Duration::from_secs(600));
         Client::Ws(WsClient::connect(self.addr, &token).await.unwrap())
     }
 
-    fn kill9(&mut self) {
+    pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

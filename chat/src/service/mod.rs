@@ -287,6 +287,11 @@ impl ChatService {
         self.store().outbox()
     }
 
+    /// Webhook endpoints created through the server API (ADR 0074), in the chat database.
+    pub fn webhook_endpoints(&self) -> Arc<dyn crate::webhook_endpoints::EndpointStore> {
+        self.store().webhook_endpoints()
+    }
+
     fn store(&self) -> &dyn ChatStore {
         self.inner.store.as_ref()
     }

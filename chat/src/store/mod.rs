@@ -293,6 +293,10 @@ pub trait ChatStore: Send + Sync + 'static {
 
     /// The durable outbox in the same database (see [`crate::outbox`]).
     fn outbox(&self) -> Arc<dyn crate::outbox::OutboxStore>;
+
+    /// Webhook endpoints created through the server API, in the same database (see
+    /// [`crate::webhook_endpoints`]).
+    fn webhook_endpoints(&self) -> Arc<dyn crate::webhook_endpoints::EndpointStore>;
 }
 
 /// Which database a URL names.

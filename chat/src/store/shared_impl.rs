@@ -105,6 +105,10 @@ macro_rules! impl_chat_store {
                 Arc::new(self.outbox_store())
             }
 
+            fn webhook_endpoints(&self) -> Arc<dyn crate::webhook_endpoints::EndpointStore> {
+                Arc::new(self.outbox_store())
+            }
+
             async fn add_member(
                 &self,
                 conversation: &ConversationId,

@@ -32,6 +32,11 @@ pub(super) fn migrator() -> Migrator {
             "webhook outbox",
             include_str!("../../migrations/0003_webhook_outbox.sql"),
         ),
+        migration(
+            4,
+            "webhook endpoints",
+            include_str!("../../migrations/0004_webhook_endpoints.sql"),
+        ),
     ]);
     migrator.dangerous_set_table_name("_chat_migrations");
     migrator

@@ -1,15 +1,16 @@
 //! The server API: `/api/v1/admin/...`, for an application's backend.
 //!
 //! Rooms (list, create, delete, metadata, data messages), participants (list with tracks and
-//! connection node, remove, mute a track, metadata), calls (list, end) and token revocations.
-//! Every operation is a command to the hub's task ([`crate::hub::admin`]), which owns the
-//! state; nothing here keeps any.
+//! connection node, remove, mute a track, metadata), calls (list, end), token revocations and
+//! webhook endpoints. Every room, call and participant operation is a command to the hub's task
+//! ([`crate::hub::admin`]), which owns the state; webhook endpoints go to the binary's
+//! [`webhooks::WebhookAdmin`]; nothing here keeps any.
 //!
 //! - **Authentication**: `Authorization: Bearer` with a JWT that has the `admin` grant, or one
 //!   of `admin.api_keys` (compared in constant time). No token or a bad one: 401 with the
 //!   token's code; a valid token without the grant: 403 `forbidden`.
 //! - **Errors** are JSON [`model::ApiError`] `{code, message}` with protocol error codes: 404
-//!   `not_found`, 409 `invalid_state`/`limit_exceeded`, 400 `invalid_payload` (not JSON), 422
+//!   `not_found`, 409 `invalid_state`/`limit_exceeded`/`managed_by_config`, 400 `invalid_payload` (not JSON), 422
 //!   `invalid_payload` (JSON of the wrong shape or out of range), 413 `limit_exceeded` (body
 //!   over `admin.max_body_bytes`), 503 `shutting_down`/`cluster_unavailable`/
 //!   `storage_unavailable`.
@@ -21,6 +22,7 @@
 pub mod model;
 pub mod openapi;
 mod routes;
+pub mod webhooks;
 
 use crate::Signaling;
 use crate::cluster::Topology;
@@ -192,7 +194,9 @@ impl From<Failure> for ApiFailure {
             ErrorCode::InvalidPayload | ErrorCode::ContentTooLong => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ErrorCode::InvalidState | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
+            ErrorCode::InvalidState | ErrorCode::LimitExceeded | ErrorCode::ManagedByConfig => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::WrongNode => StatusCode::MISDIRECTED_REQUEST,
             ErrorCode::ShuttingDown

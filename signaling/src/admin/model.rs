@@ -173,6 +173,84 @@ pub struct RevocationInfo {
     pub expires_at: u64,
 }
 
+/// A webhook endpoint as the server API shows it: never its secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookInfo {
+    /// `wh_...` for endpoints created through this API; a `[[webhooks]]` endpoint's `id` (or
+    /// URL) for configured ones.
+    pub id: String,
+    pub url: String,
+    /// Event types and prefixes it receives (`call.ended`, `room.*`, `*`); empty: every type
+    /// but `message.sent`.
+    pub events: Vec<String>,
+    /// `config` (from `[[webhooks]]`: listed, not changed here) or `api`.
+    pub source: String,
+    /// Secrets that sign its requests now (more than one during a rotation's grace period).
+    pub secrets: usize,
+    /// Whether the node asked has paused deliveries to it after repeated failures
+    /// (`webhook.pause_after`).
+    pub paused: bool,
+    /// Failed attempts in a row, on the node asked.
+    pub failures: u32,
+}
+
+/// `POST /api/v1/admin/webhooks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// `http://` or `https://` with a host, at most 2048 bytes.
+    pub url: String,
+    /// Known event types (`call.ended`), prefixes (`call.*`) or `*`; at most 32 entries.
+    /// Absent or empty: every type but `message.sent`, which is sent only when named.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// A `whsec_` secret (base64 of 24-64 bytes) to sign with; absent: the server makes one.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `PUT /api/v1/admin/webhooks/{webhook}`: what to change (at least one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateWebhook {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/admin/webhooks/{webhook}/secrets`: a new signing secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new `whsec_` secret; absent: the server makes one.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// How long the current secrets keep signing beside the new one, in seconds (at most 30
+    /// days); absent: 86400 (a day). 0 drops them at once.
+    #[serde(default)]
+    pub grace_secs: Option<u64>,
+}
+
+/// The answer to a creation or a rotation: the only time a secret is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSecret {
+    pub webhook: WebhookInfo,
+    /// The new secret (`whsec_...`): verify signatures with it; it is not shown again.
+    pub secret: String,
+}
+
+/// The answer to a deletion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeleted {
+    pub id: String,
+    /// Undelivered events dropped with it.
+    pub dropped_events: u64,
+}
+
 /// Every error of the server API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

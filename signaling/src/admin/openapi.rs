@@ -2,10 +2,12 @@
 //! attributes and the [`super::model`] types.
 
 use super::model::{
-    ApiError, CallSummary, ConnectionInfo, CreateRoom, Delivered, MuteTrack, ParticipantInfo,
-    RevocationInfo, Revoke, RoomSummary, SendData, SetMetadata, TrackInfo,
+    ApiError, CallSummary, ConnectionInfo, CreateRoom, CreateWebhook, Delivered, MuteTrack,
+    ParticipantInfo, RevocationInfo, Revoke, RoomSummary, RotateSecret, SendData, SetMetadata,
+    TrackInfo, UpdateWebhook, WebhookDeleted, WebhookInfo, WebhookSecret,
 };
 use super::routes::*;
+use super::webhooks::*;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -14,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "Chorus server API",
-        description = "Rooms, calls, participants and token revocation, for an application's \
+        description = "Rooms, calls, participants, token revocation and webhook endpoints, for an application's \
                        backend. Authenticate with `Authorization: Bearer` and a JWT with the \
                        `admin` grant, or an API key from `admin.api_keys`.",
         version = "1"
@@ -36,7 +38,13 @@ use utoipa::{Modify, OpenApi};
         remove_call_participant,
         mute_call_track,
         list_revocations,
-        revoke
+        revoke,
+        list_webhooks,
+        create_webhook,
+        show_webhook,
+        update_webhook,
+        delete_webhook,
+        rotate_secret
     ),
     components(schemas(
         ApiError,
@@ -51,14 +59,21 @@ use utoipa::{Modify, OpenApi};
         RoomSummary,
         SendData,
         SetMetadata,
-        TrackInfo
+        TrackInfo,
+        CreateWebhook,
+        UpdateWebhook,
+        RotateSecret,
+        WebhookInfo,
+        WebhookSecret,
+        WebhookDeleted
     )),
     modifiers(&Common),
     tags(
         (name = "rooms", description = "Named rooms"),
         (name = "participants", description = "Participants of a room"),
         (name = "calls", description = "Ringing and active calls"),
-        (name = "tokens", description = "Token revocation")
+        (name = "tokens", description = "Token revocation"),
+        (name = "webhooks", description = "Webhook endpoints")
     )
 )]
 struct ApiDoc;

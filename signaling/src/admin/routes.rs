@@ -56,6 +56,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ),
     ("get", "/api/v1/admin/revocations"),
     ("post", "/api/v1/admin/revocations"),
+    ("get", "/api/v1/admin/webhooks"),
+    ("post", "/api/v1/admin/webhooks"),
+    ("get", "/api/v1/admin/webhooks/{webhook}"),
+    ("put", "/api/v1/admin/webhooks/{webhook}"),
+    ("delete", "/api/v1/admin/webhooks/{webhook}"),
+    ("post", "/api/v1/admin/webhooks/{webhook}/secrets"),
 ];
 
 /// The server API and its OpenAPI document.
@@ -102,6 +108,7 @@ pub fn router() -> Router<Arc<Signaling>> {
             "/api/v1/admin/revocations",
             get(list_revocations).post(revoke),
         )
+        .merge(super::webhooks::router())
 }
 
 type Answer<T> = Result<Json<T>, ApiFailure>;

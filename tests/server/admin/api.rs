@@ -17,7 +17,8 @@ async fn every_route_refuses_a_missing_bad_or_non_admin_token() {
             .replace("{room}", "r")
             .replace("{user}", "u")
             .replace("{track}", "t")
-            .replace("{call}", "c");
+            .replace("{call}", "c")
+            .replace("{webhook}", "w");
         let method = method.to_uppercase();
         let body = Some(json!({}));
         let (status, err) = call(server.addr, &method, &path, None, body.clone()).await;

@@ -86,3 +86,97 @@ async fn the_cli_creates_lists_and_deletes_rooms_and_revokes_tokens() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token_invalid (401)"));
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_cli_creates_lists_changes_rotates_and_deletes_webhook_endpoints() {
+    let server = crate::server::TestServer::with(|c| {
+        c.admin.api_keys = vec![API_KEY.into()];
+        c.webhooks = vec![config::WebhookEndpoint {
+            id: "configured".into(),
+            url: "http://127.0.0.1:9/never".into(),
+            secret: config::WebhookSecrets::One("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            events: vec!["room.*".into()],
+        }];
+    })
+    .await;
+    let addr = server.addr;
+    let run = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            chorus(addr, &args)
+        })
+    };
+    let words = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let (ok, out, err) = run(words(
+        "webhooks create http://127.0.0.1:9/hook --events call.*,participant.joined",
+    ))
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    let mut lines = out.lines();
+    let id = lines
+        .next()
+        .and_then(|l| l.strip_prefix("created webhook "))
+        .unwrap()
+        .to_owned();
+    let secret = lines
+        .next()
+        .and_then(|l| l.strip_prefix("secret: "))
+        .unwrap();
+    assert!(
+        id.starts_with("wh_") && secret.starts_with("whsec_"),
+        "{out}"
+    );
+
+    let (ok, out, _) = run(words("webhooks list")).await.unwrap();
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[1].starts_with("configured"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&id) && lines[2].contains("call.*,participant.joined"),
+        "{out}"
+    );
+    assert!(!out.contains("whsec_"), "{out}");
+
+    let (ok, out, err) = run(words(&format!(
+        "webhooks update {id} --endpoint-url http://127.0.0.1:9/other --events room.*"
+    )))
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(words(&format!(
+        "webhooks update {id} --rotate --grace-secs 0"
+    )))
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    let new = out
+        .lines()
+        .nth(1)
+        .and_then(|l| l.strip_prefix("new secret: "));
+    assert!(
+        new.is_some_and(|s| s.starts_with("whsec_") && s != secret),
+        "{out}"
+    );
+    let (ok, out, _) = run(words(&format!("webhooks get {id} --json")))
+        .await
+        .unwrap();
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["events"], serde_json::json!(["room.*"]));
+    assert_eq!(shown["url"], "http://127.0.0.1:9/other");
+    assert_eq!(shown["secrets"], 1, "grace 0: only the new secret signs");
+
+    let (ok, _, err) = run(words("webhooks delete configured")).await.unwrap();
+    assert!(!ok);
+    assert!(err.contains("managed_by_config (409)"), "{err}");
+    let (ok, out, err) = run(words(&format!("webhooks delete {id}"))).await.unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with(&format!("deleted webhook {id}")), "{out}");
+    let (ok, _, err) = run(words(&format!("webhooks get {id}"))).await.unwrap();
+    assert!(!ok && err.contains("not_found (404)"), "{err}");
+    server.stop().await.unwrap();
+}
