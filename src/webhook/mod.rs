@@ -3,8 +3,9 @@
 //!
 //! Flow: the signaling hub records lifecycle events in the step that makes them true; its
 //! driver hands them to [`Webhooks`] (as a [`LifecycleSink`]) and holds everything that step
-//! sends until they are stored, while it goes on with later steps. The SFU event pump (`track.*`) and the chat adapter
-//! (`message.sent`) call [`Webhooks::append`] the same way before they tell clients. Storing
+//! sends until they are stored, while it goes on with later steps. The SFU event pump
+//! (`track.*`) and the chat adapter (`message.sent`) call [`Webhooks::append`] the same way
+//! before they tell clients. Storing
 //! writes one outbox row per endpoint that wants the event, in the chat database
 //! ([`chat::outbox`]). The delivery task ([`delivery`]) claims due rows, signs and POSTs them,
 //! and retries with back-off; every node runs one, and claims are leased, so a cluster sharing
