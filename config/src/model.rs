@@ -868,13 +868,7 @@ impl Config {
             ("turn.denied_peer_ranges", &turn.denied_peer_ranges),
         ] {
             for r in ranges {
-                let ok = match r.split_once('/') {
-                    Some((ip, prefix)) => {
-                        ip.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok()
-                    }
-                    None => r.parse::<std::net::IpAddr>().is_ok(),
-                };
-                if !ok {
+                if !is_ip_range(r) {
                     return Err(invalid(
                         key,
                         format!("`{r}` is not a range like 10.0.0.0/8"),
@@ -982,6 +976,16 @@ fn positive_duration(key: &str, value: HumanDuration) -> Result<(), ConfigError>
         Err(invalid(key, "must be longer than 0s"))
     } else {
         Ok(())
+    }
+}
+
+/// Whether `r` is an address or a CIDR range (`10.0.0.0/8`, `fd00::/8`).
+pub(crate) fn is_ip_range(r: &str) -> bool {
+    match r.split_once('/') {
+        Some((ip, prefix)) => {
+            ip.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok()
+        }
+        None => r.parse::<std::net::IpAddr>().is_ok(),
     }
 }
 

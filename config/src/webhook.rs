@@ -70,6 +70,13 @@ pub struct WebhookConfig {
     /// Most endpoints created through the server API (`/api/v1/admin/webhooks`), in the whole
     /// cluster; `[[webhooks]]` endpoints do not count. At most 64; 0 refuses every creation.
     pub max_api_endpoints: u32,
+    /// Networks (CIDR, like `10.0.0.0/8`) that endpoints created through the server API may
+    /// reach although they are not public: loopback, private, link-local (the cloud metadata
+    /// service) and other special-purpose ranges are refused by default, at creation for an
+    /// address and at every connection for a host name, so the API cannot be used to reach the
+    /// server's own network. `[[webhooks]]` endpoints from this file are the operator's own and
+    /// are not checked.
+    pub allowed_ranges: Vec<String>,
 }
 
 impl Default for WebhookConfig {
@@ -87,6 +94,7 @@ impl Default for WebhookConfig {
             lease: HumanDuration::secs(60),
             write_timeout: HumanDuration::secs(2),
             max_api_endpoints: 16,
+            allowed_ranges: Vec::new(),
         }
     }
 }
@@ -262,6 +270,16 @@ pub(crate) fn validate(
             format!("at most {MAX_API_WEBHOOK_ENDPOINTS}"),
         ));
     }
+    if let Some(r) = settings
+        .allowed_ranges
+        .iter()
+        .find(|r| !crate::model::is_ip_range(r))
+    {
+        return Err(invalid(
+            "webhook.allowed_ranges",
+            format!("`{r}` is not a range like 10.0.0.0/8"),
+        ));
+    }
     if endpoints.len() > MAX_WEBHOOK_ENDPOINTS {
         return Err(invalid(
             "webhooks",
@@ -353,6 +371,16 @@ mod tests {
             ..WebhookConfig::default()
         };
         assert!(validate(&too_many, &[]).is_err());
+        let ranges = |r: &str| WebhookConfig {
+            allowed_ranges: vec![r.into()],
+            ..WebhookConfig::default()
+        };
+        assert!(validate(&ranges("10.20.0.0/16"), &[]).is_ok());
+        assert!(validate(&ranges("fd00::1"), &[]).is_ok());
+        match validate(&ranges("intranet"), &[]) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "webhook.allowed_ranges"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

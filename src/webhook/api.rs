@@ -66,6 +66,14 @@ fn storage(error: ::chat::ChatError) -> Failure {
 }
 
 /// Checks a URL as the API takes it.
+/// An address in the URL must be one API endpoints may reach ([`super::client`]).
+fn check_address(shared: &super::Shared, url: &str) -> Result<(), Failure> {
+    shared
+        .client
+        .check_address(url)
+        .map_err(|m| invalid(format!("`url`: {m}")))
+}
+
 pub fn check_url(url: &str) -> Result<(), Failure> {
     config::check_webhook_url(url).map_err(|m| invalid(format!("`url`: {m}")))
 }
@@ -217,6 +225,7 @@ impl WebhookAdmin for Webhooks {
 
     async fn create(&self, request: CreateWebhook) -> Result<WebhookSecret, Failure> {
         check_url(&request.url)?;
+        check_address(&self.shared, &request.url)?;
         check_events(&request.events)?;
         let secret = match request.secret {
             Some(s) => {
@@ -276,6 +285,7 @@ impl WebhookAdmin for Webhooks {
         }
         if let Some(url) = &request.url {
             check_url(url)?;
+            check_address(&self.shared, url)?;
         }
         if let Some(events) = &request.events {
             check_events(events)?;

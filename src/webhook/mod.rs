@@ -106,7 +106,10 @@ impl Webhooks {
             sync: tokio::sync::Mutex::new(()),
             settings: config.webhook.clone(),
             metrics,
-            client: client::Client::new(config.webhook.request_timeout.get()),
+            client: client::Client::new(
+                config.webhook.request_timeout.get(),
+                &config.webhook.allowed_ranges,
+            ),
             wake: Notify::new(),
             depth: AtomicU64::new(0),
             queued: AtomicU64::new(0),

@@ -17,6 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const BASE: &str = "/api/v1/admin/webhooks";
+/// The tests' receivers listen here: API endpoints may reach it only when it is allowed.
+const LOOPBACK: &str = "127.0.0.0/8";
 
 fn at(id: &str) -> String {
     format!("{BASE}/{id}")
@@ -89,7 +91,11 @@ async fn call_events(receiver: &Receiver, call: &str) -> Vec<Received> {
 #[tokio::test]
 async fn an_api_endpoint_gets_signed_events_rotates_changes_and_is_deleted() {
     let receiver = Receiver::start(0).await;
-    let server = TestServer::with(|c| c.webhooks = vec![configured()]).await;
+    let server = TestServer::with(|c| {
+        c.webhook.allowed_ranges = vec![LOOPBACK.into()];
+        c.webhooks = vec![configured()];
+    })
+    .await;
     let (status, body) = api(
         server.addr,
         "POST",
@@ -252,6 +258,7 @@ async fn an_api_endpoint_gets_signed_events_rotates_changes_and_is_deleted() {
 async fn the_webhook_api_refuses_with_a_status_and_a_code() {
     let server = TestServer::with(|c| {
         c.admin.api_keys = vec![API_KEY.into()];
+        c.webhook.allowed_ranges = vec![LOOPBACK.into()];
         c.webhook.max_api_endpoints = 2;
         c.webhooks = vec![configured()];
     })
@@ -414,6 +421,7 @@ async fn call_raw(
 
 fn node_config() -> String {
     "[webhook]
+allowed_ranges = [\"127.0.0.0/8\"]
 request_timeout = \"1s\"
 lease = \"2s\"
 backoff_initial = \"20ms\"
@@ -513,6 +521,10 @@ async fn an_endpoint_created_on_one_node_is_delivered_to_by_another() {
             "20ms".to_owned(),
         ),
         ("CHORUS_WEBHOOK_BACKOFF_MAX".to_owned(), "200ms".to_owned()),
+        (
+            "CHORUS_WEBHOOK_ALLOWED_RANGES".to_owned(),
+            LOOPBACK.to_owned(),
+        ),
     ];
     let mut cluster = Cluster::start_with("webhook-api", 2, &NodeOptions { env }).await;
     let (a, b) = (cluster.node(0).addr, cluster.node(1).addr);
@@ -547,6 +559,7 @@ async fn the_list_shows_a_failing_endpoint_paused() {
     let receiver = Receiver::start(0).await;
     receiver.down.store(true, Ordering::SeqCst);
     let server = TestServer::with(|c| {
+        c.webhook.allowed_ranges = vec![LOOPBACK.into()];
         c.webhook.pause_after = 2;
         c.webhook.pause_for = config::HumanDuration::secs(60);
         c.webhook.backoff_initial = config::HumanDuration::millis(20);
@@ -567,5 +580,64 @@ async fn the_list_shows_a_failing_endpoint_paused() {
     }
     let (_, list) = api(server.addr, "GET", BASE, None).await;
     assert_eq!(list[0]["paused"], true, "{list}");
+    server.stop().await.unwrap();
+}
+
+/// By default an endpoint created through the API reaches public addresses only: an address
+/// that is not public is refused at creation (the metadata service, a private network,
+/// loopback, also written as IPv4-mapped IPv6), and a host name that resolves to loopback is
+/// created but never connected to, so the receiver gets nothing and the attempts fail.
+#[tokio::test]
+async fn api_endpoints_reach_only_public_addresses_unless_allowed() {
+    let receiver = Receiver::start(0).await;
+    let server = TestServer::with(|c| {
+        c.webhook.backoff_initial = config::HumanDuration::millis(20);
+        c.webhook.backoff_max = config::HumanDuration::millis(50);
+    })
+    .await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://10.1.2.3:8080/hook".to_owned(),
+        "https://[::ffff:127.0.0.1]/hook".to_owned(),
+        receiver.url(),
+    ] {
+        let (status, body) = api(server.addr, "POST", BASE, Some(json!({ "url": url }))).await;
+        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!(body["code"], "invalid_payload", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("webhook.allowed_ranges")),
+            "{body}"
+        );
+    }
+    let by_name = receiver.url().replace("127.0.0.1", "localhost");
+    let (id, _secret) = create(server.addr, &by_name, &["call.*"]).await;
+    let path = format!("{BASE}/{id}");
+    let (status, body) = api(
+        server.addr,
+        "PUT",
+        &path,
+        Some(json!({"url": "http://192.168.1.10/hook"})),
+    )
+    .await;
+    assert_eq!(status, 422, "an update is checked too: {body}");
+    a_call(server.addr, 0).await;
+    // Attempts happen and fail (retried), and none reaches the receiver.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = crate::server::http_get(server.addr, "/metrics", None).await;
+        let retried = metrics.lines().any(|l| {
+            l.starts_with(&format!(
+                "chorus_webhook_events_retried_total{{endpoint=\"{id}\"}}"
+            ))
+        });
+        if retried {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the endpoint's attempts fail");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.log().is_empty(), "nothing reached the receiver");
     server.stop().await.unwrap();
 }

@@ -91,6 +91,7 @@ async fn the_cli_creates_lists_and_deletes_rooms_and_revokes_tokens() {
 async fn the_cli_creates_lists_changes_rotates_and_deletes_webhook_endpoints() {
     let server = crate::server::TestServer::with(|c| {
         c.admin.api_keys = vec![API_KEY.into()];
+        c.webhook.allowed_ranges = vec!["127.0.0.0/8".into()];
         c.webhooks = vec![config::WebhookEndpoint {
             id: "configured".into(),
             url: "http://127.0.0.1:9/never".into(),
