@@ -23,14 +23,14 @@
 //! that creeps for an hour. The caches are set explicitly instead: [`WRITER_CACHE_KIB`] for the
 //! writer, [`READER_CACHE_KIB`] for each reader (history pages, read once per request) and
 //! [`CHECKPOINTER_CACHE_KIB`] for the checkpointer, which copies pages without reading them
-//! twice: at most about 9.1 MiB in all, reached once and then held. The writer's is the large
+//! twice: at most about 5.1 MiB in all, reached once and then held. The writer's is the large
 //! one because a group commit touches the last index page of every conversation in the group,
 //! twice over (sequence numbers and idempotency keys): with 200 conversations per group that is
 //! about 450 pages. A cache smaller than that re-reads those pages with `pread` in every group
 //! and spills dirty ones to the WAL before the commit (`pagerStress`), which took about a fifth
 //! of the writer thread in a profile at 1 MiB; 8 MiB gave 12 % more messages per second in
-//! alternating runs of `chat_store_load` (docs/benchmarks.md). Pages a cache drops are still in
-//! the OS page cache, one `pread` away.
+//! alternating runs of `chat_store_load`, and 4 MiB the same as 8 (docs/benchmarks.md). Pages
+//! a cache drops are still in the OS page cache, one `pread` away.
 //!
 //! One process per file: a second Chorus process on the same file would work but contend on the
 //! write lock; clusters use PostgreSQL.
@@ -60,7 +60,7 @@ pub struct SqliteStore {
 }
 
 /// Page cache of the writer connection, in KiB (`PRAGMA cache_size = -N`).
-pub const WRITER_CACHE_KIB: u32 = 8192;
+pub const WRITER_CACHE_KIB: u32 = 4096;
 /// Page cache of each of the [`READERS`] read-only connections, in KiB.
 pub const READER_CACHE_KIB: u32 = 256;
 /// Page cache of the checkpointer connection, in KiB.
