@@ -176,7 +176,12 @@ impl Signaling {
             .route("/ws", get(transport::ws::upgrade))
             .route("/api/v1/presence", get(http::presence))
             .route("/api/v1/ice-servers", get(http::ice_servers))
-            .merge(admin::router())
+            .merge(
+                admin::router().route_layer(axum::middleware::from_fn_with_state(
+                    self.clone(),
+                    admin::forward::to_owner,
+                )),
+            )
             .with_state(self.clone())
     }
 

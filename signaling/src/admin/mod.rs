@@ -15,10 +15,12 @@
 //!   over `admin.max_body_bytes`), 503 `shutting_down`/`cluster_unavailable`/
 //!   `storage_unavailable`.
 //! - **Cluster**: each call and room is owned by one node. An operation on a space owned by
-//!   another node answers 421 `wrong_node` with that node's id and URL; lists show the spaces
-//!   of the node asked. Revocations apply on every node.
+//!   another node is forwarded to it and its answer returned ([`forward`]); only when the owner
+//!   cannot be reached does it answer 421 `wrong_node` with that node's id and URL. Lists show
+//!   the spaces of the node asked. Revocations apply on every node.
 //! - **OpenAPI**: [`openapi::document`] is served at `/api/v1/openapi.json`.
 
+pub mod forward;
 pub mod model;
 pub mod openapi;
 mod routes;
@@ -139,16 +141,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<Signaling>> for Body<T> {
         let limit = sig.admin.max_body_bytes;
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|_| {
-                ApiFailure::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "the body is larger than {limit} bytes (`admin.max_body_bytes`), or was \
-                         cut off"
-                    ),
-                )
-            })?;
+            .map_err(|_| too_large(limit))?;
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             let status = match e.classify() {
                 serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
@@ -157,6 +150,15 @@ impl<T: DeserializeOwned> FromRequest<Arc<Signaling>> for Body<T> {
             ApiFailure::new(status, ErrorCode::InvalidPayload, e.to_string())
         })
     }
+}
+
+/// 413 `limit_exceeded` for a body over `admin.max_body_bytes`.
+fn too_large(limit: usize) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::LimitExceeded,
+        format!("the body is larger than {limit} bytes (`admin.max_body_bytes`), or was cut off"),
+    )
 }
 
 /// An error answer of the server API.

@@ -184,7 +184,7 @@ async fn list_rooms(_: Admin, State(sig): State<Arc<Signaling>>) -> Answer<Vec<R
     responses(
         (status = 201, description = "Created", body = RoomSummary),
         (status = 409, description = "The room exists, or this node holds `rooms.max_rooms`", body = super::model::ApiError),
-        (status = 421, description = "Another node owns the room's name", body = super::model::ApiError),
+        (status = 421, description = "Another node owns the room's name and did not answer the forwarded request", body = super::model::ApiError),
         (status = 422, description = "Bad name or metadata", body = super::model::ApiError)))]
 async fn create_room(
     _: Admin,
@@ -225,7 +225,7 @@ async fn create_room(
     responses(
         (status = 200, description = "The room", body = RoomSummary),
         (status = 404, description = "No such room", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn show_room(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -244,7 +244,7 @@ async fn show_room(
     responses(
         (status = 200, description = "Deleted; `recipients` connections were in it", body = Delivered),
         (status = 404, description = "No such room", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn delete_room(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -263,7 +263,7 @@ async fn delete_room(
     responses(
         (status = 200, description = "Set; `recipients` connections were told", body = Delivered),
         (status = 404, description = "No such room", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError),
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError),
         (status = 422, description = "Metadata too long", body = super::model::ApiError)))]
 async fn room_metadata(
     _: Admin,
@@ -288,7 +288,7 @@ async fn room_metadata(
         (status = 200, description = "Queued for `recipients` connections", body = Delivered),
         (status = 404, description = "No such room", body = super::model::ApiError),
         (status = 413, description = "Body over `admin.max_body_bytes`", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError),
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError),
         (status = 422, description = "Bad topic or recipients", body = super::model::ApiError)))]
 async fn send_data(
     _: Admin,
@@ -334,7 +334,7 @@ async fn send_data(
     responses(
         (status = 200, description = "The participants", body = [ParticipantInfo]),
         (status = 404, description = "No such room", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn room_participants(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -381,7 +381,7 @@ async fn participants(sig: &Signaling, space: CallId) -> Result<Vec<ParticipantI
     responses(
         (status = 200, description = "Removed; `recipients` of their connections were in the room", body = Delivered),
         (status = 404, description = "No such room or participant", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn remove_room_participant(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -404,7 +404,7 @@ async fn remove_room_participant(
     responses(
         (status = 200, description = "Set; `recipients` connections were told", body = Delivered),
         (status = 404, description = "No such room or participant", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError),
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError),
         (status = 422, description = "Metadata too long", body = super::model::ApiError)))]
 async fn participant_metadata(
     _: Admin,
@@ -433,7 +433,7 @@ async fn participant_metadata(
         (status = 200, description = "Done", body = MuteTrack),
         (status = 404, description = "No such room, participant or track", body = super::model::ApiError),
         (status = 409, description = "No SFU on this server", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn mute_track(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -453,7 +453,7 @@ async fn mute_track(
         (status = 200, description = "Done", body = MuteTrack),
         (status = 404, description = "No such call, participant or track", body = super::model::ApiError),
         (status = 409, description = "No SFU on this server", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn mute_call_track(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -504,7 +504,7 @@ async fn list_calls(_: Admin, State(sig): State<Arc<Signaling>>) -> Answer<Vec<C
     responses(
         (status = 200, description = "The call", body = CallSummary),
         (status = 404, description = "No such call", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn show_call(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -531,7 +531,7 @@ async fn show_call(
     responses(
         (status = 200, description = "Ended; `recipients` connections were in it", body = Delivered),
         (status = 404, description = "No such call", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn end_call(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
@@ -552,7 +552,7 @@ async fn end_call(
         (status = 200, description = "Removed", body = Delivered),
         (status = 404, description = "No such call or participant", body = super::model::ApiError),
         (status = 409, description = "The participant already left", body = super::model::ApiError),
-        (status = 421, description = "Another node owns it", body = super::model::ApiError)))]
+        (status = 421, description = "Another node owns it and did not answer the forwarded request", body = super::model::ApiError)))]
 async fn remove_call_participant(
     _: Admin,
     State(sig): State<Arc<Signaling>>,
