@@ -21,3 +21,4 @@ mod sfu;
 mod slow_peers;
 mod webhook_api;
 mod webhooks;
+mod whip;
