@@ -606,3 +606,197 @@ async fn an_encoder_that_hangs_up_leaves_the_room() {
     })
     .await;
 }
+
+/// `user`'s encoder publishes into `room` with `token` and connects; `bob`, in the room, sees
+/// it join. Returns the encoder's peer.
+async fn connected_encoder(
+    addr: SocketAddr,
+    room: &str,
+    token: &str,
+    user: &str,
+    bob: &mut WsClient,
+) -> Peer {
+    let (mut pc, _audio, _video, offer) = encoder().await;
+    let reply = post_offer(addr, room, token, &offer).await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    pc.accept_answer(reply.body.clone()).await;
+    pc.wait_connected("the WHIP encoder").await;
+    let joined = bob.expect("call:participant:joined").await;
+    assert_eq!(joined["participant"]["userId"], user, "{joined}");
+    pc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removal_revocation_and_expiry_end_a_session() {
+    bounded(async {
+        let server = server_with(|c| c.auth.leeway = config::HumanDuration::secs(0)).await;
+        let addr = server.addr;
+        let mut bob = WsClient::connect(addr, &room_token("bob", "stage"))
+            .await
+            .unwrap();
+        bob.join_room("stage").await;
+
+        // The server API removes the encoder from the room: its session ends.
+        let pc = connected_encoder(
+            addr,
+            "stage",
+            &room_token("cam1", "stage"),
+            "cam1",
+            &mut bob,
+        )
+        .await;
+        let (status, body) = crate::admin::api(
+            addr,
+            "DELETE",
+            "/api/v1/admin/rooms/stage/participants/cam1",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let left = bob.expect("call:participant:left").await;
+        assert_eq!(left["userId"], "cam1", "{left}");
+        no_whip_sessions(&server).await;
+        pc.close().await;
+
+        // The encoder's user is revoked: its session ends at once.
+        let pc = connected_encoder(
+            addr,
+            "stage",
+            &room_token("cam2", "stage"),
+            "cam2",
+            &mut bob,
+        )
+        .await;
+        let (status, body) = crate::admin::api(
+            addr,
+            "POST",
+            "/api/v1/admin/revocations",
+            Some(serde_json::json!({"userId": "cam2"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let left = bob.expect("call:participant:left").await;
+        assert_eq!(left["userId"], "cam2", "{left}");
+        no_whip_sessions(&server).await;
+        pc.close().await;
+
+        // The token runs out (no leeway here): the session ends with it.
+        let grants = Grants {
+            room: Some("stage".into()),
+            ..Grants::default()
+        };
+        let short = mint("cam3", grants, Duration::from_secs(3));
+        let pc = connected_encoder(addr, "stage", &short, "cam3", &mut bob).await;
+        let left = bob
+            .expect_within("call:participant:left", Duration::from_secs(8))
+            .await;
+        assert_eq!(left["userId"], "cam3", "{left}");
+        no_whip_sessions(&server).await;
+        pc.close().await;
+        bob.close().await;
+    })
+    .await;
+}
+
+/// Sends packets numbered from `from` on both tracks every 20 ms until `receiver` got at least
+/// 50 of each kind numbered `from` or later (bounded to 8 s); returns the next number and what
+/// arrived (audio, video). Every payload must be one that was sent.
+async fn stream(
+    audio: &testkit::LocalTrack,
+    video: &testkit::LocalTrack,
+    receiver: &mut Peer,
+    from: u32,
+) -> (u32, u32, u32) {
+    let (mut next, mut got_audio, mut got_video) = (from, 0u32, 0u32);
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    while (got_audio < 50 || got_video < 50) && tokio::time::Instant::now() < end {
+        audio.send(next).await;
+        video.send(next).await;
+        next += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Some(p) = receiver.try_received() {
+            let n = media::number_of(p.kind, &p.payload).filter(|n| *n < next);
+            let n = n.expect("every payload received is one that was sent");
+            if n < from {
+                continue;
+            }
+            match p.kind {
+                Kind::Audio => got_audio += 1,
+                _ => got_video += 1,
+            }
+        }
+    }
+    (next, got_audio, got_video)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ice_restart_over_patch_keeps_the_media_flowing() {
+    bounded(async {
+        let server = server().await;
+        let (addr, room, space) = (server.addr, "stage", "room:stage");
+        let (mut bob, mut bob_pc) = member(addr, "bob", room).await;
+        let token = room_token("encoder", room);
+        let (mut pc, audio, video, offer) = encoder().await;
+        let reply = post_offer(addr, room, &token, &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let location = reply.header("location").unwrap().to_owned();
+        let etag = reply.header("etag").unwrap().to_owned();
+        let answer = reply.body.clone();
+        pc.accept_answer(answer.clone()).await;
+        pc.wait_connected("the WHIP encoder").await;
+        bob.expect("call:participant:joined").await;
+        for _ in 0..2 {
+            bob.expect("track:published").await;
+        }
+        bob.answer_server_offer(&mut bob_pc, space).await;
+        let (next, a, v) = stream(&audio, &video, &mut bob_pc, 0).await;
+        assert!(
+            a >= 50 && v >= 50,
+            "before the restart: {a} audio, {v} video"
+        );
+
+        // The encoder restarts ICE: its new credentials and candidates go in a PATCH, the
+        // server's come back in the fragment, and the encoder applies them as its new answer.
+        let restart = pc.restart_ice().await;
+        let ufrag = line_value(&restart, "a=ice-ufrag:");
+        let pwd = line_value(&restart, "a=ice-pwd:");
+        assert_ne!(ufrag, line_value(&offer, "a=ice-ufrag:"));
+        let mut fragment = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+        for candidate in restart.lines().filter(|l| l.starts_with("a=candidate:")) {
+            fragment.push_str(candidate);
+            fragment.push_str("\r\n");
+        }
+        let reply = patch(addr, &location, &token, Some(&etag), &fragment).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let server_ufrag = line_value(&reply.body, "a=ice-ufrag:");
+        let server_pwd = line_value(&reply.body, "a=ice-pwd:");
+        assert_ne!(server_ufrag, line_value(&answer, "a=ice-ufrag:"));
+        let renewed: String = answer
+            .lines()
+            .map(|l| {
+                if l.starts_with("a=ice-ufrag:") {
+                    format!("a=ice-ufrag:{server_ufrag}\r\n")
+                } else if l.starts_with("a=ice-pwd:") {
+                    format!("a=ice-pwd:{server_pwd}\r\n")
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect();
+        pc.accept_answer(renewed).await;
+
+        // Media sent after the restart still reaches bob, and the session is still there.
+        let (_, a, v) = stream(&audio, &video, &mut bob_pc, next).await;
+        eprintln!("after the ICE restart bob got {a} audio and {v} video packets");
+        assert!(
+            a >= 50 && v >= 50,
+            "after the restart: {a} audio, {v} video"
+        );
+        let reply = delete(addr, &location, &token).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        pc.close().await;
+        bob_pc.close().await;
+        bob.close().await;
+    })
+    .await;
+}
