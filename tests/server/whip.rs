@@ -214,6 +214,15 @@ async fn member(addr: SocketAddr, user: &str, room: &str) -> (WsClient, Peer) {
     (client, pc)
 }
 
+/// `chorus_signaling_connections{transport="whip"}` from `/metrics`.
+async fn whip_connections(server: &TestServer) -> i64 {
+    let (status, text) = crate::server::http_get(server.addr, "/metrics", None).await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"chorus_signaling_connections{transport="whip"} "#))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 /// Polls until the server holds no WHIP session (bounded).
 async fn no_whip_sessions(server: &TestServer) {
     let whip = server.signaling.whip.as_ref().expect("WHIP is served");
@@ -303,12 +312,16 @@ async fn a_whip_publisher_reaches_a_room_member_byte_for_byte() {
             "{got_audio} {got_video}"
         );
 
+        // The session counts as a signaling connection of its own transport.
+        assert_eq!(whip_connections(&server).await, 1);
+
         // DELETE ends it: the room hears the encoder leave; the session is gone.
         let reply = delete(server.addr, &location, &token).await;
         assert_eq!(reply.status, 200, "{reply:?}");
         let left = bob.expect("call:participant:left").await;
         assert_eq!(left["userId"], "encoder", "{left}");
         no_whip_sessions(&server).await;
+        assert_eq!(whip_connections(&server).await, 0);
         let again = delete(server.addr, &location, &token).await;
         assert_eq!(again.status, 404, "{again:?}");
         let patched = patch(

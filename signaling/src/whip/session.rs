@@ -268,6 +268,8 @@ impl Task {
         mut queue: mpsc::Receiver<Command>,
         terms: TokenTerms,
     ) {
+        // Counted with the WebSocket and Socket.IO connections, under its own transport.
+        let gauge = self.sig.connection_gauge("whip");
         let expiry = Expiry::new(terms);
         let mut clock = expiry.clock(self.sig.revocations.clone());
         let mut closing = self.sig.closing();
@@ -308,6 +310,7 @@ impl Task {
         // Unlisted first, so a DELETE that comes now is a 404 rather than a wait.
         self.whip.release(&self.id);
         registration.disconnect().await;
+        drop(gauge);
         tracing::info!(
             session = %self.id,
             user = %self.identity.user_id,
