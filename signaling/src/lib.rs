@@ -67,7 +67,7 @@ pub struct Signaling {
     pub admin: admin::AdminSettings,
     /// Webhook endpoints for the server API, when the binary plugs them in.
     pub webhooks: Option<Arc<dyn admin::webhooks::WebhookAdmin>>,
-    /// WHIP ingest, when served: with an SFU, `whip.enabled`, on a single node.
+    /// WHIP ingest, when served: with an SFU and `whip.enabled`.
     pub whip: Option<Arc<whip::Whip>>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
@@ -151,9 +151,7 @@ impl Signaling {
             spawn_observer(Arc::downgrade(&routing));
         }
         let (closing, _) = watch::channel(false);
-        let whip = (media.is_some()
-            && config.whip.enabled
-            && routing.cluster().topology() == cluster::Topology::Solo)
+        let whip = (media.is_some() && config.whip.enabled)
             .then(|| whip::Whip::new(whip::WhipSettings::from_config(config)));
         Ok(Arc::new(Self {
             whip,

@@ -32,9 +32,13 @@
 //!
 //! # Limits
 //! `whip.max_sessions_per_user` and `whip.max_sessions_per_room` (409 past them),
-//! `whip.max_sdp_bytes` (413), and everything a room join is subject to. A cluster does not
-//! serve WHIP yet (the route is not mounted): a session's media events come from the SFU of the
-//! node that owns the room.
+//! `whip.max_sdp_bytes` (413), and everything a room join is subject to.
+//!
+//! # In a cluster
+//! A POST for a room another node owns is answered `307` to that node (RFC 9725 §4.5), after
+//! the token's room grant is checked; a room nobody owns yet is placed first. So a session
+//! always lives on the node whose SFU carries its media and reports on it, and its `Location`
+//! (relative) resolves to that node.
 
 mod routes;
 pub mod sdp;

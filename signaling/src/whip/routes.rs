@@ -11,6 +11,7 @@ use super::sdp::Fragment;
 use super::session::{self, Command, Patched, Refusal};
 use super::{Whip, WhipId};
 use crate::Signaling;
+use crate::cluster::Topology;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -58,6 +59,9 @@ async fn publish(
     if let Err(refusal) = content_type(request.headers(), SDP) {
         return refuse(refusal);
     }
+    if let Some(redirect) = elsewhere(&sig, &identity, &room).await {
+        return redirect;
+    }
     let offer = match body(request, whip.settings.max_sdp_bytes).await {
         Ok(offer) => offer,
         Err(refusal) => return refuse(refusal),
@@ -95,6 +99,59 @@ async fn publish(
         }
     }
     (StatusCode::CREATED, headers, opened.answer).into_response()
+}
+
+/// In a cluster, where a POST for `room` must go: `None` when this node owns the room (or
+/// is given it now), else `307` to the owner, whose SFU carries the room's media and whose
+/// hub hears its SFU's news about the session (RFC 9725 §4.5 lets a WHIP endpoint redirect).
+/// A token without the room's grant is refused first, so it cannot claim room names.
+async fn elsewhere(
+    sig: &Signaling,
+    identity: &crate::auth::Identity,
+    room: &str,
+) -> Option<Response> {
+    let cluster = sig.routing.cluster();
+    if cluster.topology() == Topology::Solo {
+        return None;
+    }
+    if identity.grants.room.as_deref() != Some(room) && !identity.grants.admin {
+        return Some(refuse(Refusal::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!("your token does not grant room `{room}`"),
+        )));
+    }
+    let owner = match cluster.place(&crate::hub::room::room_id(room)).await {
+        Ok(owner) => owner,
+        Err(e) => return Some(refuse(e.failure().into())),
+    };
+    if &owner == cluster.node() {
+        return None;
+    }
+    let url = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.id == owner)
+        .map(|n| n.url);
+    let location = url
+        .map(|url| {
+            format!(
+                "{}{}",
+                url.trim_end_matches('/'),
+                ENDPOINT.replace("{room}", room)
+            )
+        })
+        .and_then(|location| HeaderValue::from_str(&location).ok());
+    let Some(location) = location else {
+        return Some(refuse(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ClusterUnavailable,
+            format!("room `{room}` is owned by node {owner}, whose address is not known here"),
+        )));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, location);
+    Some((StatusCode::TEMPORARY_REDIRECT, headers).into_response())
 }
 
 /// `PATCH /whip/v1/sessions/{id}`: trickle ICE or an ICE restart.
