@@ -813,3 +813,64 @@ async fn an_ice_restart_over_patch_keeps_the_media_flowing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_cluster_a_post_goes_to_the_rooms_owner_and_members_anywhere_receive_it() {
+    bounded(async {
+        let options = crate::cluster::NodeOptions {
+            env: vec![("CHORUS_ROOMS_AUTO_CREATE".into(), "true".into())],
+        };
+        let cluster = crate::cluster::Cluster::start_with("whip-owner", 2, &options).await;
+        let (a, b) = (cluster.node(0), cluster.node(1));
+        let (room, space) = ("hall", "room:hall");
+        let token = room_token("encoder", room);
+        let endpoint =
+            |node: &crate::cluster::Node| format!("http://{}/whip/v1/rooms/{room}", node.addr);
+
+        // Asked on a: answered there (a owns the room now), or sent to b, which does.
+        let (mut pc, audio, video, offer) = encoder().await;
+        let reply = post_offer(a.addr, room, &token, &offer).await;
+        let (owner, other, reply) = match reply.status {
+            201 => (a, b, reply),
+            307 => {
+                assert_eq!(reply.header("location"), Some(endpoint(b).as_str()));
+                (b, a, post_offer(b.addr, room, &token, &offer).await)
+            }
+            _ => panic!("{reply:?}"),
+        };
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let location = reply.header("location").unwrap().to_owned();
+        // The other node sends every POST for the room to its owner, and refuses a token
+        // without the room's grant before anything else.
+        let again = post_offer(other.addr, room, &room_token("encoder2", room), &offer).await;
+        assert_eq!(again.status, 307, "{again:?}");
+        assert_eq!(again.header("location"), Some(endpoint(owner).as_str()));
+        let refused = post_offer(other.addr, "lobby", &token, &offer).await;
+        assert_eq!(refused.status, 403, "{refused:?}");
+
+        // Bob, connected to the other node, receives the stream through the owner's SFU.
+        let (mut bob, mut bob_pc) = member(other.addr, "bob", room).await;
+        pc.accept_answer(reply.body.clone()).await;
+        pc.wait_connected("the WHIP encoder").await;
+        for _ in 0..2 {
+            let t = bob.expect("track:published").await;
+            assert_eq!(t["userId"], "encoder", "{t}");
+        }
+        bob.answer_server_offer(&mut bob_pc, space).await;
+        let (_, got_audio, got_video) = stream(&audio, &video, &mut bob_pc, 0).await;
+        assert!(
+            got_audio >= 50 && got_video >= 50,
+            "{got_audio} {got_video}"
+        );
+
+        // The session lives on the owner: DELETE there.
+        let reply = delete(owner.addr, &location, &token).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let left = bob.expect("call:participant:left").await;
+        assert_eq!(left["userId"], "encoder", "{left}");
+        pc.close().await;
+        bob_pc.close().await;
+        bob.close().await;
+    })
+    .await;
+}
