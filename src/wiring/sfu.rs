@@ -101,6 +101,22 @@ impl MediaServer for SfuMedia {
                     }))
                 })
             }
+            MediaRequest::View { sdp, publisher } => {
+                let reply = self.sfu.offer_viewing(
+                    room,
+                    participant,
+                    publisher.to_string(),
+                    seat.joined_at,
+                    sdp,
+                );
+                Box::pin(async move {
+                    let reply = reply.await.map_err(failure)?;
+                    Ok(MediaAnswer::Negotiated(Negotiated {
+                        answer: reply.answer,
+                        follow_up_offer: None,
+                    }))
+                })
+            }
             MediaRequest::Answer { sdp } => done(self.sfu.answer(room, participant, sdp)),
             MediaRequest::Candidate { candidate } => match candidate_line(&candidate) {
                 // End of candidates: nothing to do for an ICE-lite server.

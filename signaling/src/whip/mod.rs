@@ -1,4 +1,5 @@
-//! WHIP ingest (RFC 9725): an encoder publishes into a room over plain HTTP.
+//! WHIP ingest (RFC 9725): an encoder publishes into a room over plain HTTP; and WHEP
+//! playback (draft-ietf-wish-whep): a viewer receives one participant's tracks the same way.
 //!
 //! ```text
 //! POST    /whip/v1/rooms/{room}        application/sdp offer, Bearer JWT with the room grant
@@ -7,6 +8,10 @@
 //!         -> 204 (trickle) | 200 + fragment + new ETag (ICE restart)
 //! DELETE  /whip/v1/sessions/{id}       -> 200
 //! OPTIONS on either                    -> 204 with CORS headers
+//!
+//! POST    /whep/v1/rooms/{room}/participants/{user}   receive-only offer, the room grant
+//!         -> 201, SDP answer, Location: /whep/v1/sessions/{id}, ETag, Link
+//! PATCH, DELETE, OPTIONS /whep/v1/sessions/{id}      as for WHIP
 //! ```
 //!
 //! # A WHIP session is a connection of the hub
@@ -18,6 +23,11 @@
 //! when the session ends; the hub stays the one record of who sits where and the SFU the one
 //! record of media (ADR 0050). The session's connection subscribes to nothing (a WHIP client
 //! cannot renegotiate), so the SFU never makes it an offer.
+//!
+//! A WHEP session is the same, with a viewer's offer ([`crate::media::MediaRequest::View`]):
+//! the SFU binds the named participant's tracks to the offer's receive-only m-lines and never
+//! makes it an offer either. The viewer is a member of the room (it shows as a participant
+//! that publishes nothing); the hub has no other kind of seat.
 //!
 //! What is WHIP's own: the resource id, its entity tag and the client's offer (for ICE
 //! restarts). A task per session (module `session`) owns them together with the hub registration;
@@ -31,7 +41,8 @@
 //! or the room's deletion; the token's expiry or revocation; the server's drain.
 //!
 //! # Limits
-//! `whip.max_sessions_per_user` and `whip.max_sessions_per_room` (409 past them),
+//! `whip.max_sessions_per_user` and `whip.max_sessions_per_room` (409 past them; WHEP
+//! sessions count with WHIP's),
 //! `whip.max_sdp_bytes` (413), and everything a room join is subject to.
 //!
 //! # In a cluster

@@ -8,7 +8,7 @@
 //! any origin may call.
 
 use super::sdp::Fragment;
-use super::session::{self, Command, Patched, Refusal};
+use super::session::{self, Command, Patched, Refusal, Role};
 use super::{Whip, WhipId};
 use crate::Signaling;
 use crate::cluster::Topology;
@@ -17,7 +17,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use protocol::{ErrorCode, IceServer};
+use protocol::{ErrorCode, IceServer, UserId};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::oneshot;
@@ -30,16 +30,23 @@ pub const SESSION: &str = "/whip/v1/sessions/{id}";
 const SDP: &str = "application/sdp";
 const FRAGMENT: &str = "application/trickle-ice-sdpfrag";
 
-/// The WHIP routes, served with the signaling state.
+/// Where a WHEP endpoint is: `{user}`'s tracks in `{room}`.
+pub const VIEWER_ENDPOINT: &str = "/whep/v1/rooms/{room}/participants/{user}";
+/// Where a WHEP session lives.
+pub const VIEWER_SESSION: &str = "/whep/v1/sessions/{id}";
+
+/// The WHIP and WHEP routes, served with the signaling state.
 pub fn router() -> Router<Arc<Signaling>> {
+    let session = || {
+        axum::routing::patch(patch)
+            .delete(delete)
+            .options(session_options)
+    };
     Router::new()
         .route(ENDPOINT, post(publish).options(endpoint_options))
-        .route(
-            SESSION,
-            axum::routing::patch(patch)
-                .delete(delete)
-                .options(session_options),
-        )
+        .route(SESSION, session())
+        .route(VIEWER_ENDPOINT, post(view).options(endpoint_options))
+        .route(VIEWER_SESSION, session())
         .layer(axum::middleware::map_response(cors))
 }
 
@@ -49,6 +56,22 @@ async fn publish(
     Path(room): Path<String>,
     request: Request,
 ) -> Response {
+    open(sig, room, Role::Publish, request).await
+}
+
+/// `POST /whep/v1/rooms/{room}/participants/{user}`: opens a session receiving `user`'s
+/// tracks in `room`.
+async fn view(
+    State(sig): State<Arc<Signaling>>,
+    Path((room, user)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let publisher = UserId::from(user.as_str());
+    open(sig, room, Role::View { publisher }, request).await
+}
+
+/// A POST of either kind: token, content type, owner node, size, then the session.
+async fn open(sig: Arc<Signaling>, room: String, role: Role, request: Request) -> Response {
     let Some(whip) = sig.whip.clone() else {
         return refuse(not_served());
     };
@@ -59,7 +82,8 @@ async fn publish(
     if let Err(refusal) = content_type(request.headers(), SDP) {
         return refuse(refusal);
     }
-    if let Some(redirect) = elsewhere(&sig, &identity, &room).await {
+    let path = request.uri().path().to_owned();
+    if let Some(redirect) = elsewhere(&sig, &identity, &room, &path).await {
         return redirect;
     }
     let offer = match body(request, whip.settings.max_sdp_bytes).await {
@@ -73,13 +97,17 @@ async fn publish(
             "the body is not an SDP offer",
         ));
     }
-    let opened = match session::open(&sig, &whip, identity, terms, room, offer).await {
+    let sessions = match role {
+        Role::Publish => SESSION,
+        Role::View { .. } => VIEWER_SESSION,
+    };
+    let opened = match session::open(&sig, &whip, identity, terms, room, (role, offer)).await {
         Ok(opened) => opened,
         Err(refusal) => return refuse(refusal),
     };
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    let location = SESSION.replace("{id}", opened.id.as_str());
+    let location = sessions.replace("{id}", opened.id.as_str());
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
     }
@@ -109,6 +137,7 @@ async fn elsewhere(
     sig: &Signaling,
     identity: &crate::auth::Identity,
     room: &str,
+    path: &str,
 ) -> Option<Response> {
     let cluster = sig.routing.cluster();
     if cluster.topology() == Topology::Solo {
@@ -134,13 +163,7 @@ async fn elsewhere(
         .find(|n| n.id == owner)
         .map(|n| n.url);
     let location = url
-        .map(|url| {
-            format!(
-                "{}{}",
-                url.trim_end_matches('/'),
-                ENDPOINT.replace("{room}", room)
-            )
-        })
+        .map(|url| format!("{}{path}", url.trim_end_matches('/')))
         .and_then(|location| HeaderValue::from_str(&location).ok());
     let Some(location) = location else {
         return Some(refuse(Refusal::new(

@@ -87,6 +87,28 @@ impl From<Failure> for Refusal {
     }
 }
 
+/// What a session does in its room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// WHIP: publishes its tracks; receives nothing.
+    Publish,
+    /// WHEP: receives `publisher`'s tracks on its offer's m-lines; publishes nothing.
+    View { publisher: protocol::UserId },
+}
+
+impl Role {
+    /// The media request negotiating `sdp` for this role.
+    fn negotiation(&self, sdp: String) -> MediaRequest {
+        match self {
+            Role::Publish => MediaRequest::Offer { sdp },
+            Role::View { publisher } => MediaRequest::View {
+                sdp,
+                publisher: publisher.clone(),
+            },
+        }
+    }
+}
+
 /// A session the POST opened.
 pub struct Opened {
     pub id: WhipId,
@@ -104,7 +126,7 @@ pub async fn open(
     identity: Identity,
     terms: TokenTerms,
     room: String,
-    offer: String,
+    (role, offer): (Role, String),
 ) -> Result<Opened, Refusal> {
     if sig.is_draining() {
         return Err(Refusal::new(
@@ -120,10 +142,12 @@ pub async fn open(
             "the offer has no a=ice-ufrag and a=ice-pwd",
         ));
     };
-    // A WHIP client cannot take the server's offers: it receives nothing, and it chats
-    // nowhere.
+    // A WHIP or WHEP client cannot take the server's offers, so the hub's seat never
+    // subscribes (a viewer's tracks are bound by its own request); it chats nowhere, and a
+    // viewer publishes nothing.
     let identity = Identity {
         grants: crate::auth::Grants {
+            can_publish: identity.grants.can_publish && role == Role::Publish,
             can_subscribe: false,
             can_chat: false,
             ..identity.grants
@@ -143,7 +167,7 @@ pub async fn open(
             };
             Refusal::new(StatusCode::CONFLICT, ErrorCode::LimitExceeded, message)
         })?;
-    let opened = seat(sig, &identity, conn, &room, &offer).await;
+    let opened = seat(sig, &identity, conn, &room, role.negotiation(offer.clone())).await;
     let (registration, events, space, answer) = match opened {
         Ok(seated) => seated,
         Err(refusal) => {
@@ -159,6 +183,7 @@ pub async fn open(
         identity: identity.clone(),
         conn,
         space,
+        role,
         offer,
         client,
         etag: etag.clone(),
@@ -180,7 +205,7 @@ async fn seat(
     identity: &Identity,
     conn: ConnectionId,
     room: &str,
-    offer: &str,
+    request: MediaRequest,
 ) -> Result<(Registration, OutboxReader, CallId, String), Refusal> {
     let (outbox, events) = outbox::channel(&sig.limits);
     let registration = sig
@@ -203,9 +228,6 @@ async fn seat(
             registration.disconnect().await;
             return Err(failure.into());
         }
-    };
-    let request = MediaRequest::Offer {
-        sdp: offer.to_owned(),
     };
     let negotiated = sig
         .routing
@@ -236,6 +258,7 @@ struct Task {
     identity: Identity,
     conn: ConnectionId,
     space: CallId,
+    role: Role,
     /// The client's offer as last negotiated: an ICE restart renegotiates it with new
     /// credentials.
     offer: String,
@@ -364,7 +387,7 @@ impl Task {
         fragment: &Fragment,
     ) -> Result<Patched, Refusal> {
         let offer = sdp::restarted_offer(&self.offer, &fresh);
-        let request = MediaRequest::Offer { sdp: offer.clone() };
+        let request = self.role.negotiation(offer.clone());
         let answer = match self.media(request).await? {
             MediaAnswer::Negotiated(n) => n.answer,
             _ => {
