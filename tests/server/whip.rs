@@ -13,14 +13,14 @@ use testkit::{Kind, Peer, WsClient, media};
 /// Every test here finishes well inside this.
 const LIMIT: Duration = Duration::from_secs(30);
 
-async fn bounded(test: impl Future<Output = ()>) {
+pub(crate) async fn bounded(test: impl Future<Output = ()>) {
     tokio::time::timeout(LIMIT, test)
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {LIMIT:?}"));
 }
 
 /// A token for `user` granting `room`.
-fn room_token(user: &str, room: &str) -> String {
+pub(crate) fn room_token(user: &str, room: &str) -> String {
     let grants = Grants {
         room: Some(room.to_owned()),
         ..Grants::default()
@@ -29,11 +29,11 @@ fn room_token(user: &str, room: &str) -> String {
 }
 
 /// A server that creates rooms on first join.
-async fn server() -> TestServer {
+pub(crate) async fn server() -> TestServer {
     server_with(|_| {}).await
 }
 
-async fn server_with(tweak: impl FnOnce(&mut config::Config)) -> TestServer {
+pub(crate) async fn server_with(tweak: impl FnOnce(&mut config::Config)) -> TestServer {
     TestServer::with(|c| {
         c.rooms.auto_create = Some(true);
         tweak(c);
@@ -46,15 +46,15 @@ async fn server_with(tweak: impl FnOnce(&mut config::Config)) -> TestServer {
 
 /// One HTTP answer.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Reply {
     /// The first value of header `name`.
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -78,7 +78,7 @@ impl Reply {
 }
 
 /// One request over a fresh connection, with `headers` and an optional body.
-async fn send(
+pub(crate) async fn send(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -141,7 +141,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// `POST` an offer to `room`'s endpoint with `token`.
-async fn post_offer(addr: SocketAddr, room: &str, token: &str, offer: &str) -> Reply {
+pub(crate) async fn post_offer(addr: SocketAddr, room: &str, token: &str, offer: &str) -> Reply {
     let bearer = format!("Bearer {token}");
     send(
         addr,
@@ -175,7 +175,7 @@ async fn patch(
     send(addr, "PATCH", location, &headers, Some(fragment)).await
 }
 
-async fn delete(addr: SocketAddr, location: &str, token: &str) -> Reply {
+pub(crate) async fn delete(addr: SocketAddr, location: &str, token: &str) -> Reply {
     let bearer = format!("Bearer {token}");
     send(
         addr,
@@ -188,7 +188,7 @@ async fn delete(addr: SocketAddr, location: &str, token: &str) -> Reply {
 }
 
 /// A WebRTC publisher of Opus and VP8, and its offer.
-async fn encoder() -> (Peer, testkit::LocalTrack, testkit::LocalTrack, String) {
+pub(crate) async fn encoder() -> (Peer, testkit::LocalTrack, testkit::LocalTrack, String) {
     let mut pc = Peer::new().await;
     let audio = pc.publish(Kind::Audio, "mic", 0x0A0D_10A1).await;
     let video = pc.publish(Kind::Video, "cam", 0x0B1D_E0B2).await;
@@ -197,7 +197,7 @@ async fn encoder() -> (Peer, testkit::LocalTrack, testkit::LocalTrack, String) {
 }
 
 /// `user` in `room` over the WebSocket protocol, with a receive-only peer connected to the SFU.
-async fn member(addr: SocketAddr, user: &str, room: &str) -> (WsClient, Peer) {
+pub(crate) async fn member(addr: SocketAddr, user: &str, room: &str) -> (WsClient, Peer) {
     let mut client = WsClient::connect(addr, &room_token(user, room))
         .await
         .unwrap();
@@ -224,7 +224,7 @@ async fn whip_connections(server: &TestServer) -> i64 {
 }
 
 /// Polls until the server holds no WHIP session (bounded).
-async fn no_whip_sessions(server: &TestServer) {
+pub(crate) async fn no_whip_sessions(server: &TestServer) {
     let whip = server.signaling.whip.as_ref().expect("WHIP is served");
     let end = tokio::time::Instant::now() + Duration::from_secs(5);
     while !whip.is_empty() {
@@ -584,7 +584,7 @@ async fn sessions_are_limited_and_end_when_ice_never_connects() {
 }
 
 /// The value of the first line starting with `prefix`.
-fn line_value(sdp: &str, prefix: &str) -> String {
+pub(crate) fn line_value(sdp: &str, prefix: &str) -> String {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix(prefix))
         .unwrap_or_default()
@@ -714,7 +714,7 @@ async fn removal_revocation_and_expiry_end_a_session() {
 /// Sends packets numbered from `from` on both tracks every 20 ms until `receiver` got at least
 /// 50 of each kind numbered `from` or later (bounded to 8 s); returns the next number and what
 /// arrived (audio, video). Every payload must be one that was sent.
-async fn stream(
+pub(crate) async fn stream(
     audio: &testkit::LocalTrack,
     video: &testkit::LocalTrack,
     receiver: &mut Peer,
