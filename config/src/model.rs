@@ -624,15 +624,17 @@ impl Default for AdminConfig {
 }
 
 /// WHIP ingest (RFC 9725): an encoder publishes into a room over HTTP at
-/// `/whip/v1/rooms/{room}`, as a participant of the room. Served only with the SFU on.
+/// `/whip/v1/rooms/{room}`, as a participant of the room; and WHEP playback of a participant
+/// at `/whep/v1/rooms/{room}/participants/{user}`. Served only with the SFU on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WhipConfig {
-    /// Serve the WHIP endpoint (it also needs `sfu.enabled`).
+    /// Serve the WHIP and WHEP endpoints (they also need `sfu.enabled`).
     pub enabled: bool,
-    /// Most WHIP sessions one user holds at once on this node; one more is refused with 409.
+    /// Most WHIP and WHEP sessions one user holds at once on this node; one more is refused
+    /// with 409.
     pub max_sessions_per_user: usize,
-    /// Most WHIP sessions publishing into one room at once on this node.
+    /// Most WHIP and WHEP sessions in one room at once on this node.
     pub max_sessions_per_room: usize,
     /// A session whose ICE and DTLS are not up this long after its answer ends (its
     /// participant leaves the room), so an encoder that never connects holds nothing.
