@@ -136,7 +136,12 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     signaling.routing.sync_revocations().await;
     chat::spawn_typing_expiry(chat.clone(), signaling.hub.clone());
     if let Some(handle) = &sfu {
-        sfu::spawn_event_pump(handle, signaling.hub.clone(), webhooks.clone());
+        sfu::spawn_event_pump(
+            handle,
+            signaling.hub.clone(),
+            webhooks.clone(),
+            signaling.whip.clone(),
+        );
     }
     Ok(Server {
         signaling,

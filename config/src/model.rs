@@ -29,6 +29,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookEndpoint>,
     /// The server API and token revocation; see [`AdminConfig`].
     pub admin: AdminConfig,
+    /// WHIP ingest (RFC 9725) into rooms; see [`WhipConfig`].
+    pub whip: WhipConfig,
 }
 
 /// Arrays of tables (`[[webhooks]]`): several entries, set in a file only (no variable names an
@@ -38,7 +40,7 @@ pub const ARRAY_SECTIONS: &[&str] = &["webhooks"];
 /// Section names, which are also the first word of `CHORUS_<SECTION>_<KEY>` variables.
 pub const SECTIONS: &[&str] = &[
     "server", "log", "auth", "limits", "presence", "calls", "ice", "chat", "rooms", "sfu", "turn",
-    "cluster", "webhook", "admin",
+    "cluster", "webhook", "admin", "whip",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -621,6 +623,38 @@ impl Default for AdminConfig {
     }
 }
 
+/// WHIP ingest (RFC 9725): an encoder publishes into a room over HTTP at
+/// `/whip/v1/rooms/{room}`, as a participant of the room; and WHEP playback of a participant
+/// at `/whep/v1/rooms/{room}/participants/{user}`. Served only with the SFU on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhipConfig {
+    /// Serve the WHIP and WHEP endpoints (they also need `sfu.enabled`).
+    pub enabled: bool,
+    /// Most WHIP and WHEP sessions one user holds at once on this node; one more is refused
+    /// with 409.
+    pub max_sessions_per_user: usize,
+    /// Most WHIP and WHEP sessions in one room at once on this node.
+    pub max_sessions_per_room: usize,
+    /// A session whose ICE and DTLS are not up this long after its answer ends (its
+    /// participant leaves the room), so an encoder that never connects holds nothing.
+    pub connect_timeout: HumanDuration,
+    /// Largest SDP offer or trickle fragment read, in bytes; a larger body gets 413.
+    pub max_sdp_bytes: usize,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_sessions_per_user: 4,
+            max_sessions_per_room: 8,
+            connect_timeout: HumanDuration::secs(15),
+            max_sdp_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// Longest JWT leeway accepted: more would make `exp` meaningless.
 pub const MAX_LEEWAY_SECS: u64 = 60;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
@@ -695,6 +729,17 @@ impl Config {
         Ok(())
     }
 
+    fn validate_whip(&self) -> Result<(), ConfigError> {
+        let w = &self.whip;
+        positive("whip.max_sessions_per_user", w.max_sessions_per_user as u64)?;
+        positive("whip.max_sessions_per_room", w.max_sessions_per_room as u64)?;
+        positive_duration("whip.connect_timeout", w.connect_timeout)?;
+        if w.max_sdp_bytes < 1024 {
+            return Err(invalid("whip.max_sdp_bytes", "at least 1024"));
+        }
+        Ok(())
+    }
+
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let c = &self.cluster;
         if c.enabled()
@@ -751,6 +796,7 @@ impl Config {
 
     fn validate_rest(&self) -> Result<(), ConfigError> {
         self.validate_admin()?;
+        self.validate_whip()?;
         let l = &self.limits;
         positive("limits.events_per_second", l.events_per_second as u64)?;
         positive("limits.event_burst", l.event_burst as u64)?;

@@ -217,6 +217,21 @@ impl SfuHandle {
         self.fallible(move |c, now| c.offer_joining(now, room, participant, grants, started, &sdp))
     }
 
+    /// A viewer's offer (WHEP): joins it on the first, and binds `publisher`'s tracks to the
+    /// offer's receive-only m-lines (see [`Core::offer_viewing`]); never a server offer.
+    pub fn offer_viewing(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        publisher: String,
+        started: Instant,
+        sdp: String,
+    ) -> Reply<OfferReply> {
+        self.fallible(move |c, now| {
+            c.offer_viewing(now, room, participant, &publisher, started, &sdp)
+        })
+    }
+
     /// The client's answer to a server offer ([`SfuEvent::Offer`] or
     /// [`OfferReply::server_offer`]).
     pub fn answer(&self, room: RoomKey, participant: ParticipantKey, sdp: String) -> Reply<()> {

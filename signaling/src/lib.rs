@@ -6,6 +6,7 @@
 //! - [`session`]: the transport-agnostic per-connection pipeline (rate limit, parse, dispatch).
 //! - [`transport`]: the raw WebSocket (`/ws`) and Socket.IO (`/socket.io/`) adapters.
 //! - [`http`]: the REST endpoints (presence, ICE servers).
+//! - [`whip`]: WHIP ingest (RFC 9725): an encoder publishes into a room over HTTP.
 //!
 //! [`Signaling`] ties them together and builds the router the binary serves.
 
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod revocation;
 pub mod session;
 pub mod transport;
+pub mod whip;
 
 use auth::{Authenticator, Identity, TokenTerms};
 use axum::Router;
@@ -65,6 +67,8 @@ pub struct Signaling {
     pub admin: admin::AdminSettings,
     /// Webhook endpoints for the server API, when the binary plugs them in.
     pub webhooks: Option<Arc<dyn admin::webhooks::WebhookAdmin>>,
+    /// WHIP ingest, when served: with an SFU and `whip.enabled`.
+    pub whip: Option<Arc<whip::Whip>>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -147,7 +151,10 @@ impl Signaling {
             spawn_observer(Arc::downgrade(&routing));
         }
         let (closing, _) = watch::channel(false);
+        let whip = (media.is_some() && config.whip.enabled)
+            .then(|| whip::Whip::new(whip::WhipSettings::from_config(config)));
         Ok(Arc::new(Self {
+            whip,
             hub,
             routing,
             revocations,
@@ -168,11 +175,11 @@ impl Signaling {
         }))
     }
 
-    /// `/ws`, `/api/v1/presence`, `/api/v1/ice-servers` and the server API
-    /// (`/api/v1/admin/...`, `/api/v1/openapi.json`). Socket.IO is a layer: see
-    /// [`Signaling::with_socketio`].
+    /// `/ws`, `/api/v1/presence`, `/api/v1/ice-servers`, the server API
+    /// (`/api/v1/admin/...`, `/api/v1/openapi.json`) and, when served, WHIP (`/whip/v1/...`).
+    /// Socket.IO is a layer: see [`Signaling::with_socketio`].
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route("/ws", get(transport::ws::upgrade))
             .route("/api/v1/presence", get(http::presence))
             .route("/api/v1/ice-servers", get(http::ice_servers))
@@ -181,8 +188,11 @@ impl Signaling {
                     self.clone(),
                     admin::forward::to_owner,
                 )),
-            )
-            .with_state(self.clone())
+            );
+        if self.whip.is_some() {
+            router = router.merge(whip::router());
+        }
+        router.with_state(self.clone())
     }
 
     /// Wraps the finished application router with Socket.IO at `/socket.io/`. It must be the

@@ -49,6 +49,9 @@ pub struct MediaSeat {
 pub enum MediaRequest {
     /// The client's offer (the seat joins on its first).
     Offer { sdp: String },
+    /// A viewer's offer (WHEP; the seat joins on its first): its receive-only m-lines carry
+    /// `publisher`'s tracks in the seat's space, and the media server never makes it an offer.
+    View { sdp: String, publisher: UserId },
     /// The client's answer to a server-initiated offer.
     Answer { sdp: String },
     /// A trickled ICE candidate (`RTCIceCandidateInit` JSON or the bare string).

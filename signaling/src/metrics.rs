@@ -6,7 +6,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 /// Handles to every signaling metric. Cloning shares the underlying atomics.
 #[derive(Clone)]
 pub struct Metrics {
-    /// Open connections by transport (`ws`, `socketio`).
+    /// Open connections by transport (`ws`, `socketio`, and `whip` for WHIP sessions).
     pub connections: IntGaugeVec,
     /// Users with at least one authenticated connection.
     pub sessions: IntGauge,

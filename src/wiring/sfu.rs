@@ -18,6 +18,7 @@ use signaling::media::{
     AdminMedia, MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer,
     Negotiated, ServerOffer, Subscription,
 };
+use signaling::whip::{MediaState, Whip};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -97,6 +98,22 @@ impl MediaServer for SfuMedia {
                             sdp: o.sdp,
                             tracks: track_mids(&o.tracks),
                         }),
+                    }))
+                })
+            }
+            MediaRequest::View { sdp, publisher } => {
+                let reply = self.sfu.offer_viewing(
+                    room,
+                    participant,
+                    publisher.to_string(),
+                    seat.joined_at,
+                    sdp,
+                );
+                Box::pin(async move {
+                    let reply = reply.await.map_err(failure)?;
+                    Ok(MediaAnswer::Negotiated(Negotiated {
+                        answer: reply.answer,
+                        follow_up_offer: None,
                     }))
                 })
             }
@@ -221,8 +238,14 @@ fn published(space: &CallId, t: sfu::TrackInfo) -> TrackPublished {
     }
 }
 
-/// Forwards SFU events to the clients they concern.
-pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, webhooks: Webhooks) {
+/// Forwards SFU events to the clients they concern, and a participant's connection and
+/// failure to WHIP (`whip`), whose sessions end when their media does.
+pub fn spawn_event_pump(
+    sfu: &SfuHandle,
+    hub: HubHandle,
+    webhooks: Webhooks,
+    whip: Option<Arc<Whip>>,
+) {
     let Ok(mut events) = sfu.events() else {
         tracing::error!("the SFU event stream was already taken");
         return;
@@ -325,17 +348,24 @@ pub fn spawn_event_pump(sfu: &SfuHandle, hub: HubHandle, webhooks: Webhooks) {
                     participant,
                     reason,
                 } => {
-                    // The seat stays in the hub: the client's next offer seats it again.
+                    // The seat stays in the hub: the client's next offer seats it again. A WHIP
+                    // session has no next offer, so it ends.
                     tracing::info!(
                         room = room.as_str(),
                         %participant,
                         ?reason,
                         "SFU participant removed"
                     );
+                    if let Some(whip) = &whip {
+                        whip.media_state(ConnectionId(participant.conn()), MediaState::Failed);
+                    }
                 }
-                SfuEvent::Connected { .. }
-                | SfuEvent::FirstMediaForwarded { .. }
-                | SfuEvent::RoomClosed { .. } => {}
+                SfuEvent::Connected { participant, .. } => {
+                    if let Some(whip) = &whip {
+                        whip.media_state(ConnectionId(participant.conn()), MediaState::Connected);
+                    }
+                }
+                SfuEvent::FirstMediaForwarded { .. } | SfuEvent::RoomClosed { .. } => {}
             }
         }
     });

@@ -4,7 +4,8 @@
 //! ([`Peer::publish`]) or a receive-only m-line ([`Peer::receive_only`]) before the first offer;
 //! negotiate with [`Peer::offer`] + [`Peer::accept_answer`] (the peer offers) or
 //! [`Peer::answer`] (the other side offers; the SFU does when tracks come or go); then
-//! [`Peer::wait_connected`] until ICE and DTLS are up. Candidates are gathered completely before
+//! [`Peer::wait_connected`] until ICE and DTLS are up; [`Peer::restart_ice`] offers new ICE
+//! credentials (answer it with [`Peer::accept_answer`]). Candidates are gathered completely before
 //! an offer or answer is returned, so no trickle is needed. [`Peer::close`] ends it.
 //!
 //! What it receives is counted per track ([`Peer::counts`]), and, with [`Capture::Payloads`],
@@ -167,6 +168,23 @@ impl Peer {
             .expect("set local offer");
         // Gathering host candidates on loopback takes milliseconds; the bound only keeps a
         // broken gatherer from hanging the test (the SDP then lacks candidates and ICE fails).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.gathered.recv()).await;
+        self.pc.local_description().await.expect("local offer").sdp
+    }
+
+    /// Creates an offer that restarts ICE (new local credentials), applies it locally, and
+    /// returns its SDP once gathering is complete again.
+    pub async fn restart_ice(&mut self) -> String {
+        let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true };
+        let offer = self
+            .pc
+            .create_offer(Some(options))
+            .await
+            .expect("create an ICE-restart offer");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("set local ICE-restart offer");
         let _ = tokio::time::timeout(Duration::from_secs(5), self.gathered.recv()).await;
         self.pc.local_description().await.expect("local offer").sdp
     }

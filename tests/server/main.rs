@@ -21,3 +21,5 @@ mod sfu;
 mod slow_peers;
 mod webhook_api;
 mod webhooks;
+mod whep;
+mod whip;

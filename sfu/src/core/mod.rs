@@ -19,6 +19,7 @@ pub mod routing;
 pub mod sdp_check;
 pub mod throttle;
 mod tracks;
+mod viewer;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -207,6 +208,7 @@ impl Core {
             media_forwarded: false,
             ssrc_mid: HashMap::new(),
             egress_nacks: HashMap::new(),
+            viewing: None,
         };
         p.drain(&mut self.out);
 

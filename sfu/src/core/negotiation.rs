@@ -196,7 +196,7 @@ impl Core {
     /// Makes a server offer for `id` if it has changes and none is outstanding.
     pub(super) fn negotiate(&mut self, id: SessionId) -> Option<ServerOffer> {
         let p = self.sessions.get_mut(&id)?;
-        if !p.negotiated || p.pending.is_some() {
+        if !p.negotiated || p.pending.is_some() || p.viewing.is_some() {
             return None;
         }
         // A stop for an m-line that never made it into the session (rolled back) needs

@@ -124,6 +124,8 @@ pub(crate) struct Participant {
     pub ssrc_mid: HashMap<Ssrc, Mid>,
     /// Cumulative NACK count per outgoing mid, from egress stats (for the NACK counter).
     pub egress_nacks: HashMap<Mid, u64>,
+    /// Set for a viewer (WHEP): whose tracks it receives, on which of its own m-lines.
+    pub viewing: Option<super::viewer::Viewing>,
 }
 
 /// What draining one `Rtc` produced for the rest of the core.

@@ -1055,3 +1055,109 @@ fn a_held_track_is_not_forwarded_and_its_publisher_cannot_release_it() {
     send(&mut w, 21);
     assert!(w.clients[b].received.len() >= before + 8, "forwarded again");
 }
+
+/// A viewer `name` of `publisher`'s tracks with one receive-only audio and one receive-only
+/// video m-line (WHEP): its index and mids.
+fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
+    let i = w.clients.len();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 40_000 + i as u16));
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(w.now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    let mids: Vec<Mid> = [MediaKind::Audio, MediaKind::Video]
+        .into_iter()
+        .map(|k| change.add_media(k, Direction::RecvOnly, None, None, None))
+        .collect();
+    let (offer, pending) = change.apply().unwrap();
+    let reply = w
+        .core
+        .offer_viewing(
+            w.now,
+            room(),
+            name.into(),
+            publisher,
+            w.now,
+            &offer.to_sdp_string(),
+        )
+        .unwrap();
+    assert!(
+        reply.server_offer.is_none(),
+        "a viewer is never made an offer"
+    );
+    let answer = SdpAnswer::from_sdp_string(&reply.answer).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    w.clients.push(Client {
+        key: name.into(),
+        rtc,
+        addr,
+        received: Vec::new(),
+        keyframe_requests: 0,
+    });
+    w.online.push(true);
+    w.flush_client(i);
+    w.collect_events();
+    (i, mids)
+}
+
+#[test]
+fn a_viewer_gets_one_publishers_tracks_on_its_own_mlines_and_never_an_offer() {
+    let mut w = World::new(Limits::default());
+    let (a, _bob, mids) = publish_two_tracks(&mut w);
+    let (v, viewer_mids) = view(&mut w, "viewer", "alice");
+    // Carol publishes too, after the viewer came: the viewer gets none of it.
+    let c = w.join("carol");
+    let carol_mids = w.offer(
+        c,
+        &[
+            (MediaKind::Audio, Direction::SendOnly),
+            (MediaKind::Video, Direction::SendOnly),
+        ],
+    );
+    w.run(Duration::from_secs(2));
+    let offered_to_viewer = |w: &World| {
+        count(
+            w,
+            |e| matches!(e, SfuEvent::Offer { participant, .. } if participant.user() == "viewer"),
+        )
+    };
+    assert_eq!(
+        offered_to_viewer(&w),
+        0,
+        "carol's tracks made the viewer an offer"
+    );
+    w.answer_pending_offers();
+    w.run(Duration::from_millis(500));
+    let mut sent = Vec::new();
+    for seq in 1..=30u64 {
+        let audio: Vec<u8> = (0..80).map(|x| (x as u64 * seq) as u8).collect();
+        let video: Vec<u8> = std::iter::once(0x10)
+            .chain((0..900).map(|x| (x as u64 + seq) as u8))
+            .collect();
+        w.send(a, mids[0], Codec::Opus, seq, &audio);
+        w.send(a, mids[1], Codec::Vp8, seq, &video);
+        w.send(c, carol_mids[0], Codec::Opus, seq, &[0xCA; 80]);
+        sent.push(audio);
+        sent.push(video);
+        w.run(Duration::from_millis(20));
+    }
+    w.run(Duration::from_millis(500));
+    let got = &w.clients[v].received;
+    assert!(
+        got.len() >= 50,
+        "the viewer got {} of 60 packets",
+        got.len()
+    );
+    for (mid, payload) in got {
+        assert!(
+            viewer_mids.contains(mid),
+            "a packet on {mid:?}, not the viewer's m-lines"
+        );
+        assert!(
+            sent.iter().any(|s| s[..] == payload[..]),
+            "not alice's, or altered"
+        );
+    }
+    let on: std::collections::HashSet<_> = got.iter().map(|(m, _)| *m).collect();
+    assert_eq!(on.len(), 2, "audio and video on the viewer's two m-lines");
+    assert_eq!(offered_to_viewer(&w), 0);
+}

@@ -80,6 +80,15 @@ impl Core {
                 self.add_subscription(s, &id);
             }
         }
+        let viewers: Vec<SessionId> = self.rooms[&room]
+            .members
+            .values()
+            .copied()
+            .filter(|s| self.sessions[s].viewing.is_some())
+            .collect();
+        for v in viewers {
+            self.bind_viewer(v);
+        }
     }
 
     /// The track is gone: stop it at every subscriber.
@@ -143,6 +152,12 @@ impl Core {
         let Some(idx) = p.subs.iter().position(|s| &s.track == track) else {
             return;
         };
+        if p.viewing.is_some() {
+            // A viewer is never made an offer: its m-line just goes quiet, free for the
+            // publisher's next track of that kind.
+            p.subs.remove(idx);
+            return;
+        }
         match p.subs[idx].state {
             SubState::ToOpen => {
                 p.subs.remove(idx);
