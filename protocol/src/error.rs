@@ -71,6 +71,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Whether the code says the bearer token is not accepted (missing, malformed, badly
+    /// signed, expired, not yet valid, wrong issuer or audience, revoked): HTTP answers it with
+    /// 401.
+    pub fn is_token_refusal(self) -> bool {
+        matches!(
+            self,
+            Self::TokenMissing
+                | Self::TokenInvalid
+                | Self::TokenBadSignature
+                | Self::TokenExpired
+                | Self::TokenNotYetValid
+                | Self::TokenBadIssuer
+                | Self::TokenBadAudience
+                | Self::TokenRevoked
+        )
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

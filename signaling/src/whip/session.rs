@@ -73,14 +73,7 @@ impl From<Failure> for Refusal {
             ErrorCode::ShuttingDown | ErrorCode::ClusterUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ErrorCode::TokenMissing
-            | ErrorCode::TokenInvalid
-            | ErrorCode::TokenBadSignature
-            | ErrorCode::TokenExpired
-            | ErrorCode::TokenNotYetValid
-            | ErrorCode::TokenBadIssuer
-            | ErrorCode::TokenBadAudience
-            | ErrorCode::TokenRevoked => StatusCode::UNAUTHORIZED,
+            code if code.is_token_refusal() => StatusCode::UNAUTHORIZED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self { status, failure }
