@@ -1725,6 +1725,14 @@
         if (!isLocal && !screen) this.setTitle(call);
       }
       tile.el.querySelector('.tile-name').textContent = name;
+      // A room member's camera can be watched by anyone with the room's grant, without joining
+      // (WHEP): the link opens the watch page for this user.
+      const watch = tile.el.querySelector('.tile-watch');
+      if (watch && call.room !== null && !isLocal && !screen) {
+        const query = new URLSearchParams({ room: call.room, user: key });
+        watch.href = `/watch?${query}`;
+        watch.hidden = false;
+      }
       // initials of the name alone, not of " (you)" or " · screen"
       setAvatar(tile.el.querySelector('.avatar'), name.replace(/ \(you\)/, '').replace(/ · screen$/, ''));
       return tile;

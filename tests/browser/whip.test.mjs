@@ -194,3 +194,43 @@ it('a browser views a participant over WHEP and decodes its camera', async () =>
   assert.equal(status, 200);
   assert.deepEqual(pageErrors, []);
 });
+
+it("the demo page's watch link plays a member's camera over WHEP", async () => {
+  const room = 'whep-link';
+  const presenter = await joinRoomPage(server, 'Presenter', room, { errors: pageErrors });
+  browsers.push(presenter.browser);
+  const presenterId = (await presenter.page.getByTestId('my-user-id').textContent()).trim();
+  const member = await joinRoomPage(server, 'Member', room, { errors: pageErrors });
+  browsers.push(member.browser);
+  // The member sees the presenter's tile, with a watch link for them; none on its own tile.
+  const link = member.page.locator(`[data-testid="tile-remote"][data-user="${presenterId}"] [data-testid="tile-watch"]`);
+  await link.waitFor({ state: 'visible', timeout: 30_000 });
+  const href = await link.getAttribute('href');
+  assert.equal(href, `/watch?room=${room}&user=${encodeURIComponent(presenterId)}`);
+  assert.equal(await member.page.locator('[data-testid="tile-local"] [data-testid="tile-watch"]:visible').count(), 0);
+
+  const browser = await launchBrowser();
+  browsers.push(browser);
+  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  page.on('pageerror', (e) => pageErrors.push(`watch page: ${e.message}`));
+  await page.goto(`${server.url}${href}`);
+  await eventually(
+    async () => (await page.getByTestId('watch-status').getAttribute('data-state')) === 'playing',
+    { timeoutMs: 30_000, what: 'the watch page to connect' },
+  );
+  const frames = () =>
+    page.evaluate(() => {
+      const v = document.querySelector('[data-testid="watch-video"]');
+      const q = v.getVideoPlaybackQuality?.();
+      return { width: v.videoWidth, frames: q ? q.totalVideoFrames : 0 };
+    });
+  const first = await eventually(async () => {
+    const f = await frames();
+    return f.width > 0 && f.frames > 0 ? f : null;
+  }, { timeoutMs: 30_000, what: "the watch page to show the presenter's video" });
+  await eventually(async () => (await frames()).frames > first.frames + 10, {
+    timeoutMs: 15_000,
+    what: 'the watch page: frames to keep coming',
+  });
+  assert.deepEqual(pageErrors, []);
+});
