@@ -93,7 +93,9 @@ pub fn credentials(sdp: &str) -> Option<IceCredentials> {
 pub fn restarted_offer(offer: &str, fresh: &IceCredentials) -> String {
     let mut out = String::with_capacity(offer.len());
     for line in offer.lines() {
-        let line = line.trim_end_matches('\r');
+        // Matched as `credentials` reads them (surrounding blanks ignored), so every credential
+        // line it could find is replaced.
+        let line = line.trim();
         if line.starts_with("a=ice-ufrag:") {
             out.push_str(&format!("a=ice-ufrag:{}\r\n", fresh.ufrag));
         } else if line.starts_with("a=ice-pwd:") {
@@ -186,6 +188,19 @@ mod tests {
             assert!(Fragment::parse(text).is_err(), "{text:?}");
         }
         assert_eq!(Fragment::parse(""), Ok(Fragment::default()));
+    }
+
+    #[test]
+    fn credential_lines_with_blanks_around_them_are_rewritten_too() {
+        let offer = "v=0\r\n  a=ice-ufrag:old1 \r\n\ta=ice-pwd:old-password-0123456789\r\n";
+        assert!(credentials(offer).is_some());
+        let fresh = IceCredentials {
+            ufrag: "new1".into(),
+            pwd: "new-password-0123456789ab".into(),
+        };
+        let rewritten = restarted_offer(offer, &fresh);
+        assert_eq!(credentials(&rewritten), Some(fresh));
+        assert!(!rewritten.contains("old"), "{rewritten:?}");
     }
 
     #[test]
