@@ -23,14 +23,14 @@
 //! that creeps for an hour. The caches are set explicitly instead: [`WRITER_CACHE_KIB`] for the
 //! writer, [`READER_CACHE_KIB`] for each reader (history pages, read once per request) and
 //! [`CHECKPOINTER_CACHE_KIB`] for the checkpointer, which copies pages without reading them
-//! twice: at most about 5.1 MiB in all, reached once and then held. The writer's is the large
-//! one because a group commit touches the last index page of every conversation in the group,
-//! twice over (sequence numbers and idempotency keys): with 200 conversations per group that is
-//! about 450 pages. A cache smaller than that re-reads those pages with `pread` in every group
-//! and spills dirty ones to the WAL before the commit (`pagerStress`), which took about a fifth
-//! of the writer thread in a profile at 1 MiB; 8 MiB gave 12 % more messages per second in
-//! alternating runs of `chat_store_load`, and 4 MiB the same as 8 (docs/benchmarks.md). Pages
-//! a cache drops are still in the OS page cache, one `pread` away.
+//! twice: at most about 2.1 MiB in all, reached early and then held. The writer's is a
+//! trade-off, measured (docs/benchmarks.md): a group commit of 200 conversations touches about
+//! 450 index pages, more than 1 MiB holds, so the writer re-reads some with `pread` and spills
+//! dirty ones before the commit; a 4 or 8 MiB cache gave 12 % more messages per second in
+//! alternating runs of `chat_store_load`, but it fills as slowly as the database grows, which an
+//! hour-long soak cannot tell from a leak (a 20-minute soak already showed +2.5 % RSS over its
+//! last half, tracking the database). Pages a cache drops are still in the OS page cache, one
+//! `pread` away.
 //!
 //! One process per file: a second Chorus process on the same file would work but contend on the
 //! write lock; clusters use PostgreSQL.
@@ -60,7 +60,7 @@ pub struct SqliteStore {
 }
 
 /// Page cache of the writer connection, in KiB (`PRAGMA cache_size = -N`).
-pub const WRITER_CACHE_KIB: u32 = 4096;
+pub const WRITER_CACHE_KIB: u32 = 1024;
 /// Page cache of each of the [`READERS`] read-only connections, in KiB.
 pub const READER_CACHE_KIB: u32 = 256;
 /// Page cache of the checkpointer connection, in KiB.
