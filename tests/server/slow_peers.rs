@@ -40,8 +40,13 @@ const PAD: usize = 60_000;
 /// threads wake and each keeps a malloc arena of its own (4.4 MB above baseline was seen once).
 const MARGIN_KB: u64 = 8 * 1024;
 
+/// The two tests here measure a server's RSS and time its resets; run at once, each one's
+/// 2,000 connections or 36 MB pushes skew the other's figures and deadlines. They take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn peers_that_stop_reading_are_reset_and_their_memory_returns() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let server = Chorus::start();
     server.wait_listening().await;
     let mut pusher = server.client("pusher").await;
@@ -95,7 +100,7 @@ async fn peers_that_stop_reading_are_reset_and_their_memory_returns() {
     let mut open: Vec<u16> = slow.iter().map(|p| p.port).collect();
     while !open.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        open.retain(|port| tcp_connection_exists(*port));
+        open.retain(|port| tcp_connection_exists(*port, server.addr.port()));
     }
     let closed_after = pushed.elapsed();
     let peak = sampler.stop().await;
@@ -116,10 +121,20 @@ async fn peers_that_stop_reading_are_reset_and_their_memory_returns() {
         others, ROUNDS,
         "a reading client gets all its events meanwhile"
     );
+    let stuck: Vec<&str> = slow
+        .iter()
+        .filter(|p| open.contains(&p.port))
+        .map(|p| p.user.as_str())
+        .collect();
+    let states: Vec<String> = open
+        .iter()
+        .flat_map(|port| tcp_states(*port, server.addr.port()))
+        .collect();
     assert!(
         open.is_empty(),
-        "slow peers on ports {open:?} still connected {closed_after:?} after the push \
-         (write timeout {WRITE_TIMEOUT:?})"
+        "slow peers {stuck:?} (ports {open:?}) still connected {closed_after:?} after the push \
+         (write timeout {WRITE_TIMEOUT:?}); sockets (local remote state send-queue:recv-queue): \
+         {states:?}"
     );
     // While they were stuck, each held no more than its limits allow (twice, for what the
     // allocator and the pusher's traffic add).
@@ -144,6 +159,7 @@ const STORM: usize = 2000;
 
 #[tokio::test]
 async fn a_storm_of_connections_that_leave_gives_its_memory_back() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let cap = (STORM + 100).to_string();
     let server = Chorus::start_with(&[
         ("CHORUS_SERVER_MAX_CONNECTIONS", &cap),
@@ -327,15 +343,29 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 /// Whether any TCP connection on loopback has `port` at either end (`/proc/net/tcp`).
-fn tcp_connection_exists(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let port = format!(":{port:04X}");
-    table.lines().skip(1).any(|line| {
-        let mut fields = line.split_whitespace().skip(1);
-        let local = fields.next().unwrap_or_default();
-        let remote = fields.next().unwrap_or_default();
-        local.ends_with(&port) || remote.ends_with(&port)
-    })
+/// Whether the connection between the client port `port` and the server's port `server` is still
+/// in the kernel's table, at either end. Both ports are matched: tests running beside this one
+/// reuse ephemeral ports, and a later connection of theirs on `port` is not the slow peer's.
+fn tcp_connection_exists(port: u16, server: u16) -> bool {
+    !tcp_states(port, server).is_empty()
+}
+
+/// The `/proc/net/tcp` rows of that connection: local, remote, state (hex, `01` established,
+/// `08` close-wait, `04` fin-wait-1, `05` fin-wait-2, `06` time-wait) and queue sizes.
+fn tcp_states(port: u16, server: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let (ours, theirs) = (format!(":{port:04X}"), format!(":{server:04X}"));
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let pair = f.len() > 4
+                && ((f[1].ends_with(&ours) && f[2].ends_with(&theirs))
+                    || (f[1].ends_with(&theirs) && f[2].ends_with(&ours)));
+            pair.then(|| format!("{} {} {} {}", f[1], f[2], f[3], f[4]))
+        })
+        .collect()
 }
 
 fn token(user: &str) -> String {
