@@ -29,6 +29,7 @@ pub enum ClientEvent {
     RoomLeave(RoomRef),
     TrackSubscribe(TrackRef),
     TrackUnsubscribe(TrackRef),
+    TrackSettings(TrackSettings),
 }
 
 /// Every client event name the server accepts, in the order of [`ClientEvent`]'s variants.
@@ -58,6 +59,7 @@ pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "room:leave",
     "track:subscribe",
     "track:unsubscribe",
+    "track:settings",
 ];
 
 impl ClientEvent {
@@ -87,6 +89,7 @@ impl ClientEvent {
             "room:leave" => Self::RoomLeave(typed(name, data)?),
             "track:subscribe" => Self::TrackSubscribe(typed(name, data)?),
             "track:unsubscribe" => Self::TrackUnsubscribe(typed(name, data)?),
+            "track:settings" => Self::TrackSettings(typed(name, data)?),
             _ => {
                 return Err(Failure::new(
                     ErrorCode::UnknownEvent,
@@ -121,6 +124,7 @@ impl ClientEvent {
             Self::RoomLeave(_) => "room:leave",
             Self::TrackSubscribe(_) => "track:subscribe",
             Self::TrackUnsubscribe(_) => "track:unsubscribe",
+            Self::TrackSettings(_) => "track:settings",
         }
     }
 
@@ -156,6 +160,7 @@ impl ClientEvent {
             Self::PresenceSubscribe(x) | Self::PresenceUnsubscribe(x) => serde_json::to_value(x),
             Self::RoomJoin(x) | Self::RoomLeave(x) => serde_json::to_value(x),
             Self::TrackSubscribe(x) | Self::TrackUnsubscribe(x) => serde_json::to_value(x),
+            Self::TrackSettings(x) => serde_json::to_value(x),
         };
         // Every payload is a struct of plain fields: serialisation cannot fail.
         value.unwrap_or(Value::Null)
@@ -212,6 +217,20 @@ impl ClientEvent {
                     None => Ok(()),
                 }
             }
+            Self::TrackSettings(t) => {
+                check_id("trackId", &t.track_id)?;
+                if let Some(c) = &t.call_id {
+                    check_id("callId", c.as_str())?;
+                }
+                for (field, v) in [("width", t.width), ("height", t.height)] {
+                    if v.is_some_and(|v| v > MAX_VIDEO_DIMENSION) {
+                        return Err(invalid(format!(
+                            "`{field}` is over {MAX_VIDEO_DIMENSION} pixels"
+                        )));
+                    }
+                }
+                Ok(())
+            }
             Self::ActivityPing => Ok(()),
         }
     }
@@ -257,6 +276,28 @@ pub struct TrackRef {
     /// several.
     #[serde(default)]
     pub call_id: Option<CallId>,
+}
+
+/// Largest `width`/`height` a `track:settings` may give.
+pub const MAX_VIDEO_DIMENSION: u32 = 16_384;
+
+/// `track:settings`: what a subscriber wants of a video track it receives. `width` and
+/// `height` are the size of its tile in device pixels: the SFU sends the smallest simulcast
+/// layer that covers them (the best layer when both are absent). `paused: true` stops the
+/// track's video to this subscriber until it sends `paused: false`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackSettings {
+    pub track_id: String,
+    /// The call or room the track is in; needed only when the connection is in several.
+    #[serde(default)]
+    pub call_id: Option<CallId>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Audio-only or video call, as the initiator chose. Informational for the callee's UI.
