@@ -473,6 +473,10 @@ mod tests {
                 json!({"trackId": "TR_1", "callId": "room:r"}),
             ),
             ("track:unsubscribe", json!({"trackId": "TR_1"})),
+            (
+                "track:settings",
+                json!({"trackId": "TR_1", "callId": "room:r", "width": 320, "height": 180, "paused": false}),
+            ),
         ];
         let mut names: Vec<&str> = samples.iter().map(|(n, _)| *n).collect();
         names.sort();
@@ -643,7 +647,23 @@ mod tests {
             ("track:unsubscribe", json!({"trackId": "t"}), |e| {
                 matches!(e, ClientEvent::TrackUnsubscribe(_))
             }),
+            (
+                "track:settings",
+                json!({"trackId": "t", "paused": true}),
+                |e| matches!(e, ClientEvent::TrackSettings(_)),
+            ),
         ]
+    }
+
+    #[test]
+    fn track_settings_refuses_absurd_sizes() {
+        let f = ClientEvent::parse("track:settings", json!({"trackId": "t", "width": 100_000}))
+            .unwrap_err();
+        assert_eq!(f.code, ErrorCode::InvalidPayload);
+        assert!(f.message.contains("width"), "{}", f.message);
+        let f = ClientEvent::parse("track:settings", json!({"trackId": "t", "height": -1}))
+            .unwrap_err();
+        assert_eq!(f.code, ErrorCode::InvalidPayload);
     }
 
     #[test]
