@@ -30,6 +30,7 @@ pub enum ClientEvent {
     TrackSubscribe(TrackRef),
     TrackUnsubscribe(TrackRef),
     TrackSettings(TrackSettings),
+    MediaBandwidth(MediaBandwidth),
 }
 
 /// Every client event name the server accepts, in the order of [`ClientEvent`]'s variants.
@@ -60,6 +61,7 @@ pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "track:subscribe",
     "track:unsubscribe",
     "track:settings",
+    "media:bandwidth",
 ];
 
 impl ClientEvent {
@@ -90,6 +92,7 @@ impl ClientEvent {
             "track:subscribe" => Self::TrackSubscribe(typed(name, data)?),
             "track:unsubscribe" => Self::TrackUnsubscribe(typed(name, data)?),
             "track:settings" => Self::TrackSettings(typed(name, data)?),
+            "media:bandwidth" => Self::MediaBandwidth(typed(name, data)?),
             _ => {
                 return Err(Failure::new(
                     ErrorCode::UnknownEvent,
@@ -125,6 +128,7 @@ impl ClientEvent {
             Self::TrackSubscribe(_) => "track:subscribe",
             Self::TrackUnsubscribe(_) => "track:unsubscribe",
             Self::TrackSettings(_) => "track:settings",
+            Self::MediaBandwidth(_) => "media:bandwidth",
         }
     }
 
@@ -161,6 +165,7 @@ impl ClientEvent {
             Self::RoomJoin(x) | Self::RoomLeave(x) => serde_json::to_value(x),
             Self::TrackSubscribe(x) | Self::TrackUnsubscribe(x) => serde_json::to_value(x),
             Self::TrackSettings(x) => serde_json::to_value(x),
+            Self::MediaBandwidth(x) => serde_json::to_value(x),
         };
         // Every payload is a struct of plain fields: serialisation cannot fail.
         value.unwrap_or(Value::Null)
@@ -231,6 +236,10 @@ impl ClientEvent {
                 }
                 Ok(())
             }
+            Self::MediaBandwidth(b) => match &b.call_id {
+                Some(c) => check_id("callId", c.as_str()),
+                None => Ok(()),
+            },
             Self::ActivityPing => Ok(()),
         }
     }
@@ -298,6 +307,19 @@ pub struct TrackSettings {
     pub height: Option<u32>,
     #[serde(default)]
     pub paused: bool,
+}
+
+/// `media:bandwidth`: the most a connection wants to receive from the SFU in one space, in
+/// bit/s (a metered link, a data-saver mode). The SFU fits its layers under the lower of this
+/// and its own estimate; `maxBitrate` absent or `null` lifts the cap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaBandwidth {
+    /// The call or room; needed only when the connection is in several.
+    #[serde(default)]
+    pub call_id: Option<CallId>,
+    #[serde(default)]
+    pub max_bitrate: Option<u64>,
 }
 
 /// Audio-only or video call, as the initiator chose. Informational for the callee's UI.
@@ -477,6 +499,10 @@ mod tests {
                 "track:settings",
                 json!({"trackId": "TR_1", "callId": "room:r", "width": 320, "height": 180, "paused": false}),
             ),
+            (
+                "media:bandwidth",
+                json!({"callId": "room:r", "maxBitrate": 300000}),
+            ),
         ];
         let mut names: Vec<&str> = samples.iter().map(|(n, _)| *n).collect();
         names.sort();
@@ -652,6 +678,9 @@ mod tests {
                 json!({"trackId": "t", "paused": true}),
                 |e| matches!(e, ClientEvent::TrackSettings(_)),
             ),
+            ("media:bandwidth", json!({"maxBitrate": null}), |e| {
+                matches!(e, ClientEvent::MediaBandwidth(_))
+            }),
         ]
     }
 

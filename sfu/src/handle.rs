@@ -316,6 +316,17 @@ impl SfuHandle {
         self.fallible(move |c, now| c.set_track_settings(now, &room, &participant, &track, wanted))
     }
 
+    /// The most `participant` wants to receive (bit/s; `None`: no cap): see
+    /// [`crate::core::Core::set_receive_cap`].
+    pub fn set_receive_cap(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        cap: Option<u64>,
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.set_receive_cap(now, &room, &participant, cap))
+    }
+
     /// Removes a participant; its tracks are unpublished.
     pub fn leave(&self, room: RoomKey, participant: ParticipantKey) -> Reply<()> {
         self.fallible(move |c, now| c.leave(now, &room, &participant))

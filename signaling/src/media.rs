@@ -63,6 +63,8 @@ pub enum MediaRequest {
     },
     /// What the seat wants of a video track it receives (`track:settings`).
     Settings { track_id: String, wish: VideoWish },
+    /// The most the seat wants to receive (`media:bandwidth`; `None`: no cap).
+    Bandwidth { max_bitrate: Option<u64> },
     /// The tracks published in the seat's space (for the `room:join` ack).
     Tracks,
 }

@@ -164,6 +164,12 @@ impl Route {
                     },
                 },
             },
+            ClientEvent::MediaBandwidth(b) => Route::Media {
+                space: b.call_id,
+                request: MediaRequest::Bandwidth {
+                    max_bitrate: b.max_bitrate,
+                },
+            },
             other => Route::Hub(other),
         })
     }

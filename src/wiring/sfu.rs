@@ -150,6 +150,9 @@ impl MediaServer for SfuMedia {
                         .set_track_settings(room, participant, TrackId::new(track_id), wanted),
                 )
             }
+            MediaRequest::Bandwidth { max_bitrate } => {
+                done(self.sfu.set_receive_cap(room, participant, max_bitrate))
+            }
             MediaRequest::Tracks => {
                 let reply = self.sfu.room_tracks(room);
                 let space = seat.space.clone();

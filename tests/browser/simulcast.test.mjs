@@ -205,3 +205,42 @@ it('a paused track stops the publisher’s layers, and resuming brings one back'
   });
   assert.deepEqual(errors, []);
 });
+
+// The downlink is limited by the server's own per-subscriber cap (`media:bandwidth`), which the
+// test sets and lifts; the allocator treats it like a lower bandwidth estimate.
+it('a subscriber whose downlink is capped drops to a lower layer and recovers when it lifts', { timeout: 150_000 }, async () => {
+  const room = `bw${Date.now() % 100000}`;
+  await joinAsPublisher(room);
+  const sub = await joinRoomPage(server, 'sub', room, { errors });
+  browsers.push(sub.browser);
+  await askFor(sub.page, { width: 1280, height: 720 });
+  await eventually(async () => (await inboundVideo(sub.page))?.frameWidth >= 640, {
+    timeoutMs: 45_000,
+    what: 'the subscriber to decode at least 640 wide',
+  });
+
+  const cap = (maxBitrate) =>
+    sub.page.evaluate(
+      (maxBitrate) => window.chorus.client.request('media:bandwidth', { callId: window.chorus.call.callId, maxBitrate }),
+      maxBitrate,
+    );
+  await cap(250_000);
+  const low = await eventually(
+    async () => {
+      const v = await inboundVideo(sub.page);
+      return v && v.frameWidth > 0 && v.frameWidth <= 320 ? v : null;
+    },
+    { timeoutMs: 20_000, what: 'the capped subscriber to drop to the quarter layer' },
+  );
+  await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > low.framesDecoded + 10, {
+    timeoutMs: 15_000,
+    what: 'the capped subscriber to keep decoding',
+  });
+
+  await cap(null);
+  await eventually(async () => (await inboundVideo(sub.page))?.frameWidth >= 640, {
+    timeoutMs: 45_000,
+    what: 'the subscriber to recover at least 640 wide once the cap is lifted',
+  });
+  assert.deepEqual(errors, []);
+});

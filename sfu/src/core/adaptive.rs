@@ -67,6 +67,26 @@ impl Core {
         Ok(())
     }
 
+    /// Caps what `participant` receives (`media:bandwidth`): its layers are fitted under the
+    /// lower of this and its estimate. `None` lifts the cap.
+    pub fn set_receive_cap(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        cap: Option<u64>,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        let p = self
+            .sessions
+            .get_mut(&id)
+            .expect("session ids in rooms exist");
+        p.receive_cap = cap;
+        self.out.work.push_back(Work::Reallocate { session: id });
+        self.settle(now);
+        Ok(())
+    }
+
     /// Runs allocation for everyone, then dynacast, and refreshes the layer gauges.
     pub(super) fn tick(&mut self, now: Instant) {
         self.next_tick = Some(now + TICK);
@@ -155,16 +175,24 @@ impl Core {
         if !video_flows && p.allocator.calm(now, IDLE_RESUME_QUIET) {
             budget = budget.map(|b| b.max(super::INITIAL_ESTIMATE.saturating_sub(audio)));
         }
+        if let Some(cap) = p.receive_cap {
+            let cap = cap.saturating_sub(audio);
+            budget = Some(budget.map_or(cap, |b| b.min(cap)));
+        }
         let choice = p.allocator.update(now, budget, &demands, &current);
         if p.estimate.is_some() {
             // The estimator can only learn of capacity that is used: while a step up is
             // wanted, pad up to it (str0m caps padding at the estimate, so this climbs in
             // steps and never floods a weak link); probe towards all that was asked for.
-            let desired = cost(&demands, &allocate(None, &demands)) + audio;
-            let minimum = match next_step(&demands, &choice) {
+            let mut desired = cost(&demands, &allocate(None, &demands)) + audio;
+            if let Some(cap) = p.receive_cap {
+                desired = desired.min(cap);
+            }
+            let minimum = (match next_step(&demands, &choice) {
                 Some(step) if !p.allocator.settling(now) => step,
                 _ => cost(&demands, &choice),
-            } + audio;
+            } + audio)
+                .min(desired);
             let wish = (minimum, desired.max(minimum));
             if p.bandwidth_wish != wish {
                 p.bandwidth_wish = wish;

@@ -240,6 +240,7 @@ impl Core {
             estimate: None,
             allocator: Default::default(),
             bandwidth_wish: (0, 0),
+            receive_cap: None,
         };
         p.drain(&mut self.out);
 

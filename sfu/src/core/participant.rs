@@ -173,6 +173,8 @@ pub(crate) struct Participant {
     pub estimate: Option<u64>,
     /// Shares the estimate among the video tracks this participant receives.
     pub allocator: Allocator,
+    /// The most it wants to receive (`media:bandwidth`), bit/s.
+    pub receive_cap: Option<u64>,
     /// The (minimum, desired) rates last given to str0m's estimator (bit/s).
     pub bandwidth_wish: (u64, u64),
 }

@@ -535,7 +535,8 @@ impl Hub {
             ClientEvent::RoomLeave(r) => self.leave_room(now, conn, &r.room),
             ClientEvent::TrackSubscribe(_)
             | ClientEvent::TrackUnsubscribe(_)
-            | ClientEvent::TrackSettings(_) => Err(Failure::new(
+            | ClientEvent::TrackSettings(_)
+            | ClientEvent::MediaBandwidth(_) => Err(Failure::new(
                 ErrorCode::InvalidState,
                 "this server forwards no media (no SFU configured)",
             )),

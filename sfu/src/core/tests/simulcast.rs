@@ -335,3 +335,36 @@ const DYNACAST_WAIT: Duration = Duration::from_millis(2_600);
 
 use crate::core::adaptive::DYNACAST_DELAY;
 const _: () = assert!(DYNACAST_DELAY.as_millis() < DYNACAST_WAIT.as_millis());
+
+#[test]
+fn a_receive_cap_lowers_the_layer_and_lifting_it_restores_it() {
+    // Without the estimator, so the cap alone decides.
+    let (mut w, mut publisher, b, _track) = simulcast_room(CongestionControl::Disabled);
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+    // 200 kbit/s holds the half layer (144 kbit/s) but not the full one (264 kbit/s).
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), Some(200_000))
+        .unwrap();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 1);
+    // Too little for any layer: paused, counted as congestion.
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), Some(10_000))
+        .unwrap();
+    let before = received_layers(&w, b).len();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(received_layers(&w, b).len(), before);
+    let congested = w
+        .core
+        .metrics
+        .dropped
+        .with_label_values(&["congestion"])
+        .get();
+    assert!(congested > 0, "drops for congestion are counted");
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), None)
+        .unwrap();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+}
