@@ -206,10 +206,10 @@ impl Core {
             let s = &mut p.subs[i];
             s.congested = demands[k].wanted.is_some() && choice[k].is_none();
             let had = s.selector.current();
-            if s.selector.set_target(choice[k]) {
-                if let Some(layer) = choice[k] {
-                    keyframes.push((s.track.clone(), layer));
-                }
+            if s.selector.set_target(choice[k])
+                && let Some(layer) = choice[k]
+            {
+                keyframes.push((s.track.clone(), layer));
             }
             if had.is_some() && s.selector.current().is_none() {
                 self.events.push_back(SfuEvent::LayerChanged {

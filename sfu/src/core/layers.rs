@@ -82,6 +82,7 @@ impl Layers {
     }
 
     /// Number of layers (at least 1).
+    #[allow(clippy::len_without_is_empty)] // never empty: a track has at least its one layer
     pub fn len(&self) -> usize {
         self.layers.len()
     }
