@@ -155,6 +155,19 @@ fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, u
     (w, publisher, b, track)
 }
 
+/// A tile the size of the quarter layer.
+const QUARTER: Wanted = Wanted::Size {
+    width: 320,
+    height: 180,
+};
+
+/// Bob's `track:settings` for `track`.
+fn ask(w: &mut World, track: &TrackId, wanted: Wanted) {
+    w.core
+        .set_track_settings(w.now, &room(), &"bob".into(), track, wanted)
+        .unwrap();
+}
+
 fn layers_of(w: &World, who: &str) -> Vec<Option<LayerInfo>> {
     w.events
         .iter()
@@ -211,18 +224,7 @@ fn a_subscriber_gets_one_layer_switched_at_keyframes_as_one_stream() {
 
     // A small tile: down to the quarter layer, at its next keyframe.
     let before = w.clients[b].received.len();
-    w.core
-        .set_track_settings(
-            w.now,
-            &room(),
-            &"bob".into(),
-            &track,
-            Wanted::Size {
-                width: 320,
-                height: 180,
-            },
-        )
-        .unwrap();
+    ask(&mut w, &track, QUARTER);
     publisher.run(&mut w, Duration::from_secs(1));
     let after: Vec<u8> = received_layers(&w, b).split_off(before.min(got.len()));
     assert_eq!(*after.last().unwrap(), 0, "{after:?}");
@@ -232,9 +234,7 @@ fn a_subscriber_gets_one_layer_switched_at_keyframes_as_one_stream() {
     );
 
     // Back up to full size.
-    w.core
-        .set_track_settings(w.now, &room(), &"bob".into(), &track, Wanted::Highest)
-        .unwrap();
+    ask(&mut w, &track, Wanted::Highest);
     publisher.run(&mut w, Duration::from_secs(1));
     assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
 
@@ -280,18 +280,7 @@ fn unneeded_layers_are_stopped_at_the_publisher_and_resumed_at_once() {
     // in-memory link's estimate is the subject of the bandwidth tests).
     let (mut w, mut publisher, _b, track) = simulcast_room(CongestionControl::Disabled);
     publisher.run(&mut w, Duration::from_secs(1));
-    w.core
-        .set_track_settings(
-            w.now,
-            &room(),
-            &"bob".into(),
-            &track,
-            Wanted::Size {
-                width: 320,
-                height: 180,
-            },
-        )
-        .unwrap();
+    ask(&mut w, &track, QUARTER);
     publisher.run(&mut w, DYNACAST_WAIT);
     assert_eq!(
         qualities(&w).last(),
@@ -305,9 +294,7 @@ fn unneeded_layers_are_stopped_at_the_publisher_and_resumed_at_once() {
 
     // The subscriber wants full size: the top layer is asked for at once.
     let asked = qualities(&w).len();
-    w.core
-        .set_track_settings(w.now, &room(), &"bob".into(), &track, Wanted::Highest)
-        .unwrap();
+    ask(&mut w, &track, Wanted::Highest);
     w.collect_events();
     assert_eq!(qualities(&w).len(), asked + 1);
     assert_eq!(qualities(&w).last(), Some(&vec![true, false, true]));
@@ -316,9 +303,7 @@ fn unneeded_layers_are_stopped_at_the_publisher_and_resumed_at_once() {
     assert_eq!(*received_layers(&w, 1).last().unwrap(), 2);
 
     // Paused: nothing is forwarded, and every layer stops.
-    w.core
-        .set_track_settings(w.now, &room(), &"bob".into(), &track, Wanted::Paused)
-        .unwrap();
+    ask(&mut w, &track, Wanted::Paused);
     let before = received_layers(&w, 1).len();
     publisher.run(&mut w, DYNACAST_WAIT);
     assert_eq!(
