@@ -61,12 +61,12 @@ impl Publisher {
     /// and after a keyframe request for that layer.
     fn send_frame(&mut self, w: &mut World) {
         let asked: Vec<Option<Rid>> = std::mem::take(&mut w.clients[self.client].keyframe_rids);
-        for l in 0..3 {
+        for (l, name) in RIDS.iter().enumerate() {
             if !self.sending[l] {
                 continue;
             }
-            let rid = Rid::from(RIDS[l]);
-            let key = self.frames % 90 == 0 || asked.contains(&Some(rid));
+            let rid = Rid::from(*name);
+            let key = self.frames.is_multiple_of(90) || asked.contains(&Some(rid));
             let payload = frame(l, self.pic[l], self.tl0[l], key);
             let pt = w.clients[self.client]
                 .rtc
