@@ -319,8 +319,9 @@ pub async fn serve(
     };
     let webhook_sync = {
         let webhooks = server.webhooks.clone();
+        let changed = server.signaling.routing.webhook_changes();
         Background::spawn("webhook endpoint sync", |stop| async move {
-            webhooks.run_sync(stop).await;
+            webhooks.run_sync(stop, changed).await;
             Ok::<(), String>(())
         })
     };

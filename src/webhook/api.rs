@@ -2,9 +2,11 @@
 //! node's [`Endpoints`](super::endpoint::Endpoints) and the chat database.
 //!
 //! - Reads (list, show) answer from this node's list: an endpoint created on another node shows
-//!   here within [`SYNC_EVERY`](super::stored::SYNC_EVERY). Health is this node's.
+//!   here as soon as its announcement arrives, and within
+//!   [`SYNC_EVERY`](super::stored::SYNC_EVERY) at worst. Health is this node's.
 //! - Changes (create, update, rotate, delete) are written to the database first, then applied
-//!   here; other nodes apply them at their next sync. Configured (`[[webhooks]]`) endpoints
+//!   here and announced; other nodes read the table when they hear it (or at their next
+//!   sync). Configured (`[[webhooks]]`) endpoints
 //!   answer `managed_by_config`.
 //! - Secrets are made here (`whsec_` and 32 random bytes) unless the caller brings one, and are
 //!   answered only by create and rotate.

@@ -208,8 +208,14 @@ impl Webhooks {
 
     /// Keeps this node's API endpoints equal to the database's until `stop` resolves; see
     /// [`stored`].
-    pub async fn run_sync(&self, stop: impl std::future::Future<Output = ()>) {
-        stored::run(self.shared.clone(), stop).await;
+    /// `changed` wakes it when another node announces a change (see
+    /// `signaling::cluster::Router::webhook_changes`).
+    pub async fn run_sync(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+        changed: Arc<Notify>,
+    ) {
+        stored::run(self.shared.clone(), stop, changed).await;
     }
 }
 

@@ -2,9 +2,11 @@
 //! ([`chat::webhook_endpoints`]) to [`Endpoint`]s, and the sync that keeps every node's list
 //! equal to the table (ADR 0074).
 //!
-//! The node that serves an API request writes the row and changes its own list at once; every
-//! node also reads the whole table every [`SYNC_EVERY`] (`run`), so a change made on another
-//! node, or a rotated-out secret whose grace period ended, applies here within that time. A
+//! The node that serves an API request writes the row, changes its own list at once, and
+//! announces the change to the other nodes (`Body::WebhooksChanged` over the cluster bus), which
+//! read the table as soon as they hear it. Every node also reads the whole table every
+//! [`SYNC_EVERY`] (`run`), so a change whose announcement was lost (Redis down), or a
+//! rotated-out secret whose grace period ended, applies here within that time. A
 //! change and a sync never interleave: both hold one lock (`Shared::sync`), so a sync that read
 //! the table before a change cannot undo it afterwards.
 
@@ -71,13 +73,18 @@ pub(super) async fn sync(shared: &Shared) -> Result<(), ChatError> {
 
 /// Syncs every [`SYNC_EVERY`] until `stop` resolves. A database outage is logged once, and
 /// the list stays as it was until the database answers again.
-pub(super) async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()>,
+    changed: Arc<tokio::sync::Notify>,
+) {
     tokio::pin!(stop);
     let mut failing = false;
     loop {
         tokio::select! {
             () = &mut stop => return,
             () = tokio::time::sleep(SYNC_EVERY) => {}
+            () = changed.notified() => {}
         }
         match sync(&shared).await {
             Ok(()) if failing => {

@@ -92,6 +92,7 @@ async fn create_webhook(
     Body(req): Body<CreateWebhook>,
 ) -> Result<(StatusCode, Json<WebhookSecret>), ApiFailure> {
     let created = admin(&sig)?.create(req).await?;
+    sig.routing.announce_webhook_change();
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -125,7 +126,9 @@ async fn update_webhook(
     Path(id): Path<String>,
     Body(req): Body<UpdateWebhook>,
 ) -> Answer<WebhookInfo> {
-    Ok(Json(admin(&sig)?.update(&id, req).await?))
+    let updated = admin(&sig)?.update(&id, req).await?;
+    sig.routing.announce_webhook_change();
+    Ok(Json(updated))
 }
 
 /// Rotate an endpoint's secret: requests are signed with the new secret and, for the grace
@@ -145,6 +148,7 @@ async fn rotate_secret(
     Body(req): Body<RotateSecret>,
 ) -> Result<(StatusCode, Json<WebhookSecret>), ApiFailure> {
     let rotated = admin(&sig)?.rotate(&id, req).await?;
+    sig.routing.announce_webhook_change();
     Ok((StatusCode::CREATED, Json(rotated)))
 }
 
@@ -160,5 +164,7 @@ async fn delete_webhook(
     State(sig): State<Arc<Signaling>>,
     Path(id): Path<String>,
 ) -> Answer<WebhookDeleted> {
-    Ok(Json(admin(&sig)?.delete(&id).await?))
+    let deleted = admin(&sig)?.delete(&id).await?;
+    sig.routing.announce_webhook_change();
+    Ok(Json(deleted))
 }

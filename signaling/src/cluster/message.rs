@@ -65,6 +65,9 @@ pub enum Body {
     Revoked {
         revocation: crate::revocation::Revocation,
     },
+    /// The sending node changed the webhook endpoints stored in the shared database: read
+    /// them now rather than at the next periodic sync.
+    WebhooksChanged,
 }
 
 /// Why a space changed owner.

@@ -52,6 +52,8 @@ pub struct Router {
     metrics: RouterMetrics,
     /// Where revocations other nodes took are applied.
     revocations: Arc<crate::revocation::Revocations>,
+    /// Woken when another node changed the stored webhook endpoints.
+    webhook_changes: Arc<tokio::sync::Notify>,
 }
 
 /// What the router enforces, from configuration.
@@ -199,6 +201,7 @@ impl Router {
     ) -> Arc<Self> {
         Arc::new(Self {
             revocations,
+            webhook_changes: Arc::new(tokio::sync::Notify::new()),
             hub,
             cluster,
             settings,
@@ -662,7 +665,23 @@ impl Router {
             Body::Resync => self.resync().await,
             Body::Revoked { .. } if mine => {}
             Body::Revoked { revocation } => self.revocations.adopt(&revocation).await,
+            Body::WebhooksChanged if mine => {}
+            Body::WebhooksChanged => self.webhook_changes.notify_one(),
         }
+    }
+
+    /// Tells every other node that this one changed the stored webhook endpoints, so they
+    /// read them at once (see [`Router::webhook_changes`]).
+    pub fn announce_webhook_change(&self) {
+        if !self.solo() {
+            self.cluster.broadcast(Body::WebhooksChanged);
+        }
+    }
+
+    /// Signalled when another node announces a change of the stored webhook endpoints; the
+    /// binary's endpoint sync waits on it beside its timer.
+    pub fn webhook_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.webhook_changes.clone()
     }
 
     /// Tells every other node about a revocation taken here, and keeps it in the shared state
