@@ -62,6 +62,7 @@ impl Sfu {
                 keyframe_request_interval: settings.keyframe_request_interval,
                 auto_subscribe: settings.auto_subscribe,
                 limits: settings.limits.clone(),
+                data: settings.data,
             },
             metrics,
         );

@@ -82,6 +82,7 @@ mod ids;
 pub mod metrics;
 mod settings;
 
+pub use core::data::{DataKind, DataRefusal, LOSSY_LABEL, RELIABLE_LABEL};
 pub use core::{OfferReply, ServerOffer, TrackInfo};
 pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
@@ -89,5 +90,5 @@ pub use event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 pub use settings::{
-    AutoSubscribe, CandidateTransports, Grants, Limits, Settings, detect_public_ips,
+    AutoSubscribe, CandidateTransports, DataLimits, Grants, Limits, Settings, detect_public_ips,
 };

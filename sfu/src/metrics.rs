@@ -35,13 +35,26 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// `chorus_sfu_join_seconds`: from the caller's join start to first media forwarded.
     pub join_time: Histogram,
+    /// `chorus_sfu_data_messages_total{direction="in"|"out",channel="reliable"|"lossy"}`: data
+    /// channel messages received from senders / written to receivers (one per receiver).
+    pub data_messages: IntCounterVec,
+    /// `chorus_sfu_data_bytes_total{direction,channel}`: their payload bytes (envelope not
+    /// counted).
+    pub data_bytes: IntCounterVec,
+    /// `chorus_sfu_data_refused_total{reason}`: messages (or channels) refused, by
+    /// `DataRefusal` reason (`no_grant`, `too_large`, `rate_limited`, `malformed`,
+    /// `unknown_channel`).
+    pub data_refused: IntCounterVec,
+    /// `chorus_sfu_data_dropped_total{reason="receiver_busy"}`: admitted messages not written
+    /// to one receiver whose send buffer was full.
+    pub data_dropped: IntCounterVec,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -53,6 +66,10 @@ impl Metrics {
             Box::new(m.rtc_failures.clone()),
             Box::new(m.dropped.clone()),
             Box::new(m.join_time.clone()),
+            Box::new(m.data_messages.clone()),
+            Box::new(m.data_bytes.clone()),
+            Box::new(m.data_refused.clone()),
+            Box::new(m.data_dropped.clone()),
         ];
         for c in collectors {
             registry
@@ -121,6 +138,38 @@ impl Metrics {
                     "Join start to first media forwarded to the participant",
                 )
                 .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0]),
+            )
+            .map_err(err)?,
+            data_messages: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_messages_total",
+                    "Data channel messages received/relayed",
+                ),
+                &["direction", "channel"],
+            )
+            .map_err(err)?,
+            data_bytes: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_bytes_total",
+                    "Data channel payload bytes received/relayed",
+                ),
+                &["direction", "channel"],
+            )
+            .map_err(err)?,
+            data_refused: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_refused_total",
+                    "Data channel messages or channels refused",
+                ),
+                &["reason"],
+            )
+            .map_err(err)?,
+            data_dropped: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_dropped_total",
+                    "Data channel messages not written to a busy receiver",
+                ),
+                &["reason"],
             )
             .map_err(err)?,
         })

@@ -12,6 +12,7 @@
 //! emits `RtpPacket` → queued as work → for each open subscription: map PT, rebase
 //! sequence number, `StreamTx::write_rtp` with the same `Arc` payload → drain subscriber.
 
+pub mod data;
 pub mod forward;
 pub mod negotiation;
 pub(crate) mod participant;
@@ -33,7 +34,7 @@ use crate::error::Error;
 use crate::event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::metrics::Metrics;
-use crate::settings::{AutoSubscribe, Grants, Limits};
+use crate::settings::{AutoSubscribe, DataLimits, Grants, Limits};
 
 use participant::{Outputs, Participant, Work};
 use routing::{FiveTuple, Route, Router};
@@ -54,6 +55,8 @@ pub struct CoreConfig {
     pub auto_subscribe: AutoSubscribe,
     /// See [`crate::Settings::limits`].
     pub limits: Limits,
+    /// See [`crate::Settings::data`].
+    pub data: DataLimits,
 }
 
 /// A room: who is in it. Lifecycle: created by the first `join`, removed (with
@@ -181,6 +184,7 @@ impl Core {
             .enable_h264(true)
             .enable_av1(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_sctp_max_buffered_amount(self.config.data.max_buffered_bytes)
             .build(now);
         for c in &self.config.candidates {
             rtc.add_local_candidate(c.clone());
@@ -209,6 +213,7 @@ impl Core {
             ssrc_mid: HashMap::new(),
             egress_nacks: HashMap::new(),
             viewing: None,
+            data: data::DataState::new(&self.config.data, now),
         };
         p.drain(&mut self.out);
 
@@ -674,6 +679,7 @@ impl Core {
                     });
                 }
             }
+            Work::Data(work) => self.data_work(now, work),
             Work::Fail { session, reason } => {
                 if self.sessions.contains_key(&session) {
                     if let FailureReason::Rtc(_) = reason {

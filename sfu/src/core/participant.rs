@@ -19,6 +19,7 @@ use crate::event::{FailureReason, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::settings::Grants;
 
+use super::data::DataWork;
 use super::forward::{PtMapping, SeqRewriter};
 
 /// One incoming RTP packet, detached from the publisher's `Rtc` so it can be written to
@@ -65,6 +66,7 @@ pub(crate) enum Work {
         session: SessionId,
         reason: FailureReason,
     },
+    Data(super::data::DataWork),
 }
 
 /// Where an outgoing (server → subscriber) m-line is in negotiation.
@@ -126,6 +128,8 @@ pub(crate) struct Participant {
     pub egress_nacks: HashMap<Mid, u64>,
     /// Set for a viewer (WHEP): whose tracks it receives, on which of its own m-lines.
     pub viewing: Option<super::viewer::Viewing>,
+    /// Its data channels and send budget.
+    pub data: super::data::DataState,
 }
 
 /// What draining one `Rtc` produced for the rest of the core.
@@ -235,6 +239,25 @@ impl Participant {
                         track,
                         kind: req.kind,
                     });
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Err(refusal) = self.data.opened(&mut self.rtc, id, &label) {
+                    out.work.push_back(Work::Data(DataWork::Refused {
+                        session: self.id,
+                        refusal,
+                    }));
+                }
+            }
+            Event::ChannelClose(id) => self.data.closed(id),
+            Event::ChannelData(d) => {
+                if let Some(kind) = self.data.kind_of(d.id) {
+                    out.work.push_back(Work::Data(DataWork::Message {
+                        session: self.id,
+                        kind,
+                        binary: d.binary,
+                        data: d.data,
+                    }));
                 }
             }
             Event::MediaEgressStats(s) => {

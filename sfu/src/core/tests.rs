@@ -24,6 +24,8 @@ struct Client {
     /// (mid, payload) of RTP received.
     received: Vec<(Mid, Arc<[u8]>)>,
     keyframe_requests: usize,
+    /// Data channel events (open, data, close), in order.
+    channel_events: Vec<Event>,
 }
 
 struct World {
@@ -47,6 +49,7 @@ fn config(limits: Limits) -> CoreConfig {
         keyframe_request_interval: Duration::from_millis(500),
         auto_subscribe: AutoSubscribe::All,
         limits,
+        data: DataLimits::default(),
     }
 }
 
@@ -90,6 +93,7 @@ impl World {
             addr,
             received: Vec::new(),
             keyframe_requests: 0,
+            channel_events: Vec::new(),
         });
         self.online.push(true);
         self.collect_events();
@@ -209,6 +213,9 @@ impl World {
                     c.received.push((mid, p.payload));
                 }
                 Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
+                Output::Event(
+                    e @ (Event::ChannelOpen(..) | Event::ChannelData(_) | Event::ChannelClose(_)),
+                ) => c.channel_events.push(e),
                 Output::Event(_) => {}
             }
         }
@@ -581,6 +588,7 @@ fn grants_are_enforced() {
     let silent = Grants {
         can_publish: false,
         can_subscribe: true,
+        can_publish_data: true,
     };
     let d = w.join_with("dave", silent);
     w.offer(d, &[(MediaKind::Audio, Direction::SendOnly)]);
@@ -595,6 +603,7 @@ fn grants_are_enforced() {
     let blind = Grants {
         can_publish: true,
         can_subscribe: false,
+        can_publish_data: true,
     };
     let e = w.join_with("erin", blind);
     w.offer(e, &[(MediaKind::Audio, Direction::SendOnly)]);
@@ -1092,6 +1101,7 @@ fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
         addr,
         received: Vec::new(),
         keyframe_requests: 0,
+        channel_events: Vec::new(),
     });
     w.online.push(true);
     w.flush_client(i);
@@ -1161,3 +1171,5 @@ fn a_viewer_gets_one_publishers_tracks_on_its_own_mlines_and_never_an_offer() {
     assert_eq!(on.len(), 2, "audio and video on the viewer's two m-lines");
     assert_eq!(offered_to_viewer(&w), 0);
 }
+
+mod data;
