@@ -328,7 +328,7 @@
    * containing "screen" in the copy of the SDP we send (a MediaStream id cannot be chosen).
    */
   class SfuLink {
-    constructor({ client, callId, iceServers, onTrack, onState }) {
+    constructor({ client, callId, iceServers, onTrack, onState, onData }) {
       this.client = client;
       this.callId = callId;
       this.onTrack = onTrack;
@@ -350,6 +350,8 @@
         this.onTrack?.(trackId, e.track, mid);
       };
       this.pc.onconnectionstatechange = () => onState?.(this.pc.connectionState);
+      // Data channels relayed by the server (web/reactions.js); before the first offer.
+      this.data = window.ChorusData?.openChannels(this.pc, (m) => onData?.(m)) ?? null;
     }
 
     /** Runs `fn` after every earlier negotiation step. */
@@ -606,6 +608,7 @@
         iceServers: this.iceServers,
         onTrack: (trackId, track) => this.onSfuTrack(trackId, track),
         onState: (s) => UI.setCallState(s),
+        onData: (m) => window.ChorusData?.Reactions.receive(this, m),
       });
       this.sfu = link;
       UI.setTitle(this);
