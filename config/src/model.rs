@@ -1116,6 +1116,30 @@ mod tests {
     }
 
     #[test]
+    fn sfu_data_channel_limits_are_checked() {
+        assert_eq!(
+            refused_key(|c| c.sfu.data_max_message_bytes = 0),
+            "sfu.data_max_message_bytes"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_max_message_bytes = 65_537),
+            "sfu.data_max_message_bytes"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_messages_per_second = 0),
+            "sfu.data_messages_per_second"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_bytes_per_second = 1000),
+            "sfu.data_bytes_per_second"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_max_buffered_bytes = 16 * 1024),
+            "sfu.data_max_buffered_bytes"
+        );
+    }
+
+    #[test]
     fn metrics_listen_is_empty_or_another_address() {
         let mut c = valid();
         c.server.metrics_listen = "127.0.0.1:9100".into();

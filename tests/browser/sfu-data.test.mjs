@@ -7,8 +7,13 @@
 
 import { after, afterEach, before, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
+import { mkdir } from 'node:fs/promises';
 import { startServer } from '../lib/server.mjs';
 import { chromiumAvailable, CHROMIUM, eventually, joinRoomPage } from '../lib/browser.mjs';
+
+const SHOTS = process.env.CHORUS_SCREENSHOT_DIR ?? joinPath(tmpdir(), 'chorus-screenshots');
 
 let server;
 const browsers = [];
@@ -16,6 +21,7 @@ const pageErrors = [];
 
 before(async () => {
   assert.ok(chromiumAvailable(), `Chromium not found at ${CHROMIUM} (apt-get install -y chromium)`);
+  await mkdir(SHOTS, { recursive: true });
   server = await startServer();
 });
 
@@ -92,6 +98,8 @@ it('reactions and messages reach the others with the sender stamped; over-limit 
     assert.equal(await burst(u.page, alice.userId, '🎉').first().getByTestId('reaction-name').textContent(), 'Alice');
   }
   await alice.page.locator('[data-testid="tile-local"] [data-testid="reaction"][data-emoji="🎉"]').first().waitFor();
+  await bob.page.waitForTimeout(600); // mid-flight, for the picture
+  await bob.page.screenshot({ path: joinPath(SHOTS, 'reactions-laptop.png') });
 
   // raw messages: text on the reliable channel, binary on the lossy one; the envelope names
   // the sender, whatever the sender put in its message
