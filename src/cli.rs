@@ -112,7 +112,7 @@ pub struct TokenArgs {
     /// Lifetime, e.g. 1h, 30m.
     #[arg(long, default_value = "1h")]
     pub ttl: String,
-    /// Grants: admin, no-publish, no-subscribe, no-chat (repeatable or comma-separated).
+    /// Grants: admin, no-publish, no-subscribe, no-data, no-chat (repeatable or comma-separated).
     #[arg(long = "grant", value_delimiter = ',')]
     pub grants: Vec<String>,
 }
@@ -230,10 +230,11 @@ pub fn mint(args: &TokenArgs, config: &Config) -> Result<String, String> {
             "admin" => grants.admin = true,
             "no-publish" => grants.can_publish = false,
             "no-subscribe" => grants.can_subscribe = false,
+            "no-data" => grants.can_publish_data = false,
             "no-chat" => grants.can_chat = false,
             other => {
                 return Err(format!(
-                    "unknown --grant `{other}` (admin, no-publish, no-subscribe, no-chat)"
+                    "unknown --grant `{other}` (admin, no-publish, no-subscribe, no-data, no-chat)"
                 ));
             }
         }

@@ -24,6 +24,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/style.css", include_str!("../web/style.css"), CSS),
     ("/chat.js", include_str!("../web/chat.js"), JS),
     ("/chat.css", include_str!("../web/chat.css"), CSS),
+    ("/reactions.js", include_str!("../web/reactions.js"), JS),
+    ("/reactions.css", include_str!("../web/reactions.css"), CSS),
     ("/watch", include_str!("../web/watch.html"), HTML),
     ("/watch.js", include_str!("../web/watch.js"), JS),
 ];

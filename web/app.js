@@ -338,7 +338,7 @@
   ];
 
   class SfuLink {
-    constructor({ client, callId, iceServers, onTrack, onState }) {
+    constructor({ client, callId, iceServers, onTrack, onState, onData }) {
       this.client = client;
       this.callId = callId;
       this.onTrack = onTrack;
@@ -360,6 +360,8 @@
         this.onTrack?.(trackId, e.track, mid);
       };
       this.pc.onconnectionstatechange = () => onState?.(this.pc.connectionState);
+      // Data channels relayed by the server (web/reactions.js); before the first offer.
+      this.data = window.ChorusData?.openChannels(this.pc, (m) => onData?.(m)) ?? null;
     }
 
     /** Runs `fn` after every earlier negotiation step. */
@@ -647,6 +649,7 @@
         iceServers: this.iceServers,
         onTrack: (trackId, track) => this.onSfuTrack(trackId, track),
         onState: (s) => UI.setCallState(s),
+        onData: (m) => window.ChorusData?.Reactions.receive(this, m),
       });
       this.sfu = link;
       UI.setTitle(this);

@@ -452,6 +452,19 @@ pub struct SfuConfig {
     /// Estimate each subscriber's downlink (TWCC) and fit the simulcast layers it receives
     /// into it. Off: every subscriber gets the layers it asks for, whatever its link.
     pub congestion_control: bool,
+    /// Largest data channel message one participant may send, in bytes (`limit_exceeded` above
+    /// it). At most 65 536: what every WebRTC stack can receive, envelope included.
+    pub data_max_message_bytes: usize,
+    /// Data channel messages per second one participant may send, over both channels; also the
+    /// burst (`rate_limited` above it).
+    pub data_messages_per_second: u32,
+    /// Data channel payload bytes per second one participant may send; also the burst. At least
+    /// `data_max_message_bytes`, so a message at the size limit can pass.
+    pub data_bytes_per_second: u32,
+    /// Data channel bytes the SFU may hold unsent for one receiver. A receiver that does not
+    /// keep up loses lossy messages once half of this is queued, reliable ones once it is full;
+    /// it never pins more memory than this.
+    pub data_max_buffered_bytes: usize,
 }
 
 impl Default for SfuConfig {
@@ -466,6 +479,10 @@ impl Default for SfuConfig {
             max_mlines_per_offer: 256,
             max_tracks_per_participant: 8,
             congestion_control: true,
+            data_max_message_bytes: 16 * 1024,
+            data_messages_per_second: 50,
+            data_bytes_per_second: 64 * 1024,
+            data_max_buffered_bytes: 256 * 1024,
         }
     }
 }
@@ -955,6 +972,25 @@ impl Config {
             "sfu.max_tracks_per_participant",
             sfu.max_tracks_per_participant as u64,
         )?;
+        if sfu.data_max_message_bytes == 0 || sfu.data_max_message_bytes > 65_536 {
+            return Err(invalid("sfu.data_max_message_bytes", "between 1 and 65536"));
+        }
+        positive(
+            "sfu.data_messages_per_second",
+            sfu.data_messages_per_second.into(),
+        )?;
+        if (sfu.data_bytes_per_second as usize) < sfu.data_max_message_bytes {
+            return Err(invalid(
+                "sfu.data_bytes_per_second",
+                "at least sfu.data_max_message_bytes, so a message at the size limit can pass",
+            ));
+        }
+        if sfu.data_max_buffered_bytes < 2 * (sfu.data_max_message_bytes + 1024) {
+            return Err(invalid(
+                "sfu.data_max_buffered_bytes",
+                "at least twice sfu.data_max_message_bytes plus 1024 (room for the envelope)",
+            ));
+        }
         if self.rooms.max_participants < 2 {
             return Err(invalid("rooms.max_participants", "at least 2"));
         }
@@ -1080,6 +1116,30 @@ mod tests {
         assert_eq!(
             refused_key(|c| c.turn.max_connections_per_ip = 0),
             "turn.max_connections_per_ip"
+        );
+    }
+
+    #[test]
+    fn sfu_data_channel_limits_are_checked() {
+        assert_eq!(
+            refused_key(|c| c.sfu.data_max_message_bytes = 0),
+            "sfu.data_max_message_bytes"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_max_message_bytes = 65_537),
+            "sfu.data_max_message_bytes"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_messages_per_second = 0),
+            "sfu.data_messages_per_second"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_bytes_per_second = 1000),
+            "sfu.data_bytes_per_second"
+        );
+        assert_eq!(
+            refused_key(|c| c.sfu.data_max_buffered_bytes = 16 * 1024),
+            "sfu.data_max_buffered_bytes"
         );
     }
 

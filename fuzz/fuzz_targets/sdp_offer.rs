@@ -13,7 +13,9 @@ use libfuzzer_sys::fuzz_target;
 use sfu::core::sdp_check::check_offer;
 use sfu::core::{Core, CoreConfig};
 use sfu::metrics::Metrics;
-use sfu::{AutoSubscribe, Error, Grants, Limits, ParticipantKey, RoomKey};
+use sfu::{
+    AutoSubscribe, CongestionControl, DataLimits, Error, Grants, Limits, ParticipantKey, RoomKey,
+};
 use str0m::Candidate;
 use str0m::change::{SdpAnswer, SdpOffer};
 
@@ -33,6 +35,8 @@ fuzz_target!(|sdp: &str| {
         keyframe_request_interval: Duration::from_millis(500),
         auto_subscribe: AutoSubscribe::All,
         limits: Limits::default(),
+        data: DataLimits::default(),
+        congestion_control: CongestionControl::Enabled,
     };
     let mut core = Core::new(config, Metrics::unregistered().expect("fresh registry"));
     let room = RoomKey::new("room");

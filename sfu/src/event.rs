@@ -1,5 +1,6 @@
 //! What the SFU tells the signaling layer, and the small enums shared with it.
 
+use crate::core::data::{DataKind, DataRefusal};
 use crate::ids::{ParticipantKey, RoomKey, TrackId};
 
 /// Audio or video.
@@ -169,6 +170,18 @@ pub enum SfuEvent {
         track_id: TrackId,
         /// Every layer of the track, lowest first.
         layers: Vec<LayerActivity>,
+    },
+    /// A data channel message (or channel) of this participant was refused and dropped; tell
+    /// the sender (`error` event). At most one per participant and reason per second.
+    DataRefused {
+        /// Room.
+        room: RoomKey,
+        /// The sender.
+        participant: ParticipantKey,
+        /// The channel the message came on (`None`: the channel itself was refused).
+        kind: Option<DataKind>,
+        /// Why.
+        refusal: DataRefusal,
     },
     /// The last participant left: the room no longer exists in the SFU.
     RoomClosed {

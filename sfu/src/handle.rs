@@ -64,6 +64,7 @@ impl Sfu {
                 auto_subscribe: settings.auto_subscribe,
                 limits: settings.limits.clone(),
                 congestion_control: settings.congestion_control,
+                data: settings.data,
             },
             metrics,
         );

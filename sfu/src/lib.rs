@@ -83,6 +83,7 @@ pub mod metrics;
 mod settings;
 
 pub use core::allocator::Wanted;
+pub use core::data::{DataKind, DataRefusal, LOSSY_LABEL, RELIABLE_LABEL};
 pub use core::{OfferReply, ServerOffer, TrackInfo};
 pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
@@ -92,6 +93,6 @@ pub use event::{
 pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 pub use settings::{
-    AutoSubscribe, CandidateTransports, CongestionControl, Grants, Limits, Settings,
+    AutoSubscribe, CandidateTransports, CongestionControl, DataLimits, Grants, Limits, Settings,
     detect_public_ips,
 };

@@ -47,13 +47,26 @@ pub struct Metrics {
     pub dynacast: IntCounterVec,
     /// `chorus_sfu_bandwidth_estimate_bps`: subscribers' downlink estimates, as reported.
     pub bandwidth_estimate: Histogram,
+    /// `chorus_sfu_data_messages_total{direction="in"|"out",channel="reliable"|"lossy"}`: data
+    /// channel messages received from senders / written to receivers (one per receiver).
+    pub data_messages: IntCounterVec,
+    /// `chorus_sfu_data_bytes_total{direction,channel}`: their payload bytes (envelope not
+    /// counted).
+    pub data_bytes: IntCounterVec,
+    /// `chorus_sfu_data_refused_total{reason}`: messages (or channels) refused, by
+    /// `DataRefusal` reason (`no_grant`, `too_large`, `rate_limited`, `malformed`,
+    /// `unknown_channel`).
+    pub data_refused: IntCounterVec,
+    /// `chorus_sfu_data_dropped_total{reason="receiver_busy"}`: admitted messages not written
+    /// to one receiver whose send buffer was full.
+    pub data_dropped: IntCounterVec,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -69,6 +82,10 @@ impl Metrics {
             Box::new(m.subscriptions_by_layer.clone()),
             Box::new(m.dynacast.clone()),
             Box::new(m.bandwidth_estimate.clone()),
+            Box::new(m.data_messages.clone()),
+            Box::new(m.data_bytes.clone()),
+            Box::new(m.data_refused.clone()),
+            Box::new(m.data_dropped.clone()),
         ];
         for c in collectors {
             registry
@@ -168,6 +185,38 @@ impl Metrics {
                 .buckets(vec![
                     100e3, 250e3, 500e3, 1e6, 1.5e6, 2.5e6, 4e6, 8e6, 16e6, 32e6,
                 ]),
+            )
+            .map_err(err)?,
+            data_messages: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_messages_total",
+                    "Data channel messages received/relayed",
+                ),
+                &["direction", "channel"],
+            )
+            .map_err(err)?,
+            data_bytes: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_bytes_total",
+                    "Data channel payload bytes received/relayed",
+                ),
+                &["direction", "channel"],
+            )
+            .map_err(err)?,
+            data_refused: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_refused_total",
+                    "Data channel messages or channels refused",
+                ),
+                &["reason"],
+            )
+            .map_err(err)?,
+            data_dropped: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_data_dropped_total",
+                    "Data channel messages not written to a busy receiver",
+                ),
+                &["reason"],
             )
             .map_err(err)?,
         })

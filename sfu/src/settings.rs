@@ -34,6 +34,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Whether subscribers' downlinks are estimated and layers fitted into them.
     pub congestion_control: CongestionControl,
+    /// Size, rate and buffer limits of data channel messages.
+    pub data: DataLimits,
 }
 
 /// Whether the SFU estimates each subscriber's downlink (str0m's TWCC estimator) and fits
@@ -92,6 +94,36 @@ impl Default for Limits {
     }
 }
 
+/// Limits on data channel messages (see `core::data`). A message over a limit is dropped and
+/// its sender told ([`crate::SfuEvent::DataRefused`]); other participants never notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataLimits {
+    /// Largest message payload a participant may send, in bytes; default 16 384 (what every
+    /// browser can send and receive, and what the relay envelope still fits in next to).
+    pub max_message_bytes: usize,
+    /// Messages per second one participant may send, over both channels; the bucket holds one
+    /// second's worth, so this is also the burst. Default 50.
+    pub messages_per_second: u32,
+    /// Payload bytes per second one participant may send, over both channels; also the burst.
+    /// Default 65 536.
+    pub bytes_per_second: u32,
+    /// Bytes str0m may hold unsent for one receiver (its SCTP send buffer, both channels).
+    /// A lossy message is dropped for a receiver that already holds half of this; a reliable one
+    /// when it does not fit at all. Default 262 144.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for DataLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024,
+            messages_per_second: 50,
+            bytes_per_second: 64 * 1024,
+            max_buffered_bytes: 256 * 1024,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -104,6 +136,7 @@ impl Default for Settings {
             auto_subscribe: AutoSubscribe::All,
             limits: Limits::default(),
             congestion_control: CongestionControl::Enabled,
+            data: DataLimits::default(),
         }
     }
 }
@@ -143,8 +176,13 @@ pub struct Grants {
     /// May send media. Without it the participant's incoming m-lines are accepted (so
     /// the browser does not fail) but nothing it sends is published or forwarded.
     pub can_publish: bool,
-    /// May receive media. Without it no subscription is ever created for it.
+    /// May receive media. Without it no subscription is ever created for it, and no data
+    /// channel message is relayed to it.
     pub can_subscribe: bool,
+    /// May send data channel messages (`canPublishData`, default true as LiveKit's). Without
+    /// it the participant's channels still open, and receive, but each message it sends is
+    /// refused with [`crate::SfuEvent::DataRefused`].
+    pub can_publish_data: bool,
 }
 
 impl Default for Grants {
@@ -152,6 +190,7 @@ impl Default for Grants {
         Self {
             can_publish: true,
             can_subscribe: true,
+            can_publish_data: true,
         }
     }
 }

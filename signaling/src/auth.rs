@@ -12,7 +12,7 @@
 //! as malformed (`token_invalid`): either way the token is refused.
 //!
 //! Claims: `sub` is the user id, `name` the display name (defaults to `sub`), and the optional
-//! grants `room`, `canPublish`, `canSubscribe`, `canChat` (default `true`) and `admin` (default
+//! grants `room`, `canPublish`, `canSubscribe`, `canPublishData`, `canChat` (default `true`) and `admin` (default
 //! `false`) sit at the top level of the payload. `contacts`, an optional array of user ids, lists
 //! whose presence the user may see when `presence.visibility` is `contacts`.
 
@@ -73,6 +73,9 @@ pub struct Grants {
     pub can_publish: bool,
     #[serde(default = "yes")]
     pub can_subscribe: bool,
+    /// May send data channel messages through the SFU (`canPublishData`).
+    #[serde(default = "yes")]
+    pub can_publish_data: bool,
     #[serde(default = "yes")]
     pub can_chat: bool,
     #[serde(default)]
@@ -85,6 +88,7 @@ impl Default for Grants {
             room: None,
             can_publish: true,
             can_subscribe: true,
+            can_publish_data: true,
             can_chat: true,
             admin: false,
         }
@@ -480,6 +484,23 @@ mod tests {
         assert_eq!(id.user_id.as_str(), "alice");
         assert_eq!(id.name, "Alice");
         assert!(id.grants.admin && id.grants.can_chat && id.grants.room.is_none());
+        assert!(
+            id.grants.can_publish_data,
+            "canPublishData defaults to true"
+        );
+    }
+
+    #[test]
+    fn can_publish_data_is_read_from_the_token() {
+        let auth = Authenticator::new(&hs256(), None).unwrap();
+        let t = token(
+            serde_json::json!({"sub": "eve", "exp": now() + 60, "canPublishData": false}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        let grants = auth.verify(&t).unwrap().grants;
+        assert!(!grants.can_publish_data);
+        assert!(grants.can_publish && grants.can_subscribe);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use crate::webhook::Webhooks;
 use crate::webhook::event::WebhookEvent;
 use protocol::{
-    CallId, ConnectionId, ErrorCode, Failure, LayerQuality, MediaType, ServerEvent, TrackEvent,
-    TrackLayer, TrackPublished, TrackQuality, UserId,
+    CallId, ConnectionId, ErrorCode, ErrorEvent, Failure, LayerQuality, MediaType, ServerEvent,
+    TrackEvent, TrackLayer, TrackPublished, TrackQuality, UserId,
 };
 use serde_json::Value;
 use sfu::{Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId, Wanted};
@@ -67,6 +67,12 @@ pub fn settings(config: &config::Config) -> sfu::Settings {
                 .max(config.rooms.max_participants),
             max_rooms: config.rooms.max_rooms + 10_000,
         },
+        data: sfu::DataLimits {
+            max_message_bytes: c.data_max_message_bytes,
+            messages_per_second: c.data_messages_per_second,
+            bytes_per_second: c.data_bytes_per_second,
+            max_buffered_bytes: c.data_max_buffered_bytes,
+        },
         ..sfu::Settings::default()
     }
 }
@@ -91,6 +97,7 @@ impl MediaServer for SfuMedia {
                 let grants = sfu::Grants {
                     can_publish: seat.grants.can_publish,
                     can_subscribe: seat.grants.can_subscribe,
+                    can_publish_data: seat.grants.can_publish_data,
                 };
                 let reply = self
                     .sfu
@@ -425,6 +432,16 @@ pub fn spawn_event_pump(
                     hub.deliver_to(ConnectionId(participant.conn()), Arc::new(event))
                         .await;
                 }
+                SfuEvent::DataRefused {
+                    participant,
+                    kind,
+                    refusal,
+                    ..
+                } => {
+                    let conn = ConnectionId(participant.conn());
+                    let event = ServerEvent::Error(data_refused(kind, &refusal));
+                    hub.deliver_to(conn, Arc::new(event)).await;
+                }
                 SfuEvent::FirstMediaForwarded { .. } | SfuEvent::RoomClosed { .. } => {}
             }
         }
@@ -470,6 +487,45 @@ fn source(s: sfu::TrackSource) -> protocol::TrackSource {
         sfu::TrackSource::Microphone => protocol::TrackSource::Microphone,
         sfu::TrackSource::Screen => protocol::TrackSource::Screen,
         sfu::TrackSource::ScreenAudio => protocol::TrackSource::ScreenAudio,
+    }
+}
+
+/// A refused data channel message as the sender sees it: an `error` event whose `event` names
+/// the channel (`chorus-reliable`, `chorus-lossy`, or `datachannel` when the channel itself
+/// was refused).
+fn data_refused(kind: Option<sfu::DataKind>, refusal: &sfu::DataRefusal) -> ErrorEvent {
+    let (code, message) = match refusal {
+        sfu::DataRefusal::NoGrant => (
+            ErrorCode::Forbidden,
+            "data channel message refused: the token lacks canPublishData".to_owned(),
+        ),
+        sfu::DataRefusal::TooLarge { limit } => (
+            ErrorCode::LimitExceeded,
+            format!("data channel message refused: larger than {limit} bytes"),
+        ),
+        sfu::DataRefusal::RateLimited => (
+            ErrorCode::RateLimited,
+            "data channel messages refused: over the per-participant rate".to_owned(),
+        ),
+        sfu::DataRefusal::Malformed => (
+            ErrorCode::InvalidPayload,
+            "data channel message refused: text that is not UTF-8".to_owned(),
+        ),
+        sfu::DataRefusal::UnknownChannel { label } => (
+            ErrorCode::InvalidPayload,
+            format!(
+                "data channel `{label}` closed: only `{}` and `{}` (one each) are relayed",
+                sfu::RELIABLE_LABEL,
+                sfu::LOSSY_LABEL
+            ),
+        ),
+    };
+    ErrorEvent {
+        code,
+        message,
+        event: Some(kind.map_or("datachannel", |k| k.label()).to_owned()),
+        id: None,
+        temp_id: None,
     }
 }
 

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+pub use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
+use webrtc::data_channel::{DataChannelEvent, RTCDataChannelState};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -235,10 +237,57 @@ impl Peer {
             .clone()
     }
 
+    /// Opens a data channel (in-band, DCEP) labelled `label`; `init` `None` is reliable and
+    /// ordered. Call before the offer that carries it (its `m=application` line). Read it with
+    /// [`next_message`].
+    pub async fn data_channel(
+        &self,
+        label: &str,
+        init: Option<RTCDataChannelInit>,
+    ) -> Arc<dyn DataChannel> {
+        self.pc
+            .create_data_channel(label, init)
+            .await
+            .expect("webrtc-rs creates a data channel")
+    }
+
     /// Closes the peer connection (errors on an already closed one are ignored).
     pub async fn close(self) {
         let _ = self.pc.close().await;
     }
+}
+
+/// The next message on `channel` as (text?, bytes), skipping other events (open, buffer
+/// levels); `None` when the channel closes or nothing arrives within `within`.
+pub async fn next_message(
+    channel: &Arc<dyn DataChannel>,
+    within: Duration,
+) -> Option<(bool, Vec<u8>)> {
+    let wait = async {
+        loop {
+            match channel.poll().await? {
+                DataChannelEvent::OnMessage(m) => return Some((m.is_string, m.data.to_vec())),
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.ok().flatten()
+}
+
+/// Waits until `channel` is open (bounded by [`CONNECT`]).
+pub async fn wait_open(channel: &Arc<dyn DataChannel>) {
+    let open = async {
+        loop {
+            if channel.ready_state().await.ok() == Some(RTCDataChannelState::Open) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(CONNECT, open)
+        .await
+        .expect("the data channel opens within CONNECT");
 }
 
 /// A track a [`Peer`] publishes, sending the synthetic packets of [`crate::media`].

@@ -18,6 +18,7 @@ mod presence;
 mod server;
 mod session_token;
 mod sfu;
+mod sfu_data;
 mod slow_peers;
 mod webhook_api;
 mod webhooks;

@@ -14,6 +14,7 @@
 
 mod adaptive;
 pub mod allocator;
+pub mod data;
 pub mod forward;
 pub mod layers;
 pub mod negotiation;
@@ -38,7 +39,7 @@ use crate::error::Error;
 use crate::event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::metrics::Metrics;
-use crate::settings::{AutoSubscribe, CongestionControl, Grants, Limits};
+use crate::settings::{AutoSubscribe, CongestionControl, DataLimits, Grants, Limits};
 
 use layers::Layers;
 use participant::{Outputs, Participant, Work};
@@ -67,6 +68,8 @@ pub struct CoreConfig {
     pub limits: Limits,
     /// See [`crate::Settings::congestion_control`].
     pub congestion_control: CongestionControl,
+    /// See [`crate::Settings::data`].
+    pub data: DataLimits,
 }
 
 /// A room: who is in it. Lifecycle: created by the first `join`, removed (with
@@ -208,6 +211,7 @@ impl Core {
             .enable_av1(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
             .enable_bwe(estimate)
+            .set_sctp_max_buffered_amount(self.config.data.max_buffered_bytes)
             .build(now);
         for c in &self.config.candidates {
             rtc.add_local_candidate(c.clone());
@@ -241,6 +245,7 @@ impl Core {
             allocator: Default::default(),
             bandwidth_wish: (0, 0),
             receive_cap: None,
+            data: data::DataState::new(&self.config.data, now),
         };
         p.drain(&mut self.out);
 
@@ -732,6 +737,7 @@ impl Core {
                 self.reallocate(now, session);
                 self.dynacast(now);
             }
+            Work::Data(work) => self.data_work(now, work),
             Work::Fail { session, reason } => {
                 if self.sessions.contains_key(&session) {
                     if let FailureReason::Rtc(_) = reason {

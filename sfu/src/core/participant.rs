@@ -21,6 +21,7 @@ use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::settings::Grants;
 
 use super::allocator::{Allocator, Wanted};
+use super::data::DataWork;
 use super::forward::{PtMapping, SeqRewriter, StreamRewriter};
 use super::layers::LayerIndex;
 use super::selector::LayerSelector;
@@ -77,6 +78,7 @@ pub(crate) enum Work {
     Reallocate {
         session: SessionId,
     },
+    Data(super::data::DataWork),
 }
 
 /// Where an outgoing (server → subscriber) m-line is in negotiation.
@@ -177,6 +179,8 @@ pub(crate) struct Participant {
     pub receive_cap: Option<u64>,
     /// The (minimum, desired) rates last given to str0m's estimator (bit/s).
     pub bandwidth_wish: (u64, u64),
+    /// Its data channels and send budget.
+    pub data: super::data::DataState,
 }
 
 /// What draining one `Rtc` produced for the rest of the core.
@@ -308,6 +312,25 @@ impl Participant {
                 let bps = estimate.as_u64();
                 self.estimate = Some(bps);
                 out.estimates.push(bps);
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Err(refusal) = self.data.opened(&mut self.rtc, id, &label) {
+                    out.work.push_back(Work::Data(DataWork::Refused {
+                        session: self.id,
+                        refusal,
+                    }));
+                }
+            }
+            Event::ChannelClose(id) => self.data.closed(id),
+            Event::ChannelData(d) => {
+                if let Some(kind) = self.data.kind_of(d.id) {
+                    out.work.push_back(Work::Data(DataWork::Message {
+                        session: self.id,
+                        kind,
+                        binary: d.binary,
+                        data: d.data,
+                    }));
+                }
             }
             Event::MediaEgressStats(s) => {
                 let last = self.egress_nacks.entry(s.mid).or_insert(0);

@@ -30,6 +30,8 @@ struct Client {
     keyframe_requests: usize,
     /// The rid of each keyframe request received (`None`: no simulcast).
     keyframe_rids: Vec<Option<str0m::media::Rid>>,
+    /// Data channel events (open, data, close), in order.
+    channel_events: Vec<Event>,
 }
 
 struct World {
@@ -54,6 +56,7 @@ fn config(limits: Limits) -> CoreConfig {
         auto_subscribe: AutoSubscribe::All,
         limits,
         congestion_control: CongestionControl::Enabled,
+        data: DataLimits::default(),
     }
 }
 
@@ -103,6 +106,7 @@ impl World {
             headers: Vec::new(),
             keyframe_requests: 0,
             keyframe_rids: Vec::new(),
+            channel_events: Vec::new(),
         });
         self.online.push(true);
         self.collect_events();
@@ -226,6 +230,9 @@ impl World {
                     c.keyframe_requests += 1;
                     c.keyframe_rids.push(r.rid);
                 }
+                Output::Event(
+                    e @ (Event::ChannelOpen(..) | Event::ChannelData(_) | Event::ChannelClose(_)),
+                ) => c.channel_events.push(e),
                 Output::Event(_) => {}
             }
         }
@@ -598,6 +605,7 @@ fn grants_are_enforced() {
     let silent = Grants {
         can_publish: false,
         can_subscribe: true,
+        can_publish_data: true,
     };
     let d = w.join_with("dave", silent);
     w.offer(d, &[(MediaKind::Audio, Direction::SendOnly)]);
@@ -612,6 +620,7 @@ fn grants_are_enforced() {
     let blind = Grants {
         can_publish: true,
         can_subscribe: false,
+        can_publish_data: true,
     };
     let e = w.join_with("erin", blind);
     w.offer(e, &[(MediaKind::Audio, Direction::SendOnly)]);
@@ -1114,6 +1123,7 @@ fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
         headers: Vec::new(),
         keyframe_requests: 0,
         keyframe_rids: Vec::new(),
+        channel_events: Vec::new(),
     });
     w.online.push(true);
     w.flush_client(i);
@@ -1183,3 +1193,5 @@ fn a_viewer_gets_one_publishers_tracks_on_its_own_mlines_and_never_an_offer() {
     assert_eq!(on.len(), 2, "audio and video on the viewer's two m-lines");
     assert_eq!(offered_to_viewer(&w), 0);
 }
+
+mod data;

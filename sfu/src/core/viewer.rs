@@ -53,6 +53,7 @@ impl Core {
             let grants = Grants {
                 can_publish: false,
                 can_subscribe: false,
+                can_publish_data: false,
             };
             self.join(now, room.clone(), participant.clone(), grants, started)?;
         }
