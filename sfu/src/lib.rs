@@ -85,7 +85,7 @@ mod settings;
 pub use core::{OfferReply, ServerOffer, TrackInfo};
 pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
-pub use event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
+pub use event::{AudioLevel, FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 pub use settings::{

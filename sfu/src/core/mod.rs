@@ -17,6 +17,7 @@ pub mod negotiation;
 pub(crate) mod participant;
 pub mod routing;
 pub mod sdp_check;
+pub mod speaker;
 pub mod throttle;
 mod tracks;
 mod viewer;
@@ -37,6 +38,7 @@ use crate::settings::{AutoSubscribe, Grants, Limits};
 
 use participant::{Outputs, Participant, Work};
 use routing::{FiveTuple, Route, Router};
+use speaker::SpeakerDetector;
 use throttle::KeyframeThrottle;
 
 pub use negotiation::{OfferReply, ServerOffer};
@@ -56,11 +58,12 @@ pub struct CoreConfig {
     pub limits: Limits,
 }
 
-/// A room: who is in it. Lifecycle: created by the first `join`, removed (with
-/// [`SfuEvent::RoomClosed`]) when the last participant is gone.
-#[derive(Debug, Default)]
+/// A room: who is in it, and who speaks. Lifecycle: created by the first `join`, removed
+/// (with [`SfuEvent::RoomClosed`]) when the last participant is gone.
+#[derive(Debug)]
 struct Room {
     members: HashMap<ParticipantKey, SessionId>,
+    speakers: SpeakerDetector,
 }
 
 /// A published track. Lifecycle: created when the publisher's offer adds a receiving
@@ -213,7 +216,10 @@ impl Core {
         p.drain(&mut self.out);
 
         let (room_key, participant_key) = (room.clone(), participant.clone());
-        let r = self.rooms.entry(room).or_default();
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            members: HashMap::new(),
+            speakers: SpeakerDetector::new(now),
+        });
         if r.members.is_empty() {
             self.metrics.rooms.inc();
         }
@@ -411,6 +417,14 @@ impl Core {
             })
             .collect();
         changed.sort();
+        let microphone = changed.iter().any(|tid| {
+            self.tracks
+                .get(tid)
+                .is_some_and(|t| t.source == TrackSource::Microphone)
+        });
+        if muted == Muted::Yes && microphone {
+            self.silence(room, participant);
+        }
         for track_id in changed {
             self.events.push_back(SfuEvent::TrackMuted {
                 room: room.clone(),
@@ -546,6 +560,19 @@ impl Core {
         for (track, kind) in due {
             self.send_keyframe_request(&track, kind);
         }
+        let rooms: Vec<RoomKey> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.speakers.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for room in rooms {
+            let change = self
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.speakers.handle_timeout(now));
+            self.announce_speakers(room, change);
+        }
         self.settle(now);
     }
 
@@ -572,7 +599,11 @@ impl Core {
             .values()
             .map(|p| p.next_timeout.min(p.last_rx + ice_timeout));
         let throttles = self.tracks.values().filter_map(|t| t.throttle.deadline());
-        sessions.chain(throttles).min()
+        let speakers = self
+            .rooms
+            .values()
+            .filter_map(|r| r.speakers.poll_timeout());
+        sessions.chain(throttles).chain(speakers).min()
     }
 
     /// What the core holds right now.
@@ -662,7 +693,12 @@ impl Core {
 
     fn process(&mut self, now: Instant, w: Work) {
         match w {
-            Work::Forward { track, packet } => self.forward(now, &track, packet),
+            Work::Forward { track, packet } => {
+                if let Some(level) = packet.ext.audio_level {
+                    self.hear(now, &track, level);
+                }
+                self.forward(now, &track, packet)
+            }
             Work::Keyframe { track, kind } => self.keyframe_request(now, &track, kind),
             Work::Publish { session, mid, kind } => self.publish(session, mid, kind),
             Work::Unpublish { track } => self.unpublish(&track),
@@ -723,6 +759,7 @@ impl Core {
         }
         if let Some(r) = self.rooms.get_mut(&p.room) {
             r.members.remove(&p.key);
+            r.speakers.forget(&p.key);
             if r.members.is_empty() {
                 self.rooms.remove(&p.room);
                 self.metrics.rooms.dec();
