@@ -8,11 +8,11 @@
 use crate::webhook::Webhooks;
 use crate::webhook::event::WebhookEvent;
 use protocol::{
-    CallId, ConnectionId, ErrorCode, Failure, MediaType, ServerEvent, TrackEvent, TrackPublished,
-    UserId,
+    CallId, ConnectionId, ErrorCode, Failure, MediaType, RoomSpeakers, ServerEvent, Speaker,
+    TrackEvent, TrackPublished, UserId,
 };
 use serde_json::Value;
-use sfu::{Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId};
+use sfu::{AudioLevel, Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId};
 use signaling::driver::HubHandle;
 use signaling::media::{
     AdminMedia, MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer,
@@ -365,10 +365,37 @@ pub fn spawn_event_pump(
                         whip.media_state(ConnectionId(participant.conn()), MediaState::Connected);
                     }
                 }
+                SfuEvent::Speakers { room, speakers } => {
+                    let space = space_of(&room);
+                    let event = ServerEvent::RoomSpeakers(room_speakers(&space, &speakers));
+                    hub.deliver_to_space(space, None, Arc::new(event)).await;
+                }
                 SfuEvent::FirstMediaForwarded { .. } | SfuEvent::RoomClosed { .. } => {}
             }
         }
     });
+}
+
+/// `room:speakers` for an SFU speaker change. A user with two connections that both speak is
+/// listed once, at its higher place.
+fn room_speakers(space: &CallId, speakers: &[(ParticipantKey, AudioLevel)]) -> RoomSpeakers {
+    let mut listed: Vec<Speaker> = Vec::with_capacity(speakers.len());
+    for (participant, level) in speakers {
+        if listed
+            .iter()
+            .all(|s| s.user_id.as_str() != participant.user())
+        {
+            listed.push(Speaker {
+                user_id: UserId::from(participant.user()),
+                // Four decimals: the SFU's own resolution; avoids 0.10000000149 on the wire.
+                level: (f64::from(level.linear()) * 10_000.0).round() / 10_000.0,
+            });
+        }
+    }
+    RoomSpeakers {
+        call_id: space.clone(),
+        speakers: listed,
+    }
 }
 
 fn track_mids(tracks: &[(TrackId, String)]) -> Vec<(String, String)> {
