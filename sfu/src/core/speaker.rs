@@ -98,7 +98,7 @@ impl Core {
 
 /// See the module docs.
 #[derive(Debug)]
-pub(crate) struct SpeakerDetector {
+pub struct SpeakerDetector {
     /// Bucket numbers count [`BUCKET`]s from here (the room's creation).
     epoch: Instant,
     heard: HashMap<ParticipantKey, Window>,
@@ -137,9 +137,7 @@ impl SpeakerDetector {
                 if self.heard.len() >= MAX_HEARD {
                     return self.handle_timeout(now);
                 }
-                self.heard
-                    .entry(participant.clone())
-                    .or_insert_with(Window::default)
+                self.heard.entry(participant.clone()).or_default()
             }
         };
         window.add(bucket, dbov.min(127));
@@ -305,7 +303,7 @@ mod tests {
     const PACKET: Duration = Duration::from_millis(20);
 
     fn key(n: u64) -> ParticipantKey {
-        ParticipantKey::new(n, &format!("user{n}"))
+        ParticipantKey::new(n, format!("user{n}"))
     }
 
     /// Drives a detector with 20 ms packets from each (participant, dBov) for `duration`,
