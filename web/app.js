@@ -327,6 +327,16 @@
    * The server infers a track's source from its msid: the screen share's m-line gets a msid
    * containing "screen" in the copy of the SDP we send (a MediaStream id cannot be chosen).
    */
+  /**
+   * The camera's simulcast layers, lowest first: a quarter, half and full resolution. The
+   * server forwards one per subscriber and asks (`track:quality`) to stop those nobody needs.
+   */
+  const SIMULCAST_LAYERS = [
+    { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { rid: 'f', maxBitrate: 1_500_000 },
+  ];
+
   class SfuLink {
     constructor({ client, callId, iceServers, onTrack, onState }) {
       this.client = client;
@@ -361,9 +371,18 @@
       return run;
     }
 
-    /** Adds the camera and microphone, then offers. */
+    /**
+     * Adds the camera (in three simulcast layers, so each subscriber gets the size its tile
+     * needs) and the microphone, then offers.
+     */
     publish(stream) {
-      for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
+      for (const track of stream.getTracks()) {
+        if (track.kind === 'video') {
+          this.pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream], sendEncodings: SIMULCAST_LAYERS });
+        } else {
+          this.pc.addTrack(track, stream);
+        }
+      }
       // Nothing to send: one receive-only m-line so that the first offer is not empty.
       if (!stream.getTracks().length) this.pc.addTransceiver('audio', { direction: 'recvonly' });
       return this.negotiate();
@@ -388,6 +407,26 @@
       t.sender.replaceTrack(null);
       t.direction = 'inactive';
       return this.negotiate();
+    }
+
+    /**
+     * `track:quality`: start or stop sending simulcast layers of our track on m-line `mid`
+     * (dynacast). Encodings the message does not name keep their state.
+     */
+    async applyQuality(mid, layers) {
+      const t = this.pc.getTransceivers().find((x) => x.mid === mid);
+      if (!t?.sender.track) return;
+      const params = t.sender.getParameters();
+      if (!params.encodings?.length) return;
+      let changed = false;
+      for (const e of params.encodings) {
+        const l = layers.find((x) => x.rid === e.rid);
+        if (l && e.active !== l.active) {
+          e.active = l.active;
+          changed = true;
+        }
+      }
+      if (changed) await t.sender.setParameters(params);
     }
 
     /** Our offer: one at a time; resolves once the answer is applied. */
@@ -532,6 +571,8 @@
       this.trackInfo = new Map(); // trackId -> {userId, kind, source, muted} (track:published)
       this.trackObjs = new Map(); // trackId -> remote MediaStreamTrack (ontrack)
       this.speakers = []; // user ids, most active first (room:speakers)
+      this.ownTracks = new Map(); // trackId -> our mid (our own track:published)
+      this.tileWatches = new Map(); // trackId -> {stop} (what we tell the server of its tile)
     }
 
     /** The app's current connection (joining a room may replace it with one for a new token). */
@@ -634,6 +675,7 @@
       this.sfu = null;
       for (const trackId of [...this.trackObjs.keys()]) this.unplaceTrack(trackId);
       this.trackInfo.clear();
+      this.ownTracks.clear();
       this.trackObjs.clear();
       for (const [key, tile] of [...this.tiles]) {
         if (tile.isLocal) continue;
@@ -731,6 +773,7 @@
       if (tile.video.srcObject !== tile.stream) tile.video.srcObject = tile.stream;
       tile.video.play?.().catch(() => {});
       if (track.kind === 'video') {
+        this.watchTileSize(trackId, tile.video);
         const update = () => {
           if (this.trackObjs.get(trackId) === track) UI.setTileFlowing(this, key, !track.muted);
         };
@@ -744,6 +787,8 @@
       const info = this.trackInfo.get(trackId);
       const track = this.trackObjs.get(trackId);
       this.trackObjs.delete(trackId);
+      this.tileWatches.get(trackId)?.stop();
+      this.tileWatches.delete(trackId);
       if (!info) return;
       const key = this.tileKey(info);
       const tile = UI.tile(this, key);
@@ -763,12 +808,78 @@
     }
 
     onTrackPublished(t) {
-      if (t.userId === this.app.identity?.userId) return; // our own publication
+      if (t.userId === this.app.identity?.userId) {
+        // Our own publication: remember its m-line for `track:quality`.
+        if (t.mid) this.ownTracks.set(t.trackId, t.mid);
+        return;
+      }
       this.trackInfo.set(t.trackId, { userId: t.userId, kind: t.kind, source: t.source, muted: !!t.muted });
       if (t.source === 'screen') UI.ensureScreenTile(this, t.userId);
       else this.ensurePeerTile(t.userId);
       this.syncRemoteBadges(t.userId);
       this.placeTrack(t.trackId);
+    }
+
+    /** `track:quality`: the server asks us to start or stop layers of our track. */
+    onTrackQuality(d) {
+      const mid = this.ownTracks.get(d.trackId);
+      if (mid && this.sfu) this.sfu.applyQuality(mid, d.layers ?? []).catch(() => {});
+    }
+
+    /** `track:layer`: what we now receive of a remote video track (shown on its tile). */
+    onTrackLayer(d) {
+      const info = this.trackInfo.get(d.trackId);
+      if (!info) return;
+      const tile = UI.tile(this, this.tileKey(info));
+      if (!tile) return;
+      tile.el.dataset.layer = d.paused ? 'paused' : (d.rid ?? 'single');
+      tile.el.title = d.paused ? 'video paused' : `receiving ${d.width}×${d.height}${d.rid ? ` (layer ${d.rid})` : ''}`;
+    }
+
+    /**
+     * Tells the server how big a remote video track's tile is, in device pixels, and when it
+     * is out of sight (`track:settings`), so it forwards the smallest layer that looks sharp
+     * and nothing for a hidden tile. Sent when the size or visibility settles.
+     */
+    watchTileSize(trackId, video) {
+      this.tileWatches.get(trackId)?.stop();
+      let visible = true;
+      let last = '';
+      let timer = null;
+      const send = () => {
+        timer = null;
+        if (this.state !== 'joined' || !this.sfu) return;
+        const scale = window.devicePixelRatio || 1;
+        const width = Math.round(video.clientWidth * scale);
+        const height = Math.round(video.clientHeight * scale);
+        const paused = !visible || document.hidden;
+        const key = paused ? 'paused' : `${width}x${height}`;
+        if (key === last) return;
+        last = key;
+        const settings = paused ? { paused: true } : { width, height, paused: false };
+        this.client.request('track:settings', { callId: this.callId, trackId, ...settings }).catch(() => {});
+      };
+      const soon = () => {
+        clearTimeout(timer);
+        timer = setTimeout(send, 300);
+      };
+      const resize = new ResizeObserver(soon);
+      resize.observe(video);
+      const sight = new IntersectionObserver((entries) => {
+        visible = entries.some((e) => e.isIntersecting);
+        soon();
+      });
+      sight.observe(video);
+      document.addEventListener('visibilitychange', soon);
+      this.tileWatches.set(trackId, {
+        stop: () => {
+          resize.disconnect();
+          sight.disconnect();
+          document.removeEventListener('visibilitychange', soon);
+          clearTimeout(timer);
+        },
+      });
+      soon();
     }
 
     onTrackUnpublished(t) {
@@ -1316,6 +1427,8 @@
       client.on('track:unmuted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, false)));
       client.on('room:speakers', (d) => this.forCall(d, (c) => c.onSpeakers(d)));
       client.on('media:moved', (d) => this.forCall(d, (c) => c.onMediaMoved(d)));
+      client.on('track:quality', (d) => this.forCall(d, (c) => c.onTrackQuality(d)));
+      client.on('track:layer', (d) => this.forCall(d, (c) => c.onTrackLayer(d)));
       client.connect();
       UI.showSignedIn(this.identity, { home });
     },

@@ -7,7 +7,8 @@
 //! caller checks what goes in them.
 //!
 //! - [`EndpointStore::insert`] refuses when the table already holds the caller's maximum, in the
-//!   same statement, so nodes creating at once do not overshoot by more than a race of one.
+//!   same transaction as the count, with writers serialized (SQLite's `BEGIN IMMEDIATE`, a
+//!   table lock on PostgreSQL), so nodes creating at once never overshoot it.
 //! - [`EndpointStore::update`] applies only to the revision the caller read: of two concurrent
 //!   changes, one is refused ([`Written::Changed`]) instead of silently undoing the other.
 //! - [`EndpointStore::delete`] drops the endpoint's undelivered outbox rows in the same
@@ -121,7 +122,7 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, ChatError> {
 
 /// Expands an [`EndpointStore`] over an outbox type and its sqlx pool.
 macro_rules! impl_endpoints {
-    ($outbox:ty, $begin:literal) => {
+    ($outbox:ty, $begin:literal, $serialize:expr) => {
         #[async_trait]
         impl EndpointStore for $outbox {
             async fn list(&self) -> Result<Vec<StoredEndpoint>, ChatError> {
@@ -149,6 +150,10 @@ macro_rules! impl_endpoints {
                 max: u32,
             ) -> Result<Inserted, ChatError> {
                 let mut tx = self.pool().begin_with($begin).await?;
+                let serialize: Option<&str> = $serialize;
+                if let Some(lock) = serialize {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 let stored = sqlx::query(statements::INSERT)
                     .bind(&endpoint.id)
                     .bind(&endpoint.url)
@@ -227,8 +232,15 @@ macro_rules! impl_endpoints {
     };
 }
 
-impl_endpoints!(crate::outbox::SqliteOutbox, "BEGIN IMMEDIATE");
-impl_endpoints!(crate::outbox::PostgresOutbox, "BEGIN");
+// SQLite's `BEGIN IMMEDIATE` already lets one writer in at a time. PostgreSQL's default
+// isolation would let two transactions count the same rows and both insert, so creations
+// take the table's write lock first (reads go on).
+impl_endpoints!(crate::outbox::SqliteOutbox, "BEGIN IMMEDIATE", None);
+impl_endpoints!(
+    crate::outbox::PostgresOutbox,
+    "BEGIN",
+    Some("LOCK TABLE webhook_endpoints IN EXCLUSIVE MODE")
+);
 
 #[cfg(test)]
 mod tests {

@@ -449,6 +449,9 @@ pub struct SfuConfig {
     pub max_mlines_per_offer: usize,
     /// Most tracks one participant may publish.
     pub max_tracks_per_participant: usize,
+    /// Estimate each subscriber's downlink (TWCC) and fit the simulcast layers it receives
+    /// into it. Off: every subscriber gets the layers it asks for, whatever its link.
+    pub congestion_control: bool,
 }
 
 impl Default for SfuConfig {
@@ -462,6 +465,7 @@ impl Default for SfuConfig {
             ice_timeout: HumanDuration::secs(15),
             max_mlines_per_offer: 256,
             max_tracks_per_participant: 8,
+            congestion_control: true,
         }
     }
 }

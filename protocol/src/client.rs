@@ -29,6 +29,8 @@ pub enum ClientEvent {
     RoomLeave(RoomRef),
     TrackSubscribe(TrackRef),
     TrackUnsubscribe(TrackRef),
+    TrackSettings(TrackSettings),
+    MediaBandwidth(MediaBandwidth),
 }
 
 /// Every client event name the server accepts, in the order of [`ClientEvent`]'s variants.
@@ -58,6 +60,8 @@ pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "room:leave",
     "track:subscribe",
     "track:unsubscribe",
+    "track:settings",
+    "media:bandwidth",
 ];
 
 impl ClientEvent {
@@ -87,6 +91,8 @@ impl ClientEvent {
             "room:leave" => Self::RoomLeave(typed(name, data)?),
             "track:subscribe" => Self::TrackSubscribe(typed(name, data)?),
             "track:unsubscribe" => Self::TrackUnsubscribe(typed(name, data)?),
+            "track:settings" => Self::TrackSettings(typed(name, data)?),
+            "media:bandwidth" => Self::MediaBandwidth(typed(name, data)?),
             _ => {
                 return Err(Failure::new(
                     ErrorCode::UnknownEvent,
@@ -121,6 +127,8 @@ impl ClientEvent {
             Self::RoomLeave(_) => "room:leave",
             Self::TrackSubscribe(_) => "track:subscribe",
             Self::TrackUnsubscribe(_) => "track:unsubscribe",
+            Self::TrackSettings(_) => "track:settings",
+            Self::MediaBandwidth(_) => "media:bandwidth",
         }
     }
 
@@ -156,6 +164,8 @@ impl ClientEvent {
             Self::PresenceSubscribe(x) | Self::PresenceUnsubscribe(x) => serde_json::to_value(x),
             Self::RoomJoin(x) | Self::RoomLeave(x) => serde_json::to_value(x),
             Self::TrackSubscribe(x) | Self::TrackUnsubscribe(x) => serde_json::to_value(x),
+            Self::TrackSettings(x) => serde_json::to_value(x),
+            Self::MediaBandwidth(x) => serde_json::to_value(x),
         };
         // Every payload is a struct of plain fields: serialisation cannot fail.
         value.unwrap_or(Value::Null)
@@ -212,6 +222,24 @@ impl ClientEvent {
                     None => Ok(()),
                 }
             }
+            Self::TrackSettings(t) => {
+                check_id("trackId", &t.track_id)?;
+                if let Some(c) = &t.call_id {
+                    check_id("callId", c.as_str())?;
+                }
+                for (field, v) in [("width", t.width), ("height", t.height)] {
+                    if v.is_some_and(|v| v > MAX_VIDEO_DIMENSION) {
+                        return Err(invalid(format!(
+                            "`{field}` is over {MAX_VIDEO_DIMENSION} pixels"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Self::MediaBandwidth(b) => match &b.call_id {
+                Some(c) => check_id("callId", c.as_str()),
+                None => Ok(()),
+            },
             Self::ActivityPing => Ok(()),
         }
     }
@@ -257,6 +285,41 @@ pub struct TrackRef {
     /// several.
     #[serde(default)]
     pub call_id: Option<CallId>,
+}
+
+/// Largest `width`/`height` a `track:settings` may give.
+pub const MAX_VIDEO_DIMENSION: u32 = 16_384;
+
+/// `track:settings`: what a subscriber wants of a video track it receives. `width` and
+/// `height` are the size of its tile in device pixels: the SFU sends the smallest simulcast
+/// layer that covers them (the best layer when both are absent). `paused: true` stops the
+/// track's video to this subscriber until it sends `paused: false`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackSettings {
+    pub track_id: String,
+    /// The call or room the track is in; needed only when the connection is in several.
+    #[serde(default)]
+    pub call_id: Option<CallId>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `media:bandwidth`: the most a connection wants to receive from the SFU in one space, in
+/// bit/s (a metered link, a data-saver mode). The SFU fits its layers under the lower of this
+/// and its own estimate; `maxBitrate` absent or `null` lifts the cap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaBandwidth {
+    /// The call or room; needed only when the connection is in several.
+    #[serde(default)]
+    pub call_id: Option<CallId>,
+    #[serde(default)]
+    pub max_bitrate: Option<u64>,
 }
 
 /// Audio-only or video call, as the initiator chose. Informational for the callee's UI.
@@ -432,6 +495,14 @@ mod tests {
                 json!({"trackId": "TR_1", "callId": "room:r"}),
             ),
             ("track:unsubscribe", json!({"trackId": "TR_1"})),
+            (
+                "track:settings",
+                json!({"trackId": "TR_1", "callId": "room:r", "width": 320, "height": 180, "paused": false}),
+            ),
+            (
+                "media:bandwidth",
+                json!({"callId": "room:r", "maxBitrate": 300000}),
+            ),
         ];
         let mut names: Vec<&str> = samples.iter().map(|(n, _)| *n).collect();
         names.sort();
@@ -602,7 +673,26 @@ mod tests {
             ("track:unsubscribe", json!({"trackId": "t"}), |e| {
                 matches!(e, ClientEvent::TrackUnsubscribe(_))
             }),
+            (
+                "track:settings",
+                json!({"trackId": "t", "paused": true}),
+                |e| matches!(e, ClientEvent::TrackSettings(_)),
+            ),
+            ("media:bandwidth", json!({"maxBitrate": null}), |e| {
+                matches!(e, ClientEvent::MediaBandwidth(_))
+            }),
         ]
+    }
+
+    #[test]
+    fn track_settings_refuses_absurd_sizes() {
+        let f = ClientEvent::parse("track:settings", json!({"trackId": "t", "width": 100_000}))
+            .unwrap_err();
+        assert_eq!(f.code, ErrorCode::InvalidPayload);
+        assert!(f.message.contains("width"), "{}", f.message);
+        let f = ClientEvent::parse("track:settings", json!({"trackId": "t", "height": -1}))
+            .unwrap_err();
+        assert_eq!(f.code, ErrorCode::InvalidPayload);
     }
 
     #[test]

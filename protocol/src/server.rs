@@ -58,6 +58,10 @@ pub enum ServerEvent {
     TrackMuted(TrackEvent),
     #[serde(rename = "track:unmuted")]
     TrackUnmuted(TrackEvent),
+    #[serde(rename = "track:layer")]
+    TrackLayer(TrackLayer),
+    #[serde(rename = "track:quality")]
+    TrackQuality(TrackQuality),
     #[serde(rename = "server:shutdown")]
     ServerShutdown(ServerShutdown),
     #[serde(rename = "media:moved")]
@@ -116,6 +120,8 @@ impl ServerEvent {
             Self::TrackUnpublished(_) => "track:unpublished",
             Self::TrackMuted(_) => "track:muted",
             Self::TrackUnmuted(_) => "track:unmuted",
+            Self::TrackLayer(_) => "track:layer",
+            Self::TrackQuality(_) => "track:quality",
             Self::ServerShutdown(_) => "server:shutdown",
             Self::MediaMoved(_) => "media:moved",
             Self::SessionExpiring(_) => "session:expiring",
@@ -409,6 +415,41 @@ pub struct TrackEvent {
     pub call_id: CallId,
     pub track_id: String,
     pub user_id: UserId,
+}
+
+/// `track:layer`: what the subscriber now receives of a video track, sent when it changes
+/// (another simulcast layer, the first one, or none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackLayer {
+    pub call_id: CallId,
+    pub track_id: String,
+    /// The publisher's rid of the layer; `null` for a track without simulcast, or when
+    /// nothing is forwarded.
+    pub rid: Option<String>,
+    /// Frame size of the layer (0 when nothing is forwarded).
+    pub width: u16,
+    pub height: u16,
+    /// Nothing is forwarded: the subscriber paused the track, or its bandwidth is short.
+    pub paused: bool,
+}
+
+/// `track:quality`: which simulcast layers of a track its publisher should send (dynacast).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackQuality {
+    pub call_id: CallId,
+    pub track_id: String,
+    /// Every layer of the track, lowest quality first.
+    pub layers: Vec<LayerQuality>,
+}
+
+/// One layer in `track:quality`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerQuality {
+    pub rid: String,
+    pub active: bool,
 }
 
 /// `room:metadata`: the application set the room's metadata through the server API. Sent to

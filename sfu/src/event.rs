@@ -171,11 +171,57 @@ pub enum SfuEvent {
         /// Speaking participants and their smoothed levels, most active first.
         speakers: Vec<(ParticipantKey, AudioLevel)>,
     },
+    /// What a subscriber receives of a video track changed: another simulcast layer, or
+    /// (`layer: None`) nothing, because it paused the track or its bandwidth ran short.
+    /// Announce as `track:layer` to that subscriber.
+    LayerChanged {
+        /// Room.
+        room: RoomKey,
+        /// The subscriber.
+        participant: ParticipantKey,
+        /// The track.
+        track_id: TrackId,
+        /// The layer now forwarded.
+        layer: Option<LayerInfo>,
+    },
+    /// The publisher of a simulcast track should start or stop sending layers (dynacast).
+    /// Announce as `track:quality` to that publisher.
+    TrackQuality {
+        /// Room.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantKey,
+        /// The track.
+        track_id: TrackId,
+        /// Every layer of the track, lowest first.
+        layers: Vec<LayerActivity>,
+    },
     /// The last participant left: the room no longer exists in the SFU.
     RoomClosed {
         /// Room.
         room: RoomKey,
     },
+}
+
+/// A layer a subscriber receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The publisher's rid for it (`None` for a track without simulcast).
+    pub rid: Option<String>,
+    /// Frame width of its last keyframe (or nominal for its rank when the codec does not
+    /// tell).
+    pub width: u16,
+    /// Frame height, likewise.
+    pub height: u16,
+}
+
+/// Whether a publisher should send one simulcast layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerActivity {
+    /// The layer's rid.
+    pub rid: String,
+    /// Send it.
+    pub active: bool,
 }
 
 /// Counters of what the SFU holds, for tests and `/debug`. After everyone leaves all

@@ -11,6 +11,7 @@ use str0m::Candidate;
 use str0m::net::TcpType;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::allocator::Wanted;
 use crate::core::{Core, CoreConfig, OfferReply, TrackInfo};
 use crate::driver::{Command, Driver};
 use crate::error::Error;
@@ -62,6 +63,7 @@ impl Sfu {
                 keyframe_request_interval: settings.keyframe_request_interval,
                 auto_subscribe: settings.auto_subscribe,
                 limits: settings.limits.clone(),
+                congestion_control: settings.congestion_control,
             },
             metrics,
         );
@@ -300,6 +302,29 @@ impl SfuHandle {
         track: TrackId,
     ) -> Reply<()> {
         self.fallible(move |c, now| c.unsubscribe(now, &room, &participant, &track))
+    }
+
+    /// What `participant` wants of a video track it receives (`track:settings`): see
+    /// [`crate::core::Core::set_track_settings`].
+    pub fn set_track_settings(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        track: TrackId,
+        wanted: Wanted,
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.set_track_settings(now, &room, &participant, &track, wanted))
+    }
+
+    /// The most `participant` wants to receive (bit/s; `None`: no cap): see
+    /// [`crate::core::Core::set_receive_cap`].
+    pub fn set_receive_cap(
+        &self,
+        room: RoomKey,
+        participant: ParticipantKey,
+        cap: Option<u64>,
+    ) -> Reply<()> {
+        self.fallible(move |c, now| c.set_receive_cap(now, &room, &participant, cap))
     }
 
     /// Removes a participant; its tracks are unpublished.

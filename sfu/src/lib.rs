@@ -82,12 +82,17 @@ mod ids;
 pub mod metrics;
 mod settings;
 
+pub use core::allocator::Wanted;
 pub use core::{OfferReply, ServerOffer, TrackInfo};
 pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
-pub use event::{AudioLevel, FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
+pub use event::{
+    AudioLevel, FailureReason, LayerActivity, LayerInfo, Muted, SfuEvent, Stats, TrackKind,
+    TrackSource,
+};
 pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 pub use settings::{
-    AutoSubscribe, CandidateTransports, Grants, Limits, Settings, detect_public_ips,
+    AutoSubscribe, CandidateTransports, CongestionControl, Grants, Limits, Settings,
+    detect_public_ips,
 };

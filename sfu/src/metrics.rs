@@ -37,13 +37,25 @@ pub struct Metrics {
     pub join_time: Histogram,
     /// `chorus_sfu_speaker_changes_total`: active speaker changes announced (`room:speakers`).
     pub speaker_changes: IntCounter,
+    /// `chorus_sfu_layer_switches_total`: a subscriber started receiving another layer of
+    /// a video track (including the first one and resuming after a pause).
+    pub layer_switches: IntCounter,
+    /// `chorus_sfu_video_subscriptions{layer="0"|"1"|"2"|"none"}`: open video
+    /// subscriptions by the layer forwarded (0 lowest; `none`: paused or waiting for a
+    /// keyframe). Refreshed every allocation tick.
+    pub subscriptions_by_layer: IntGaugeVec,
+    /// `chorus_sfu_dynacast_total{action="stopped"|"resumed"}`: simulcast layers a
+    /// publisher was asked to stop or resume.
+    pub dynacast: IntCounterVec,
+    /// `chorus_sfu_bandwidth_estimate_bps`: subscribers' downlink estimates, as reported.
+    pub bandwidth_estimate: Histogram,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -56,6 +68,10 @@ impl Metrics {
             Box::new(m.dropped.clone()),
             Box::new(m.join_time.clone()),
             Box::new(m.speaker_changes.clone()),
+            Box::new(m.layer_switches.clone()),
+            Box::new(m.subscriptions_by_layer.clone()),
+            Box::new(m.dynacast.clone()),
+            Box::new(m.bandwidth_estimate.clone()),
         ];
         for c in collectors {
             registry
@@ -129,6 +145,37 @@ impl Metrics {
             speaker_changes: IntCounter::new(
                 "chorus_sfu_speaker_changes_total",
                 "Active speaker changes announced to rooms (room:speakers)",
+            )
+            .map_err(err)?,
+            layer_switches: IntCounter::new(
+                "chorus_sfu_layer_switches_total",
+                "Subscribers switched to another layer of a video track",
+            )
+            .map_err(err)?,
+            subscriptions_by_layer: IntGaugeVec::new(
+                Opts::new(
+                    "chorus_sfu_video_subscriptions",
+                    "Open video subscriptions by the layer forwarded",
+                ),
+                &["layer"],
+            )
+            .map_err(err)?,
+            dynacast: IntCounterVec::new(
+                Opts::new(
+                    "chorus_sfu_dynacast_total",
+                    "Simulcast layers publishers were asked to stop or resume",
+                ),
+                &["action"],
+            )
+            .map_err(err)?,
+            bandwidth_estimate: Histogram::with_opts(
+                HistogramOpts::new(
+                    "chorus_sfu_bandwidth_estimate_bps",
+                    "Subscribers' downlink bandwidth estimates",
+                )
+                .buckets(vec![
+                    100e3, 250e3, 500e3, 1e6, 1.5e6, 2.5e6, 4e6, 8e6, 16e6, 32e6,
+                ]),
             )
             .map_err(err)?,
         })

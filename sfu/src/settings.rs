@@ -32,6 +32,18 @@ pub struct Settings {
     pub auto_subscribe: AutoSubscribe,
     /// Caps on what clients can create.
     pub limits: Limits,
+    /// Whether subscribers' downlinks are estimated and layers fitted into them.
+    pub congestion_control: CongestionControl,
+}
+
+/// Whether the SFU estimates each subscriber's downlink (str0m's TWCC estimator) and fits
+/// the simulcast layers it receives into the estimate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CongestionControl {
+    /// Estimate and fit (the default).
+    Enabled,
+    /// Every subscriber gets the layers it asks for.
+    Disabled,
 }
 
 /// Which ICE transports are advertised.
@@ -91,6 +103,7 @@ impl Default for Settings {
             keyframe_request_interval: Duration::from_millis(500),
             auto_subscribe: AutoSubscribe::All,
             limits: Limits::default(),
+            congestion_control: CongestionControl::Enabled,
         }
     }
 }

@@ -61,8 +61,24 @@ pub enum MediaRequest {
         track_id: String,
         subscription: Subscription,
     },
+    /// What the seat wants of a video track it receives (`track:settings`).
+    Settings { track_id: String, wish: VideoWish },
+    /// The most the seat wants to receive (`media:bandwidth`; `None`: no cap).
+    Bandwidth { max_bitrate: Option<u64> },
     /// The tracks published in the seat's space (for the `room:join` ack).
     Tracks,
+}
+
+/// What a subscriber wants of a video track (`track:settings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum VideoWish {
+    /// The best there is.
+    Highest,
+    /// The smallest layer covering this size (device pixels).
+    Size { width: u32, height: u32 },
+    /// Nothing until asked again.
+    Paused,
 }
 
 /// Whether a `Subscribe` request starts or stops receiving.

@@ -18,7 +18,9 @@ use crate::cluster::Router;
 use crate::driver::HubHandle;
 use crate::extension::{Caller, Extension, JoinRole};
 use crate::limits::TokenBucket;
-use crate::media::{MediaAnswer, MediaRequest, SignalKind, Subscription, sdp_of, sfu_signal};
+use crate::media::{
+    MediaAnswer, MediaRequest, SignalKind, Subscription, VideoWish, sdp_of, sfu_signal,
+};
 use crate::metrics::Metrics;
 use crate::transport::expiry::{Expiry, TokenClock};
 use protocol::{
@@ -143,6 +145,29 @@ impl Route {
                 request: MediaRequest::Subscribe {
                     track_id: t.track_id,
                     subscription: Subscription::Stop,
+                },
+            },
+            ClientEvent::TrackSettings(t) => Route::Media {
+                space: t.call_id,
+                request: MediaRequest::Settings {
+                    track_id: t.track_id,
+                    wish: if t.paused {
+                        VideoWish::Paused
+                    } else {
+                        match (t.width, t.height) {
+                            (None, None) => VideoWish::Highest,
+                            (w, h) => VideoWish::Size {
+                                width: w.unwrap_or(0),
+                                height: h.unwrap_or(0),
+                            },
+                        }
+                    },
+                },
+            },
+            ClientEvent::MediaBandwidth(b) => Route::Media {
+                space: b.call_id,
+                request: MediaRequest::Bandwidth {
+                    max_bitrate: b.max_bitrate,
                 },
             },
             other => Route::Hub(other),

@@ -8,15 +8,15 @@
 use crate::webhook::Webhooks;
 use crate::webhook::event::WebhookEvent;
 use protocol::{
-    CallId, ConnectionId, ErrorCode, Failure, MediaType, RoomSpeakers, ServerEvent, Speaker,
-    TrackEvent, TrackPublished, UserId,
+    CallId, ConnectionId, ErrorCode, Failure, LayerQuality, MediaType, RoomSpeakers, ServerEvent,
+    Speaker, TrackEvent, TrackLayer, TrackPublished, TrackQuality, UserId,
 };
 use serde_json::Value;
-use sfu::{AudioLevel, Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId};
+use sfu::{AudioLevel, Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId, Wanted};
 use signaling::driver::HubHandle;
 use signaling::media::{
     AdminMedia, MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer,
-    Negotiated, ServerOffer, Subscription,
+    Negotiated, ServerOffer, Subscription, VideoWish,
 };
 use signaling::whip::{MediaState, Whip};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -53,6 +53,11 @@ pub fn settings(config: &config::Config) -> sfu::Settings {
             config::SfuCandidates::Tcp => sfu::CandidateTransports::TcpOnly,
         },
         ice_timeout: c.ice_timeout.get(),
+        congestion_control: if c.congestion_control {
+            sfu::CongestionControl::Enabled
+        } else {
+            sfu::CongestionControl::Disabled
+        },
         limits: sfu::Limits {
             max_mlines_per_offer: c.max_mlines_per_offer,
             max_tracks_per_participant: c.max_tracks_per_participant,
@@ -133,6 +138,20 @@ impl MediaServer for SfuMedia {
                     Subscription::Start => self.sfu.subscribe(room, participant, track),
                     Subscription::Stop => self.sfu.unsubscribe(room, participant, track),
                 })
+            }
+            MediaRequest::Settings { track_id, wish } => {
+                let wanted = match wish {
+                    VideoWish::Highest => Wanted::Highest,
+                    VideoWish::Size { width, height } => Wanted::Size { width, height },
+                    VideoWish::Paused => Wanted::Paused,
+                };
+                done(
+                    self.sfu
+                        .set_track_settings(room, participant, TrackId::new(track_id), wanted),
+                )
+            }
+            MediaRequest::Bandwidth { max_bitrate } => {
+                done(self.sfu.set_receive_cap(room, participant, max_bitrate))
             }
             MediaRequest::Tracks => {
                 let reply = self.sfu.room_tracks(room);
@@ -369,6 +388,47 @@ pub fn spawn_event_pump(
                     let space = space_of(&room);
                     let event = ServerEvent::RoomSpeakers(room_speakers(&space, &speakers));
                     hub.deliver_to_space(space, None, Arc::new(event)).await;
+                }
+                SfuEvent::LayerChanged {
+                    room,
+                    participant,
+                    track_id,
+                    layer,
+                } => {
+                    let (rid, width, height, paused) = match layer {
+                        Some(l) => (l.rid, l.width, l.height, false),
+                        None => (None, 0, 0, true),
+                    };
+                    let event = ServerEvent::TrackLayer(TrackLayer {
+                        call_id: space_of(&room),
+                        track_id: track_id.as_str().to_owned(),
+                        rid,
+                        width,
+                        height,
+                        paused,
+                    });
+                    hub.deliver_to(ConnectionId(participant.conn()), Arc::new(event))
+                        .await;
+                }
+                SfuEvent::TrackQuality {
+                    room,
+                    participant,
+                    track_id,
+                    layers,
+                } => {
+                    let event = ServerEvent::TrackQuality(TrackQuality {
+                        call_id: space_of(&room),
+                        track_id: track_id.as_str().to_owned(),
+                        layers: layers
+                            .into_iter()
+                            .map(|l| LayerQuality {
+                                rid: l.rid,
+                                active: l.active,
+                            })
+                            .collect(),
+                    });
+                    hub.deliver_to(ConnectionId(participant.conn()), Arc::new(event))
+                        .await;
                 }
                 SfuEvent::FirstMediaForwarded { .. } | SfuEvent::RoomClosed { .. } => {}
             }

@@ -16,3 +16,4 @@ mod reads;
 mod retention;
 mod send;
 mod typing;
+mod webhook_endpoints;

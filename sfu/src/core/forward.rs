@@ -1,32 +1,46 @@
-//! Per-subscriber rewriting of forwarded RTP: sequence numbers and payload types.
+//! Per-subscriber rewriting of forwarded RTP: sequence numbers, timestamps, VP8 picture
+//! ids and payload types.
 //!
 //! str0m gives every outgoing m-line its own SSRC (and RTX SSRC), so SSRC rewriting is
 //! implicit. What remains:
 //! - **Sequence numbers** are rebased per subscriber so the first packet a subscriber sees
 //!   is small (str0m derives the SRTP rollover counter from the extended sequence number; a
-//!   late joiner must start at ROC 0) and so a publisher SSRC change (track replaced) does
-//!   not make the numbers jump backwards.
-//! - **Timestamps** pass through unchanged: receivers only need them monotonic per SSRC.
+//!   late joiner must start at ROC 0), and so a publisher SSRC change (track replaced), a
+//!   simulcast layer switch or a pause neither jumps backwards nor leaves a gap.
+//! - **Timestamps** pass through until the first layer switch or pause; from then on they
+//!   continue from the last one sent by the time that passed ([`StreamRewriter`]).
+//! - **VP8 picture ids and TL0PICIDX** likewise continue across switches, so the decoder
+//!   sees one stream of pictures.
 //! - **Payload types** are mapped by codec (publisher PT → codec → subscriber PT). Opus RED
 //!   is forwarded as RED when the subscriber negotiated it, otherwise reduced to its
 //!   primary Opus block.
 //!
 //! The payload itself is an `Arc<[u8]>` shared by all subscribers; only the RED-to-Opus
-//! reduction makes a (smaller) copy.
+//! reduction and a VP8 picture id moved by a switch make a copy.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::Pt;
 use str0m::rtp::{SeqNo, Ssrc};
 
+use super::video::{PictureIdWidth, Vp8Descriptor};
+
 /// Rebases a publisher's extended sequence numbers into one subscriber's space.
 ///
-/// Lifecycle: one per subscription; starts empty and locks onto the first packet.
+/// Lifecycle: one per subscription; starts empty and locks onto the first packet. After
+/// [`SeqRewriter::resync`] (a layer switch, or a pause that skipped packets) the next packet
+/// continues right after the last one sent, so the subscriber sees no gap to NACK.
 #[derive(Debug, Default)]
 pub struct SeqRewriter {
     ssrc: Option<Ssrc>,
     /// out = in + offset.
     offset: i64,
     last_out: u64,
+    /// Lowest number still allowed out: after a resync, packets from before the switch
+    /// point would collide with numbers already sent.
+    floor: u64,
 }
 
 /// First sequence number a subscriber sees. Small so the ROC is 0, not 0 so that a
@@ -39,24 +53,130 @@ impl SeqRewriter {
     pub fn rewrite(&mut self, ssrc: Ssrc, seq: SeqNo) -> Option<SeqNo> {
         let seq_in = *seq as i64;
         match self.ssrc {
-            None => {
+            None if self.last_out == 0 => {
                 self.ssrc = Some(ssrc);
                 self.offset = FIRST_OUT_SEQ - seq_in;
             }
-            Some(s) if s != ssrc => {
-                // Publisher restarted its stream: continue right after what we sent.
+            Some(s) if s == ssrc => {}
+            _ => {
+                // Publisher restarted its stream, or a resync: continue right after what
+                // we sent.
                 self.ssrc = Some(ssrc);
                 self.offset = self.last_out as i64 + 1 - seq_in;
+                self.floor = self.last_out + 1;
             }
-            Some(_) => {}
         }
         let out = seq_in.checked_add(self.offset)?;
-        if out <= 0 {
+        if out <= 0 || (out as u64) < self.floor {
             return None;
         }
         let out = out as u64;
         self.last_out = self.last_out.max(out);
         Some(out.into())
+    }
+
+    /// The next packet continues the outgoing numbers whatever its own number is.
+    pub fn resync(&mut self) {
+        self.ssrc = None;
+    }
+}
+
+/// Moves one subscriber's view of a stream across layer switches and pauses: RTP
+/// timestamps, and VP8 picture ids and TL0PICIDX, continue where the previous layer left
+/// them (sequence numbers are [`SeqRewriter`]'s).
+///
+/// Until the first resync every offset is zero, so a subscriber that never switched gets
+/// the publisher's values (and the shared payload, uncopied).
+///
+/// Lifecycle: one per video subscription; [`StreamRewriter::resync`] is called with the
+/// first packet after a switch or a pause.
+#[derive(Debug, Default)]
+pub struct StreamRewriter {
+    /// out = in + offset (wrapping).
+    ts_offset: u32,
+    last_ts_out: Option<u32>,
+    last_arrival: Option<Instant>,
+    picture: Option<PictureState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PictureState {
+    id_offset: u16,
+    last_id_out: u16,
+    tl0_offset: u8,
+    last_tl0_out: u8,
+}
+
+impl StreamRewriter {
+    /// Re-bases the offsets on this packet, which starts a keyframe of the new layer:
+    /// its timestamp follows the last one sent by the time that passed, and its picture id
+    /// and TL0PICIDX follow the last ones sent.
+    pub fn resync(
+        &mut self,
+        ts_in: u32,
+        arrival: Instant,
+        clock_rate: u32,
+        vp8: Option<&Vp8Descriptor>,
+    ) {
+        if let (Some(last), Some(at)) = (self.last_ts_out, self.last_arrival) {
+            let gap = arrival.saturating_duration_since(at).as_micros() as u64
+                * u64::from(clock_rate)
+                / 1_000_000;
+            let target = last.wrapping_add(gap.clamp(1, u64::from(u32::MAX / 2)) as u32);
+            self.ts_offset = target.wrapping_sub(ts_in);
+        }
+        if let (Some(p), Some(d)) = (self.picture.as_mut(), vp8) {
+            if let Some((id, width, _)) = d.picture_id {
+                let modulus = match width {
+                    PictureIdWidth::Long => 1 << 15,
+                    PictureIdWidth::Short => 1 << 7,
+                };
+                p.id_offset = (p.last_id_out.wrapping_add(1).wrapping_sub(id)) % modulus;
+            }
+            if let Some((tl0, _)) = d.tl0_pic_idx {
+                p.tl0_offset = p.last_tl0_out.wrapping_add(1).wrapping_sub(tl0);
+            }
+        }
+    }
+
+    /// The outgoing timestamp of a packet, remembering it as the latest sent.
+    pub fn timestamp(&mut self, ts_in: u32, arrival: Instant) -> u32 {
+        let out = ts_in.wrapping_add(self.ts_offset);
+        let newer = self
+            .last_ts_out
+            .is_none_or(|last| out.wrapping_sub(last) < u32::MAX / 2);
+        if newer {
+            self.last_ts_out = Some(out);
+            self.last_arrival = Some(arrival);
+        }
+        out
+    }
+
+    /// The payload to send for a VP8 packet: shared when nothing changes, else a copy
+    /// with the picture id and TL0PICIDX moved.
+    pub fn vp8_payload(&mut self, payload: &Arc<[u8]>, d: &Vp8Descriptor) -> Arc<[u8]> {
+        let p = self.picture.get_or_insert_with(PictureState::default);
+        let id_in = d.picture_id.map(|(id, _, _)| id).unwrap_or(0);
+        let tl0_in = d.tl0_pic_idx.map(|(t, _)| t).unwrap_or(0);
+        let modulus = match d.picture_id {
+            Some((_, PictureIdWidth::Short, _)) => 1 << 7,
+            _ => 1 << 15,
+        };
+        let id_out = id_in.wrapping_add(p.id_offset) % modulus;
+        let tl0_out = tl0_in.wrapping_add(p.tl0_offset);
+        // Later pictures only: a reordered older packet must not pull the marks back.
+        if d.picture_id.is_some() && id_out.wrapping_sub(p.last_id_out) % modulus < modulus / 2 {
+            p.last_id_out = id_out;
+        }
+        if d.tl0_pic_idx.is_some() && tl0_out.wrapping_sub(p.last_tl0_out) < 128 {
+            p.last_tl0_out = tl0_out;
+        }
+        if p.id_offset == 0 && p.tl0_offset == 0 {
+            return payload.clone();
+        }
+        let mut copy = payload.to_vec();
+        d.write(&mut copy, id_out, tl0_out);
+        Arc::from(copy)
     }
 }
 

@@ -12,14 +12,19 @@
 //! emits `RtpPacket` → queued as work → for each open subscription: map PT, rebase
 //! sequence number, `StreamTx::write_rtp` with the same `Arc` payload → drain subscriber.
 
+mod adaptive;
+pub mod allocator;
 pub mod forward;
+pub mod layers;
 pub mod negotiation;
 pub(crate) mod participant;
 pub mod routing;
 pub mod sdp_check;
+pub mod selector;
 pub mod speaker;
 pub mod throttle;
 mod tracks;
+pub mod video;
 mod viewer;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,14 +39,20 @@ use crate::error::Error;
 use crate::event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::metrics::Metrics;
-use crate::settings::{AutoSubscribe, Grants, Limits};
+use crate::settings::{AutoSubscribe, CongestionControl, Grants, Limits};
 
+use layers::Layers;
 use participant::{Outputs, Participant, Work};
 use routing::{FiveTuple, Route, Router};
 use speaker::SpeakerDetector;
 use throttle::KeyframeThrottle;
+use video::VideoCodec;
 
 pub use negotiation::{OfferReply, ServerOffer};
+
+/// Downlink estimate a subscriber starts with (bit/s) until TWCC feedback refines it: enough
+/// for a middle layer and audio, not so much that a weak link is flooded at join.
+const INITIAL_ESTIMATE: u64 = 1_000_000;
 
 /// What the core needs from [`crate::Settings`], with resolved candidates.
 #[derive(Clone, Debug)]
@@ -56,6 +67,8 @@ pub struct CoreConfig {
     pub auto_subscribe: AutoSubscribe,
     /// See [`crate::Settings::limits`].
     pub limits: Limits,
+    /// See [`crate::Settings::congestion_control`].
+    pub congestion_control: CongestionControl,
 }
 
 /// A room: who is in it, and who speaks. Lifecycle: created by the first `join`, removed
@@ -79,7 +92,13 @@ struct Track {
     muted: Muted,
     /// Muted by the server API: not forwarded, whatever its publisher toggles, until released.
     held: bool,
-    throttle: KeyframeThrottle,
+    /// Simulcast layers (one for a track without simulcast).
+    layers: Layers,
+    /// The video codec, once its first packet told it (`Some(None)`: not one the SFU can
+    /// find keyframes in; every packet then counts as a switching point).
+    codec: Option<Option<VideoCodec>>,
+    /// One keyframe-request throttle per layer.
+    throttles: Vec<KeyframeThrottle>,
     pt_meanings: Vec<(str0m::media::Pt, forward::PtMeaning)>,
     /// Sessions holding a subscription (any state).
     subscribers: Vec<SessionId>,
@@ -116,6 +135,8 @@ pub struct Core {
     events: VecDeque<SfuEvent>,
     /// Sessions whose subscriptions changed and may need a server offer.
     dirty: Vec<SessionId>,
+    /// When layer allocation and dynacast next run (see `adaptive`); set by the first join.
+    next_tick: Option<Instant>,
 }
 
 impl Core {
@@ -143,6 +164,7 @@ impl Core {
             out: Outputs::default(),
             events: VecDeque::new(),
             dirty: Vec::new(),
+            next_tick: None,
         }
     }
 
@@ -174,6 +196,10 @@ impl Core {
             _ => {}
         }
 
+        let estimate = match self.config.congestion_control {
+            CongestionControl::Enabled => Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE)),
+            CongestionControl::Disabled => None,
+        };
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -184,12 +210,14 @@ impl Core {
             .enable_h264(true)
             .enable_av1(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
+            .enable_bwe(estimate)
             .build(now);
         for c in &self.config.candidates {
             rtc.add_local_candidate(c.clone());
         }
         let id = SessionId(self.next_session);
         self.next_session += 1;
+        self.next_tick.get_or_insert(now + adaptive::TICK);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.router.add_ufrag(ufrag, id);
 
@@ -212,6 +240,10 @@ impl Core {
             ssrc_mid: HashMap::new(),
             egress_nacks: HashMap::new(),
             viewing: None,
+            estimate: None,
+            allocator: Default::default(),
+            bandwidth_wish: (0, 0),
+            receive_cap: None,
         };
         p.drain(&mut self.out);
 
@@ -371,14 +403,17 @@ impl Core {
         else {
             return Err(Error::UnknownTrack(track.clone()));
         };
-        let was = std::mem::replace(&mut t.held, held);
+        t.held = held;
         let publisher = t.publisher_key.clone();
-        let video = t.kind == TrackKind::Video;
+        let subscribers = t.subscribers.clone();
         let muted = if held { Muted::Yes } else { Muted::No };
         self.mute_tracks(room, &publisher, muted, |_, tid| tid == track);
-        if was && !held && video {
-            self.keyframe_request(now, track, str0m::media::KeyframeRequestKind::Pli);
+        // A held video track is paused for every subscriber; released, each gets it back
+        // from a keyframe (the allocation asks for one).
+        for session in subscribers {
+            self.out.work.push_back(Work::Reallocate { session });
         }
+        self.settle(now);
         Ok(())
     }
 
@@ -552,13 +587,23 @@ impl Core {
             self.metrics.ice_failures.inc();
             self.remove_session(now, id, Some(FailureReason::IceTimeout));
         }
-        let due: Vec<(TrackId, str0m::media::KeyframeRequestKind)> = self
-            .tracks
-            .iter_mut()
-            .filter_map(|(id, t)| t.throttle.poll(now).map(|k| (id.clone(), k)))
-            .collect();
-        for (track, kind) in due {
-            self.send_keyframe_request(&track, kind);
+        let mut due: Vec<(
+            TrackId,
+            layers::LayerIndex,
+            str0m::media::KeyframeRequestKind,
+        )> = Vec::new();
+        for (id, t) in self.tracks.iter_mut() {
+            for (layer, throttle) in t.throttles.iter_mut().enumerate() {
+                if let Some(k) = throttle.poll(now) {
+                    due.push((id.clone(), layer as layers::LayerIndex, k));
+                }
+            }
+        }
+        for (track, layer, kind) in due {
+            self.send_keyframe_request(&track, layer, kind);
+        }
+        if self.next_tick.is_some_and(|t| now >= t) {
+            self.tick(now);
         }
         let rooms: Vec<RoomKey> = self
             .rooms
@@ -598,12 +643,16 @@ impl Core {
             .sessions
             .values()
             .map(|p| p.next_timeout.min(p.last_rx + ice_timeout));
-        let throttles = self.tracks.values().filter_map(|t| t.throttle.deadline());
+        let throttles = self
+            .tracks
+            .values()
+            .flat_map(|t| t.throttles.iter().filter_map(|k| k.deadline()));
+        let tick = self.next_tick.filter(|_| !self.sessions.is_empty());
         let speakers = self
             .rooms
             .values()
             .filter_map(|r| r.speakers.poll_timeout());
-        sessions.chain(throttles).chain(speakers).min()
+        sessions.chain(throttles).chain(tick).chain(speakers).min()
     }
 
     /// What the core holds right now.
@@ -658,6 +707,9 @@ impl Core {
             while let Some(w) = self.out.work.pop_front() {
                 self.process(now, w);
             }
+            for bps in self.out.estimates.drain(..) {
+                self.metrics.bandwidth_estimate.observe(bps as f64);
+            }
             if self.out.nacks > 0 {
                 self.metrics
                     .nacks
@@ -699,7 +751,9 @@ impl Core {
                 }
                 self.forward(now, &track, packet)
             }
-            Work::Keyframe { track, kind } => self.keyframe_request(now, &track, kind),
+            Work::Keyframe { track, layer, kind } => {
+                self.keyframe_request(now, &track, layer.unwrap_or(0), kind)
+            }
             Work::Publish { session, mid, kind } => self.publish(session, mid, kind),
             Work::Unpublish { track } => self.unpublish(&track),
             Work::Connected { session } => {
@@ -709,6 +763,10 @@ impl Core {
                         participant: p.key.clone(),
                     });
                 }
+            }
+            Work::Reallocate { session } => {
+                self.reallocate(now, session);
+                self.dynacast(now);
             }
             Work::Fail { session, reason } => {
                 if self.sessions.contains_key(&session) {

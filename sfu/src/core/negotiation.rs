@@ -40,7 +40,7 @@ use crate::event::TrackSource;
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 
 use super::Core;
-use super::participant::{SubState, media_kind};
+use super::participant::{SubState, Work, media_kind};
 use super::sdp_check::check_offer;
 
 /// A server-initiated offer for one participant.
@@ -184,8 +184,8 @@ impl Core {
             self.settle(now);
             return Err(refuse(room, participant, SdpFault::refused(e)));
         }
-        for t in &opened {
-            self.request_keyframe_for_new_subscriber(t);
+        if !opened.is_empty() {
+            self.out.work.push_back(Work::Reallocate { session: id });
         }
         // Changes that queued up while the offer was out go into the next one.
         self.dirty.push(id);

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::Transmit;
 use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
 use str0m::{Event, Output, Rtc};
@@ -19,13 +20,18 @@ use crate::event::{FailureReason, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::settings::Grants;
 
-use super::forward::{PtMapping, SeqRewriter};
+use super::allocator::{Allocator, Wanted};
+use super::forward::{PtMapping, SeqRewriter, StreamRewriter};
+use super::layers::LayerIndex;
+use super::selector::LayerSelector;
 
 /// One incoming RTP packet, detached from the publisher's `Rtc` so it can be written to
 /// many subscribers. The payload is shared, never copied per subscriber.
 #[derive(Debug)]
 pub(crate) struct Forwarded {
     pub ssrc: Ssrc,
+    /// Simulcast layer name, for a track published with several.
+    pub rid: Option<Rid>,
     pub seq_no: SeqNo,
     pub pt: Pt,
     pub time: u32,
@@ -48,6 +54,8 @@ pub(crate) enum Work {
     },
     Keyframe {
         track: TrackId,
+        /// The layer asked for (`None`: the track's only or lowest layer).
+        layer: Option<LayerIndex>,
         kind: KeyframeRequestKind,
     },
     Publish {
@@ -64,6 +72,10 @@ pub(crate) enum Work {
     Fail {
         session: SessionId,
         reason: FailureReason,
+    },
+    /// What this participant receives changed: choose its layers again.
+    Reallocate {
+        session: SessionId,
     },
 }
 
@@ -94,8 +106,39 @@ pub(crate) struct Subscription {
     pub publisher: ParticipantKey,
     pub state: SubState,
     pub seq: SeqRewriter,
+    /// Timestamps and picture ids across layer switches (video).
+    pub stream: StreamRewriter,
+    /// Which layer is forwarded, and which one is wanted next (video).
+    pub selector: LayerSelector,
+    /// What the subscriber asked for with `track:settings`.
+    pub wanted: Wanted,
+    /// The allocator paused the track for lack of bandwidth (not the subscriber's wish).
+    pub congested: bool,
     /// Publisher PT → how this subscriber gets it; filled on first use.
     pub pts: Vec<(Pt, PtMapping)>,
+}
+
+impl Subscription {
+    /// A subscription in `state`, receiving the best layer until told otherwise.
+    pub fn new(
+        track: TrackId,
+        kind: TrackKind,
+        publisher: ParticipantKey,
+        state: SubState,
+    ) -> Self {
+        Subscription {
+            track,
+            kind,
+            publisher,
+            state,
+            seq: SeqRewriter::default(),
+            stream: StreamRewriter::default(),
+            selector: LayerSelector::default(),
+            wanted: Wanted::Highest,
+            congested: false,
+            pts: Vec::new(),
+        }
+    }
 }
 
 /// See the module docs.
@@ -120,12 +163,20 @@ pub(crate) struct Participant {
     pub last_rx: Instant,
     pub join_started: Instant,
     pub media_forwarded: bool,
-    /// Cache of incoming SSRC → mid.
-    pub ssrc_mid: HashMap<Ssrc, Mid>,
+    /// Cache of incoming SSRC → (mid, rid).
+    pub ssrc_mid: HashMap<Ssrc, (Mid, Option<Rid>)>,
     /// Cumulative NACK count per outgoing mid, from egress stats (for the NACK counter).
     pub egress_nacks: HashMap<Mid, u64>,
     /// Set for a viewer (WHEP): whose tracks it receives, on which of its own m-lines.
     pub viewing: Option<super::viewer::Viewing>,
+    /// The downlink estimate (bit/s) from str0m's TWCC estimator, once there is one.
+    pub estimate: Option<u64>,
+    /// Shares the estimate among the video tracks this participant receives.
+    pub allocator: Allocator,
+    /// The most it wants to receive (`media:bandwidth`), bit/s.
+    pub receive_cap: Option<u64>,
+    /// The (minimum, desired) rates last given to str0m's estimator (bit/s).
+    pub bandwidth_wish: (u64, u64),
 }
 
 /// What draining one `Rtc` produced for the rest of the core.
@@ -138,6 +189,8 @@ pub(crate) struct Outputs {
     /// RTP packets / payload bytes received.
     pub packets_in: u64,
     pub bytes_in: u64,
+    /// Downlink estimates reported since the last look (bit/s), for the histogram.
+    pub estimates: Vec<u64>,
 }
 
 impl Participant {
@@ -189,17 +242,24 @@ impl Participant {
                 out.packets_in += 1;
                 out.bytes_in += p.payload.len() as u64;
                 let ssrc = p.header.ssrc;
-                let mid = match self.ssrc_mid.get(&ssrc) {
+                let stream = match self.ssrc_mid.get(&ssrc) {
                     Some(m) => Some(*m),
                     None => {
-                        let m = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                        let m = self
+                            .rtc
+                            .direct_api()
+                            .stream_rx(&ssrc)
+                            .map(|s| (s.mid(), s.rid()));
                         if let Some(m) = m {
                             self.ssrc_mid.insert(ssrc, m);
                         }
                         m
                     }
                 };
-                let Some(track) = mid.and_then(|m| self.published.get(&m)) else {
+                let Some((mid, rid)) = stream else {
+                    return;
+                };
+                let Some(track) = self.published.get(&mid) else {
                     return;
                 };
                 let h = &p.header;
@@ -215,6 +275,7 @@ impl Participant {
                     track: track.clone(),
                     packet: Forwarded {
                         ssrc,
+                        rid,
                         seq_no: p.seq_no,
                         pt: h.payload_type,
                         time: h.timestamp,
@@ -227,15 +288,26 @@ impl Participant {
             }
             Event::KeyframeRequest(req) => {
                 let track = self.subs.iter().find_map(|s| match s.state {
-                    SubState::Open(m) if m == req.mid => Some(s.track.clone()),
+                    SubState::Open(m) if m == req.mid => Some((
+                        s.track.clone(),
+                        s.selector.current().or(s.selector.target()),
+                    )),
                     _ => None,
                 });
-                if let Some(track) = track {
+                if let Some((track, layer)) = track {
                     out.work.push_back(Work::Keyframe {
                         track,
+                        layer,
                         kind: req.kind,
                     });
                 }
+            }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => {
+                let bps = estimate.as_u64();
+                self.estimate = Some(bps);
+                out.estimates.push(bps);
             }
             Event::MediaEgressStats(s) => {
                 let last = self.egress_nacks.entry(s.mid).or_insert(0);

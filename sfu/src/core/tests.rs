@@ -15,6 +15,8 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use super::*;
 use crate::event::SfuEvent;
 
+mod simulcast;
+
 const SERVER: ([u8; 4], u16) = ([127, 0, 0, 1], 7882);
 
 struct Client {
@@ -23,7 +25,11 @@ struct Client {
     addr: SocketAddr,
     /// (mid, payload) of RTP received.
     received: Vec<(Mid, Arc<[u8]>)>,
+    /// (sequence number, RTP timestamp) of RTP received, in order.
+    headers: Vec<(u64, u32)>,
     keyframe_requests: usize,
+    /// The rid of each keyframe request received (`None`: no simulcast).
+    keyframe_rids: Vec<Option<str0m::media::Rid>>,
 }
 
 struct World {
@@ -47,6 +53,7 @@ fn config(limits: Limits) -> CoreConfig {
         keyframe_request_interval: Duration::from_millis(500),
         auto_subscribe: AutoSubscribe::All,
         limits,
+        congestion_control: CongestionControl::Enabled,
     }
 }
 
@@ -56,9 +63,13 @@ fn room() -> RoomKey {
 
 impl World {
     fn new(limits: Limits) -> Self {
+        Self::with_config(config(limits))
+    }
+
+    fn with_config(config: CoreConfig) -> Self {
         Self {
             now: Instant::now(),
-            core: Core::new(config(limits), Metrics::unregistered().unwrap()),
+            core: Core::new(config, Metrics::unregistered().unwrap()),
             clients: Vec::new(),
             events: Vec::new(),
             online: Vec::new(),
@@ -89,7 +100,9 @@ impl World {
             rtc,
             addr,
             received: Vec::new(),
+            headers: Vec::new(),
             keyframe_requests: 0,
+            keyframe_rids: Vec::new(),
         });
         self.online.push(true);
         self.collect_events();
@@ -206,9 +219,13 @@ impl World {
                         .stream_rx(&p.header.ssrc)
                         .map(|s| s.mid())
                         .unwrap();
+                    c.headers.push((*p.seq_no, p.header.timestamp));
                     c.received.push((mid, p.payload));
                 }
-                Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
+                Output::Event(Event::KeyframeRequest(r)) => {
+                    c.keyframe_requests += 1;
+                    c.keyframe_rids.push(r.rid);
+                }
                 Output::Event(_) => {}
             }
         }
@@ -356,7 +373,7 @@ fn keyframe_requests_are_throttled_per_track() {
     let (a, b, mids) = publish_two_tracks(&mut w);
     // Video must flow for bob to have a receive stream to send PLIs on.
     for seq in 1..=5u64 {
-        w.send(a, mids[1], Codec::Vp8, seq, &[0x10, 1, 2, 3]);
+        w.send(a, mids[1], Codec::Vp8, seq, &[0x10, 0, 2, 3]);
         w.run(Duration::from_millis(20));
     }
     w.run(Duration::from_millis(600));
@@ -707,7 +724,10 @@ fn lost_video_is_repaired_from_the_sfu_send_buffer() {
         "{missing} of {} video packets never repaired",
         sent.len()
     );
-    assert!(w.core.metrics.nacks.get() > 0, "NACKs were counted");
+    // The repairs come from the send buffer as RTX: answering NACKs, or sooner, as the
+    // padding the bandwidth estimator probes with (str0m pads with resends of recent
+    // packets), so the NACK count is not asserted here.
+    assert_eq!(w.lose.map(|(_, _, n)| n), Some(0), "the losses happened");
 }
 
 #[test]
@@ -1091,7 +1111,9 @@ fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
         rtc,
         addr,
         received: Vec::new(),
+        headers: Vec::new(),
         keyframe_requests: 0,
+        keyframe_rids: Vec::new(),
     });
     w.online.push(true);
     w.flush_client(i);

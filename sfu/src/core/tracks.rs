@@ -5,16 +5,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::CodecConfig;
-use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid, Rids};
 use str0m::rtp::RtpWrite;
 
-use crate::event::{Muted, SfuEvent, TrackKind, TrackSource};
+use crate::event::{LayerInfo, Muted, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{SessionId, TrackId};
 use crate::settings::AutoSubscribe;
 
 use super::forward::{PtMapping, PtMeaning, red_primary};
+use super::layers::{LayerIndex, Layers};
 use super::participant::{Forwarded, SubState, Subscription, Work};
+use super::selector::Verdict;
 use super::throttle::{Decision, KeyframeThrottle};
+use super::video::{VideoCodec, Vp8Descriptor, starts_keyframe, vp8_keyframe_size};
 use super::{Core, Track};
 
 impl Core {
@@ -41,6 +44,14 @@ impl Core {
         let id = TrackId::new(format!("TR_{}", self.next_track));
         self.next_track += 1;
         p.published.insert(mid, id.clone());
+        let rids: Vec<Rid> = match p.rtc.media(mid).map(|m| m.rids_rx()) {
+            Some(Rids::Specific(r)) if kind == TrackKind::Video => r.clone(),
+            _ => Vec::new(),
+        };
+        let layers = Layers::new(&rids);
+        let throttles = (0..layers.len())
+            .map(|_| KeyframeThrottle::new(self.config.keyframe_request_interval))
+            .collect();
         let (room, publisher_key) = (p.room.clone(), p.key.clone());
 
         self.metrics.track_gauge(kind, source).inc();
@@ -64,7 +75,9 @@ impl Core {
                 source,
                 muted: Muted::No,
                 held: false,
-                throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
+                layers,
+                codec: None,
+                throttles,
                 pt_meanings: Vec::new(),
                 subscribers: Vec::new(),
             },
@@ -125,14 +138,12 @@ impl Core {
             }
             return;
         }
-        p.subs.push(Subscription {
-            track: track.clone(),
-            kind: t.kind,
-            publisher: t.publisher_key.clone(),
-            state: SubState::ToOpen,
-            seq: Default::default(),
-            pts: Vec::new(),
-        });
+        p.subs.push(Subscription::new(
+            track.clone(),
+            t.kind,
+            t.publisher_key.clone(),
+            SubState::ToOpen,
+        ));
         t.subscribers.push(session);
         self.dirty.push(session);
     }
@@ -170,7 +181,8 @@ impl Core {
         }
     }
 
-    /// Writes one publisher packet to every open subscription of the track.
+    /// Writes one publisher packet to every open subscription of the track: audio to all,
+    /// video to those whose selected layer it belongs to (see `selector`).
     pub(super) fn forward(&mut self, now: Instant, track_id: &TrackId, pkt: Forwarded) {
         let Some(track) = self.tracks.get_mut(track_id) else {
             return;
@@ -189,14 +201,49 @@ impl Core {
                 m
             }
         };
-        if let PtMeaning::Unknown = meaning {
-            self.metrics
-                .dropped
-                .with_label_values(&["unknown_pt"])
-                .inc();
-            return;
+        let params = match meaning {
+            PtMeaning::Primary(p) | PtMeaning::Red(p) => p,
+            PtMeaning::Unknown => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["unknown_pt"])
+                    .inc();
+                return;
+            }
+        };
+        let video = track.kind == TrackKind::Video;
+        let mut layer = 0;
+        let mut keyframe = false;
+        let mut vp8 = None;
+        if video {
+            let Some(l) = track.layers.index_of(pkt.rid) else {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["unknown_rid"])
+                    .inc();
+                return;
+            };
+            layer = l;
+            let codec = *track
+                .codec
+                .get_or_insert_with(|| VideoCodec::of(params.spec().codec));
+            keyframe = codec.is_none_or(|c| starts_keyframe(c, &pkt.payload));
+            let mut size = None;
+            if codec == Some(VideoCodec::Vp8) {
+                vp8 = Vp8Descriptor::parse(&pkt.payload);
+                if keyframe {
+                    size = vp8_keyframe_size(&pkt.payload);
+                }
+            }
+            track
+                .layers
+                .observe(layer, pkt.arrival, pkt.payload.len(), size);
+        } else {
+            track
+                .layers
+                .observe(0, pkt.arrival, pkt.payload.len(), None);
         }
-        let nackable = track.kind == TrackKind::Video;
+        let clock_rate = params.spec().clock_rate.get();
         for sid in &track.subscribers {
             let Some(sub) = self.sessions.get_mut(sid) else {
                 continue;
@@ -207,6 +254,27 @@ impl Core {
             let SubState::Open(mid) = s.state else {
                 continue;
             };
+            let mut switched = false;
+            if video {
+                match s.selector.admit(layer, keyframe) {
+                    Verdict::Forward => {}
+                    Verdict::Switch => {
+                        s.seq.resync();
+                        s.stream
+                            .resync(pkt.time, pkt.arrival, clock_rate, vp8.as_ref());
+                        switched = true;
+                    }
+                    Verdict::Drop => {
+                        if s.congested {
+                            self.metrics
+                                .dropped
+                                .with_label_values(&["congestion"])
+                                .inc();
+                        }
+                        continue;
+                    }
+                }
+            }
             let mapping = match s.pts.iter().find(|(pt, _)| *pt == pkt.pt) {
                 Some((_, m)) => *m,
                 None => {
@@ -217,7 +285,10 @@ impl Core {
                 }
             };
             let (pt, payload) = match mapping {
-                PtMapping::Direct(pt) => (pt, pkt.payload.clone()),
+                PtMapping::Direct(pt) => match &vp8 {
+                    Some(d) => (pt, s.stream.vp8_payload(&pkt.payload, d)),
+                    None => (pt, pkt.payload.clone()),
+                },
                 PtMapping::StripRed(pt) => match red_primary(&pkt.payload) {
                     Some(primary) => (pt, Arc::from(primary)),
                     None => continue,
@@ -227,16 +298,39 @@ impl Core {
             let Some(seq) = s.seq.rewrite(pkt.ssrc, pkt.seq_no) else {
                 continue;
             };
+            let time = if video {
+                s.stream.timestamp(pkt.time, pkt.arrival)
+            } else {
+                pkt.time
+            };
+            if switched {
+                self.metrics.layer_switches.inc();
+                let (width, height) = track.layers.size(layer);
+                self.events.push_back(SfuEvent::LayerChanged {
+                    room: sub.room.clone(),
+                    participant: sub.key.clone(),
+                    track_id: track_id.clone(),
+                    layer: Some(LayerInfo {
+                        rid: track
+                            .layers
+                            .layer(layer)
+                            .and_then(|l| l.rid)
+                            .map(|r| r.to_string()),
+                        width,
+                        height,
+                    }),
+                });
+            }
             let len = payload.len() as u64;
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
             tx.write_rtp(
-                RtpWrite::new(pt, seq, pkt.time, pkt.arrival, payload)
+                RtpWrite::new(pt, seq, time, pkt.arrival, payload)
                     .marker(pkt.marker)
                     .ext_vals(pkt.ext.clone())
-                    .nackable(nackable),
+                    .nackable(video),
             );
             self.hot.packets_out.inc();
             self.hot.bytes_out.inc_by(len);
@@ -255,11 +349,12 @@ impl Core {
         }
     }
 
-    /// A subscriber asked for a keyframe (or one was asked on its behalf).
+    /// A subscriber asked for a keyframe of one layer (or one was asked on its behalf).
     pub(super) fn keyframe_request(
         &mut self,
         now: Instant,
         track: &TrackId,
+        layer: LayerIndex,
         kind: KeyframeRequestKind,
     ) {
         let Some(t) = self.tracks.get_mut(track) else {
@@ -269,13 +364,16 @@ impl Core {
             KeyframeRequestKind::Pli => "pli",
             KeyframeRequestKind::Fir => "fir",
         };
-        match t.throttle.request(now, kind) {
+        let Some(throttle) = t.throttles.get_mut(usize::from(layer)) else {
+            return;
+        };
+        match throttle.request(now, kind) {
             Decision::Send(k) => {
                 self.metrics
                     .keyframe_requests
                     .with_label_values(&[label, "sent"])
                     .inc();
-                self.send_keyframe_request(track, k);
+                self.send_keyframe_request(track, layer, k);
             }
             Decision::Deferred => {
                 self.metrics
@@ -286,22 +384,28 @@ impl Core {
         }
     }
 
-    /// Sends a PLI/FIR to the publisher of `track` now.
-    pub(super) fn send_keyframe_request(&mut self, track: &TrackId, kind: KeyframeRequestKind) {
+    /// Sends a PLI/FIR for one layer to the publisher of `track` now.
+    pub(super) fn send_keyframe_request(
+        &mut self,
+        track: &TrackId,
+        layer: LayerIndex,
+        kind: KeyframeRequestKind,
+    ) {
         let Some(t) = self.tracks.get(track) else {
             return;
         };
+        let rid = t.layers.layer(layer).and_then(|l| l.rid);
         let Some(p) = self.sessions.get_mut(&t.publisher) else {
             return;
         };
-        if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(t.mid, None) {
+        if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(t.mid, rid) {
             rx.request_keyframe(kind);
         }
         p.drain(&mut self.out);
     }
 
-    /// Queues a keyframe request for a subscription that just opened.
-    pub(super) fn request_keyframe_for_new_subscriber(&mut self, track: &TrackId) {
+    /// Queues a keyframe request for `layer` of a video track.
+    pub(super) fn request_layer_keyframe(&mut self, track: &TrackId, layer: Option<LayerIndex>) {
         if self
             .tracks
             .get(track)
@@ -309,6 +413,7 @@ impl Core {
         {
             self.out.work.push_back(Work::Keyframe {
                 track: track.clone(),
+                layer,
                 kind: KeyframeRequestKind::Pli,
             });
         }

@@ -20,7 +20,7 @@ use crate::settings::Grants;
 
 use super::Core;
 use super::negotiation::OfferReply;
-use super::participant::{SubState, Subscription};
+use super::participant::{SubState, Subscription, Work};
 use super::sdp_check::check_offer;
 
 /// What a viewer receives: `publisher`'s tracks, on `mids` (its receive-only m-lines).
@@ -157,16 +157,14 @@ impl Core {
             let Some(t) = self.tracks.get_mut(&track) else {
                 continue;
             };
-            p.subs.push(Subscription {
-                track: track.clone(),
+            p.subs.push(Subscription::new(
+                track.clone(),
                 kind,
-                publisher: t.publisher_key.clone(),
-                state: SubState::Open(*mid),
-                seq: Default::default(),
-                pts: Vec::new(),
-            });
+                t.publisher_key.clone(),
+                SubState::Open(*mid),
+            ));
             t.subscribers.push(id);
-            self.request_keyframe_for_new_subscriber(&track);
+            self.out.work.push_back(Work::Reallocate { session: id });
         }
     }
 }

@@ -173,6 +173,14 @@ impl Target {
                 Some(id) => Target::Space(id.clone()),
                 None => Target::Local,
             },
+            ClientEvent::MediaBandwidth(b) => match &b.call_id {
+                Some(id) => Target::Space(id.clone()),
+                None => Target::Local,
+            },
+            ClientEvent::TrackSettings(t) => match &t.call_id {
+                Some(id) => Target::Space(id.clone()),
+                None => Target::Local,
+            },
             ClientEvent::StatusUpdate(_)
             | ClientEvent::ActivityPing
             | ClientEvent::PresenceSubscribe(_)

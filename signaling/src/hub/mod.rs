@@ -533,7 +533,10 @@ impl Hub {
             }
             ClientEvent::RoomJoin(r) => self.join_room(now, conn, &r.room),
             ClientEvent::RoomLeave(r) => self.leave_room(now, conn, &r.room),
-            ClientEvent::TrackSubscribe(_) | ClientEvent::TrackUnsubscribe(_) => Err(Failure::new(
+            ClientEvent::TrackSubscribe(_)
+            | ClientEvent::TrackUnsubscribe(_)
+            | ClientEvent::TrackSettings(_)
+            | ClientEvent::MediaBandwidth(_) => Err(Failure::new(
                 ErrorCode::InvalidState,
                 "this server forwards no media (no SFU configured)",
             )),

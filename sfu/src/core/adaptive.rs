@@ -1,0 +1,288 @@
+//! Adaptive media: what each subscriber receives of each video track, and which layers
+//! publishers are asked to send.
+//!
+//! - **Allocation** ([`super::allocator`]): per subscriber, from its `track:settings`, its
+//!   downlink estimate and each layer's bitrate, a target layer per video track. Run when
+//!   a subscription opens, when settings change, and every [`TICK`] (estimates and layer
+//!   rates move continuously; a fall is acted on within one tick).
+//! - **Switching** ([`super::selector`]): a new target takes effect at the target layer's
+//!   next keyframe, which is requested at once.
+//! - **Dynacast**: a simulcast layer no subscriber targets or receives is stopped at the
+//!   publisher after [`DYNACAST_DELAY`] ([`SfuEvent::TrackQuality`]); one that becomes
+//!   needed is resumed at once.
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+
+use crate::error::Error;
+use crate::event::{LayerActivity, SfuEvent, TrackKind, TrackSource};
+use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
+
+use super::Core;
+use super::allocator::{Demand, LayerCost, Priority, Wanted, allocate, cost, next_step};
+use super::layers::{LayerIndex, MAX_LAYERS, Sending};
+use super::participant::{SubState, Work};
+
+/// How often allocation and dynacast run for everyone.
+pub(super) const TICK: Duration = Duration::from_millis(250);
+
+/// How long a simulcast layer goes unneeded before its publisher is asked to stop it.
+/// Long enough that a subscriber stepping down and back up does not restart an encoder.
+pub const DYNACAST_DELAY: Duration = Duration::from_secs(2);
+
+/// With no video flowing, a subscriber whose estimate has not fallen for this long resumes
+/// from the initial estimate rather than from what the idle link measured.
+const IDLE_RESUME_QUIET: Duration = Duration::from_secs(10);
+
+/// Bitrate assumed for an audio track not yet measured (bit/s).
+const AUDIO_NOMINAL: u64 = 48_000;
+
+impl Core {
+    /// What `participant` wants of video `track` (`track:settings`): the smallest layer that
+    /// covers a size, the best one, or nothing.
+    pub fn set_track_settings(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        track: &TrackId,
+        wanted: Wanted,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        let video = self
+            .tracks
+            .get(track)
+            .is_some_and(|t| &t.room == room && t.kind == TrackKind::Video);
+        let p = self
+            .sessions
+            .get_mut(&id)
+            .expect("session ids in rooms exist");
+        let Some(s) = p.sub_mut(track).filter(|_| video) else {
+            return Err(Error::UnknownTrack(track.clone()));
+        };
+        s.wanted = wanted;
+        self.out.work.push_back(Work::Reallocate { session: id });
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Caps what `participant` receives (`media:bandwidth`): its layers are fitted under the
+    /// lower of this and its estimate. `None` lifts the cap.
+    pub fn set_receive_cap(
+        &mut self,
+        now: Instant,
+        room: &RoomKey,
+        participant: &ParticipantKey,
+        cap: Option<u64>,
+    ) -> Result<(), Error> {
+        let id = self.session_id(room, participant)?;
+        let p = self
+            .sessions
+            .get_mut(&id)
+            .expect("session ids in rooms exist");
+        p.receive_cap = cap;
+        self.out.work.push_back(Work::Reallocate { session: id });
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Runs allocation for everyone, then dynacast, and refreshes the layer gauges.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.next_tick = Some(now + TICK);
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, p)| p.subs.iter().any(|s| s.kind == TrackKind::Video))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.reallocate(now, id);
+        }
+        self.dynacast(now);
+        let mut by_layer = [0i64; MAX_LAYERS + 1];
+        for p in self.sessions.values() {
+            for s in p.subs.iter().filter(|s| s.kind == TrackKind::Video) {
+                if let SubState::Open(_) = s.state {
+                    let at = s.selector.current().map_or(MAX_LAYERS, usize::from);
+                    by_layer[at.min(MAX_LAYERS)] += 1;
+                }
+            }
+        }
+        for (i, n) in by_layer.iter().enumerate() {
+            let label = ["0", "1", "2", "none"][i];
+            self.metrics
+                .subscriptions_by_layer
+                .with_label_values(&[label])
+                .set(*n);
+        }
+    }
+
+    /// Chooses the layers `id` receives (see the module docs).
+    pub(super) fn reallocate(&mut self, now: Instant, id: SessionId) {
+        let Some(p) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let mut demands = Vec::new();
+        let mut at = Vec::new();
+        let mut current = Vec::new();
+        let mut audio = 0u64;
+        for (i, s) in p.subs.iter().enumerate() {
+            let SubState::Open(_) = s.state else {
+                continue;
+            };
+            let Some(t) = self.tracks.get(&s.track) else {
+                continue;
+            };
+            if s.kind == TrackKind::Audio {
+                audio += t.layers.measured_bitrate(0).unwrap_or(AUDIO_NOMINAL);
+                continue;
+            }
+            let top = (t.layers.len() - 1) as LayerIndex;
+            let wanted = match s.wanted {
+                _ if t.held => None,
+                Wanted::Highest => Some(top),
+                Wanted::Size { width, height } => Some(t.layers.layer_for_size(width, height)),
+                Wanted::Paused => None,
+            };
+            let priority = match t.source {
+                TrackSource::Screen => Priority::Screen,
+                _ => Priority::Other,
+            };
+            demands.push(Demand {
+                priority,
+                wanted,
+                layers: (0..=top)
+                    .map(|l| LayerCost {
+                        bitrate: t.layers.bitrate(l),
+                        available: t.layers.available(l, now),
+                        measured: t.layers.measured_bitrate(l).is_some(),
+                    })
+                    .collect(),
+            });
+            at.push(i);
+            current.push(s.selector.target());
+        }
+        if demands.is_empty() {
+            return;
+        }
+        let mut budget = p.estimate.map(|e| e.saturating_sub(audio));
+        // An estimate only knows the rate that was used: with no video flowing to this
+        // subscriber (all paused or waiting) it has sunk to the audio rate and would keep
+        // every track paused for good. Unless the link itself fell recently, resume as a
+        // new subscriber would: from the initial estimate.
+        let video_flows = at.iter().any(|&i| p.subs[i].selector.current().is_some());
+        if !video_flows && p.allocator.calm(now, IDLE_RESUME_QUIET) {
+            budget = budget.map(|b| b.max(super::INITIAL_ESTIMATE.saturating_sub(audio)));
+        }
+        if let Some(cap) = p.receive_cap {
+            let cap = cap.saturating_sub(audio);
+            budget = Some(budget.map_or(cap, |b| b.min(cap)));
+        }
+        let choice = p.allocator.update(now, budget, &demands, &current);
+        if p.estimate.is_some() {
+            // The estimator can only learn of capacity that is used: while a step up is
+            // wanted, pad up to it (str0m caps padding at the estimate, so this climbs in
+            // steps and never floods a weak link); probe towards all that was asked for.
+            let mut desired = cost(&demands, &allocate(None, &demands)) + audio;
+            if let Some(cap) = p.receive_cap {
+                desired = desired.min(cap);
+            }
+            let minimum = (match next_step(&demands, &choice) {
+                Some(step) if !p.allocator.settling(now) => step,
+                _ => cost(&demands, &choice),
+            } + audio)
+                .min(desired);
+            let wish = (minimum, desired.max(minimum));
+            if p.bandwidth_wish != wish {
+                p.bandwidth_wish = wish;
+                p.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(wish.0), Bitrate::bps(wish.1));
+            }
+        }
+        let mut keyframes: Vec<(TrackId, LayerIndex)> = Vec::new();
+        for (k, &i) in at.iter().enumerate() {
+            let s = &mut p.subs[i];
+            s.congested = demands[k].wanted.is_some() && choice[k].is_none();
+            let had = s.selector.current();
+            if s.selector.set_target(choice[k])
+                && let Some(layer) = choice[k]
+            {
+                keyframes.push((s.track.clone(), layer));
+            }
+            if had.is_some() && s.selector.current().is_none() {
+                self.events.push_back(SfuEvent::LayerChanged {
+                    room: p.room.clone(),
+                    participant: p.key.clone(),
+                    track_id: s.track.clone(),
+                    layer: None,
+                });
+            }
+        }
+        p.drain(&mut self.out);
+        for (track, layer) in keyframes {
+            self.request_layer_keyframe(&track, Some(layer));
+        }
+    }
+
+    /// Stops unneeded simulcast layers and resumes needed ones (see the module docs).
+    pub(super) fn dynacast(&mut self, now: Instant) {
+        for (track_id, t) in self.tracks.iter_mut() {
+            if !t.layers.is_simulcast() {
+                continue;
+            }
+            let mut needed = [false; MAX_LAYERS];
+            for sid in &t.subscribers {
+                let Some(s) = self
+                    .sessions
+                    .get(sid)
+                    .and_then(|p| p.subs.iter().find(|s| &s.track == track_id))
+                else {
+                    continue;
+                };
+                for l in [s.selector.current(), s.selector.target()]
+                    .into_iter()
+                    .flatten()
+                {
+                    needed[usize::from(l).min(MAX_LAYERS - 1)] = true;
+                }
+            }
+            let mut changed = false;
+            for (i, layer) in t.layers.iter_mut().enumerate() {
+                if needed[i] {
+                    layer.unneeded_since = None;
+                    if layer.sending == Sending::Stopped {
+                        layer.sending = Sending::Asked;
+                        layer.resumed_at = Some(now);
+                        changed = true;
+                        self.metrics.dynacast.with_label_values(&["resumed"]).inc();
+                    }
+                } else if layer.sending == Sending::Asked {
+                    let since = *layer.unneeded_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) >= DYNACAST_DELAY {
+                        layer.sending = Sending::Stopped;
+                        layer.unneeded_since = None;
+                        changed = true;
+                        self.metrics.dynacast.with_label_values(&["stopped"]).inc();
+                    }
+                }
+            }
+            if changed {
+                self.events.push_back(SfuEvent::TrackQuality {
+                    room: t.room.clone(),
+                    participant: t.publisher_key.clone(),
+                    track_id: track_id.clone(),
+                    layers: t
+                        .layers
+                        .iter()
+                        .map(|l| LayerActivity {
+                            rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
+                            active: l.sending == Sending::Asked,
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The simulcast layers of one published video track: which rid is which quality, how big
+//! and how fast each layer is, and whether it is flowing.
+//!
+//! A publisher names its layers with rids. Two naming schemes are common and they disagree
+//! about `h`: `q`/`h`/`f` (quarter, half, full) and `l`/`m`/`h` (low, medium, high). The
+//! scheme is told from the whole set, so `h` is "half" next to `q` or `f` and "high" next to
+//! `l` or `m`. Rids in neither scheme keep the order of the publisher's SDP. A track without
+//! simulcast has one layer with no rid.
+//!
+//! Lifecycle: built when the track is published, from the rids of its m-line; fed every
+//! packet ([`Layers::observe`]); dropped with the track.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+
+/// Index of a layer in quality order: 0 is the lowest.
+pub type LayerIndex = u8;
+
+/// Most layers a video track may carry.
+pub const MAX_LAYERS: usize = 3;
+
+/// A layer that sent nothing for this long is not flowing.
+const LIVE_WINDOW: Duration = Duration::from_millis(1500);
+
+/// Length of one bitrate measurement.
+const RATE_BUCKET: Duration = Duration::from_millis(500);
+
+/// A layer asked to resume counts as available this long before its first packet, so the
+/// allocator does not turn away from it while the publisher's encoder restarts.
+const RESUME_WINDOW: Duration = Duration::from_secs(3);
+
+/// Sizes assumed for layers whose keyframes have not been seen (lowest first, for three
+/// layers; fewer layers take the top entries).
+const NOMINAL_SIZES: [(u16, u16); MAX_LAYERS] = [(320, 180), (640, 360), (1280, 720)];
+
+/// Bitrates assumed for layers that have not been measured (bit/s), same order.
+const NOMINAL_BITRATES: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
+
+/// Whether the SFU has asked the publisher to send a layer (dynacast).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sending {
+    /// Sending, or asked to send (the default: a publisher starts with every layer).
+    Asked,
+    /// Asked to stop: silence from it is expected, not a failure.
+    Stopped,
+}
+
+/// One layer.
+#[derive(Debug)]
+pub struct Layer {
+    /// The publisher's name for it (`None` without simulcast).
+    pub rid: Option<Rid>,
+    /// Frame size of its last keyframe, where the codec tells it.
+    pub size: Option<(u16, u16)>,
+    /// Whether the publisher was asked to send it.
+    pub sending: Sending,
+    /// When it was last asked to resume.
+    pub resumed_at: Option<Instant>,
+    /// Since when no subscriber has needed it (dynacast stops it after a delay).
+    pub unneeded_since: Option<Instant>,
+    rate: RateMeter,
+    last_packet: Option<Instant>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Layers {
+    layers: Vec<Layer>,
+}
+
+impl Layers {
+    /// The layers of a track offered with `rids` (empty: no simulcast). Rids past
+    /// [`MAX_LAYERS`] are ignored: their packets are dropped.
+    pub fn new(rids: &[Rid]) -> Self {
+        let ranked = rank(rids);
+        let mut layers: Vec<Layer> = ranked.into_iter().map(|r| Layer::new(Some(r))).collect();
+        if layers.is_empty() {
+            layers.push(Layer::new(None));
+        }
+        Layers { layers }
+    }
+
+    /// Number of layers (at least 1).
+    #[allow(clippy::len_without_is_empty)] // never empty: a track has at least its one layer
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether the track is simulcast (more than one rid).
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The layer a packet with `rid` belongs to.
+    pub fn index_of(&self, rid: Option<Rid>) -> Option<LayerIndex> {
+        if self.layers.len() == 1 && self.layers[0].rid.is_none() {
+            return Some(0);
+        }
+        let rid = rid?;
+        self.layers
+            .iter()
+            .position(|l| l.rid == Some(rid))
+            .map(|i| i as LayerIndex)
+    }
+
+    /// A layer by index.
+    pub fn layer(&self, i: LayerIndex) -> Option<&Layer> {
+        self.layers.get(usize::from(i))
+    }
+
+    /// Every layer, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Layer> {
+        self.layers.iter()
+    }
+
+    /// Mutable access to a layer.
+    pub fn layer_mut(&mut self, i: LayerIndex) -> Option<&mut Layer> {
+        self.layers.get_mut(usize::from(i))
+    }
+
+    /// Counts a packet of layer `i`; `size` is the frame size if it starts a keyframe that
+    /// tells it.
+    pub fn observe(&mut self, i: LayerIndex, now: Instant, bytes: usize, size: Option<(u16, u16)>) {
+        if let Some(l) = self.layers.get_mut(usize::from(i)) {
+            l.last_packet = Some(now);
+            l.rate.add(now, bytes);
+            if size.is_some() {
+                l.size = size;
+            }
+        }
+    }
+
+    /// Frame size of layer `i`: the last keyframe's, else a nominal size for its rank.
+    pub fn size(&self, i: LayerIndex) -> (u16, u16) {
+        let n = self.layers.len();
+        self.layers
+            .get(usize::from(i))
+            .and_then(|l| l.size)
+            .unwrap_or(NOMINAL_SIZES[MAX_LAYERS - n + usize::from(i).min(n - 1)])
+    }
+
+    /// Bitrate of layer `i` (bit/s): measured, else a nominal rate for its rank.
+    pub fn bitrate(&self, i: LayerIndex) -> u64 {
+        let n = self.layers.len();
+        self.layers
+            .get(usize::from(i))
+            .and_then(|l| l.rate.bitrate())
+            .unwrap_or(NOMINAL_BITRATES[MAX_LAYERS - n + usize::from(i).min(n - 1)])
+    }
+
+    /// Measured bitrate of layer `i` (bit/s), if a measurement completed.
+    pub fn measured_bitrate(&self, i: LayerIndex) -> Option<u64> {
+        self.layers
+            .get(usize::from(i))
+            .and_then(|l| l.rate.bitrate())
+    }
+
+    /// Every layer, mutably, lowest first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
+        self.layers.iter_mut()
+    }
+
+    /// Whether layer `i` can be chosen: it is flowing, or it only stopped because the
+    /// publisher was asked to stop it (asking again brings it back). The only layer of a
+    /// track without simulcast always can: there is nothing else to choose.
+    pub fn available(&self, i: LayerIndex, now: Instant) -> bool {
+        if self.layers.len() == 1 {
+            return i == 0;
+        }
+        self.layers.get(usize::from(i)).is_some_and(|l| {
+            l.sending == Sending::Stopped
+                || l.last_packet
+                    .is_some_and(|t| now.saturating_duration_since(t) < LIVE_WINDOW)
+                || l.resumed_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < RESUME_WINDOW)
+        })
+    }
+
+    /// The lowest layer whose frame covers `width`×`height`, else the highest.
+    pub fn layer_for_size(&self, width: u32, height: u32) -> LayerIndex {
+        let top = (self.layers.len() - 1) as LayerIndex;
+        (0..=top)
+            .find(|&i| {
+                let (w, h) = self.size(i);
+                u32::from(w) >= width && u32::from(h) >= height
+            })
+            .unwrap_or(top)
+    }
+}
+
+impl Layer {
+    fn new(rid: Option<Rid>) -> Self {
+        Layer {
+            rid,
+            size: None,
+            sending: Sending::Asked,
+            resumed_at: None,
+            unneeded_since: None,
+            rate: RateMeter::default(),
+            last_packet: None,
+        }
+    }
+}
+
+/// Orders rids from the lowest quality to the highest (see the module docs), keeping at
+/// most [`MAX_LAYERS`].
+pub fn rank(rids: &[Rid]) -> Vec<Rid> {
+    let all_in = |set: &[&str]| rids.iter().all(|r| set.contains(&&**r));
+    let any_of = |set: &[&str]| rids.iter().any(|r| set.contains(&&**r));
+    let order: Option<&[&str]> = if all_in(&["q", "h", "f"]) && any_of(&["q", "f"]) {
+        Some(&["q", "h", "f"])
+    } else if all_in(&["l", "m", "h"]) && any_of(&["l", "m"]) {
+        Some(&["l", "m", "h"])
+    } else {
+        None
+    };
+    let mut out: Vec<Rid> = rids.to_vec();
+    out.dedup();
+    if let Some(order) = order {
+        out.sort_by_key(|r| order.iter().position(|o| *o == &**r));
+    }
+    out.truncate(MAX_LAYERS);
+    out
+}
+
+/// Bitrate over the last completed [`RATE_BUCKET`], smoothed.
+///
+/// Lifecycle: empty until a bucket completes; keeps its last figure while nothing arrives
+/// (a layer the publisher paused keeps the rate it had, which is what resuming it costs).
+#[derive(Debug, Default)]
+struct RateMeter {
+    bucket_start: Option<Instant>,
+    bytes: u64,
+    smoothed: Option<u64>,
+}
+
+impl RateMeter {
+    fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.bucket_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_BUCKET {
+            if elapsed < RATE_BUCKET * 4 {
+                let sample = self.bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+                self.smoothed = Some(match self.smoothed {
+                    Some(s) => (s + sample) / 2,
+                    None => sample,
+                });
+            }
+            // A long silence says nothing about the rate: start a fresh bucket.
+            self.bucket_start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64;
+    }
+
+    fn bitrate(&self) -> Option<u64> {
+        self.smoothed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rids(v: &[&str]) -> Vec<Rid> {
+        v.iter().map(|s| Rid::from(*s)).collect()
+    }
+
+    #[test]
+    fn both_rid_schemes_rank_low_to_high() {
+        assert_eq!(rank(&rids(&["f", "h", "q"])), rids(&["q", "h", "f"]));
+        assert_eq!(rank(&rids(&["h", "m", "l"])), rids(&["l", "m", "h"]));
+        // `h` next to `q` is half; next to `l` it is high.
+        assert_eq!(rank(&rids(&["h", "q"])), rids(&["q", "h"]));
+        assert_eq!(rank(&rids(&["h", "l"])), rids(&["l", "h"]));
+        // Unknown names keep the SDP order; a fourth layer is ignored.
+        assert_eq!(rank(&rids(&["a", "c", "b"])), rids(&["a", "c", "b"]));
+        assert_eq!(rank(&rids(&["0", "1", "2", "3"])), rids(&["0", "1", "2"]));
+    }
+
+    #[test]
+    fn packets_map_to_layers_by_rid() {
+        let l = Layers::new(&rids(&["f", "q", "h"]));
+        assert!(l.is_simulcast());
+        assert_eq!(l.index_of(Some(Rid::from("q"))), Some(0));
+        assert_eq!(l.index_of(Some(Rid::from("f"))), Some(2));
+        assert_eq!(l.index_of(Some(Rid::from("x"))), None);
+        assert_eq!(l.index_of(None), None);
+        let single = Layers::new(&[]);
+        assert!(!single.is_simulcast());
+        assert_eq!(single.index_of(None), Some(0));
+        assert_eq!(single.index_of(Some(Rid::from("q"))), Some(0));
+    }
+
+    #[test]
+    fn sizes_pick_the_smallest_layer_that_covers() {
+        let t0 = Instant::now();
+        let mut l = Layers::new(&rids(&["q", "h", "f"]));
+        // Nominal sizes before any keyframe.
+        assert_eq!(l.layer_for_size(320, 180), 0);
+        assert_eq!(l.layer_for_size(321, 180), 1);
+        assert_eq!(l.layer_for_size(1920, 1080), 2);
+        l.observe(0, t0, 100, Some((480, 270)));
+        assert_eq!(l.layer_for_size(400, 200), 0);
+        assert_eq!(l.size(0), (480, 270));
+        // Two layers take the top nominal sizes.
+        let two = Layers::new(&rids(&["l", "h"]));
+        assert_eq!(two.size(0), (640, 360));
+        assert_eq!(two.size(1), (1280, 720));
+    }
+
+    #[test]
+    fn bitrate_is_measured_and_kept_through_silence() {
+        let t0 = Instant::now();
+        let mut l = Layers::new(&rids(&["q", "h"]));
+        assert_eq!(l.bitrate(0), 500_000, "nominal before measuring");
+        // 125 000 bytes/s = 1 Mbit/s, in 10 ms packets.
+        for i in 0..=100u64 {
+            l.observe(0, t0 + Duration::from_millis(10 * i), 1250, None);
+        }
+        let rate = l.bitrate(0);
+        assert!((900_000..=1_100_000).contains(&rate), "{rate}");
+        assert!(l.available(0, t0 + Duration::from_secs(1)));
+        assert!(!l.available(0, t0 + Duration::from_secs(3)));
+        assert!(!l.available(1, t0), "never seen");
+        assert!(
+            Layers::new(&[]).available(0, t0),
+            "a single layer is always there"
+        );
+        l.layer_mut(1).unwrap().sending = Sending::Stopped;
+        assert!(l.available(1, t0), "stopped on request can be resumed");
+        // After a long pause the old figure stays.
+        l.observe(0, t0 + Duration::from_secs(60), 10, None);
+        assert_eq!(l.bitrate(0), rate);
+    }
+}

@@ -1,0 +1,355 @@
+//! Simulcast scenarios: a str0m publisher sends three layers; subscribers get one, switched
+//! at keyframes, as one continuous stream; unneeded layers are stopped at the publisher.
+
+use str0m::media::{Rid, Simulcast, SimulcastLayer};
+
+use super::*;
+use crate::core::allocator::Wanted;
+use crate::core::video::Vp8Descriptor;
+use crate::event::LayerInfo;
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+/// Bytes of one frame (one packet) per layer: 48, 144 and 264 kbit/s at 30 fps.
+const FRAME_BYTES: [usize; 3] = [200, 600, 1100];
+
+/// A VP8 frame of layer `l`: picture id `pic`, TL0PICIDX `tl0`, a keyframe header with the
+/// layer's size when `key`, padded to the layer's frame size; the last byte names the layer.
+fn frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
+    let mut v = vec![0x90, 0xc0, 0x80 | (pic >> 8) as u8, pic as u8, tl0];
+    if key {
+        let (w, h) = SIZES[l];
+        v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
+        v.extend_from_slice(&w.to_le_bytes());
+        v.extend_from_slice(&h.to_le_bytes());
+    } else {
+        v.extend_from_slice(&[0x01, 0x00, 0x00]);
+    }
+    v.resize(FRAME_BYTES[l] - 1, 0xee);
+    v.push(l as u8);
+    v
+}
+
+/// The publishing side of the scenario: per layer, its sequence number and picture ids
+/// (each layer starts somewhere else, as real encoders do), and keyframes on request.
+struct Publisher {
+    client: usize,
+    mid: Mid,
+    seq: [u64; 3],
+    pic: [u16; 3],
+    tl0: [u8; 3],
+    ts: [u32; 3],
+    sending: [bool; 3],
+    frames: u64,
+}
+
+impl Publisher {
+    fn new(client: usize, mid: Mid) -> Self {
+        Publisher {
+            client,
+            mid,
+            seq: [1_000, 20_000, 40_000],
+            pic: [100, 9_000, 32_700],
+            tl0: [10, 100, 250],
+            ts: [1_000, 5_000_000, 4_000_000_000],
+            sending: [true; 3],
+            frames: 0,
+        }
+    }
+
+    /// Sends one frame on every sending layer: a keyframe on the first frame, every 90th,
+    /// and after a keyframe request for that layer.
+    fn send_frame(&mut self, w: &mut World) {
+        let asked: Vec<Option<Rid>> = std::mem::take(&mut w.clients[self.client].keyframe_rids);
+        for (l, name) in RIDS.iter().enumerate() {
+            if !self.sending[l] {
+                continue;
+            }
+            let rid = Rid::from(*name);
+            let key = self.frames.is_multiple_of(90) || asked.contains(&Some(rid));
+            let payload = frame(l, self.pic[l], self.tl0[l], key);
+            let pt = w.clients[self.client]
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            let now = w.now;
+            let mut api = w.clients[self.client].rtc.direct_api();
+            let tx = api.stream_tx_by_mid(self.mid, Some(rid)).unwrap();
+            tx.write_rtp(
+                RtpWrite::new(pt, self.seq[l].into(), self.ts[l], now, payload).marker(true),
+            );
+            w.flush_client(self.client);
+            self.seq[l] += 1;
+            self.pic[l] = (self.pic[l] + 1) % (1 << 15);
+            self.tl0[l] = self.tl0[l].wrapping_add(1);
+            self.ts[l] = self.ts[l].wrapping_add(3000);
+        }
+        self.frames += 1;
+    }
+
+    /// Sends frames for `d` of simulated time.
+    fn run(&mut self, w: &mut World, d: Duration) {
+        let end = w.now + d;
+        while w.now < end {
+            self.send_frame(w);
+            w.run(Duration::from_millis(33));
+        }
+    }
+}
+
+/// Alice publishes a simulcast camera; Bob receives it.
+fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, usize, TrackId) {
+    let mut w = World::with_config(CoreConfig {
+        congestion_control,
+        ..config(Limits::default())
+    });
+    let a = w.join("alice");
+    let mut sim = Simulcast::new();
+    for r in RIDS {
+        sim.add_send_layer(SimulcastLayer::new(r));
+    }
+    let c = &mut w.clients[a];
+    let mut change = c.rtc.sdp_api();
+    let mid = change.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        Some("s".into()),
+        None,
+        Some(sim),
+    );
+    let (offer, pending) = change.apply().unwrap();
+    let reply = w
+        .core
+        .offer(w.now, &room(), &"alice".into(), &offer.to_sdp_string(), &[])
+        .unwrap();
+    assert!(
+        reply.answer.contains("a=simulcast:recv"),
+        "the answer accepts the layers:\n{}",
+        reply.answer
+    );
+    let answer = SdpAnswer::from_sdp_string(&reply.answer).unwrap();
+    w.clients[a]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .unwrap();
+    w.flush_client(a);
+    let b = w.join("bob");
+    w.offer(b, &[(MediaKind::Audio, Direction::RecvOnly)]);
+    w.run(Duration::from_secs(1));
+    let mut publisher = Publisher::new(a, mid);
+    publisher.run(&mut w, Duration::from_millis(300));
+    w.answer_pending_offers();
+    let track = w
+        .events
+        .iter()
+        .find_map(|e| match e {
+            SfuEvent::TrackPublished { track_id, .. } => Some(track_id.clone()),
+            _ => None,
+        })
+        .expect("published");
+    (w, publisher, b, track)
+}
+
+/// A tile the size of the quarter layer.
+const QUARTER: Wanted = Wanted::Size {
+    width: 320,
+    height: 180,
+};
+
+/// Bob's `track:settings` for `track`.
+fn ask(w: &mut World, track: &TrackId, wanted: Wanted) {
+    w.core
+        .set_track_settings(w.now, &room(), &"bob".into(), track, wanted)
+        .unwrap();
+}
+
+fn layers_of(w: &World, who: &str) -> Vec<Option<LayerInfo>> {
+    w.events
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::LayerChanged {
+                participant, layer, ..
+            } if participant.user() == who => Some(layer.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn qualities(w: &World) -> Vec<Vec<bool>> {
+    w.events
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackQuality { layers, .. } => {
+                Some(layers.iter().map(|l| l.active).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Layer (last payload byte) of each video packet Bob received.
+fn received_layers(w: &World, b: usize) -> Vec<u8> {
+    w.clients[b]
+        .received
+        .iter()
+        .filter(|(_, p)| p.len() >= 200)
+        .map(|(_, p)| *p.last().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_subscriber_gets_one_layer_switched_at_keyframes_as_one_stream() {
+    let (mut w, mut publisher, b, track) = simulcast_room(CongestionControl::Enabled);
+    publisher.run(&mut w, Duration::from_secs(2));
+    let got = received_layers(&w, b);
+    assert!(got.len() > 40, "bob got {} video packets", got.len());
+    assert_eq!(
+        *got.last().unwrap(),
+        2,
+        "the best layer by default: {got:?}"
+    );
+    assert_eq!(
+        layers_of(&w, "bob").last().cloned().flatten(),
+        Some(LayerInfo {
+            rid: Some("f".into()),
+            width: 1280,
+            height: 720
+        })
+    );
+
+    // A small tile: down to the quarter layer, at its next keyframe.
+    let before = w.clients[b].received.len();
+    ask(&mut w, &track, QUARTER);
+    publisher.run(&mut w, Duration::from_secs(1));
+    let after: Vec<u8> = received_layers(&w, b).split_off(before.min(got.len()));
+    assert_eq!(*after.last().unwrap(), 0, "{after:?}");
+    assert_eq!(
+        layers_of(&w, "bob").last().cloned().flatten().unwrap().rid,
+        Some("q".into())
+    );
+
+    // Back up to full size.
+    ask(&mut w, &track, Wanted::Highest);
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+
+    // Through both switches Bob saw one stream: sequence numbers without a gap, timestamps
+    // rising, picture ids and TL0PICIDX each one more than the last.
+    let video: Vec<(u64, u32)> = w.clients[b]
+        .headers
+        .iter()
+        .zip(&w.clients[b].received)
+        .filter(|(_, (_, p))| p.len() >= 200)
+        .map(|(h, _)| *h)
+        .collect();
+    for pair in video.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "sequence gap: {pair:?}");
+        let step = pair[1].1.wrapping_sub(pair[0].1);
+        assert!(step > 0 && step < 90_000, "timestamp step {step}: {pair:?}");
+    }
+    let pictures: Vec<(u16, u8)> = w.clients[b]
+        .received
+        .iter()
+        .filter(|(_, p)| p.len() >= 200)
+        .map(|(_, p)| {
+            let d = Vp8Descriptor::parse(p).unwrap();
+            (d.picture_id.unwrap().0, d.tl0_pic_idx.unwrap().0)
+        })
+        .collect();
+    for pair in pictures.windows(2) {
+        assert_eq!(
+            pair[1].0,
+            (pair[0].0 + 1) % (1 << 15),
+            "picture id: {pair:?}"
+        );
+        assert_eq!(pair[1].1, pair[0].1.wrapping_add(1), "TL0PICIDX: {pair:?}");
+    }
+    let switches = layers_of(&w, "bob").len();
+    assert!(switches >= 3, "{switches} track:layer events");
+    assert!(w.core.metrics.layer_switches.get() >= 3);
+}
+
+#[test]
+fn unneeded_layers_are_stopped_at_the_publisher_and_resumed_at_once() {
+    // Without congestion control, so that what is asked is what is allocated at once (the
+    // in-memory link's estimate is the subject of the bandwidth tests).
+    let (mut w, mut publisher, _b, track) = simulcast_room(CongestionControl::Disabled);
+    publisher.run(&mut w, Duration::from_secs(1));
+    ask(&mut w, &track, QUARTER);
+    publisher.run(&mut w, DYNACAST_WAIT);
+    assert_eq!(
+        qualities(&w).last(),
+        Some(&vec![true, false, false]),
+        "only the quarter layer is needed: {:?}",
+        qualities(&w)
+    );
+    // The publisher obeys.
+    publisher.sending = [true, false, false];
+    publisher.run(&mut w, Duration::from_secs(2));
+
+    // The subscriber wants full size: the top layer is asked for at once.
+    let asked = qualities(&w).len();
+    ask(&mut w, &track, Wanted::Highest);
+    w.collect_events();
+    assert_eq!(qualities(&w).len(), asked + 1);
+    assert_eq!(qualities(&w).last(), Some(&vec![true, false, true]));
+    publisher.sending = [true, false, true];
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, 1).last().unwrap(), 2);
+
+    // Paused: nothing is forwarded, and every layer stops.
+    ask(&mut w, &track, Wanted::Paused);
+    let before = received_layers(&w, 1).len();
+    publisher.run(&mut w, DYNACAST_WAIT);
+    assert_eq!(
+        received_layers(&w, 1).len(),
+        before,
+        "nothing after the pause"
+    );
+    assert_eq!(layers_of(&w, "bob").last(), Some(&None));
+    assert_eq!(qualities(&w).last(), Some(&vec![false, false, false]));
+}
+
+/// Longer than the dynacast delay, with a tick to spare.
+const DYNACAST_WAIT: Duration = Duration::from_millis(2_600);
+
+use crate::core::adaptive::DYNACAST_DELAY;
+const _: () = assert!(DYNACAST_DELAY.as_millis() < DYNACAST_WAIT.as_millis());
+
+#[test]
+fn a_receive_cap_lowers_the_layer_and_lifting_it_restores_it() {
+    // Without the estimator, so the cap alone decides.
+    let (mut w, mut publisher, b, _track) = simulcast_room(CongestionControl::Disabled);
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+    // 200 kbit/s holds the half layer (144 kbit/s) but not the full one (264 kbit/s).
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), Some(200_000))
+        .unwrap();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 1);
+    // Too little for any layer: paused, counted as congestion.
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), Some(10_000))
+        .unwrap();
+    let before = received_layers(&w, b).len();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(received_layers(&w, b).len(), before);
+    let congested = w
+        .core
+        .metrics
+        .dropped
+        .with_label_values(&["congestion"])
+        .get();
+    assert!(congested > 0, "drops for congestion are counted");
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), None)
+        .unwrap();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+}

@@ -1,0 +1,316 @@
+//! What the SFU reads from (and, for VP8, rewrites in) the first bytes of a video RTP
+//! payload: whether a packet starts a keyframe, a keyframe's size, and VP8's picture id
+//! and TL0PICIDX.
+//!
+//! A subscriber may switch simulcast layers only where the new layer starts a keyframe, so
+//! every codec the SFU negotiates needs a keyframe test:
+//! - **VP8** (RFC 7741): the start of partition 0 of a frame whose inverse key-frame bit
+//!   `P` is 0. The keyframe header also carries the frame's width and height.
+//! - **VP9** (RFC 9628): a packet with `B` (start of frame) set and `P` (inter-picture
+//!   predicted) clear, in spatial layer 0 when layer indices are present.
+//! - **H.264** (RFC 6184): an IDR slice or a sequence parameter set, as a single NAL unit,
+//!   inside a STAP-A, or starting an FU-A.
+//! - **AV1** (the AV1 RTP payload format): the `N` bit, set on the first packet of a coded
+//!   video sequence.
+//!
+//! Everything here is a pure function of the bytes; malformed input reads as "not a
+//! keyframe" and is never indexed out of bounds.
+
+use str0m::format::Codec;
+
+/// A video codec the SFU knows how to switch layers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8: keyframes, size, picture id and TL0PICIDX.
+    Vp8,
+    /// VP9: keyframes.
+    Vp9,
+    /// H.264: keyframes.
+    H264,
+    /// AV1: keyframes.
+    Av1,
+}
+
+impl VideoCodec {
+    /// The codec behind a str0m codec, if it is a video codec the SFU can switch in.
+    pub fn of(codec: Codec) -> Option<Self> {
+        match codec {
+            Codec::Vp8 => Some(VideoCodec::Vp8),
+            Codec::Vp9 => Some(VideoCodec::Vp9),
+            Codec::H264 => Some(VideoCodec::H264),
+            Codec::Av1 => Some(VideoCodec::Av1),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `payload` is the first packet of a keyframe in `codec`.
+pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
+    match codec {
+        VideoCodec::Vp8 => Vp8Descriptor::parse(payload).is_some_and(|d| d.keyframe_start),
+        VideoCodec::Vp9 => vp9_keyframe_start(payload),
+        VideoCodec::H264 => h264_has_keyframe(payload),
+        VideoCodec::Av1 => payload.first().is_some_and(|b| b & 0x08 != 0),
+    }
+}
+
+/// Frame size (width, height) carried by the first packet of a VP8 keyframe.
+pub fn vp8_keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    let d = Vp8Descriptor::parse(payload)?;
+    if !d.keyframe_start {
+        return None;
+    }
+    // Frame tag (3 bytes), start code 9d 01 2a, then 14-bit width and height, each with
+    // two scaling bits on top.
+    let frame = payload.get(d.header_len..)?;
+    if frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([*frame.get(6)?, *frame.get(7)?]) & 0x3fff;
+    let height = u16::from_le_bytes([*frame.get(8)?, *frame.get(9)?]) & 0x3fff;
+    Some((width, height))
+}
+
+/// Width of a VP8 picture id field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PictureIdWidth {
+    /// The `M` bit is clear: 7 bits.
+    Short,
+    /// The `M` bit is set: 15 bits (what browsers send).
+    Long,
+}
+
+impl PictureIdWidth {
+    fn modulus(self) -> u16 {
+        match self {
+            PictureIdWidth::Short => 1 << 7,
+            PictureIdWidth::Long => 1 << 15,
+        }
+    }
+}
+
+/// The parts of a VP8 payload descriptor the SFU reads or rewrites, with where they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vp8Descriptor {
+    /// Picture id, its width and its byte offset.
+    pub picture_id: Option<(u16, PictureIdWidth, usize)>,
+    /// TL0PICIDX and its byte offset.
+    pub tl0_pic_idx: Option<(u8, usize)>,
+    /// Start of partition 0 of a keyframe.
+    pub keyframe_start: bool,
+    /// Length of the descriptor: the VP8 payload header follows.
+    pub header_len: usize,
+}
+
+impl Vp8Descriptor {
+    /// Reads the descriptor at the start of a VP8 RTP payload.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let b0 = *payload.first()?;
+        let extended = b0 & 0x80 != 0;
+        let start = b0 & 0x10 != 0;
+        let partition = b0 & 0x07;
+        let mut at = 1;
+        let mut picture_id = None;
+        let mut tl0_pic_idx = None;
+        if extended {
+            let x = *payload.get(at)?;
+            at += 1;
+            if x & 0x80 != 0 {
+                let p = *payload.get(at)?;
+                if p & 0x80 != 0 {
+                    let low = *payload.get(at + 1)?;
+                    let id = (u16::from(p & 0x7f) << 8) | u16::from(low);
+                    picture_id = Some((id, PictureIdWidth::Long, at));
+                    at += 2;
+                } else {
+                    picture_id = Some((u16::from(p), PictureIdWidth::Short, at));
+                    at += 1;
+                }
+            }
+            if x & 0x40 != 0 {
+                tl0_pic_idx = Some((*payload.get(at)?, at));
+                at += 1;
+            }
+            if x & 0x30 != 0 {
+                // TID/Y/KEYIDX byte.
+                payload.get(at)?;
+                at += 1;
+            }
+        }
+        let first = payload.get(at).copied();
+        let keyframe_start = start && partition == 0 && first.is_some_and(|b| b & 0x01 == 0);
+        Some(Vp8Descriptor {
+            picture_id,
+            tl0_pic_idx,
+            keyframe_start,
+            header_len: at,
+        })
+    }
+
+    /// Writes a new picture id and TL0PICIDX in place (fields the descriptor lacks are left
+    /// alone). `payload` must be the one this descriptor was parsed from.
+    pub fn write(&self, payload: &mut [u8], picture_id: u16, tl0_pic_idx: u8) {
+        if let Some((_, width, at)) = self.picture_id {
+            let id = picture_id % width.modulus();
+            match width {
+                PictureIdWidth::Long => {
+                    payload[at] = 0x80 | (id >> 8) as u8;
+                    payload[at + 1] = id as u8;
+                }
+                PictureIdWidth::Short => payload[at] = id as u8,
+            }
+        }
+        if let Some((_, at)) = self.tl0_pic_idx {
+            payload[at] = tl0_pic_idx;
+        }
+    }
+}
+
+fn vp9_keyframe_start(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    let picture_id = b0 & 0x80 != 0;
+    let inter = b0 & 0x40 != 0;
+    let layers = b0 & 0x20 != 0;
+    let begins = b0 & 0x08 != 0;
+    if inter || !begins {
+        return false;
+    }
+    if !layers {
+        return true;
+    }
+    let mut at = 1;
+    if picture_id {
+        match payload.get(at) {
+            Some(p) if p & 0x80 != 0 => at += 2,
+            Some(_) => at += 1,
+            None => return false,
+        }
+    }
+    // Layer indices: TID(3) U(1) SID(3) D(1); only the base spatial layer starts a keyframe.
+    payload.get(at).is_some_and(|l| (l >> 1) & 0x07 == 0)
+}
+
+const H264_IDR: u8 = 5;
+const H264_SPS: u8 = 7;
+const H264_STAP_A: u8 = 24;
+const H264_FU_A: u8 = 28;
+
+fn h264_has_keyframe(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    let key = |t: u8| t == H264_IDR || t == H264_SPS;
+    match b0 & 0x1f {
+        H264_STAP_A => {
+            let mut at = 1;
+            while let (Some(&hi), Some(&lo)) = (payload.get(at), payload.get(at + 1)) {
+                let len = usize::from(u16::from_be_bytes([hi, lo]));
+                let Some(&nal) = payload.get(at + 2) else {
+                    return false;
+                };
+                if len > 0 && key(nal & 0x1f) {
+                    return true;
+                }
+                at += 2 + len;
+            }
+            false
+        }
+        H264_FU_A => payload
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && key(fu & 0x1f)),
+        t => key(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8 payload: extended descriptor with a 15-bit picture id and TL0PICIDX, then a
+    /// frame header (a keyframe of 1280×720 when `key`).
+    pub(crate) fn vp8(picture_id: u16, tl0: u8, key: bool, start: bool) -> Vec<u8> {
+        let b0 = 0x80 | if start { 0x10 } else { 0 };
+        let mut v = vec![
+            b0,
+            0xc0,
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            tl0,
+        ];
+        if key {
+            v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]);
+        } else {
+            v.extend_from_slice(&[0x01, 0x00, 0x00, 0xaa]);
+        }
+        v
+    }
+
+    #[test]
+    fn vp8_descriptor_reads_and_writes() {
+        let mut p = vp8(0x1234, 7, true, true);
+        let d = Vp8Descriptor::parse(&p).unwrap();
+        assert_eq!(d.picture_id, Some((0x1234, PictureIdWidth::Long, 2)));
+        assert_eq!(d.tl0_pic_idx, Some((7, 4)));
+        assert!(d.keyframe_start);
+        assert_eq!(vp8_keyframe_size(&p), Some((1280, 720)));
+        d.write(&mut p, 0x7fff + 3, 200);
+        let again = Vp8Descriptor::parse(&p).unwrap();
+        assert_eq!(again.picture_id.unwrap().0, 2, "wraps at 15 bits");
+        assert_eq!(again.tl0_pic_idx.unwrap().0, 200);
+        // The frame itself is untouched.
+        assert_eq!(vp8_keyframe_size(&p), Some((1280, 720)));
+    }
+
+    #[test]
+    fn vp8_keyframe_only_at_the_start_of_a_key_picture() {
+        assert!(starts_keyframe(VideoCodec::Vp8, &vp8(1, 1, true, true)));
+        assert!(!starts_keyframe(VideoCodec::Vp8, &vp8(1, 1, true, false)));
+        assert!(!starts_keyframe(VideoCodec::Vp8, &vp8(1, 1, false, true)));
+        assert_eq!(vp8_keyframe_size(&vp8(1, 1, false, true)), None);
+        // A short descriptor without extensions.
+        assert!(starts_keyframe(VideoCodec::Vp8, &[0x10, 0x00]));
+        let d = Vp8Descriptor::parse(&[0x90, 0x80, 0x05, 0x00]).unwrap();
+        assert_eq!(d.picture_id, Some((5, PictureIdWidth::Short, 2)));
+    }
+
+    #[test]
+    fn other_codecs_keyframes() {
+        // VP9: B set, P clear; with layer indices only SID 0.
+        assert!(starts_keyframe(VideoCodec::Vp9, &[0x08]));
+        assert!(!starts_keyframe(VideoCodec::Vp9, &[0x48]));
+        assert!(starts_keyframe(VideoCodec::Vp9, &[0xa8, 0x81, 0x02, 0x00]));
+        assert!(!starts_keyframe(VideoCodec::Vp9, &[0xa8, 0x81, 0x02, 0x02]));
+        // H.264: IDR, SPS in STAP-A, FU-A start of an IDR.
+        assert!(starts_keyframe(VideoCodec::H264, &[0x65, 0x88]));
+        assert!(!starts_keyframe(VideoCodec::H264, &[0x41, 0x9a]));
+        assert!(starts_keyframe(
+            VideoCodec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
+        ));
+        assert!(starts_keyframe(VideoCodec::H264, &[0x7c, 0x85, 0x88]));
+        assert!(!starts_keyframe(VideoCodec::H264, &[0x7c, 0x05, 0x88]));
+        // AV1: N bit.
+        assert!(starts_keyframe(VideoCodec::Av1, &[0x18]));
+        assert!(!starts_keyframe(VideoCodec::Av1, &[0x10]));
+    }
+
+    #[test]
+    fn malformed_payloads_are_not_keyframes() {
+        for codec in [
+            VideoCodec::Vp8,
+            VideoCodec::Vp9,
+            VideoCodec::H264,
+            VideoCodec::Av1,
+        ] {
+            assert!(!starts_keyframe(codec, &[]));
+        }
+        assert!(!starts_keyframe(VideoCodec::Vp8, &[0x90, 0x80]));
+        assert!(!starts_keyframe(VideoCodec::Vp8, &[0x90, 0x80, 0x85]));
+        assert!(!starts_keyframe(VideoCodec::Vp9, &[0xa8]));
+        assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0x00, 0x09]));
+        assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0xff]));
+        assert_eq!(vp8_keyframe_size(&[0x10, 0x00, 0x00, 0x00, 0x9d]), None);
+    }
+}
