@@ -572,6 +572,7 @@
       this.sfu = null; // SfuLink in SFU mode
       this.trackInfo = new Map(); // trackId -> {userId, kind, source, muted} (track:published)
       this.trackObjs = new Map(); // trackId -> remote MediaStreamTrack (ontrack)
+      this.speakers = []; // user ids, most active first (room:speakers)
       this.ownTracks = new Map(); // trackId -> our mid (our own track:published)
       this.tileWatches = new Map(); // trackId -> {stop} (what we tell the server of its tile)
     }
@@ -890,6 +891,16 @@
       this.unplaceTrack(t.trackId);
       this.trackInfo.delete(t.trackId);
       this.syncRemoteBadges(info.userId);
+    }
+
+    /**
+     * `room:speakers`: who speaks, most active first. Marks the tiles; anything else that should
+     * follow the speaker (a larger layer for their tile once simulcast exists) hangs off
+     * `UI.markSpeakers`, which sees every change.
+     */
+    onSpeakers(d) {
+      this.speakers = (d.speakers ?? []).map((s) => s.userId);
+      UI.markSpeakers(this);
     }
 
     onTrackMuted(t, muted) {
@@ -1417,6 +1428,7 @@
       client.on('track:unpublished', (d) => this.forCall(d, (c) => c.onTrackUnpublished(d)));
       client.on('track:muted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, true)));
       client.on('track:unmuted', (d) => this.forCall(d, (c) => c.onTrackMuted(d, false)));
+      client.on('room:speakers', (d) => this.forCall(d, (c) => c.onSpeakers(d)));
       client.on('media:moved', (d) => this.forCall(d, (c) => c.onMediaMoved(d)));
       client.on('track:quality', (d) => this.forCall(d, (c) => c.onTrackQuality(d)));
       client.on('track:layer', (d) => this.forCall(d, (c) => c.onTrackLayer(d)));
@@ -1835,6 +1847,7 @@
         video.playsInline = true;
         tile = { el: node, video, isLocal, stream: null };
         call.tiles.set(key, tile);
+        this.markSpeakers(call);
         if (isLocal && !screen) $('stage').append(node);
         else $('stage').prepend(node);
         this.layoutStage();
@@ -1852,6 +1865,19 @@
       // initials of the name alone, not of " (you)" or " · screen"
       setAvatar(tile.el.querySelector('.avatar'), name.replace(/ \(you\)/, '').replace(/ · screen$/, ''));
       return tile;
+    },
+
+    /**
+     * Highlights the active speaker's camera tile (`data-speaking="active"`) and marks the other
+     * speakers (`"yes"`); everyone else is `"no"`. Our own tile is `local`.
+     */
+    markSpeakers(call) {
+      const me = call.app.identity?.userId;
+      for (const [key, tile] of call.tiles) {
+        if (key.endsWith(':screen')) continue;
+        const rank = call.speakers.indexOf(key === 'local' ? me : key);
+        tile.el.dataset.speaking = rank === 0 ? 'active' : rank > 0 ? 'yes' : 'no';
+      }
     },
 
     removeTile(call, key) {

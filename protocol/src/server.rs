@@ -74,6 +74,8 @@ pub enum ServerEvent {
     ParticipantMetadata(ParticipantMetadata),
     #[serde(rename = "room:data")]
     RoomData(RoomData),
+    #[serde(rename = "room:speakers")]
+    RoomSpeakers(RoomSpeakers),
     #[serde(rename = "error")]
     Error(ErrorEvent),
     /// A chat event (`message:new`, `typing`, ...): its name and payload come from the chat
@@ -126,6 +128,7 @@ impl ServerEvent {
             Self::RoomMetadata(_) => "room:metadata",
             Self::ParticipantMetadata(_) => "participant:metadata",
             Self::RoomData(_) => "room:data",
+            Self::RoomSpeakers(_) => "room:speakers",
             Self::Error(_) => "error",
             Self::Chat(c) => c.name,
         }
@@ -477,6 +480,25 @@ pub struct RoomData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
     pub data: Value,
+}
+
+/// `room:speakers`: who is speaking in an SFU room or call, most active first (empty: nobody).
+/// Sent to every connection in the space when the order changes, at most every 300 ms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSpeakers {
+    pub call_id: CallId,
+    pub speakers: Vec<Speaker>,
+}
+
+/// One entry of [`RoomSpeakers`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Speaker {
+    pub user_id: UserId,
+    /// Smoothed audio level over the last half second: linear amplitude relative to full
+    /// scale, 0.0–1.0 (-20 dBov is 0.1, -40 dBov 0.01).
+    pub level: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

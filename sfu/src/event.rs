@@ -57,6 +57,23 @@ pub enum Muted {
     Yes,
 }
 
+/// A smoothed audio level: the linear amplitude relative to full scale, 0.0 (silence) to 1.0
+/// (full scale), kept in steps of 1/10 000 so events stay `Eq`. -20 dBov is 0.1, -40 dBov 0.01.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AudioLevel(u16);
+
+impl AudioLevel {
+    /// From a linear amplitude (clamped to 0.0–1.0).
+    pub fn from_linear(amplitude: f32) -> Self {
+        Self((amplitude.clamp(0.0, 1.0) * 10_000.0).round() as u16)
+    }
+
+    /// The linear amplitude, 0.0–1.0.
+    pub fn linear(self) -> f32 {
+        f32::from(self.0) / 10_000.0
+    }
+}
+
 /// Why a participant was removed without calling `leave`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureReason {
@@ -145,6 +162,15 @@ pub enum SfuEvent {
         participant: ParticipantKey,
         /// Why.
         reason: FailureReason,
+    },
+    /// The room's active speakers changed: who is speaking, or in which order. Loudest first
+    /// (with hysteresis, see `docs/sfu.md`); empty when nobody speaks any more. At most one
+    /// per room every 300 ms. Announce as `room:speakers`.
+    Speakers {
+        /// Room.
+        room: RoomKey,
+        /// Speaking participants and their smoothed levels, most active first.
+        speakers: Vec<(ParticipantKey, AudioLevel)>,
     },
     /// What a subscriber receives of a video track changed: another simulcast layer, or
     /// (`layer: None`) nothing, because it paused the track or its bandwidth ran short.

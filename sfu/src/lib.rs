@@ -88,7 +88,8 @@ pub use core::{OfferReply, ServerOffer, TrackInfo};
 pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
 pub use event::{
-    FailureReason, LayerActivity, LayerInfo, Muted, SfuEvent, Stats, TrackKind, TrackSource,
+    AudioLevel, FailureReason, LayerActivity, LayerInfo, Muted, SfuEvent, Stats, TrackKind,
+    TrackSource,
 };
 pub use handle::{Reply, Sfu, SfuHandle};
 pub use ids::{ParticipantKey, RoomKey, SessionId, TrackId};

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// `chorus_sfu_join_seconds`: from the caller's join start to first media forwarded.
     pub join_time: Histogram,
+    /// `chorus_sfu_speaker_changes_total`: active speaker changes announced (`room:speakers`).
+    pub speaker_changes: IntCounter,
     /// `chorus_sfu_layer_switches_total`: a subscriber started receiving another layer of
     /// a video track (including the first one and resuming after a pause).
     pub layer_switches: IntCounter,
@@ -66,7 +68,7 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -78,6 +80,7 @@ impl Metrics {
             Box::new(m.rtc_failures.clone()),
             Box::new(m.dropped.clone()),
             Box::new(m.join_time.clone()),
+            Box::new(m.speaker_changes.clone()),
             Box::new(m.layer_switches.clone()),
             Box::new(m.subscriptions_by_layer.clone()),
             Box::new(m.dynacast.clone()),
@@ -154,6 +157,11 @@ impl Metrics {
                     "Join start to first media forwarded to the participant",
                 )
                 .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0]),
+            )
+            .map_err(err)?,
+            speaker_changes: IntCounter::new(
+                "chorus_sfu_speaker_changes_total",
+                "Active speaker changes announced to rooms (room:speakers)",
             )
             .map_err(err)?,
             layer_switches: IntCounter::new(

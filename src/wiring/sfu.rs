@@ -8,11 +8,11 @@
 use crate::webhook::Webhooks;
 use crate::webhook::event::WebhookEvent;
 use protocol::{
-    CallId, ConnectionId, ErrorCode, ErrorEvent, Failure, LayerQuality, MediaType, ServerEvent,
-    TrackEvent, TrackLayer, TrackPublished, TrackQuality, UserId,
+    CallId, ConnectionId, ErrorCode, ErrorEvent, Failure, LayerQuality, MediaType, RoomSpeakers,
+    ServerEvent, Speaker, TrackEvent, TrackLayer, TrackPublished, TrackQuality, UserId,
 };
 use serde_json::Value;
-use sfu::{Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId, Wanted};
+use sfu::{AudioLevel, Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, TrackId, Wanted};
 use signaling::driver::HubHandle;
 use signaling::media::{
     AdminMedia, MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer,
@@ -391,6 +391,11 @@ pub fn spawn_event_pump(
                         whip.media_state(ConnectionId(participant.conn()), MediaState::Connected);
                     }
                 }
+                SfuEvent::Speakers { room, speakers } => {
+                    let space = space_of(&room);
+                    let event = ServerEvent::RoomSpeakers(room_speakers(&space, &speakers));
+                    hub.deliver_to_space(space, None, Arc::new(event)).await;
+                }
                 SfuEvent::LayerChanged {
                     room,
                     participant,
@@ -446,6 +451,28 @@ pub fn spawn_event_pump(
             }
         }
     });
+}
+
+/// `room:speakers` for an SFU speaker change. A user with two connections that both speak is
+/// listed once, at its higher place.
+fn room_speakers(space: &CallId, speakers: &[(ParticipantKey, AudioLevel)]) -> RoomSpeakers {
+    let mut listed: Vec<Speaker> = Vec::with_capacity(speakers.len());
+    for (participant, level) in speakers {
+        if listed
+            .iter()
+            .all(|s| s.user_id.as_str() != participant.user())
+        {
+            listed.push(Speaker {
+                user_id: UserId::from(participant.user()),
+                // Four decimals: the SFU's own resolution; avoids 0.10000000149 on the wire.
+                level: (f64::from(level.linear()) * 10_000.0).round() / 10_000.0,
+            });
+        }
+    }
+    RoomSpeakers {
+        call_id: space.clone(),
+        speakers: listed,
+    }
 }
 
 fn track_mids(tracks: &[(TrackId, String)]) -> Vec<(String, String)> {

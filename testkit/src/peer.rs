@@ -14,8 +14,10 @@
 use crate::Kind;
 use crate::media;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,6 +34,9 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+/// The RFC 6464 client-to-mixer audio level header extension.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// How long ICE and DTLS may take on loopback before [`Peer::wait_connected`] gives up.
 pub const CONNECT: Duration = Duration::from_secs(10);
@@ -89,6 +94,17 @@ impl Peer {
         engine
             .register_default_codecs()
             .expect("webrtc-rs registers its default codecs");
+        // As browsers do, so audio can carry its level (RFC 6464) for the SFU's speaker
+        // detection; only [`LocalTrack::send_with_level`] puts it in packets.
+        engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: AUDIO_LEVEL_URI.to_owned(),
+                },
+                Kind::Audio,
+                None,
+            )
+            .expect("webrtc-rs registers the audio-level extension");
         let (gathered_tx, gathered) = mpsc::channel(4);
         let (connected_tx, connected) = mpsc::channel(4);
         let (received_tx, received) = mpsc::unbounded_channel();
@@ -303,6 +319,19 @@ impl LocalTrack {
     pub async fn send(&self, n: u32) {
         self.track
             .write_rtp(media::packet(self.kind, self.ssrc, n))
+            .await
+            .expect("webrtc-rs writes RTP on a negotiated track");
+    }
+
+    /// Sends packet `n` with an RFC 6464 audio level of `dbov` dB below full scale (0 loudest,
+    /// 127 silence), as a browser's microphone track does.
+    pub async fn send_with_level(&self, n: u32, dbov: u8) {
+        let level = HeaderExtension::AudioLevel(AudioLevelExtension {
+            level: dbov.min(127),
+            voice: dbov < 127,
+        });
+        self.track
+            .write_rtp_with_extensions(media::packet(self.kind, self.ssrc, n), &[level])
             .await
             .expect("webrtc-rs writes RTP on a negotiated track");
     }

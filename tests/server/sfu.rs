@@ -666,6 +666,87 @@ async fn muting_in_a_room_is_announced() {
     .await;
 }
 
+/// Active speaker through the whole server: two webrtc-rs publishers send Opus with RFC 6464
+/// audio levels, one loud and one silent. Bob (silent) hears `room:speakers` naming Alice first
+/// and him nowhere; when Alice mutes her microphone the list empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loud_publisher_is_announced_as_the_speaker() {
+    bounded(async {
+        let server = TestServer::with(|c| c.rooms.auto_create = Some(true)).await;
+        let (room, space) = ("speakers", "room:speakers");
+        let mut mics = Vec::new();
+        let mut peers = Vec::new();
+        let mut clients = Vec::new();
+        for (user, ssrc) in [("alice", 0x0A0D_10A1), ("bob", 0x0B0B_10A1)] {
+            let mut client = room_client(&server, user, room).await;
+            join_room(&mut client, room).await;
+            let mut pc = Peer::new().await;
+            mics.push(pc.publish(Kind::Audio, "mic", ssrc).await);
+            let offer = pc.offer().await;
+            let answer = offer_to_sfu(&mut client, space, &offer).await.unwrap();
+            assert!(answer.contains("ssrc-audio-level"), "{answer}");
+            pc.accept_answer(answer).await;
+            pc.wait_connected(user).await;
+            peers.push(pc);
+            clients.push(client);
+        }
+        let (mut alice, mut bob) = {
+            let mut it = clients.into_iter();
+            (it.next().unwrap(), it.next().unwrap())
+        };
+        // Alice at -10 dBov, Bob silent (127), a packet each every 20 ms until the end.
+        let sender = tokio::spawn(async move {
+            for n in 0.. {
+                mics[0].send_with_level(n, 10).await;
+                mics[1].send_with_level(n, 127).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+
+        let e = ws(&mut bob)
+            .expect_within("room:speakers", Duration::from_secs(5))
+            .await;
+        assert_eq!(e["callId"], space, "{e}");
+        let speakers = e["speakers"].as_array().expect("speakers is a list");
+        assert_eq!(speakers.len(), 1, "only Alice speaks: {e}");
+        assert_eq!(speakers[0]["userId"], "alice", "{e}");
+        // -10 dBov is a linear amplitude of 10^(-0.5) = 0.316.
+        let level = speakers[0]["level"].as_f64().expect("level is a number");
+        assert!((level - 0.316).abs() < 0.01, "{e}");
+        assert_eq!(
+            alice.expect("room:speakers").await,
+            e,
+            "the publisher hears it too"
+        );
+
+        // Alice mutes: her (still loud) packets stop counting and the list empties.
+        alice
+            .request(
+                "call:media-toggle",
+                json!({"callId": space, "mediaType": "audio", "enabled": false}),
+            )
+            .await
+            .unwrap_or_else(|r| panic!("call:media-toggle: {:?}", r.body));
+        let e = ws(&mut bob)
+            .expect_within("room:speakers", Duration::from_secs(3))
+            .await;
+        assert_eq!(e["speakers"], json!([]), "{e}");
+        let (_, metrics) = crate::server::http_get(server.addr, "/metrics", None).await;
+        let changes: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("chorus_sfu_speaker_changes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("chorus_sfu_speaker_changes_total in /metrics");
+        assert!(changes >= 2, "{changes} speaker changes counted");
+
+        sender.abort();
+        for pc in peers {
+            pc.close().await;
+        }
+    })
+    .await;
+}
+
 /// One owner per seat: a connection that leaves a room and joins it again, over and over, with
 /// an offer each time, ends with exactly one SFU participant (no ghost from a leave that ran
 /// after the next join, no seat lost to a join that ran before the last leave), and with none

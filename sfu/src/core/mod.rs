@@ -22,6 +22,7 @@ pub(crate) mod participant;
 pub mod routing;
 pub mod sdp_check;
 pub mod selector;
+pub mod speaker;
 pub mod throttle;
 mod tracks;
 pub mod video;
@@ -44,6 +45,7 @@ use crate::settings::{AutoSubscribe, CongestionControl, DataLimits, Grants, Limi
 use layers::Layers;
 use participant::{Outputs, Participant, Work};
 use routing::{FiveTuple, Route, Router};
+use speaker::SpeakerDetector;
 use throttle::KeyframeThrottle;
 use video::VideoCodec;
 
@@ -72,11 +74,12 @@ pub struct CoreConfig {
     pub data: DataLimits,
 }
 
-/// A room: who is in it. Lifecycle: created by the first `join`, removed (with
-/// [`SfuEvent::RoomClosed`]) when the last participant is gone.
-#[derive(Debug, Default)]
+/// A room: who is in it, and who speaks. Lifecycle: created by the first `join`, removed
+/// (with [`SfuEvent::RoomClosed`]) when the last participant is gone.
+#[derive(Debug)]
 struct Room {
     members: HashMap<ParticipantKey, SessionId>,
+    speakers: SpeakerDetector,
 }
 
 /// A published track. Lifecycle: created when the publisher's offer adds a receiving
@@ -250,7 +253,10 @@ impl Core {
         p.drain(&mut self.out);
 
         let (room_key, participant_key) = (room.clone(), participant.clone());
-        let r = self.rooms.entry(room).or_default();
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            members: HashMap::new(),
+            speakers: SpeakerDetector::new(now),
+        });
         if r.members.is_empty() {
             self.metrics.rooms.inc();
         }
@@ -451,6 +457,14 @@ impl Core {
             })
             .collect();
         changed.sort();
+        let microphone = changed.iter().any(|tid| {
+            self.tracks
+                .get(tid)
+                .is_some_and(|t| t.source == TrackSource::Microphone)
+        });
+        if muted == Muted::Yes && microphone {
+            self.silence(room, participant);
+        }
         for track_id in changed {
             self.events.push_back(SfuEvent::TrackMuted {
                 room: room.clone(),
@@ -596,6 +610,19 @@ impl Core {
         if self.next_tick.is_some_and(|t| now >= t) {
             self.tick(now);
         }
+        let rooms: Vec<RoomKey> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.speakers.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for room in rooms {
+            let change = self
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.speakers.handle_timeout(now));
+            self.announce_speakers(room, change);
+        }
         self.settle(now);
     }
 
@@ -626,7 +653,11 @@ impl Core {
             .values()
             .flat_map(|t| t.throttles.iter().filter_map(|k| k.deadline()));
         let tick = self.next_tick.filter(|_| !self.sessions.is_empty());
-        sessions.chain(throttles).chain(tick).min()
+        let speakers = self
+            .rooms
+            .values()
+            .filter_map(|r| r.speakers.poll_timeout());
+        sessions.chain(throttles).chain(tick).chain(speakers).min()
     }
 
     /// What the core holds right now.
@@ -719,7 +750,12 @@ impl Core {
 
     fn process(&mut self, now: Instant, w: Work) {
         match w {
-            Work::Forward { track, packet } => self.forward(now, &track, packet),
+            Work::Forward { track, packet } => {
+                if let Some(level) = packet.ext.audio_level {
+                    self.hear(now, &track, level);
+                }
+                self.forward(now, &track, packet)
+            }
             Work::Keyframe { track, layer, kind } => {
                 self.keyframe_request(now, &track, layer.unwrap_or(0), kind)
             }
@@ -787,6 +823,7 @@ impl Core {
         }
         if let Some(r) = self.rooms.get_mut(&p.room) {
             r.members.remove(&p.key);
+            r.speakers.forget(&p.key);
             if r.members.is_empty() {
                 self.rooms.remove(&p.room);
                 self.metrics.rooms.dec();

@@ -1195,3 +1195,98 @@ fn a_viewer_gets_one_publishers_tracks_on_its_own_mlines_and_never_an_offer() {
 }
 
 mod data;
+impl World {
+    /// Writes one Opus-sized packet from client `i` on `mid` with an RFC 6464 audio level
+    /// (`dbov` below full scale).
+    fn send_level(&mut self, i: usize, mid: Mid, seq: u64, dbov: i8) {
+        let c = &mut self.clients[i];
+        let pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .unwrap()
+            .pt();
+        let now = self.now;
+        let mut api = c.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        let ext = str0m::rtp::ExtensionValues {
+            audio_level: Some(-dbov),
+            voice_activity: Some(dbov < 127),
+            ..Default::default()
+        };
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), (seq * 960) as u32, now, vec![0xf8; 60]).ext_vals(ext),
+        );
+        self.flush_client(i);
+    }
+
+    /// Every `SfuEvent::Speakers` seen, as (user, level) lists.
+    fn speaker_lists(&self) -> Vec<Vec<(String, f32)>> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::Speakers { speakers, .. } => Some(
+                    speakers
+                        .iter()
+                        .map(|(k, l)| (k.user().to_owned(), l.linear()))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn the_loud_publisher_is_the_speaker_until_it_mutes() {
+    let mut w = World::new(Limits::default());
+    let a = w.join("alice");
+    let ma = w.offer(a, &[(MediaKind::Audio, Direction::SendOnly)]);
+    let b = w.join("bob");
+    let mb = w.offer(b, &[(MediaKind::Audio, Direction::SendOnly)]);
+    w.run(Duration::from_secs(2));
+    w.answer_pending_offers();
+    w.run(Duration::from_secs(1));
+    assert!(w.speaker_lists().is_empty(), "nobody spoke yet");
+
+    let mut seq = 0;
+    for _ in 0..50 {
+        w.send_level(a, ma[0], seq, 10);
+        w.send_level(b, mb[0], seq, 127);
+        seq += 1;
+        w.run(Duration::from_millis(20));
+    }
+    let lists = w.speaker_lists();
+    assert_eq!(lists.len(), 1, "one change: {lists:?}");
+    assert_eq!(lists[0].len(), 1, "bob is silent: {lists:?}");
+    assert_eq!(lists[0][0].0, "alice");
+    assert!(
+        (lists[0][0].1 - 0.316).abs() < 0.01,
+        "level {}",
+        lists[0][0].1
+    );
+
+    // Alice mutes her microphone: her packets (still loud here) stop counting at once.
+    let track = w
+        .core
+        .room_tracks(&room())
+        .into_iter()
+        .find(|t| t.participant.user() == "alice")
+        .unwrap()
+        .track_id;
+    w.core
+        .set_track_muted(&room(), &"alice".into(), &track, Muted::Yes)
+        .unwrap();
+    for _ in 0..25 {
+        w.send_level(a, ma[0], seq, 10);
+        w.send_level(b, mb[0], seq, 127);
+        seq += 1;
+        w.run(Duration::from_millis(20));
+    }
+    let lists = w.speaker_lists();
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert!(lists[1].is_empty());
+    assert_eq!(w.core.metrics.speaker_changes.get(), 2);
+}
