@@ -47,13 +47,16 @@ pub struct Metrics {
     pub dynacast: IntCounterVec,
     /// `chorus_sfu_bandwidth_estimate_bps`: subscribers' downlink estimates, as reported.
     pub bandwidth_estimate: Histogram,
+    /// `chorus_sfu_ice_restarts_total`: client offers that restarted ICE (new credentials),
+    /// answered with new server credentials on the same participant.
+    pub ice_restarts: IntCounter,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -69,6 +72,7 @@ impl Metrics {
             Box::new(m.subscriptions_by_layer.clone()),
             Box::new(m.dynacast.clone()),
             Box::new(m.bandwidth_estimate.clone()),
+            Box::new(m.ice_restarts.clone()),
         ];
         for c in collectors {
             registry
@@ -168,6 +172,11 @@ impl Metrics {
                 .buckets(vec![
                     100e3, 250e3, 500e3, 1e6, 1.5e6, 2.5e6, 4e6, 8e6, 16e6, 32e6,
                 ]),
+            )
+            .map_err(err)?,
+            ice_restarts: IntCounter::new(
+                "chorus_sfu_ice_restarts_total",
+                "Client offers that restarted ICE (network change)",
             )
             .map_err(err)?,
         })
