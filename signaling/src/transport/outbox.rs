@@ -406,6 +406,55 @@ mod tests {
         }))
     }
 
+    fn numbered(n: usize) -> Frame {
+        Frame::render(&ServerEvent::Chat(ChatEvent {
+            name: "typing",
+            data: json!({"n": n}),
+        }))
+    }
+
+    fn n_of(q: &Queued) -> u64 {
+        let data: Value = serde_json::from_str(q.frame().data().get()).unwrap();
+        data["n"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn a_rewind_hands_out_what_the_client_missed_again_in_order() {
+        let (outbox, mut reader) = channel(&limits(256, 1 << 20));
+        for n in 0..10 {
+            outbox.push(&numbered(n)).unwrap();
+        }
+        // The old connection took six; the client got four of them.
+        let taken: Vec<u64> = (0..6).map(|_| n_of(&reader.try_recv().unwrap())).collect();
+        assert_eq!(taken, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(reader.taken(), 6);
+        assert_eq!(reader.rewind(4), Ok(2));
+        assert_eq!(reader.taken(), 4);
+        // Then 4 and 5 again, then the rest of the queue; the count goes on from there.
+        let rest: Vec<u64> = (0..6).map(|_| n_of(&reader.try_recv().unwrap())).collect();
+        assert_eq!(rest, [4, 5, 6, 7, 8, 9]);
+        assert_eq!(reader.taken(), 10);
+        assert!(reader.try_recv().is_none());
+        // Replayed frames were not charged again: the account is back at zero.
+        assert_eq!(reader.queued_bytes(), 0);
+        // A client cannot claim more than was sent, nor get back more than is kept.
+        assert_eq!(reader.rewind(11), Err(Rewind::Ahead));
+        assert_eq!(reader.rewind(10), Ok(0));
+        let (outbox, mut reader) = channel(&limits(256, 1 << 20));
+        for n in 0..RECENT_EVENTS + 6 {
+            outbox.push(&numbered(n)).unwrap();
+            reader.try_recv().unwrap();
+        }
+        assert_eq!(reader.rewind(5), Err(Rewind::TooFar));
+        assert_eq!(reader.rewind(6), Ok(RECENT_EVENTS));
+    }
+
+    #[test]
+    fn errors_and_expiry_warnings_are_not_counted() {
+        assert!(!counted("error") && !counted("session:expiring"));
+        assert!(counted("session:ready") && counted("call:participant:left"));
+    }
+
     #[test]
     fn a_frame_is_the_websocket_text_and_its_data_the_payload() {
         let event = ServerEvent::CallEnded(CallEnded {
