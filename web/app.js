@@ -12,8 +12,12 @@
 //   UI functions  - screens, tiles, toasts. All user-provided text goes through textContent.
 //
 // Failures: the client reconnects by itself (after a drop, and after `server:shutdown` from a
-// draining node) to the same URL, which behind a load balancer reaches a live node; the app then
-// rejoins the room it was in, or takes its call back with `call:join`. `media:moved` (the node
+// draining node) to the same URL, which behind a load balancer reaches a live node. After a drop
+// without a close frame it first sends `session:resume` with the id from `session:ready`: the
+// server kept its rooms, calls and media seat, and replays what it missed, so nothing else
+// happens (media never stopped). Otherwise the app rejoins the room it was in, or takes its call
+// back with `call:join`. An SFU link whose ICE connection fails (a network change) restarts ICE
+// on the same seat. A reload rejoins the room the tab was in. `media:moved` (the node
 // carrying a call's or room's media failed or was drained) starts the SFU link over with the
 // node that took the space over. See docs/protocol.md, "Server lifecycle".
 //
@@ -23,7 +27,11 @@
 
 (() => {
   const STORAGE_KEY = 'chorus.identity';
+  /** The room this tab is in (sessionStorage: survives a reload of the tab, not a new tab). */
+  const ROOM_KEY = 'chorus.room';
   const ACK_TIMEOUT_MS = 10000;
+  /** How long an SFU link may stay `disconnected` before it restarts ICE. */
+  const ICE_DISCONNECTED_GRACE_MS = 2000;
 
   // ---------------------------------------------------------------------------------------------
   // ChorusClient: raw WebSocket protocol
@@ -58,6 +66,50 @@
       this.reconnectHintMs = null;
       this.shutdownTimer = null;
       this.log = [];
+      // Session resume (docs/protocol.md, "Resuming a session after a drop"): the id from
+      // `session:ready`, and after a drop without a close frame, what to resume and until when.
+      this.sessionId = null;
+      this.resumeWithinMs = 0;
+      this.resumable = null; // {sessionId, until}
+      this.resuming = false;
+      this.freshSessionId = null;
+      // Events received in this session (all but `error` and `session:expiring`, as the server
+      // counts them), so a resume gets back those in flight when the connection broke.
+      this.received = 0;
+      this.receivedFresh = 0;
+    }
+
+    /** Whether the connection dropped and the next one will try `session:resume`. */
+    get willResume() {
+      return !!this.resumable && Date.now() < this.resumable.until;
+    }
+
+    /**
+     * On a new connection after a drop: takes the old session back (its rooms, calls and media
+     * seat, and the events it missed, which arrive as ordinary events before the ack).
+     * Resolves to whether it worked; if not, the caller joins afresh.
+     */
+    async tryResume() {
+      const r = this.resumable;
+      this.resumable = null;
+      if (!r || Date.now() >= r.until) return false;
+      this.resuming = true;
+      this.receivedFresh = 0;
+      try {
+        const ack = await this.request('session:resume', { sessionId: r.sessionId, received: r.received });
+        // The old session's events follow the ack: count on from what we had.
+        this.sessionId = ack.sessionId;
+        this.received = r.received;
+        return true;
+      } catch (e) {
+        console.info(`session:resume refused (${e.code}); joining afresh`);
+        this.sessionId = this.freshSessionId ?? this.sessionId;
+        this.received = this.receivedFresh;
+        return false;
+      } finally {
+        this.resuming = false;
+        this.freshSessionId = null;
+      }
     }
 
     on(event, fn) {
@@ -84,9 +136,11 @@
       this.closed = false;
       const ws = new WebSocket(this.url);
       this.ws = ws;
-      ws.onopen = () => {
+      ws.onopen = async () => {
         this.retryMs = 500;
-        this.dispatch('open');
+        const resumed = await this.tryResume();
+        if (this.ws !== ws) return;
+        this.dispatch('open', { resumed });
       };
       ws.onmessage = (msg) => this.receive(msg.data);
       ws.onclose = (ev) => {
@@ -94,6 +148,12 @@
         clearTimeout(this.shutdownTimer);
         for (const [, p] of this.pending) p.reject(new ChorusError('disconnected', 'connection lost'));
         this.pending.clear();
+        // 1006: no close frame, the network broke. Every other close was meant (ours, or the
+        // server's: token expired, too slow, draining) and ends the session.
+        this.resumable =
+          ev.code === 1006 && !this.closed && this.sessionId && this.resumeWithinMs > 0
+            ? { sessionId: this.sessionId, until: Date.now() + this.resumeWithinMs, received: this.received }
+            : null;
         this.dispatch('close', { code: ev.code, reason: ev.reason });
         if (this.closed) return;
         // Spread the reconnects of many clients of one failed node over a little time.
@@ -141,6 +201,19 @@
         return;
       }
       if (frame.event === 'server:shutdown') this.leaveDrainingServer(frame.data?.reconnectInMs);
+      if (frame.event === 'session:ready') {
+        this.resumeWithinMs = frame.data?.resumeWithinMs ?? 0;
+        if (this.resuming) this.freshSessionId = frame.data?.sessionId;
+        else {
+          this.sessionId = frame.data?.sessionId;
+          this.received = 0;
+        }
+      }
+      if (frame.event !== 'error' && frame.event !== 'session:expiring') {
+        // Before a resume's ack, events are the new connection's own.
+        if (this.resuming) this.receivedFresh++;
+        else this.received++;
+      }
       // The last events, for debugging (and test failure reports): `window.chorus.client.log`.
       this.log.push({ at: Date.now(), event: frame.event, data: frame.data });
       if (this.log.length > 200) this.log.shift();
@@ -359,9 +432,41 @@
         const trackId = this.midToTrack.get(mid) ?? msidTrackId(this.pc.remoteDescription?.sdp, mid);
         this.onTrack?.(trackId, e.track, mid);
       };
-      this.pc.onconnectionstatechange = () => onState?.(this.pc.connectionState);
+      this.iceRestarts = 0; // ICE restarts this link made (tests read it)
+      this.restartTimer = null;
+      this.pc.onconnectionstatechange = () => {
+        const state = this.pc.connectionState;
+        onState?.(state);
+        this.watchConnection(state);
+      };
       // Data channels relayed by the server (web/reactions.js); before the first offer.
       this.data = window.ChorusData?.openChannels(this.pc, (m) => onData?.(m)) ?? null;
+    }
+
+    /**
+     * A network change (Wi-Fi to cellular, a VPN coming up) breaks the path to the server:
+     * `failed` restarts ICE at once; `disconnected` may heal by itself, so it waits a moment
+     * first. The server answers with new credentials on the same seat, so nobody sees us
+     * leave (see docs/protocol.md, "ICE restart").
+     */
+    watchConnection(state) {
+      clearTimeout(this.restartTimer);
+      if (this.closed) return;
+      if (state === 'failed') this.restartIce('failed');
+      else if (state === 'disconnected') {
+        this.restartTimer = setTimeout(() => {
+          if (this.pc.connectionState === 'disconnected') this.restartIce('disconnected');
+        }, ICE_DISCONNECTED_GRACE_MS);
+      }
+    }
+
+    /** Offers with new ICE credentials; media keeps its tracks and transceivers. */
+    restartIce(why = 'asked') {
+      if (this.closed) return Promise.resolve();
+      this.iceRestarts++;
+      console.info(`restarting ICE with the server (${why})`);
+      this.pc.restartIce();
+      return this.negotiate();
     }
 
     /** Runs `fn` after every earlier negotiation step. */
@@ -521,6 +626,7 @@
 
     close() {
       this.closed = true;
+      clearTimeout(this.restartTimer);
       this.takeAnswer(null, new ChorusError('closed', 'link closed'));
       this.pc.close();
     }
@@ -1274,6 +1380,7 @@
           return Media.stop(call.local);
         }
         history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
+        sessionStorage.setItem(ROOM_KEY, room);
         call.enterCall();
         for (const p of ack.participants ?? []) {
           if (p.userId === this.identity.userId) continue;
@@ -1361,9 +1468,28 @@
       const url = `${proto}//${location.host}/ws?access_token=${encodeURIComponent(this.identity.token)}`;
       const client = new ChorusClient(url);
       this.client = client;
-      client.on('open', () => {
+      client.on('open', (info) => {
         UI.setConnected(true);
         if (client !== this.client) return;
+        const current = this.call;
+        if (info?.resumed) {
+          // The server kept our session: rooms, calls, media seat; missed events were replayed.
+          if (current) {
+            current.lostConnection = false;
+            current.awaitingResume = false;
+            // An ICE restart that failed while signaling was down is tried again now.
+            current.sfu?.watchConnection(current.sfu.pc.connectionState);
+          }
+          toast('Connection back', 'info');
+          return;
+        }
+        if (current?.awaitingResume && current.state === 'joined') {
+          // The room was kept for a resume that did not work: join it again.
+          current.awaitingResume = false;
+          this.rejoinRoom = current.room;
+          this.rejoinTries = 0;
+          current.finish('failed');
+        }
         // Back after a drop that took us out of a room: join it again.
         this.rejoin();
         // Back after a drop in the middle of a call: take it back with this connection.
@@ -1383,8 +1509,14 @@
           toast('Connection lost; back into the call when it is back', 'warn');
           return;
         }
-        // The server removes a dropped connection from its rooms at once: leave here too, and
-        // rejoin when the connection is back.
+        if (client.willResume) {
+          // The server keeps our seat for `limits.resume_grace`; media keeps flowing meanwhile.
+          call.awaitingResume = true;
+          toast('Connection lost; resuming when it is back', 'warn');
+          return;
+        }
+        // The session cannot be resumed (the server closed it, or resuming is off): the server
+        // removes us from our rooms; leave here too, and rejoin when the connection is back.
         this.rejoinRoom = call.room;
         this.rejoinTries = 0;
         toast('Connection lost; rejoining the room when it is back', 'warn');
@@ -1618,6 +1750,7 @@
         if (reason === 'failed') text = call.startedAt ? `Disconnected from room ${call.room}` : `Could not join room ${call.room}`;
         else text = `You left room ${call.room}`;
         if (location.search) history.replaceState(null, '', location.pathname);
+        sessionStorage.removeItem(ROOM_KEY);
       }
       if (call.startedAt) {
         const s = Math.round((Date.now() - call.startedAt) / 1000);
@@ -2106,9 +2239,17 @@
   // A reload keeps the identity: sign in again silently with the remembered name and id.
   const saved = loadIdentity();
   if (saved?.name && saved?.userId) {
-    app.signIn(saved.name).catch((e) => {
-      toastError(e);
-      UI.showLogin();
-    });
+    // A reload in a room joins it again at once. The browser closed the old WebSocket as the
+    // page went (close code 1001), so the server has freed the old seat already: the others
+    // see the old tiles go and the new ones come, without waiting for `sfu.ice_timeout`.
+    const inRoom = sessionStorage.getItem(ROOM_KEY);
+    const reloadedIn = inRoom && inRoom === new URLSearchParams(location.search).get('room') ? inRoom : null;
+    app
+      .signIn(saved.name, reloadedIn ?? undefined)
+      .then(() => reloadedIn && app.joinRoom(reloadedIn))
+      .catch((e) => {
+        toastError(e);
+        UI.showLogin();
+      });
   }
 })();

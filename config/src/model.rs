@@ -213,6 +213,10 @@ pub struct LimitsConfig {
     pub write_timeout: HumanDuration,
     /// How long a WebSocket closed by the server waits for the client's close frame.
     pub close_timeout: HumanDuration,
+    /// How long a session whose connection dropped (no close frame, no Socket.IO disconnect)
+    /// keeps its calls, rooms, media seat and missed events for `session:resume`; `0s` turns
+    /// resuming off. The missed events are bounded by `outbound_queue`/`outbound_queue_bytes`.
+    pub resume_grace: HumanDuration,
 }
 
 impl Default for LimitsConfig {
@@ -230,6 +234,7 @@ impl Default for LimitsConfig {
             outbound_queue_bytes: 1024 * 1024,
             write_timeout: HumanDuration::secs(10),
             close_timeout: HumanDuration::secs(5),
+            resume_grace: HumanDuration::secs(15),
         }
     }
 }

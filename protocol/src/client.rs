@@ -39,6 +39,11 @@ pub enum ClientEvent {
 /// user (ack `{expiresAt}`). Served by the session itself, so it is not a [`ClientEvent`].
 pub const SESSION_REFRESH: &str = "session:refresh";
 
+/// `session:resume {sessionId, received?}`: takes over a session whose connection dropped (its
+/// calls, rooms, media seat and the events it missed, which follow the ack); ack `{sessionId,
+/// resumed: true}`. Served by the session itself, so it is not a [`ClientEvent`].
+pub const SESSION_RESUME: &str = "session:resume";
+
 pub const CLIENT_EVENT_NAMES: &[&str] = &[
     "call:initiate",
     "call:accept",

@@ -66,6 +66,13 @@ pub enum ErrorCode {
     /// Cluster: the action needs another node or the shared state (Redis), and they cannot be
     /// reached right now; nothing happened, retry shortly.
     ClusterUnavailable,
+    /// `session:resume`: no session with that id is waiting here (never issued, its grace
+    /// period ended, ended with a goodbye, or held by another node of a cluster). Join afresh.
+    SessionNotFound,
+    /// `session:resume`: more events were missed than the session could hold
+    /// (`limits.outbound_queue` / `limits.outbound_queue_bytes`, or more in flight at the drop
+    /// than are kept); it ended. Join afresh.
+    SessionOverflowed,
     /// The server failed; the message says what, the connection carries on.
     Internal,
 }
@@ -118,6 +125,8 @@ impl ErrorCode {
             Self::TooManyReactions => "too_many_reactions",
             Self::StorageUnavailable => "storage_unavailable",
             Self::ClusterUnavailable => "cluster_unavailable",
+            Self::SessionNotFound => "session_not_found",
+            Self::SessionOverflowed => "session_overflowed",
             Self::Internal => "internal",
         }
     }

@@ -68,6 +68,8 @@ pub enum ServerEvent {
     MediaMoved(MediaMoved),
     #[serde(rename = "session:expiring")]
     SessionExpiring(SessionExpiring),
+    #[serde(rename = "session:ready")]
+    SessionReady(SessionReady),
     #[serde(rename = "room:metadata")]
     RoomMetadata(RoomMetadata),
     #[serde(rename = "participant:metadata")]
@@ -125,6 +127,7 @@ impl ServerEvent {
             Self::ServerShutdown(_) => "server:shutdown",
             Self::MediaMoved(_) => "media:moved",
             Self::SessionExpiring(_) => "session:expiring",
+            Self::SessionReady(_) => "session:ready",
             Self::RoomMetadata(_) => "room:metadata",
             Self::ParticipantMetadata(_) => "participant:metadata",
             Self::RoomData(_) => "room:data",
@@ -194,6 +197,17 @@ pub struct MediaMoved {
 #[serde(rename_all = "camelCase")]
 pub struct SessionExpiring {
     pub expires_at: String,
+}
+
+/// `session:ready`, the first thing a new connection hears: the id under which it may take
+/// this session back after its connection drops (`session:resume`), and for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionReady {
+    /// 128 random bits in hex; bound to the user: only a token for the same user resumes it.
+    pub session_id: String,
+    /// How long after a drop the session waits for `session:resume`, in milliseconds.
+    pub resume_within_ms: u64,
 }
 
 /// A STUN or TURN server as `RTCPeerConnection` takes it.

@@ -62,13 +62,16 @@ pub struct Metrics {
     /// `chorus_sfu_data_dropped_total{reason="receiver_busy"}`: admitted messages not written
     /// to one receiver whose send buffer was full.
     pub data_dropped: IntCounterVec,
+    /// `chorus_sfu_ice_restarts_total`: client offers that restarted ICE (new credentials),
+    /// answered with new server credentials on the same participant.
+    pub ice_restarts: IntCounter,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -89,6 +92,7 @@ impl Metrics {
             Box::new(m.data_bytes.clone()),
             Box::new(m.data_refused.clone()),
             Box::new(m.data_dropped.clone()),
+            Box::new(m.ice_restarts.clone()),
         ];
         for c in collectors {
             registry
@@ -225,6 +229,11 @@ impl Metrics {
                     "Data channel messages not written to a busy receiver",
                 ),
                 &["reason"],
+            )
+            .map_err(err)?,
+            ice_restarts: IntCounter::new(
+                "chorus_sfu_ice_restarts_total",
+                "Client offers that restarted ICE (network change)",
             )
             .map_err(err)?,
         })

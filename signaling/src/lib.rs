@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod media;
 pub mod metrics;
+pub mod resume;
 pub mod revocation;
 pub mod session;
 pub mod transport;
@@ -69,6 +70,8 @@ pub struct Signaling {
     pub webhooks: Option<Arc<dyn admin::webhooks::WebhookAdmin>>,
     /// WHIP ingest, when served: with an SFU and `whip.enabled`.
     pub whip: Option<Arc<whip::Whip>>,
+    /// Sessions that may be resumed after their connection drops (`session:resume`).
+    pub sessions: Arc<resume::Sessions>,
     limiter: ConnectionLimiter,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
@@ -153,7 +156,9 @@ impl Signaling {
         let (closing, _) = watch::channel(false);
         let whip = (media.is_some() && config.whip.enabled)
             .then(|| whip::Whip::new(whip::WhipSettings::from_config(config)));
+        let sessions = resume::Sessions::new(config.limits.resume_grace.get(), metrics.clone());
         Ok(Arc::new(Self {
+            sessions,
             whip,
             hub,
             routing,
@@ -300,6 +305,8 @@ impl Signaling {
         let cluster = self.routing.cluster().clone();
         cluster.drain().await;
         self.hub.shutdown(reconnect_in).await;
+        // Nobody will resume a session here any more: dropped ones end now.
+        self.sessions.release_all().await;
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
             let owned = match cluster.topology() {

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub event_seconds: Histogram,
     /// `chorus_hub_records{kind}`: what the hub holds; see [`HubRecords`].
     pub hub_records: HubRecords,
+    /// `chorus_session_resumes_total{result}`: `session:resume` outcomes (`resumed`,
+    /// `not_found`, `forbidden`, `overflowed`) and parked sessions that were never resumed
+    /// (`expired`); see [`crate::resume`].
+    pub resumes: IntCounterVec,
+    /// `chorus_sessions_parked`: sessions whose connection dropped, waiting for a resume.
+    pub sessions_parked: IntGauge,
 }
 
 /// The sizes of the hub's maps, as gauges (`chorus_hub_records{kind}`), set by the hub's task
@@ -123,6 +129,17 @@ impl Metrics {
                 ]),
             )?,
             hub_records: HubRecords::new(&hub_records),
+            resumes: IntCounterVec::new(
+                Opts::new(
+                    "chorus_session_resumes_total",
+                    "session:resume outcomes, and parked sessions that expired",
+                ),
+                &["result"],
+            )?,
+            sessions_parked: IntGauge::new(
+                "chorus_sessions_parked",
+                "Sessions whose connection dropped, waiting for session:resume",
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.sessions.clone()))?;
@@ -134,6 +151,8 @@ impl Metrics {
         registry.register(Box::new(m.event_errors.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.event_seconds.clone()))?;
+        registry.register(Box::new(m.resumes.clone()))?;
+        registry.register(Box::new(m.sessions_parked.clone()))?;
         Ok(m)
     }
 

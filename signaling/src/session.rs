@@ -10,8 +10,11 @@
 //! One hook runs after a successful join (a call started, accepted or joined, a room joined):
 //! the extension records the membership, and a room's ack gains its published tracks.
 //!
-//! Lifecycle: created after the hub accepted the connection; dropped when the connection ends
-//! (the adapter then calls `HubHandle::disconnect`).
+//! Lifecycle: created after the hub accepted the connection (it opens a resumable session,
+//! announced by [`Session::announce`] as `session:ready`); `session:resume` may make it take
+//! over a dropped session ([`Session::take_resumed`] hands the transport what to switch to);
+//! [`Session::finish`] ends it when the connection ends: parked for `limits.resume_grace` when
+//! the connection dropped, disconnected otherwise (see [`crate::resume`]).
 
 use crate::auth::{Authenticator, Identity, TokenTerms};
 use crate::cluster::Router;
@@ -22,14 +25,17 @@ use crate::media::{
     MediaAnswer, MediaRequest, SignalKind, Subscription, VideoWish, sdp_of, sfu_signal,
 };
 use crate::metrics::Metrics;
+use crate::resume::{Departure, Parked, SessionKey, Sessions};
 use crate::transport::expiry::{Expiry, TokenClock};
+use crate::transport::outbox::OutboxReader;
 use protocol::{
     CHAT_EVENT_NAMES, CLIENT_EVENT_NAMES, CallId, ClientEvent, ConnectionId, ErrorCode, ErrorEvent,
-    Failure, SESSION_REFRESH, ServerEvent, SessionExpiring,
+    Failure, SESSION_REFRESH, SESSION_RESUME, ServerEvent, SessionExpiring, SessionReady,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Per-connection limits, from configuration.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +84,20 @@ pub struct Session {
     /// Revoked tokens: a refresh with one is refused, and the writer closes on one.
     revocations: Arc<crate::revocation::Revocations>,
     auth: Arc<Authenticator>,
+    /// Resumable sessions of this node, and this session's key among them.
+    sessions: Arc<Sessions>,
+    key: SessionKey,
+    /// Notified when a resume on another connection takes this session over.
+    hand_over: Arc<Notify>,
+    /// What a successful `session:resume` took over, until the transport switches to it.
+    resumed: Option<Resumed>,
+}
+
+/// A dropped session's registration and outbox, taken over by `session:resume`: the transport
+/// ends its own registration and writes from `events` from now on.
+pub struct Resumed {
+    pub registration: crate::cluster::Registration,
+    pub events: OutboxReader,
 }
 
 /// The outcome of one client event: the ack payload or the failure, and the chat `tempId`
@@ -208,7 +228,12 @@ impl Session {
         sig: &crate::Signaling,
     ) -> Self {
         let limits = sig.limits;
+        let (key, hand_over) = sig.sessions.open(&identity.user_id);
         Self {
+            sessions: sig.sessions.clone(),
+            key,
+            hand_over,
+            resumed: None,
             expiry: Expiry::new(terms),
             auth: sig.auth.clone(),
             revocations: sig.revocations.clone(),
@@ -225,6 +250,89 @@ impl Session {
             bucket: TokenBucket::new(limits.events_per_second, limits.event_burst, Instant::now()),
             metrics: sig.metrics.clone(),
         }
+    }
+
+    /// Queues `session:ready {sessionId, resumeWithinMs}` for this connection.
+    pub async fn announce(&self) {
+        let ready = ServerEvent::SessionReady(SessionReady {
+            session_id: self.key.as_str().to_owned(),
+            resume_within_ms: self.sessions.grace().as_millis() as u64,
+        });
+        self.hub.deliver_to(self.conn, Arc::new(ready)).await;
+    }
+
+    /// Resolves when a `session:resume` on another connection takes this session over: the
+    /// transport must then end as [`Departure::Dropped`] at once.
+    pub fn hand_over(&self) -> Arc<Notify> {
+        self.hand_over.clone()
+    }
+
+    /// What the last `session:resume` took over, once: the transport ends its own
+    /// registration, keeps this one, and writes from its outbox (the missed events first).
+    pub fn take_resumed(&mut self) -> Option<Resumed> {
+        self.resumed.take()
+    }
+
+    /// Ends the session with its connection: parks it for `session:resume` when the connection
+    /// dropped (and the transport still holds its outbox), ends it for good otherwise.
+    pub async fn finish(
+        self,
+        departure: Departure,
+        registration: crate::cluster::Registration,
+        events: Option<OutboxReader>,
+    ) {
+        match (departure, events) {
+            (Departure::Dropped, Some(events)) => {
+                let parked = Parked {
+                    user: self.identity.user_id.clone(),
+                    conn: self.conn,
+                    registration,
+                    events,
+                };
+                self.sessions.park(self.key, parked).await;
+            }
+            _ => {
+                self.sessions.close(&self.key);
+                registration.disconnect().await;
+            }
+        }
+    }
+
+    /// `session:resume {sessionId}`: takes over a dropped session of the same user. From here
+    /// on this connection acts as the old one (its connection id holds the seats).
+    async fn resume(&mut self, data: Value) -> Result<Value, Failure> {
+        let request: SessionResume = serde_json::from_value(data).map_err(|e| {
+            Failure::new(
+                ErrorCode::InvalidPayload,
+                format!("session:resume takes {{sessionId}}: {e}"),
+            )
+        })?;
+        if request.session_id == self.key.as_str() {
+            return Err(Failure::new(
+                ErrorCode::InvalidState,
+                "that is this connection's own session",
+            ));
+        }
+        if request.session_id.len() > 64 {
+            return Err(Failure::new(
+                ErrorCode::InvalidPayload,
+                "`sessionId` is at most 64 characters",
+            ));
+        }
+        let user = self.identity.user_id.clone();
+        let taken = self
+            .sessions
+            .resume(&request.session_id, &user, request.received)
+            .await?;
+        let own = std::mem::replace(&mut self.key, taken.key);
+        self.sessions.close(&own);
+        self.hand_over = self.sessions.adopt(&self.key, &user);
+        self.conn = taken.conn;
+        self.resumed = Some(Resumed {
+            registration: taken.registration,
+            events: taken.events,
+        });
+        Ok(json!({"sessionId": self.key.as_str(), "resumed": true}))
     }
 
     /// The writer's view of the token's expiry and revocation.
@@ -263,7 +371,7 @@ impl Session {
         let label = CLIENT_EVENT_NAMES
             .iter()
             .chain(CHAT_EVENT_NAMES)
-            .chain(&[SESSION_REFRESH])
+            .chain(&[SESSION_REFRESH, SESSION_RESUME])
             .find(|n| **n == name)
             .copied()
             .unwrap_or("unknown");
@@ -297,6 +405,9 @@ impl Session {
         }
         if name == SESSION_REFRESH {
             return self.refresh(data);
+        }
+        if name == SESSION_RESUME {
+            return self.resume(data).await;
         }
         if let Some(ext) = self.extension.as_ref().filter(|e| e.serves(name)) {
             let caller = Caller {
@@ -392,6 +503,17 @@ pub fn error_event(
 #[derive(serde::Deserialize)]
 struct SessionRefresh {
     token: String,
+}
+
+/// `session:resume`'s payload.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionResume {
+    session_id: String,
+    /// Events the client received on the old connection (every event but `error` and
+    /// `session:expiring`, from its `session:ready` on).
+    #[serde(default)]
+    received: Option<u64>,
 }
 
 /// Unix second `until` as the RFC 3339 time clients get.

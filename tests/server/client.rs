@@ -82,6 +82,9 @@ impl Client {
                 let _ = c.ws.close(None).await;
             }
             Client::Sio(mut c) => {
+                // As `socket.disconnect()` does: a Socket.IO DISCONNECT first, so the server
+                // ends the session instead of keeping it for a resume (ADR 0079).
+                let _ = c.ws.send(Message::Text("41".into())).await;
                 let _ = c.ws.close(None).await;
             }
         }

@@ -15,6 +15,7 @@ mod ordering;
 mod participants;
 mod policy;
 mod presence;
+mod resume;
 mod server;
 mod session_token;
 mod sfu;

@@ -165,6 +165,10 @@ async fn a_storm_of_connections_that_leave_gives_its_memory_back() {
         ("CHORUS_SERVER_MAX_CONNECTIONS", &cap),
         ("CHORUS_SERVER_MAX_CONNECTIONS_PER_IP", &cap),
         ("CHORUS_SERVER_MAX_RAW_CONNECTIONS_PER_IP", &cap),
+        // The storm's clients vanish without a close frame, which parks their sessions for
+        // `limits.resume_grace` (ADR 0079); this test is about what a connection that is gone
+        // gives back, so they end at once.
+        ("CHORUS_LIMITS_RESUME_GRACE", "0s"),
     ]);
     server.wait_listening().await;
     // A first, smaller storm warms the allocator's arenas and the runtime's threads.

@@ -552,6 +552,9 @@ impl Core {
             self.router.learn(tuple, id);
         }
         p.last_rx = now;
+        if !learn && routing::is_media(data) {
+            self.router.media_on(&tuple, id);
+        }
         let result = p.rtc.handle_input(input);
         match result {
             Ok(()) => p.drain(&mut self.out),

@@ -41,6 +41,7 @@ use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 
 use super::Core;
 use super::participant::{SubState, Work, media_kind};
+use super::routing::Ufrag;
 use super::sdp_check::check_offer;
 
 /// A server-initiated offer for one participant.
@@ -128,7 +129,10 @@ impl Core {
         p.negotiated = true;
         // An ICE restart in the offer gives us new local credentials: route by them.
         let ufrag = p.rtc.direct_api().local_ice_credentials().ufrag;
-        self.router.add_ufrag(ufrag, id);
+        if self.router.add_ufrag(ufrag, id) == Ufrag::Restarted {
+            self.metrics.ice_restarts.inc();
+            tracing::debug!(%room, %participant, "sfu participant restarted ICE");
+        }
         // Process what the offer caused (new tracks → other participants' offers), but
         // keep this participant's own offer for the reply.
         self.settle(now);

@@ -13,8 +13,16 @@
 //!
 //! Lifecycle: entries are added when a participant is created (ufrag) and when a new tuple
 //! is seen; all entries of a participant are removed with it.
+//!
+//! ICE restart (a client offer with new credentials, typically after a network change): the
+//! participant's server ufrag is replaced, and the tuples learnt so far become *stale*. They
+//! keep routing, because the client keeps sending media on its old path until its restarted
+//! agent has nominated a new one; the first DTLS or SRTP packet on a tuple learnt (or
+//! re-learnt) after the restart proves the switch, and the stale tuples are dropped then. A
+//! dead path (the Wi-Fi that went away) thus leaves no route behind, and a tuple that another
+//! peer later reuses cannot reach the restarted participant.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use str0m::net::Protocol;
@@ -37,6 +45,10 @@ pub struct FiveTuple {
 pub struct Router {
     by_ufrag: HashMap<String, SessionId>,
     by_tuple: HashMap<FiveTuple, SessionId>,
+    /// Per participant whose ICE restarted, the tuples learnt before the restart and not
+    /// re-learnt since: dropped once media arrives on a fresh tuple. Empty almost always, so
+    /// the per-packet check is one `is_empty`.
+    stale: HashMap<SessionId, HashSet<FiveTuple>>,
 }
 
 /// Outcome of [`Router::route`].
@@ -51,16 +63,63 @@ pub enum Route {
 }
 
 impl Router {
-    /// Registers the local ICE ufrag of a participant, replacing an earlier one (an ICE
-    /// restart gives the server a new ufrag; learnt 5-tuples stay valid).
-    pub fn add_ufrag(&mut self, ufrag: String, id: SessionId) {
+    /// Registers the local ICE ufrag of a participant, replacing an earlier one. Returns
+    /// [`Ufrag::Restarted`] when the participant had another ufrag: an ICE restart, after
+    /// which its learnt tuples are stale (see the module docs).
+    pub fn add_ufrag(&mut self, ufrag: String, id: SessionId) -> Ufrag {
+        if self.by_ufrag.get(&ufrag) == Some(&id) {
+            return Ufrag::Same;
+        }
+        let before = self.by_ufrag.len();
         self.by_ufrag.retain(|_, v| *v != id);
+        let restarted = self.by_ufrag.len() != before;
         self.by_ufrag.insert(ufrag, id);
+        if !restarted {
+            return Ufrag::New;
+        }
+        let old: HashSet<FiveTuple> = self
+            .by_tuple
+            .iter()
+            .filter(|(_, v)| **v == id)
+            .map(|(k, _)| *k)
+            .collect();
+        if old.is_empty() {
+            self.stale.remove(&id);
+        } else {
+            self.stale.insert(id, old);
+        }
+        Ufrag::Restarted
     }
 
-    /// Remembers that `tuple` belongs to `id`. Returns true when it was new.
+    /// Remembers that `tuple` belongs to `id` (a STUN request with its current ufrag came
+    /// from it). Returns true when it was new.
     pub fn learn(&mut self, tuple: FiveTuple, id: SessionId) -> bool {
+        if let Some(old) = self.stale.get_mut(&id) {
+            // Checked again under the new credentials: a live path, not a stale one.
+            old.remove(&tuple);
+        }
         self.by_tuple.insert(tuple, id) != Some(id)
+    }
+
+    /// A DTLS or SRTP packet of `id` arrived on `tuple`. When that tuple is not stale, the
+    /// client uses a path checked since its ICE restart: its stale tuples are dropped, and
+    /// their number returned.
+    pub fn media_on(&mut self, tuple: &FiveTuple, id: SessionId) -> usize {
+        if self.stale.is_empty() {
+            return 0;
+        }
+        match self.stale.get(&id) {
+            Some(old) if !old.contains(tuple) => {
+                let old = self.stale.remove(&id).unwrap_or_default();
+                for t in &old {
+                    if self.by_tuple.get(t) == Some(&id) {
+                        self.by_tuple.remove(t);
+                    }
+                }
+                old.len()
+            }
+            _ => 0,
+        }
     }
 
     /// Finds the participant of a packet.
@@ -80,12 +139,17 @@ impl Router {
     pub fn remove(&mut self, id: SessionId) {
         self.by_ufrag.retain(|_, v| *v != id);
         self.by_tuple.retain(|_, v| *v != id);
+        self.stale.remove(&id);
     }
 
     /// Drops all tuples whose connection is gone (a closed ICE-TCP connection).
     pub fn forget_remote(&mut self, proto: Protocol, remote: SocketAddr) {
-        self.by_tuple
-            .retain(|k, _| !(k.proto == proto && k.remote == remote));
+        let gone = |k: &FiveTuple| k.proto == proto && k.remote == remote;
+        self.by_tuple.retain(|k, _| !gone(k));
+        for old in self.stale.values_mut() {
+            old.retain(|k| !gone(k));
+        }
+        self.stale.retain(|_, old| !old.is_empty());
     }
 
     /// Number of entries (ufrags + tuples).
@@ -97,6 +161,23 @@ impl Router {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What [`Router::add_ufrag`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ufrag {
+    /// The participant's first ufrag.
+    New,
+    /// The ufrag it already had (a renegotiation without ICE restart).
+    Same,
+    /// Another ufrag than before: an ICE restart.
+    Restarted,
+}
+
+/// Whether `packet` is DTLS or SRTP/SRTCP rather than STUN (RFC 7983 demultiplexing: STUN
+/// starts with 0..=3), i.e. media on a path the client has chosen.
+pub fn is_media(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|b| *b > 3)
 }
 
 const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -207,5 +288,42 @@ mod tests {
         assert_eq!(r.route(&tuple(1000), &[0x80, 0, 0, 0]), Route::Unknown);
         r.remove(a);
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn ice_restart_drops_stale_tuples_once_media_moves() {
+        let mut r = Router::default();
+        let a = SessionId(1);
+        let b = SessionId(2);
+        assert_eq!(r.add_ufrag("a1".into(), a), Ufrag::New);
+        assert_eq!(r.add_ufrag("a1".into(), a), Ufrag::Same);
+        r.add_ufrag("b1".into(), b);
+        r.learn(tuple(1000), a); // Wi-Fi
+        r.learn(tuple(1001), a); // a second interface
+        r.learn(tuple(2000), b);
+        assert_eq!(r.add_ufrag("a2".into(), a), Ufrag::Restarted);
+        // The old ufrag routes nowhere; the old tuples still carry media meanwhile.
+        assert_eq!(
+            r.route(&tuple(3000), &stun_with_username("a1:x")),
+            Route::Unknown
+        );
+        assert_eq!(r.route(&tuple(1000), &[0x80]), Route::Tuple(a));
+        assert_eq!(r.media_on(&tuple(1000), a), 0, "media on a stale tuple");
+        // Checks under the new ufrag: one on a new path (cellular), one on the old second one.
+        assert_eq!(
+            r.route(&tuple(3000), &stun_with_username("a2:x")),
+            Route::Ufrag(a)
+        );
+        r.learn(tuple(3000), a);
+        r.learn(tuple(1001), a);
+        assert_eq!(r.media_on(&tuple(2000), b), 0, "another participant");
+        // Media on the new path: the unchecked old tuple goes, the re-checked one stays.
+        assert_eq!(r.media_on(&tuple(3000), a), 1);
+        assert_eq!(r.route(&tuple(1000), &[0x80]), Route::Unknown);
+        assert_eq!(r.route(&tuple(1001), &[0x80]), Route::Tuple(a));
+        assert_eq!(r.route(&tuple(2000), &[0x80]), Route::Tuple(b));
+        assert_eq!(r.media_on(&tuple(3000), a), 0, "only once");
+        assert_eq!(r.len(), 2 + 3);
+        assert!(is_media(&[0x80]) && is_media(&[22]) && !is_media(&[0, 1]) && !is_media(&[]));
     }
 }

@@ -984,8 +984,24 @@ fn ice_restart_registers_the_new_server_ufrag() {
     assert_eq!(
         w.core.stats().routes,
         routes_before,
-        "the old ufrag was replaced"
+        "the old ufrag was replaced, and the path checked again under the new one kept"
     );
+    assert_eq!(w.core.metrics.ice_restarts.get(), 1);
+    // A renegotiation without new credentials is no restart.
+    let mut change = w.clients[a].rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    let reply = w
+        .core
+        .offer(w.now, &room(), &alice, &offer.to_sdp_string(), &[])
+        .unwrap();
+    w.clients[a]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&reply.answer).unwrap())
+        .unwrap();
+    w.flush_client(a);
+    assert_eq!(w.core.metrics.ice_restarts.get(), 1);
 
     // Media still flows after the restart.
     let before = w.clients[b].received.len();

@@ -22,6 +22,7 @@ use axum::extract::ws::Utf8Bytes;
 use protocol::{CallId, ServerEvent};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -107,6 +108,40 @@ pub struct Outbox {
 pub struct OutboxReader {
     rx: mpsc::Receiver<Frame>,
     shared: Arc<Shared>,
+    /// What was taken lately, so that a resumed session can get back what its old connection
+    /// took but the client never received (see [`OutboxReader::rewind`]).
+    taken: Taken,
+}
+
+/// Frames taken from an outbox: how many, the last few (at most [`RECENT_EVENTS`] and
+/// [`RECENT_BYTES`]), and those to hand out again before the queue after a rewind.
+#[derive(Debug, Default)]
+struct Taken {
+    count: u64,
+    recent: VecDeque<Frame>,
+    bytes: usize,
+    replay: VecDeque<Frame>,
+}
+
+/// Events a resumed session can get back from before its drop (in flight when the connection
+/// broke: in the socket's buffers, or lost on the way).
+pub const RECENT_EVENTS: usize = 64;
+/// Bytes of those events kept at most.
+pub const RECENT_BYTES: usize = 64 * 1024;
+
+/// Why [`OutboxReader::rewind`] cannot give the client what it missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewind {
+    /// More events were in flight than are kept.
+    TooFar,
+    /// The client says it received more events than were taken.
+    Ahead,
+}
+
+/// Whether an event counts in [`OutboxReader::taken`]: what clients count too. Errors and
+/// expiry warnings are per connection, written by the transport, not resumed.
+pub fn counted(name: &str) -> bool {
+    !matches!(name, "error" | "session:expiring")
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +171,8 @@ pub enum Ended {
 pub struct Queued {
     frame: Frame,
     shared: Arc<Shared>,
+    /// Whether its bytes are charged to the outbox (a replayed frame is not).
+    charged: bool,
 }
 
 /// A new outbox for one connection, sized by `limits`.
@@ -148,7 +185,11 @@ pub fn channel(limits: &SessionLimits) -> (Outbox, OutboxReader) {
             shared: shared.clone(),
             max_bytes: limits.outbound_queue_bytes,
         },
-        OutboxReader { rx, shared },
+        OutboxReader {
+            rx,
+            shared,
+            taken: Taken::default(),
+        },
     )
 }
 
@@ -184,15 +225,22 @@ impl OutboxReader {
         if self.overflowed() {
             return Err(Ended::Overflowed);
         }
+        if let Some(replayed) = self.replayed() {
+            return Ok(replayed);
+        }
         let frame = self.rx.recv().await;
         if self.overflowed() {
             return Err(Ended::Overflowed);
         }
         match frame {
-            Some(frame) => Ok(Queued {
-                frame,
-                shared: self.shared.clone(),
-            }),
+            Some(frame) => {
+                self.note(&frame);
+                Ok(Queued {
+                    frame,
+                    shared: self.shared.clone(),
+                    charged: true,
+                })
+            }
             None => Err(Ended::Released),
         }
     }
@@ -203,11 +251,70 @@ impl OutboxReader {
         if self.overflowed() {
             return None;
         }
+        if let Some(replayed) = self.replayed() {
+            return Some(replayed);
+        }
         let frame = self.rx.try_recv().ok()?;
+        self.note(&frame);
         Some(Queued {
             frame,
             shared: self.shared.clone(),
+            charged: true,
         })
+    }
+
+    /// Events taken so far (those [`counted`]).
+    pub fn taken(&self) -> u64 {
+        self.taken.count
+    }
+
+    /// A resumed session's client received `received` events of this outbox: the ones taken
+    /// after those (in flight when the old connection broke) are handed out again first, in
+    /// order. Returns how many.
+    pub fn rewind(&mut self, received: u64) -> Result<usize, Rewind> {
+        let missing = self
+            .taken
+            .count
+            .checked_sub(received)
+            .ok_or(Rewind::Ahead)?;
+        let missing = usize::try_from(missing).map_err(|_| Rewind::TooFar)?;
+        if missing > self.taken.recent.len() {
+            return Err(Rewind::TooFar);
+        }
+        for _ in 0..missing {
+            if let Some(frame) = self.taken.recent.pop_back() {
+                self.taken.bytes -= frame.len();
+                self.taken.replay.push_front(frame);
+            }
+        }
+        self.taken.count -= missing as u64;
+        Ok(missing)
+    }
+
+    fn replayed(&mut self) -> Option<Queued> {
+        let frame = self.taken.replay.pop_front()?;
+        self.note(&frame);
+        Some(Queued {
+            frame,
+            shared: self.shared.clone(),
+            charged: false,
+        })
+    }
+
+    fn note(&mut self, frame: &Frame) {
+        if !counted(frame.name()) {
+            return;
+        }
+        let t = &mut self.taken;
+        t.count += 1;
+        t.bytes += frame.len();
+        t.recent.push_back(frame.clone());
+        while t.recent.len() > RECENT_EVENTS || t.bytes > RECENT_BYTES {
+            match t.recent.pop_front() {
+                Some(old) => t.bytes -= old.len(),
+                None => break,
+            }
+        }
     }
 
     /// Bytes queued and not yet written.
@@ -217,6 +324,16 @@ impl OutboxReader {
 
     fn overflowed(&self) -> bool {
         self.shared.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Whether the outbox overflowed (the driver dropped its connection then).
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed()
+    }
+
+    /// Whether the driver let go of the outbox (its connection left the hub).
+    pub fn is_released(&self) -> bool {
+        self.rx.is_closed()
     }
 }
 
@@ -242,9 +359,11 @@ impl Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.shared
-            .queued
-            .fetch_sub(self.frame.len(), Ordering::AcqRel);
+        if self.charged {
+            self.shared
+                .queued
+                .fetch_sub(self.frame.len(), Ordering::AcqRel);
+        }
     }
 }
 
@@ -285,6 +404,55 @@ mod tests {
             name: "typing",
             data: json!({"pad": "x".repeat(pad)}),
         }))
+    }
+
+    fn numbered(n: usize) -> Frame {
+        Frame::render(&ServerEvent::Chat(ChatEvent {
+            name: "typing",
+            data: json!({"n": n}),
+        }))
+    }
+
+    fn n_of(q: &Queued) -> u64 {
+        let data: Value = serde_json::from_str(q.frame().data().get()).unwrap();
+        data["n"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn a_rewind_hands_out_what_the_client_missed_again_in_order() {
+        let (outbox, mut reader) = channel(&limits(256, 1 << 20));
+        for n in 0..10 {
+            outbox.push(&numbered(n)).unwrap();
+        }
+        // The old connection took six; the client got four of them.
+        let taken: Vec<u64> = (0..6).map(|_| n_of(&reader.try_recv().unwrap())).collect();
+        assert_eq!(taken, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(reader.taken(), 6);
+        assert_eq!(reader.rewind(4), Ok(2));
+        assert_eq!(reader.taken(), 4);
+        // Then 4 and 5 again, then the rest of the queue; the count goes on from there.
+        let rest: Vec<u64> = (0..6).map(|_| n_of(&reader.try_recv().unwrap())).collect();
+        assert_eq!(rest, [4, 5, 6, 7, 8, 9]);
+        assert_eq!(reader.taken(), 10);
+        assert!(reader.try_recv().is_none());
+        // Replayed frames were not charged again: the account is back at zero.
+        assert_eq!(reader.queued_bytes(), 0);
+        // A client cannot claim more than was sent, nor get back more than is kept.
+        assert_eq!(reader.rewind(11), Err(Rewind::Ahead));
+        assert_eq!(reader.rewind(10), Ok(0));
+        let (outbox, mut reader) = channel(&limits(256, 1 << 20));
+        for n in 0..RECENT_EVENTS + 6 {
+            outbox.push(&numbered(n)).unwrap();
+            reader.try_recv().unwrap();
+        }
+        assert_eq!(reader.rewind(5), Err(Rewind::TooFar));
+        assert_eq!(reader.rewind(6), Ok(RECENT_EVENTS));
+    }
+
+    #[test]
+    fn errors_and_expiry_warnings_are_not_counted() {
+        assert!(!counted("error") && !counted("session:expiring"));
+        assert!(counted("session:ready") && counted("call:participant:left"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::Signaling;
 use crate::auth::Identity;
 use crate::cluster::{Refusal, Registration};
 use crate::limits::ConnectionPermit;
+use crate::resume::Departure;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::expiry::{Due, TokenClock};
 use crate::transport::outbox::{self, Frame, OutboxReader, Queued};
@@ -152,14 +153,47 @@ async fn authenticate(
     s.extensions.insert(Inbox(queue));
     s.extensions
         .insert(Pending(Arc::new(std::sync::Mutex::new(Some(incoming)))));
+    let departed = Departed::default();
+    s.extensions.insert(departed.clone());
     s.on_fallback(async |_: Enqueued| {});
-    s.on_disconnect(async |s: SocketRef, _reason: DisconnectReason| {
+    s.on_disconnect(async |s: SocketRef, reason: DisconnectReason| {
+        // Read by the session task once its queue closes (removing the inbox closes it).
+        if let Some(departed) = s.extensions.get::<Departed>() {
+            *departed.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(departure_of(reason));
+        }
         s.extensions.remove::<Inbox>();
         s.extensions.remove::<Pending>();
         s.extensions.remove::<Admitted>();
         s.extensions.remove::<Registered>();
     });
     Ok(())
+}
+
+/// How the socket went, set by the disconnect handler: a transport that broke (closed, failed,
+/// missed its heartbeats) may be resumed; a Socket.IO disconnect by either side may not.
+#[derive(Clone, Default)]
+struct Departed(Arc<std::sync::Mutex<Option<Departure>>>);
+
+fn departure_of(reason: DisconnectReason) -> Departure {
+    match reason {
+        DisconnectReason::TransportClose
+        | DisconnectReason::TransportError
+        | DisconnectReason::HeartbeatTimeout
+        | DisconnectReason::MultipleHttpPollingError => Departure::Dropped,
+        DisconnectReason::PacketParsingError
+        | DisconnectReason::ClientNSDisconnect
+        | DisconnectReason::ServerNSDisconnect
+        | DisconnectReason::ClosingServer => Departure::Left,
+    }
+}
+
+/// What the session task hands the emitting task besides acks.
+enum Control {
+    Reply(Reply),
+    /// `session:resume` took over a dropped session: emit from its outbox, as its connection.
+    Switch(OutboxReader, protocol::ConnectionId),
+    /// The socket broke: stop and give the outbox back.
+    Stop,
 }
 
 /// The connection's outbox reader and registration, from the middleware to the connect handler.
@@ -187,6 +221,7 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     };
     let conn = registration.conn();
     let gauge = sig.connection_gauge("socketio");
+    let departed = s.extensions.get::<Departed>().unwrap_or_default();
     let mut session = Session::new(
         conn,
         admitted.identity.clone(),
@@ -198,9 +233,10 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     let sig = sig.clone();
     // Client events in, in order.
     tokio::spawn(async move {
+        let mut registration = registration;
         let identity = admitted.identity.clone();
-        let (replies, replies_rx) = mpsc::channel::<Reply>(QUEUE);
-        tokio::spawn(emit_events(
+        let (replies, replies_rx) = mpsc::channel::<Control>(QUEUE);
+        let emitter = tokio::spawn(emit_events(
             socket.clone(),
             events,
             replies_rx,
@@ -209,13 +245,58 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
             identity.clone(),
             token,
         ));
-        while let Some(Incoming { event, data, ack }) = incoming.recv().await {
+        session.announce().await;
+        let mut handed_over = false;
+        loop {
+            let hand_over = session.hand_over();
+            let next = tokio::select! {
+                next = incoming.recv() => next,
+                () = hand_over.notified() => {
+                    handed_over = true;
+                    None
+                }
+            };
+            let Some(Incoming { event, data, ack }) = next else {
+                break;
+            };
             let answer = session.handle(&event, data).await;
             // Fails only once the emitting task ended, when the socket is going away.
-            let _ = replies.send(Reply { event, ack, answer }).await;
+            let _ = replies
+                .send(Control::Reply(Reply { event, ack, answer }))
+                .await;
+            if let Some(resumed) = session.take_resumed() {
+                // After the resume's ack, emit from the resumed outbox (the missed events
+                // first), switched to before this connection's own goes.
+                let _ = replies
+                    .send(Control::Switch(resumed.events, session.conn))
+                    .await;
+                let own = std::mem::replace(&mut registration, resumed.registration);
+                own.disconnect().await;
+            }
         }
         // The queue closes when the socket disconnects.
-        registration.disconnect().await;
+        let departure = if handed_over {
+            let _ = socket.clone().disconnect();
+            Departure::Dropped
+        } else {
+            departed
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Departure::Left)
+        };
+        match departure {
+            Departure::Dropped => {
+                let _ = replies.send(Control::Stop).await;
+                drop(replies);
+                let events = emitter.await.ok().flatten();
+                session.finish(departure, registration, events).await;
+            }
+            Departure::Left => {
+                drop(replies);
+                session.finish(departure, registration, None).await;
+            }
+        }
         drop(gauge);
     });
 }
@@ -225,14 +306,14 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
 async fn emit_events(
     socket: SocketRef,
     mut events: OutboxReader,
-    mut replies: mpsc::Receiver<Reply>,
+    mut replies: mpsc::Receiver<Control>,
     sig: Arc<Signaling>,
-    conn: protocol::ConnectionId,
+    mut conn: protocol::ConnectionId,
     identity: Identity,
     mut token: TokenClock,
-) {
+) -> Option<OutboxReader> {
     let mut closing = sig.closing();
-    let emit = |queued: Queued| {
+    let emit = |queued: Queued, conn: protocol::ConnectionId| {
         let socket = socket.clone();
         let sig = sig.clone();
         let identity = identity.clone();
@@ -248,8 +329,19 @@ async fn emit_events(
         }
     };
     'emit: loop {
+        // Biased towards the session's messages: a resume's switch must be taken before this
+        // connection's own outbox, released right after it, could end the loop.
         let next = tokio::select! {
-            Some(reply) = replies.recv() => Next::Reply(reply),
+            biased;
+            Some(control) = replies.recv() => match control {
+                Control::Reply(reply) => Next::Reply(reply),
+                Control::Switch(resumed, as_conn) => {
+                    events = resumed;
+                    conn = as_conn;
+                    continue;
+                }
+                Control::Stop => return Some(events),
+            },
             next = events.recv() => Next::Event(next),
             _ = closing.wait_for(|c| *c) => Next::Closing,
             due = token.next() => Next::Token(due),
@@ -258,7 +350,7 @@ async fn emit_events(
             Next::Reply(Reply { event, ack, answer }) => {
                 // Events queued before this answer was produced go first (see the module docs).
                 while let Some(queued) = events.try_recv() {
-                    if emit(queued).await.is_err() {
+                    if emit(queued, conn).await.is_err() {
                         break 'emit;
                     }
                 }
@@ -270,7 +362,7 @@ async fn emit_events(
                 }
             }
             Next::Event(Ok(queued)) => {
-                if emit(queued).await.is_err() {
+                if emit(queued, conn).await.is_err() {
                     break;
                 }
             }
@@ -304,6 +396,7 @@ async fn emit_events(
         }
     }
     close(&socket, &sig.limits).await;
+    Some(events)
 }
 
 /// What the emitting task does next.

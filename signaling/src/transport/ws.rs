@@ -21,6 +21,7 @@ use super::expiry::{Due, TokenClock};
 use crate::Signaling;
 use crate::cluster::{Refusal, Registration};
 use crate::driver::HubHandle;
+use crate::resume::Departure;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::outbox::{self, Ended, OutboxReader, Queued};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -126,11 +127,13 @@ async fn run(
     registration: Registration,
 ) {
     let conn = registration.conn();
+    let mut registration = registration;
     let _gauge = sig.connection_gauge("ws");
     let mut session = Session::new(conn, identity, terms, &sig);
+    session.announce().await;
     let (sink, mut stream) = socket.split();
     // Acks and errors from the reader go through the writer so frames never interleave.
-    let (replies, reply_rx) = mpsc::channel::<Message>(16);
+    let (replies, reply_rx) = mpsc::channel::<Out>(16);
     let mut writer = tokio::spawn(write(
         sink,
         events,
@@ -144,21 +147,39 @@ async fn run(
     // close frame.
     let mut written = None;
     let mut answer_by = None;
+    // The outbox, back from a writer that ended first.
+    let mut returned = None;
+    // Whether the session may be resumed: only when the connection broke without a goodbye.
+    let mut departure = Departure::Left;
     loop {
+        let hand_over = session.hand_over();
         let message = tokio::select! {
             message = stream.next() => message,
             end = &mut writer, if written.is_none() => {
-                let end = end.unwrap_or(Written::Stalled);
+                let (end, events) = match end {
+                    Ok((end, events)) => (end, Some(events)),
+                    Err(_) => (Written::Stalled, None),
+                };
+                returned = events;
                 written = Some(end);
                 match end {
                     Written::Closed => {
                         answer_by = Some(Instant::now() + sig.limits.close_timeout);
                         continue;
                     }
-                    Written::Stalled => break,
+                    // A write failed: the network is gone, not the client's wish.
+                    Written::Stalled => {
+                        departure = Departure::Dropped;
+                        break;
+                    }
                 }
             }
             () = until(answer_by) => break,
+            // A resume on a new connection takes this session over.
+            () = hand_over.notified(), if written.is_none() => {
+                departure = Departure::Dropped;
+                break;
+            }
         };
         if written.is_some() {
             // Closing: only the client's close frame (or the deadline) matters now.
@@ -178,27 +199,65 @@ async fn run(
                 None,
                 None,
             )],
-            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Close(_))) => break,
+            // No close frame: the connection broke.
+            None => {
+                departure = Departure::Dropped;
+                break;
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
-                if let Some(close) = close_for(e) {
-                    let _ = replies.send(close).await;
+                match close_for(e) {
+                    Some(close) => {
+                        let _ = replies.send(Out::Send(close)).await;
+                    }
+                    None => departure = Departure::Dropped,
                 }
                 break;
             }
         };
+        let resumed = session.take_resumed();
         for message in reply {
-            if replies.send(message).await.is_err() {
+            if replies.send(Out::Send(message)).await.is_err() {
                 break;
             }
         }
+        if let Some(resumed) = resumed {
+            // After the resume's ack, the writer switches to the resumed outbox (the missed
+            // events first) before this connection's own goes: replies are taken first.
+            let _ = replies.send(Out::Switch(resumed.events)).await;
+            let own = std::mem::replace(&mut registration, resumed.registration);
+            own.disconnect().await;
+        }
     }
-    drop(replies);
-    registration.disconnect().await;
-    if written.is_none() {
-        // Bounded: the writer's last write and close have the socket's deadline.
-        let _ = writer.await;
+    match departure {
+        Departure::Dropped if written.is_none() => {
+            // Nothing more can be written: the writer hands the outbox back at once.
+            let _ = replies.send(Out::Stop).await;
+            drop(replies);
+            let events = writer.await.ok().map(|(_, events)| events);
+            session.finish(departure, registration, events).await;
+        }
+        Departure::Dropped => session.finish(departure, registration, returned).await,
+        Departure::Left => {
+            drop(replies);
+            session.finish(departure, registration, None).await;
+            if written.is_none() {
+                // Bounded: the writer's last write and close have the socket's deadline.
+                let _ = writer.await;
+            }
+        }
     }
+}
+
+/// What the reader hands the writer.
+enum Out {
+    /// An ack, an error or a close frame.
+    Send(Message),
+    /// `session:resume` took over a dropped session: write from its outbox from now on.
+    Switch(OutboxReader),
+    /// The connection broke: stop without a close and give the outbox back.
+    Stop,
 }
 
 /// How the writer task ended.
@@ -215,12 +274,12 @@ enum Written {
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut events: OutboxReader,
-    mut replies: mpsc::Receiver<Message>,
+    mut replies: mpsc::Receiver<Out>,
     mut closing: watch::Receiver<bool>,
     mut token: TokenClock,
     limits: SessionLimits,
     hub: HubHandle,
-) -> Written {
+) -> (Written, OutboxReader) {
     // Events fed to the sink and not yet flushed: each stays charged to the outbox until its
     // bytes are written.
     let mut written: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
@@ -230,7 +289,15 @@ async fn write(
         let next = tokio::select! {
             biased;
             reply = replies.recv() => match reply {
-                Some(m) => Next::Reply(m),
+                Some(Out::Send(m)) => Next::Reply(m),
+                Some(Out::Switch(resumed)) => {
+                    // This connection's own outbox goes; the resumed one's backlog is written
+                    // next, before any later reply.
+                    events = resumed;
+                    written.clear();
+                    continue;
+                }
+                Some(Out::Stop) => return (Written::Stalled, events),
                 None => break,
             },
             next = events.recv() => Next::Event(next),
@@ -245,14 +312,14 @@ async fn write(
                     .await
                     .is_err()
                 {
-                    return Written::Stalled;
+                    return (Written::Stalled, events);
                 }
                 m
             }
             Next::Event(Ok(queued)) => {
                 let message = Message::Text(queued.frame().text());
                 if sink.feed(message).await.is_err() {
-                    return Written::Stalled;
+                    return (Written::Stalled, events);
                 }
                 written.push(queued);
                 // Whatever else is queued now goes out in the same write.
@@ -260,10 +327,10 @@ async fn write(
                     .await
                     .is_err()
                 {
-                    return Written::Stalled;
+                    return (Written::Stalled, events);
                 }
                 if sink.flush().await.is_err() {
-                    return Written::Stalled;
+                    return (Written::Stalled, events);
                 }
                 // Written: their bytes leave the outbox's account.
                 written.clear();
@@ -291,7 +358,7 @@ async fn write(
                     .await
                     .is_err()
                 {
-                    return Written::Stalled;
+                    return (Written::Stalled, events);
                 }
                 close(CLOSE_TOKEN_EXPIRED, "token expired")
             }
@@ -301,7 +368,7 @@ async fn write(
                     .await
                     .is_err()
                 {
-                    return Written::Stalled;
+                    return (Written::Stalled, events);
                 }
                 close(CLOSE_TOKEN_REVOKED, "token revoked")
             }
@@ -309,18 +376,19 @@ async fn write(
         let last = matches!(message, Message::Close(_));
         // `send` flushes: with any events fed before it, one write.
         if sink.send(message).await.is_err() {
-            return Written::Stalled;
+            return (Written::Stalled, events);
         }
         written.clear();
         if last {
-            return Written::Closed;
+            return (Written::Closed, events);
         }
     }
     // The reader ended (the client closed, or sent something that closed the connection).
-    match tokio::time::timeout(limits.close_timeout, sink.close()).await {
+    let written = match tokio::time::timeout(limits.close_timeout, sink.close()).await {
         Ok(Ok(())) => Written::Closed,
         _ => Written::Stalled,
-    }
+    };
+    (written, events)
 }
 
 /// Events written with one flush at most: bounds the bytes a burst holds in the sink's buffer
