@@ -842,9 +842,14 @@ impl Router {
     async fn resync(&self) {
         let devices = self.hub.local_devices().await.unwrap_or_default();
         for (conn, identity) in &devices {
+            // Listening is in place before the device shows again: a node that sees the
+            // device and rings its channel from then on reaches it. A ring published before,
+            // while the device was not shown, is found below in the call index.
+            let _ = self
+                .cluster
+                .listened(Interest::Devices(identity.user_id.clone()))
+                .await;
             let _ = self.cluster.device_up(&identity.user_id, *conn).await;
-            self.cluster
-                .listen(Interest::Devices(identity.user_id.clone()));
         }
         if let Ok(owned) = self.hub.owned().await {
             for space in owned {
