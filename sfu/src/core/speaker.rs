@@ -150,6 +150,11 @@ impl SpeakerDetector {
         self.heard.remove(participant);
     }
 
+    /// The loudest speaker as last announced (the active speaker), if anyone speaks.
+    pub fn dominant(&self) -> Option<&ParticipantKey> {
+        self.announced.first()
+    }
+
     /// When [`SpeakerDetector::handle_timeout`] must run next: the next bucket boundary while
     /// anything could change the announced order (someone spoke within the window, or the
     /// last announcement named anyone); `None` when the room is quiet and announced quiet.
