@@ -84,7 +84,11 @@ impl Core {
     ) {
         if let Some(speakers) = change {
             self.metrics.speaker_changes.inc();
-            self.events.push_back(SfuEvent::Speakers { room, speakers });
+            self.events.push_back(SfuEvent::Speakers {
+                room: room.clone(),
+                speakers,
+            });
+            self.follow_speaker(&room);
         }
     }
 
