@@ -12,7 +12,7 @@ use str0m::net::TcpType;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::allocator::Wanted;
-use crate::core::{Core, CoreConfig, OfferReply, TrackInfo};
+use crate::core::{Core, CoreConfig, OfferReply, TrackInfo, Viewed};
 use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::event::{Muted, SfuEvent, Stats, TrackSource};
@@ -220,19 +220,17 @@ impl SfuHandle {
         self.fallible(move |c, now| c.offer_joining(now, room, participant, grants, started, &sdp))
     }
 
-    /// A viewer's offer (WHEP): joins it on the first, and binds `publisher`'s tracks to the
-    /// offer's receive-only m-lines (see [`Core::offer_viewing`]); never a server offer.
+    /// A viewer's offer (WHEP): joins it on the first, and binds the tracks of whom it views
+    /// to the offer's receive-only m-lines (see [`Core::offer_viewing`]); never a server offer.
     pub fn offer_viewing(
         &self,
         room: RoomKey,
         participant: ParticipantKey,
-        publisher: String,
+        viewed: Viewed,
         started: Instant,
         sdp: String,
     ) -> Reply<OfferReply> {
-        self.fallible(move |c, now| {
-            c.offer_viewing(now, room, participant, &publisher, started, &sdp)
-        })
+        self.fallible(move |c, now| c.offer_viewing(now, room, participant, viewed, started, &sdp))
     }
 
     /// The client's answer to a server offer ([`SfuEvent::Offer`] or

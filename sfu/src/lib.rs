@@ -84,7 +84,7 @@ mod settings;
 
 pub use core::allocator::Wanted;
 pub use core::data::{DataKind, DataRefusal, LOSSY_LABEL, RELIABLE_LABEL};
-pub use core::{OfferReply, ServerOffer, TrackInfo};
+pub use core::{OfferReply, ServerOffer, TrackInfo, Viewed};
 pub use driver::{FIRST_FRAME_TIMEOUT, MAX_ICE_TCP_CONNECTIONS};
 pub use error::{Error, SdpFault};
 pub use event::{

@@ -50,8 +50,9 @@ pub enum MediaRequest {
     /// The client's offer (the seat joins on its first).
     Offer { sdp: String },
     /// A viewer's offer (WHEP; the seat joins on its first): its receive-only m-lines carry
-    /// `publisher`'s tracks in the seat's space, and the media server never makes it an offer.
-    View { sdp: String, publisher: UserId },
+    /// the tracks of whom it views in the seat's space, and the media server never makes it
+    /// an offer.
+    View { sdp: String, viewed: ViewTarget },
     /// The client's answer to a server-initiated offer.
     Answer { sdp: String },
     /// A trickled ICE candidate (`RTCIceCandidateInit` JSON or the bare string).
@@ -79,6 +80,16 @@ pub enum VideoWish {
     Size { width: u32, height: u32 },
     /// Nothing until asked again.
     Paused,
+}
+
+/// Whose tracks a viewer (WHEP) receives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ViewTarget {
+    /// One participant's.
+    Participant { user: UserId },
+    /// The room's active speaker's, following it as it changes.
+    ActiveSpeaker,
 }
 
 /// Whether a `Subscribe` request starts or stops receiving.

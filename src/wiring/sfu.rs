@@ -16,7 +16,7 @@ use sfu::{AudioLevel, Muted, ParticipantKey, RoomKey, SfuEvent, SfuHandle, Track
 use signaling::driver::HubHandle;
 use signaling::media::{
     AdminMedia, MediaAnswer, MediaCommand, MediaReply, MediaRequest, MediaSeat, MediaServer,
-    Negotiated, ServerOffer, Subscription, VideoWish,
+    Negotiated, ServerOffer, Subscription, VideoWish, ViewTarget,
 };
 use signaling::whip::{MediaState, Whip};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -113,14 +113,14 @@ impl MediaServer for SfuMedia {
                     }))
                 })
             }
-            MediaRequest::View { sdp, publisher } => {
-                let reply = self.sfu.offer_viewing(
-                    room,
-                    participant,
-                    publisher.to_string(),
-                    seat.joined_at,
-                    sdp,
-                );
+            MediaRequest::View { sdp, viewed } => {
+                let viewed = match viewed {
+                    ViewTarget::Participant { user } => sfu::Viewed::User(user.to_string()),
+                    ViewTarget::ActiveSpeaker => sfu::Viewed::ActiveSpeaker,
+                };
+                let reply = self
+                    .sfu
+                    .offer_viewing(room, participant, viewed, seat.joined_at, sdp);
                 Box::pin(async move {
                     let reply = reply.await.map_err(failure)?;
                     Ok(MediaAnswer::Negotiated(Negotiated {

@@ -145,8 +145,14 @@ impl Core {
                 Wanted::Size { width, height } => Some(t.layers.layer_for_size(width, height)),
                 Wanted::Paused => None,
             };
+            let speaking = self
+                .rooms
+                .get(&t.room)
+                .and_then(|r| r.speakers.dominant())
+                .is_some_and(|k| *k == t.publisher_key);
             let priority = match t.source {
                 TrackSource::Screen => Priority::Screen,
+                TrackSource::Camera if speaking => Priority::Speaker,
                 _ => Priority::Other,
             };
             demands.push(Demand {

@@ -32,7 +32,7 @@ use super::video::{PictureIdWidth, Vp8Descriptor};
 /// Lifecycle: one per subscription; starts empty and locks onto the first packet. After
 /// [`SeqRewriter::resync`] (a layer switch, or a pause that skipped packets) the next packet
 /// continues right after the last one sent, so the subscriber sees no gap to NACK.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SeqRewriter {
     ssrc: Option<Ssrc>,
     /// out = in + offset.
@@ -90,10 +90,13 @@ impl SeqRewriter {
 ///
 /// Lifecycle: one per video subscription; [`StreamRewriter::resync`] is called with the
 /// first packet after a switch or a pause.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct StreamRewriter {
     /// out = in + offset (wrapping).
     ts_offset: u32,
+    /// The next packet comes from another publisher (a viewer following the speaker): audio
+    /// re-bases on it; video re-bases at its keyframe anyway.
+    new_source: bool,
     last_ts_out: Option<u32>,
     last_arrival: Option<Instant>,
     picture: Option<PictureState>,
@@ -137,6 +140,16 @@ impl StreamRewriter {
                 p.tl0_offset = p.last_tl0_out.wrapping_add(1).wrapping_sub(tl0);
             }
         }
+    }
+
+    /// The next packet will come from another publisher's stream.
+    pub fn expect_new_source(&mut self) {
+        self.new_source = true;
+    }
+
+    /// Whether the next packet comes from another publisher; clears the mark.
+    pub fn take_new_source(&mut self) -> bool {
+        std::mem::take(&mut self.new_source)
     }
 
     /// The outgoing timestamp of a packet, remembering it as the latest sent.

@@ -27,6 +27,7 @@ pub mod throttle;
 mod tracks;
 pub mod video;
 mod viewer;
+pub use viewer::Viewed;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -84,7 +84,11 @@ impl Core {
     ) {
         if let Some(speakers) = change {
             self.metrics.speaker_changes.inc();
-            self.events.push_back(SfuEvent::Speakers { room, speakers });
+            self.events.push_back(SfuEvent::Speakers {
+                room: room.clone(),
+                speakers,
+            });
+            self.follow_speaker(&room);
         }
     }
 
@@ -148,6 +152,11 @@ impl SpeakerDetector {
     /// samples are dropped, and the next evaluation leaves it out.
     pub fn forget(&mut self, participant: &ParticipantKey) {
         self.heard.remove(participant);
+    }
+
+    /// The loudest speaker as last announced (the active speaker), if anyone speaks.
+    pub fn dominant(&self) -> Option<&ParticipantKey> {
+        self.announced.first()
     }
 
     /// When [`SpeakerDetector::handle_timeout`] must run next: the next bucket boundary while

@@ -1120,7 +1120,7 @@ fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
             w.now,
             room(),
             name.into(),
-            publisher,
+            Viewed::User(publisher.to_owned()),
             w.now,
             &offer.to_sdp_string(),
         )

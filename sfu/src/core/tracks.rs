@@ -259,6 +259,7 @@ impl Core {
                 match s.selector.admit(layer, keyframe) {
                     Verdict::Forward => {}
                     Verdict::Switch => {
+                        s.stream.take_new_source();
                         s.seq.resync();
                         s.stream
                             .resync(pkt.time, pkt.arrival, clock_rate, vp8.as_ref());
@@ -298,11 +299,10 @@ impl Core {
             let Some(seq) = s.seq.rewrite(pkt.ssrc, pkt.seq_no) else {
                 continue;
             };
-            let time = if video {
-                s.stream.timestamp(pkt.time, pkt.arrival)
-            } else {
-                pkt.time
-            };
+            if !video && s.stream.take_new_source() {
+                s.stream.resync(pkt.time, pkt.arrival, clock_rate, None);
+            }
+            let time = s.stream.timestamp(pkt.time, pkt.arrival);
             if switched {
                 self.metrics.layer_switches.inc();
                 let (width, height) = track.layers.size(layer);

@@ -12,6 +12,7 @@ use super::session::{self, Command, Patched, Refusal, Role};
 use super::{Whip, WhipId};
 use crate::Signaling;
 use crate::cluster::Topology;
+use crate::media::ViewTarget;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -32,6 +33,8 @@ const FRAGMENT: &str = "application/trickle-ice-sdpfrag";
 
 /// Where a WHEP endpoint is: `{user}`'s tracks in `{room}`.
 pub const VIEWER_ENDPOINT: &str = "/whep/v1/rooms/{room}/participants/{user}";
+/// Where the WHEP endpoint for a room's active speaker is.
+pub const SPEAKER_ENDPOINT: &str = "/whep/v1/rooms/{room}/speaker";
 /// Where a WHEP session lives.
 pub const VIEWER_SESSION: &str = "/whep/v1/sessions/{id}";
 
@@ -46,6 +49,10 @@ pub fn router() -> Router<Arc<Signaling>> {
         .route(ENDPOINT, post(publish).options(endpoint_options))
         .route(SESSION, session())
         .route(VIEWER_ENDPOINT, post(view).options(endpoint_options))
+        .route(
+            SPEAKER_ENDPOINT,
+            post(view_speaker).options(endpoint_options),
+        )
         .route(VIEWER_SESSION, session())
         .layer(axum::middleware::map_response(cors))
 }
@@ -66,8 +73,21 @@ async fn view(
     Path((room, user)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let publisher = UserId::from(user.as_str());
-    open(sig, room, Role::View { publisher }, request).await
+    let viewed = ViewTarget::Participant {
+        user: UserId::from(user.as_str()),
+    };
+    open(sig, room, Role::View { viewed }, request).await
+}
+
+/// `POST /whep/v1/rooms/{room}/speaker`: opens a session receiving the tracks of the room's
+/// active speaker, moving to each new speaker as the room's `room:speakers` changes.
+async fn view_speaker(
+    State(sig): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    request: Request,
+) -> Response {
+    let viewed = ViewTarget::ActiveSpeaker;
+    open(sig, room, Role::View { viewed }, request).await
 }
 
 /// A POST of either kind: token, content type, owner node, size, then the session.

@@ -85,8 +85,8 @@ impl From<Failure> for Refusal {
 pub enum Role {
     /// WHIP: publishes its tracks; receives nothing.
     Publish,
-    /// WHEP: receives `publisher`'s tracks on its offer's m-lines; publishes nothing.
-    View { publisher: protocol::UserId },
+    /// WHEP: receives the tracks of whom it views on its offer's m-lines; publishes nothing.
+    View { viewed: crate::media::ViewTarget },
 }
 
 impl Role {
@@ -94,9 +94,9 @@ impl Role {
     fn negotiation(&self, sdp: String) -> MediaRequest {
         match self {
             Role::Publish => MediaRequest::Offer { sdp },
-            Role::View { publisher } => MediaRequest::View {
+            Role::View { viewed } => MediaRequest::View {
                 sdp,
-                publisher: publisher.clone(),
+                viewed: viewed.clone(),
             },
         }
     }

@@ -101,13 +101,10 @@ impl Publisher {
     }
 }
 
-/// Alice publishes a simulcast camera; Bob receives it.
-fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, usize, TrackId) {
-    let mut w = World::with_config(CoreConfig {
-        congestion_control,
-        ..config(Limits::default())
-    });
-    let a = w.join("alice");
+/// `name` joins and publishes a simulcast camera (and a microphone when `mic`); returns its
+/// client, camera mid and microphone mid.
+fn join_publishing(w: &mut World, name: &str, mic: bool) -> (usize, Mid, Option<Mid>) {
+    let a = w.join(name);
     let mut sim = Simulcast::new();
     for r in RIDS {
         sim.add_send_layer(SimulcastLayer::new(r));
@@ -121,10 +118,19 @@ fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, u
         None,
         Some(sim),
     );
+    let mic = mic.then(|| {
+        change.add_media(
+            MediaKind::Audio,
+            Direction::SendOnly,
+            Some("s".into()),
+            None,
+            None,
+        )
+    });
     let (offer, pending) = change.apply().unwrap();
     let reply = w
         .core
-        .offer(w.now, &room(), &"alice".into(), &offer.to_sdp_string(), &[])
+        .offer(w.now, &room(), &name.into(), &offer.to_sdp_string(), &[])
         .unwrap();
     assert!(
         reply.answer.contains("a=simulcast:recv"),
@@ -138,6 +144,16 @@ fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, u
         .accept_answer(pending, answer)
         .unwrap();
     w.flush_client(a);
+    (a, mid, mic)
+}
+
+/// Alice publishes a simulcast camera; Bob receives it.
+fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, usize, TrackId) {
+    let mut w = World::with_config(CoreConfig {
+        congestion_control,
+        ..config(Limits::default())
+    });
+    let (a, mid, _) = join_publishing(&mut w, "alice", false);
     let b = w.join("bob");
     w.offer(b, &[(MediaKind::Audio, Direction::RecvOnly)]);
     w.run(Duration::from_secs(1));
@@ -352,4 +368,67 @@ fn a_receive_cap_lowers_the_layer_and_lifting_it_restores_it() {
         .unwrap();
     publisher.run(&mut w, Duration::from_secs(1));
     assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+}
+
+#[test]
+fn a_short_budget_goes_to_the_active_speakers_camera_first() {
+    let mut w = World::with_config(CoreConfig {
+        congestion_control: CongestionControl::Disabled,
+        ..config(Limits::default())
+    });
+    let (a, cam_a, mic_a) = join_publishing(&mut w, "alice", true);
+    let (c, cam_c, mic_c) = join_publishing(&mut w, "carol", true);
+    let b = w.join("bob");
+    w.offer(b, &[(MediaKind::Audio, Direction::RecvOnly)]);
+    w.run(Duration::from_secs(1));
+    let mut alice = Publisher::new(a, cam_a);
+    let mut carol = Publisher::new(c, cam_c);
+    let (mic_a, mic_c) = (mic_a.unwrap(), mic_c.unwrap());
+    let mut seq = 0;
+    // Carol speaks, Alice is silent; Bob's downlink holds one full layer and one quarter.
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), Some(400_000))
+        .unwrap();
+    let mut speak = |w: &mut World, loud: (usize, Mid), quiet: (usize, Mid), d: Duration| {
+        let end = w.now + d;
+        while w.now < end {
+            alice.send_frame(w);
+            carol.send_frame(w);
+            w.send_level(loud.0, loud.1, seq, 10);
+            w.send_level(quiet.0, quiet.1, seq, 127);
+            seq += 1;
+            w.answer_pending_offers();
+            w.run(Duration::from_millis(33));
+        }
+    };
+    speak(&mut w, (c, mic_c), (a, mic_a), Duration::from_secs(3));
+    // Whether the last layer Bob was told of for `who`'s camera is the full one.
+    let full_from = |w: &World, who: &str| {
+        let camera = w
+            .core
+            .room_tracks(&room())
+            .into_iter()
+            .find(|t| t.participant.user() == who && t.kind == TrackKind::Video)
+            .unwrap()
+            .track_id;
+        let last = w.events.iter().rev().find_map(|e| match e {
+            SfuEvent::LayerChanged {
+                participant,
+                track_id,
+                layer,
+                ..
+            } if participant.user() == "bob" && *track_id == camera => Some(layer.clone()),
+            _ => None,
+        });
+        last.flatten().and_then(|l| l.rid) == Some("f".to_owned())
+    };
+    assert!(full_from(&w, "carol"), "the speaker gets the full layer");
+    assert!(!full_from(&w, "alice"));
+    // Alice takes over: the full layer follows her.
+    speak(&mut w, (a, mic_a), (c, mic_c), Duration::from_secs(3));
+    assert!(
+        full_from(&w, "alice"),
+        "the new speaker gets the full layer"
+    );
+    assert!(!full_from(&w, "carol"));
 }
