@@ -81,6 +81,25 @@ fn toggles(client: &mut Client) -> Vec<(String, bool)> {
     out
 }
 
+/// Alice and Bob (raw WebSocket) in [`ROOM`], and Alice's session id.
+async fn alice_and_bob_in_the_room(server: &TestServer) -> (Client, Client, String) {
+    let mut alice = member(server, Transport::Ws, "alice").await;
+    let mut bob = member(server, Transport::Ws, "bob").await;
+    let id = session_id(&mut alice).await;
+    join(&mut alice, ROOM).await;
+    join(&mut bob, ROOM).await;
+    (alice, bob, id)
+}
+
+/// The error code of a `session:resume` the server must refuse.
+async fn resume_refused(client: &mut Client, id: &str) -> String {
+    client
+        .request("session:resume", json!({ "sessionId": id }))
+        .await
+        .unwrap_err()
+        .code
+}
+
 async fn join(client: &mut Client, room: &str) -> Value {
     client
         .request("room:join", json!({ "room": room }))
@@ -169,45 +188,28 @@ async fn a_dropped_socketio_session_resumes_with_its_room_and_missed_events_in_o
 #[tokio::test]
 async fn a_session_not_resumed_within_the_grace_period_leaves() {
     let server = server_with(|c| c.limits.resume_grace = HumanDuration::millis(400)).await;
-    let mut alice = member(&server, Transport::Ws, "alice").await;
-    let mut bob = member(&server, Transport::Ws, "bob").await;
-    let id = session_id(&mut alice).await;
-    join(&mut alice, ROOM).await;
-    join(&mut bob, ROOM).await;
+    let (alice, mut bob, id) = alice_and_bob_in_the_room(&server).await;
     drop_connection(alice);
     // Held for the grace period, then gone.
     bob.expect_none("call:participant:left").await;
     assert_eq!(bob.expect("call:participant:left").await["userId"], "alice");
     let mut alice = member(&server, Transport::Ws, "alice").await;
-    let refused = alice
-        .request("session:resume", json!({ "sessionId": id }))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code, "session_not_found");
+    assert_eq!(resume_refused(&mut alice, &id).await, "session_not_found");
     // An id nobody issued gets the same answer.
-    let refused = alice
-        .request("session:resume", json!({ "sessionId": "00".repeat(16) }))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code, "session_not_found");
+    assert_eq!(
+        resume_refused(&mut alice, &"00".repeat(16)).await,
+        "session_not_found"
+    );
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn another_user_cannot_resume_a_session() {
     let server = server_with(|_| {}).await;
-    let mut alice = member(&server, Transport::Ws, "alice").await;
-    let mut bob = member(&server, Transport::Ws, "bob").await;
-    let id = session_id(&mut alice).await;
-    join(&mut alice, ROOM).await;
-    join(&mut bob, ROOM).await;
+    let (alice, mut bob, id) = alice_and_bob_in_the_room(&server).await;
     drop_connection(alice);
     let mut mallory = member(&server, Transport::Ws, "mallory").await;
-    let refused = mallory
-        .request("session:resume", json!({ "sessionId": id }))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code, "forbidden");
+    assert_eq!(resume_refused(&mut mallory, &id).await, "forbidden");
     // The attempt took nothing: Alice still resumes.
     let mut alice = member(&server, Transport::Ws, "alice").await;
     alice
@@ -237,30 +239,18 @@ async fn a_session_that_missed_too_much_ends_and_says_so() {
     // The backlog overflowed: the server dropped her (everyone sees it).
     assert_eq!(bob.expect("call:participant:left").await["userId"], "alice");
     let mut alice = member(&server, Transport::Ws, "alice").await;
-    let refused = alice
-        .request("session:resume", json!({ "sessionId": id }))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code, "session_overflowed");
+    assert_eq!(resume_refused(&mut alice, &id).await, "session_overflowed");
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_goodbye_ends_the_session_at_once() {
     let server = server_with(|_| {}).await;
-    let mut alice = member(&server, Transport::Ws, "alice").await;
-    let mut bob = member(&server, Transport::Ws, "bob").await;
-    let id = session_id(&mut alice).await;
-    join(&mut alice, ROOM).await;
-    join(&mut bob, ROOM).await;
+    let (alice, mut bob, id) = alice_and_bob_in_the_room(&server).await;
     alice.close().await; // a close frame: the client meant to leave
     assert_eq!(bob.expect("call:participant:left").await["userId"], "alice");
     let mut alice = member(&server, Transport::Ws, "alice").await;
-    let refused = alice
-        .request("session:resume", json!({ "sessionId": id }))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code, "session_not_found");
+    assert_eq!(resume_refused(&mut alice, &id).await, "session_not_found");
     server.stop().await.unwrap();
 }
 
