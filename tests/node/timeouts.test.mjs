@@ -41,6 +41,9 @@ it('a participant who drops can rejoin within the grace period with call:join', 
 
   b.close(); // page reload
   const closedAt = Date.now();
+  // The old page is gone before the new one connects, as in a browser: the server has taken
+  // its departure (Alice, who shares the call, sees Bob go offline) before the reload connects.
+  await a.next('user:offline', (d) => d?.userId === bob.userId);
   const b2 = await h.ws(bob, 'bob(reloaded)');
   const resumable = await b2.next('call:resumable', byCall(callId));
   assert.equal(resumable.conversationId, 'c-grace');
