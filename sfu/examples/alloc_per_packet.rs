@@ -12,18 +12,22 @@
 //! A counting global allocator counts calls to `alloc`/`alloc_zeroed`/`realloc` and their
 //! bytes, only while the core is working: inside `Core::handle_receive` (a packet in, its
 //! forwarding, the subscribers' `Rtc`s serializing and encrypting it) and, separately,
-//! inside `Core::handle_timeout` (timers: RTCP, stats, estimator, layer allocation).
-//! The clients' own work is outside the counted calls.
+//! inside `Core::handle_timeout` (timers: RTCP, stats, estimator, layer allocation, and the
+//! packets str0m's pacer held back until then). The clients' own work is outside the
+//! counted calls.
 //!
 //! With `--sites`, every counted allocation also captures a backtrace, attributed to the
-//! innermost frame that is in the SFU (`sfu::`) or in str0m (`str0m::`): where each
-//! allocation comes from, and whose it is. Run that in a debug build (a release build
-//! inlines the frames away); it is slow, so it measures fewer frames.
+//! innermost frame whose source is the SFU's (`sfu/src`) or str0m's (str0m and its
+//! `str0m-aws-lc-rs` crypto crate): where each allocation comes from, and whose it is. It
+//! needs the line tables of the dev profile, and is slow: measure a few seconds.
 //!
 //! ```text
-//! cargo run --release --example alloc_per_packet -- [subscribers] [seconds]
-//! cargo run --example alloc_per_packet -- 4 2 --sites
+//! cargo run [--release] --example alloc_per_packet -- [subscribers] [seconds] [--no-cc]
+//! cargo run --example alloc_per_packet -- 10 2 --sites
 //! ```
+//!
+//! `--no-cc` turns congestion control off (no estimator, no padding; the clients' TWCC
+//! feedback is still parsed), as `[sfu] congestion_control = false` does.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -199,7 +203,11 @@ fn room() -> RoomKey {
 }
 
 impl World {
-    fn new(subscribers: usize, registry: &prometheus::Registry) -> Self {
+    fn new(
+        subscribers: usize,
+        congestion_control: CongestionControl,
+        registry: &prometheus::Registry,
+    ) -> Self {
         let config = CoreConfig {
             candidates: vec![Candidate::host(SERVER.into(), "udp").expect("candidate")],
             ice_timeout: Duration::from_secs(15),
@@ -209,7 +217,7 @@ impl World {
                 max_participants_per_room: subscribers + 1,
                 ..Limits::default()
             },
-            congestion_control: CongestionControl::Enabled,
+            congestion_control,
             data: DataLimits::default(),
         };
         World {
@@ -512,12 +520,17 @@ fn main() {
     let (flags, numbers): (Vec<String>, Vec<String>) =
         std::env::args().skip(1).partition(|a| a.starts_with("--"));
     SITES.store(flags.iter().any(|f| f == "--sites"), Ordering::Relaxed);
+    let congestion_control = if flags.iter().any(|f| f == "--no-cc") {
+        CongestionControl::Disabled
+    } else {
+        CongestionControl::Enabled
+    };
     let mut args = numbers.into_iter();
     let subscribers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
 
     let registry = prometheus::Registry::new();
-    let mut w = World::new(subscribers, &registry);
+    let mut w = World::new(subscribers, congestion_control, &registry);
     let p = w.join("publisher");
     let mids = w.offer(p, |change| {
         let mut sim = Simulcast::new();
@@ -623,11 +636,14 @@ fn main() {
         BYTES[to].load(Ordering::Relaxed),
     );
     println!("subscribers:                     {subscribers}");
+    println!("congestion_control:              {congestion_control:?}");
     println!("layer switches before measuring: {switches}");
     println!("simulated_s:                     {seconds}");
     println!("published_packets:               {published}");
     println!("forwarded_packets:               {forwarded}");
     println!("received_by_subscribers:         {received}");
+    // The pacer moves some sends from `handle_receive` to `handle_timeout`: the total is
+    // the figure; the split says where the core was called from.
     println!(
         "receive path: allocs/packet {:.3}, bytes/packet {:.0}  ({rx_n} allocs, {rx_b} B)",
         per(rx_n),
@@ -645,7 +661,7 @@ fn main() {
     );
     if let Some(table) = SITE_TABLE.lock().expect("table").take() {
         let mut sites: Vec<(String, (u64, u64))> = table.into_iter().collect();
-        sites.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        sites.sort_by_key(|s| std::cmp::Reverse(s.1.0));
         let (mut ours, mut theirs, mut other) = (0, 0, 0);
         for (site, (n, _)) in &sites {
             match site.split_whitespace().next() {
