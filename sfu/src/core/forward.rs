@@ -15,15 +15,30 @@
 //!   is forwarded as RED when the subscriber negotiated it, otherwise reduced to its
 //!   primary Opus block.
 //!
-//! The payload itself is an `Arc<[u8]>` shared by all subscribers; only the RED-to-Opus
-//! reduction and a VP8 picture id moved by a switch make a copy.
+//! The payload itself is an `Arc<[u8]>` shared by all subscribers and never copied per
+//! subscriber ([`Payload`]):
+//! - A VP8 picture id or TL0PICIDX moved by a switch is not written into a copy: the new
+//!   values go to str0m as a [`Vp8Patch`] with the shared payload, and str0m writes them
+//!   as it copies the payload behind the RTP header in its serialization buffer, a copy it
+//!   makes for every packet anyway before SRTP. Retransmissions are built from the same
+//!   cached packet and patch. Only a descriptor str0m refuses to patch (TL0PICIDX without
+//!   TID, which RFC 7741 forbids, so no browser sends it) is still rewritten into a copy.
+//! - The RED-to-Opus reduction makes one copy of the primary block per packet, shared by
+//!   every subscriber that needs it (a write takes an `Arc<[u8]>` of exactly the payload, so
+//!   a sub-slice cannot be shared).
+//!
+//! Apart from those two, forwarding allocates nothing in the SFU's own code. What str0m
+//! allocates is the floor: one buffer per forwarded packet (the SRTP output, which becomes
+//! the `Transmit`), one `Arc` per received RTP packet (the payload shared here) and a few
+//! per received RTCP/TWCC feedback packet. `examples/alloc_per_packet.rs` counts them, and
+//! docs/benchmarks.md ("Allocations per forwarded packet") has the figures.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::Pt;
-use str0m::rtp::{SeqNo, Ssrc};
+use str0m::rtp::{RtpWrite, SeqNo, Ssrc, Vp8Patch};
 
 use super::video::{PictureIdWidth, Vp8Descriptor};
 
@@ -165,9 +180,10 @@ impl StreamRewriter {
         out
     }
 
-    /// The payload to send for a VP8 packet: shared when nothing changes, else a copy
-    /// with the picture id and TL0PICIDX moved.
-    pub fn vp8_payload(&mut self, payload: &Arc<[u8]>, d: &Vp8Descriptor) -> Arc<[u8]> {
+    /// The payload to send for a VP8 packet: the shared one, with a patch moving the
+    /// picture id and TL0PICIDX once a switch has set offsets (see the module docs). Only a
+    /// descriptor str0m cannot patch is copied.
+    pub fn vp8_payload(&mut self, payload: &Arc<[u8]>, d: &Vp8Descriptor) -> Payload {
         let p = self.picture.get_or_insert_with(PictureState::default);
         let id_in = d.picture_id.map(|(id, _, _)| id).unwrap_or(0);
         let tl0_in = d.tl0_pic_idx.map(|(t, _)| t).unwrap_or(0);
@@ -184,12 +200,64 @@ impl StreamRewriter {
         if d.tl0_pic_idx.is_some() && tl0_out.wrapping_sub(p.last_tl0_out) < 128 {
             p.last_tl0_out = tl0_out;
         }
-        if p.id_offset == 0 && p.tl0_offset == 0 {
-            return payload.clone();
+        let unchanged = (p.id_offset == 0 || d.picture_id.is_none())
+            && (p.tl0_offset == 0 || d.tl0_pic_idx.is_none());
+        if unchanged {
+            return Payload::shared(payload);
+        }
+        if let Some(patch) = d.patch(id_out, tl0_out) {
+            return Payload {
+                bytes: payload.clone(),
+                vp8_patch: Some(patch),
+            };
         }
         let mut copy = payload.to_vec();
         d.write(&mut copy, id_out, tl0_out);
-        Arc::from(copy)
+        Payload {
+            bytes: Arc::from(copy),
+            vp8_patch: None,
+        }
+    }
+}
+
+/// What is written to one subscriber for one packet: payload bytes (normally the
+/// publisher's, shared by every subscriber) and the VP8 descriptor fields str0m replaces
+/// while it serializes them.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    /// The bytes.
+    pub bytes: Arc<[u8]>,
+    /// Picture id and TL0PICIDX written over `bytes` in the outgoing datagram (and in its
+    /// retransmissions, which str0m builds from the same cached packet).
+    pub vp8_patch: Option<Vp8Patch>,
+}
+
+impl Payload {
+    /// `bytes` unchanged (another reference, not a copy).
+    pub fn shared(bytes: &Arc<[u8]>) -> Self {
+        Payload {
+            bytes: bytes.clone(),
+            vp8_patch: None,
+        }
+    }
+
+    /// Length in bytes (a patch never changes it).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The str0m write command carrying this payload.
+    pub fn write(self, pt: Pt, seq: SeqNo, time: u32, wallclock: Instant) -> RtpWrite {
+        let write = RtpWrite::new(pt, seq, time, wallclock, self.bytes);
+        match self.vp8_patch {
+            Some(patch) => write.vp8_patch(patch),
+            None => write,
+        }
     }
 }
 
@@ -260,6 +328,76 @@ mod tests {
         }
         assert_eq!(rw.rewrite(b, 60_000.into()), Some(110.into()));
         assert_eq!(rw.rewrite(b, 60_001.into()), Some(111.into()));
+    }
+
+    /// A VP8 payload whose descriptor has a 15-bit picture id, TL0PICIDX and, when `tid`,
+    /// the TID byte RFC 7741 requires with TL0PICIDX (without it str0m will not patch).
+    fn vp8(picture_id: u16, tl0: u8, key: bool, tid: bool) -> Arc<[u8]> {
+        let mut v = vec![
+            0x90,
+            if tid { 0xe0 } else { 0xc0 },
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            tl0,
+        ];
+        if tid {
+            v.push(0x00);
+        }
+        v.extend_from_slice(&[if key { 0x00 } else { 0x01 }, 0x00, 0x00, 0xaa]);
+        v.into()
+    }
+
+    /// Feeds `payload` through `rw` as a packet at `at`, re-basing first when `switch`.
+    fn send(rw: &mut StreamRewriter, payload: &Arc<[u8]>, at: Instant, switch: bool) -> Payload {
+        let d = Vp8Descriptor::parse(payload).unwrap();
+        if switch {
+            rw.resync(0, at, 90_000, Some(&d));
+        }
+        rw.vp8_payload(payload, &d)
+    }
+
+    #[test]
+    fn vp8_fields_move_by_a_patch_on_the_shared_payload() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::default();
+        // Layer A from its first keyframe: nothing moves yet.
+        for (k, pic) in (100..103).enumerate() {
+            let p = vp8(pic, 10 + k as u8, k == 0, true);
+            let out = send(&mut rw, &p, t0, k == 0);
+            assert!(Arc::ptr_eq(&out.bytes, &p) && out.vp8_patch.is_none());
+        }
+        // Switch to layer B, whose pictures are numbered elsewhere (and wrap at 15 bits):
+        // they continue from 102 / 12, as a patch over B's own shared bytes.
+        for (k, pic) in [32_766u16, 32_767, 0, 1].into_iter().enumerate() {
+            let p = vp8(pic, 200 + k as u8, k == 0, true);
+            let out = send(&mut rw, &p, t0, k == 0);
+            assert!(Arc::ptr_eq(&out.bytes, &p), "not copied");
+            let d = Vp8Descriptor::parse(&p).unwrap();
+            assert_eq!(out.vp8_patch, d.patch(103 + k as u16, 13 + k as u8));
+            assert!(out.vp8_patch.is_some());
+            assert_eq!(out.len(), p.len());
+        }
+        // A reordered older packet of B gets its own moved number, not the newest one.
+        let p = vp8(32_767, 201, false, true);
+        let d = Vp8Descriptor::parse(&p).unwrap();
+        assert_eq!(send(&mut rw, &p, t0, false).vp8_patch, d.patch(104, 14));
+    }
+
+    #[test]
+    fn vp8_fields_str0m_cannot_patch_are_moved_in_a_copy() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::default();
+        let a = vp8(100, 10, true, false);
+        assert!(Arc::ptr_eq(&send(&mut rw, &a, t0, true).bytes, &a));
+        // TL0PICIDX without TID: str0m refuses the descriptor, so the copy carries the move.
+        let b = vp8(5_000, 77, true, false);
+        let out = send(&mut rw, &b, t0, true);
+        assert!(out.vp8_patch.is_none());
+        assert!(!Arc::ptr_eq(&out.bytes, &b));
+        let moved = Vp8Descriptor::parse(&out.bytes).unwrap();
+        assert_eq!(moved.picture_id.unwrap().0, 101);
+        assert_eq!(moved.tl0_pic_idx.unwrap().0, 11);
+        assert_eq!(out.bytes[moved.header_len..], b[moved.header_len..]);
     }
 
     #[test]

@@ -6,13 +6,12 @@ use std::time::Instant;
 
 use str0m::format::CodecConfig;
 use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid, Rids};
-use str0m::rtp::RtpWrite;
 
 use crate::event::{LayerInfo, Muted, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{SessionId, TrackId};
 use crate::settings::AutoSubscribe;
 
-use super::forward::{PtMapping, PtMeaning, red_primary};
+use super::forward::{Payload, PtMapping, PtMeaning, red_primary};
 use super::layers::{LayerIndex, Layers};
 use super::participant::{Forwarded, SubState, Subscription, Work};
 use super::selector::Verdict;
@@ -244,6 +243,8 @@ impl Core {
                 .observe(0, pkt.arrival, pkt.payload.len(), None);
         }
         let clock_rate = params.spec().clock_rate.get();
+        // The primary block of a RED packet, cut out once for every subscriber without RED.
+        let mut red_stripped: Option<Option<Arc<[u8]>>> = None;
         for sid in &track.subscribers {
             let Some(sub) = self.sessions.get_mut(sid) else {
                 continue;
@@ -288,10 +289,12 @@ impl Core {
             let (pt, payload) = match mapping {
                 PtMapping::Direct(pt) => match &vp8 {
                     Some(d) => (pt, s.stream.vp8_payload(&pkt.payload, d)),
-                    None => (pt, pkt.payload.clone()),
+                    None => (pt, Payload::shared(&pkt.payload)),
                 },
-                PtMapping::StripRed(pt) => match red_primary(&pkt.payload) {
-                    Some(primary) => (pt, Arc::from(primary)),
+                PtMapping::StripRed(pt) => match red_stripped
+                    .get_or_insert_with(|| red_primary(&pkt.payload).map(Arc::from))
+                {
+                    Some(primary) => (pt, Payload::shared(primary)),
                     None => continue,
                 },
                 PtMapping::Drop => continue,
@@ -327,7 +330,8 @@ impl Core {
                 continue;
             };
             tx.write_rtp(
-                RtpWrite::new(pt, seq, time, pkt.arrival, payload)
+                payload
+                    .write(pt, seq, time, pkt.arrival)
                     .marker(pkt.marker)
                     .ext_vals(pkt.ext.clone())
                     .nackable(video),

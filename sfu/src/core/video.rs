@@ -13,10 +13,17 @@
 //! - **AV1** (the AV1 RTP payload format): the `N` bit, set on the first packet of a coded
 //!   video sequence.
 //!
+//! VP8's picture id and TL0PICIDX are rewritten after a layer switch (see `forward`). The
+//! rewrite is normally not done here but handed to str0m as a patch
+//! ([`Vp8Descriptor::patch`]), which it applies while serializing the packet, so the
+//! publisher's payload stays shared; [`Vp8Descriptor::write`] rewrites in place, for the
+//! rare descriptor str0m will not patch.
+//!
 //! Everything here is a pure function of the bytes; malformed input reads as "not a
 //! keyframe" and is never indexed out of bounds.
 
 use str0m::format::Codec;
+use str0m::rtp::Vp8Patch;
 
 /// A video codec the SFU knows how to switch layers in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +97,7 @@ impl PictureIdWidth {
 }
 
 /// The parts of a VP8 payload descriptor the SFU reads or rewrites, with where they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Vp8Descriptor {
     /// Picture id, its width and its byte offset.
     pub picture_id: Option<(u16, PictureIdWidth, usize)>,
@@ -100,6 +107,11 @@ pub struct Vp8Descriptor {
     pub keyframe_start: bool,
     /// Length of the descriptor: the VP8 payload header follows.
     pub header_len: usize,
+    /// str0m's reading of the same descriptor, from which it builds the patches it applies
+    /// while serializing (see [`Vp8Descriptor::patch`]). `None` where str0m refuses the
+    /// descriptor: TL0PICIDX without TID (which RFC 7741 forbids, so no browser sends it),
+    /// or no byte after the descriptor.
+    patchable: Option<str0m::rtp::Vp8Descriptor>,
 }
 
 impl Vp8Descriptor {
@@ -144,7 +156,26 @@ impl Vp8Descriptor {
             tl0_pic_idx,
             keyframe_start,
             header_len: at,
+            patchable: str0m::rtp::Vp8Descriptor::parse(payload).ok(),
         })
+    }
+
+    /// A new picture id and TL0PICIDX as a patch str0m applies while it copies the payload
+    /// into the outgoing datagram, which it does for every packet anyway: the shared payload
+    /// stays as it is and nothing is copied for the rewrite. Fields the descriptor lacks are
+    /// left alone, as with [`Vp8Descriptor::write`]. `None` when str0m cannot patch this
+    /// descriptor (see the `patchable` field); the caller then writes into a copy.
+    pub fn patch(&self, picture_id: u16, tl0_pic_idx: u8) -> Option<Vp8Patch> {
+        let mut patch = self.patchable?.patch();
+        if let Some((_, width, _)) = self.picture_id {
+            patch = patch.picture_id(picture_id % width.modulus());
+        }
+        if self.tl0_pic_idx.is_some() {
+            patch = patch.tl0_pic_idx(tl0_pic_idx);
+        }
+        // Both parsers read the same RFC 7741 layout; should they ever disagree about a
+        // field, str0m refuses the patch and the copy is the fallback.
+        patch.build().ok()
     }
 
     /// Writes a new picture id and TL0PICIDX in place (fields the descriptor lacks are left
@@ -228,16 +259,17 @@ fn h264_has_keyframe(payload: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    /// A VP8 payload: extended descriptor with a 15-bit picture id and TL0PICIDX, then a
-    /// frame header (a keyframe of 1280×720 when `key`).
+    /// A VP8 payload: extended descriptor with a 15-bit picture id, TL0PICIDX and TID, then
+    /// a frame header (a keyframe of 1280×720 when `key`).
     pub(crate) fn vp8(picture_id: u16, tl0: u8, key: bool, start: bool) -> Vec<u8> {
         let b0 = 0x80 | if start { 0x10 } else { 0 };
         let mut v = vec![
             b0,
-            0xc0,
+            0xe0,
             0x80 | (picture_id >> 8) as u8,
             picture_id as u8,
             tl0,
+            0x00,
         ];
         if key {
             v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]);
@@ -261,6 +293,27 @@ mod tests {
         assert_eq!(again.tl0_pic_idx.unwrap().0, 200);
         // The frame itself is untouched.
         assert_eq!(vp8_keyframe_size(&p), Some((1280, 720)));
+    }
+
+    #[test]
+    fn vp8_patches_where_str0m_reads_the_same_fields() {
+        let p = vp8(0x1234, 7, false, true);
+        let d = Vp8Descriptor::parse(&p).unwrap();
+        assert!(d.patch(1, 2).is_some());
+        // The patch carries the values (and wraps the picture id at its width).
+        assert_eq!(d.patch(0x7fff + 3, 200), d.patch(2, 200));
+        assert_ne!(d.patch(2, 200), d.patch(3, 200));
+        assert_ne!(d.patch(2, 200), d.patch(2, 201));
+        // TL0PICIDX without TID (RFC 7741 forbids it): str0m will not patch it.
+        let mut odd = p.clone();
+        odd[1] = 0xc0;
+        odd.remove(5);
+        let d = Vp8Descriptor::parse(&odd).unwrap();
+        assert_eq!(d.tl0_pic_idx, Some((7, 4)));
+        assert_eq!(d.patch(1, 2), None);
+        // Nothing to move: an empty patch, not a refusal.
+        let plain = Vp8Descriptor::parse(&[0x10, 0x00, 0x00]).unwrap();
+        assert!(plain.patch(1, 2).is_some());
     }
 
     #[test]

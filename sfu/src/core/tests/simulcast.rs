@@ -16,7 +16,7 @@ const FRAME_BYTES: [usize; 3] = [200, 600, 1100];
 /// A VP8 frame of layer `l`: picture id `pic`, TL0PICIDX `tl0`, a keyframe header with the
 /// layer's size when `key`, padded to the layer's frame size; the last byte names the layer.
 fn frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
-    let mut v = vec![0x90, 0xc0, 0x80 | (pic >> 8) as u8, pic as u8, tl0];
+    let mut v = vec![0x90, 0xe0, 0x80 | (pic >> 8) as u8, pic as u8, tl0, 0x00];
     if key {
         let (w, h) = SIZES[l];
         v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
