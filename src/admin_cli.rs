@@ -62,7 +62,8 @@ pub enum RoomsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ParticipantsCommand {
-    /// List a room's participants with their connections, nodes and tracks.
+    /// List a room's participants (and WHEP viewers, as kind `viewer`) with their
+    /// connections, nodes and tracks.
     List { room: String },
     /// Remove a participant from a room.
     Remove { room: String, user: String },
@@ -153,6 +154,7 @@ pub async fn rooms(api: &ApiArgs, command: &RoomsCommand) -> Result<String, Stri
                 "NAME",
                 "PARTICIPANTS",
                 "CONNECTIONS",
+                "VIEWERS",
                 "KEPT",
                 "NODE",
                 "CREATED",
@@ -162,6 +164,7 @@ pub async fn rooms(api: &ApiArgs, command: &RoomsCommand) -> Result<String, Stri
                     text(&r["name"]),
                     text(&r["participants"]),
                     text(&r["connections"]),
+                    text(&r["viewers"]),
                     text(&r["kept"]),
                     text(&r["node"]),
                     text(&r["createdAt"]),
@@ -208,7 +211,7 @@ pub async fn participants(api: &ApiArgs, command: &ParticipantsCommand) -> Resul
     let answer = request(api, &call).await?;
     Ok(match command {
         ParticipantsCommand::List { .. } if !api.json => table(
-            &["USER", "NAME", "CONNECTIONS", "NODES", "TRACKS"],
+            &["USER", "NAME", "KIND", "CONNECTIONS", "NODES", "TRACKS"],
             rows(&answer, |p| {
                 let conns = p["connections"].as_array().cloned().unwrap_or_default();
                 let mut nodes: Vec<String> = conns.iter().map(|c| text(&c["node"])).collect();
@@ -226,6 +229,7 @@ pub async fn participants(api: &ApiArgs, command: &ParticipantsCommand) -> Resul
                 vec![
                     text(&p["userId"]),
                     text(&p["name"]),
+                    text(&p["kind"]),
                     conns.len().to_string(),
                     nodes.join(","),
                     tracks.join(" "),

@@ -654,17 +654,26 @@ impl Default for AdminConfig {
 
 /// WHIP ingest (RFC 9725): an encoder publishes into a room over HTTP at
 /// `/whip/v1/rooms/{room}`, as a participant of the room; and WHEP playback of a participant
-/// at `/whep/v1/rooms/{room}/participants/{user}`. Served only with the SFU on.
+/// at `/whep/v1/rooms/{room}/participants/{user}` (or of the active speaker), as a viewer
+/// hidden from the room. Served only with the SFU on. The two share the endpoint switch, the
+/// connect timeout and the SDP size; each has its own session limits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WhipConfig {
     /// Serve the WHIP and WHEP endpoints (they also need `sfu.enabled`).
     pub enabled: bool,
-    /// Most WHIP and WHEP sessions one user holds at once on this node; one more is refused
-    /// with 409.
+    /// Most WHIP (publishing) sessions one user holds at once on this node; one more is
+    /// refused with 409.
     pub max_sessions_per_user: usize,
-    /// Most WHIP and WHEP sessions in one room at once on this node.
+    /// Most WHIP (publishing) sessions in one room at once on this node.
     pub max_sessions_per_room: usize,
+    /// Most WHEP (viewing) sessions one user holds at once on this node; one more is refused
+    /// with 409.
+    pub max_viewer_sessions_per_user: usize,
+    /// Most WHEP viewers of one room at once. Viewers do not count toward
+    /// `rooms.max_participants`; this is their cap. A viewer's session lives on the room's
+    /// owner node, so in a cluster too this bounds the whole room.
+    pub max_viewers_per_room: usize,
     /// A session whose ICE and DTLS are not up this long after its answer ends (its
     /// participant leaves the room), so an encoder that never connects holds nothing.
     pub connect_timeout: HumanDuration,
@@ -678,6 +687,8 @@ impl Default for WhipConfig {
             enabled: true,
             max_sessions_per_user: 4,
             max_sessions_per_room: 8,
+            max_viewer_sessions_per_user: 4,
+            max_viewers_per_room: 100,
             connect_timeout: HumanDuration::secs(15),
             max_sdp_bytes: 64 * 1024,
         }
@@ -764,6 +775,11 @@ impl Config {
         let w = &self.whip;
         positive("whip.max_sessions_per_user", w.max_sessions_per_user as u64)?;
         positive("whip.max_sessions_per_room", w.max_sessions_per_room as u64)?;
+        positive(
+            "whip.max_viewer_sessions_per_user",
+            w.max_viewer_sessions_per_user as u64,
+        )?;
+        positive("whip.max_viewers_per_room", w.max_viewers_per_room as u64)?;
         positive_duration("whip.connect_timeout", w.connect_timeout)?;
         if w.max_sdp_bytes < 1024 {
             return Err(invalid("whip.max_sdp_bytes", "at least 1024"));
@@ -1163,6 +1179,22 @@ mod tests {
         assert_eq!(
             refused_key(|c| c.sfu.data_max_buffered_bytes = 16 * 1024),
             "sfu.data_max_buffered_bytes"
+        );
+    }
+
+    #[test]
+    fn whip_and_whep_limits_are_checked() {
+        assert_eq!(
+            refused_key(|c| c.whip.max_sessions_per_room = 0),
+            "whip.max_sessions_per_room"
+        );
+        assert_eq!(
+            refused_key(|c| c.whip.max_viewer_sessions_per_user = 0),
+            "whip.max_viewer_sessions_per_user"
+        );
+        assert_eq!(
+            refused_key(|c| c.whip.max_viewers_per_room = 0),
+            "whip.max_viewers_per_room"
         );
     }
 

@@ -1,6 +1,7 @@
 //! The signaling hub (`signaling::hub::Hub`) driven through a sequence of operations, the quinn
 //! way: devices of a few users connect and disconnect, send every kind of call, room, relay and
-//! presence event (typed from JSON exactly as a client's would be), and time moves. After every
+//! presence event (typed from JSON exactly as a client's would be), take viewers' seats in
+//! rooms (as WHEP sessions do), and time moves. After every
 //! step the harness checks:
 //! - the hub's registries agree with each other and with its limits (`Hub::audit`);
 //! - every event goes to a connection that is connected now;
@@ -41,6 +42,8 @@ enum Op {
     Disconnect { slot: u8 },
     /// The device in `slot` sends an event.
     Send { slot: u8, event: Event },
+    /// The device in `slot` takes a viewer's seat in a room, as a WHEP session does.
+    View { slot: u8, room: u8 },
     /// Time moves.
     Advance { secs: u16, millis: u16 },
 }
@@ -191,6 +194,15 @@ impl Harness {
                 };
                 if let Ok(ack) = self.hub.handle(self.now, conn, event) {
                     self.learn(&ack);
+                }
+            }
+            Op::View { slot, room } => {
+                let Some((conn, _)) = self.slots.get(&(slot % 8)).cloned() else {
+                    return;
+                };
+                let name = ROOMS[usize::from(room) % ROOMS.len()];
+                if let Ok(id) = self.hub.view_room(self.now, conn, name) {
+                    self.learn(&json!({ "roomId": id.as_str() }));
                 }
             }
             Op::Advance { secs, millis } => {

@@ -1,11 +1,15 @@
 //! WHEP playback (draft-ietf-wish-whep) through the whole server: a webrtc-rs viewer with two
 //! receive-only m-lines POSTs its offer to `/whep/v1/rooms/{room}/participants/{user}` and
 //! receives that participant's audio and video byte for byte, without any signaling
-//! connection and without ever being made an offer.
+//! connection and without ever being made an offer; the room's members never see the viewer;
+//! and viewers have limits of their own.
 
-use crate::whip::{bounded, delete, encoder, post_offer, room_token, send, server, stream};
+use crate::whip::{
+    bounded, delete, encoder, post_offer, room_token, send, server, server_with, stream,
+};
+use serde_json::Value;
 use std::net::SocketAddr;
-use testkit::{Kind, Peer};
+use testkit::{Kind, Peer, WsClient};
 
 /// A viewer peer with one receive-only audio and one receive-only video m-line, and its offer.
 async fn viewer() -> (Peer, String) {
@@ -238,6 +242,248 @@ async fn a_viewer_of_the_speaker_follows_whoever_speaks() {
         pc.close().await;
         alice_pc.close().await;
         bob_pc.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_is_hidden_from_the_rooms_members() {
+    bounded(async {
+        let server = server().await;
+        let (addr, room) = (server.addr, "stage");
+        let mut bob = WsClient::connect(addr, &room_token("bob", room))
+            .await
+            .unwrap();
+        bob.join_room(room).await;
+
+        // Alice publishes over WHIP: bob sees her join, as a participant.
+        let alice = room_token("alice", room);
+        let (mut alice_pc, audio, video, offer) = encoder().await;
+        let reply = post_offer(addr, room, &alice, &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let alice_session = reply.header("location").unwrap().to_owned();
+        alice_pc.accept_answer(reply.body.clone()).await;
+        alice_pc.wait_connected("alice").await;
+        let joined = bob.expect("call:participant:joined").await;
+        assert_eq!(joined["participant"]["userId"], "alice", "{joined}");
+
+        // Carol views alice, and gets her media: the SFU side works.
+        let carol = room_token("carol", room);
+        let (mut pc, offer) = viewer().await;
+        let reply = post_view(addr, room, "alice", &carol, &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let location = reply.header("location").unwrap().to_owned();
+        pc.accept_answer(reply.body.clone()).await;
+        pc.wait_connected("carol's viewer").await;
+        let (_, a, v) = stream(&audio, &video, &mut pc, 0).await;
+        assert!(a >= 50 && v >= 50, "{a} audio, {v} video");
+        // The POST was answered after the hub seated the viewer: the barrier in
+        // `expect_none` orders after it.
+        bob.expect_none("call:participant:joined").await;
+
+        // A member joining now is not told of her either.
+        let mut dave = WsClient::connect(addr, &room_token("dave", room))
+            .await
+            .unwrap();
+        let ack = dave.join_room(room).await;
+        assert_eq!(user_ids(&ack["participants"]), ["alice", "bob"], "{ack}");
+        bob.expect("call:participant:joined").await;
+
+        // The server API lists her, as a viewer; the others as participants.
+        let (status, people) = crate::admin::api(
+            addr,
+            "GET",
+            &format!("/api/v1/admin/rooms/{room}/participants"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{people}");
+        let mut kinds: Vec<(String, String)> = people
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (text(&p["userId"]), text(&p["kind"])))
+            .collect();
+        kinds.sort();
+        let expected = [
+            ("alice", "participant"),
+            ("bob", "participant"),
+            ("carol", "viewer"),
+            ("dave", "participant"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(u, k)| (u.to_string(), k.to_string()))
+            .collect();
+        assert_eq!(kinds, expected, "{people}");
+
+        // Her leaving is not news either; alice's is.
+        let reply = delete(addr, &location, &carol).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        bob.expect_none("call:participant:left").await;
+        let reply = delete(addr, &alice_session, &alice).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let left = bob.expect("call:participant:left").await;
+        assert_eq!(left["userId"], "alice", "{left}");
+        sessions_left(&server, 0).await;
+        pc.close().await;
+        alice_pc.close().await;
+        bob.close().await;
+        dave.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_have_their_own_caps_apart_from_whip_and_the_room() {
+    bounded(async {
+        let server = server_with(|c| {
+            c.whip.max_sessions_per_room = 1;
+            c.whip.max_viewer_sessions_per_user = 1;
+            c.whip.max_viewers_per_room = 2;
+            c.rooms.max_participants = 2;
+        })
+        .await;
+        let (addr, room) = (server.addr, "stage");
+        let mut mia = WsClient::connect(addr, &room_token("mia", room))
+            .await
+            .unwrap();
+        mia.join_room(room).await;
+
+        // Alice's WHIP session fills the room's WHIP cap and its last participant place.
+        let alice = room_token("alice", room);
+        let (_alice_pc, _, _, offer) = encoder().await;
+        let reply = post_offer(addr, room, &alice, &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let alice_session = reply.header("location").unwrap().to_owned();
+        let (_bob_pc, _, _, bob_offer) = encoder().await;
+        let bob = room_token("bob", room);
+        let reply = post_offer(addr, room, &bob, &bob_offer).await;
+        refused(&reply, "whip.max_sessions_per_room");
+
+        // Viewers come in regardless, up to their own caps.
+        let (_carol_pc, offer) = viewer().await;
+        let carol = room_token("carol", room);
+        let reply = post_view(addr, room, "alice", &carol, &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let carol_session = reply.header("location").unwrap().to_owned();
+        let (_again_pc, again) = viewer().await;
+        let reply = post_view(addr, room, "alice", &carol, &again).await;
+        refused(&reply, "whip.max_viewer_sessions_per_user");
+        let (_dave_pc, offer) = viewer().await;
+        let reply = post_view(addr, room, "alice", &room_token("dave", room), &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let (_erin_pc, erin_offer) = viewer().await;
+        let erin = room_token("erin", room);
+        let reply = post_view(addr, room, "alice", &erin, &erin_offer).await;
+        refused(&reply, "whip.max_viewers_per_room");
+
+        // A viewer's place freed is a viewer's place: erin comes in.
+        let reply = delete(addr, &carol_session, &carol).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let reply = post_view(addr, room, "alice", &erin, &erin_offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        // Two viewers stay, yet a publisher's place freed is a publisher's: bob comes in.
+        let reply = delete(addr, &alice_session, &alice).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let reply = post_offer(addr, room, &bob, &bob_offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        sessions_left(&server, 3).await;
+        mia.close().await;
+    })
+    .await;
+}
+
+/// Asserts a `409 limit_exceeded` whose message names the config key `key`.
+fn refused(reply: &crate::whip::Reply, key: &str) {
+    assert_eq!(reply.status, 409, "{reply:?}");
+    assert_eq!(reply.code(), "limit_exceeded", "{reply:?}");
+    assert!(reply.body.contains(key), "{reply:?}");
+}
+
+/// The `userId`s of a list of users, sorted.
+fn user_ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| text(&u["userId"]))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_cluster_a_viewer_sits_on_the_rooms_owner_hidden_from_members_anywhere() {
+    bounded(async {
+        let options = crate::cluster::NodeOptions {
+            env: vec![("CHORUS_ROOMS_AUTO_CREATE".into(), "true".into())],
+        };
+        let cluster = crate::cluster::Cluster::start_with("whep-owner", 2, &options).await;
+        let (a, b) = (cluster.node(0), cluster.node(1));
+        let room = "hall";
+
+        // Alice publishes over WHIP, on whichever node owns the room.
+        let alice = room_token("alice", room);
+        let (mut alice_pc, audio, video, offer) = encoder().await;
+        let reply = post_offer(a.addr, room, &alice, &offer).await;
+        let (owner, other, reply) = match reply.status {
+            201 => (a, b, reply),
+            307 => (b, a, post_offer(b.addr, room, &alice, &offer).await),
+            _ => panic!("{reply:?}"),
+        };
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let alice_session = reply.header("location").unwrap().to_owned();
+        alice_pc.accept_answer(reply.body.clone()).await;
+        alice_pc.wait_connected("alice").await;
+
+        // Bob is a member through the other node.
+        let mut bob = WsClient::connect(other.addr, &room_token("bob", room))
+            .await
+            .unwrap();
+        bob.join_room(room).await;
+
+        // Carol asks the other node, is sent to the owner, and views alice there.
+        let carol = room_token("carol", room);
+        let (mut pc, offer) = viewer().await;
+        let reply = post_view(other.addr, room, "alice", &carol, &offer).await;
+        assert_eq!(reply.status, 307, "{reply:?}");
+        let path = format!("/whep/v1/rooms/{room}/participants/alice");
+        let expected = format!("http://{}{path}", owner.addr);
+        assert_eq!(reply.header("location"), Some(expected.as_str()));
+        let reply = post_view(owner.addr, room, "alice", &carol, &offer).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let location = reply.header("location").unwrap().to_owned();
+        pc.accept_answer(reply.body.clone()).await;
+        pc.wait_connected("carol's viewer").await;
+        let (_, got_audio, got_video) = stream(&audio, &video, &mut pc, 0).await;
+        assert!(
+            got_audio >= 50 && got_video >= 50,
+            "{got_audio} {got_video}"
+        );
+
+        // The owner's hub sends bob's node the room's news in order: had carol's seat been
+        // announced, her join would come before dave's, and her leave before alice's.
+        let mut dave = WsClient::connect(other.addr, &room_token("dave", room))
+            .await
+            .unwrap();
+        dave.join_room(room).await;
+        let joined = bob.expect("call:participant:joined").await;
+        assert_eq!(joined["participant"]["userId"], "dave", "{joined}");
+        let reply = delete(owner.addr, &location, &carol).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let reply = delete(owner.addr, &alice_session, &alice).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let left = bob.expect("call:participant:left").await;
+        assert_eq!(left["userId"], "alice", "{left}");
+        pc.close().await;
+        alice_pc.close().await;
+        bob.close().await;
+        dave.close().await;
     })
     .await;
 }

@@ -71,7 +71,7 @@ impl Reply {
     }
 
     /// The `code` of a JSON error body.
-    fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         let v: Value = serde_json::from_str(&self.body).unwrap_or(Value::Null);
         v["code"].as_str().unwrap_or_default().to_owned()
     }

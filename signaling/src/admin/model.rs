@@ -14,10 +14,12 @@ pub struct RoomSummary {
     pub name: String,
     /// `room:<name>`: the `callId` of every event about the room.
     pub id: String,
-    /// Users in the room.
+    /// Users in the room as participants (viewers are not among them).
     pub participants: usize,
-    /// Connections in the room (a user may join from several devices).
+    /// Participants' connections in the room (a user may join from several devices).
     pub connections: usize,
+    /// WHEP viewers watching the room (connections): hidden from the room's members.
+    pub viewers: usize,
     /// The application's metadata; empty when none.
     pub metadata: String,
     /// Whether the room stays while empty (created through this API) or closes when its last
@@ -36,6 +38,9 @@ pub struct ParticipantInfo {
     pub user_id: String,
     /// Display name from the participant's token.
     pub name: String,
+    /// `participant`, or `viewer` for a room's WHEP viewers, which the room's members are
+    /// never shown. A user who is both is listed once as each.
+    pub kind: ParticipantKind,
     /// In a call: `ringing`, `joined`, `reconnecting`, `declined`, `missed` or `left`; in a
     /// room always `joined`.
     pub state: String,
@@ -45,6 +50,17 @@ pub struct ParticipantInfo {
     pub connections: Vec<ConnectionInfo>,
     /// Tracks the participant publishes through the SFU.
     pub tracks: Vec<TrackInfo>,
+}
+
+/// What kind of seat a [`ParticipantInfo`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantKind {
+    /// A member of the room or call, as its other members see it.
+    Participant,
+    /// A WHEP viewer (rooms only): receives media, publishes nothing, and is hidden from the
+    /// room's members and from participant webhooks.
+    Viewer,
 }
 
 /// One connection of a participant.

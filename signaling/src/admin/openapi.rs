@@ -3,8 +3,8 @@
 
 use super::model::{
     ApiError, CallSummary, ConnectionInfo, CreateRoom, CreateWebhook, Delivered, MuteTrack,
-    ParticipantInfo, RevocationInfo, Revoke, RoomSummary, RotateSecret, SendData, SetMetadata,
-    TrackInfo, UpdateWebhook, WebhookDeleted, WebhookInfo, WebhookSecret,
+    ParticipantInfo, ParticipantKind, RevocationInfo, Revoke, RoomSummary, RotateSecret, SendData,
+    SetMetadata, TrackInfo, UpdateWebhook, WebhookDeleted, WebhookInfo, WebhookSecret,
 };
 use super::routes::*;
 use super::webhooks::*;
@@ -54,6 +54,7 @@ use utoipa::{Modify, OpenApi};
         Delivered,
         MuteTrack,
         ParticipantInfo,
+        ParticipantKind,
         RevocationInfo,
         Revoke,
         RoomSummary,

@@ -3,8 +3,8 @@
 //! operations (a test checks it).
 
 use super::model::{
-    CallSummary, CreateRoom, Delivered, MuteTrack, ParticipantInfo, RevocationInfo, Revoke,
-    RoomSummary, SendData, SetMetadata, TrackInfo,
+    CallSummary, CreateRoom, Delivered, MuteTrack, ParticipantInfo, ParticipantKind,
+    RevocationInfo, Revoke, RoomSummary, SendData, SetMetadata, TrackInfo,
 };
 use super::{Admin, ApiFailure, Body, elsewhere, wrong_node};
 use crate::Signaling;
@@ -360,7 +360,10 @@ async fn participants(sig: &Signaling, space: CallId) -> Result<Vec<ParticipantI
     };
     if let Some(MediaAnswer::Tracks(tracks)) = tracks {
         for t in tracks {
-            if let Some(p) = list.iter_mut().find(|p| p.user_id == t.user_id.as_str()) {
+            let publisher = list.iter_mut().find(|p| {
+                p.kind == ParticipantKind::Participant && p.user_id == t.user_id.as_str()
+            });
+            if let Some(p) = publisher {
                 p.tracks.push(TrackInfo {
                     track_id: t.track_id,
                     kind: word(&t.kind),

@@ -403,6 +403,26 @@ impl Router {
         }
     }
 
+    /// Seats local connection `conn` as a hidden viewer of room `name` (a WHEP session; see
+    /// [`crate::hub::room`]'s "Viewers"), placing the room as a join would. The viewer's media
+    /// goes through the room owner's SFU and its seat is never relayed as a guest, so the room
+    /// must be owned here: the WHEP route sent the POST to the owner, and another owner now
+    /// means the room moved meanwhile (refused; the client POSTs again and is redirected).
+    pub async fn view(&self, conn: ConnectionId, name: &str) -> Result<CallId, Failure> {
+        if !self.solo() {
+            let id = room_id(name);
+            let owner = self.cluster.place(&id).await.map_err(|e| e.failure())?;
+            self.remember(&id, &owner);
+            if &owner != self.node() {
+                return Err(Failure::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("room `{name}` moved to node {owner}; POST again"),
+                ));
+            }
+        }
+        self.hub.view(conn, name.to_owned()).await
+    }
+
     /// Refuses when `user` takes part in `max_calls_per_user` calls across the cluster and would
     /// take part in one more (`joining`, or a new call). The owner of each call checks only the
     /// calls it owns; this sees those owned anywhere. While Redis is away only the owners' checks

@@ -51,6 +51,12 @@ enum Command {
         placed: Option<CallId>,
         reply: oneshot::Sender<Result<Value, Failure>>,
     },
+    /// Seat `conn` as a viewer of room `room` (WHEP); the ack is `{"roomId"}`.
+    View {
+        conn: ConnectionId,
+        room: String,
+        reply: oneshot::Sender<Result<Value, Failure>>,
+    },
     Presence {
         viewer: Identity,
         users: Vec<UserId>,
@@ -210,6 +216,23 @@ impl HubHandle {
         .await
         .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Seats `conn` as a hidden viewer of room `room` ([`Hub::view_room`]); no client event
+    /// does this, only a WHEP session. Answers the room's id.
+    pub async fn view(&self, conn: ConnectionId, room: String) -> Result<CallId, Failure> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::View { conn, room, reply })
+            .await
+            .map_err(|_| gone())?;
+        let ack = rx.await.map_err(|_| gone())??;
+        match ack["roomId"].as_str() {
+            Some(id) => Ok(CallId(id.to_owned())),
+            None => Err(Failure::new(
+                protocol::ErrorCode::Internal,
+                "the hub's view ack has no roomId",
+            )),
+        }
     }
 
     /// A guest's client event, queued now (in the order the guest's node sent it); the reply

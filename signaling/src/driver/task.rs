@@ -160,6 +160,13 @@ impl Driver {
                 let result = hub.handle_placed(now, conn, event, placed);
                 self.acks.push((reply, result));
             }
+            Command::View { conn, room, reply } => {
+                // Acked like an event, once the step's lifecycle events are stored.
+                let result = hub
+                    .view_room(now, conn, &room)
+                    .map(|id| serde_json::json!({ "roomId": id }));
+                self.acks.push((reply, result));
+            }
             Command::Presence {
                 viewer,
                 users,

@@ -7,7 +7,9 @@
 use super::call::MemberState;
 use super::room::{Persistence, Room, room_id};
 use super::{Cause, Hub, cluster::Home, no_such_call, wall};
-use crate::admin::model::{CallSummary, ConnectionInfo, ParticipantInfo, RoomSummary};
+use crate::admin::model::{
+    CallSummary, ConnectionInfo, ParticipantInfo, ParticipantKind, RoomSummary,
+};
 use crate::lifecycle::{Happening, LeaveReason};
 use crate::media::MediaCommand;
 use protocol::{
@@ -15,6 +17,7 @@ use protocol::{
     RoomMetadata, ServerEvent, UserId,
 };
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -241,20 +244,28 @@ impl Hub {
         let started_at = wall(self.epoch, room.created_at);
         let seats: Vec<(ConnectionId, UserId)> =
             room.seats().map(|(c, u)| (c, u.clone())).collect();
+        let viewers: Vec<(ConnectionId, UserId)> =
+            room.viewer_seats().map(|(c, u)| (c, u.clone())).collect();
         let ended = Arc::new(ServerEvent::CallEnded(CallEnded {
             call_id: id.clone(),
             reason: EndReason::Terminated,
         }));
-        for (conn, _) in &seats {
+        // Viewers hear it too (it ends their WHEP sessions), but leave unreported.
+        for (conn, _) in seats.iter().chain(&viewers) {
             self.push(*conn, ended.clone());
         }
         self.rooms.remove(&id);
-        for (conn, user) in &seats {
+        for (conn, user) in seats.iter().chain(&viewers) {
             self.media.push_back(MediaCommand::Leave {
                 space: id.clone(),
                 conn: *conn,
                 user: user.clone(),
             });
+        }
+        for (conn, _) in &viewers {
+            if let Some(c) = self.connections.get_mut(conn) {
+                c.viewing = None;
+            }
         }
         let mut users: Vec<&UserId> = seats.iter().map(|(_, u)| u).collect();
         users.sort();
@@ -285,7 +296,7 @@ impl Hub {
             self.forget_if_idle(user);
         }
         self.mark_space(&id);
-        Ok(AdminOutput::Delivered(seats.len()))
+        Ok(AdminOutput::Delivered(seats.len() + viewers.len()))
     }
 
     fn participants(&self, now: Instant, space: &CallId) -> Result<AdminOutput, Failure> {
@@ -297,6 +308,7 @@ impl Hub {
                 .map(|(user, devices)| ParticipantInfo {
                     user_id: user.to_string(),
                     name: self.name_of(user),
+                    kind: ParticipantKind::Participant,
                     state: "joined".into(),
                     metadata: room
                         .participant_metadata
@@ -309,6 +321,7 @@ impl Hub {
                         .collect(),
                     tracks: Vec::new(),
                 })
+                .chain(self.viewers_of(room))
                 .collect();
             return Ok(AdminOutput::Participants(list));
         }
@@ -327,18 +340,30 @@ impl Hub {
                 .members
                 .get(user)
                 .map(|d| d.keys().copied().collect())
-                .ok_or_else(|| no_participant(user))?;
+                .unwrap_or_default();
+            let viewers: Vec<ConnectionId> = room
+                .viewer_seats()
+                .filter(|(_, u)| *u == user)
+                .map(|(c, _)| c)
+                .collect();
+            if conns.is_empty() && viewers.is_empty() {
+                return Err(no_participant(user));
+            }
             let removed = Arc::new(ServerEvent::CallEnded(CallEnded {
                 call_id: space.clone(),
                 reason: EndReason::Removed,
             }));
-            for conn in &conns {
+            for conn in conns.iter().chain(&viewers) {
                 self.push(*conn, removed.clone());
             }
             for conn in &conns {
                 self.leave_room_id(now, user, *conn, space, LeaveReason::Removed);
             }
-            return Ok(AdminOutput::Delivered(conns.len()));
+            // A removed viewer leaves unannounced, as it came.
+            for conn in &viewers {
+                self.unview_room(now, *conn, space);
+            }
+            return Ok(AdminOutput::Delivered(conns.len() + viewers.len()));
         }
         let devices = match self.calls.get(space) {
             None => return Err(no_such_call()),
@@ -388,6 +413,7 @@ impl Hub {
             id: room.id.to_string(),
             participants: room.members.len(),
             connections: room.devices().count(),
+            viewers: room.viewers.len(),
             metadata: room.metadata.clone(),
             kept: room.persistence == Persistence::Kept,
             created_at: super::rfc3339(wall(self.epoch, room.created_at)),
@@ -410,6 +436,7 @@ impl Hub {
             .map(|(user, m)| ParticipantInfo {
                 user_id: user.to_string(),
                 name: self.name_of(user),
+                kind: ParticipantKind::Participant,
                 state: member_state(m.state).into(),
                 metadata: String::new(),
                 connections: m
@@ -435,6 +462,29 @@ impl Hub {
             participants,
             node: self.settings.node.to_string(),
         })
+    }
+
+    /// Room `room`'s viewers, one entry per user with their viewing connections.
+    fn viewers_of<'a>(&'a self, room: &'a Room) -> impl Iterator<Item = ParticipantInfo> + 'a {
+        let mut by_user: BTreeMap<&UserId, Vec<ConnectionInfo>> = BTreeMap::new();
+        for (conn, viewer) in &room.viewers {
+            let joined_at = super::rfc3339(wall(self.epoch, viewer.joined_at));
+            by_user
+                .entry(&viewer.user)
+                .or_default()
+                .push(self.connection_info(*conn, joined_at));
+        }
+        by_user
+            .into_iter()
+            .map(|(user, connections)| ParticipantInfo {
+                user_id: user.to_string(),
+                name: self.name_of(user),
+                kind: ParticipantKind::Viewer,
+                state: "joined".into(),
+                metadata: String::new(),
+                connections,
+                tracks: Vec::new(),
+            })
     }
 
     fn connection_info(&self, conn: ConnectionId, joined_at: String) -> ConnectionInfo {

@@ -157,6 +157,24 @@ impl Hub {
                     fault(format!("{user} is in room {id}, which they do not list"));
                 }
             }
+            for (conn, viewer) in &room.viewers {
+                match self.connections.get(conn) {
+                    Some(c) if c.user == viewer.user && c.viewing.as_ref() == Some(id) => {}
+                    _ => fault(format!("viewer {conn:?} of room {id} does not know it")),
+                }
+            }
+        }
+        for (conn, c) in &self.connections {
+            if let Some(id) = &c.viewing
+                && !self
+                    .rooms
+                    .get(id)
+                    .is_some_and(|r| r.viewers.contains_key(conn))
+            {
+                fault(format!(
+                    "{conn:?} views room {id}, which has no such viewer"
+                ));
+            }
         }
         faults
     }
@@ -169,10 +187,11 @@ impl Hub {
             .calls
             .iter()
             .flat_map(|(id, e)| e.call.seats().map(move |(conn, _)| (id.clone(), conn)));
-        let rooms = self
-            .rooms
-            .iter()
-            .flat_map(|(id, r)| r.seats().map(move |(conn, _)| (id.clone(), conn)));
+        let rooms = self.rooms.iter().flat_map(|(id, r)| {
+            r.seats()
+                .chain(r.viewer_seats())
+                .map(move |(conn, _)| (id.clone(), conn))
+        });
         calls.chain(rooms).collect()
     }
 }

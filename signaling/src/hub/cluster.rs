@@ -116,6 +116,7 @@ impl Hub {
                 contacts: identity.contacts.clone(),
                 watching: HashSet::new(),
                 home: Home::Node(home),
+                viewing: None,
             },
         );
         self.users
@@ -437,6 +438,7 @@ impl Hub {
     /// on there. The local media server frees its seats.
     pub fn release(&mut self, space: &CallId) {
         let seats: Vec<(ConnectionId, UserId)> = if let Some(room) = self.rooms.remove(space) {
+            self.end_viewing(space, &room);
             room.seats().map(|(c, u)| (c, u.clone())).collect()
         } else if let Some(entry) = self.remove_call(space) {
             self.metrics.calls_active.dec();
@@ -467,6 +469,27 @@ impl Hub {
         // Its snapshot, owner record and seats now belong to the new owner: write nothing.
         self.dirty_spaces.remove(space);
         self.seats_written.remove(space);
+    }
+
+    /// Room `id`'s viewers, when the room goes to another node: their media is in this node's
+    /// SFU and their seats are not in the room's snapshot, so their sessions end (`call:ended`,
+    /// `terminated`); a WHEP client POSTs again, and is sent to the new owner.
+    fn end_viewing(&mut self, id: &CallId, room: &Room) {
+        let ended = Arc::new(ServerEvent::CallEnded(protocol::CallEnded {
+            call_id: id.clone(),
+            reason: protocol::EndReason::Terminated,
+        }));
+        for (conn, user) in room.viewer_seats() {
+            self.push(conn, ended.clone());
+            self.media.push_back(MediaCommand::Leave {
+                space: id.clone(),
+                conn,
+                user: user.clone(),
+            });
+            if let Some(c) = self.connections.get_mut(&conn) {
+                c.viewing = None;
+            }
+        }
     }
 
     // ---- bookkeeping -------------------------------------------------------------------

@@ -188,6 +188,9 @@ struct Conn {
     watching: HashSet<UserId>,
     /// Here, or a guest from another node (which has no presence here).
     home: Home,
+    /// The room this connection holds a viewer's seat in ([`room`]'s "Viewers"); such a
+    /// connection takes no other seat.
+    viewing: Option<CallId>,
 }
 
 struct User {
@@ -327,6 +330,7 @@ impl Hub {
                 contacts: identity.contacts.clone(),
                 watching: HashSet::new(),
                 home: Home::Here,
+                viewing: None,
             },
         );
         // A user record may outlive the user's connections while they are still in a call.
@@ -426,6 +430,9 @@ impl Hub {
             self.reschedule(&id);
         }
         self.leave_rooms(now, &c.user, conn);
+        if let Some(room) = &c.viewing {
+            self.unview_room(now, conn, room);
+        }
         if gone {
             match elsewhere {
                 Elsewhere::Nowhere => self.go_offline(now, &c.user),

@@ -6,6 +6,16 @@
 //! when its last connection leaves. A room the server API created ([`Persistence::Kept`])
 //! stays while empty, until the API deletes it. A dropped connection leaves at once: rooms do
 //! not ring, so a reloaded page simply joins again.
+//!
+//! # Viewers
+//! A room has two kinds of seat. A member (`room:join`) is a participant: the others hear it
+//! join and leave, it is listed to them, and webhooks report it. A viewer (WHEP playback,
+//! [`crate::whip`]) is a hidden seat: a connection that receives media through the SFU and is
+//! never announced, listed to members, nor reported as a participant; only the server API
+//! lists it, as a viewer. A viewer keeps the room open as a member does (a viewer may wait for
+//! a publisher that has not come yet), and leaves when its connection goes, when the server
+//! API removes it, or when the room is deleted. No wire event makes a viewer: the hub seats one
+//! only on the WHEP session's behalf ([`super::Hub::view_room`]).
 
 use super::call::{Audience, Notice};
 use protocol::{CallId, CallUser, ConnectionId, ParticipantJoined, ServerEvent, UserId, UserRef};
@@ -27,12 +37,21 @@ pub enum Persistence {
     Kept,
 }
 
+/// A viewer's seat: whose connection it is, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    pub user: UserId,
+    pub joined_at: Instant,
+}
+
 /// One room.
 #[derive(Clone, Debug)]
 pub struct Room {
     pub id: CallId,
     /// Connections in the room, by user, with when each joined.
     pub members: BTreeMap<UserId, BTreeMap<ConnectionId, Instant>>,
+    /// Hidden seats (see the module docs), by connection.
+    pub viewers: BTreeMap<ConnectionId, Viewer>,
     pub persistence: Persistence,
     /// The application's metadata for the room (server API); empty when none.
     pub metadata: String,
@@ -50,6 +69,7 @@ impl Room {
         Self {
             id,
             members: BTreeMap::new(),
+            viewers: BTreeMap::new(),
             persistence,
             metadata: String::new(),
             participant_metadata: BTreeMap::new(),
@@ -57,9 +77,23 @@ impl Room {
         }
     }
 
-    /// Whether the room closes now: it is empty and was not created by the server API.
+    /// Whether the room closes now: nobody (member or viewer) is in it, and it was not
+    /// created by the server API.
     pub fn closes(&self) -> bool {
-        self.is_empty() && self.persistence == Persistence::WhileOccupied
+        self.is_empty() && self.viewers.is_empty() && self.persistence == Persistence::WhileOccupied
+    }
+
+    /// `conn` of `user` takes a viewer's seat at `now`. Nobody is told.
+    pub fn view(&mut self, user: &UserId, conn: ConnectionId, now: Instant) {
+        self.viewers.entry(conn).or_insert_with(|| Viewer {
+            user: user.clone(),
+            joined_at: now,
+        });
+    }
+
+    /// Viewer `conn` leaves; its seat, if it had one. Nobody is told.
+    pub fn unview(&mut self, conn: ConnectionId) -> Option<Viewer> {
+        self.viewers.remove(&conn)
     }
 
     /// `conn` of `user` joins at `now`. Others hear `call:participant:joined` when the user is
@@ -111,25 +145,38 @@ impl Room {
             .is_some_and(|d| d.contains_key(&conn))
     }
 
-    /// When `conn` of `user` joined, if it is in the room.
+    /// When `conn` of `user` took its seat (a member's or a viewer's), if it has one here.
     pub fn joined_at(&self, user: &UserId, conn: ConnectionId) -> Option<Instant> {
-        self.members.get(user)?.get(&conn).copied()
+        let member = self.members.get(user).and_then(|d| d.get(&conn)).copied();
+        let viewer = || {
+            self.viewers
+                .get(&conn)
+                .filter(|v| &v.user == user)
+                .map(|v| v.joined_at)
+        };
+        member.or_else(viewer)
     }
 
+    /// Whether the room has no members (it may still have viewers).
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
-    /// Every connection in the room.
+    /// Every member's connection in the room (viewers are not among them).
     pub fn devices(&self) -> impl Iterator<Item = ConnectionId> + '_ {
         self.members.values().flat_map(|d| d.keys().copied())
     }
 
-    /// Every connection in the room with its user.
+    /// Every member's connection in the room with its user (viewers are not among them).
     pub fn seats(&self) -> impl Iterator<Item = (ConnectionId, &UserId)> + '_ {
         self.members
             .iter()
             .flat_map(|(u, d)| d.keys().map(move |c| (*c, u)))
+    }
+
+    /// Every viewer's connection with its user.
+    pub fn viewer_seats(&self) -> impl Iterator<Item = (ConnectionId, &UserId)> + '_ {
+        self.viewers.iter().map(|(c, v)| (*c, &v.user))
     }
 
     fn to_others(&self, user: &UserId, event: ServerEvent) -> Vec<Notice> {
@@ -180,5 +227,50 @@ mod tests {
         );
         room.leave(&"a".into(), ConnectionId(1));
         assert!(room.is_empty());
+    }
+
+    #[test]
+    fn viewers_are_never_announced_nor_told_and_keep_the_room_open() {
+        let now = Instant::now();
+        let mut room = Room::opened(room_id("stage"), Persistence::WhileOccupied, now);
+        room.view(&"v".into(), ConnectionId(9), now);
+        assert!(room.is_empty(), "a viewer is not a member");
+        assert!(!room.closes(), "but it keeps the room open");
+        assert_eq!(room.joined_at(&"v".into(), ConnectionId(9)), Some(now));
+        assert_eq!(room.joined_at(&"w".into(), ConnectionId(9)), None);
+
+        // A member's join is told to members only: the viewer is nobody's audience.
+        assert!(
+            room.join(&"a".into(), "A".into(), ConnectionId(1), now)
+                .is_empty()
+        );
+        let n = room.join(&"b".into(), "B".into(), ConnectionId(2), now);
+        assert_eq!(
+            n.iter().map(|n| n.to.clone()).collect::<Vec<_>>(),
+            [Audience::Device(ConnectionId(1))]
+        );
+        assert_eq!(
+            room.devices().collect::<Vec<_>>(),
+            [ConnectionId(1), ConnectionId(2)]
+        );
+        // A viewer with a member's user id is a seat of its own: the member leaving is news.
+        room.view(&"b".into(), ConnectionId(8), now);
+        let n = room.leave(&"b".into(), ConnectionId(2));
+        assert!(
+            matches!(&n[0].event, ServerEvent::ParticipantLeft(l) if l.user_id.as_str() == "b")
+        );
+        assert_eq!(
+            room.unview(ConnectionId(8)).map(|v| v.user),
+            Some("b".into())
+        );
+
+        room.leave(&"a".into(), ConnectionId(1));
+        assert!(!room.closes(), "the viewer still watches");
+        assert!(room.unview(ConnectionId(9)).is_some());
+        assert!(
+            room.unview(ConnectionId(9)).is_none(),
+            "leaving twice is harmless"
+        );
+        assert!(room.closes());
     }
 }

@@ -26,46 +26,23 @@ impl Hub {
         conn: ConnectionId,
         name: &str,
     ) -> Result<Value, Failure> {
-        let (user, display, grants) = {
+        let (user, display, grants, viewing) = {
             let c = self.connections.get(&conn).ok_or_else(not_connected)?;
-            (c.user.clone(), c.name.clone(), c.grants.clone())
+            (
+                c.user.clone(),
+                c.name.clone(),
+                c.grants.clone(),
+                c.viewing.is_some(),
+            )
         };
-        if grants.room.as_deref() != Some(name) && !grants.admin {
+        if viewing {
             return Err(Failure::new(
-                ErrorCode::Forbidden,
-                format!("your token does not grant room `{name}`"),
+                ErrorCode::InvalidState,
+                "a viewer's connection takes no other seat",
             ));
         }
-        if self.draining {
-            return Err(Failure::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            ));
-        }
-        let id = room_id(name);
-        if !self.rooms.contains_key(&id) {
-            if !self.settings.rooms_auto_create && !grants.admin {
-                return Err(Failure::new(
-                    ErrorCode::NotFound,
-                    format!("no room `{name}` (rooms are created by an admin's join)"),
-                ));
-            }
-            if self.rooms.len() >= self.settings.max_rooms {
-                return Err(Failure::new(
-                    ErrorCode::LimitExceeded,
-                    "this server holds its maximum number of rooms",
-                ));
-            }
-            self.rooms.insert(
-                id.clone(),
-                Room::opened(id.clone(), Persistence::WhileOccupied, now),
-            );
-            self.record(
-                super::wall(self.epoch, now),
-                Happening::RoomStarted { room: id.clone() },
-            );
-        }
-        let room = self.rooms.get_mut(&id).expect("inserted above");
+        let id = self.open_room(now, name, &grants)?;
+        let room = self.rooms.get_mut(&id).expect("open_room opened it");
         if !room.members.contains_key(&user)
             && room.members.len() >= self.settings.max_room_participants
         {
@@ -116,6 +93,141 @@ impl Hub {
             metadata,
         };
         Ok(serde_json::to_value(ack).unwrap_or_default())
+    }
+
+    /// Room `name` for a seat of a connection with `grants`: opened now when missing (with
+    /// `rooms.auto_create`, or for an admin). Needs the room's grant, or `admin`.
+    fn open_room(
+        &mut self,
+        now: Instant,
+        name: &str,
+        grants: &crate::auth::Grants,
+    ) -> Result<CallId, Failure> {
+        if grants.room.as_deref() != Some(name) && !grants.admin {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                format!("your token does not grant room `{name}`"),
+            ));
+        }
+        if self.draining {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        let id = room_id(name);
+        if !self.rooms.contains_key(&id) {
+            if !self.settings.rooms_auto_create && !grants.admin {
+                return Err(Failure::new(
+                    ErrorCode::NotFound,
+                    format!("no room `{name}` (rooms are created by an admin's join)"),
+                ));
+            }
+            if self.rooms.len() >= self.settings.max_rooms {
+                return Err(Failure::new(
+                    ErrorCode::LimitExceeded,
+                    "this server holds its maximum number of rooms",
+                ));
+            }
+            self.rooms.insert(
+                id.clone(),
+                Room::opened(id.clone(), Persistence::WhileOccupied, now),
+            );
+            self.record(
+                super::wall(self.epoch, now),
+                Happening::RoomStarted { room: id.clone() },
+            );
+        }
+        Ok(id)
+    }
+
+    /// Seats `conn` as a viewer of room `name` (WHEP playback; see [`super::room`]'s
+    /// "Viewers"): a hidden seat, opening the room as a join would. Nobody is told, no
+    /// participant event is recorded, and `rooms.max_participants` does not count it (WHEP
+    /// has its own cap). The connection must hold no other seat. Returns the room's id.
+    pub fn view_room(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        name: &str,
+    ) -> Result<CallId, Failure> {
+        let (user, grants) = {
+            let c = self.connections.get(&conn).ok_or_else(not_connected)?;
+            (c.user.clone(), c.grants.clone())
+        };
+        let seated = self.users.get(&user).is_some_and(|u| {
+            let in_room = u
+                .rooms
+                .iter()
+                .any(|id| self.rooms.get(id).is_some_and(|r| r.contains(&user, conn)));
+            let in_call = u.calls.iter().any(|id| {
+                self.calls
+                    .get(id)
+                    .is_some_and(|e| e.call.has_device(&user, conn))
+            });
+            in_room || in_call
+        });
+        // Viewing this room already is harmless: the seat stays as it is.
+        let elsewhere = self
+            .connections
+            .get(&conn)
+            .and_then(|c| c.viewing.as_ref())
+            .is_some_and(|v| *v != room_id(name));
+        if seated || elsewhere {
+            return Err(Failure::new(
+                ErrorCode::InvalidState,
+                "a viewer's connection takes no other seat",
+            ));
+        }
+        let id = self.open_room(now, name, &grants)?;
+        if let Some(room) = self.rooms.get_mut(&id) {
+            room.view(&user, conn, now);
+        }
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.viewing = Some(id.clone());
+        }
+        // Not in the room's snapshot, but the room may be new.
+        self.mark_space(&id);
+        Ok(id)
+    }
+
+    /// Viewer `conn` leaves room `id` (its connection went, or the server API removed it): the
+    /// SFU frees its seat, and the room closes if nobody is left in it.
+    pub(super) fn unview_room(&mut self, now: Instant, conn: ConnectionId, id: &CallId) {
+        if let Some(c) = self.connections.get_mut(&conn)
+            && c.viewing.as_ref() == Some(id)
+        {
+            c.viewing = None;
+        }
+        let Some(room) = self.rooms.get_mut(id) else {
+            return;
+        };
+        let Some(viewer) = room.unview(conn) else {
+            return;
+        };
+        self.media.push_back(MediaCommand::Leave {
+            space: id.clone(),
+            conn,
+            user: viewer.user,
+        });
+        self.close_if_done(now, id);
+    }
+
+    /// Closes room `id` when nobody is left in it and it was not created by the server API.
+    fn close_if_done(&mut self, now: Instant, id: &CallId) {
+        let Some(room) = self.rooms.get(id).filter(|r| r.closes()) else {
+            return;
+        };
+        let started_at = super::wall(self.epoch, room.created_at);
+        self.record(
+            super::wall(self.epoch, now),
+            Happening::RoomFinished {
+                room: id.clone(),
+                started_at,
+            },
+        );
+        self.rooms.remove(id);
+        self.mark_space(id);
     }
 
     /// `room:leave`.

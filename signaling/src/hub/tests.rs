@@ -10,6 +10,7 @@ mod admin;
 mod cluster;
 mod lifecycle;
 mod policy;
+mod viewers;
 
 /// Settings for scenarios; presence is visible to everyone here (the visibility modes have
 /// their own scenarios in `policy`).

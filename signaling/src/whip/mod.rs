@@ -24,10 +24,13 @@
 //! record of media (ADR 0050). The session's connection subscribes to nothing (a WHIP client
 //! cannot renegotiate), so the SFU never makes it an offer.
 //!
-//! A WHEP session is the same, with a viewer's offer ([`crate::media::MediaRequest::View`]):
-//! the SFU binds the named participant's tracks to the offer's receive-only m-lines and never
-//! makes it an offer either. The viewer is a member of the room (it shows as a participant
-//! that publishes nothing); the hub has no other kind of seat.
+//! A WHEP session is the same, with a viewer's seat instead of a `room:join`
+//! ([`crate::cluster::Router::view`]) and a viewer's offer
+//! ([`crate::media::MediaRequest::View`]): the SFU binds the named participant's tracks to the
+//! offer's receive-only m-lines and never makes it an offer either. A viewer's seat is hidden
+//! (see [`crate::hub::room`]'s "Viewers"): the room's members never hear it come or go nor see
+//! it listed, webhooks report no participant for it, and only the server API lists it, as a
+//! viewer. It still leaves the room, and the SFU, when the session ends.
 //!
 //! What is WHIP's own: the resource id, its entity tag and the client's offer (for ICE
 //! restarts). A task per session (module `session`) owns them together with the hub registration;
@@ -41,9 +44,11 @@
 //! or the room's deletion; the token's expiry or revocation; the server's drain.
 //!
 //! # Limits
-//! `whip.max_sessions_per_user` and `whip.max_sessions_per_room` (409 past them; WHEP
-//! sessions count with WHIP's),
-//! `whip.max_sdp_bytes` (413), and everything a room join is subject to.
+//! WHIP sessions: `whip.max_sessions_per_user` and `whip.max_sessions_per_room`, and
+//! everything a room join is subject to (`rooms.max_participants`). WHEP sessions, counted
+//! apart: `whip.max_viewer_sessions_per_user` and `whip.max_viewers_per_room` (viewers do not
+//! count toward `rooms.max_participants`). All four answer 409 `limit_exceeded` past them.
+//! Both: `whip.max_sdp_bytes` (413).
 //!
 //! # In a cluster
 //! A POST for a room another node owns is answered `307` to that node (RFC 9725 §4.5), after
@@ -65,11 +70,15 @@ use tokio::sync::mpsc;
 
 pub use routes::router;
 
-/// What WHIP enforces, from `[whip]`.
+/// What WHIP and WHEP enforce, from `[whip]`.
 #[derive(Clone, Copy, Debug)]
 pub struct WhipSettings {
+    /// WHIP (publishing) sessions per user and per room.
     pub max_sessions_per_user: usize,
     pub max_sessions_per_room: usize,
+    /// WHEP (viewing) sessions per user and per room.
+    pub max_viewer_sessions_per_user: usize,
+    pub max_viewers_per_room: usize,
     pub connect_timeout: Duration,
     pub max_sdp_bytes: usize,
 }
@@ -79,6 +88,8 @@ impl WhipSettings {
         Self {
             max_sessions_per_user: c.whip.max_sessions_per_user,
             max_sessions_per_room: c.whip.max_sessions_per_room,
+            max_viewer_sessions_per_user: c.whip.max_viewer_sessions_per_user,
+            max_viewers_per_room: c.whip.max_viewers_per_room,
             connect_timeout: c.whip.connect_timeout.get(),
             max_sdp_bytes: c.whip.max_sdp_bytes,
         }
@@ -125,15 +136,46 @@ pub struct Whip {
 struct Entry {
     user: UserId,
     room: String,
+    kind: Kind,
     conn: ConnectionId,
     commands: mpsc::Sender<session::Command>,
 }
 
-/// A session over one of the `whip.max_sessions_*` limits.
+/// What a session does, which decides the limits it counts toward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// WHIP: `whip.max_sessions_per_*`.
+    Publish,
+    /// WHEP: `whip.max_viewer_sessions_per_user`, `whip.max_viewers_per_room`.
+    View,
+}
+
+/// A session over one of its kind's limits: the kind, and the limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Over {
-    User(usize),
-    Room(usize),
+    User(Kind, usize),
+    Room(Kind, usize),
+}
+
+impl Over {
+    /// What the refusal says: how many, of what, and the key that sets the limit.
+    fn message(self, room: &str) -> String {
+        match self {
+            Over::User(Kind::Publish, n) => format!(
+                "this user holds {n} WHIP sessions already (the limit, `whip.max_sessions_per_user`)"
+            ),
+            Over::Room(Kind::Publish, n) => format!(
+                "room `{room}` holds {n} WHIP sessions already (the limit, `whip.max_sessions_per_room`)"
+            ),
+            Over::User(Kind::View, n) => format!(
+                "this user holds {n} WHEP sessions already (the limit, \
+                 `whip.max_viewer_sessions_per_user`)"
+            ),
+            Over::Room(Kind::View, n) => format!(
+                "room `{room}` has {n} WHEP viewers already (the limit, `whip.max_viewers_per_room`)"
+            ),
+        }
+    }
 }
 
 impl Whip {
@@ -162,25 +204,33 @@ impl Whip {
         self.len() == 0
     }
 
-    /// Reserves a place for a new session of `identity` in `room`, within the limits.
+    /// Reserves a place for a new session of `kind` of `identity` in `room`, within the
+    /// limits of its kind (the other kind's sessions do not count).
     fn reserve(
         &self,
         identity: &Identity,
-        room: &str,
+        (room, kind): (&str, Kind),
         conn: ConnectionId,
         commands: mpsc::Sender<session::Command>,
     ) -> Result<WhipId, Over> {
         let mut sessions = lock(&self.sessions);
         let user = &identity.user_id;
-        if sessions.values().filter(|e| &e.user == user).count()
-            >= self.settings.max_sessions_per_user
-        {
-            return Err(Over::User(self.settings.max_sessions_per_user));
+        let (per_user, per_room) = match kind {
+            Kind::Publish => (
+                self.settings.max_sessions_per_user,
+                self.settings.max_sessions_per_room,
+            ),
+            Kind::View => (
+                self.settings.max_viewer_sessions_per_user,
+                self.settings.max_viewers_per_room,
+            ),
+        };
+        let same = || sessions.values().filter(|e| e.kind == kind);
+        if same().filter(|e| &e.user == user).count() >= per_user {
+            return Err(Over::User(kind, per_user));
         }
-        if sessions.values().filter(|e| e.room == room).count()
-            >= self.settings.max_sessions_per_room
-        {
-            return Err(Over::Room(self.settings.max_sessions_per_room));
+        if same().filter(|e| e.room == room).count() >= per_room {
+            return Err(Over::Room(kind, per_room));
         }
         let id = WhipId::fresh();
         sessions.insert(
@@ -188,6 +238,7 @@ impl Whip {
             Entry {
                 user: user.clone(),
                 room: room.to_owned(),
+                kind,
                 conn,
                 commands,
             },
@@ -216,4 +267,60 @@ fn random_hex() -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whip() -> Arc<Whip> {
+        Whip::new(WhipSettings {
+            max_sessions_per_user: 1,
+            max_sessions_per_room: 2,
+            max_viewer_sessions_per_user: 2,
+            max_viewers_per_room: 3,
+            connect_timeout: Duration::from_secs(1),
+            max_sdp_bytes: 1024,
+        })
+    }
+
+    fn reserve(whip: &Whip, user: &str, kind: Kind) -> Result<WhipId, Over> {
+        let identity = Identity {
+            user_id: user.into(),
+            name: user.into(),
+            grants: Default::default(),
+            contacts: Default::default(),
+        };
+        let (commands, _) = mpsc::channel(1);
+        whip.reserve(&identity, ("stage", kind), ConnectionId(0), commands)
+    }
+
+    #[test]
+    fn publishers_and_viewers_are_counted_apart() {
+        let w = whip();
+        reserve(&w, "a", Kind::Publish).unwrap();
+        assert_eq!(
+            reserve(&w, "a", Kind::Publish),
+            Err(Over::User(Kind::Publish, 1))
+        );
+        // A's publishing session leaves both of A's viewing places.
+        reserve(&w, "a", Kind::View).unwrap();
+        reserve(&w, "a", Kind::View).unwrap();
+        assert_eq!(reserve(&w, "a", Kind::View), Err(Over::User(Kind::View, 2)));
+        reserve(&w, "b", Kind::View).unwrap();
+        assert_eq!(reserve(&w, "c", Kind::View), Err(Over::Room(Kind::View, 3)));
+        // Three viewers in the room, yet a publisher's place is free.
+        let id = reserve(&w, "b", Kind::Publish).unwrap();
+        assert_eq!(
+            reserve(&w, "c", Kind::Publish),
+            Err(Over::Room(Kind::Publish, 2))
+        );
+        w.release(&id);
+        reserve(&w, "c", Kind::Publish).unwrap();
+        assert!(
+            Over::Room(Kind::View, 3)
+                .message("stage")
+                .contains("`whip.max_viewers_per_room`")
+        );
+    }
 }

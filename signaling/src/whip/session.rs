@@ -6,13 +6,13 @@
 //! cannot act on a session that is gone.
 
 use super::sdp::{self, Fragment, IceCredentials};
-use super::{MediaState, Over, Whip, WhipId};
+use super::{Kind, MediaState, Whip, WhipId};
 use crate::Signaling;
 use crate::auth::{Identity, TokenTerms};
 use crate::cluster::Registration;
 use crate::media::{MediaAnswer, MediaRequest};
 use crate::transport::expiry::{Due, Expiry};
-use crate::transport::outbox::{self, OutboxReader};
+use crate::transport::outbox::{self, Frame, OutboxReader};
 use axum::http::StatusCode;
 use protocol::{CallId, ClientEvent, ConnectionId, ErrorCode, Failure};
 use serde_json::Value;
@@ -90,6 +90,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The kind of session, whose limits it counts toward.
+    fn kind(&self) -> Kind {
+        match self {
+            Role::Publish => Kind::Publish,
+            Role::View { .. } => Kind::View,
+        }
+    }
+
     /// The media request negotiating `sdp` for this role.
     fn negotiation(&self, sdp: String) -> MediaRequest {
         match self {
@@ -150,17 +158,15 @@ pub async fn open(
     let conn = sig.hub.next_connection_id();
     let (commands, queue) = mpsc::channel(QUEUE);
     let id = whip
-        .reserve(&identity, &room, conn, commands)
+        .reserve(&identity, (&room, role.kind()), conn, commands)
         .map_err(|over| {
-            let message = match over {
-                Over::User(n) => format!("this user holds {n} WHIP sessions already (the limit)"),
-                Over::Room(n) => {
-                    format!("room `{room}` holds {n} WHIP sessions already (the limit)")
-                }
-            };
-            Refusal::new(StatusCode::CONFLICT, ErrorCode::LimitExceeded, message)
+            Refusal::new(
+                StatusCode::CONFLICT,
+                ErrorCode::LimitExceeded,
+                over.message(&room),
+            )
         })?;
-    let opened = seat(sig, &identity, conn, &room, role.negotiation(offer.clone())).await;
+    let opened = seat(sig, &identity, conn, (&room, &role), offer.clone()).await;
     let (registration, events, space, answer) = match opened {
         Ok(seated) => seated,
         Err(refusal) => {
@@ -191,14 +197,15 @@ pub async fn open(
     })
 }
 
-/// Registers `conn`, joins `room` and negotiates `offer`: the registration, the connection's
+/// Registers `conn`, seats it in `room` for `role` (a member's `room:join` to publish, a
+/// hidden viewer's seat to view) and negotiates `offer`: the registration, the connection's
 /// events, the room's space id and the SDP answer.
 async fn seat(
     sig: &Arc<Signaling>,
     identity: &Identity,
     conn: ConnectionId,
-    room: &str,
-    request: MediaRequest,
+    (room, role): (&str, &Role),
+    offer: String,
 ) -> Result<(Registration, OutboxReader, CallId, String), Refusal> {
     let (outbox, events) = outbox::channel(&sig.limits);
     let registration = sig
@@ -206,22 +213,15 @@ async fn seat(
         .register(conn, identity, outbox)
         .await
         .map_err(|r| Refusal::from(r.0))?;
-    // Parsed as a client's `room:join` would be, so the room name gets the same checks.
-    let join = ClientEvent::parse("room:join", serde_json::json!({ "room": room }));
-    let joined = match join {
-        Ok(join) => sig.routing.event(conn, identity, join).await,
-        Err(failure) => Err(failure),
-    };
-    let space = match joined {
-        Ok(ack) => match ack["roomId"].as_str() {
-            Some(space) => CallId(space.to_owned()),
-            None => crate::hub::room::room_id(room),
-        },
+    let seated = match take_seat(sig, identity, conn, room, role).await {
+        Ok(space) => space,
         Err(failure) => {
             registration.disconnect().await;
             return Err(failure.into());
         }
     };
+    let space = seated.unwrap_or_else(|| crate::hub::room::room_id(room));
+    let request = role.negotiation(offer);
     let negotiated = sig
         .routing
         .media(conn, identity, Some(space.clone()), request)
@@ -239,6 +239,27 @@ async fn seat(
         Err(failure) => {
             registration.disconnect().await;
             Err(failure.into())
+        }
+    }
+}
+
+/// Seats `conn` in `room` for `role`: the room's space id, when the hub named it.
+async fn take_seat(
+    sig: &Arc<Signaling>,
+    identity: &Identity,
+    conn: ConnectionId,
+    room: &str,
+    role: &Role,
+) -> Result<Option<CallId>, Failure> {
+    // Parsed as a client's `room:join` would be, so the room name gets the same checks.
+    let join = ClientEvent::parse("room:join", serde_json::json!({ "room": room }))?;
+    match (role, join) {
+        (Role::View { .. }, ClientEvent::RoomJoin(r)) => {
+            sig.routing.view(conn, &r.room).await.map(Some)
+        }
+        (_, join) => {
+            let ack = sig.routing.event(conn, identity, join).await?;
+            Ok(ack["roomId"].as_str().map(|s| CallId(s.to_owned())))
         }
     }
 }
@@ -304,7 +325,7 @@ impl Task {
                 },
                 event = events.recv() => match event {
                     // Removed from the room (server API), or the room was deleted.
-                    Ok(queued) if queued.frame().name() == "call:ended" => break End::LeftRoom,
+                    Ok(queued) if ends(queued.frame(), &self.space) => break End::LeftRoom,
                     Ok(_) => {}
                     Err(_) => break End::Released,
                 },
@@ -440,4 +461,45 @@ fn bad_fragment(e: sdp::BadFragment) -> Refusal {
 /// A strong entity tag, quoted as HTTP wants it.
 fn new_etag() -> String {
     format!("\"{}\"", super::random_hex())
+}
+
+/// Whether `frame` ends the session's seat in `space`: a `call:ended` for that room. The
+/// session's connection is one of its user's devices, so it also hears about the user's calls
+/// (rung on the user's phone, say); their end is not the session's.
+fn ends(frame: &Frame, space: &CallId) -> bool {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Ended {
+        call_id: CallId,
+    }
+    frame.name() == "call:ended"
+        && serde_json::from_str::<Ended>(frame.data().get()).is_ok_and(|e| &e.call_id == space)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{CallEnded, EndReason, ServerEvent};
+
+    fn ended(call: &str) -> Frame {
+        Frame::render(&ServerEvent::CallEnded(CallEnded {
+            call_id: CallId(call.into()),
+            reason: EndReason::Removed,
+        }))
+    }
+
+    #[test]
+    fn only_the_end_of_the_sessions_room_ends_it() {
+        let space = CallId("room:stage".into());
+        assert!(ends(&ended("room:stage"), &space));
+        assert!(
+            !ends(&ended("c0ffee"), &space),
+            "another call of the user ending"
+        );
+        let joined = Frame::render(&ServerEvent::ParticipantLeft(protocol::CallUser {
+            call_id: space.clone(),
+            user_id: "bob".into(),
+        }));
+        assert!(!ends(&joined, &space));
+    }
 }

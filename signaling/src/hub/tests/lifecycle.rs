@@ -5,7 +5,7 @@ use crate::lifecycle::Happening;
 
 impl World {
     /// Drains the lifecycle events as short strings: `type user reason`.
-    fn lifecycle(&mut self) -> Vec<String> {
+    pub(super) fn lifecycle(&mut self) -> Vec<String> {
         std::iter::from_fn(|| self.hub.poll_lifecycle())
             .map(|l| match l.what {
                 Happening::RoomStarted { room } => format!("room.started {room}"),
