@@ -214,10 +214,7 @@ async fn run_client(
 ) {
     let local: SocketAddr = sock.local_addr().expect("addr");
     let mut buf = vec![0u8; 2000];
-    let video_payload: Arc<[u8]> = (0..VIDEO_PAYLOAD)
-        .map(|i| i as u8)
-        .collect::<Vec<_>>()
-        .into();
+    let video = VideoPayloads::new();
     let audio_payload: Arc<[u8]> = vec![0xAB; 80].into();
     let (mut aseq, mut vseq) = (1u64, 1u64);
     loop {
@@ -264,7 +261,7 @@ async fn run_client(
                         let Some(pt) = pt_of(&rtc, Codec::Vp8) else { continue };
                         for k in 0..VIDEO_PACKETS_PER_FRAME {
                             if let Some(tx) = rtc.direct_api().stream_tx_by_mid(vmid, None) {
-                                tx.write_rtp(RtpWrite::new(pt, vseq.into(), (n * 3000) as u32, now, video_payload.clone())
+                                tx.write_rtp(RtpWrite::new(pt, vseq.into(), (n * 3000) as u32, now, video.packet(n, k))
                                     .marker(k + 1 == VIDEO_PACKETS_PER_FRAME).nackable(true));
                                 vseq += 1;
                             }
@@ -319,4 +316,48 @@ fn rss_kb() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Synthetic VP8 shaped like a real stream where the SFU looks: the first packet of each frame
+/// starts a partition (descriptor S bit), every 60th frame is a keyframe (frame tag P = 0, start
+/// code, 640×360), the rest interframes. The SFU forwards video to a subscriber only from a
+/// keyframe on, so without this shape it would forward none.
+struct VideoPayloads {
+    keyframe_start: Arc<[u8]>,
+    interframe_start: Arc<[u8]>,
+    continuation: Arc<[u8]>,
+}
+
+/// Frames from one keyframe to the next (2 s at 30 fps).
+const KEYFRAME_INTERVAL: u64 = 60;
+
+impl VideoPayloads {
+    fn new() -> Self {
+        let filled = |head: &[u8]| -> Arc<[u8]> {
+            let mut v = head.to_vec();
+            v.extend((v.len()..VIDEO_PAYLOAD).map(|i| i as u8));
+            v.into()
+        };
+        // Descriptor (S = 1, partition 0), then the frame tag; a keyframe's carries the start
+        // code and the size (640 × 360, little-endian, scale 0).
+        let keyframe_start = filled(&[
+            0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01,
+        ]);
+        let interframe_start = filled(&[0x10, 0x01, 0x00, 0x00]);
+        let continuation = filled(&[0x00]);
+        Self {
+            keyframe_start,
+            interframe_start,
+            continuation,
+        }
+    }
+
+    /// Packet `k` of frame `n`.
+    fn packet(&self, n: u64, k: u64) -> Arc<[u8]> {
+        match (k, n % KEYFRAME_INTERVAL) {
+            (0, 0) => self.keyframe_start.clone(),
+            (0, _) => self.interframe_start.clone(),
+            _ => self.continuation.clone(),
+        }
+    }
 }
