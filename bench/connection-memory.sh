@@ -76,7 +76,10 @@ for (const [name, open] of [['raw WebSocket', raw], ['Socket.IO', sio]]) {
   const after = rss();
   rows.push({ transport: name, connections: n, 'VmRSS before kB': before, 'VmRSS after kB': after,
     'kB per connection': ((after - before) / n).toFixed(1) });
-  for (const c of held) (c.terminate ?? c.disconnect).call(c);
+  // A goodbye (close frame, Socket.IO disconnect), not a dropped transport: a dropped session
+  // is held for `session:resume` (`limits.resume_grace`) and would still count, and be freed,
+  // during the next batch.
+  for (const c of held) c.close();
 }
 console.table(rows);
 JS

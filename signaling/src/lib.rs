@@ -212,6 +212,10 @@ impl Signaling {
             )
         })
         .layer(layer)
+        // Outside the Socket.IO layer, so that it sees the request first.
+        .layer(axum::middleware::map_request(
+            transport::socketio::detach_head,
+        ))
     }
 
     /// Verifies the token of an HTTP request (header or query).

@@ -23,6 +23,14 @@
 //! that many packets of at most about `limits.max_frame_bytes` (relayed signals are the largest
 //! events). A socket whose buffer stays full for `limits.write_timeout` is closed, and a peer
 //! that stops reading is closed by the socket's write deadline ([`super::deadline`]).
+//!
+//! Memory of an idle socket (issue 13; figures in docs/benchmarks.md, "Signaling: memory per
+//! idle connection"): the largest shares are socketioxide's, fixed by it (the first block of
+//! its per-socket packet channel, about 5 kB, its tasks, the 4 KiB WebSocket read buffer, which
+//! it shares with the raw transport), then the session's two tasks. Two things keep ours small:
+//! [`detach_head`] copies the request head out of hyper's 8 KiB read buffer, which engineioxide
+//! would otherwise pin for the life of the session; and the socket's two queues carry boxes,
+//! since a tokio channel allocates its first 32 slots when it is made.
 
 use crate::Signaling;
 use crate::auth::Identity;
@@ -32,7 +40,8 @@ use crate::resume::Departure;
 use crate::session::{Session, SessionLimits, error_event};
 use crate::transport::expiry::{Due, TokenClock};
 use crate::transport::outbox::{self, Frame, OutboxReader, Queued};
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, OriginalUri, Request};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use protocol::{ErrorCode, Failure};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Value, json};
@@ -76,6 +85,41 @@ pub fn layer(sig: Arc<Signaling>) -> (socketioxide::layer::SocketIoLayer, Socket
     (layer, io)
 }
 
+/// The path socketioxide serves (its default).
+pub const PATH: &str = "/socket.io";
+
+/// Copies the URI and header values of a request for [`PATH`] out of the buffer hyper read them
+/// into; other requests pass unchanged.
+///
+/// hyper parses a request without copying: its URI and every header value are slices of the
+/// connection's read buffer (8 KiB), and axum's `OriginalUri` is one more. engineioxide keeps the
+/// request head for as long as the Socket.IO session lives (it is what `req_parts` hands out),
+/// so without the copies every idle Socket.IO connection pinned that whole buffer for the few
+/// hundred bytes of its head. The raw WebSocket handler lets go of its request at the upgrade.
+pub async fn detach_head(mut request: Request) -> Request {
+    if !request.uri().path().starts_with(PATH) {
+        return request;
+    }
+    *request.uri_mut() = owned_uri(request.uri());
+    if let Some(OriginalUri(original)) = request.extensions_mut().get_mut::<OriginalUri>() {
+        *original = owned_uri(original);
+    }
+    let mut headers = HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        // `from_bytes` copies; the bytes were a valid header value already.
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        headers.append(name, owned);
+    }
+    *request.headers_mut() = headers;
+    request
+}
+
+/// `uri` in an allocation of its own (parsing a `String` takes it over).
+fn owned_uri(uri: &Uri) -> Uri {
+    uri.to_string().parse().unwrap_or_else(|_| uri.clone())
+}
+
 #[derive(Clone)]
 struct Admitted {
     identity: Identity,
@@ -85,8 +129,10 @@ struct Admitted {
     _permit: Arc<ConnectionPermit>,
 }
 
+/// The socket's queue of client events. Boxed: a tokio channel allocates its first block of 32
+/// slots when it is made, so an idle socket holds 32 of whatever it carries.
 #[derive(Clone)]
-struct Inbox(mpsc::Sender<Incoming>);
+struct Inbox(mpsc::Sender<Box<Incoming>>);
 
 struct Incoming {
     event: String,
@@ -149,7 +195,7 @@ async fn authenticate(
     // socketioxide sends CONNECT right after the middlewares, then spawns the connect handler:
     // the queue and the handlers must exist before that, or an event the client sends at once
     // would find no handler.
-    let (queue, incoming) = mpsc::channel::<Incoming>(QUEUE);
+    let (queue, incoming) = mpsc::channel::<Box<Incoming>>(QUEUE);
     s.extensions.insert(Inbox(queue));
     s.extensions
         .insert(Pending(Arc::new(std::sync::Mutex::new(Some(incoming)))));
@@ -187,11 +233,12 @@ fn departure_of(reason: DisconnectReason) -> Departure {
     }
 }
 
-/// What the session task hands the emitting task besides acks.
+/// What the session task hands the emitting task besides acks. The large variants are boxed, as
+/// in [`Inbox`]: the channel's first block holds 32 of these from the start.
 enum Control {
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// `session:resume` took over a dropped session: emit from its outbox, as its connection.
-    Switch(OutboxReader, protocol::ConnectionId),
+    Switch(Box<(OutboxReader, protocol::ConnectionId)>),
     /// The socket broke: stop and give the outbox back.
     Stop,
 }
@@ -202,7 +249,7 @@ struct Registered(Arc<std::sync::Mutex<Option<(OutboxReader, Registration)>>>);
 
 /// The receiving end of the socket's queue, from the middleware to the connect handler.
 #[derive(Clone)]
-struct Pending(Arc<std::sync::Mutex<Option<mpsc::Receiver<Incoming>>>>);
+struct Pending(Arc<std::sync::Mutex<Option<mpsc::Receiver<Box<Incoming>>>>>);
 
 async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
     let incoming = s
@@ -256,19 +303,20 @@ async fn on_connect(s: SocketRef, State(sig): State<Arc<Signaling>>) {
                     None
                 }
             };
-            let Some(Incoming { event, data, ack }) = next else {
+            let Some(incoming) = next else {
                 break;
             };
+            let Incoming { event, data, ack } = *incoming;
             let answer = session.handle(&event, data).await;
             // Fails only once the emitting task ended, when the socket is going away.
             let _ = replies
-                .send(Control::Reply(Reply { event, ack, answer }))
+                .send(Control::Reply(Box::new(Reply { event, ack, answer })))
                 .await;
             if let Some(resumed) = session.take_resumed() {
                 // After the resume's ack, emit from the resumed outbox (the missed events
                 // first), switched to before this connection's own goes.
                 let _ = replies
-                    .send(Control::Switch(resumed.events, session.conn))
+                    .send(Control::Switch(Box::new((resumed.events, session.conn))))
                     .await;
                 let own = std::mem::replace(&mut registration, resumed.registration);
                 own.disconnect().await;
@@ -334,8 +382,9 @@ async fn emit_events(
         let next = tokio::select! {
             biased;
             Some(control) = replies.recv() => match control {
-                Control::Reply(reply) => Next::Reply(reply),
-                Control::Switch(resumed, as_conn) => {
+                Control::Reply(reply) => Next::Reply(*reply),
+                Control::Switch(switch) => {
+                    let (resumed, as_conn) = *switch;
                     events = resumed;
                     conn = as_conn;
                     continue;
@@ -530,12 +579,68 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
         let Some(Inbox(queue)) = s.extensions.get::<Inbox>() else {
             return Ok(Enqueued);
         };
-        if let Err(mpsc::error::TrySendError::Full(Incoming { ack, event, .. })) =
-            queue.try_send(Incoming { event, data, ack })
+        if let Err(mpsc::error::TrySendError::Full(incoming)) =
+            queue.try_send(Box::new(Incoming { event, data, ack }))
         {
+            let Incoming { ack, event, .. } = *incoming;
             let failure = Failure::new(ErrorCode::RateLimited, "too many events queued; slow down");
             refuse(&SocketRef::from(s.clone()), ack, &failure, &event, None);
         }
         Ok(Enqueued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{Body, Bytes};
+    use std::ops::Range;
+
+    /// A request as hyper hands it over: URI and header values sliced out of one read buffer.
+    fn parsed(path: &str) -> (Request, Range<usize>) {
+        let token = "Bearer a.b.c";
+        let buffer = Bytes::from(format!("{path}{token}").into_bytes());
+        let within = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let uri = Uri::from_maybe_shared(buffer.slice(..path.len())).unwrap();
+        let mut authorization = HeaderValue::from_maybe_shared(buffer.slice(path.len()..)).unwrap();
+        authorization.set_sensitive(true);
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = uri.clone();
+        request
+            .headers_mut()
+            .insert(axum::http::header::AUTHORIZATION, authorization);
+        request.extensions_mut().insert(OriginalUri(uri));
+        (request, within)
+    }
+
+    fn in_buffer(bytes: &[u8], buffer: &Range<usize>) -> bool {
+        buffer.contains(&(bytes.as_ptr() as usize))
+    }
+
+    #[tokio::test]
+    async fn a_socketio_request_keeps_nothing_of_the_read_buffer() {
+        let path = "/socket.io/?EIO=4&transport=websocket";
+        let (request, buffer) = parsed(path);
+        let request = detach_head(request).await;
+
+        assert_eq!(request.uri(), path);
+        assert!(!in_buffer(request.uri().path().as_bytes(), &buffer));
+        let OriginalUri(original) = request.extensions().get::<OriginalUri>().unwrap();
+        assert_eq!(original, path);
+        assert!(!in_buffer(original.path().as_bytes(), &buffer));
+        let authorization = &request.headers()[axum::http::header::AUTHORIZATION];
+        assert_eq!(authorization, "Bearer a.b.c");
+        assert!(authorization.is_sensitive());
+        assert!(!in_buffer(authorization.as_bytes(), &buffer));
+    }
+
+    #[tokio::test]
+    async fn other_requests_pass_unchanged() {
+        let (request, buffer) = parsed("/api/v1/presence");
+        let request = detach_head(request).await;
+
+        assert!(in_buffer(request.uri().path().as_bytes(), &buffer));
+        let authorization = &request.headers()[axum::http::header::AUTHORIZATION];
+        assert!(in_buffer(authorization.as_bytes(), &buffer));
     }
 }
