@@ -4,7 +4,6 @@
 mod bad_sdp;
 mod ice_tcp;
 mod media;
-mod workers;
 
 use std::time::Duration;
 
