@@ -8,7 +8,7 @@
 //! client's 4-tuple to one socket, so all of a client's packets reach the worker owning its
 //! allocation; TCP/TLS connections are spread the same way at accept.
 
-use datagram as batch;
+mod batch;
 mod sockets;
 mod stream;
 mod tls;
