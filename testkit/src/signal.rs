@@ -86,15 +86,30 @@ impl WsClient {
 
     /// Sends `event` asking for an ack and waits for it (at most [`WAIT`]).
     pub async fn request(&mut self, event: &str, data: Value) -> Result<Value, Refusal> {
+        self.request_within(event, data, WAIT).await
+    }
+
+    /// [`Self::request`], waiting at most `within` for the ack.
+    pub async fn request_within(
+        &mut self,
+        event: &str,
+        data: Value,
+        within: Duration,
+    ) -> Result<Value, Refusal> {
         let id = self.next_id;
         self.next_id += 1;
         self.send_text(json!({"event": event, "data": data, "id": id}).to_string())
             .await;
-        self.ack(id).await
+        self.ack_within(id, within).await
     }
 
     /// Waits for the ack of request `id` (at most [`WAIT`]), buffering events meanwhile.
     pub async fn ack(&mut self, id: u64) -> Result<Value, Refusal> {
+        self.ack_within(id, WAIT).await
+    }
+
+    /// [`Self::ack`], waiting at most `within`.
+    pub async fn ack_within(&mut self, id: u64, within: Duration) -> Result<Value, Refusal> {
         let wait = async {
             loop {
                 if let Some(i) = self.acks.iter().position(|a| a["ack"] == id) {
@@ -103,9 +118,9 @@ impl WsClient {
                 assert!(self.pump().await, "connection closed before ack {id}");
             }
         };
-        let ack = tokio::time::timeout(WAIT, wait)
+        let ack = tokio::time::timeout(within, wait)
             .await
-            .unwrap_or_else(|_| panic!("no ack {id} within {WAIT:?}"));
+            .unwrap_or_else(|_| panic!("no ack {id} within {within:?}"));
         match ack.get("error") {
             Some(e) => Err(Refusal {
                 code: e["code"].as_str().unwrap_or_default().to_owned(),

@@ -91,6 +91,9 @@ pub enum ClusterError {
     /// The other node did not answer in time.
     #[error("node {0} did not answer in time")]
     Timeout(NodeId),
+    /// The other node was declared dead while the request waited for it.
+    #[error("node {0} stopped answering; its calls and rooms are moving")]
+    Gone(NodeId),
 }
 
 impl ClusterError {

@@ -4,7 +4,8 @@
 //! Sessions and transports talk to the [`Router`], not to the hub: on a single node ([`Solo`])
 //! every call goes straight to the local hub; in a cluster the router
 //! - places new calls and rooms, and relays events for spaces owned elsewhere to their owner,
-//!   awaiting the owner's reply (`cluster.request_timeout`, then `cluster_unavailable`);
+//!   awaiting the owner's reply (`cluster.request_timeout`, then `cluster_unavailable`; at
+//!   once if the owner is declared dead meanwhile, so the client retries as the space moves);
 //! - keeps the device directory up to date as connections come and go, and tells the owners of
 //!   spaces a connection acted in when it goes;
 //! - serves the inbox: requests from other nodes' guests, deliveries for local connections,
@@ -47,7 +48,9 @@ pub struct Router {
     owners: Mutex<HashMap<CallId, NodeId>>,
     /// Other nodes each local connection acted on, so they hear when it leaves.
     routes: Mutex<HashMap<ConnectionId, BTreeSet<NodeId>>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Requests awaiting a reply, with the node asked: when that node is declared gone, its
+    /// requests fail at once instead of waiting out `request_timeout`.
+    pending: Mutex<HashMap<u64, (NodeId, oneshot::Sender<Reply>)>>,
     next_request: AtomicU64,
     metrics: RouterMetrics,
     /// Where revocations other nodes took are applied.
@@ -587,7 +590,7 @@ impl Router {
         self.route(conn, to);
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        lock(&self.pending).insert(id, (to.clone(), tx));
         let started = Instant::now();
         self.metrics.relayed.with_label_values(&["out"]).inc();
         self.cluster.send(to, Body::Request { id, request });
@@ -598,7 +601,8 @@ impl Router {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(reply)
             }
-            _ => {
+            Ok(Err(_)) => Err(ClusterError::Gone(to.clone()).failure()),
+            Err(_) => {
                 lock(&self.pending).remove(&id);
                 // The owner may be gone: look it up again next time.
                 lock(&self.owners).retain(|_, owner| owner != to);
@@ -633,7 +637,7 @@ impl Router {
         match body {
             Body::Request { id, request } => self.on_request(from, id, request).await,
             Body::Reply { id, reply } => {
-                if let Some(tx) = lock(&self.pending).remove(&id) {
+                if let Some((_, tx)) = lock(&self.pending).remove(&id) {
                     let _ = tx.send(reply);
                 }
             }
@@ -676,6 +680,9 @@ impl Router {
                 snapshot,
             } => self.adopt(space, previous, reason, snapshot).await,
             Body::NodeGone { node } => {
+                // Whoever waits on the dead node hears so now (dropping the sender fails the
+                // wait), and can retry while its space moves, rather than after the timeout.
+                lock(&self.pending).retain(|_, (to, _)| *to != node);
                 self.hub.forget_node(node.clone()).await;
                 lock(&self.owners).retain(|_, owner| *owner != node);
                 for nodes in lock(&self.routes).values_mut() {

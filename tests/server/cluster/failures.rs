@@ -3,9 +3,10 @@
 
 use super::rooms::{Sender, sender, tracks, until_everyone_receives};
 use super::{Cluster, Node, NodeOptions, OwnRedis, labelled, metric};
-use crate::client::Client;
-use crate::server::{Transport, http_get};
+use crate::client::{Client, WsClient};
+use crate::server::{Transport, http_get, mint};
 use serde_json::json;
+use signaling::auth::Grants;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -130,6 +131,71 @@ async fn owner_lost_under_a_room(loss: Loss) {
     assert_eq!(moves, 1.0, "one ownership move, counted by the heir");
     for (p, _, _) in moved_people {
         p.leave().await;
+    }
+}
+
+/// A join that reaches a live node just after the room's owner died is relayed to the dead
+/// owner. With a request timeout far longer than the node timeout, the wait must end when the
+/// death is noticed (the node is buried), not at the timeout; the retry lands on the heir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_dead_owner_fails_as_soon_as_the_death_is_noticed() {
+    let options = NodeOptions {
+        env: vec![("CHORUS_CLUSTER_REQUEST_TIMEOUT".into(), "60s".into())],
+    };
+    let mut cluster = Cluster::start_with("gone-owner", 2, &options).await;
+    let token = |user| {
+        let grants = Grants {
+            room: Some("standup".into()),
+            admin: true,
+            ..Grants::default()
+        };
+        mint(user, grants, Duration::from_secs(600))
+    };
+    let mut alice = WsClient::connect(cluster.node(0).addr, &token("alice"))
+        .await
+        .unwrap();
+    alice
+        .request("room:join", json!({"room": "standup"}))
+        .await
+        .expect("alice creates the room on node 0");
+    let mut bob = WsClient::connect(cluster.node(1).addr, &token("bob"))
+        .await
+        .unwrap();
+
+    cluster.nodes[0].kill9();
+    let killed = Instant::now();
+    let refused = bob
+        .request_within(
+            "room:join",
+            json!({"room": "standup"}),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect_err("the owner is dead");
+    let waited = killed.elapsed();
+    assert_eq!(refused.code, "cluster_unavailable", "{refused:?}");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopped answering")),
+        "the failure names the dead node, not a timeout: {refused:?}"
+    );
+    // node timeout 2 s, the registry read every second: far from the 60 s request timeout
+    assert!(
+        waited < Duration::from_secs(15),
+        "the wait ended {waited:?} after the kill"
+    );
+
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match bob.request("room:join", json!({"room": "standup"})).await {
+            Ok(_) => break,
+            Err(r) => assert!(
+                Instant::now() < end,
+                "the heir does not take the join within 10 s: {r:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
