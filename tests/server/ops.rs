@@ -1,8 +1,9 @@
 //! Health, readiness, metrics, ICE servers and graceful shutdown.
 
-use crate::client::WsClient;
+use crate::client::{Client, SioClient, WsClient};
 use crate::server::{TestServer, Transport, http_get};
 use serde_json::{Value, json};
+use signaling::auth::Grants;
 use std::time::Duration;
 
 #[tokio::test]
@@ -193,6 +194,57 @@ async fn shutdown_tells_clients_refuses_new_sessions_and_drains() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// During a drain the node keeps its rooms until the deadline, then hands them over with their
+/// members: a join to one of them still works (in a cluster, a member whose own node went away
+/// rejoins through a live node while the owner drains); a new room is refused.
+#[tokio::test]
+async fn a_draining_server_takes_joins_to_its_rooms_but_opens_no_new_one() {
+    let server = TestServer::with(|c| {
+        c.server.drain_timeout = config::HumanDuration::secs(5);
+    })
+    .await;
+    let admin = Grants {
+        admin: true,
+        ..Grants::default()
+    };
+    let token = |user| server.token_with(user, admin.clone(), Duration::from_secs(600));
+    let mut alice = WsClient::connect(server.addr, &token("alice"))
+        .await
+        .unwrap();
+    let mut bob = Client::Sio(
+        SioClient::connect(server.addr, &token("bob"))
+            .await
+            .unwrap(),
+    );
+    alice
+        .request("room:join", json!({"room": "standup"}))
+        .await
+        .expect("alice opens the room");
+    let stopping = tokio::spawn(server.stop());
+    bob.expect("server:shutdown").await;
+    let joined = bob
+        .request("room:join", json!({"room": "standup"}))
+        .await
+        .expect("bob joins the room the draining server still holds");
+    assert_eq!(joined["participants"][0]["userId"], "alice", "{joined}");
+    assert_eq!(
+        alice.expect("call:participant:joined").await["participant"]["userId"],
+        "bob"
+    );
+    let refused = bob
+        .request("room:join", json!({"room": "retro"}))
+        .await
+        .expect_err("no new room while draining");
+    assert_eq!(refused.code, "shutting_down", "{refused:?}");
+    alice.close().await;
+    bob.close().await;
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("drained")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -109,13 +109,16 @@ impl Hub {
                 format!("your token does not grant room `{name}`"),
             ));
         }
-        if self.draining {
+        let id = room_id(name);
+        // A draining node keeps its rooms until the drain deadline and then hands them over
+        // with their members, so joining one still works (a member on another node is told
+        // `media:moved` with the rest); only a new room is refused.
+        if self.draining && !self.rooms.contains_key(&id) {
             return Err(Failure::new(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down",
             ));
         }
-        let id = room_id(name);
         if !self.rooms.contains_key(&id) {
             if !self.settings.rooms_auto_create && !grants.admin {
                 return Err(Failure::new(
