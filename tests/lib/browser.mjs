@@ -168,7 +168,7 @@ export async function decodesRemoteVideo(page, label, { timeoutMs = 30_000 } = {
  * Waits until `count` distinct inbound video streams have decoded frames with a width, then
  * until at least `count` of them have each decoded 10 more: video keeps flowing from that many
  * senders (a stream of a stopped track may linger in the stats, but it does not rise).
- * `timeoutMs` bounds each of the two waits.
+ * `timeoutMs` and `risingTimeoutMs` bound the two waits.
  */
 export async function decodesVideoStreams(page, count, label, { timeoutMs = 30_000, risingTimeoutMs = 15_000 } = {}) {
   const decoding = async () =>
@@ -177,9 +177,15 @@ export async function decodesVideoStreams(page, count, label, { timeoutMs = 30_0
     timeoutMs,
     what: `${label} to decode ${count} video streams`,
   });
-  const first = new Map((await decoding()).map((s) => [s.id, s.framesDecoded]));
+  // Each stream is measured from when it was first seen here: a stream that appears later (the
+  // page renegotiated, or opened a new RTCPeerConnection) counts from its own first sight.
+  const first = new Map();
   await eventually(
-    async () => (await decoding()).filter((s) => first.has(s.id) && s.framesDecoded > first.get(s.id) + 10).length >= count,
+    async () => {
+      const now = await decoding();
+      for (const s of now) if (!first.has(s.id)) first.set(s.id, s.framesDecoded);
+      return now.filter((s) => s.framesDecoded > first.get(s.id) + 10).length >= count;
+    },
     { timeoutMs: risingTimeoutMs, what: `${label}: framesDecoded to rise on ${count} video streams` },
   );
 }
