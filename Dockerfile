@@ -5,8 +5,11 @@
 # Grafana) is docker-compose.yml; why it is shaped this way: docs/adr/0065-compose-stack-and-load-balancer.md.
 #
 #   docker build -t chorus .
-#   docker run --rm -p 8080:8080 -p 7882:7882/udp -p 7882:7882/tcp \
+#   docker run --rm -p 8080:8080 -p 7882-7885:7882-7885/udp -p 7882:7882/tcp \
 #     -e CHORUS_AUTH_SECRET=$(openssl rand -hex 32) -e CHORUS_SFU_PUBLIC_IPS=203.0.113.7 chorus
+#
+# The SFU runs one media worker per core on consecutive UDP ports from 7882; the image fixes
+# them at four (sfu.workers in deploy/chorus/chorus.toml) so that the published range is known.
 #
 # Needs BuildKit (the default builder since Docker 23 and in `docker compose`; with the old
 # Python docker-compose 1.x set DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1) for the cache
@@ -44,11 +47,11 @@ USER chorus
 WORKDIR /var/lib/chorus
 VOLUME ["/var/lib/chorus"]
 
-# HTTP (/ws, /socket.io/, REST, /metrics, /health, /ready), SFU media (one UDP port for every
-# peer, ICE-TCP on the same number), TURN/STUN (UDP+TCP, TLS only with a certificate).
+# HTTP (/ws, /socket.io/, REST, /metrics, /health, /ready), SFU media (one UDP port per media
+# worker, ICE-TCP on the first number), TURN/STUN (UDP+TCP, TLS only with a certificate).
 # TURN relay ports (turn.relay_port_min..max, 49152-65535 by default) must be published too
 # when TURN is used; see docker-compose.yml for a narrowed range.
-EXPOSE 8080/tcp 7882/udp 7882/tcp 3478/udp 3478/tcp 5349/tcp
+EXPOSE 8080/tcp 7882-7885/udp 7882/tcp 3478/udp 3478/tcp 5349/tcp
 
 # Liveness only: /health never depends on Redis or PostgreSQL (ADR 0060). A load balancer uses
 # /ready instead, which turns 503 while the node drains.

@@ -2,7 +2,7 @@
 # SFU fan-out benchmark (issue 3): one publisher sending ~1.5 Mbit/s VP8-sized video at
 # 30 fps plus 50 packets/s of Opus-sized audio, forwarded to N subscribers for DURATION
 # seconds, over 127.0.0.1 only. Prints forwarded packets/s, SFU worker CPU-seconds
-# (utime+stime of the "chorus-sfu" thread from /proc), CPU-µs per forwarded packet and RSS.
+# (utime+stime of the one "chorus-sfu-0" worker thread from /proc), CPU-µs per forwarded packet and RSS.
 #
 # Usage: bench/sfu-fanout.sh [N ...]        (default: 10 50 100)
 #        DURATION=30 bench/sfu-fanout.sh 10

@@ -11,14 +11,17 @@
 # Usage: scripts/cluster.sh                 # 2 nodes
 #        NODES=3 BASE_PORT=19000 scripts/cluster.sh
 #
-# Ports: node i (1..NODES) listens on BASE_PORT+10*(i-1) for HTTP, +2 for the SFU (UDP and TCP)
-# and +3 for TURN (UDP and TCP); its TURN relay ports are RELAY_PORT_BASE+100*(i-1) .. +99.
+# Ports: node i (1..NODES) listens on BASE_PORT+10*(i-1) for HTTP, +1 for TURN (UDP and TCP), +2
+# for SFU ICE-TCP, and +2 .. +1+SFU_WORKERS for its SFU media workers' UDP ports (one each); its
+# TURN relay ports are RELAY_PORT_BASE+100*(i-1) .. +99.
 #
 # Environment (all optional):
 #   NODES=2                  number of chorus nodes (1-50)
 #   BASE_PORT=18080          first port, see above
 #   PROMETHEUS_PORT          Prometheus's web port (default BASE_PORT+9)
 #   RELAY_PORT_BASE=50000    first TURN relay port, see above
+#   SFU_WORKERS=2            SFU media workers per node (sfu.workers, 1-7: their UDP ports fit in
+#                            the node's ten)
 #   HOST=127.0.0.1           IPv4 address the nodes and Prometheus bind to and advertise (SFU
 #                            candidates, TURN relayed addresses); DEV=1 needs a loopback address
 #   PREFIX                   Redis key prefix the nodes share (cluster.key_prefix). Default:
@@ -55,6 +58,7 @@ NODES="${NODES:-2}"
 BASE_PORT="${BASE_PORT:-18080}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-$((BASE_PORT + 9))}"
 RELAY_PORT_BASE="${RELAY_PORT_BASE:-50000}"
+SFU_WORKERS="${SFU_WORKERS:-2}"
 HOST="${HOST:-127.0.0.1}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -76,6 +80,7 @@ die() {
 for var in BASE_PORT PROMETHEUS_PORT RELAY_PORT_BASE READY_TIMEOUT STOP_TIMEOUT; do
   [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a number, not '${!var}'"
 done
+[[ "$SFU_WORKERS" =~ ^[1-7]$ ]] || die "SFU_WORKERS must be 1-7, not '$SFU_WORKERS'"
 ((BASE_PORT >= 1024 && BASE_PORT + 10 * NODES <= 65535)) || die "BASE_PORT=$BASE_PORT leaves no room for $NODES nodes"
 ((RELAY_PORT_BASE >= 1024 && RELAY_PORT_BASE + 100 * NODES <= 65536)) || die "RELAY_PORT_BASE=$RELAY_PORT_BASE leaves no room for $NODES nodes"
 case "$DEV" in
@@ -185,8 +190,8 @@ TURN_SECRET="$(random_hex 32)"
 
 # --- nodes ----------------------------------------------------------------------------------------
 http_port() { echo $((BASE_PORT + 10 * ($1 - 1))); }
+turn_port() { echo $((BASE_PORT + 10 * ($1 - 1) + 1)); }
 sfu_port() { echo $((BASE_PORT + 10 * ($1 - 1) + 2)); }
-turn_port() { echo $((BASE_PORT + 10 * ($1 - 1) + 3)); }
 
 start_node() {
   local i=$1 http sfu turn relay
@@ -205,6 +210,7 @@ start_node() {
     "cluster.advertise_url=http://$HOST:$http" \
     "chat.database_url=$CHAT_URL" \
     "sfu.udp_listen=$HOST:$sfu" \
+    "sfu.workers=$SFU_WORKERS" \
     "sfu.tcp_listen=$HOST:$sfu" \
     "sfu.public_ips=$HOST" \
     "turn.udp_listen=$HOST:$turn" \
@@ -277,8 +283,9 @@ fi
 
 echo "Chorus cluster: $NODES nodes, Redis $REDIS_URL prefix $PREFIX, chat schema $PG_SCHEMA"
 for ((i = 1; i <= NODES; i++)); do
-  printf '  node-%-3s http://%s:%s  sfu %s udp+tcp  turn %s udp+tcp  pid %s  log %s\n' \
-    "$i" "$HOST" "$(http_port "$i")" "$(sfu_port "$i")" "$(turn_port "$i")" \
+  printf '  node-%-3s http://%s:%s  sfu %s-%s udp, %s tcp  turn %s udp+tcp  pid %s  log %s\n' \
+    "$i" "$HOST" "$(http_port "$i")" "$(sfu_port "$i")" "$(($(sfu_port "$i") + SFU_WORKERS - 1))" \
+    "$(sfu_port "$i")" "$(turn_port "$i")" \
     "${PID_OF_NODE[$i]}" "$RUN_DIR/node-$i.log"
 done
 if [[ -n "$PROMETHEUS_BIN" ]]; then

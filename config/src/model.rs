@@ -440,8 +440,10 @@ pub enum SfuCandidates {
 pub struct SfuConfig {
     /// Run the SFU in this process. Off: calls stay peer-to-peer and rooms carry no media.
     pub enabled: bool,
-    /// The one UDP port every peer shares.
+    /// The first media worker's UDP address; worker `i` listens on its port plus `i`.
     pub udp_listen: SocketAddr,
+    /// Media worker threads, each holding its own rooms and UDP port; 0 for one per CPU core.
+    pub workers: usize,
     /// ICE-TCP (RFC 4571) listener; empty turns ICE-TCP off.
     pub tcp_listen: String,
     /// Addresses advertised in the SFU's candidates. Empty: detected from the default route
@@ -477,6 +479,7 @@ impl Default for SfuConfig {
         Self {
             enabled: true,
             udp_listen: "0.0.0.0:7882".parse().expect("literal address"),
+            workers: 0,
             tcp_listen: "0.0.0.0:7882".into(),
             public_ips: Vec::new(),
             candidates: SfuCandidates::Both,
@@ -699,6 +702,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Most TURN worker threads: each holds about 5 MiB of relay buffers and its own sockets.
 pub const MAX_TURN_WORKERS: usize = 256;
+/// Most SFU media workers (`sfu.workers`).
+pub const MAX_SFU_WORKERS: usize = 256;
 
 /// What a process runs, which decides the settings it must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -970,6 +975,19 @@ impl Config {
             }
         }
         let sfu = &self.sfu;
+        if sfu.workers > MAX_SFU_WORKERS {
+            return Err(invalid(
+                "sfu.workers",
+                format!("at most {MAX_SFU_WORKERS} (0: one per CPU core)"),
+            ));
+        }
+        let port = usize::from(sfu.udp_listen.port());
+        if port != 0 && port + sfu.workers.max(1) - 1 > usize::from(u16::MAX) {
+            return Err(invalid(
+                "sfu.udp_listen",
+                "a port that leaves room for one port per worker (sfu.workers) below 65536",
+            ));
+        }
         if !sfu.tcp_listen.is_empty() && sfu.tcp_listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "sfu.tcp_listen",

@@ -3,7 +3,7 @@
 //! to a real SFU over 127.0.0.1 UDP.
 //!
 //! Server CPU is read from `/proc/self/task/<tid>/stat` of the SFU worker thread
-//! ("chorus-sfu"), so the clients' own CPU use is not counted.
+//! ("chorus-sfu-0"; the example runs one), so the clients' own CPU use is not counted.
 //!
 //! `cargo run --release --example fanout -- <subscribers> <seconds>`
 
@@ -39,6 +39,7 @@ async fn main() {
     let registry = prometheus::Registry::new();
     let mut settings = Settings::loopback();
     settings.tcp_listen = None;
+    settings.workers = 1;
     settings.candidates = sfu::CandidateTransports::UdpOnly;
     settings.limits.max_participants_per_room = subscribers + 1;
     let sfu = Sfu::start(settings, &registry).expect("sfu starts");
@@ -285,11 +286,11 @@ async fn run_client(
     }
 }
 
-/// Thread id of the SFU worker ("chorus-sfu").
+/// Thread id of the SFU worker ("chorus-sfu-0", the only one here).
 fn sfu_thread() -> Option<String> {
     for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "chorus-sfu" {
+        if comm.trim() == "chorus-sfu-0" {
             return Some(e.file_name().to_string_lossy().into_owned());
         }
     }

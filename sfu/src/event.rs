@@ -252,3 +252,16 @@ pub struct Stats {
     /// Routing entries (ICE ufrags + 5-tuples).
     pub routes: usize,
 }
+
+/// The whole SFU's counts are the sums over its media workers.
+impl std::iter::Sum for Stats {
+    fn sum<I: Iterator<Item = Stats>>(iter: I) -> Stats {
+        iter.fold(Stats::default(), |a, b| Stats {
+            rooms: a.rooms + b.rooms,
+            participants: a.participants + b.participants,
+            tracks: a.tracks + b.tracks,
+            subscriptions: a.subscriptions + b.subscriptions,
+            routes: a.routes + b.routes,
+        })
+    }
+}

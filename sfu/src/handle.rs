@@ -12,8 +12,10 @@ use str0m::net::TcpType;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::allocator::Wanted;
+use crate::core::shard::{Shard, placement};
 use crate::core::{Core, CoreConfig, OfferReply, TrackInfo, Viewed};
-use crate::driver::{Command, Driver};
+use crate::driver::tcp::WorkerLink;
+use crate::driver::{Command, Driver, TcpFront};
 use crate::error::Error;
 use crate::event::{Muted, SfuEvent, Stats, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, TrackId};
@@ -24,16 +26,31 @@ use crate::settings::{CandidateTransports, Grants, Settings, detect_public_ips};
 pub struct Sfu;
 
 impl Sfu {
-    /// Binds the sockets, registers the metrics and starts the worker thread. Errors if a
-    /// socket cannot be bound or the metrics are already registered. Works inside or
-    /// outside a Tokio runtime (the worker has its own).
+    /// Binds the sockets, registers the metrics and starts the media workers (see
+    /// [`Settings::workers`]). Errors if a socket cannot be bound or the metrics are already
+    /// registered. Works inside or outside a Tokio runtime (each worker has its own).
     pub fn start(settings: Settings, registry: &Registry) -> Result<SfuHandle, Error> {
         let metrics = Metrics::register(registry)?;
         let io = |e: std::io::Error| Error::Io(e.to_string());
+        let count = settings.worker_count();
 
-        let udp = std::net::UdpSocket::bind(settings.udp_listen).map_err(io)?;
-        udp.set_nonblocking(true).map_err(io)?;
-        let udp_addr = udp.local_addr().map_err(io)?;
+        let mut udps = Vec::with_capacity(count);
+        for i in 0..count {
+            let addr = settings.worker_udp_listen(i).ok_or_else(|| {
+                Error::Settings(format!(
+                    "{count} workers need UDP ports {} to {}, past 65535",
+                    settings.udp_listen.port(),
+                    usize::from(settings.udp_listen.port()) + count - 1
+                ))
+            })?;
+            let udp = std::net::UdpSocket::bind(addr).map_err(io)?;
+            udp.set_nonblocking(true).map_err(io)?;
+            udps.push(udp);
+        }
+        let udp_addrs = udps
+            .iter()
+            .map(|u| u.local_addr().map_err(io))
+            .collect::<Result<Vec<_>, _>>()?;
         let tcp = match settings.tcp_listen {
             Some(addr) if settings.candidates != CandidateTransports::UdpOnly => {
                 let l = std::net::TcpListener::bind(addr).map_err(io)?;
@@ -54,53 +71,82 @@ impl Sfu {
         } else {
             settings.public_ips.clone()
         };
-        let candidates = candidates(&public_ips, &settings, udp_addr, tcp_addr)?;
 
-        let core = Core::new(
-            CoreConfig {
-                candidates,
-                ice_timeout: settings.ice_timeout,
-                keyframe_request_interval: settings.keyframe_request_interval,
-                auto_subscribe: settings.auto_subscribe,
-                limits: settings.limits.clone(),
-                congestion_control: settings.congestion_control,
-                data: settings.data,
-            },
-            metrics,
-        );
         // Unbounded so that a command is queued the moment a handle method is called (see
         // `SfuHandle`): signaling's per-connection event rate limits bound how many can wait.
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io)?;
-        std::thread::Builder::new()
-            .name("chorus-sfu".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let udp = tokio::net::UdpSocket::from_std(udp).expect("inside the runtime");
-                    let tcp = tcp
-                        .map(|l| tokio::net::TcpListener::from_std(l).expect("inside the runtime"));
-                    Driver {
-                        core,
-                        udp,
-                        tcp,
-                        commands: cmd_rx,
-                        events: ev_tx,
-                        public_ips,
-                    }
-                    .run()
-                    .await;
-                });
-            })
-            .map_err(io)?;
+        let mut links = Vec::with_capacity(count);
+        let mut drivers = Vec::with_capacity(count);
+        for ((shard, udp), udp_addr) in Shard::split(count).into_iter().zip(udps).zip(&udp_addrs) {
+            let core = Core::with_shard(
+                CoreConfig {
+                    candidates: candidates(&public_ips, &settings, *udp_addr, tcp_addr)?,
+                    ice_timeout: settings.ice_timeout,
+                    keyframe_request_interval: settings.keyframe_request_interval,
+                    auto_subscribe: settings.auto_subscribe,
+                    limits: settings.limits.clone(),
+                    congestion_control: settings.congestion_control,
+                    data: settings.data,
+                },
+                metrics.clone(),
+                shard,
+            );
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+            links.push(WorkerLink {
+                commands: cmd_tx,
+                tcp: tcp_tx,
+            });
+            let udp_local = crate::driver::advertised(&public_ips, *udp_addr);
+            drivers.push((core, udp, udp_local, tcp_rx, cmd_rx));
+        }
+        let links: Arc<[WorkerLink]> = links.into();
+        let mut front = tcp.map(|listener| (listener, links.clone(), public_ips.clone()));
+
+        for (index, (core, udp, udp_local, tcp_rx, cmd_rx)) in drivers.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io)?;
+            let events = ev_tx.clone();
+            let front = front.take();
+            std::thread::Builder::new()
+                .name(format!("chorus-sfu-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        if let Some((listener, workers, public_ips)) = front {
+                            let listener = tokio::net::TcpListener::from_std(listener)
+                                .expect("inside the runtime");
+                            tokio::spawn(
+                                TcpFront {
+                                    listener,
+                                    workers,
+                                    public_ips,
+                                }
+                                .run(),
+                            );
+                        }
+                        let udp = tokio::net::UdpSocket::from_std(udp).expect("inside the runtime");
+                        Driver {
+                            core,
+                            udp,
+                            udp_local,
+                            tcp: tcp_rx,
+                            commands: cmd_rx,
+                            events,
+                        }
+                        .run()
+                        .await;
+                    });
+                })
+                .map_err(io)?;
+        }
+        metrics.workers.set(count as i64);
 
         Ok(SfuHandle {
-            commands: cmd_tx,
+            workers: links.iter().map(|l| l.commands.clone()).collect(),
             events: Arc::new(Mutex::new(Some(ev_rx))),
-            udp_addr,
+            udp_addrs,
             tcp_addr,
         })
     }
@@ -142,11 +188,15 @@ fn candidates(
 /// first polled, so commands reach the worker in the order of the calls. The signaling layer
 /// relies on this to issue one participant's join, offers and leave in the order its own state
 /// changed, from one task, without waiting for each answer.
+///
+/// Each room lives on one media worker ([`crate::core::shard::placement`]); a method about a
+/// room goes to that worker, and [`SfuHandle::snapshot`] sums over all of them.
 #[derive(Clone)]
 pub struct SfuHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    /// One command queue per media worker, by index.
+    workers: Arc<[mpsc::UnboundedSender<Command>]>,
     events: Arc<Mutex<Option<mpsc::UnboundedReceiver<SfuEvent>>>>,
-    udp_addr: SocketAddr,
+    udp_addrs: Vec<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
 }
 
@@ -163,9 +213,19 @@ impl SfuHandle {
             .ok_or(Error::EventsTaken)
     }
 
-    /// The bound UDP address (useful with port 0).
+    /// The first media worker's bound UDP address (useful with port 0).
     pub fn udp_addr(&self) -> SocketAddr {
-        self.udp_addr
+        self.udp_addrs[0]
+    }
+
+    /// Every media worker's bound UDP address, by worker index.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// The media worker that holds `room` (an index into [`SfuHandle::udp_addrs`]).
+    pub fn worker_of(&self, room: &RoomKey) -> usize {
+        placement(room, self.workers.len())
     }
 
     /// The bound ICE-TCP address, if enabled.
@@ -182,7 +242,9 @@ impl SfuHandle {
         grants: Grants,
         started: Instant,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.join(now, room, participant, grants, started))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.join(now, room, participant, grants, started)
+        })
     }
 
     /// A client offer → the answer, plus possibly a server offer to send right after it
@@ -204,7 +266,9 @@ impl SfuHandle {
         sdp: String,
         sources: Vec<(String, TrackSource)>,
     ) -> Reply<OfferReply> {
-        self.fallible(move |c, now| c.offer(now, &room, &participant, &sdp, &sources))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.offer(now, &room, &participant, &sdp, &sources)
+        })
     }
 
     /// An offer from a participant that may not have joined yet: joins it first (see
@@ -217,7 +281,9 @@ impl SfuHandle {
         started: Instant,
         sdp: String,
     ) -> Reply<OfferReply> {
-        self.fallible(move |c, now| c.offer_joining(now, room, participant, grants, started, &sdp))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.offer_joining(now, room, participant, grants, started, &sdp)
+        })
     }
 
     /// A viewer's offer (WHEP): joins it on the first, and binds the tracks of whom it views
@@ -230,13 +296,17 @@ impl SfuHandle {
         started: Instant,
         sdp: String,
     ) -> Reply<OfferReply> {
-        self.fallible(move |c, now| c.offer_viewing(now, room, participant, viewed, started, &sdp))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.offer_viewing(now, room, participant, viewed, started, &sdp)
+        })
     }
 
     /// The client's answer to a server offer ([`SfuEvent::Offer`] or
     /// [`OfferReply::server_offer`]).
     pub fn answer(&self, room: RoomKey, participant: ParticipantKey, sdp: String) -> Reply<()> {
-        self.fallible(move |c, now| c.answer(now, &room, &participant, &sdp))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.answer(now, &room, &participant, &sdp)
+        })
     }
 
     /// A trickled client candidate. Optional (ICE-lite learns addresses from checks).
@@ -246,7 +316,9 @@ impl SfuHandle {
         participant: ParticipantKey,
         candidate: String,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.add_remote_candidate(now, &room, &participant, &candidate))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.add_remote_candidate(now, &room, &participant, &candidate)
+        })
     }
 
     /// Records a mute toggle of a published track; emits [`SfuEvent::TrackMuted`].
@@ -257,7 +329,9 @@ impl SfuHandle {
         track: TrackId,
         muted: Muted,
     ) -> Reply<()> {
-        self.fallible(move |c, _| c.set_track_muted(&room, &participant, &track, muted))
+        self.fallible(self.worker_of(&room), move |c, _| {
+            c.set_track_muted(&room, &participant, &track, muted)
+        })
     }
 
     /// Mutes (`held`) or unmutes a track of `user` in `room` for the server API: a held track
@@ -269,7 +343,9 @@ impl SfuHandle {
         track: TrackId,
         held: bool,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.set_track_held(now, &room, &user, &track, held))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.set_track_held(now, &room, &user, &track, held)
+        })
     }
 
     /// Records a mute toggle of every track of `participant` from `source`.
@@ -280,7 +356,9 @@ impl SfuHandle {
         source: TrackSource,
         muted: Muted,
     ) -> Reply<()> {
-        self.fallible(move |c, _| c.set_source_muted(&room, &participant, source, muted))
+        self.fallible(self.worker_of(&room), move |c, _| {
+            c.set_source_muted(&room, &participant, source, muted)
+        })
     }
 
     /// Starts receiving a track (needs `can_subscribe`).
@@ -290,7 +368,9 @@ impl SfuHandle {
         participant: ParticipantKey,
         track: TrackId,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.subscribe(now, &room, &participant, &track))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.subscribe(now, &room, &participant, &track)
+        })
     }
 
     /// Stops receiving a track.
@@ -300,7 +380,9 @@ impl SfuHandle {
         participant: ParticipantKey,
         track: TrackId,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.unsubscribe(now, &room, &participant, &track))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.unsubscribe(now, &room, &participant, &track)
+        })
     }
 
     /// What `participant` wants of a video track it receives (`track:settings`): see
@@ -312,7 +394,9 @@ impl SfuHandle {
         track: TrackId,
         wanted: Wanted,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.set_track_settings(now, &room, &participant, &track, wanted))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.set_track_settings(now, &room, &participant, &track, wanted)
+        })
     }
 
     /// The most `participant` wants to receive (bit/s; `None`: no cap): see
@@ -323,53 +407,85 @@ impl SfuHandle {
         participant: ParticipantKey,
         cap: Option<u64>,
     ) -> Reply<()> {
-        self.fallible(move |c, now| c.set_receive_cap(now, &room, &participant, cap))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.set_receive_cap(now, &room, &participant, cap)
+        })
     }
 
     /// Removes a participant; its tracks are unpublished.
     pub fn leave(&self, room: RoomKey, participant: ParticipantKey) -> Reply<()> {
-        self.fallible(move |c, now| c.leave(now, &room, &participant))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.leave(now, &room, &participant)
+        })
     }
 
     /// Removes everyone in a room (call or room ended).
     pub fn close_room(&self, room: RoomKey) -> Reply<()> {
-        self.fallible(move |c, now| c.close_room(now, &room))
+        self.fallible(self.worker_of(&room), move |c, now| {
+            c.close_room(now, &room)
+        })
     }
 
     /// Published tracks of a room (for the `room:join` ack).
     pub fn room_tracks(&self, room: RoomKey) -> Reply<Vec<TrackInfo>> {
-        self.call(move |c, _| c.room_tracks(&room))
+        self.call(self.worker_of(&room), move |c, _| c.room_tracks(&room))
     }
 
     /// Counts of rooms, participants, tracks, subscriptions and routes.
     pub fn snapshot(&self) -> Reply<Stats> {
-        self.call(|c, _| c.stats())
+        let replies: Vec<Reply<Stats>> = (0..self.workers.len())
+            .map(|w| self.call(w, |c, _| c.stats()))
+            .collect();
+        Box::pin(async move {
+            let mut all = Vec::with_capacity(replies.len());
+            for r in replies {
+                all.push(r.await?);
+            }
+            Ok(all.into_iter().sum())
+        })
     }
 
-    /// Stops the worker and waits until it has said goodbye to every peer (DTLS close_notify)
-    /// and closed its sockets. Other handles then get [`Error::Stopped`].
+    /// Stops every media worker and waits until each has said goodbye to its peers (DTLS
+    /// close_notify) and closed its sockets. Other handles then get [`Error::Stopped`].
     pub async fn shutdown(&self) {
-        let _ = self.commands.send(Command::Shutdown);
-        self.commands.closed().await;
+        for w in self.workers.iter() {
+            let _ = w.send(Command::Shutdown);
+        }
+        for w in self.workers.iter() {
+            w.closed().await;
+        }
     }
 
-    /// Resolves once the worker has ended: after [`SfuHandle::shutdown`], or when it died (a
-    /// panic in the core). The binary uses it to stop serving instead of carrying on without
-    /// media.
+    /// Resolves once a media worker has ended: after [`SfuHandle::shutdown`], or when one
+    /// died (a panic in its core). The binary uses it to stop serving instead of carrying on
+    /// with some rooms' media gone.
     pub async fn ended(&self) {
-        self.commands.closed().await;
+        let mut closed: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = self
+            .workers
+            .iter()
+            .map(|w| Box::pin(w.closed()) as Pin<Box<dyn Future<Output = ()> + Send + '_>>)
+            .collect();
+        std::future::poll_fn(|cx| {
+            if closed.iter_mut().any(|c| c.as_mut().poll(cx).is_ready()) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Queues `f` now; the reply resolves with its result.
     fn call<R: Send + 'static>(
         &self,
+        worker: usize,
         f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
     ) -> Reply<R> {
         let (tx, rx) = oneshot::channel();
         let cmd = Command::Run(Box::new(move |core, now| {
             let _ = tx.send(f(core, now));
         }));
-        let queued = self.commands.send(cmd).map_err(|_| Error::Stopped);
+        let queued = self.workers[worker].send(cmd).map_err(|_| Error::Stopped);
         Box::pin(async move {
             queued?;
             rx.await.map_err(|_| Error::Stopped)
@@ -378,9 +494,10 @@ impl SfuHandle {
 
     fn fallible<R: Send + 'static>(
         &self,
+        worker: usize,
         f: impl FnOnce(&mut Core, Instant) -> Result<R, Error> + Send + 'static,
     ) -> Reply<R> {
-        let reply = self.call(f);
+        let reply = self.call(worker, f);
         Box::pin(async move { reply.await? })
     }
 }
@@ -426,7 +543,7 @@ mod tests {
     async fn a_panicking_worker_is_seen_as_ended() {
         let sfu = start_loopback();
         // A bug in the core, reached through the real command path.
-        let failed = sfu.call(|_, _| -> () { panic!("core bug") }).await;
+        let failed = sfu.call(0, |_, _| -> () { panic!("core bug") }).await;
         assert!(matches!(failed, Err(Error::Stopped)), "{failed:?}");
         tokio::time::timeout(PATIENCE, sfu.ended())
             .await
@@ -443,7 +560,7 @@ mod tests {
             .await
             .expect("shutdown completes");
         // No grace period: by the time shutdown returned, the worker was gone.
-        assert!(other.commands.is_closed());
+        assert!(other.workers.iter().all(|w| w.is_closed()));
         assert!(matches!(other.snapshot().await, Err(Error::Stopped)));
     }
 }

@@ -8,11 +8,12 @@
 //! - [`core`] is **sans-IO**: rooms, participants, tracks, subscriptions and forwarding
 //!   over one [`str0m::Rtc`] per participant (ICE-lite, RTP mode). It takes `now` as input,
 //!   never reads the clock, never touches a socket.
-//! - [`driver`](crate::Sfu) (private module) owns the sockets and the core on one thread:
-//!   one UDP port for all peers (default 7882) and ICE-TCP passive with RFC 4571 framing
-//!   (default TCP 7882).
+//! - [`driver`](crate::Sfu) (private module) runs the media workers, by default one thread per
+//!   core, each owning a core (its rooms) and a UDP port (7882, 7883, … by default), and one
+//!   ICE-TCP front (passive, RFC 4571 framing, default TCP 7882) that hands each connection to
+//!   its worker. A room lives on one worker ([`core::shard`]); ADR 0081.
 //! - [`SfuHandle`] is what the signaling layer holds: methods that queue a command for the
-//!   worker at once (in call order) and return its reply, plus a stream of [`SfuEvent`]s.
+//!   room's worker at once (in call order) and return its reply, plus a stream of [`SfuEvent`]s.
 //!   Participants are keyed by the caller's connection id, with the user id beside it
 //!   ([`ParticipantKey`]); [`SfuHandle::offer_joining`] seats one on its first offer.
 //!

@@ -65,13 +65,18 @@ pub struct Metrics {
     /// `chorus_sfu_ice_restarts_total`: client offers that restarted ICE (new credentials),
     /// answered with new server credentials on the same participant.
     pub ice_restarts: IntCounter,
+    /// `chorus_sfu_workers`: media worker threads (each holds its own rooms).
+    pub workers: IntGauge,
+    /// `chorus_sfu_worker_participants{worker="0"…}`: participants held by each media worker,
+    /// to see how rooms spread over the workers. One series per worker.
+    pub worker_participants: IntGaugeVec,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -92,6 +97,8 @@ impl Metrics {
             Box::new(m.data_bytes.clone()),
             Box::new(m.data_refused.clone()),
             Box::new(m.data_dropped.clone()),
+            Box::new(m.workers.clone()),
+            Box::new(m.worker_participants.clone()),
             Box::new(m.ice_restarts.clone()),
         ];
         for c in collectors {
@@ -234,6 +241,16 @@ impl Metrics {
             ice_restarts: IntCounter::new(
                 "chorus_sfu_ice_restarts_total",
                 "Client offers that restarted ICE (network change)",
+            )
+            .map_err(err)?,
+            workers: IntGauge::new("chorus_sfu_workers", "SFU media worker threads")
+                .map_err(err)?,
+            worker_participants: IntGaugeVec::new(
+                Opts::new(
+                    "chorus_sfu_worker_participants",
+                    "Participants held by each SFU media worker",
+                ),
+                &["worker"],
             )
             .map_err(err)?,
         })

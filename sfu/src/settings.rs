@@ -9,9 +9,14 @@ use std::time::Duration;
 /// addresses with `127.0.0.1:0` and set `public_ips` to `[127.0.0.1]`.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// UDP address all peers share (one port for everyone). Default `0.0.0.0:7882`.
-    /// Port 0 picks a free port; the advertised candidates use the bound port.
+    /// UDP address of the first media worker. Default `0.0.0.0:7882`. Worker `i` listens on
+    /// the port after it plus `i` (7882, 7883, … for the default), and the participants it
+    /// holds are given that port in their candidates. Port 0 gives every worker a free port of
+    /// its own.
     pub udp_listen: SocketAddr,
+    /// Media worker threads, each holding its own rooms. 0 (the default): one per core the
+    /// process may use.
+    pub workers: usize,
     /// ICE-TCP (passive, RFC 4571 framing) listen address. Default `0.0.0.0:7882`.
     /// `None` disables ICE-TCP and no TCP candidate is advertised.
     pub tcp_listen: Option<SocketAddr>,
@@ -128,6 +133,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            workers: 0,
             tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 7882))),
             public_ips: Vec::new(),
             candidates: CandidateTransports::UdpAndTcp,
@@ -142,6 +148,25 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// How many media workers start: [`Settings::workers`], or one per core for 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The UDP address worker `index` binds (see [`Settings::udp_listen`]); `None` when the
+    /// port range would pass 65535.
+    pub fn worker_udp_listen(&self, index: usize) -> Option<SocketAddr> {
+        let mut addr = self.udp_listen;
+        if addr.port() != 0 {
+            let port = u16::try_from(usize::from(addr.port()) + index).ok()?;
+            addr.set_port(port);
+        }
+        Some(addr)
+    }
+
     /// Settings for tests: ephemeral ports on 127.0.0.1, advertising only 127.0.0.1.
     pub fn loopback() -> Self {
         Self {

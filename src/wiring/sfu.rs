@@ -45,6 +45,7 @@ pub fn settings(config: &config::Config) -> sfu::Settings {
     }
     sfu::Settings {
         udp_listen: local(c.udp_listen),
+        workers: c.workers,
         tcp_listen: c.tcp_listen.parse().ok().map(local),
         public_ips,
         candidates: match c.candidates {

@@ -63,9 +63,12 @@ async function launch(port, dataDir, opts) {
     dataDir,
     '--log-format',
     'pretty',
-    // The SFU gets ephemeral loopback ports so servers never collide on 7882.
+    // The SFU gets ephemeral loopback ports so servers never collide on 7882, and two media
+    // workers whatever the machine, so rooms spread over workers in every test.
     '--set',
     'sfu.udp_listen=127.0.0.1:0',
+    '--set',
+    'sfu.workers=2',
     '--set',
     'sfu.tcp_listen=127.0.0.1:0',
     ...(opts.args ?? []),

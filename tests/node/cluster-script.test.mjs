@@ -35,14 +35,14 @@ const udpFree = (port) =>
     sock.bind(port, '127.0.0.1', () => sock.close(() => ok(true)));
   });
 
-/** A BASE_PORT whose ports (HTTP, SFU, TURN per node; Prometheus at +9) are all free now. */
+/** A BASE_PORT whose ports (per node: HTTP, TURN at +1, SFU at +2 and its second worker's UDP at +3; Prometheus at +9) are all free now. */
 async function freeBasePort() {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20000 + 10 * Math.floor(Math.random() * 1000);
     const checks = [tcpFree(base + 9)];
     for (let i = 0; i < NODES; i++) {
       const b = base + 10 * i;
-      checks.push(tcpFree(b), tcpFree(b + 2), udpFree(b + 2), tcpFree(b + 3), udpFree(b + 3));
+      checks.push(tcpFree(b), tcpFree(b + 1), udpFree(b + 1), tcpFree(b + 2), udpFree(b + 2), udpFree(b + 3));
     }
     if ((await Promise.all(checks)).every(Boolean)) return base;
   }

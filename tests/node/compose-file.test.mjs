@@ -94,6 +94,12 @@ it('docker-compose config accepts the stack: two nodes, balancer, Redis, Postgre
       for (const [port, proto] of [[sfu, 'udp'], [sfu, 'tcp'], [turn, 'udp'], [turn, 'tcp']]) {
         assert.ok(published(s, port, proto), `${name}: ${port}/${proto} published as ${port}`);
       }
+      // SFU worker i listens on the first port plus i, and its peers use that port.
+      const workers = Number(e.CHORUS_SFU_WORKERS);
+      assert.ok(workers >= 1, `${name}: a fixed SFU worker count, so the published range is known`);
+      for (let port = sfu; port < sfu + workers; port++) {
+        assert.ok(published(s, port, 'udp'), `${name}: SFU worker port ${port}/udp published`);
+      }
       const [min, max] = [Number(e.CHORUS_TURN_RELAY_PORT_MIN), Number(e.CHORUS_TURN_RELAY_PORT_MAX)];
       for (let port = min; port <= max; port++) {
         assert.ok(published(s, port, 'udp'), `${name}: TURN relay port ${port}/udp published`);

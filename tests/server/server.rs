@@ -73,6 +73,8 @@ pub fn test_config() -> Config {
     c.ice.turn_urls = vec!["turn:turn.example.test:3478?transport=udp".into()];
     c.ice.turn_secret = "turn-secret".into();
     c.sfu.udp_listen = "127.0.0.1:0".parse().unwrap();
+    // Two media workers whatever the machine, so rooms spread over workers in every test.
+    c.sfu.workers = 2;
     c.sfu.tcp_listen = "127.0.0.1:0".into();
     c.sfu.public_ips = vec!["127.0.0.1".into()];
     c.turn.udp_listen = "127.0.0.1:0".parse().unwrap();

@@ -22,6 +22,7 @@ pub(crate) mod participant;
 pub mod routing;
 pub mod sdp_check;
 pub mod selector;
+pub mod shard;
 pub mod speaker;
 pub mod throttle;
 mod tracks;
@@ -33,7 +34,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
+use str0m::config::DtlsCert;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Input, Rtc};
 
@@ -42,6 +44,7 @@ use crate::event::{FailureReason, Muted, SfuEvent, Stats, TrackKind, TrackSource
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::metrics::Metrics;
 use crate::settings::{AutoSubscribe, CongestionControl, DataLimits, Grants, Limits};
+use shard::Shard;
 
 use layers::Layers;
 use participant::{Outputs, Participant, Work};
@@ -118,6 +121,8 @@ struct Hot {
     packets_out: IntCounter,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
+    /// This worker's participants (`chorus_sfu_worker_participants{worker}`).
+    worker_participants: IntGauge,
 }
 
 /// See the module docs.
@@ -127,6 +132,11 @@ struct Hot {
 /// `Rtc` (no goodbye is sent then; call `close_all` first).
 pub struct Core {
     config: CoreConfig,
+    shard: Shard,
+    /// One DTLS certificate for every `Rtc` of this core: generating a key pair per join
+    /// cost tens of milliseconds of this thread's time (see ADR 0081). `None` only if the
+    /// crypto provider could not make one; each `Rtc` then makes its own.
+    dtls_cert: Option<DtlsCert>,
     metrics: Metrics,
     hot: Hot,
     rooms: HashMap<RoomKey, Room>,
@@ -134,6 +144,7 @@ pub struct Core {
     tracks: HashMap<TrackId, Track>,
     router: Router,
     next_session: u64,
+    /// Tracks this core has numbered (see [`Shard::track_number`]).
     next_track: u64,
     out: Outputs,
     events: VecDeque<SfuEvent>,
@@ -144,8 +155,13 @@ pub struct Core {
 }
 
 impl Core {
-    /// An empty core.
+    /// An empty core, the only one of its SFU.
     pub fn new(config: CoreConfig, metrics: Metrics) -> Self {
+        Self::with_shard(config, metrics, Shard::solo())
+    }
+
+    /// An empty core holding `shard`'s share of the SFU (one per media worker).
+    pub fn with_shard(config: CoreConfig, metrics: Metrics, shard: Shard) -> Self {
         let hot = Hot {
             unrouted: metrics.dropped.with_label_values(&["unrouted"]),
             rejected: metrics.dropped.with_label_values(&["rejected"]),
@@ -154,9 +170,17 @@ impl Core {
             packets_out: metrics.rtp_packets.with_label_values(&["out"]),
             bytes_in: metrics.rtp_bytes.with_label_values(&["in"]),
             bytes_out: metrics.rtp_bytes.with_label_values(&["out"]),
+            worker_participants: metrics
+                .worker_participants
+                .with_label_values(&[&shard.index().to_string()]),
         };
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
         Self {
             config,
+            shard,
+            dtls_cert,
             metrics,
             hot,
             rooms: HashMap::new(),
@@ -164,7 +188,7 @@ impl Core {
             tracks: HashMap::new(),
             router: Router::default(),
             next_session: 1,
-            next_track: 1,
+            next_track: 0,
             out: Outputs::default(),
             events: VecDeque::new(),
             dirty: Vec::new(),
@@ -192,19 +216,25 @@ impl Core {
                     limit: limits.max_participants_per_room,
                 });
             }
-            None if self.rooms.len() >= limits.max_rooms => {
+            Some(_) => {}
+            // Taken last, so that nothing after it can fail and leave the budget short.
+            None if !self.shard.take_room(limits.max_rooms) => {
                 return Err(Error::TooManyRooms {
                     limit: limits.max_rooms,
                 });
             }
-            _ => {}
+            None => {}
         }
 
         let estimate = match self.config.congestion_control {
             CongestionControl::Enabled => Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE)),
             CongestionControl::Disabled => None,
         };
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
@@ -264,6 +294,7 @@ impl Core {
         r.members.insert(participant, id);
         self.sessions.insert(id, p);
         self.metrics.participants.inc();
+        self.hot.worker_participants.inc();
         tracing::debug!(%room_key, %participant_key, "sfu participant joined");
 
         if grants.can_subscribe && self.config.auto_subscribe == AutoSubscribe::All {
@@ -664,6 +695,12 @@ impl Core {
         sessions.chain(throttles).chain(tick).chain(speakers).min()
     }
 
+    /// Whether a participant of this core has `ufrag` as its server ICE ufrag: how a new
+    /// ICE-TCP connection, which all workers share, finds the worker that owns it.
+    pub fn owns_ufrag(&self, ufrag: &str) -> bool {
+        self.router.has_ufrag(ufrag)
+    }
+
     /// What the core holds right now.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -801,6 +838,7 @@ impl Core {
             None => tracing::debug!(room = %p.room, participant = %p.key, "sfu participant left"),
         }
         self.metrics.participants.dec();
+        self.hot.worker_participants.dec();
         // Tell the peer we are gone (DTLS close_notify), best effort.
         let _ = p.rtc.close();
         let mut scratch = Outputs::default();
@@ -830,6 +868,7 @@ impl Core {
             r.speakers.forget(&p.key);
             if r.members.is_empty() {
                 self.rooms.remove(&p.room);
+                self.shard.release_room();
                 self.metrics.rooms.dec();
                 self.events.push_back(SfuEvent::RoomClosed {
                     room: p.room.clone(),

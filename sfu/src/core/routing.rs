@@ -152,6 +152,11 @@ impl Router {
         self.stale.retain(|_, old| !old.is_empty());
     }
 
+    /// Whether `ufrag` is the server ufrag of one of this router's participants.
+    pub fn has_ufrag(&self, ufrag: &str) -> bool {
+        self.by_ufrag.contains_key(ufrag)
+    }
+
     /// Number of entries (ufrags + tuples).
     pub fn len(&self) -> usize {
         self.by_ufrag.len() + self.by_tuple.len()

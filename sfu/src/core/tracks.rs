@@ -40,7 +40,7 @@ impl Core {
             .get(&*mid)
             .copied()
             .unwrap_or_else(|| infer_source(kind, p.msids.get(&*mid).map(String::as_str)));
-        let id = TrackId::new(format!("TR_{}", self.next_track));
+        let id = TrackId::new(format!("TR_{}", self.shard.track_number(self.next_track)));
         self.next_track += 1;
         p.published.insert(mid, id.clone());
         let rids: Vec<Rid> = match p.rtc.media(mid).map(|m| m.rids_rx()) {

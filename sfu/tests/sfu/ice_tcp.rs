@@ -1,5 +1,7 @@
 //! ICE-TCP: with only a passive TCP candidate advertised, a client connects over one TCP
-//! connection (RFC 4571 framing) and its media reaches the SFU.
+//! connection (RFC 4571 framing) and its media reaches the SFU. The SFU runs two media workers
+//! and the room lives on the second, so the connection, accepted on the first worker's thread,
+//! must be handed to the worker that owns its participant.
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,14 @@ async fn client_connects_and_publishes_over_ice_tcp() {
     let registry = prometheus::Registry::new();
     let settings = Settings {
         candidates: CandidateTransports::TcpOnly,
+        workers: 2,
         ..Settings::loopback()
     };
     let sfu = Sfu::start(settings, &registry).unwrap();
+    let room = (0..)
+        .map(|i| sfu::RoomKey::new(format!("tcp-{i}")))
+        .find(|r| sfu.worker_of(r) == 1)
+        .expect("some room lands on the second worker");
     let mut events = sfu.events().unwrap();
     let server = sfu.tcp_addr().unwrap();
 
@@ -51,7 +58,7 @@ async fn client_connects_and_publishes_over_ice_tcp() {
     let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, pending) = change.apply().unwrap();
     sfu.join(
-        "tcp".into(),
+        room.clone(),
         "tina".into(),
         Grants::default(),
         Instant::now(),
@@ -59,7 +66,7 @@ async fn client_connects_and_publishes_over_ice_tcp() {
     .await
     .unwrap();
     let reply = sfu
-        .offer("tcp".into(), "tina".into(), offer.to_sdp_string())
+        .offer(room.clone(), "tina".into(), offer.to_sdp_string())
         .await
         .unwrap();
     assert!(reply.answer.contains("tcptype passive"));
@@ -149,7 +156,7 @@ async fn client_connects_and_publishes_over_ice_tcp() {
         saw_connected |= matches!(e, SfuEvent::Connected { .. });
     }
     assert!(saw_connected);
-    sfu.leave("tcp".into(), "tina".into()).await.unwrap();
+    sfu.leave(room.clone(), "tina".into()).await.unwrap();
     assert_eq!(sfu.snapshot().await.unwrap(), sfu::Stats::default());
     sfu.shutdown().await;
 }

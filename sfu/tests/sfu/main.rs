@@ -4,6 +4,7 @@
 mod bad_sdp;
 mod ice_tcp;
 mod media;
+mod workers;
 
 use std::time::Duration;
 

@@ -61,6 +61,7 @@ impl Node {
             .env("CHORUS_CLUSTER_NODE_TIMEOUT", "2s")
             .env("CHORUS_CLUSTER_REQUEST_TIMEOUT", "3s")
             .env("CHORUS_SFU_UDP_LISTEN", "127.0.0.1:0")
+            .env("CHORUS_SFU_WORKERS", "2")
             .env("CHORUS_SFU_TCP_LISTEN", "127.0.0.1:0")
             .env("CHORUS_SFU_PUBLIC_IPS", "127.0.0.1")
             .env("CHORUS_TURN_ENABLED", "false")

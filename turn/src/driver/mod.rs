@@ -8,7 +8,7 @@
 //! client's 4-tuple to one socket, so all of a client's packets reach the worker owning its
 //! allocation; TCP/TLS connections are spread the same way at accept.
 
-mod batch;
+use datagram as batch;
 mod sockets;
 mod stream;
 mod tls;

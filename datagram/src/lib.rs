@@ -1,6 +1,11 @@
-//! Batched UDP I/O: `recvmmsg`/`sendmmsg` on Linux, one datagram per call elsewhere.
+//! # chorus-datagram: batched UDP I/O
 //!
-//! Why: the relay's cost is dominated by syscalls. Receiving up to [`RECV_BATCH`] datagrams per
+//! `recvmmsg`/`sendmmsg` on Linux, one datagram per call on other Unix systems. The TURN relay
+//! (mio sockets) and the SFU's media workers (tokio sockets) both use it; it needs only the
+//! socket's descriptor, and never blocks (`MSG_DONTWAIT`), so either event loop keeps control of
+//! waiting.
+//!
+//! Why: a relay's or a forwarder's cost is dominated by syscalls. Receiving up to [`RECV_BATCH`] datagrams per
 //! call, and sending the datagrams queued for one socket in one call, divides that cost. A short
 //! batch also tells us the socket is drained, which saves the final `EAGAIN` read that
 //! edge-triggered polling otherwise needs: on Linux every datagram arriving after our read
@@ -11,7 +16,7 @@
 
 use std::{io, net::SocketAddr};
 
-use mio::net::UdpSocket;
+use std::os::fd::AsRawFd;
 
 /// Bytes per datagram slot.
 pub const SLOT: usize = 4096;
@@ -27,7 +32,14 @@ pub struct RecvBatch {
     from: [Option<SocketAddr>; RECV_BATCH],
 }
 
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RecvBatch {
+    /// Empty buffers for [`RECV_BATCH`] datagrams.
     pub fn new() -> RecvBatch {
         RecvBatch {
             data: vec![0u8; SLOT * RECV_BATCH],
@@ -45,8 +57,7 @@ impl RecvBatch {
     /// Receives up to `max` datagrams without blocking; returns how many slots were filled
     /// (0 when the socket is drained).
     #[cfg(target_os = "linux")]
-    pub fn recv(&mut self, sock: &UdpSocket, max: usize) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
+    pub fn recv(&mut self, sock: &impl AsRawFd, max: usize) -> io::Result<usize> {
         let max = max.min(RECV_BATCH);
         // SAFETY: zeroed sockaddr_storage/iovec/mmsghdr are valid "empty" values.
         let mut addrs: [libc::sockaddr_storage; RECV_BATCH] = unsafe { std::mem::zeroed() };
@@ -97,9 +108,9 @@ impl RecvBatch {
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn recv(&mut self, sock: &UdpSocket, max: usize) -> io::Result<usize> {
+    pub fn recv(&mut self, sock: &impl AsRawFd, max: usize) -> io::Result<usize> {
         let _ = max;
-        match sock.recv_from(&mut self.data[..SLOT]) {
+        match with_std(sock, |s| s.recv_from(&mut self.data[..SLOT])) {
             Ok((n, from)) => {
                 self.lens[0] = n;
                 self.from[0] = Some(from);
@@ -124,7 +135,14 @@ pub struct SendBatch {
     len: usize,
 }
 
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SendBatch {
+    /// An empty queue of [`SEND_BATCH`] slots.
     pub fn new() -> SendBatch {
         SendBatch {
             data: vec![0u8; SLOT * SEND_BATCH],
@@ -135,9 +153,9 @@ impl SendBatch {
     }
 
     /// Queues a datagram; sends the batch first if it is full. Oversized data is sent directly.
-    pub fn push(&mut self, sock: &UdpSocket, data: &[u8], to: SocketAddr) {
+    pub fn push(&mut self, sock: &impl AsRawFd, data: &[u8], to: SocketAddr) {
         if data.len() > SLOT {
-            let _ = sock.send_to(data, to);
+            let _ = with_std(sock, |s| s.send_to(data, to));
             return;
         }
         if self.len == SEND_BATCH {
@@ -155,14 +173,28 @@ impl SendBatch {
         self.len == 0
     }
 
+    /// How many datagrams are queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Sends everything queued. Datagrams the kernel will not take now are dropped, as the
     /// network would drop them.
+    pub fn flush(&mut self, sock: &impl AsRawFd) {
+        if self.send_queued(sock).is_err() {
+            self.len = 0;
+        }
+    }
+
+    /// Sends what is queued until the kernel will take no more. Then the datagrams not sent
+    /// stay queued, in order, and the error is `WouldBlock`: a caller that would rather wait
+    /// than drop waits for the socket to be writable and calls again. A datagram the kernel
+    /// refuses for its destination (unreachable, too large) is skipped.
     #[cfg(target_os = "linux")]
-    pub fn flush(&mut self, sock: &UdpSocket) {
-        use std::os::fd::AsRawFd;
-        let n = std::mem::take(&mut self.len);
+    pub fn send_queued(&mut self, sock: &impl AsRawFd) -> io::Result<()> {
+        let n = self.len;
         if n == 0 {
-            return;
+            return Ok(());
         }
         // SAFETY: zeroed iovec/mmsghdr are valid "empty" values.
         let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
@@ -187,38 +219,69 @@ impl SendBatch {
                     libc::MSG_DONTWAIT,
                 )
             };
-            if r <= 0 {
-                let e = io::Error::last_os_error();
-                if r < 0 && e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // WouldBlock: drop the rest. Other errors concern one destination: skip it.
-                if r < 0 && e.kind() != io::ErrorKind::WouldBlock {
-                    sent += 1;
-                    continue;
-                }
-                return;
+            if r > 0 {
+                sent += r as usize;
+                continue;
             }
-            sent += r as usize;
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                _ if r == 0 => break,
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    self.keep_from(sent);
+                    return Err(e);
+                }
+                // About one destination: skip that datagram.
+                _ => sent += 1,
+            }
         }
+        self.len = 0;
+        Ok(())
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn flush(&mut self, sock: &UdpSocket) {
-        let n = std::mem::take(&mut self.len);
+    pub fn send_queued(&mut self, sock: &impl AsRawFd) -> io::Result<()> {
+        let n = self.len;
         for i in 0..n {
             if let Some(to) = self.to[i].as_socket() {
-                let _ = sock.send_to(&self.data[i * SLOT..i * SLOT + self.lens[i]], to);
+                let data = &self.data[i * SLOT..i * SLOT + self.lens[i]];
+                if let Err(e) = with_std(sock, |s| s.send_to(data, to))
+                    && e.kind() == io::ErrorKind::WouldBlock
+                {
+                    self.keep_from(i);
+                    return Err(e);
+                }
             }
         }
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Moves the queued datagrams from `first` on to the front, dropping those before it.
+    fn keep_from(&mut self, first: usize) {
+        let n = self.len;
+        for (to, from) in (first..n).enumerate() {
+            self.data
+                .copy_within(from * SLOT..from * SLOT + self.lens[from], to * SLOT);
+            self.lens[to] = self.lens[from];
+            self.to[to] = self.to[from].clone();
+        }
+        self.len = n - first;
     }
 }
 
+/// `f` with `sock` seen as a std socket, without taking ownership of its descriptor.
+fn with_std<R>(sock: &impl AsRawFd, f: impl FnOnce(&std::net::UdpSocket) -> R) -> R {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the descriptor is live for the call; ManuallyDrop keeps it from being closed.
+    let s =
+        std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(sock.as_raw_fd()) });
+    f(&s)
+}
+
+/// The address in `storage` (as filled by the kernel), if it is IPv4 or IPv6.
 #[cfg(target_os = "linux")]
-pub(super) fn sockaddr_to(
-    storage: &libc::sockaddr_storage,
-    len: libc::socklen_t,
-) -> Option<SocketAddr> {
+pub fn sockaddr_to(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
     let len = len as usize;
     match i32::from(storage.ss_family) {
@@ -243,5 +306,95 @@ pub(super) fn sockaddr_to(
             )))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn recv_all(sock: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut batch = RecvBatch::new();
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let n = batch.recv(sock, RECV_BATCH).unwrap();
+            if n == 0 {
+                if out.len() >= 40 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            for i in 0..n {
+                let (d, from) = batch.datagram(i).unwrap();
+                out.push((d.to_vec(), from));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_sent_arrives_in_order_with_its_sender() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        let mut send = SendBatch::new();
+        // More than one batch's worth: `push` sends a full batch by itself.
+        for i in 0..40u8 {
+            send.push(&a, &[i; 100], to);
+        }
+        send.send_queued(&a).unwrap();
+        assert_eq!(send.len(), 0);
+        let got = recv_all(&b);
+        assert_eq!(got.len(), 40);
+        for (i, (data, from)) in got.iter().enumerate() {
+            assert_eq!(data, &vec![i as u8; 100]);
+            assert_eq!(*from, a.local_addr().unwrap());
+        }
+    }
+
+    #[test]
+    fn an_empty_socket_receives_nothing() {
+        let (a, _) = pair();
+        assert_eq!(RecvBatch::new().recv(&a, RECV_BATCH).unwrap(), 0);
+    }
+
+    #[test]
+    fn kept_datagrams_move_to_the_front_in_order() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        let mut send = SendBatch::new();
+        for i in 0..5u8 {
+            send.push(&a, &vec![i; 10 + i as usize], to);
+        }
+        send.keep_from(3);
+        assert_eq!(send.len(), 2);
+        send.send_queued(&a).unwrap();
+        let got = recv_all_n(&b, 2);
+        assert_eq!(got, vec![vec![3u8; 13], vec![4u8; 14]]);
+    }
+
+    fn recv_all_n(sock: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut batch = RecvBatch::new();
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let k = batch.recv(sock, RECV_BATCH).unwrap();
+            for i in 0..k {
+                out.push(batch.datagram(i).unwrap().0.to_vec());
+            }
+            if out.len() >= n {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        out
     }
 }
