@@ -110,16 +110,17 @@ impl Hub {
             ));
         }
         let id = room_id(name);
+        let exists = self.rooms.contains_key(&id);
         // A draining node keeps its rooms until the drain deadline and then hands them over
         // with their members, so joining one still works (a member on another node is told
         // `media:moved` with the rest); only a new room is refused.
-        if self.draining && !self.rooms.contains_key(&id) {
+        if self.draining && !exists {
             return Err(Failure::new(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down",
             ));
         }
-        if !self.rooms.contains_key(&id) {
+        if !exists {
             if !self.settings.rooms_auto_create && !grants.admin {
                 return Err(Failure::new(
                     ErrorCode::NotFound,
