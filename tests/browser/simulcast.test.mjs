@@ -12,13 +12,10 @@ import { after, afterEach, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { startServer } from '../lib/server.mjs';
-import { chromiumAvailable, CHROMIUM, eventually, inboundStreams, joinRoomPage, launchBrowser } from '../lib/browser.mjs';
-
-const WIDTH = 1280;
-const HEIGHT = 720;
-const FRAMES = 20;
+import { chromiumAvailable, CHROMIUM, eventually, joinRoomPage } from '../lib/browser.mjs';
+import { askFor, inboundVideo, layerEvents, outboundLayers, writeStripesY4m } from '../lib/simulcast.mjs';
 
 let server;
 let dir;
@@ -26,30 +23,11 @@ let y4m;
 const browsers = [];
 const errors = [];
 
-/** A y4m of moving stripes (so the encoder has something to spend its bitrate on). */
-async function writeY4m(path) {
-  const file = await open(path, 'w');
-  await file.write(`YUV4MPEG2 W${WIDTH} H${HEIGHT} F30:1 Ip A1:1 C420jpeg\n`);
-  const luma = WIDTH * HEIGHT;
-  const frame = Buffer.alloc(luma + luma / 2);
-  for (let n = 0; n < FRAMES; n++) {
-    for (let y = 0; y < HEIGHT; y++) {
-      for (let x = 0; x < WIDTH; x++) {
-        frame[y * WIDTH + x] = ((x + y + n * 24) >> 3) & 1 ? 200 : 40;
-      }
-    }
-    frame.fill(128, luma);
-    await file.write('FRAME\n');
-    await file.write(frame);
-  }
-  await file.close();
-}
-
 before(async () => {
   assert.ok(chromiumAvailable(), `Chromium not found at ${CHROMIUM} (apt-get install -y chromium)`);
   dir = await mkdtemp(join(tmpdir(), 'chorus-simulcast-'));
   y4m = join(dir, 'camera.y4m');
-  await writeY4m(y4m);
+  await writeStripesY4m(y4m);
   server = await startServer();
 });
 
@@ -65,54 +43,12 @@ after(async () => {
 
 /** The publisher's page with the y4m camera. */
 async function joinAsPublisher(room) {
-  const browser = await launchBrowser({ extraArgs: [`--use-file-for-fake-video-capture=${y4m}`] });
-  browsers.push(browser);
-  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
-  page.on('pageerror', (e) => errors.push(`publisher: ${e.message}`));
-  await page.goto(server.url);
-  await page.getByTestId('login-name').fill('pub');
-  await page.getByTestId('login-room').fill(room);
-  await page.getByTestId('login-submit').click();
-  await page.getByTestId('call-view').waitFor({ state: 'visible' });
-  return page;
-}
-
-/** The publisher's outbound video streams: rid → {bytesSent, frameWidth, active}. */
-async function outboundLayers(page) {
-  return page.evaluate(async () => {
-    const pc = window.chorus?.pc;
-    if (!pc) return {};
-    const report = await pc.getStats();
-    const out = {};
-    report.forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) {
-        out[s.rid] = { bytesSent: s.bytesSent ?? 0, frameWidth: s.frameWidth ?? 0, active: s.active };
-      }
-    });
-    return out;
+  const publisher = await joinRoomPage(server, 'pub', room, {
+    errors,
+    launch: { extraArgs: [`--use-file-for-fake-video-capture=${y4m}`] },
   });
-}
-
-/** The one inbound video stream of the subscriber (the publisher's camera). */
-async function inboundVideo(page) {
-  return (await inboundStreams(page)).find((s) => s.kind === 'video' && s.framesDecoded > 0) ?? null;
-}
-
-/** Sends `track:settings` for the publisher's camera track from the subscriber's page. */
-async function askFor(page, settings) {
-  return page.evaluate(async (settings) => {
-    const call = window.chorus.call;
-    for (const w of call.tileWatches.values()) w.stop();
-    const trackId = [...call.trackInfo].find(([, i]) => i.kind === 'video' && i.source === 'camera')?.[0];
-    return window.chorus.client.request('track:settings', { callId: call.callId, trackId, ...settings });
-  }, settings);
-}
-
-/** `track:layer` events the subscriber's client logged, newest last. */
-async function layerEvents(page) {
-  return page.evaluate(() =>
-    (window.chorus.client.log ?? []).filter((e) => e.event === 'track:layer').map((e) => e.data),
-  );
+  browsers.push(publisher.browser);
+  return publisher.page;
 }
 
 it('a subscriber decodes the layer its tile asks for, switched without a pause', { timeout: 150_000 }, async () => {

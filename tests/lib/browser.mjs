@@ -29,11 +29,14 @@ export const CHROMIUM_ARGS = [
 
 export const chromiumAvailable = () => existsSync(CHROMIUM);
 
-/** Launches a persistent context on a fresh profile; `close()` also deletes the profile. */
-export async function launchBrowser({ viewport = { width: 1280, height: 800 }, extraArgs = [] } = {}) {
+/**
+ * Launches a persistent context on a fresh profile; `close()` also deletes the profile.
+ * `executablePath` replaces Chromium (e.g. a wrapper that starts it in a network namespace).
+ */
+export async function launchBrowser({ viewport = { width: 1280, height: 800 }, extraArgs = [], executablePath = CHROMIUM } = {}) {
   const profile = await mkdtemp(join(tmpdir(), 'chorus-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: [...CHROMIUM_ARGS, ...extraArgs],
     viewport,
@@ -137,14 +140,15 @@ export async function selectedCandidatePair(page) {
 /**
  * A fresh browser for `name` that opens the demo page of `server` and joins `room` from the
  * login form. `setup(page)` runs before the page loads (init scripts); page errors are pushed
- * to `errors`. Returns `{name, page, browser}`; the caller closes the browser.
+ * to `errors`; `launch` adds options of `launchBrowser` and `url` replaces the server's. Returns
+ * `{name, page, browser}`; the caller closes the browser.
  */
-export async function joinRoomPage(server, name, room, { viewport, setup, errors = [] } = {}) {
-  const browser = await launchBrowser(viewport ? { viewport } : {});
+export async function joinRoomPage(server, name, room, { viewport, setup, errors = [], launch = {}, url = server.url } = {}) {
+  const browser = await launchBrowser({ ...(viewport ? { viewport } : {}), ...launch });
   const page = browser.context.pages()[0] ?? (await browser.context.newPage());
   page.on('pageerror', (e) => errors.push(`${name}: ${e.message}`));
   if (setup) await setup(page);
-  await page.goto(server.url);
+  await page.goto(url);
   await page.getByTestId('login-name').fill(name);
   await page.getByTestId('login-room').fill(room);
   await page.getByTestId('login-submit').click();

@@ -18,13 +18,13 @@ export const CHORUS_BIN = process.env.CHORUS_BIN
   ? resolve(process.env.CHORUS_BIN)
   : resolve(TESTS_DIR, '../target/debug/chorus');
 
-/** A free TCP port on 127.0.0.1 (bound then released; the server binds it right after). */
-export function freePort() {
+/** A free TCP port on `host` (bound then released; the server binds it right after). */
+export function freePort(host = '127.0.0.1') {
   return new Promise((ok, fail) => {
     const srv = createServer();
     srv.unref();
     srv.on('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(0, host, () => {
       const { port } = srv.address();
       srv.close(() => ok(port));
     });
@@ -34,14 +34,17 @@ export function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts `chorus serve --dev` and waits for /health.
- * @param {{args?: string[], env?: Record<string,string>, startTimeoutMs?: number}} [opts]
+ * Starts `chorus serve --dev` and waits for /health. `host` (default 127.0.0.1) is the address
+ * its HTTP listener and SFU sockets bind to; dev mode binds only loopback, so another host needs
+ * `secret` too: the server then runs in production mode with that HS256 secret (no dev token
+ * endpoint; `signToken` signs with it).
+ * @param {{args?: string[], env?: Record<string,string>, startTimeoutMs?: number, host?: string, secret?: string}} [opts]
  */
 export async function startServer(opts = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), 'chorus-test-'));
   // A port taken between freePort() and bind is retried with another one.
   for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
+    const port = await freePort(opts.host);
     try {
       return await launch(port, dataDir, opts);
     } catch (e) {
@@ -54,11 +57,13 @@ export async function startServer(opts = {}) {
 }
 
 async function launch(port, dataDir, opts) {
+  const host = opts.host ?? '127.0.0.1';
+  const mode = opts.secret ? ['--set', `auth.secret=${opts.secret}`] : ['--dev'];
   const args = [
     'serve',
-    '--dev',
+    ...mode,
     '--listen',
-    `127.0.0.1:${port}`,
+    `${host}:${port}`,
     '--data-dir',
     dataDir,
     '--log-format',
@@ -66,11 +71,11 @@ async function launch(port, dataDir, opts) {
     // The SFU gets ephemeral loopback ports so servers never collide on 7882, and two media
     // workers whatever the machine, so rooms spread over workers in every test.
     '--set',
-    'sfu.udp_listen=127.0.0.1:0',
+    `sfu.udp_listen=${host}:0`,
     '--set',
     'sfu.workers=2',
     '--set',
-    'sfu.tcp_listen=127.0.0.1:0',
+    `sfu.tcp_listen=${host}:0`,
     ...(opts.args ?? []),
   ];
   const child = spawn(CHORUS_BIN, args, {
@@ -93,7 +98,7 @@ async function launch(port, dataDir, opts) {
     exit = e;
   });
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const deadline = Date.now() + (opts.startTimeoutMs ?? 15_000);
   for (;;) {
     if (exit) {
@@ -121,7 +126,7 @@ async function launch(port, dataDir, opts) {
     url,
     port,
     dataDir,
-    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    wsUrl: `ws://${host}:${port}/ws`,
     child,
     output: () => output,
 
@@ -152,9 +157,9 @@ async function launch(port, dataDir, opts) {
       return sum;
     },
 
-    /** The HS256 secret dev mode generated in `<data-dir>/dev-secret`. */
+    /** The HS256 secret: `opts.secret`, or the one dev mode generated in `<data-dir>/dev-secret`. */
     async devSecret() {
-      return (await readFile(join(dataDir, 'dev-secret'), 'utf8')).trim();
+      return opts.secret ?? (await readFile(join(dataDir, 'dev-secret'), 'utf8')).trim();
     },
 
     /** Signs arbitrary claims with the dev secret (HS256), e.g. an already-expired token. */

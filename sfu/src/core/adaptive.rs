@@ -20,7 +20,7 @@ use crate::event::{LayerActivity, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 
 use super::Core;
-use super::allocator::{Demand, LayerCost, Priority, Wanted, allocate, cost, next_step};
+use super::allocator::{Demand, Flow, LayerCost, Priority, Wanted, allocate, cost, next_step};
 use super::layers::{LayerIndex, MAX_LAYERS, Sending};
 use super::participant::{SubState, Work};
 
@@ -157,6 +157,13 @@ impl Core {
             };
             demands.push(Demand {
                 priority,
+                flow: if s.selector.target().is_some() {
+                    Flow::Flowing
+                } else if s.congested {
+                    Flow::Congested
+                } else {
+                    Flow::Fresh
+                },
                 wanted,
                 layers: (0..=top)
                     .map(|l| LayerCost {
@@ -186,17 +193,37 @@ impl Core {
             budget = Some(budget.map_or(cap, |b| b.min(cap)));
         }
         let choice = p.allocator.update(now, budget, &demands, &current);
+        if choice != current {
+            tracing::debug!(
+                room = %p.room,
+                participant = %p.key,
+                estimate = ?p.estimate,
+                ?budget,
+                ?current,
+                ?choice,
+                layer_bitrates = ?demands
+                    .iter()
+                    .map(|d| d.layers.iter().map(|l| l.bitrate).collect::<Vec<_>>())
+                    .collect::<Vec<_>>(),
+                "sfu layers reallocated"
+            );
+        }
         if p.estimate.is_some() {
             // The estimator can only learn of capacity that is used: while a step up is
-            // wanted, pad up to it (str0m caps padding at the estimate, so this climbs in
-            // steps and never floods a weak link); probe towards all that was asked for.
+            // wanted, pad up to it, but only as far as the budget has held for a second
+            // (str0m caps padding at the estimate, and an estimate that jumps for a moment,
+            // a probe overshooting a bottleneck, would otherwise be padded into at once and
+            // overrun the link); probe towards all that was asked for.
             let mut desired = cost(&demands, &allocate(None, &demands)) + audio;
             if let Some(cap) = p.receive_cap {
                 desired = desired.min(cap);
             }
-            let minimum = (match next_step(&demands, &choice) {
-                Some(step) if !p.allocator.settling(now) => step,
-                _ => cost(&demands, &choice),
+            let sending = cost(&demands, &choice);
+            let minimum = (match (next_step(&demands, &choice), p.allocator.sustained()) {
+                (Some(step), Some(held)) if !p.allocator.settling(now) => {
+                    step.min(held).max(sending)
+                }
+                _ => sending,
             } + audio)
                 .min(desired);
             let wish = (minimum, desired.max(minimum));

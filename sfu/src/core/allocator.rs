@@ -8,17 +8,33 @@
 //! The policy, in two passes over tracks in priority order (screen share, then the active
 //! speaker, then the rest, each in a stable order):
 //! 1. every track gets its lowest available layer while the budget lasts; a track that no
-//!    longer fits is paused (counted as a congestion drop);
+//!    longer fits is paused (counted as a congestion drop), a flowing one only when the budget
+//!    left covers less than [`KEEP_SHARE`] of that layer;
 //! 2. tracks are raised one layer at a time, highest priority first, up to what was asked,
 //!    while the budget lasts.
 //!
 //! [`Allocator`] adds the hysteresis: a fall of the estimate below what is being sent
 //! applies at once; a step up is taken only when it fits with [`UPGRADE_HEADROOM`] to spare,
-//! and not within [`UPGRADE_HOLD`] of the last fall. A steady estimate therefore never flips
+//! and not within the *hold* of the last fall. A steady estimate therefore never flips
 //! a track between two layers, and a recovering one raises layers in steps, not in a burst of
 //! up-down-up. A step up the subscriber asked for (a bigger tile) is as quick as the budget
 //! allows.
+//!
+//! The hold starts at [`UPGRADE_HOLD`]. A fall within [`RAISE_TRIAL`] of a step up means the
+//! step up failed (the link could not carry it, or the estimate swings, as it does on a host
+//! starved of CPU), and doubles the hold, up to [`MAX_UPGRADE_HOLD`]; a fall that no recent
+//! step up caused starts it over. So a link that cannot carry a layer is offered it less and
+//! less often instead of pausing and resuming the video every second or two, and a link that
+//! recovers for real is back to full speed after one good step.
+//!
+//! A step up also needs the estimate to have allowed it for [`RAISE_CONFIRM`]: the budget of
+//! a step up is the lowest estimate of that window, and the window starts over at each step
+//! up, so each step is judged under the load of the one before. A track the budget paused comes back only
+//! as a step up ([`Flow::Congested`]), and a flowing one is paused only when the budget
+//! covers less than [`KEEP_SHARE`] of its lowest layer: pause and resume are a trigger with
+//! two thresholds, not one.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::layers::LayerIndex;
@@ -26,8 +42,25 @@ use super::layers::LayerIndex;
 /// An upgrade must fit in the estimate divided by this.
 pub const UPGRADE_HEADROOM: f64 = 1.15;
 
-/// How long after a forced step down no step up is taken.
+/// How long after a forced step down no step up is taken, at first (see the module docs).
 pub const UPGRADE_HOLD: Duration = Duration::from_millis(1500);
+
+/// The longest hold, reached after repeated failed step ups.
+pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(12);
+
+/// A fall this soon after a step up counts the step up as failed.
+pub const RAISE_TRIAL: Duration = Duration::from_secs(4);
+
+/// A flowing track is paused only when the budget covers less than this share of its
+/// lowest layer's rate (a new or resuming track needs all of it, with headroom to resume).
+pub const KEEP_SHARE: f64 = 0.75;
+
+/// A step up must fit the lowest estimate of this long a window: an estimate that jumps for
+/// a moment (a probe that overshoots a bottleneck) raises nothing.
+pub const RAISE_CONFIRM: Duration = Duration::from_secs(1);
+
+/// Most estimates kept for [`RAISE_CONFIRM`]; updates come every tick and on events.
+const RECENT_ESTIMATES: usize = 32;
 
 /// What a subscriber asked to receive of a video track (`track:settings`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,11 +89,28 @@ pub enum Priority {
     Other,
 }
 
+/// Whether a track is being sent a layer, and if not why not: the pause for lack of budget
+/// has its own hysteresis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// A layer is being sent. Its lowest layer is kept while the budget covers
+    /// [`KEEP_SHARE`] of its rate: a layer's measured rate swings with every keyframe, and a
+    /// pause costs a frozen picture until the track comes back.
+    Flowing,
+    /// It is new, or the subscriber paused it: it gets what fits at once.
+    Fresh,
+    /// The budget paused it: it comes back as a step up does, with headroom, after the hold
+    /// and on a confirmed estimate.
+    Congested,
+}
+
 /// One video track as the allocator sees it.
 #[derive(Clone, Debug)]
 pub struct Demand {
     /// See [`Priority`].
     pub priority: Priority,
+    /// See [`Flow`].
+    pub flow: Flow,
     /// Highest layer the subscriber can use; `None`: it paused the track.
     pub wanted: Option<LayerIndex>,
     /// Per layer, lowest first.
@@ -97,7 +147,11 @@ pub fn allocate(budget: Budget, demands: &[Demand]) -> Vec<Option<LayerIndex>> {
             (0..=wanted).find(|&l| d.layers.get(usize::from(l)).is_some_and(|x| x.available));
         if let Some(l) = lowest {
             let layer = d.layers[usize::from(l)];
-            if fits(&left, layer.bitrate) || !layer.measured {
+            let needed = match d.flow {
+                Flow::Flowing => (layer.bitrate as f64 * KEEP_SHARE) as u64,
+                Flow::Fresh | Flow::Congested => layer.bitrate,
+            };
+            if fits(&left, needed) || !layer.measured {
                 out[i] = Some(l);
                 if let Some(b) = left.as_mut() {
                     *b -= layer.bitrate as i128;
@@ -167,10 +221,31 @@ pub fn next_step(demands: &[Demand], choice: &[Option<LayerIndex>]) -> Option<u6
 ///
 /// Lifecycle: one per participant that receives video; [`Allocator::update`] is called on
 /// every estimate, every change of what is asked or published, and on the core's tick.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Allocator {
     /// When the estimate last forced a step down.
     fell_at: Option<Instant>,
+    /// When a step up was last taken under an estimate.
+    raised_at: Option<Instant>,
+    /// How long after `fell_at` no step up is taken.
+    hold: Duration,
+    /// Estimates of the last [`RAISE_CONFIRM`], oldest first, with when each was seen; the
+    /// oldest may be older, as it was the one in effect when the window began.
+    recent: VecDeque<(Instant, u64)>,
+    /// The lowest budget over the last [`RAISE_CONFIRM`] as of the last update.
+    sustained: Option<u64>,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Self {
+            fell_at: None,
+            raised_at: None,
+            hold: UPGRADE_HOLD,
+            recent: VecDeque::new(),
+            sustained: None,
+        }
+    }
 }
 
 impl Allocator {
@@ -183,7 +258,47 @@ impl Allocator {
     /// Whether a recent fall holds step-ups back.
     pub fn settling(&self, now: Instant) -> bool {
         self.fell_at
-            .is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD)
+            .is_some_and(|t| now.saturating_duration_since(t) < self.hold)
+    }
+
+    /// Records a fall of the estimate under what is sent: a failed step up doubles the hold.
+    fn fell(&mut self, now: Instant) {
+        let failed_raise = self
+            .raised_at
+            .is_some_and(|t| now.saturating_duration_since(t) < RAISE_TRIAL);
+        // A fall while settling continues the one that started it.
+        if !self.settling(now) {
+            self.hold = if failed_raise {
+                (self.hold * 2).min(MAX_UPGRADE_HOLD)
+            } else {
+                UPGRADE_HOLD
+            };
+        }
+        self.fell_at = Some(now);
+        self.raised_at = None;
+    }
+
+    /// The lowest budget of the last [`RAISE_CONFIRM`], as of the last update: what the link has
+    /// carried for a while, and so how far padding may go. `None` before a second of budgets,
+    /// right after a step up (its own load is yet to be measured), or with no estimate.
+    pub fn sustained(&self) -> Option<u64> {
+        self.sustained
+    }
+
+    /// Records `estimate`, and returns the lowest estimate over the last [`RAISE_CONFIRM`],
+    /// or `None` while the estimates seen do not yet span it.
+    fn confirmed(&mut self, now: Instant, estimate: u64) -> Option<u64> {
+        if self.recent.back().is_none_or(|(_, e)| *e != estimate) {
+            self.recent.push_back((now, estimate));
+        }
+        let start = now.checked_sub(RAISE_CONFIRM)?;
+        while self.recent.len() > RECENT_ESTIMATES
+            || self.recent.get(1).is_some_and(|(t, _)| *t <= start)
+        {
+            self.recent.pop_front();
+        }
+        let (first, _) = self.recent.front()?;
+        (*first <= start).then(|| self.recent.iter().map(|(_, e)| *e).min())?
     }
 
     /// The new choice given the `current` one (same order as `demands`).
@@ -195,8 +310,11 @@ impl Allocator {
         current: &[Option<LayerIndex>],
     ) -> Vec<Option<LayerIndex>> {
         let Some(estimate) = budget else {
+            self.sustained = None;
             return allocate(None, demands);
         };
+        let confirmed = self.confirmed(now, estimate);
+        self.sustained = confirmed;
         let full = allocate(Some(estimate), demands);
         // What is asked for or available may have changed under the current choice: keep
         // each track at or below what the full estimate allows, and off where it must be.
@@ -210,16 +328,20 @@ impl Allocator {
                 {
                     Some((*c).min(*f))
                 }
+                (None, Some(_)) if d.flow == Flow::Congested => None,
                 (_, f) => *f,
             })
             .collect();
         if cost(demands, current) > estimate {
-            self.fell_at = Some(now);
+            self.fell(now);
         }
         if cost(demands, &kept) > estimate {
             return full;
         }
-        let headroom = (estimate as f64 / UPGRADE_HEADROOM) as u64;
+        let Some(confirmed) = confirmed else {
+            return kept;
+        };
+        let headroom = (confirmed.min(estimate) as f64 / UPGRADE_HEADROOM) as u64;
         let better = allocate(Some(headroom), demands);
         let raises = better
             .iter()
@@ -228,6 +350,10 @@ impl Allocator {
         if !raises || self.settling(now) {
             return kept;
         }
+        self.raised_at = Some(now);
+        // The next step up is judged on estimates made under this one's load.
+        self.recent.clear();
+        self.sustained = None;
         // Never lower a track on the way up: take the higher of the two per track.
         better
             .iter()
@@ -249,6 +375,7 @@ mod tests {
         };
         Demand {
             priority,
+            flow: Flow::Fresh,
             wanted,
             layers: vec![layer(150_000), layer(500_000), layer(1_500_000)],
         }
@@ -340,6 +467,115 @@ mod tests {
             c = a.update(t + Duration::from_millis(250 * i), Some(1_600_000), &d, &c);
             assert_eq!(c, vec![Some(1)]);
         }
+    }
+
+    #[test]
+    fn step_ups_that_keep_failing_are_tried_less_and_less_often() {
+        // A link whose estimate sinks half a second after every step up (a bottleneck that
+        // cannot carry the high layer, or a CPU-starved host): one try per hold, the hold
+        // doubling up to its cap.
+        let t0 = Instant::now();
+        let d = [video(Priority::Other, Some(2))];
+        let mut a = Allocator::default();
+        let mut c = a.update(t0, Some(700_000), &d, &[None]);
+        assert_eq!(c, vec![Some(1)]);
+        let tick = Duration::from_millis(250);
+        let mut raised: Vec<Duration> = Vec::new();
+        let mut t = t0;
+        while t - t0 < Duration::from_secs(60) {
+            t += tick;
+            let since_raise = raised.last().map(|r| t - t0 - *r);
+            let estimate = match since_raise {
+                Some(s) if s >= Duration::from_millis(500) && c == vec![Some(2)] => 700_000,
+                _ => 2_000_000,
+            };
+            let next = a.update(t, Some(estimate), &d, &c);
+            if next[0] > c[0] {
+                raised.push(t - t0);
+            }
+            c = next;
+        }
+        let gaps: Vec<Duration> = raised.windows(2).map(|w| w[1] - w[0]).collect();
+        // Without the back-off this raised every 2 s (30 times).
+        assert!(raised.len() <= 8, "raised at {raised:?}");
+        assert!(
+            gaps.windows(2).all(|g| g[1] >= g[0]),
+            "the gaps between tries grow: {gaps:?}"
+        );
+        assert!(
+            gaps.last().unwrap() >= &MAX_UPGRADE_HOLD,
+            "the hold reaches its cap: {gaps:?}"
+        );
+
+        // The link steadies: the step up comes within the longest hold and stays.
+        let steady_from = t;
+        while c != vec![Some(2)] {
+            t += tick;
+            c = a.update(t, Some(2_000_000), &d, &c);
+            assert!(t - steady_from <= MAX_UPGRADE_HOLD + tick);
+        }
+
+        // A later fall that no step up caused starts the hold over.
+        t += Duration::from_secs(30);
+        c = a.update(t, Some(700_000), &d, &c);
+        assert_eq!(c, vec![Some(1)]);
+        let fell = t;
+        while c == vec![Some(1)] {
+            t += tick;
+            c = a.update(t, Some(2_000_000), &d, &c);
+        }
+        assert!(
+            t - fell <= UPGRADE_HOLD + tick,
+            "back up after {:?}",
+            t - fell
+        );
+    }
+
+    #[test]
+    fn pausing_for_the_budget_has_two_thresholds_and_resuming_is_a_step_up() {
+        let t0 = Instant::now();
+        let mut d = [video(Priority::Other, Some(0))];
+        let mut a = Allocator::default();
+        let c = a.update(t0, Some(400_000), &d, &[None]);
+        assert_eq!(c, vec![Some(0)], "a new track gets what fits at once");
+        d[0].flow = Flow::Flowing;
+        let c = a.update(t0, Some(140_000), &d, &c);
+        assert_eq!(
+            c,
+            vec![Some(0)],
+            "kept while the budget covers most of its lowest layer"
+        );
+        let c = a.update(t0, Some(110_000), &d, &c);
+        assert_eq!(
+            c,
+            vec![None],
+            "paused when the budget covers less than KEEP_SHARE of it"
+        );
+        d[0].flow = Flow::Congested;
+
+        // A budget that hovers just over the lowest layer's rate does not bring it back...
+        let mut t = t0;
+        for i in 0..40 {
+            t += Duration::from_millis(250);
+            let budget = if i % 2 == 0 { 155_000 } else { 140_000 };
+            assert_eq!(a.update(t, Some(budget), &d, &[None]), vec![None]);
+        }
+        // ...nor does a moment of plenty.
+        t += Duration::from_millis(250);
+        assert_eq!(a.update(t, Some(1_000_000), &d, &[None]), vec![None]);
+        t += Duration::from_millis(250);
+        assert_eq!(a.update(t, Some(140_000), &d, &[None]), vec![None]);
+
+        // A budget with headroom that lasts does.
+        let from = t;
+        let mut c = vec![None];
+        while c == vec![None] {
+            t += Duration::from_millis(250);
+            c = a.update(t, Some(200_000), &d, &c);
+            assert!(t - from <= RAISE_CONFIRM + UPGRADE_HOLD, "still paused");
+        }
+        assert_eq!(c, vec![Some(0)]);
+        assert!(t - from >= RAISE_CONFIRM);
     }
 
     #[test]

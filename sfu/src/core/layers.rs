@@ -242,8 +242,10 @@ impl RateMeter {
         if elapsed >= RATE_BUCKET {
             if elapsed < RATE_BUCKET * 4 {
                 let sample = self.bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+                // A quarter weight: one keyframe in a bucket doubles its sample, and the
+                // allocator should not pause or raise on that.
                 self.smoothed = Some(match self.smoothed {
-                    Some(s) => (s + sample) / 2,
+                    Some(s) => (s * 3 + sample) / 4,
                     None => sample,
                 });
             }
