@@ -4,7 +4,8 @@
 # On a fresh machine of this kind it first provides what the tests need, then runs them:
 #   1. Debian packages (one `apt-get update` only when one is missing): chromium (the browser
 #      suite), coturn (turnutils_* for the TURN interop tests), prometheus and docker-compose
-#      (the cluster tests), and redis-server when none is on PATH. Packaged services are kept
+#      (the cluster tests), iproute2 (`ip netns` and `tc` for the shaped-link browser test), and
+#      redis-server when none is on PATH. Packaged services are kept
 #      from starting on install, and no packaged turnserver is left holding port 3478;
 #   2. PostgreSQL at 127.0.0.1:5432 (started when down; database `test` created when missing)
 #      and Redis at 127.0.0.1:6379 (started when down);
@@ -47,7 +48,7 @@ as_root() {
 installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
 
 missing=()
-for package in chromium coturn prometheus docker-compose; do
+for package in chromium coturn prometheus docker-compose iproute2; do
   installed "$package" || missing+=("$package")
 done
 command -v redis-server >/dev/null || missing+=(redis-server)
