@@ -38,6 +38,11 @@ const IDLE_RESUME_QUIET: Duration = Duration::from_secs(10);
 /// Bitrate assumed for an audio track not yet measured (bit/s).
 const AUDIO_NOMINAL: u64 = 48_000;
 
+/// How long after a participant joins its estimate is taken as a guess, not a measurement:
+/// long enough for str0m's initial probes (its startup phase is 2 s). Until then every track
+/// gets what is asked, as with no estimator; a receive cap still applies.
+const ESTIMATE_STARTUP: Duration = Duration::from_secs(2);
+
 impl Core {
     /// What `participant` wants of video `track` (`track:settings`): the smallest layer that
     /// covers a size, the best one, or nothing.
@@ -179,7 +184,13 @@ impl Core {
         if demands.is_empty() {
             return;
         }
-        let mut budget = p.estimate.map(|e| e.saturating_sub(audio));
+        // The estimator starts from a guess (INITIAL_ESTIMATE) and needs its first probes
+        // to learn the link: nothing is paused or lowered on that guess.
+        let estimating = now.saturating_duration_since(p.join_started) >= ESTIMATE_STARTUP;
+        let mut budget = p
+            .estimate
+            .filter(|_| estimating)
+            .map(|e| e.saturating_sub(audio));
         // An estimate only knows the rate that was used: with no video flowing to this
         // subscriber (all paused or waiting) it has sunk to the audio rate and would keep
         // every track paused for good. Unless the link itself fell recently, resume as a
