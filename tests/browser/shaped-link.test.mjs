@@ -60,13 +60,6 @@ before(async () => {
   });
 });
 
-/** `track:layer` events with the time the page received them: `{at, rid, paused, ...}`. */
-async function timedLayerEvents(page) {
-  return page.evaluate(() =>
-    (window.chorus.client.log ?? []).filter((e) => e.event === 'track:layer').map((e) => ({ at: e.at, ...e.data })),
-  );
-}
-
 /** Answers the demo page's dev-token request with a token signed by the test for its room. */
 async function mintHere(page) {
   await page.route('**/api/v1/dev/token', async (route) => {
@@ -122,7 +115,7 @@ it('a subscriber behind a bottleneck steps down, keeps decoding steadily, and re
     { timeoutMs: 30_000, what: `the subscriber to drop to the quarter layer under ${LIMIT_KBIT} kbit/s` },
   );
   const droppedMs = Date.now() - limited;
-  const stepsDown = (await timedLayerEvents(sub.page))
+  const stepsDown = (await layerEvents(sub.page))
     .filter((e) => e.at >= limited)
     .map((e) => `${e.rid ?? (e.paused ? 'paused' : '?')}@${e.at - limited}ms`);
 

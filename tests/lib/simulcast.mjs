@@ -63,9 +63,9 @@ export async function askFor(page, settings) {
   }, settings);
 }
 
-/** `track:layer` events the subscriber's client logged, oldest first. */
+/** `track:layer` events the subscriber's client logged, oldest first, with `at`: when it got each. */
 export async function layerEvents(page) {
   return page.evaluate(() =>
-    (window.chorus.client.log ?? []).filter((e) => e.event === 'track:layer').map((e) => e.data),
+    (window.chorus.client.log ?? []).filter((e) => e.event === 'track:layer').map((e) => ({ at: e.at, ...e.data })),
   );
 }

@@ -230,7 +230,7 @@ impl Core {
                 desired = desired.min(cap);
             }
             let sending = cost(&demands, &choice);
-            let minimum = (match (next_step(&demands, &choice), p.allocator.sustained()) {
+            let minimum = (match (next_step(&demands, &choice), p.allocator.sustained(now)) {
                 (Some(step), Some(held)) if !p.allocator.settling(now) => {
                     step.min(held).max(sending)
                 }

@@ -29,10 +29,10 @@
 //!
 //! A step up also needs the estimate to have allowed it for [`RAISE_CONFIRM`]: the budget of
 //! a step up is the lowest estimate of that window, and the window starts over at each step
-//! up, so each step is judged under the load of the one before. A track the budget paused comes back only
-//! as a step up ([`Flow::Congested`]), and a flowing one is paused only when the budget
-//! covers less than [`KEEP_SHARE`] of its lowest layer: pause and resume are a trigger with
-//! two thresholds, not one.
+//! up, so each step is judged under the load of the one before. A track the budget paused
+//! comes back only as a step up ([`Flow::Congested`]), and a flowing one is paused only when
+//! the budget covers less than [`KEEP_SHARE`] of its lowest layer: pause and resume are a
+//! trigger with two thresholds, not one.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -232,8 +232,6 @@ pub struct Allocator {
     /// Estimates of the last [`RAISE_CONFIRM`], oldest first, with when each was seen; the
     /// oldest may be older, as it was the one in effect when the window began.
     recent: VecDeque<(Instant, u64)>,
-    /// The lowest budget over the last [`RAISE_CONFIRM`] as of the last update.
-    sustained: Option<u64>,
 }
 
 impl Default for Allocator {
@@ -243,7 +241,6 @@ impl Default for Allocator {
             raised_at: None,
             hold: UPGRADE_HOLD,
             recent: VecDeque::new(),
-            sustained: None,
         }
     }
 }
@@ -278,27 +275,30 @@ impl Allocator {
         self.raised_at = None;
     }
 
-    /// The lowest budget of the last [`RAISE_CONFIRM`], as of the last update: what the link has
-    /// carried for a while, and so how far padding may go. `None` before a second of budgets,
-    /// right after a step up (its own load is yet to be measured), or with no estimate.
-    pub fn sustained(&self) -> Option<u64> {
-        self.sustained
+    /// The lowest budget of the last [`RAISE_CONFIRM`] up to `now`: what the link has carried
+    /// for a while, and so how far a step up, or padding, may go. `None` before a second of
+    /// budgets was seen, right after a step up (its own load is yet to be measured), and while
+    /// there is no estimate.
+    pub fn sustained(&self, now: Instant) -> Option<u64> {
+        let start = now.checked_sub(RAISE_CONFIRM)?;
+        let (first, _) = self.recent.front()?;
+        (*first <= start).then(|| self.recent.iter().map(|(_, e)| *e).min())?
     }
 
-    /// Records `estimate`, and returns the lowest estimate over the last [`RAISE_CONFIRM`],
-    /// or `None` while the estimates seen do not yet span it.
-    fn confirmed(&mut self, now: Instant, estimate: u64) -> Option<u64> {
+    /// Records `estimate` for [`Allocator::sustained`], keeping only the last
+    /// [`RAISE_CONFIRM`] (and the estimate in effect when it began).
+    fn record(&mut self, now: Instant, estimate: u64) {
         if self.recent.back().is_none_or(|(_, e)| *e != estimate) {
             self.recent.push_back((now, estimate));
         }
-        let start = now.checked_sub(RAISE_CONFIRM)?;
+        let Some(start) = now.checked_sub(RAISE_CONFIRM) else {
+            return;
+        };
         while self.recent.len() > RECENT_ESTIMATES
             || self.recent.get(1).is_some_and(|(t, _)| *t <= start)
         {
             self.recent.pop_front();
         }
-        let (first, _) = self.recent.front()?;
-        (*first <= start).then(|| self.recent.iter().map(|(_, e)| *e).min())?
     }
 
     /// The new choice given the `current` one (same order as `demands`).
@@ -310,11 +310,10 @@ impl Allocator {
         current: &[Option<LayerIndex>],
     ) -> Vec<Option<LayerIndex>> {
         let Some(estimate) = budget else {
-            self.sustained = None;
+            self.recent.clear();
             return allocate(None, demands);
         };
-        let confirmed = self.confirmed(now, estimate);
-        self.sustained = confirmed;
+        self.record(now, estimate);
         let full = allocate(Some(estimate), demands);
         // What is asked for or available may have changed under the current choice: keep
         // each track at or below what the full estimate allows, and off where it must be.
@@ -338,10 +337,10 @@ impl Allocator {
         if cost(demands, &kept) > estimate {
             return full;
         }
-        let Some(confirmed) = confirmed else {
+        let Some(confirmed) = self.sustained(now) else {
             return kept;
         };
-        let headroom = (confirmed.min(estimate) as f64 / UPGRADE_HEADROOM) as u64;
+        let headroom = (confirmed as f64 / UPGRADE_HEADROOM) as u64;
         let better = allocate(Some(headroom), demands);
         let raises = better
             .iter()
@@ -353,7 +352,6 @@ impl Allocator {
         self.raised_at = Some(now);
         // The next step up is judged on estimates made under this one's load.
         self.recent.clear();
-        self.sustained = None;
         // Never lower a track on the way up: take the higher of the two per track.
         better
             .iter()
