@@ -1,6 +1,6 @@
 // Simulcast through the SFU with real browsers. A publisher's fake camera plays a generated
-// 1280×720 y4m (Chromium sends three layers only from 640×360 up), and the demo page publishes
-// it in three layers (q, h, f). A subscriber asks, with `track:settings`, for a small tile and
+// 960×540 y4m (Chromium sends three layers only from 640×360 up), and the demo page publishes
+// it in three layers (q, h, f), in VP8 or, offered alone, VP9, H.264 or AV1. A subscriber asks, with `track:settings`, for a small tile and
 // then a large one, and decodes what it asked for without a pause in decoding; when it pauses
 // the track, the publisher is told to stop its layers (dynacast: its outbound streams stop),
 // and when it resumes, a layer comes back.
@@ -15,11 +15,24 @@ import { join } from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { startServer } from '../lib/server.mjs';
 import { chromiumAvailable, CHROMIUM, eventually, joinRoomPage } from '../lib/browser.mjs';
-import { askFor, inboundVideo, layerEvents, outboundLayers, writeStripesY4m } from '../lib/simulcast.mjs';
+import {
+  CAMERA,
+  askFor,
+  inboundVideo,
+  layerEvents,
+  outboundLayers,
+  offerOnlyCodec,
+  writeStripesY4m,
+} from '../lib/simulcast.mjs';
 
 let server;
 let dir;
 let y4m;
+let y4mSvc;
+/** A tile the quarter layer covers. */
+const SMALL_TILE = { width: 200, height: 112 };
+/** Width of the camera's half layer: a large tile gets at least this once bandwidth allows. */
+const HALF_WIDTH = 480;
 const browsers = [];
 const errors = [];
 
@@ -27,7 +40,12 @@ before(async () => {
   assert.ok(chromiumAvailable(), `Chromium not found at ${CHROMIUM} (apt-get install -y chromium)`);
   dir = await mkdtemp(join(tmpdir(), 'chorus-simulcast-'));
   y4m = join(dir, 'camera.y4m');
-  await writeStripesY4m(y4m);
+  // 960×540 rather than the usual 1280×720: every layer is then smaller than the SFU's nominal
+  // size for its rank (320×180, 640×360, 1280×720), so a `track:layer` size that matches the
+  // decoded frames shows the SFU read it from the keyframe.
+  await writeStripesY4m(y4m, { ...CAMERA, width: 960, height: 540 });
+  y4mSvc = join(dir, 'camera-svc.y4m');
+  await writeStripesY4m(y4mSvc, { ...CAMERA, width: 640, height: 360 });
   server = await startServer();
 });
 
@@ -41,62 +59,130 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** The publisher's page with the y4m camera. */
-async function joinAsPublisher(room) {
+/** The publisher's page with a y4m camera; `setup` as for `joinRoomPage`. */
+async function joinAsPublisher(room, setup, camera = y4m) {
   const publisher = await joinRoomPage(server, 'pub', room, {
     errors,
-    launch: { extraArgs: [`--use-file-for-fake-video-capture=${y4m}`] },
+    setup,
+    launch: { extraArgs: [`--use-file-for-fake-video-capture=${camera}`] },
   });
   browsers.push(publisher.browser);
   return publisher.page;
 }
 
-it('a subscriber decodes the layer its tile asks for, switched without a pause', { timeout: 150_000 }, async () => {
-  const room = `sim${Date.now() % 100000}`;
-  const publisher = await joinAsPublisher(room);
+/**
+ * A `track:layer` size read from the camera's keyframes: below `nominal` (the size the SFU
+ * assumes for the layer's rank when the codec does not tell) and 16:9 like the camera, give or
+ * take the encoder's rounding to even sizes.
+ */
+function assertKeyframeSize(layer, nominal) {
+  assert.ok(layer && layer.width > 0 && layer.width < nominal, `track:layer ${JSON.stringify(layer)}`);
+  assert.ok(Math.abs(layer.width * 9 - layer.height * 16) <= 32, `track:layer ${JSON.stringify(layer)}`);
+}
+
+// Every codec the SFU switches layers in. The demo page sends VP8 by default; for the others
+// the publisher's page offers only that codec, and each layer is its own stream (RFC 8853
+// simulcast, not VP9's or AV1's spatial layers), switched at that layer's keyframes.
+for (const codec of ['VP8', 'VP9', 'H264', 'AV1']) {
+  it(`${codec}: a subscriber decodes the layer its tile asks for, switched without a pause`, { timeout: 150_000 }, async () => {
+    const room = `sim${codec}${Date.now() % 100000}`;
+    const mimeType = `video/${codec}`;
+    const publisher = await joinAsPublisher(room, codec === 'VP8' ? undefined : offerOnlyCodec(mimeType));
+    const sub = await joinRoomPage(server, 'sub', room, { errors });
+    browsers.push(sub.browser);
+
+    // The publisher sends three layers in the codec.
+    const sent = await eventually(
+      async () => {
+        const layers = await outboundLayers(publisher);
+        return Object.keys(layers).length === 3 && Object.values(layers).every((l) => l.mimeType) ? layers : null;
+      },
+      { timeoutMs: 30_000, what: 'the publisher to send three simulcast layers' },
+    );
+    assert.deepEqual(Object.values(sent).map((l) => l.mimeType), [mimeType, mimeType, mimeType], JSON.stringify(sent));
+    const first = await eventually(async () => {
+      const v = await inboundVideo(sub.page);
+      return v?.framesDecoded > 10 ? v : null;
+    }, {
+      timeoutMs: 30_000,
+      what: 'the subscriber to decode the camera',
+    });
+    assert.equal(first.mimeType, mimeType, JSON.stringify(first));
+
+    // A small tile: the quarter layer. The SFU picks the smallest layer that covers the tile,
+    // and the quarter of this camera is 240×135 or, rounded by an H.264 encoder, 240×134: a
+    // 320×180 tile would get the half layer.
+    await askFor(sub.page, SMALL_TILE);
+    const small = await eventually(
+      async () => {
+        const v = await inboundVideo(sub.page);
+        return v && v.frameWidth > 0 && v.frameWidth <= 320 ? v : null;
+      },
+      { timeoutMs: 20_000, what: 'the subscriber to decode at most 320 wide' },
+    );
+    const layers = await layerEvents(sub.page);
+    assert.equal(layers.at(-1)?.rid, 'q', `track:layer events: ${JSON.stringify(layers)}`);
+    assertKeyframeSize(layers.at(-1), 320);
+
+    // A big tile: at least the half layer; decoding never stops on the way.
+    await askFor(sub.page, { width: 1280, height: 720 });
+    let last = small.framesDecoded;
+    const big = await eventually(
+      async () => {
+        const v = await inboundVideo(sub.page);
+        if (!v) return null;
+        assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
+        last = v.framesDecoded;
+        return v.frameWidth >= HALF_WIDTH ? v : null;
+      },
+      { timeoutMs: 45_000, what: `the subscriber to decode at least ${HALF_WIDTH} wide` },
+    );
+    await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > big.framesDecoded + 10, {
+      timeoutMs: 15_000,
+      what: 'framesDecoded to keep rising after the switch',
+    });
+    assertKeyframeSize((await layerEvents(sub.page)).at(-1), 1280);
+    // One continuous stream through both switches: the same receiver, the same codec.
+    assert.equal(big.id, first.id);
+    assert.equal(big.mimeType, mimeType);
+    console.log(`${codec}: ${JSON.stringify(await layerEvents(sub.page))}`);
+    assert.deepEqual(errors, []);
+  });
+}
+
+// Spatial and temporal layers inside one stream (SVC) are not chosen per subscriber but
+// forwarded whole: the subscriber decodes the top spatial layer, and learns its size (the
+// nominal size of a track without simulcast is 1280×720). VP9 only: Chromium decoded no frame
+// of AV1 with spatial layers through the SFU (docs/sfu.md, known limits). The camera is
+// 640×360 at 600 kbit/s, so that two browsers encoding and decoding three spatial layers fit
+// in this machine's cores and a subscriber's first estimate.
+it('VP9 with spatial layers in one stream (L3T3_KEY) is forwarded whole', { timeout: 120_000 }, async () => {
+  const room = `svc${Date.now() % 100000}`;
+  const mimeType = 'video/VP9';
+  const publisher = await joinAsPublisher(room, offerOnlyCodec(mimeType, { svc: 'L3T3_KEY', maxBitrate: 600_000 }), y4mSvc);
   const sub = await joinRoomPage(server, 'sub', room, { errors });
   browsers.push(sub.browser);
-
-  // The publisher sends three layers.
-  await eventually(async () => Object.keys(await outboundLayers(publisher)).length === 3, {
-    timeoutMs: 30_000,
-    what: 'the publisher to send three simulcast layers',
-  });
-  await eventually(async () => (await inboundVideo(sub.page))?.framesDecoded > 10, {
-    timeoutMs: 30_000,
-    what: 'the subscriber to decode the camera',
-  });
-
-  // A small tile: the quarter layer.
-  await askFor(sub.page, { width: 320, height: 180 });
-  const small = await eventually(
+  const full = await eventually(
     async () => {
       const v = await inboundVideo(sub.page);
-      return v && v.frameWidth > 0 && v.frameWidth <= 320 ? v : null;
+      return v?.frameWidth === 640 && v.framesDecoded > 10 ? v : null;
     },
-    { timeoutMs: 20_000, what: 'the subscriber to decode at most 320 wide' },
+    { timeoutMs: 45_000, what: 'the subscriber to decode the top spatial layer, 640 wide' },
   );
-  const layers = await layerEvents(sub.page);
-  assert.equal(layers.at(-1)?.rid, 'q', `track:layer events: ${JSON.stringify(layers)}`);
-  assert.ok(layers.at(-1).width <= 320, JSON.stringify(layers.at(-1)));
-
-  // A big tile: at least the half layer; decoding never stops on the way.
-  await askFor(sub.page, { width: 1280, height: 720 });
-  let last = small.framesDecoded;
-  const big = await eventually(
-    async () => {
-      const v = await inboundVideo(sub.page);
-      if (!v) return null;
-      assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
-      last = v.framesDecoded;
-      return v.frameWidth >= 640 ? v : null;
-    },
-    { timeoutMs: 45_000, what: 'the subscriber to decode at least 640 wide' },
-  );
-  await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > big.framesDecoded + 10, {
+  assert.equal(full.mimeType, mimeType, JSON.stringify(full));
+  const sent = await outboundLayers(publisher);
+  assert.deepEqual(Object.keys(sent), [], `one stream, no rids: ${JSON.stringify(sent)}`);
+  await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > full.framesDecoded + 30, {
     timeoutMs: 15_000,
-    what: 'framesDecoded to keep rising after the switch',
+    what: 'framesDecoded to keep rising',
   });
+  const layers = await layerEvents(sub.page);
+  console.log(`VP9 SVC: ${JSON.stringify(layers)}`);
+  assert.deepEqual(
+    { rid: layers.at(-1)?.rid, width: layers.at(-1)?.width, height: layers.at(-1)?.height },
+    { rid: null, width: 640, height: 360 },
+    JSON.stringify(layers),
+  );
   assert.deepEqual(errors, []);
 });
 
@@ -129,7 +215,7 @@ it('a paused track stops the publisher’s layers, and resuming brings one back'
   const paused = await layerEvents(sub.page);
   assert.equal(paused.at(-1)?.paused, true, JSON.stringify(paused));
 
-  await askFor(sub.page, { width: 320, height: 180 });
+  await askFor(sub.page, SMALL_TILE);
   const before = (await inboundVideo(sub.page)).framesDecoded;
   await eventually(async () => (await outboundLayers(publisher)).q?.active === true, {
     timeoutMs: 10_000,
@@ -150,9 +236,9 @@ it('a subscriber whose downlink is capped drops to a lower layer and recovers wh
   const sub = await joinRoomPage(server, 'sub', room, { errors });
   browsers.push(sub.browser);
   await askFor(sub.page, { width: 1280, height: 720 });
-  await eventually(async () => (await inboundVideo(sub.page))?.frameWidth >= 640, {
+  await eventually(async () => (await inboundVideo(sub.page))?.frameWidth >= HALF_WIDTH, {
     timeoutMs: 45_000,
-    what: 'the subscriber to decode at least 640 wide',
+    what: `the subscriber to decode at least ${HALF_WIDTH} wide`,
   });
 
   const cap = (maxBitrate) =>
@@ -177,11 +263,11 @@ it('a subscriber whose downlink is capped drops to a lower layer and recovers wh
 
   await cap(null);
   const lifted = Date.now();
-  await eventually(async () => (await inboundVideo(sub.page))?.frameWidth >= 640, {
+  await eventually(async () => (await inboundVideo(sub.page))?.frameWidth >= HALF_WIDTH, {
     timeoutMs: 45_000,
-    what: 'the subscriber to recover at least 640 wide once the cap is lifted',
+    what: `the subscriber to recover at least ${HALF_WIDTH} wide once the cap is lifted`,
   });
   // Measured figures, as test diagnostics (decoded width, so they include the decoder).
-  console.log(`capped at 250 kbit/s: decoding ≤320 wide after ${dropped} ms; cap lifted: ≥640 wide after ${Date.now() - lifted} ms`);
+  console.log(`capped at 250 kbit/s: decoding ≤320 wide after ${dropped} ms; cap lifted: ≥${HALF_WIDTH} wide after ${Date.now() - lifted} ms`);
   assert.deepEqual(errors, []);
 });

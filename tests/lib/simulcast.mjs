@@ -29,7 +29,7 @@ export async function writeStripesY4m(path, { width, height, frames } = CAMERA) 
   await file.close();
 }
 
-/** The publisher's outbound video streams: rid → {bytesSent, frameWidth, active}. */
+/** The publisher's outbound video streams: rid → {bytesSent, frameWidth, active, mimeType}. */
 export async function outboundLayers(page) {
   return page.evaluate(async () => {
     const pc = window.chorus?.pc;
@@ -38,7 +38,12 @@ export async function outboundLayers(page) {
     const out = {};
     report.forEach((s) => {
       if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) {
-        out[s.rid] = { bytesSent: s.bytesSent ?? 0, frameWidth: s.frameWidth ?? 0, active: s.active };
+        out[s.rid] = {
+          bytesSent: s.bytesSent ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          active: s.active,
+          mimeType: report.get(s.codecId)?.mimeType ?? null,
+        };
       }
     });
     return out;
@@ -68,4 +73,50 @@ export async function layerEvents(page) {
   return page.evaluate(() =>
     (window.chorus.client.log ?? []).filter((e) => e.event === 'track:layer').map((e) => ({ at: e.at, ...e.data })),
   );
+}
+
+/**
+ * A page setup (for `joinRoomPage`) that makes the page's video transceivers offer only
+ * `mimeType` (`video/VP9`, ...): the demo page offers every codec the browser has, and the SFU
+ * answers VP8 whenever it is offered (docs/protocol.md). Each simulcast layer is sent as its own
+ * stream with temporal layers only (`L1T3`), as browsers do for VP8; with `svc` (a scalability
+ * mode such as `L3T3_KEY`) the camera is sent as one stream with those layers, at `maxBitrate`
+ * (bit/s), instead. The
+ * sender keeps its resolution (`degradationPreference`), so the sizes stay the camera's.
+ */
+export function offerOnlyCodec(mimeType, { svc, maxBitrate = 1_500_000 } = {}) {
+  return (page) =>
+    page.addInitScript(
+      ({ mimeType, svc, maxBitrate }) => {
+        const add = RTCPeerConnection.prototype.addTransceiver;
+        RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init = {}) {
+          const kind = typeof trackOrKind === 'string' ? trackOrKind : trackOrKind.kind;
+          if (kind === 'video' && init.sendEncodings?.length > 1) {
+            const sendEncodings = svc
+              ? [{ scalabilityMode: svc, maxBitrate }]
+              : init.sendEncodings.map((e) => ({ ...e, scalabilityMode: 'L1T3' }));
+            init = { ...init, sendEncodings };
+          }
+          const transceiver = add.call(this, trackOrKind, init);
+          if (kind === 'video') {
+            // Only the codec and its helpers: the SFU answers in its own codec order.
+            const helpers = ['video/rtx', 'video/red', 'video/ulpfec'];
+            const codecs = RTCRtpReceiver.getCapabilities('video').codecs;
+            const wanted = codecs.filter((c) => c.mimeType === mimeType);
+            if (wanted.length === 0) throw new Error(`this browser cannot receive ${mimeType}`);
+            transceiver.setCodecPreferences([...wanted, ...codecs.filter((c) => helpers.includes(c.mimeType))]);
+            // The stripes are hard to encode: left to itself, the encoder scales its layers
+            // down to keep its quality (H.264 and VP9 here), so neither the layers' sizes nor
+            // SVC's spatial layers would be what the test expects. A refusal is an unhandled
+            // rejection, which fails the test as a page error.
+            transceiver.sender.setParameters({
+              ...transceiver.sender.getParameters(),
+              degradationPreference: 'maintain-resolution',
+            });
+          }
+          return transceiver;
+        };
+      },
+      { mimeType, svc, maxBitrate },
+    );
 }

@@ -16,6 +16,7 @@ mod adaptive;
 pub mod allocator;
 pub mod data;
 pub mod forward;
+pub mod frame_size;
 pub mod layers;
 pub mod negotiation;
 pub(crate) mod participant;

@@ -16,7 +16,7 @@ use super::layers::{LayerIndex, Layers};
 use super::participant::{Forwarded, SubState, Subscription, Work};
 use super::selector::Verdict;
 use super::throttle::{Decision, KeyframeThrottle};
-use super::video::{VideoCodec, Vp8Descriptor, starts_keyframe, vp8_keyframe_size};
+use super::video::{VideoCodec, Vp8Descriptor, keyframe_size, starts_keyframe};
 use super::{Core, Track};
 
 impl Core {
@@ -227,13 +227,12 @@ impl Core {
                 .codec
                 .get_or_insert_with(|| VideoCodec::of(params.spec().codec));
             keyframe = codec.is_none_or(|c| starts_keyframe(c, &pkt.payload));
-            let mut size = None;
             if codec == Some(VideoCodec::Vp8) {
                 vp8 = Vp8Descriptor::parse(&pkt.payload);
-                if keyframe {
-                    size = vp8_keyframe_size(&pkt.payload);
-                }
             }
+            let size = codec
+                .filter(|_| keyframe)
+                .and_then(|c| keyframe_size(c, &pkt.payload));
             track
                 .layers
                 .observe(layer, pkt.arrival, pkt.payload.len(), size);

@@ -13,6 +13,10 @@
 //! - **AV1** (the AV1 RTP payload format): the `N` bit, set on the first packet of a coded
 //!   video sequence.
 //!
+//! A keyframe's size comes from VP8's keyframe header here, and for the other codecs from
+//! what `frame_size` reads (VP9's scalability structure, H.264's sequence parameter set,
+//! AV1's sequence header).
+//!
 //! VP8's picture id and TL0PICIDX are rewritten after a layer switch (see `forward`). The
 //! rewrite is normally not done here but handed to str0m as a patch
 //! ([`Vp8Descriptor::patch`]), which it applies while serializing the packet, so the
@@ -24,6 +28,8 @@
 
 use str0m::format::Codec;
 use str0m::rtp::Vp8Patch;
+
+use super::frame_size;
 
 /// A video codec the SFU knows how to switch layers in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +64,17 @@ pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
         VideoCodec::Vp9 => vp9_keyframe_start(payload),
         VideoCodec::H264 => h264_has_keyframe(payload),
         VideoCodec::Av1 => payload.first().is_some_and(|b| b & 0x08 != 0),
+    }
+}
+
+/// Frame size (width, height) that the first packet of a keyframe in `codec` announces, where
+/// the codec puts it there (see `frame_size` for VP9, H.264 and AV1).
+pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
+    match codec {
+        VideoCodec::Vp8 => vp8_keyframe_size(payload),
+        VideoCodec::Vp9 => frame_size::vp9(payload),
+        VideoCodec::H264 => frame_size::h264(payload),
+        VideoCodec::Av1 => frame_size::av1(payload),
     }
 }
 
