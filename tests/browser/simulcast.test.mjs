@@ -29,8 +29,8 @@ let server;
 let dir;
 let y4m;
 let y4mSvc;
-/** A tile the quarter layer covers. */
-const SMALL_TILE = { width: 200, height: 112 };
+/** The quarter layer's intended size. */
+const SMALL_TILE = { width: 240, height: 135 };
 /** Width of the camera's half layer: a large tile gets at least this once bandwidth allows. */
 const HALF_WIDTH = 480;
 const browsers = [];
@@ -109,9 +109,9 @@ for (const codec of ['VP8', 'VP9', 'H264', 'AV1']) {
     });
     assert.equal(first.mimeType, mimeType, JSON.stringify(first));
 
-    // A small tile: the quarter layer. The SFU picks the smallest layer that covers the tile,
-    // and the quarter of this camera is 240×135 or, rounded by an H.264 encoder, 240×134: a
-    // 320×180 tile would get the half layer.
+    // A small tile: the quarter layer. The SFU picks the smallest layer that covers the tile
+    // (so a 320×180 tile would get the half layer of this camera), give or take 5 % for the
+    // encoder's rounding: H.264's quarter layer is 240×134.
     await askFor(sub.page, SMALL_TILE);
     const small = await eventually(
       async () => {

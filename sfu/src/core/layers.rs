@@ -20,6 +20,12 @@ pub type LayerIndex = u8;
 /// Most layers a video track may carry.
 pub const MAX_LAYERS: usize = 3;
 
+/// How much smaller than a tile a layer may be and still be chosen for it, in percent of
+/// each side. Encoders round a scaled frame to even sizes or whole macroblocks (a quarter of
+/// 960×540 comes out 240×134 from an H.264 encoder): without this a tile of the layer's
+/// intended size would get the next layer up, four times the pixels.
+pub const SIZE_TOLERANCE_PERCENT: u32 = 5;
+
 /// A layer that sent nothing for this long is not flowing.
 const LIVE_WINDOW: Duration = Duration::from_millis(1500);
 
@@ -177,13 +183,16 @@ impl Layers {
         })
     }
 
-    /// The lowest layer whose frame covers `width`×`height`, else the highest.
+    /// The lowest layer whose frame covers `width`×`height`, give or take
+    /// [`SIZE_TOLERANCE_PERCENT`], else the highest.
     pub fn layer_for_size(&self, width: u32, height: u32) -> LayerIndex {
         let top = (self.layers.len() - 1) as LayerIndex;
+        let covers =
+            |have: u16, want: u32| u32::from(have) * 100 >= want * (100 - SIZE_TOLERANCE_PERCENT);
         (0..=top)
             .find(|&i| {
                 let (w, h) = self.size(i);
-                u32::from(w) >= width && u32::from(h) >= height
+                covers(w, width) && covers(h, height)
             })
             .unwrap_or(top)
     }
@@ -301,11 +310,18 @@ mod tests {
         let mut l = Layers::new(&rids(&["q", "h", "f"]));
         // Nominal sizes before any keyframe.
         assert_eq!(l.layer_for_size(320, 180), 0);
-        assert_eq!(l.layer_for_size(321, 180), 1);
+        assert_eq!(l.layer_for_size(336, 180), 0, "within 5 %");
+        assert_eq!(l.layer_for_size(337, 180), 1);
         assert_eq!(l.layer_for_size(1920, 1080), 2);
         l.observe(0, t0, 100, Some((480, 270)));
         assert_eq!(l.layer_for_size(400, 200), 0);
         assert_eq!(l.size(0), (480, 270));
+        // Rounded by the encoder: still the layer for a tile of its intended size.
+        l.observe(0, t0, 100, Some((240, 134)));
+        assert_eq!(l.layer_for_size(240, 135), 0);
+        assert_eq!(l.layer_for_size(252, 141), 0, "within 5 %");
+        assert_eq!(l.layer_for_size(253, 135), 1, "more than 5 % wider");
+        assert_eq!(l.layer_for_size(240, 142), 1, "more than 5 % taller");
         // Two layers take the top nominal sizes.
         let two = Layers::new(&rids(&["l", "h"]));
         assert_eq!(two.size(0), (640, 360));
