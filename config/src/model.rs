@@ -459,6 +459,9 @@ pub struct SfuConfig {
     /// Estimate each subscriber's downlink (TWCC) and fit the simulcast layers it receives
     /// into it. Off: every subscriber gets the layers it asks for, whatever its link.
     pub congestion_control: bool,
+    /// How long the video sent to each subscriber is kept for retransmission on NACK; `0s`
+    /// retransmits nothing. At most 10 s.
+    pub nack_history: HumanDuration,
     /// Largest data channel message one participant may send, in bytes (`limit_exceeded` above
     /// it). At most 65 536: what every WebRTC stack can receive, envelope included.
     pub data_max_message_bytes: usize,
@@ -487,6 +490,7 @@ impl Default for SfuConfig {
             max_mlines_per_offer: 256,
             max_tracks_per_participant: 8,
             congestion_control: true,
+            nack_history: HumanDuration::secs(1),
             data_max_message_bytes: 16 * 1024,
             data_messages_per_second: 50,
             data_bytes_per_second: 64 * 1024,
@@ -1006,6 +1010,9 @@ impl Config {
             return Err(invalid("sfu.candidates", "\"tcp\" needs sfu.tcp_listen"));
         }
         positive_duration("sfu.ice_timeout", sfu.ice_timeout)?;
+        if sfu.nack_history.get() > std::time::Duration::from_secs(10) {
+            return Err(invalid("sfu.nack_history", "at most 10s"));
+        }
         positive("sfu.max_mlines_per_offer", sfu.max_mlines_per_offer as u64)?;
         positive(
             "sfu.max_tracks_per_participant",
@@ -1160,6 +1167,10 @@ mod tests {
 
     #[test]
     fn sfu_data_channel_limits_are_checked() {
+        assert_eq!(
+            refused_key(|c| c.sfu.nack_history = HumanDuration::secs(11)),
+            "sfu.nack_history"
+        );
         assert_eq!(
             refused_key(|c| c.sfu.data_max_message_bytes = 0),
             "sfu.data_max_message_bytes"

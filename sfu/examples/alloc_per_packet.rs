@@ -218,6 +218,7 @@ impl World {
                 ..Limits::default()
             },
             congestion_control,
+            nack_history: Duration::from_secs(1),
             data: DataLimits::default(),
         };
         World {

@@ -86,6 +86,7 @@ impl Sfu {
                     auto_subscribe: settings.auto_subscribe,
                     limits: settings.limits.clone(),
                     congestion_control: settings.congestion_control,
+                    nack_history: settings.nack_history,
                     data: settings.data,
                 },
                 metrics.clone(),

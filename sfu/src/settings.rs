@@ -39,6 +39,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Whether subscribers' downlinks are estimated and layers fitted into them.
     pub congestion_control: CongestionControl,
+    /// How long the video packets sent to a subscriber are kept to answer its NACKs. Default
+    /// 1 s. Each entry is str0m's packet record (a few hundred bytes; the payload is shared),
+    /// per subscriber and stream, so this is the largest per-subscriber memory knob.
+    pub nack_history: Duration,
     /// Size, rate and buffer limits of data channel messages.
     pub data: DataLimits,
 }
@@ -142,6 +146,7 @@ impl Default for Settings {
             auto_subscribe: AutoSubscribe::All,
             limits: Limits::default(),
             congestion_control: CongestionControl::Enabled,
+            nack_history: Duration::from_secs(1),
             data: DataLimits::default(),
         }
     }

@@ -59,6 +59,7 @@ pub fn settings(config: &config::Config) -> sfu::Settings {
         } else {
             sfu::CongestionControl::Disabled
         },
+        nack_history: c.nack_history.get(),
         limits: sfu::Limits {
             max_mlines_per_offer: c.max_mlines_per_offer,
             max_tracks_per_participant: c.max_tracks_per_participant,

@@ -75,6 +75,8 @@ pub struct CoreConfig {
     pub limits: Limits,
     /// See [`crate::Settings::congestion_control`].
     pub congestion_control: CongestionControl,
+    /// See [`crate::Settings::nack_history`].
+    pub nack_history: Duration,
     /// See [`crate::Settings::data`].
     pub data: DataLimits,
 }

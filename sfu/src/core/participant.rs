@@ -118,6 +118,19 @@ pub(crate) struct Subscription {
     pub congested: bool,
     /// Publisher PT → how this subscriber gets it; filled on first use.
     pub pts: Vec<(Pt, PtMapping)>,
+    /// Whether the send stream's retransmission history was sized for this track.
+    pub nack_history: NackHistory,
+}
+
+/// Whether a subscription's send stream has had its retransmission history sized
+/// (`Settings::nack_history`): str0m's default keeps 3 s, and the stream exists only once its
+/// m-line is negotiated, so it is sized at the first packet forwarded on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NackHistory {
+    /// Not yet: str0m's default.
+    Default,
+    /// Sized.
+    Sized,
 }
 
 impl Subscription {
@@ -139,6 +152,7 @@ impl Subscription {
             wanted: Wanted::Highest,
             congested: false,
             pts: Vec::new(),
+            nack_history: NackHistory::Default,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! touch more than one participant).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::format::CodecConfig;
 use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid, Rids};
+use str0m::rtp::StreamTx;
 
 use crate::event::{LayerInfo, Muted, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{SessionId, TrackId};
@@ -13,7 +14,7 @@ use crate::settings::AutoSubscribe;
 
 use super::forward::{Payload, PtMapping, PtMeaning, red_primary};
 use super::layers::{LayerIndex, Layers};
-use super::participant::{Forwarded, SubState, Subscription, Work};
+use super::participant::{Forwarded, NackHistory, SubState, Subscription, Work};
 use super::selector::Verdict;
 use super::throttle::{Decision, KeyframeThrottle};
 use super::video::{VideoCodec, Vp8Descriptor, keyframe_size, starts_keyframe};
@@ -328,6 +329,10 @@ impl Core {
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
+            if s.nack_history == NackHistory::Default {
+                s.nack_history = NackHistory::Sized;
+                size_nack_history(tx, video, self.config.nack_history);
+            }
             tx.write_rtp(
                 payload
                     .write(pt, seq, time, pkt.arrival)
@@ -466,6 +471,24 @@ fn pt_mapping(codecs: &CodecConfig, remote_pts: Option<&[Pt]>, meaning: PtMeanin
             },
             None => PtMapping::Drop,
         },
+    }
+}
+
+/// Most packets a video send stream keeps for retransmission, whatever `nack_history` says
+/// (str0m's default): it bounds the history of a high-rate stream.
+const MAX_NACK_HISTORY_PACKETS: usize = 2000;
+
+/// str0m's default cap on retransmitted bytes, as a share of the stream's bytes.
+const RTX_RATIO_CAP: f32 = 0.15;
+
+/// Sizes a send stream's retransmission history: video keeps what was sent in the last
+/// `history`; audio, never retransmitted (its packets are not nackable), keeps nothing and
+/// skips the byte accounting that the retransmission cap needs.
+fn size_nack_history(tx: &mut StreamTx, video: bool, history: Duration) {
+    if video && !history.is_zero() {
+        tx.set_rtx_cache(MAX_NACK_HISTORY_PACKETS, history, Some(RTX_RATIO_CAP));
+    } else {
+        tx.set_rtx_cache(0, Duration::ZERO, None);
     }
 }
 
