@@ -131,15 +131,8 @@ if ! kill -0 "$janus_pid" 2>/dev/null || ! kill -0 "$chorus_pid" 2>/dev/null; th
   exit 1
 fi
 
-scenario_args() {
-  case "$1" in
-    a50) echo "--publishers 1 --subscribers 50 --video-bitrate 1.5M --audio" ;;
-    a150) echo "--publishers 1 --subscribers 150 --video-bitrate 1.5M --audio" ;;
-    b8) echo "--publishers 8 --subscribers 0 --video-bitrate 1.5M --audio" ;;
-    c300) echo "--publishers 10 --subscribers 300 --video-bitrate 0 --audio" ;;
-    *) echo "unknown scenario $1" >&2; exit 1 ;;
-  esac
-}
+# shellcheck source=bench/sfu-scenarios.sh
+source "$root/bench/sfu-scenarios.sh"
 
 run_one() { # server scenario repeat
   local server=$1 scenario=$2 i=$3 args
