@@ -37,6 +37,7 @@ fuzz_target!(|sdp: &str| {
         limits: Limits::default(),
         data: DataLimits::default(),
         congestion_control: CongestionControl::Enabled,
+        nack_history: Duration::from_secs(1),
     };
     let mut core = Core::new(config, Metrics::unregistered().expect("fresh registry"));
     let room = RoomKey::new("room");
