@@ -331,7 +331,7 @@ impl Core {
             };
             if s.nack_history == NackHistory::Default {
                 s.nack_history = NackHistory::Sized;
-                size_nack_history(tx, video, self.config.nack_history);
+                size_nack_history(tx, s.kind, self.config.nack_history);
             }
             tx.write_rtp(
                 payload
@@ -484,8 +484,8 @@ const RTX_RATIO_CAP: f32 = 0.15;
 /// Sizes a send stream's retransmission history: video keeps what was sent in the last
 /// `history`; audio, never retransmitted (its packets are not nackable), keeps nothing and
 /// skips the byte accounting that the retransmission cap needs.
-fn size_nack_history(tx: &mut StreamTx, video: bool, history: Duration) {
-    if video && !history.is_zero() {
+fn size_nack_history(tx: &mut StreamTx, kind: TrackKind, history: Duration) {
+    if kind == TrackKind::Video && !history.is_zero() {
         tx.set_rtx_cache(MAX_NACK_HISTORY_PACKETS, history, Some(RTX_RATIO_CAP));
     } else {
         tx.set_rtx_cache(0, Duration::ZERO, None);
