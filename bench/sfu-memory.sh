@@ -29,6 +29,8 @@ MEDIA_IP=${MEDIA_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \(
 [ -n "$MEDIA_IP" ] || { echo "no non-loopback IPv4 address: set MEDIA_IP" >&2; exit 1; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/sfu-scenarios.sh
+source "$root/bench/sfu-scenarios.sh"
 echo "building chorus and chorus-load (release)..." >&2
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p chorus --bin chorus
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p chorus-loadtest
@@ -43,22 +45,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=bench/sfu-scenarios.sh
-source "$root/bench/sfu-scenarios.sh"
-
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 for scenario in $SCENARIOS; do
   args=$(scenario_args "$scenario")
   for i in $(seq 1 "$REPEAT"); do
     for history in $HISTORIES; do
       rm -rf "$work/data" && mkdir -p "$work/data"
-      "$target_dir/release/chorus" serve \
-        --set "server.listen=127.0.0.1:$PORT" --set "server.data_dir=$work/data" \
-        --set "auth.secret=$SECRET" --set rooms.auto_create=true --set rooms.max_participants=1000 \
-        --set server.max_connections_per_ip=2000 --set server.max_raw_connections_per_ip=2000 \
-        --set limits.max_connections_per_user=5 \
-        --set "sfu.udp_listen=$MEDIA_IP:$MEDIA_PORT" --set sfu.tcp_listen= \
-        --set "sfu.public_ips=$MEDIA_IP" --set sfu.candidates=udp --set log.level=error \
+      chorus_bench_flags "$PORT" "$work/data" "$MEDIA_IP" "$MEDIA_PORT"
+      "$target_dir/release/chorus" serve "${CHORUS_FLAGS[@]}" --set log.level=error \
         --set "sfu.nack_history=$history" >"$work/chorus.log" 2>&1 &
       pid=$!
       for _ in $(seq 1 100); do

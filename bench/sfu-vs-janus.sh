@@ -40,6 +40,8 @@ MEDIA_IP=${MEDIA_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \(
 
 command -v janus >/dev/null || { echo "janus is not installed (apt-get install janus)" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/sfu-scenarios.sh
+source "$root/bench/sfu-scenarios.sh"
 echo "building chorus and chorus-load (release)..." >&2
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p chorus --bin chorus
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p chorus-loadtest
@@ -109,14 +111,8 @@ janus_pid=$!
 pids+=("$janus_pid")
 
 # --- Chorus, release ---
-"$target_dir/release/chorus" serve \
-  --set "server.listen=127.0.0.1:$CHORUS_PORT" --set "server.data_dir=$work/chorus" \
-  --set "auth.secret=$SECRET" --set rooms.auto_create=true --set rooms.max_participants=1000 \
-  --set server.max_connections_per_ip=2000 --set server.max_raw_connections_per_ip=2000 \
-  --set limits.max_connections_per_user=5 \
-  --set "sfu.udp_listen=$MEDIA_IP:$CHORUS_MEDIA_PORT" --set sfu.tcp_listen= \
-  --set "sfu.public_ips=$MEDIA_IP" --set sfu.candidates=udp --set log.level=warn \
-  >"$work/chorus.log" 2>&1 &
+chorus_bench_flags "$CHORUS_PORT" "$work/chorus" "$MEDIA_IP" "$CHORUS_MEDIA_PORT"
+"$target_dir/release/chorus" serve "${CHORUS_FLAGS[@]}" --set log.level=warn >"$work/chorus.log" 2>&1 &
 chorus_pid=$!
 pids+=("$chorus_pid")
 
@@ -130,9 +126,6 @@ if ! kill -0 "$janus_pid" 2>/dev/null || ! kill -0 "$chorus_pid" 2>/dev/null; th
   tail -20 "$work/janus.log" "$work/chorus.log" >&2
   exit 1
 fi
-
-# shellcheck source=bench/sfu-scenarios.sh
-source "$root/bench/sfu-scenarios.sh"
 
 run_one() { # server scenario repeat
   local server=$1 scenario=$2 i=$3 args

@@ -106,9 +106,6 @@ pub fn av1(payload: &[u8]) -> Option<(u16, u16)> {
         }
         let header = *obu.first()?;
         if (header >> 3) & 0x0f != SEQUENCE_HEADER {
-            if counted != 0 && element == counted {
-                break;
-            }
             continue;
         }
         let mut body = 1 + usize::from(header & 0x04 != 0);

@@ -79,7 +79,7 @@ pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
 }
 
 /// Frame size (width, height) carried by the first packet of a VP8 keyframe.
-pub fn vp8_keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+fn vp8_keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
     let d = Vp8Descriptor::parse(payload)?;
     if !d.keyframe_start {
         return None;
