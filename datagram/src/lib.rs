@@ -270,6 +270,55 @@ impl SendBatch {
     }
 }
 
+/// Kernel buffer sizes asked for on a busy UDP socket and what the kernel granted.
+///
+/// Why it matters: one socket carries every peer of a worker, so while the worker is busy (or
+/// descheduled on a loaded host) arriving datagrams queue in the receive buffer, and once it is
+/// full the kernel drops them. For a forwarder one dropped publisher packet is a gap for every
+/// subscriber. Linux caps what a process may ask for at `net.core.rmem_max` / `wmem_max`
+/// (often 208 KiB), so the grant is read back and a shortfall reported for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSizes {
+    /// Bytes asked for, each way.
+    pub requested: usize,
+    /// What the socket reports afterwards for receiving (Linux doubles the request to account
+    /// for its own bookkeeping, so a full grant reads as twice `requested`).
+    pub receive: usize,
+    /// The same for sending.
+    pub send: usize,
+}
+
+impl BufferSizes {
+    /// True when the kernel granted less than was asked for in either direction.
+    pub fn short(&self) -> bool {
+        self.receive < self.requested || self.send < self.requested
+    }
+}
+
+impl std::fmt::Display for BufferSizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "asked for {} bytes, granted {} to receive and {} to send",
+            self.requested, self.receive, self.send
+        )
+    }
+}
+
+/// Asks for `bytes` of kernel buffer each way on `sock` and reads back what was granted.
+pub fn request_buffers(sock: &impl AsRawFd, bytes: usize) -> io::Result<BufferSizes> {
+    with_std(sock, |s| {
+        let s = socket2::SockRef::from(s);
+        s.set_recv_buffer_size(bytes)?;
+        s.set_send_buffer_size(bytes)?;
+        Ok(BufferSizes {
+            requested: bytes,
+            receive: s.recv_buffer_size()?,
+            send: s.send_buffer_size()?,
+        })
+    })
+}
+
 /// `f` with `sock` seen as a std socket, without taking ownership of its descriptor.
 fn with_std<R>(sock: &impl AsRawFd, f: impl FnOnce(&std::net::UdpSocket) -> R) -> R {
     use std::os::fd::FromRawFd;
@@ -320,6 +369,23 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
         (a, b)
+    }
+
+    #[test]
+    fn buffer_requests_report_what_the_kernel_granted() {
+        let (a, _) = pair();
+        // 64 KiB is under every Linux default cap (net.core.rmem_max is at least 208 KiB).
+        let small = request_buffers(&a, 64 << 10).unwrap();
+        assert!(!small.short(), "{small}");
+        assert!(
+            small.receive >= 64 << 10 && small.send >= 64 << 10,
+            "{small}"
+        );
+        // 1 GiB is above any cap an unprivileged SO_RCVBUF may reach: the grant is smaller and
+        // says so, instead of failing the bind.
+        let huge = request_buffers(&a, 1 << 30).unwrap();
+        assert!(huge.short(), "{huge}");
+        assert!(huge.receive < 1 << 30, "{huge}");
     }
 
     fn recv_all(sock: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {

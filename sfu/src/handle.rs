@@ -22,6 +22,12 @@ use crate::ids::{ParticipantKey, RoomKey, TrackId};
 use crate::metrics::Metrics;
 use crate::settings::{CandidateTransports, Grants, Settings, detect_public_ips};
 
+/// Kernel buffer asked for each way on every worker's UDP socket. One socket carries all of a
+/// worker's peers, and the default (208 KiB, a few hundred datagrams) overflowed within tens of
+/// milliseconds of a loaded worker in the 300-subscriber benchmark; every publisher packet
+/// dropped there is lost to every subscriber.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Entry point. See the crate docs.
 pub struct Sfu;
 
@@ -45,6 +51,15 @@ impl Sfu {
             })?;
             let udp = std::net::UdpSocket::bind(addr).map_err(io)?;
             udp.set_nonblocking(true).map_err(io)?;
+            match datagram::request_buffers(&udp, SOCKET_BUFFER) {
+                Ok(sizes) if sizes.short() => tracing::warn!(
+                    %addr, %sizes,
+                    "SFU UDP socket buffers are smaller than asked for: a busy worker will drop \
+                     media; raise net.core.rmem_max and net.core.wmem_max (docs/operations.md)"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%addr, error = %e, "SFU UDP socket buffers not set"),
+            }
             udps.push(udp);
         }
         let udp_addrs = udps
