@@ -264,7 +264,7 @@ impl Core {
                 });
             }
         }
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
         for (track, layer) in keyframes {
             self.request_layer_keyframe(&track, Some(layer));
         }

@@ -345,7 +345,7 @@ impl Core {
                     .is_some_and(|mut c| c.write(binary, &envelope).unwrap_or(false));
             if written {
                 sent += 1;
-                r.drain(&mut self.out);
+                r.drain(now, &mut self.out);
             } else {
                 busy += 1;
             }

@@ -284,7 +284,7 @@ impl Core {
             receive_cap: None,
             data: data::DataState::new(&self.config.data, now),
         };
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
 
         let (room_key, participant_key) = (room.clone(), participant.clone());
         let r = self.rooms.entry(room).or_insert_with(|| Room {
@@ -374,7 +374,7 @@ impl Core {
             .get_mut(&id)
             .expect("session ids in rooms exist");
         p.rtc.add_remote_candidate(c);
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
         self.settle(now);
         Ok(())
     }
@@ -592,12 +592,12 @@ impl Core {
         }
         let result = p.rtc.handle_input(input);
         match result {
-            Ok(()) => p.drain(&mut self.out),
+            Ok(()) => p.drain(now, &mut self.out),
             // A bad packet is the sender's problem, not a reason to drop the session: anyone
             // who can spoof the peer's address could otherwise kick it out.
             Err(_) if p.rtc.is_alive() => {
                 self.hot.rejected.inc();
-                p.drain(&mut self.out);
+                p.drain(now, &mut self.out);
             }
             Err(e) => self.out.work.push_back(Work::Fail {
                 session: id,
@@ -618,7 +618,7 @@ impl Core {
             }
             if now >= p.next_timeout {
                 match p.rtc.handle_input(Input::Timeout(now)) {
-                    Ok(()) => p.drain(&mut self.out),
+                    Ok(()) => p.drain(now, &mut self.out),
                     Err(e) => self.out.work.push_back(Work::Fail {
                         session: p.id,
                         reason: FailureReason::Rtc(e.to_string()),
@@ -643,7 +643,7 @@ impl Core {
             }
         }
         for (track, layer, kind) in due {
-            self.send_keyframe_request(&track, layer, kind);
+            self.send_keyframe_request(now, &track, layer, kind);
         }
         if self.next_tick.is_some_and(|t| now >= t) {
             self.tick(now);
@@ -777,7 +777,7 @@ impl Core {
             }
             let dirty = std::mem::take(&mut self.dirty);
             for id in dirty {
-                if let Some(offer) = self.negotiate(id) {
+                if let Some(offer) = self.negotiate(now, id) {
                     self.events.push_back(SfuEvent::Offer {
                         room: offer.room,
                         participant: offer.participant,
@@ -830,7 +830,7 @@ impl Core {
     }
 
     /// Removes a session and everything that hangs off it.
-    fn remove_session(&mut self, _now: Instant, id: SessionId, failure: Option<FailureReason>) {
+    fn remove_session(&mut self, now: Instant, id: SessionId, failure: Option<FailureReason>) {
         let Some(mut p) = self.sessions.remove(&id) else {
             return;
         };
@@ -845,7 +845,7 @@ impl Core {
         // Tell the peer we are gone (DTLS close_notify), best effort.
         let _ = p.rtc.close();
         let mut scratch = Outputs::default();
-        p.drain(&mut scratch);
+        p.drain(now, &mut scratch);
         self.out.transmits.extend(scratch.transmits);
 
         let published: Vec<TrackId> = p.published.values().cloned().collect();

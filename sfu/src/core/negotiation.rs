@@ -118,7 +118,7 @@ impl Core {
             }
         }
         let result = p.rtc.sdp_api().accept_offer(offer);
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
         let answer = match result {
             Ok(a) => a,
             Err(e) => {
@@ -136,7 +136,7 @@ impl Core {
         // Process what the offer caused (new tracks → other participants' offers), but
         // keep this participant's own offer for the reply.
         self.settle(now);
-        let server_offer = self.negotiate(id);
+        let server_offer = self.negotiate(now, id);
         self.dirty.retain(|d| *d != id);
         self.settle(now);
         Ok(OfferReply {
@@ -164,7 +164,7 @@ impl Core {
             return Err(Error::NoPendingOffer);
         };
         let result = p.rtc.sdp_api().accept_answer(pending, answer);
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
         let mut opened = Vec::new();
         let ok = result.is_ok();
         p.subs.retain_mut(|s| match s.state {
@@ -198,7 +198,7 @@ impl Core {
     }
 
     /// Makes a server offer for `id` if it has changes and none is outstanding.
-    pub(super) fn negotiate(&mut self, id: SessionId) -> Option<ServerOffer> {
+    pub(super) fn negotiate(&mut self, now: Instant, id: SessionId) -> Option<ServerOffer> {
         let p = self.sessions.get_mut(&id)?;
         if !p.negotiated || p.pending.is_some() || p.viewing.is_some() {
             return None;
@@ -235,7 +235,7 @@ impl Core {
         }
         let (offer, pending) = change.apply()?;
         p.pending = Some(pending);
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
         Some(ServerOffer {
             room: p.room.clone(),
             participant: p.key.clone(),

@@ -14,7 +14,7 @@ use str0m::change::SdpPendingOffer;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::Transmit;
 use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
-use str0m::{Event, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc};
 
 use crate::event::{FailureReason, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
@@ -197,6 +197,11 @@ pub(crate) struct Participant {
     pub data: super::data::DataState,
 }
 
+/// How many already-due timeouts one [`Participant::drain`] feeds before leaving the rest to
+/// the driver's next pass. Each releases one queued packet; a drain after one forwarded packet
+/// needs one or two, and the bound keeps an `Rtc` that keeps asking for `now` from spinning.
+const DUE_ROUNDS: usize = 16;
+
 /// What draining one `Rtc` produced for the rest of the core.
 #[derive(Default)]
 pub(crate) struct Outputs {
@@ -212,27 +217,42 @@ pub(crate) struct Outputs {
 }
 
 impl Participant {
-    /// Polls the `Rtc` until `Timeout` (str0m's contract after every mutation).
-    pub fn drain(&mut self, out: &mut Outputs) {
+    /// Polls the `Rtc` until `Timeout` (str0m's contract after every mutation), and while that
+    /// timeout is already due, feeds it at once and polls again, up to [`DUE_ROUNDS`] times.
+    ///
+    /// Why: str0m timestamps a written packet and releases one queued packet per
+    /// `Input::Timeout`. Left to the driver's next pass, a subscriber written several packets
+    /// between passes (one `recvmmsg` batch of a busy room) sent one per pass and its send
+    /// queue grew without bound: in the 300-subscriber audio benchmark, 4.8 MB per
+    /// participant, 28 CPU-µs per packet and packets dropped in the worker's socket.
+    pub fn drain(&mut self, now: Instant, out: &mut Outputs) {
+        let mut rounds = 0;
         loop {
             match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) if t <= now && rounds < DUE_ROUNDS => {
+                    rounds += 1;
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        return self.fail(e, out);
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     self.next_timeout = t;
                     return;
                 }
                 Ok(Output::Transmit(t)) => out.transmits.push_back(t),
                 Ok(Output::Event(e)) => self.on_event(e, out),
-                Err(e) => {
-                    out.work.push_back(Work::Fail {
-                        session: self.id,
-                        reason: FailureReason::Rtc(e.to_string()),
-                    });
-                    // Never poll a failed Rtc again; removal follows.
-                    self.next_timeout = self.next_timeout.max(self.last_rx);
-                    return;
-                }
+                Err(e) => return self.fail(e, out),
             }
         }
+    }
+
+    fn fail(&mut self, e: str0m::RtcError, out: &mut Outputs) {
+        out.work.push_back(Work::Fail {
+            session: self.id,
+            reason: FailureReason::Rtc(e.to_string()),
+        });
+        // Never poll a failed Rtc again; removal follows.
+        self.next_timeout = self.next_timeout.max(self.last_rx);
     }
 
     fn on_event(&mut self, e: Event, out: &mut Outputs) {

@@ -375,6 +375,41 @@ fn forwards_audio_and_video_intact() {
     );
 }
 
+/// A burst of packets that reaches the core in one batch (one `recvmmsg`, one `now`) leaves for
+/// every subscriber at once. str0m releases one queued packet per `Input::Timeout`; when the
+/// core left that to the driver's next pass, a busy room's subscribers sent one packet per
+/// pass and their queues grew without bound.
+#[test]
+fn a_burst_is_forwarded_without_waiting_for_the_next_timeout() {
+    let mut w = World::new(Limits::default());
+    let (a, b, mids) = publish_two_tracks(&mut w);
+    let bob = w.clients[b].addr;
+    let now = w.now;
+    for seq in 1..=10u64 {
+        w.send(a, mids[0], Codec::Opus, seq, &[seq as u8; 80]);
+        // The client's own pacer releases the packet on its timeout; the core gets none.
+        w.clients[a].rtc.handle_input(Input::Timeout(now)).unwrap();
+        w.flush_client(a);
+    }
+    let server: SocketAddr = SERVER.into();
+    for (from, data) in std::mem::take(&mut w.wire) {
+        w.core
+            .handle_receive(now, Protocol::Udp, from, server, &data);
+    }
+    let mut media_to_bob = 0;
+    while let Some(t) = w.core.poll_transmit() {
+        // RTP, not RTCP (payload types 192-223 read as 64-95 without the marker bit).
+        let rtp = t.contents.len() > 12 && !(64..=95).contains(&(t.contents[1] & 0x7f));
+        if t.destination == bob && rtp {
+            media_to_bob += 1;
+        }
+    }
+    assert_eq!(
+        media_to_bob, 10,
+        "the whole burst leaves before any timeout"
+    );
+}
+
 #[test]
 fn keyframe_requests_are_throttled_per_track() {
     let mut w = World::new(Limits::default());

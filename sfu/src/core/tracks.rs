@@ -353,7 +353,7 @@ impl Core {
                     participant: sub.key.clone(),
                 });
             }
-            sub.drain(&mut self.out);
+            sub.drain(now, &mut self.out);
         }
     }
 
@@ -381,7 +381,7 @@ impl Core {
                     .keyframe_requests
                     .with_label_values(&[label, "sent"])
                     .inc();
-                self.send_keyframe_request(track, layer, k);
+                self.send_keyframe_request(now, track, layer, k);
             }
             Decision::Deferred => {
                 self.metrics
@@ -395,6 +395,7 @@ impl Core {
     /// Sends a PLI/FIR for one layer to the publisher of `track` now.
     pub(super) fn send_keyframe_request(
         &mut self,
+        now: Instant,
         track: &TrackId,
         layer: LayerIndex,
         kind: KeyframeRequestKind,
@@ -409,7 +410,7 @@ impl Core {
         if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(t.mid, rid) {
             rx.request_keyframe(kind);
         }
-        p.drain(&mut self.out);
+        p.drain(now, &mut self.out);
     }
 
     /// Queues a keyframe request for `layer` of a video track.
