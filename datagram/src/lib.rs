@@ -319,6 +319,21 @@ pub fn request_buffers(sock: &impl AsRawFd, bytes: usize) -> io::Result<BufferSi
     })
 }
 
+/// [`request_buffers`] for the socket `addr` of `part` ("SFU", "TURN"), with a warning in the
+/// log when the kernel grants less or refuses: the operator's cue to raise
+/// `net.core.rmem_max` and `net.core.wmem_max` (docs/operations.md).
+pub fn request_buffers_or_warn(sock: &impl AsRawFd, bytes: usize, part: &str, addr: SocketAddr) {
+    match request_buffers(sock, bytes) {
+        Ok(sizes) if sizes.short() => tracing::warn!(
+            %addr, %sizes,
+            "{part} UDP socket buffers are smaller than asked for: a busy worker will drop \
+             packets; raise net.core.rmem_max and net.core.wmem_max (docs/operations.md)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%addr, error = %e, "{part} UDP socket buffers not set"),
+    }
+}
+
 /// `f` with `sock` seen as a std socket, without taking ownership of its descriptor.
 fn with_std<R>(sock: &impl AsRawFd, f: impl FnOnce(&std::net::UdpSocket) -> R) -> R {
     use std::os::fd::FromRawFd;

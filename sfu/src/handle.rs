@@ -51,15 +51,7 @@ impl Sfu {
             })?;
             let udp = std::net::UdpSocket::bind(addr).map_err(io)?;
             udp.set_nonblocking(true).map_err(io)?;
-            match datagram::request_buffers(&udp, SOCKET_BUFFER) {
-                Ok(sizes) if sizes.short() => tracing::warn!(
-                    %addr, %sizes,
-                    "SFU UDP socket buffers are smaller than asked for: a busy worker will drop \
-                     media; raise net.core.rmem_max and net.core.wmem_max (docs/operations.md)"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%addr, error = %e, "SFU UDP socket buffers not set"),
-            }
+            datagram::request_buffers_or_warn(&udp, SOCKET_BUFFER, "SFU", addr);
             udps.push(udp);
         }
         let udp_addrs = udps

@@ -41,15 +41,7 @@ pub fn udp_group(
     for _ in 0..count {
         let s =
             new_socket(addr, Type::DGRAM, Protocol::UDP, sharing).map_err(|e| bind_err(addr, e))?;
-        match datagram::request_buffers(&s, UDP_BUFFER) {
-            Ok(sizes) if sizes.short() => tracing::warn!(
-                %addr, %sizes,
-                "TURN UDP socket buffers are smaller than asked for: a busy worker will drop \
-                 packets; raise net.core.rmem_max and net.core.wmem_max (docs/operations.md)"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(%addr, error = %e, "TURN UDP socket buffers not set"),
-        }
+        datagram::request_buffers_or_warn(&s, UDP_BUFFER, "TURN", addr);
         s.bind(&addr.into()).map_err(|e| bind_err(addr, e))?;
         addr = local(&s).map_err(|e| bind_err(addr, e))?;
         out.push(s.into());
