@@ -4,12 +4,15 @@
 #   a50 / a150  1 publisher (VP8 1.5 Mbit/s + Opus) -> 50 / 150 subscribers
 #   b8          an 8-person meeting: everyone publishes and receives everyone
 #   c300        audio only: 10 publishers -> 300 subscribers
+# Other sizes of the same shapes: aN (1 publisher -> N subscribers), bN (an N-person meeting),
+# cN (audio only, 10 publishers -> N subscribers), e.g. SCENARIOS="c100 c200".
 scenario_args() {
+  local n=${1:1}
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "unknown scenario $1" >&2; exit 1; }
   case "$1" in
-    a50) echo "--publishers 1 --subscribers 50 --video-bitrate 1.5M --audio" ;;
-    a150) echo "--publishers 1 --subscribers 150 --video-bitrate 1.5M --audio" ;;
-    b8) echo "--publishers 8 --subscribers 0 --video-bitrate 1.5M --audio" ;;
-    c300) echo "--publishers 10 --subscribers 300 --video-bitrate 0 --audio" ;;
+    a*) echo "--publishers 1 --subscribers $n --video-bitrate 1.5M --audio" ;;
+    b*) echo "--publishers $n --subscribers 0 --video-bitrate 1.5M --audio" ;;
+    c*) echo "--publishers 10 --subscribers $n --video-bitrate 0 --audio" ;;
     *) echo "unknown scenario $1" >&2; exit 1 ;;
   esac
 }

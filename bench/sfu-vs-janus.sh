@@ -6,7 +6,8 @@
 #        DURATION=15 (measured seconds per run) SETTLE=3 RAMP=25 (clients started per second)
 #        SCENARIOS="a50 a150 b8 c300"   a50/a150: 1 publisher (VP8 1.5 Mbit/s + Opus) -> 50/150
 #        subscribers; b8: 8-person meeting (all publish, all receive); c300: audio only,
-#        10 publishers -> 300 subscribers.
+#        10 publishers -> 300 subscribers. Other sizes of the same shapes: aN, bN, cN (e.g. c200;
+#        see bench/sfu-scenarios.sh).
 #        CHORUS_PORT=18080 CHORUS_MEDIA_PORT=17882 JANUS_PORT=18188 OUT=<dir for the JSON runs>
 #        MEDIA_IP=<this host's address on its default route>
 #
