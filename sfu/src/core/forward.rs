@@ -10,7 +10,8 @@
 //! - **Timestamps** pass through until the first layer switch or pause; from then on they
 //!   continue from the last one sent by the time that passed ([`StreamRewriter`]).
 //! - **VP8 picture ids and TL0PICIDX** likewise continue across switches, so the decoder
-//!   sees one stream of pictures.
+//!   sees one stream of pictures, and so does the frame number of the dependency descriptor
+//!   extension where the publisher sends one (`dependency`).
 //! - **Payload types** are mapped by codec (publisher PT → codec → subscriber PT). Opus RED
 //!   is forwarded as RED when the subscriber negotiated it, otherwise reduced to its
 //!   primary Opus block.
@@ -40,6 +41,9 @@ use str0m::format::PayloadParams;
 use str0m::media::Pt;
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc, Vp8Patch};
 
+use str0m::rtp::ExtensionValues;
+
+use super::dependency::DependencyDescriptor;
 use super::video::{PictureIdWidth, Vp8Descriptor};
 
 /// Rebases a publisher's extended sequence numbers into one subscriber's space.
@@ -115,6 +119,14 @@ pub struct StreamRewriter {
     last_ts_out: Option<u32>,
     last_arrival: Option<Instant>,
     picture: Option<PictureState>,
+    frames: Option<FrameNumbers>,
+}
+
+/// Dependency descriptor frame numbers: out = in + offset (wrapping at 16 bits).
+#[derive(Debug, Default, Clone, Copy)]
+struct FrameNumbers {
+    offset: u16,
+    last_out: u16,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -127,15 +139,19 @@ struct PictureState {
 
 impl StreamRewriter {
     /// Re-bases the offsets on this packet, which starts a keyframe of the new layer:
-    /// its timestamp follows the last one sent by the time that passed, and its picture id
-    /// and TL0PICIDX follow the last ones sent.
+    /// its timestamp follows the last one sent by the time that passed, and its picture id,
+    /// TL0PICIDX and dependency descriptor frame number follow the last ones sent.
     pub fn resync(
         &mut self,
         ts_in: u32,
         arrival: Instant,
         clock_rate: u32,
         vp8: Option<&Vp8Descriptor>,
+        dependency: Option<&DependencyDescriptor>,
     ) {
+        if let (Some(f), Some(d)) = (self.frames.as_mut(), dependency) {
+            f.offset = f.last_out.wrapping_add(1).wrapping_sub(d.frame_number());
+        }
         if let (Some(last), Some(at)) = (self.last_ts_out, self.last_arrival) {
             let gap = arrival.saturating_duration_since(at).as_micros() as u64
                 * u64::from(clock_rate)
@@ -176,6 +192,33 @@ impl StreamRewriter {
         if newer {
             self.last_ts_out = Some(out);
             self.last_arrival = Some(arrival);
+        }
+        out
+    }
+
+    /// The header extensions to send with a packet: the publisher's, with the dependency
+    /// descriptor's frame number moved once a switch has set an offset. Before that the
+    /// descriptor is shared, not copied.
+    pub fn extensions(&mut self, ext: &ExtensionValues) -> ExtensionValues {
+        let mut out = ext.clone();
+        let Some(d) = DependencyDescriptor::of(ext) else {
+            return out;
+        };
+        let number_in = d.frame_number();
+        let Some(f) = self.frames.as_mut() else {
+            self.frames = Some(FrameNumbers {
+                offset: 0,
+                last_out: number_in,
+            });
+            return out;
+        };
+        let number = number_in.wrapping_add(f.offset);
+        // Later frames only: a reordered older packet must not pull the mark back.
+        if number.wrapping_sub(f.last_out) < 1 << 15 {
+            f.last_out = number;
+        }
+        if f.offset != 0 {
+            out.user_values.set(d.with_frame_number(number));
         }
         out
     }
@@ -351,7 +394,7 @@ mod tests {
     fn send(rw: &mut StreamRewriter, payload: &Arc<[u8]>, at: Instant, switch: bool) -> Payload {
         let d = Vp8Descriptor::parse(payload).unwrap();
         if switch {
-            rw.resync(0, at, 90_000, Some(&d));
+            rw.resync(0, at, 90_000, Some(&d), None);
         }
         rw.vp8_payload(payload, &d)
     }
@@ -398,6 +441,55 @@ mod tests {
         assert_eq!(moved.picture_id.unwrap().0, 101);
         assert_eq!(moved.tl0_pic_idx.unwrap().0, 11);
         assert_eq!(out.bytes[moved.header_len..], b[moved.header_len..]);
+    }
+
+    /// Header extensions carrying a dependency descriptor with `frame`.
+    fn with_descriptor(frame: u16) -> ExtensionValues {
+        let mut ext = ExtensionValues::default();
+        let [hi, lo] = frame.to_be_bytes();
+        ext.user_values
+            .set(DependencyDescriptor::parse(&[0x80, hi, lo, 0x11]).unwrap());
+        ext
+    }
+
+    fn frame_out(ext: &ExtensionValues) -> u16 {
+        DependencyDescriptor::of(ext).unwrap().frame_number()
+    }
+
+    #[test]
+    fn descriptor_frame_numbers_continue_across_a_switch() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::default();
+        // Layer A: the publisher's numbers, and its value itself (no copy).
+        for frame in [500u16, 500, 501, 502] {
+            let ext = with_descriptor(frame);
+            let out = rw.extensions(&ext);
+            assert_eq!(frame_out(&out), frame);
+            assert!(std::ptr::eq(
+                DependencyDescriptor::of(&out).unwrap(),
+                DependencyDescriptor::of(&ext).unwrap()
+            ));
+        }
+        // Layer B numbers its frames elsewhere (and wraps): they continue from 502.
+        let first = with_descriptor(65_535);
+        rw.resync(0, t0, 90_000, None, DependencyDescriptor::of(&first));
+        assert_eq!(frame_out(&rw.extensions(&first)), 503);
+        assert_eq!(frame_out(&rw.extensions(&with_descriptor(65_535))), 503);
+        assert_eq!(frame_out(&rw.extensions(&with_descriptor(0))), 504);
+        assert_eq!(frame_out(&rw.extensions(&with_descriptor(1))), 505);
+        // A reordered older frame keeps its own number and does not pull the mark back.
+        assert_eq!(frame_out(&rw.extensions(&with_descriptor(0))), 504);
+        let next = with_descriptor(40_000);
+        rw.resync(0, t0, 90_000, None, DependencyDescriptor::of(&next));
+        assert_eq!(frame_out(&rw.extensions(&next)), 506);
+        // Everything else in the descriptor is the publisher's.
+        let out = rw.extensions(&with_descriptor(40_001));
+        assert_eq!(
+            DependencyDescriptor::of(&out).unwrap().as_bytes(),
+            [0x80, 0x01, 0xfb, 0x11]
+        );
+        // Packets without a descriptor pass as they are.
+        assert!(DependencyDescriptor::of(&rw.extensions(&ExtensionValues::default())).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 mod adaptive;
 pub mod allocator;
 pub mod data;
+pub mod dependency;
 pub mod forward;
 pub mod frame_size;
 pub mod layers;
@@ -249,6 +250,7 @@ impl Core {
             .set_stats_interval(Some(Duration::from_secs(1)))
             .enable_bwe(estimate)
             .set_sctp_max_buffered_amount(self.config.data.max_buffered_bytes)
+            .set_extension(dependency::ID, dependency::extension())
             .build(now);
         for c in &self.config.candidates {
             rtc.add_local_candidate(c.clone());

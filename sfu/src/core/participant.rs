@@ -276,7 +276,7 @@ impl Participant {
                     });
                 }
             }
-            Event::RtpPacket(p) => {
+            Event::RtpPacket(mut p) => {
                 out.packets_in += 1;
                 out.bytes_in += p.payload.len() as u64;
                 let ssrc = p.header.ssrc;
@@ -300,13 +300,15 @@ impl Participant {
                 let Some(track) = self.published.get(&mid) else {
                     return;
                 };
-                let h = &p.header;
+                let h = &mut p.header;
                 let ext = ExtensionValues {
                     audio_level: h.ext_vals.audio_level,
                     voice_activity: h.ext_vals.voice_activity,
                     video_orientation: h.ext_vals.video_orientation,
                     video_content_type: h.ext_vals.video_content_type,
                     abs_capture_time: h.ext_vals.abs_capture_time,
+                    // The dependency descriptor (`dependency`), moved, not copied.
+                    user_values: std::mem::take(&mut h.ext_vals.user_values),
                     ..ExtensionValues::default()
                 };
                 out.work.push_back(Work::Forward {

@@ -12,6 +12,7 @@ use crate::event::{LayerInfo, Muted, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{SessionId, TrackId};
 use crate::settings::AutoSubscribe;
 
+use super::dependency::DependencyDescriptor;
 use super::forward::{Payload, PtMapping, PtMeaning, red_primary};
 use super::layers::{LayerIndex, Layers};
 use super::participant::{Forwarded, NackHistory, SubState, Subscription, Work};
@@ -262,8 +263,13 @@ impl Core {
                     Verdict::Switch => {
                         s.stream.take_new_source();
                         s.seq.resync();
-                        s.stream
-                            .resync(pkt.time, pkt.arrival, clock_rate, vp8.as_ref());
+                        s.stream.resync(
+                            pkt.time,
+                            pkt.arrival,
+                            clock_rate,
+                            vp8.as_ref(),
+                            DependencyDescriptor::of(&pkt.ext),
+                        );
                         switched = true;
                     }
                     Verdict::Drop => {
@@ -303,9 +309,11 @@ impl Core {
                 continue;
             };
             if !video && s.stream.take_new_source() {
-                s.stream.resync(pkt.time, pkt.arrival, clock_rate, None);
+                s.stream
+                    .resync(pkt.time, pkt.arrival, clock_rate, None, None);
             }
             let time = s.stream.timestamp(pkt.time, pkt.arrival);
+            let ext = s.stream.extensions(&pkt.ext);
             if switched {
                 self.metrics.layer_switches.inc();
                 let (width, height) = track.layers.size(layer);
@@ -337,7 +345,7 @@ impl Core {
                 payload
                     .write(pt, seq, time, pkt.arrival)
                     .marker(pkt.marker)
-                    .ext_vals(pkt.ext.clone())
+                    .ext_vals(ext)
                     .nackable(video),
             );
             self.hot.packets_out.inc();
