@@ -43,7 +43,7 @@ pub mod signal;
 pub mod tool;
 
 #[cfg(feature = "media")]
-pub use peer::{Capture, LocalTrack, Peer, ReceivedPacket, TrackCounts};
+pub use peer::{Capture, LocalTrack, Peer, ReceivedPacket, SimulcastTrack, TrackCounts, mid_of};
 #[cfg(feature = "media")]
 pub use room::Participant;
 /// Audio or video, as webrtc-rs names it.

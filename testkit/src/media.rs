@@ -58,6 +58,35 @@ pub fn packet(kind: Kind, ssrc: u32, n: u32) -> Packet {
     }
 }
 
+/// Packet `n` of simulcast layer `layer` (0 is the lowest) of a synthetic VP8 track whose
+/// frames are `size` (width, height): each packet is a whole keyframe with a real VP8
+/// keyframe header (frame tag, start code, size), so an SFU can switch layers at any packet
+/// and learn each layer's size; then `"SIM!"`, the layer, `n`, and more filler the higher
+/// the layer (a layer's rate grows with it).
+pub fn simulcast_payload(layer: u8, n: u32, size: (u16, u16)) -> Vec<u8> {
+    // Descriptor (start of partition 0), frame tag (keyframe, shown), start code 9d 01 2a.
+    let mut v = vec![0x10, 0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a];
+    v.extend(size.0.to_le_bytes());
+    v.extend(size.1.to_le_bytes());
+    v.extend(b"SIM!");
+    v.push(layer);
+    v.extend(n.to_be_bytes());
+    v.extend((0..200 * (u32::from(layer) + 1)).map(|i| (i * 11 + n) as u8));
+    v
+}
+
+/// The layer and number of a [`simulcast_payload`], when the payload is exactly what it makes
+/// for them (at some size); `None` for anything altered or foreign.
+pub fn simulcast_layer_of(received: &[u8]) -> Option<(u8, u32)> {
+    let layer = *received.get(15)?;
+    let n = u32::from_be_bytes(received.get(16..20)?.try_into().ok()?);
+    let size = (
+        u16::from_le_bytes(received.get(7..9)?.try_into().ok()?),
+        u16::from_le_bytes(received.get(9..11)?.try_into().ok()?),
+    );
+    (simulcast_payload(layer, n, size) == received).then_some((layer, n))
+}
+
 /// The number of the packet whose payload this is, when it is exactly what [`payload`] makes
 /// for that number; `None` for anything altered or foreign.
 pub fn number_of(kind: Kind, received: &[u8]) -> Option<u32> {
@@ -72,6 +101,17 @@ pub fn number_of(kind: Kind, received: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simulcast_payloads_name_their_layer_and_number() {
+        let p = simulcast_payload(2, 77, (1280, 720));
+        assert_eq!(simulcast_layer_of(&p), Some((2, 77)));
+        assert_eq!(u16::from_le_bytes([p[7], p[8]]), 1280);
+        let mut altered = p.clone();
+        altered[40] ^= 1;
+        assert_eq!(simulcast_layer_of(&altered), None);
+        assert_eq!(simulcast_layer_of(&payload(Kind::Video, 3)), None);
+    }
 
     #[test]
     fn payloads_name_their_number_and_nothing_else_passes() {

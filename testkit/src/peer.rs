@@ -16,9 +16,12 @@ use crate::media;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp::header::Header;
+use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
 };
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,10 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 /// The RFC 6464 client-to-mixer audio level header extension.
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The RFC 8843 mid and RFC 8852 rid (RtpStreamId) header extensions.
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 /// How long ICE and DTLS may take on loopback before [`Peer::wait_connected`] gives up.
 pub const CONNECT: Duration = Duration::from_secs(10);
@@ -105,6 +112,19 @@ impl Peer {
                 None,
             )
             .expect("webrtc-rs registers the audio-level extension");
+        // As browsers do, so a simulcast track's packets can say which m-line and layer they
+        // belong to ([`Peer::publish_simulcast`]).
+        for uri in [MID_URI, RID_URI] {
+            engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    Kind::Video,
+                    None,
+                )
+                .expect("webrtc-rs registers the mid and rid extensions");
+        }
         let (gathered_tx, gathered) = mpsc::channel(4);
         let (connected_tx, connected) = mpsc::channel(4);
         let (received_tx, received) = mpsc::unbounded_channel();
@@ -134,31 +154,73 @@ impl Peer {
     /// Adds a track that sends synthetic media ([`crate::media`]) as `track_id` with `ssrc`:
     /// Opus for audio, VP8 for video. Call before the offer that announces it.
     pub async fn publish(&self, kind: Kind, track_id: &str, ssrc: u32) -> LocalTrack {
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            "testkit".to_owned(),
-            track_id.to_owned(),
-            track_id.to_owned(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: codec(kind),
+        let coding = RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
                 ..Default::default()
-            }],
-        )));
-        let local: Arc<dyn TrackLocal> = track.clone();
-        self.pc
-            .add_track(local)
-            .await
-            .expect("webrtc-rs adds the track");
+            },
+            codec: codec(kind),
+            ..Default::default()
+        };
+        let track = self.add_track(track_id, kind, vec![coding]).await;
         LocalTrack {
             track,
             kind,
             ssrc,
             next: AtomicU32::new(0),
         }
+    }
+
+    /// Adds a VP8 track `track_id` sent as simulcast: one layer per `(rid, ssrc)`, lowest
+    /// first, announced with `a=rid` and `a=simulcast` as a browser does. Its packets are
+    /// [`media::simulcast_payload`]s. Call before the offer that announces it.
+    pub async fn publish_simulcast(
+        &self,
+        track_id: &str,
+        layers: &[(&str, u32)],
+    ) -> SimulcastTrack {
+        let codings = layers
+            .iter()
+            .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).to_owned(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                codec: codec(Kind::Video),
+                ..Default::default()
+            })
+            .collect();
+        let track = self.add_track(track_id, Kind::Video, codings).await;
+        SimulcastTrack {
+            track,
+            layers: layers
+                .iter()
+                .map(|(rid, ssrc)| ((*rid).to_owned(), *ssrc))
+                .collect(),
+        }
+    }
+
+    /// Adds a local track `track_id` sending `codings` (one per layer).
+    async fn add_track(
+        &self,
+        track_id: &str,
+        kind: Kind,
+        codings: Vec<RTCRtpEncodingParameters>,
+    ) -> Arc<TrackLocalStaticRTP> {
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "testkit".to_owned(),
+            track_id.to_owned(),
+            track_id.to_owned(),
+            kind,
+            codings,
+        )));
+        let local: Arc<dyn TrackLocal> = track.clone();
+        self.pc
+            .add_track(local)
+            .await
+            .expect("webrtc-rs adds the track");
+        track
     }
 
     /// One `recvonly` m-line of `kind`, so a peer that only receives has something to offer
@@ -352,6 +414,70 @@ impl LocalTrack {
     pub fn kind(&self) -> Kind {
         self.kind
     }
+}
+
+/// A simulcast video track a [`Peer`] publishes ([`Peer::publish_simulcast`]).
+pub struct SimulcastTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    /// (rid, ssrc), lowest layer first.
+    layers: Vec<(String, u32)>,
+}
+
+impl SimulcastTrack {
+    /// Sends packet `n` of layer `layer` (an index into the layers given, 0 lowest), a
+    /// keyframe of `size`, on m-line `mid`: its header carries the mid and the layer's rid,
+    /// which is how a receiver tells the layers apart (RFC 8852; webrtc-rs adds neither).
+    pub async fn send(&self, mid: &str, layer: usize, n: u32, size: (u16, u16)) {
+        let (rid, ssrc) = &self.layers[layer];
+        let packet = Packet {
+            header: Header {
+                version: 2,
+                payload_type: media::VP8_PT,
+                sequence_number: n as u16,
+                timestamp: n.wrapping_mul(3000),
+                ssrc: *ssrc,
+                marker: true,
+                ..Default::default()
+            },
+            payload: media::simulcast_payload(layer as u8, n, size).into(),
+        };
+        let sdes = |uri: &'static str, text: &str| HeaderExtension::Custom {
+            uri: uri.into(),
+            extension: Box::new(SdesText(text.as_bytes().to_vec())),
+        };
+        self.track
+            .write_rtp_with_extensions(packet, &[sdes(MID_URI, mid), sdes(RID_URI, rid)])
+            .await
+            .expect("webrtc-rs writes RTP on a negotiated simulcast track");
+    }
+}
+
+/// The value of an SDES header extension (mid, rid): the text itself.
+struct SdesText(Vec<u8>);
+
+impl MarshalSize for SdesText {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Marshal for SdesText {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let out = buf
+            .get_mut(..self.0.len())
+            .ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
+        out.copy_from_slice(&self.0);
+        Ok(self.0.len())
+    }
+}
+
+/// The mid of the first m-line of `kind` ("audio", "video") in `sdp`.
+pub fn mid_of(sdp: &str, kind: &str) -> Option<String> {
+    let section = sdp.split("\nm=").find(|m| m.starts_with(kind))?;
+    section
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .map(|m| m.trim().to_owned())
 }
 
 fn codec(kind: Kind) -> RTCRtpCodec {

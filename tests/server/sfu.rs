@@ -823,3 +823,130 @@ async fn after_moving_rooms_track_subscribe_needs_no_call_id() {
     })
     .await;
 }
+
+/// The layers [`a_webrtc_rs_simulcast_publisher_is_forwarded_by_layer`] publishes, lowest
+/// first: rid, SSRC, and the frame size its keyframes announce.
+const SIMULCAST: [(&str, u32, (u16, u16)); 3] = [
+    ("q", 0x5100_0001, (320, 180)),
+    ("h", 0x5100_0002, (640, 360)),
+    ("f", 0x5100_0003, (1280, 720)),
+];
+
+/// Waits until `bob` has received `run` packets in a row of layer `want` of the simulcast
+/// track, and until a `track:layer` for `track_id` names that layer with its size; fails on
+/// any video packet that is not one the publisher sent.
+async fn receives_layer(
+    bob: &mut Client,
+    bob_pc: &mut Peer,
+    track_id: &str,
+    want: usize,
+    run: usize,
+) {
+    let (rid, _, (width, height)) = SIMULCAST[want];
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut in_a_row = 0;
+    let mut seen = Vec::new();
+    while in_a_row < run {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "bob did not settle on layer {rid}; last layers received: {:?}",
+            &seen[seen.len().saturating_sub(30)..]
+        );
+        while let Some(p) = bob_pc.try_received() {
+            if p.kind != Kind::Video {
+                continue;
+            }
+            let (layer, _) = media::simulcast_layer_of(&p.payload).unwrap_or_else(|| {
+                panic!(
+                    "bob got a video payload alice never sent: {:02x?}",
+                    p.payload
+                )
+            });
+            seen.push(layer);
+            in_a_row = if usize::from(layer) == want {
+                in_a_row + 1
+            } else {
+                0
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let l = bob.expect("track:layer").await;
+        if l["trackId"] == track_id && l["rid"] == rid {
+            assert_eq!(
+                (l["width"].as_u64(), l["height"].as_u64()),
+                (Some(width.into()), Some(height.into())),
+                "{l}"
+            );
+            assert_eq!(l["paused"], false, "{l}");
+            return;
+        }
+    }
+}
+
+/// Simulcast from a WebRTC stack other than the browsers' (webrtc-rs): its offer names three
+/// layers with `a=rid`/`a=simulcast` and its packets carry the mid and rid header extensions.
+/// A subscriber gets only the layer its tile asks for, learns which with `track:layer`, and
+/// switches when it asks for a full-size tile (the top layer), then a middle one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webrtc_rs_simulcast_publisher_is_forwarded_by_layer() {
+    bounded(async {
+        let server = TestServer::with(|c| c.rooms.auto_create = Some(true)).await;
+        let (room, space) = ("grid", "room:grid");
+        let (mut bob, mut bob_pc, _) = subscriber(&server, "bob", room).await;
+
+        let mut alice = room_client(&server, "alice", room).await;
+        join_room(&mut alice, room).await;
+        let mut alice_pc = Peer::new().await;
+        let layers: Vec<(&str, u32)> = SIMULCAST.iter().map(|(r, s, _)| (*r, *s)).collect();
+        let cam = alice_pc.publish_simulcast("cam", &layers).await;
+        let offer = alice_pc.offer().await;
+        assert!(offer.contains("a=rid:q send"), "{offer}");
+        let mid = testkit::mid_of(&offer, "video").expect("the offer has a video m-line");
+        let answer = offer_to_sfu(&mut alice, space, &offer).await.unwrap();
+        alice_pc.accept_answer(answer).await;
+        alice_pc.wait_connected("alice").await;
+
+        let published = bob.expect("track:published").await;
+        let track_id = published["trackId"].as_str().expect("trackId").to_owned();
+        answer_server_offer(&mut bob, &mut bob_pc, space).await;
+
+        // Alice sends every layer at 30 frames a second, each packet a keyframe, as long as
+        // the test runs.
+        let sending = tokio::spawn(async move {
+            for n in 0.. {
+                for (layer, (_, _, size)) in SIMULCAST.iter().enumerate() {
+                    cam.send(&mid, layer, n, *size).await;
+                }
+                tokio::time::sleep(Duration::from_millis(33)).await;
+            }
+        });
+
+        let settings = |width: u32, height: u32| {
+            json!({"callId": space, "trackId": track_id, "width": width, "height": height})
+        };
+        ws(&mut bob)
+            .request("track:settings", settings(320, 180))
+            .await
+            .unwrap();
+        receives_layer(&mut bob, &mut bob_pc, &track_id, 0, 30).await;
+        ws(&mut bob)
+            .request("track:settings", settings(1280, 720))
+            .await
+            .unwrap();
+        receives_layer(&mut bob, &mut bob_pc, &track_id, 2, 30).await;
+        ws(&mut bob)
+            .request("track:settings", settings(640, 360))
+            .await
+            .unwrap();
+        receives_layer(&mut bob, &mut bob_pc, &track_id, 1, 30).await;
+
+        sending.abort();
+        alice_pc.close().await;
+        bob_pc.close().await;
+        alice.close().await;
+        bob.close().await;
+    })
+    .await;
+}
