@@ -28,8 +28,13 @@
 //!
 //! Redis being away never blocks a caller for long: commands fail after one second, queued
 //! messages and writes are dropped with a counted error, and the node reports
-//! [`Health::Degraded`]. fred reconnects every 500 ms and re-subscribes; once a heartbeat goes
-//! through again the node writes back what it holds ([`Body::Resync`] to its own router).
+//! [`Health::Degraded`]. fred reconnects every 500 ms; once a heartbeat goes through again the
+//! node subscribes to its channels again and waits for it, and only then writes back what it
+//! holds ([`Body::Resync`] to its own router).
+//!
+//! Order between the two connections: the publisher sends a ring (`send_to_devices`) only after
+//! the state writes queued before it are done, so the call index entry recording the call is
+//! in Redis before any node can hear the ring (ADR 0091).
 
 use super::message::{Body, Envelope, MoveReason};
 use super::{
@@ -65,9 +70,14 @@ pub struct RedisCluster {
     shared: Arc<Shared>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
-    writes: mpsc::UnboundedSender<StateWrite>,
+    writes: mpsc::UnboundedSender<(WriteSeq, StateWrite)>,
+    /// The number of the last write queued (writes are numbered from 1).
+    writes_queued: std::sync::atomic::AtomicU64,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Envelope>>>,
 }
+
+/// A state write's place in the write queue; 0 is before any write.
+type WriteSeq = u64;
 
 /// What the tasks share.
 struct Shared {
@@ -88,6 +98,8 @@ struct Shared {
     publisher: Client,
     /// Envelopes for this node's router: from the subscriber, and local signals.
     inbox: mpsc::UnboundedSender<Envelope>,
+    /// The last state write done (applied or failed), for publishes that must follow writes.
+    writes_done: tokio::sync::watch::Sender<WriteSeq>,
     metrics: RedisMetrics,
 }
 
@@ -102,6 +114,8 @@ struct RedisMetrics {
 struct Outgoing {
     channel: String,
     payload: String,
+    /// Not published before the state writes queued up to this one are done (0: no wait).
+    after_write: WriteSeq,
 }
 
 enum Subscription {
@@ -281,6 +295,7 @@ impl RedisCluster {
             subscriber: subscriber.clone(),
             publisher,
             inbox: inbox_tx,
+            writes_done: tokio::sync::watch::Sender::new(0),
             metrics,
         });
         shared.metrics.up.set(1);
@@ -311,11 +326,17 @@ impl RedisCluster {
             outgoing,
             subscriptions,
             writes,
+            writes_queued: std::sync::atomic::AtomicU64::new(0),
             inbox: Mutex::new(Some(inbox_rx)),
         }))
     }
 
     fn publish(&self, channel: String, body: Body) {
+        self.publish_after(channel, body, 0);
+    }
+
+    /// [`RedisCluster::publish`], but not before the state writes queued so far are done.
+    fn publish_after(&self, channel: String, body: Body, after_write: WriteSeq) {
         let envelope = Envelope {
             from: self.shared.node.clone(),
             body,
@@ -323,7 +344,11 @@ impl RedisCluster {
         let Ok(payload) = serde_json::to_string(&envelope) else {
             return;
         };
-        let _ = self.outgoing.send(Outgoing { channel, payload });
+        let _ = self.outgoing.send(Outgoing {
+            channel,
+            payload,
+            after_write,
+        });
     }
 
     fn keys(&self) -> &Keys {
@@ -462,7 +487,15 @@ impl Cluster for RedisCluster {
     }
 
     fn send_to_devices(&self, user: &UserId, body: Body) {
-        self.publish(self.keys().interest(&Interest::Devices(user.clone())), body);
+        // A ring goes out after the call index that records it (queued just before), so a
+        // node that did not hear the ring (it was subscribing again after losing Redis) finds
+        // the call in the index when it looks right after subscribing.
+        let after = self.writes_queued.load(Ordering::Relaxed);
+        self.publish_after(
+            self.keys().interest(&Interest::Devices(user.clone())),
+            body,
+            after,
+        );
     }
 
     fn send_presence(&self, user: &UserId, body: Body) {
@@ -589,7 +622,8 @@ impl Cluster for RedisCluster {
     }
 
     fn write(&self, write: StateWrite) {
-        let _ = self.writes.send(write);
+        let seq = self.writes_queued.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = self.writes.send((seq, write));
     }
 
     async fn revocations(&self) -> Result<Vec<String>, ClusterError> {
@@ -900,7 +934,12 @@ fn spawn_receiver(shared: Arc<Shared>, subscriber: SubscriberClient) {
 /// Publishes messages in queue order, a pipeline per batch.
 async fn publish(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(256);
+    let mut writes_done = shared.writes_done.subscribe();
     while rx.recv_many(&mut batch, 256).await > 0 {
+        // Queue order holds, so a message that waits for writes holds back those after it.
+        // Each write ends within COMMAND_TIMEOUT, applied or failed, so the wait is bounded.
+        let after_write = batch.iter().map(|m| m.after_write).max().unwrap_or(0);
+        let _ = writes_done.wait_for(|done| *done >= after_write).await;
         let pipeline = shared.publisher.pipeline();
         for m in batch.drain(..) {
             let _: Result<(), _> = pipeline.publish(m.channel, m.payload).await;
@@ -953,10 +992,10 @@ async fn manage(
 }
 
 /// Writes shared state in queue order.
-async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<StateWrite>) {
+async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(WriteSeq, StateWrite)>) {
     let keys = shared.keys.clone();
     let me = shared.node.clone();
-    while let Some(write) = rx.recv().await {
+    while let Some((seq, write)) = rx.recv().await {
         let result: Result<(), fred::error::Error> = async {
             match write {
                 StateWrite::Snapshot { space, json } => {
@@ -1029,6 +1068,7 @@ async fn write(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<StateWrite>)
             shared.metrics.errors.inc();
             tracing::debug!(error = %e, "cluster state write lost: Redis is unreachable");
         }
+        shared.writes_done.send_replace(seq);
     }
 }
 
@@ -1066,16 +1106,25 @@ async fn watch(shared: Arc<Shared>) {
             lock(&shared.load).cpu_percent = cpu.percent();
             last_beat = std::time::Instant::now();
         }
+        // Only this task changes it.
+        let was_healthy = shared.healthy.load(Ordering::Relaxed);
         let beat = match shared.heartbeat().await {
             // The subscriber and the publisher reconnect on their own schedule: until both are
-            // back (the subscriber subscribed again, which fred does as it reconnects), events
-            // from or for this node would be lost, so the node is not back yet.
+            // back, events from or for this node would be lost, so the node is not back yet.
             Ok(()) if !shared.subscriber.is_connected() || !shared.publisher.is_connected() => {
                 Err("the subscriber or the publisher is reconnecting".to_owned())
             }
+            // fred subscribes again as it reconnects, but in a task of its own that says
+            // nothing when it is done; the state written back below tells other nodes to send
+            // here, so the subscriptions must be in place first.
+            Ok(()) if !was_healthy => shared
+                .subscriber
+                .resubscribe_all()
+                .await
+                .map_err(|e| format!("subscribing again: {e}")),
             beat => beat.map_err(|e| e.to_string()),
         };
-        let was_healthy = shared.healthy.swap(beat.is_ok(), Ordering::Relaxed);
+        shared.healthy.store(beat.is_ok(), Ordering::Relaxed);
         match (&beat, was_healthy) {
             (Err(e), true) => {
                 shared.metrics.up.set(0);

@@ -7,6 +7,7 @@ mod failures;
 mod limits;
 mod presence;
 mod rooms;
+mod seam;
 
 use crate::client::{Client, SioClient, WsClient};
 use crate::server::{SECRET, Transport, mint, scratch_dir};
