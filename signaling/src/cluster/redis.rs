@@ -71,8 +71,9 @@ pub struct RedisCluster {
     outgoing: mpsc::UnboundedSender<Outgoing>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     writes: mpsc::UnboundedSender<(WriteSeq, StateWrite)>,
-    /// The number of the last write queued (writes are numbered from 1).
-    writes_queued: std::sync::atomic::AtomicU64,
+    /// The number of the last write queued (writes are numbered from 1). Held while the write
+    /// is sent, so the queue holds writes in the order of their numbers.
+    writes_queued: Mutex<WriteSeq>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Envelope>>>,
 }
 
@@ -326,7 +327,7 @@ impl RedisCluster {
             outgoing,
             subscriptions,
             writes,
-            writes_queued: std::sync::atomic::AtomicU64::new(0),
+            writes_queued: Mutex::new(0),
             inbox: Mutex::new(Some(inbox_rx)),
         }))
     }
@@ -490,7 +491,7 @@ impl Cluster for RedisCluster {
         // A ring goes out after the call index that records it (queued just before), so a
         // node that did not hear the ring (it was subscribing again after losing Redis) finds
         // the call in the index when it looks right after subscribing.
-        let after = self.writes_queued.load(Ordering::Relaxed);
+        let after = *lock(&self.writes_queued);
         self.publish_after(
             self.keys().interest(&Interest::Devices(user.clone())),
             body,
@@ -622,8 +623,9 @@ impl Cluster for RedisCluster {
     }
 
     fn write(&self, write: StateWrite) {
-        let seq = self.writes_queued.fetch_add(1, Ordering::Relaxed) + 1;
-        let _ = self.writes.send((seq, write));
+        let mut queued = lock(&self.writes_queued);
+        *queued += 1;
+        let _ = self.writes.send((*queued, write));
     }
 
     async fn revocations(&self) -> Result<Vec<String>, ClusterError> {
