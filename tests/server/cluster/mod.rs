@@ -69,7 +69,8 @@ impl Node {
             .env("CHORUS_PRESENCE_VISIBILITY", "everyone")
             .env("CHORUS_SERVER_DRAIN_TIMEOUT", "2s")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
+            // The server logs to stdout: a failing cluster test then shows its nodes' warnings.
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
         for (k, v) in &options.env {
             cmd.env(k, v);
