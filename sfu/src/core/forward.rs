@@ -39,9 +39,7 @@ use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::Pt;
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc, Vp8Patch};
-
-use str0m::rtp::ExtensionValues;
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
 
 use super::dependency::DependencyDescriptor;
 use super::video::{PictureIdWidth, Vp8Descriptor};
