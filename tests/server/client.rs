@@ -112,8 +112,11 @@ impl Client {
                 Client::Sio(c) => c.pump().await,
             };
             if !more {
-                // Closed: wait out the caller's timeout.
-                std::future::pending::<()>().await;
+                // Said at once, and apart from silence: a closed connection is a different bug.
+                panic!(
+                    "the connection closed while waiting for `{event}`; got {:?}",
+                    self.buffered()
+                );
             }
         }
     }

@@ -30,7 +30,8 @@
 //! messages and writes are dropped with a counted error, and the node reports
 //! [`Health::Degraded`]. fred reconnects every 500 ms; once a heartbeat goes through again the
 //! node subscribes to its channels again and waits for it, and only then writes back what it
-//! holds ([`Body::Resync`] to its own router).
+//! holds ([`Body::Resync`] to its own router). A subscriber that lost its connection and got it
+//! back on its own, between two looks, makes the node catch up the same way (ADR 0092).
 //!
 //! Order between the two connections: the publisher sends a ring (`send_to_devices`) only after
 //! the state writes queued before it are done, so the call index entry recording the call is
@@ -1100,8 +1101,14 @@ async fn watch(shared: Arc<Shared>) {
     let mut buried: HashSet<NodeId> = HashSet::new();
     let mut last_beat = std::time::Instant::now();
     let mut cpu = CpuMeter::new();
-    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    // A heartbeat interval under a second (tests use 500 ms) must be kept too: other nodes
+    // judge this one by `node_timeout`, a few intervals.
+    let mut ticks = tokio::time::interval(WATCH_EVERY.min(shared.heartbeat));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The subscriber can lose its connection and get it back between two ticks while the
+    // command connection never failed: the node stayed healthy, yet what was published to it
+    // in that gap is gone. Each such reconnection counts as coming back (see below).
+    let mut subscriber_reconnects = shared.subscriber.reconnect_rx();
     loop {
         ticks.tick().await;
         if last_beat.elapsed() + WATCH_EVERY / 2 >= shared.heartbeat {
@@ -1110,6 +1117,7 @@ async fn watch(shared: Arc<Shared>) {
         }
         // Only this task changes it.
         let was_healthy = shared.healthy.load(Ordering::Relaxed);
+        let resubscribed = reconnected(&mut subscriber_reconnects);
         let beat = match shared.heartbeat().await {
             // The subscriber and the publisher reconnect on their own schedule: until both are
             // back, events from or for this node would be lost, so the node is not back yet.
@@ -1144,6 +1152,22 @@ async fn watch(shared: Arc<Shared>) {
                     body: Body::Resync,
                 });
             }
+            (Ok(()), true) if resubscribed => {
+                // Only the subscriber was away, between two ticks: fred subscribed again, and
+                // once that is sure the node catches up as after an outage (rings it missed
+                // are found in the call index), without counting Redis as lost.
+                if let Err(e) = shared.subscriber.resubscribe_all().await {
+                    shared.metrics.errors.inc();
+                    tracing::warn!(error = %e, "subscribing again after the subscriber reconnected");
+                }
+                tracing::warn!(
+                    "the Redis subscriber reconnected: what was published to this node meanwhile is lost; catching up from the shared state"
+                );
+                let _ = shared.inbox.send(Envelope {
+                    from: shared.node.clone(),
+                    body: Body::Resync,
+                });
+            }
             (Ok(()), true) => {}
         }
         for dead in shared.read_registry().await {
@@ -1161,6 +1185,18 @@ async fn watch(shared: Arc<Shared>) {
         // A node id that is live again (a restarted node keeping its name) may die again later.
         let live: HashSet<NodeId> = read(&shared.nodes).iter().map(|n| n.id.clone()).collect();
         buried.retain(|n| !live.contains(n));
+    }
+}
+
+/// Whether the client reconnected since the last call (a lagging receiver missed some
+/// reconnections, so it did too).
+fn reconnected(rx: &mut tokio::sync::broadcast::Receiver<fred::types::config::Server>) -> bool {
+    let mut any = false;
+    loop {
+        match rx.try_recv() {
+            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => any = true,
+            Err(_) => return any,
+        }
     }
 }
 

@@ -360,6 +360,57 @@ async fn while_redis_is_away_local_calls_go_on_and_cross_node_actions_fail_clear
     assert_eq!(texts, vec!["still here"], "the acked message survives");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ring_published_while_the_callees_node_resubscribes_still_reaches_the_callee() {
+    let redis = OwnRedis::start().await;
+    let options = NodeOptions {
+        env: vec![("CHORUS_CLUSTER_REDIS_URL".into(), redis.url())],
+    };
+    let cluster = Cluster::start_with("subscriber-lost", 2, &options).await;
+    let mut alice = cluster.node(0).client(Transport::Ws, "alice").await;
+    let mut carol = cluster.node(1).client(Transport::Ws, "carol").await;
+    // A first call proves the path, and that node 2 listens for carol.
+    let first = call_owned_by(&cluster, 0, &mut alice, (&mut carol, "carol")).await;
+    alice
+        .request("call:end", json!({"callId": first}))
+        .await
+        .expect("end");
+    carol.expect("call:ended").await;
+
+    // Only the subscribers lose their connections; commands and heartbeats go on, so no node
+    // ever looks unhealthy. fred connects them again 500 ms later: a ring published right away
+    // reaches nobody, and node 2 must find it in the call index once it listens again.
+    for _ in 0..5 {
+        assert_eq!(redis.kill_subscribers(), 2, "one subscriber per node");
+        let attempt = alice
+            .request(
+                "call:initiate",
+                json!({"conversationId": "conv", "callType": "audio", "participants": ["carol"]}),
+            )
+            .await;
+        let Ok(ack) = attempt else {
+            // Placed on node 2, which did not hear the request: try again once it listens.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            continue;
+        };
+        let call = ack["callId"].as_str().expect("callId").to_owned();
+        let owner = owning_node(&cluster).await;
+        let incoming = carol.expect("call:incoming").await;
+        assert_eq!(incoming["callId"], call.as_str());
+        if owner == Some(0) {
+            return;
+        }
+        // Placed on carol's node, which rang her itself: this proved nothing.
+        alice
+            .request("call:end", json!({"callId": call}))
+            .await
+            .expect("end");
+        carol.expect("call:ended").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    panic!("no call was placed on alice's node in 5 attempts");
+}
+
 /// Starts a call from `caller` to `callee` and makes sure node `owner` owns it, trying again
 /// (ending the attempt) while placement chose another node. Returns the call id.
 async fn call_owned_by(

@@ -277,6 +277,26 @@ impl OwnRedis {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    /// Closes every subscriber's connection (`CLIENT KILL TYPE pubsub`) and nothing else; the
+    /// nodes' subscribers connect again on their own. Returns how many were closed.
+    pub fn kill_subscribers(&self) -> usize {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "CLIENT",
+                "KILL",
+                "TYPE",
+                "pubsub",
+            ])
+            .output()
+            .expect("redis-cli is installed (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("CLIENT KILL answered {out:?}"))
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
