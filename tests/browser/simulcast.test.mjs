@@ -150,15 +150,25 @@ for (const codec of ['VP8', 'VP9', 'H264', 'AV1']) {
   });
 }
 
-// Spatial and temporal layers inside one stream (SVC) are not chosen per subscriber but
-// forwarded whole, with the dependency descriptor extension the publisher sends with them:
-// the subscriber decodes the top spatial layer, and learns its size (the nominal size of a
-// track without simulcast is 1280×720). Without the descriptor, Chromium decodes no frame of
-// AV1 with spatial layers and only part of VP9's (ADR 0090). The camera is 640×360 at
-// 600 kbit/s, so that two browsers encoding and decoding three spatial layers fit in this
-// machine's cores and a subscriber's first estimate.
+// Spatial and temporal layers inside one stream (SVC), with the dependency descriptor
+// extension the publisher sends with them: a subscriber that asks for nothing in particular
+// decodes the top spatial layer, and learns its size (the nominal size of a track without
+// simulcast is 1280×720). Without the descriptor, Chromium decodes no frame of AV1 with
+// spatial layers and only part of VP9's (ADR 0090). The camera is 640×360 at 600 kbit/s, so
+// that two browsers encoding and decoding three spatial layers fit in this machine's cores
+// and a subscriber's first estimate.
+//
+// VP9's spatial layers are chosen per subscriber (ADR 0093): its payload descriptor names
+// each packet's layer, and the scalability structure of a keyframe their sizes. Chromium
+// encodes this camera in two spatial layers, not three (its structure names 320×180 and
+// 640×360). A small tile gets the base layer alone, then a big one both, in one stream that
+// never stops decoding. AV1's are forwarded whole: telling its
+// layers apart needs the descriptor's template structure, which the SFU does not read.
 for (const codec of ['VP9', 'AV1']) {
-  it(`${codec} with spatial layers in one stream (L3T3_KEY) is forwarded whole`, { timeout: 120_000 }, async () => {
+  const title = codec === 'VP9'
+    ? 'VP9 with spatial layers in one stream (L3T3_KEY): a small tile gets the base layer, a big one all of them'
+    : 'AV1 with spatial layers in one stream (L3T3_KEY) is forwarded whole';
+  it(title, { timeout: 150_000 }, async () => {
     const room = `svc${codec}${Date.now() % 100000}`;
     const mimeType = `video/${codec}`;
     const publisher = await joinAsPublisher(room, offerOnlyCodec(mimeType, { svc: 'L3T3_KEY', maxBitrate: 600_000 }), y4mSvc);
@@ -178,13 +188,79 @@ for (const codec of ['VP9', 'AV1']) {
       timeoutMs: 15_000,
       what: 'framesDecoded to keep rising',
     });
-    const layers = await layerEvents(sub.page);
-    console.log(`${codec} SVC: ${JSON.stringify(layers)}, ${JSON.stringify(await inboundVideo(sub.page))}`);
-    assert.deepEqual(
-      { rid: layers.at(-1)?.rid, width: layers.at(-1)?.width, height: layers.at(-1)?.height },
-      { rid: null, width: 640, height: 360 },
-      JSON.stringify(layers),
+    // The size is the top layer's. (With VP9 the SFU may step a subscriber down for a while
+    // when its estimate dips, as on this loaded machine: the size shown is then the base
+    // layer's, and the top one's again when it steps back up.)
+    const shown = (l) => (({ rid, width, height }) => ({ rid, width, height }))(l ?? {});
+    const layers = await eventually(
+      async () => {
+        const all = await layerEvents(sub.page);
+        return shown(all.at(-1)).width === 640 ? all : null;
+      },
+      { timeoutMs: 15_000, what: 'track:layer to say 640 wide' },
     );
+    console.log(`${codec} SVC: ${JSON.stringify(layers)}, ${JSON.stringify(await inboundVideo(sub.page))}`);
+    assert.deepEqual(shown(layers.at(-1)), { rid: null, width: 640, height: 360 }, JSON.stringify(layers));
+    if (codec === 'VP9') {
+      // What a subscriber receives per second, measured over 2 s.
+      const rate = async () => {
+        const a = await inboundVideo(sub.page);
+        await new Promise((r) => setTimeout(r, 2000));
+        const b = await inboundVideo(sub.page);
+        return ((b.bytesReceived - a.bytesReceived) * 8) / 2;
+      };
+      const fullRate = await rate();
+
+      // A tile of 320×180: the base layer alone, told by `track:layer`, at a fraction of the
+      // cost, decoding all along.
+      await askFor(sub.page, { width: 320, height: 180 });
+      let last = 0;
+      const small = await eventually(
+        async () => {
+          const v = await inboundVideo(sub.page);
+          assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
+          last = v.framesDecoded;
+          return v.frameWidth > 0 && v.frameWidth <= 320 ? v : null;
+        },
+        { timeoutMs: 20_000, what: 'the subscriber to decode the base layer, at most 320 wide' },
+      );
+      await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > small.framesDecoded + 30, {
+        timeoutMs: 15_000,
+        what: 'framesDecoded to keep rising on the base layer',
+      });
+      const baseRate = await rate();
+      const onBase = await inboundVideo(sub.page);
+      assert.ok(onBase.frameWidth <= 320, JSON.stringify(onBase));
+      assert.deepEqual(shown((await layerEvents(sub.page)).at(-1)), { rid: null, width: 320, height: 180 });
+      console.log(`VP9 SVC: all layers ${Math.round(fullRate / 1000)} kbit/s, base layer ${Math.round(baseRate / 1000)} kbit/s`);
+      assert.ok(baseRate < fullRate / 2, `base ${baseRate} bit/s, all ${fullRate} bit/s`);
+
+      // A big tile: both layers again, in the same stream, decoding all along. The SFU steps up
+      // at the next keyframe; Chromium has been seen to decode the top layer only from a later
+      // one (ADR 0093), hence the long wait.
+      const asked = Date.now();
+      await askFor(sub.page, { width: 1280, height: 720 });
+      await eventually(async () => shown((await layerEvents(sub.page)).at(-1)).width === 640, {
+        timeoutMs: 15_000,
+        what: 'track:layer to say 640×360 again',
+      });
+      last = onBase.framesDecoded;
+      const big = await eventually(
+        async () => {
+          const v = await inboundVideo(sub.page);
+          assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
+          last = v.framesDecoded;
+          return v.frameWidth === 640 ? v : null;
+        },
+        { timeoutMs: 45_000, what: 'the subscriber to decode the top layer again' },
+      );
+      console.log(`VP9 SVC: the top layer decoded again ${Date.now() - asked} ms after the big tile was asked for`);
+      await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > big.framesDecoded + 30, {
+        timeoutMs: 15_000,
+        what: 'framesDecoded to keep rising after the step up',
+      });
+      assert.equal(big.id, full.id, 'one receiver throughout');
+    }
     assert.deepEqual(errors, []);
   });
 }
@@ -274,3 +350,4 @@ it('a subscriber whose downlink is capped drops to a lower layer and recovers wh
   console.log(`capped at 250 kbit/s: decoding ≤320 wide after ${dropped} ms; cap lifted: ≥${HALF_WIDTH} wide after ${Date.now() - lifted} ms`);
   assert.deepEqual(errors, []);
 });
+

@@ -96,6 +96,7 @@ export async function inboundStreams(page) {
         framesDecoded: s.framesDecoded ?? 0,
         frameWidth: s.frameWidth ?? 0,
         packetsReceived: s.packetsReceived ?? 0,
+        bytesReceived: s.bytesReceived ?? 0,
         mimeType: report.get(s.codecId)?.mimeType ?? null,
       });
     });

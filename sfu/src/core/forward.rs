@@ -48,17 +48,30 @@ use super::video::{PictureIdWidth, Vp8Descriptor};
 ///
 /// Lifecycle: one per subscription; starts empty and locks onto the first packet. After
 /// [`SeqRewriter::resync`] (a layer switch, or a pause that skipped packets) the next packet
-/// continues right after the last one sent, so the subscriber sees no gap to NACK.
+/// continues right after the last one sent, so the subscriber sees no gap to NACK. Packets
+/// left out on purpose within a stream (spatial layers above the subscriber's,
+/// [`SeqRewriter::skip`]) close up the same way: the numbers after them move down.
 #[derive(Clone, Debug, Default)]
 pub struct SeqRewriter {
     ssrc: Option<Ssrc>,
-    /// out = in + offset.
+    /// out = in + offset, for packets before the first step.
     offset: i64,
+    /// Where skipped packets moved the offset: from input number `.0` on, out = in + `.1`.
+    /// Kept for a while so a packet arriving late, behind a skip, keeps its own number.
+    steps: std::collections::VecDeque<(u64, i64)>,
+    /// Highest input number seen (forwarded or skipped) since the last re-base.
+    highest_in: u64,
     last_out: u64,
     /// Lowest number still allowed out: after a resync, packets from before the switch
     /// point would collide with numbers already sent.
     floor: u64,
+    /// Lowest input number still placed: older ones arrived too late to know their step.
+    min_in: u64,
 }
+
+/// Steps kept by [`SeqRewriter`]: skips come in runs, one run per picture (the packets of
+/// the higher layers), so this is a few seconds of video.
+const MAX_SEQ_STEPS: usize = 128;
 
 /// First sequence number a subscriber sees. Small so the ROC is 0, not 0 so that a
 /// slightly reordered earlier packet can still be placed.
@@ -69,27 +82,70 @@ impl SeqRewriter {
     /// stream started with).
     pub fn rewrite(&mut self, ssrc: Ssrc, seq: SeqNo) -> Option<SeqNo> {
         let seq_in = *seq as i64;
-        match self.ssrc {
-            None if self.last_out == 0 => {
-                self.ssrc = Some(ssrc);
-                self.offset = FIRST_OUT_SEQ - seq_in;
-            }
-            Some(s) if s == ssrc => {}
-            _ => {
+        if !self.follows(ssrc) {
+            match self.ssrc {
+                None if self.last_out == 0 => self.offset = FIRST_OUT_SEQ - seq_in,
                 // Publisher restarted its stream, or a resync: continue right after what
                 // we sent.
-                self.ssrc = Some(ssrc);
-                self.offset = self.last_out as i64 + 1 - seq_in;
-                self.floor = self.last_out + 1;
+                _ => {
+                    self.offset = self.last_out as i64 + 1 - seq_in;
+                    self.floor = self.last_out + 1;
+                }
             }
+            self.rebase(ssrc, *seq);
         }
-        let out = seq_in.checked_add(self.offset)?;
+        if *seq < self.min_in {
+            return None;
+        }
+        self.highest_in = self.highest_in.max(*seq);
+        let offset = match self.steps.iter().rev().find(|(from, _)| *from <= *seq) {
+            Some((_, offset)) => *offset,
+            None => self.offset,
+        };
+        let out = seq_in.checked_add(offset)?;
         if out <= 0 || (out as u64) < self.floor {
             return None;
         }
         let out = out as u64;
         self.last_out = self.last_out.max(out);
         Some(out.into())
+    }
+
+    /// `seq` of this stream is left out on purpose: the packets after it close up behind
+    /// it. Only a packet newer than every one seen counts (a late or repeated one was
+    /// already accounted for, or cannot be any more).
+    pub fn skip(&mut self, ssrc: Ssrc, seq: SeqNo) {
+        if !self.follows(ssrc) || *seq < self.highest_in {
+            return;
+        }
+        self.highest_in = *seq;
+        let next = *seq + 1;
+        match self.steps.back_mut() {
+            // The run goes on: one step covers it.
+            Some(step) if step.0 == *seq => *step = (next, step.1 - 1),
+            last => {
+                let offset = last.map_or(self.offset, |s| s.1);
+                self.steps.push_back((next, offset - 1));
+                if self.steps.len() > MAX_SEQ_STEPS
+                    && let Some((from, offset)) = self.steps.pop_front()
+                {
+                    self.offset = offset;
+                    self.min_in = from;
+                }
+            }
+        }
+    }
+
+    /// Whether `ssrc` is the stream numbered now (else it must be re-based).
+    fn follows(&self, ssrc: Ssrc) -> bool {
+        self.ssrc == Some(ssrc)
+    }
+
+    fn rebase(&mut self, ssrc: Ssrc, seq: u64) {
+        self.ssrc = Some(ssrc);
+        self.steps.clear();
+        self.highest_in = seq;
+        self.min_in = 0;
     }
 
     /// The next packet continues the outgoing numbers whatever its own number is.
@@ -369,6 +425,46 @@ mod tests {
         }
         assert_eq!(rw.rewrite(b, 60_000.into()), Some(110.into()));
         assert_eq!(rw.rewrite(b, 60_001.into()), Some(111.into()));
+    }
+
+    #[test]
+    fn skipped_packets_close_up_and_late_ones_keep_their_number() {
+        let mut rw = SeqRewriter::default();
+        let a = Ssrc::from(1);
+        let out = |rw: &mut SeqRewriter, s: u64| rw.rewrite(a, s.into()).map(|n| *n);
+        assert_eq!(out(&mut rw, 1000), Some(100));
+        // 1002 is late; 1003 to 1005 are a higher layer left out.
+        for s in 1003..=1005u64 {
+            rw.skip(a, s.into());
+        }
+        assert_eq!(out(&mut rw, 1006), Some(103));
+        assert_eq!(out(&mut rw, 1001), Some(101));
+        assert_eq!(out(&mut rw, 1002), Some(102), "late, behind the skip");
+        // A skip repeated (a retransmission) or out of order changes nothing.
+        rw.skip(a, 1004.into());
+        assert_eq!(out(&mut rw, 1007), Some(104));
+        // Many runs: the oldest steps go, and what is older than them is dropped.
+        let mut next = 1008u64;
+        for _ in 0..MAX_SEQ_STEPS + 5 {
+            rw.skip(a, next.into());
+            next += 1;
+            assert!(out(&mut rw, next).is_some());
+            next += 1;
+        }
+        assert_eq!(out(&mut rw, 1001), None);
+        let last = out(&mut rw, next).expect("in order");
+        assert_eq!(out(&mut rw, next + 1), Some(last + 1));
+        // Numbers keep rising by one across every skip: no gap to NACK.
+        let mut rw = SeqRewriter::default();
+        let mut sent = Vec::new();
+        for s in 0..300u64 {
+            if s % 5 >= 3 {
+                rw.skip(a, s.into());
+            } else {
+                sent.push(out(&mut rw, s).expect("forwarded"));
+            }
+        }
+        assert!(sent.windows(2).all(|w| w[1] == w[0] + 1), "{sent:?}");
     }
 
     /// A VP8 payload whose descriptor has a 15-bit picture id, TL0PICIDX and, when `tid`,

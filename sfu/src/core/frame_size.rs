@@ -14,9 +14,20 @@
 //! Everything is a pure function of the bytes, never indexes out of bounds and allocates
 //! nothing; anything malformed or truncated reads as "no size".
 
+/// Most spatial layers a VP9 scalability structure can describe (`N_S` is 3 bits).
+pub const VP9_MAX_SPATIAL: usize = 8;
+
 /// Size announced by a VP9 payload whose descriptor carries a scalability structure with
 /// sizes: the largest spatial layer's.
 pub fn vp9(payload: &[u8]) -> Option<(u16, u16)> {
+    let (sizes, n) = vp9_spatial_sizes(payload)?;
+    let (width, height) = sizes[n - 1];
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+/// The size of each spatial layer, lowest first, and how many there are, from a VP9
+/// payload whose descriptor carries a scalability structure with sizes.
+pub fn vp9_spatial_sizes(payload: &[u8]) -> Option<([(u16, u16); VP9_MAX_SPATIAL], usize)> {
     let b0 = *payload.first()?;
     let has_picture_id = b0 & 0x80 != 0;
     let inter = b0 & 0x40 != 0;
@@ -50,11 +61,16 @@ pub fn vp9(payload: &[u8]) -> Option<(u16, u16)> {
     if !has_sizes {
         return None;
     }
-    let last = at + 1 + (spatial_layers - 1) * 4;
-    let size = payload.get(last..last + 4)?;
-    let width = u16::from_be_bytes([size[0], size[1]]);
-    let height = u16::from_be_bytes([size[2], size[3]]);
-    (width > 0 && height > 0).then_some((width, height))
+    let mut sizes = [(0, 0); VP9_MAX_SPATIAL];
+    for (i, size) in sizes.iter_mut().take(spatial_layers).enumerate() {
+        let from = at + 1 + i * 4;
+        let b = payload.get(from..from + 4)?;
+        *size = (
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+        );
+    }
+    Some((sizes, spatial_layers))
 }
 
 /// Size from an H.264 sequence parameter set in the payload (a single SPS NAL unit, or one
@@ -531,6 +547,17 @@ mod tests {
         // Flexible mode with reference differences before the SS.
         let p = [0x52, 0x03, 0x04, 0x10, 0x01, 0x40, 0x00, 0xb4];
         assert_eq!(vp9(&p), Some((320, 180)));
+    }
+
+    #[test]
+    fn vp9_scalability_structure_gives_every_spatial_layer() {
+        let p = [
+            0x0a, 0x50, 0x00, 0xa0, 0x00, 0x5a, 0x01, 0x40, 0x00, 0xb4, 0x02, 0x80, 0x01, 0x68,
+        ];
+        let (sizes, n) = vp9_spatial_sizes(&p).expect("sizes");
+        assert_eq!(&sizes[..n], &[(160, 90), (320, 180), (640, 360)]);
+        // Every size must be there.
+        assert_eq!(vp9_spatial_sizes(&p[..13]), None);
     }
 
     /// A sequence header OBU (header byte, no size field) for `width`×`height`, with timing and

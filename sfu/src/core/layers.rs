@@ -7,8 +7,15 @@
 //! `l` or `m`. Rids in neither scheme keep the order of the publisher's SDP. A track without
 //! simulcast has one layer with no rid.
 //!
-//! Lifecycle: built when the track is published, from the rids of its m-line; fed every
-//! packet ([`Layers::observe`]); dropped with the track.
+//! A VP9 track without simulcast may carry spatial layers in its one stream (SVC, such as
+//! Chrome's `L3T3_KEY`). Once a keyframe's scalability structure names them, with their
+//! sizes, the track's layers become those spatial layers ([`Layers::spatial`]): layer `i`
+//! is then "spatial layers 0 to `i`", what a subscriber receives of it, and its bitrate is
+//! theirs together (see `selector` for how a subscriber moves between them).
+//!
+//! Lifecycle: built when the track is published, from the rids of its m-line; turned
+//! spatial (or re-sized) by a VP9 keyframe's scalability structure; fed every packet
+//! ([`Layers::observe`]); dropped with the track.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +80,18 @@ pub struct Layer {
 #[derive(Debug)]
 pub struct Layers {
     layers: Vec<Layer>,
+    scheme: Scheme,
+}
+
+/// What a track's layers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// One stream, one layer.
+    Single,
+    /// One stream per rid (RFC 8853).
+    Simulcast,
+    /// One stream whose packets each belong to a spatial layer (VP9 SVC).
+    Spatial,
 }
 
 impl Layers {
@@ -81,10 +100,48 @@ impl Layers {
     pub fn new(rids: &[Rid]) -> Self {
         let ranked = rank(rids);
         let mut layers: Vec<Layer> = ranked.into_iter().map(|r| Layer::new(Some(r))).collect();
-        if layers.is_empty() {
+        let scheme = if layers.is_empty() {
             layers.push(Layer::new(None));
+            Scheme::Single
+        } else {
+            Scheme::Simulcast
+        };
+        Layers { layers, scheme }
+    }
+
+    /// What the layers are.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// A keyframe of a track without simulcast announced spatial layers of `sizes` (lowest
+    /// first): they become the track's layers, or take the new sizes. Two to [`MAX_LAYERS`]
+    /// layers are taken; one makes the track single-layer again; more leave it as it was
+    /// (forwarded whole).
+    /// Returns whether the number of layers changed.
+    pub fn spatial(&mut self, sizes: &[(u16, u16)]) -> bool {
+        if self.scheme == Scheme::Simulcast || !(1..=MAX_LAYERS).contains(&sizes.len()) {
+            return false;
         }
-        Layers { layers }
+        if sizes.len() == 1 {
+            // The publisher went back to one layer.
+            let changed = self.scheme == Scheme::Spatial;
+            if changed {
+                self.scheme = Scheme::Single;
+                self.layers = vec![Layer::new(None)];
+            }
+            self.layers[0].size = Some(sizes[0]);
+            return changed;
+        }
+        let changed = self.scheme != Scheme::Spatial || self.layers.len() != sizes.len();
+        if changed {
+            self.scheme = Scheme::Spatial;
+            self.layers = sizes.iter().map(|_| Layer::new(None)).collect();
+        }
+        for (layer, size) in self.layers.iter_mut().zip(sizes) {
+            layer.size = Some(*size);
+        }
+        changed
     }
 
     /// Number of layers (at least 1).
@@ -95,12 +152,13 @@ impl Layers {
 
     /// Whether the track is simulcast (more than one rid).
     pub fn is_simulcast(&self) -> bool {
-        self.layers.len() > 1
+        self.scheme == Scheme::Simulcast && self.layers.len() > 1
     }
 
-    /// The layer a packet with `rid` belongs to.
+    /// The layer a packet with `rid` belongs to (for spatial layers, 0: the packet's own
+    /// descriptor tells the rest).
     pub fn index_of(&self, rid: Option<Rid>) -> Option<LayerIndex> {
-        if self.layers.len() == 1 && self.layers[0].rid.is_none() {
+        if self.scheme != Scheme::Simulcast {
             return Some(0);
         }
         let rid = rid?;
@@ -146,20 +204,30 @@ impl Layers {
             .unwrap_or(NOMINAL_SIZES[MAX_LAYERS - n + usize::from(i).min(n - 1)])
     }
 
-    /// Bitrate of layer `i` (bit/s): measured, else a nominal rate for its rank.
+    /// Bitrate of layer `i` (bit/s): measured, else a nominal rate for its rank. A spatial
+    /// layer costs what it and the layers under it send.
     pub fn bitrate(&self, i: LayerIndex) -> u64 {
         let n = self.layers.len();
-        self.layers
-            .get(usize::from(i))
-            .and_then(|l| l.rate.bitrate())
-            .unwrap_or(NOMINAL_BITRATES[MAX_LAYERS - n + usize::from(i).min(n - 1)])
+        let one = |i: usize| {
+            self.layers
+                .get(i)
+                .and_then(|l| l.rate.bitrate())
+                .unwrap_or(NOMINAL_BITRATES[MAX_LAYERS - n + i.min(n - 1)])
+        };
+        match self.scheme {
+            Scheme::Spatial => (0..=usize::from(i)).map(one).sum(),
+            _ => one(usize::from(i)),
+        }
     }
 
-    /// Measured bitrate of layer `i` (bit/s), if a measurement completed.
+    /// Measured bitrate of layer `i` (bit/s), if a measurement completed (for a spatial
+    /// layer, of it and every layer under it).
     pub fn measured_bitrate(&self, i: LayerIndex) -> Option<u64> {
-        self.layers
-            .get(usize::from(i))
-            .and_then(|l| l.rate.bitrate())
+        let one = |i: usize| self.layers.get(i).and_then(|l| l.rate.bitrate());
+        match self.scheme {
+            Scheme::Spatial => (0..=usize::from(i)).map(one).sum(),
+            _ => one(usize::from(i)),
+        }
     }
 
     /// Every layer, mutably, lowest first.
@@ -171,7 +239,7 @@ impl Layers {
     /// publisher was asked to stop it (asking again brings it back). The only layer of a
     /// track without simulcast always can: there is nothing else to choose.
     pub fn available(&self, i: LayerIndex, now: Instant) -> bool {
-        if self.layers.len() == 1 {
+        if self.scheme == Scheme::Single || self.layers.len() == 1 {
             return i == 0;
         }
         self.layers.get(usize::from(i)).is_some_and(|l| {
@@ -326,6 +394,33 @@ mod tests {
         let two = Layers::new(&rids(&["l", "h"]));
         assert_eq!(two.size(0), (640, 360));
         assert_eq!(two.size(1), (1280, 720));
+    }
+
+    #[test]
+    fn spatial_layers_come_from_the_structure_and_cost_what_is_under_them() {
+        let mut l = Layers::new(&[]);
+        assert_eq!(l.scheme(), Scheme::Single);
+        assert!(l.spatial(&[(320, 180), (640, 360), (1280, 720)]));
+        assert_eq!((l.scheme(), l.len()), (Scheme::Spatial, 3));
+        assert!(
+            !l.is_simulcast(),
+            "one stream: nothing to stop at the publisher"
+        );
+        assert_eq!(l.index_of(None), Some(0));
+        assert_eq!(l.layer_for_size(600, 340), 1);
+        assert_eq!(l.bitrate(2), l.bitrate(1) + NOMINAL_BITRATES[2]);
+        assert_eq!(l.bitrate(1), NOMINAL_BITRATES[0] + NOMINAL_BITRATES[1]);
+        // The same structure again changes nothing; one layer ends it.
+        assert!(!l.spatial(&[(320, 180), (640, 360), (1280, 720)]));
+        assert!(l.spatial(&[(640, 360)]));
+        assert_eq!(
+            (l.scheme(), l.len(), l.size(0)),
+            (Scheme::Single, 1, (640, 360))
+        );
+        // Simulcast tracks keep their rids.
+        let mut l = Layers::new(&rids(&["q", "h", "f"]));
+        assert!(!l.spatial(&[(320, 180), (640, 360)]));
+        assert_eq!(l.scheme(), Scheme::Simulcast);
     }
 
     #[test]

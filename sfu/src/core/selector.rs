@@ -5,8 +5,16 @@
 //! decoder never gets a frame that refers to a picture it has not seen. Pausing is
 //! immediate; resuming waits for a keyframe like any switch.
 //!
+//! Spatial layers in one stream (VP9 SVC, see `layers`) are selected differently
+//! ([`LayerSelector::admit_spatial`]): the current layer `i` means every packet of spatial
+//! layers 0 to `i` is forwarded. Going up needs a keyframe (a higher layer's frames refer to
+//! its own earlier frames, which the subscriber did not get); going down happens at the next
+//! picture, since a lower layer never refers to a higher one. Both keep the stream's own
+//! timestamps, so nothing is re-based ([`Verdict::Shift`]).
+//!
 //! Lifecycle: one per video subscription, starting with no current layer and the target
-//! the allocator gives it; every packet of the track goes through [`LayerSelector::admit`].
+//! the allocator gives it; every packet of the track goes through [`LayerSelector::admit`]
+//! (or `admit_spatial`).
 
 use super::layers::LayerIndex;
 
@@ -17,6 +25,8 @@ pub enum Verdict {
     Forward,
     /// Forward it as the first packet of a newly selected layer: re-base the rewriters.
     Switch,
+    /// Forward it; the spatial layers forwarded changed here, within the same stream.
+    Shift,
     /// Not for this subscriber.
     Drop,
 }
@@ -69,6 +79,35 @@ impl LayerSelector {
         }
     }
 
+    /// Decides for a packet of spatial layer `spatial` of a stream with spatial layers;
+    /// `keyframe` says whether it starts a keyframe, `picture_start` whether it starts a
+    /// picture (see the module docs).
+    pub fn admit_spatial(
+        &mut self,
+        spatial: LayerIndex,
+        keyframe: bool,
+        picture_start: bool,
+    ) -> Verdict {
+        let moved = match (self.current, self.target) {
+            (_, None) => return Verdict::Drop,
+            (current, Some(target)) if current == Some(target) => None,
+            (None, Some(target)) => keyframe.then_some((target, Verdict::Switch)),
+            (Some(current), Some(target)) if target > current => {
+                keyframe.then_some((target, Verdict::Shift))
+            }
+            (Some(_), Some(target)) => picture_start.then_some((target, Verdict::Shift)),
+        };
+        if let Some((target, verdict)) = moved {
+            // A keyframe or a picture starts in spatial layer 0: always forwarded.
+            self.current = Some(target);
+            return verdict;
+        }
+        match self.current {
+            Some(current) if spatial <= current => Verdict::Forward,
+            _ => Verdict::Drop,
+        }
+    }
+
     /// The current layer stopped flowing: forget it, so the target (or nothing) follows.
     pub fn lost_current(&mut self) {
         self.current = None;
@@ -109,6 +148,32 @@ mod tests {
         assert!(s.set_target(Some(1)));
         assert_eq!(s.admit(1, false), Verdict::Drop);
         assert_eq!(s.admit(1, true), Verdict::Switch);
+    }
+
+    #[test]
+    fn spatial_layers_go_up_at_a_keyframe_and_down_at_the_next_picture() {
+        let mut s = LayerSelector::default();
+        s.set_target(Some(1));
+        // Nothing until a keyframe; then layers 0 and 1, not 2.
+        assert_eq!(s.admit_spatial(0, false, true), Verdict::Drop);
+        assert_eq!(s.admit_spatial(0, true, true), Verdict::Switch);
+        assert_eq!(s.admit_spatial(1, false, false), Verdict::Forward);
+        assert_eq!(s.admit_spatial(2, false, false), Verdict::Drop);
+        // Up: layer 2 waits for a keyframe, the others go on meanwhile.
+        s.set_target(Some(2));
+        assert_eq!(s.admit_spatial(0, false, true), Verdict::Forward);
+        assert_eq!(s.admit_spatial(2, false, false), Verdict::Drop);
+        assert_eq!(s.admit_spatial(0, true, true), Verdict::Shift);
+        assert_eq!(s.admit_spatial(2, false, false), Verdict::Forward);
+        // Down: from the next picture on, mid-picture packets still go out.
+        s.set_target(Some(0));
+        assert_eq!(s.admit_spatial(2, false, false), Verdict::Forward);
+        assert_eq!(s.admit_spatial(0, false, true), Verdict::Shift);
+        assert_eq!(s.admit_spatial(1, false, false), Verdict::Drop);
+        assert_eq!(s.current(), Some(0));
+        // Paused: at once.
+        s.set_target(None);
+        assert_eq!(s.admit_spatial(0, true, true), Verdict::Drop);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::*;
 use crate::event::SfuEvent;
 
 mod simulcast;
+mod svc;
 
 const SERVER: ([u8; 4], u16) = ([127, 0, 0, 1], 7882);
 
@@ -27,6 +28,8 @@ struct Client {
     received: Vec<(Mid, Arc<[u8]>)>,
     /// (sequence number, RTP timestamp) of RTP received, in order.
     headers: Vec<(u64, u32)>,
+    /// The marker bit of each RTP packet received, in order.
+    markers: Vec<bool>,
     keyframe_requests: usize,
     /// The rid of each keyframe request received (`None`: no simulcast).
     keyframe_rids: Vec<Option<str0m::media::Rid>>,
@@ -105,6 +108,7 @@ impl World {
             addr,
             received: Vec::new(),
             headers: Vec::new(),
+            markers: Vec::new(),
             keyframe_requests: 0,
             keyframe_rids: Vec::new(),
             channel_events: Vec::new(),
@@ -225,6 +229,7 @@ impl World {
                         .map(|s| s.mid())
                         .unwrap();
                     c.headers.push((*p.seq_no, p.header.timestamp));
+                    c.markers.push(p.header.marker);
                     c.received.push((mid, p.payload));
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
@@ -1181,6 +1186,7 @@ fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
         addr,
         received: Vec::new(),
         headers: Vec::new(),
+        markers: Vec::new(),
         keyframe_requests: 0,
         keyframe_rids: Vec::new(),
         channel_events: Vec::new(),

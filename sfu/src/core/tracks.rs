@@ -14,11 +14,12 @@ use crate::settings::AutoSubscribe;
 
 use super::dependency::DependencyDescriptor;
 use super::forward::{Payload, PtMapping, PtMeaning, red_primary};
-use super::layers::{LayerIndex, Layers};
+use super::frame_size::vp9_spatial_sizes;
+use super::layers::{LayerIndex, Layers, Scheme};
 use super::participant::{Forwarded, NackHistory, SubState, Subscription, Work};
 use super::selector::Verdict;
 use super::throttle::{Decision, KeyframeThrottle};
-use super::video::{VideoCodec, Vp8Descriptor, keyframe_size, starts_keyframe};
+use super::video::{VideoCodec, Vp8Descriptor, Vp9Layer, keyframe_size, starts_keyframe};
 use super::{Core, Track};
 
 impl Core {
@@ -216,6 +217,8 @@ impl Core {
         let mut layer = 0;
         let mut keyframe = false;
         let mut vp8 = None;
+        // The packet's place among spatial layers, on a track that has them.
+        let mut spatial = None;
         if video {
             let Some(l) = track.layers.index_of(pkt.rid) else {
                 self.metrics
@@ -232,9 +235,21 @@ impl Core {
             if codec == Some(VideoCodec::Vp8) {
                 vp8 = Vp8Descriptor::parse(&pkt.payload);
             }
-            let size = codec
+            let mut size = codec
                 .filter(|_| keyframe)
                 .and_then(|c| keyframe_size(c, &pkt.payload));
+            if codec == Some(VideoCodec::Vp9) && track.layers.scheme() != Scheme::Simulcast {
+                if keyframe && let Some((sizes, n)) = vp9_spatial_sizes(&pkt.payload) {
+                    track.layers.spatial(&sizes[..n]);
+                }
+                if track.layers.scheme() == Scheme::Spatial {
+                    // Sizes are the scalability structure's, one per layer.
+                    size = None;
+                    spatial = Vp9Layer::parse(&pkt.payload);
+                    let top = (track.layers.len() - 1) as LayerIndex;
+                    layer = spatial.map_or(0, |v| v.spatial.min(top));
+                }
+            }
             track
                 .layers
                 .observe(layer, pkt.arrival, pkt.payload.len(), size);
@@ -258,8 +273,14 @@ impl Core {
             };
             let mut switched = false;
             if video {
-                match s.selector.admit(layer, keyframe) {
+                let verdict = match spatial {
+                    Some(v) => s.selector.admit_spatial(layer, keyframe, v.picture_start),
+                    None => s.selector.admit(layer, keyframe),
+                };
+                match verdict {
                     Verdict::Forward => {}
+                    // Same stream, same timestamps: only the layers forwarded changed.
+                    Verdict::Shift => switched = true,
                     Verdict::Switch => {
                         s.stream.take_new_source();
                         s.seq.resync();
@@ -273,6 +294,10 @@ impl Core {
                         switched = true;
                     }
                     Verdict::Drop => {
+                        if spatial.is_some() {
+                            // Left out of a stream that goes on: no gap for the subscriber.
+                            s.seq.skip(pkt.ssrc, pkt.seq_no);
+                        }
                         if s.congested {
                             self.metrics
                                 .dropped
@@ -316,6 +341,7 @@ impl Core {
             let ext = s.stream.extensions(&pkt.ext);
             if switched {
                 self.metrics.layer_switches.inc();
+                let layer = s.selector.current().unwrap_or(layer);
                 let (width, height) = track.layers.size(layer);
                 self.events.push_back(SfuEvent::LayerChanged {
                     room: sub.room.clone(),
@@ -344,7 +370,13 @@ impl Core {
             tx.write_rtp(
                 payload
                     .write(pt, seq, time, pkt.arrival)
-                    .marker(pkt.marker)
+                    // The last packet of the highest layer forwarded ends the picture.
+                    .marker(
+                        pkt.marker
+                            || spatial.is_some_and(|v| {
+                                v.layer_end && Some(layer) == s.selector.current()
+                            }),
+                    )
                     .ext_vals(ext)
                     .nackable(video),
             );
@@ -380,7 +412,12 @@ impl Core {
             KeyframeRequestKind::Pli => "pli",
             KeyframeRequestKind::Fir => "fir",
         };
-        let Some(throttle) = t.throttles.get_mut(usize::from(layer)) else {
+        // Spatial layers share their one stream, and its one throttle.
+        let stream = match t.layers.scheme() {
+            Scheme::Simulcast => usize::from(layer),
+            _ => 0,
+        };
+        let Some(throttle) = t.throttles.get_mut(stream) else {
             return;
         };
         match throttle.request(now, kind) {

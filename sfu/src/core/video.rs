@@ -36,7 +36,7 @@ use super::frame_size;
 pub enum VideoCodec {
     /// VP8: keyframes, size, picture id and TL0PICIDX.
     Vp8,
-    /// VP9: keyframes.
+    /// VP9: keyframes, size, and spatial layers within one stream.
     Vp9,
     /// H.264: keyframes.
     H264,
@@ -214,6 +214,42 @@ impl Vp8Descriptor {
     }
 }
 
+/// Where a VP9 packet sits among spatial layers (RFC 9628 § 4.2), from a descriptor with
+/// layer indices (`L`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vp9Layer {
+    /// Its spatial layer (`SID`).
+    pub spatial: u8,
+    /// It starts a layer frame (`B`) of spatial layer 0: a new picture begins.
+    pub picture_start: bool,
+    /// It ends its layer frame (`E`).
+    pub layer_end: bool,
+}
+
+impl Vp9Layer {
+    /// Reads the descriptor at the start of `payload`; `None` without layer indices or if
+    /// it is cut short.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let b0 = *payload.first()?;
+        let has_picture_id = b0 & 0x80 != 0;
+        let has_layers = b0 & 0x20 != 0;
+        if !has_layers {
+            return None;
+        }
+        let mut at = 1;
+        if has_picture_id {
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        // Layer indices: TID(3) U(1) SID(3) D(1).
+        let spatial = (payload.get(at)? >> 1) & 0x07;
+        Some(Vp9Layer {
+            spatial,
+            picture_start: b0 & 0x08 != 0 && spatial == 0,
+            layer_end: b0 & 0x04 != 0,
+        })
+    }
+}
+
 fn vp9_keyframe_start(payload: &[u8]) -> bool {
     let Some(&b0) = payload.first() else {
         return false;
@@ -347,6 +383,13 @@ mod tests {
 
     #[test]
     fn other_codecs_keyframes() {
+        // VP9 layer indices: SID 2 (byte 0x05 after a 15-bit picture id), B and E set.
+        let v = Vp9Layer::parse(&[0xac, 0x81, 0x02, 0x05, 0x00]).expect("layer");
+        assert_eq!((v.spatial, v.picture_start, v.layer_end), (2, false, true));
+        let v = Vp9Layer::parse(&[0x28, 0x00, 0x00]).expect("layer");
+        assert_eq!((v.spatial, v.picture_start, v.layer_end), (0, true, false));
+        assert_eq!(Vp9Layer::parse(&[0x88, 0x01]), None, "no layer indices");
+        assert_eq!(Vp9Layer::parse(&[0xa8, 0x81]), None, "cut short");
         // VP9: B set, P clear; with layer indices only SID 0.
         assert!(starts_keyframe(VideoCodec::Vp9, &[0x08]));
         assert!(!starts_keyframe(VideoCodec::Vp9, &[0x48]));

@@ -160,15 +160,19 @@ fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, u
     let mut publisher = Publisher::new(a, mid);
     publisher.run(&mut w, Duration::from_millis(300));
     w.answer_pending_offers();
-    let track = w
-        .events
+    let track = first_published(&w);
+    (w, publisher, b, track)
+}
+
+/// The first track published in the world.
+pub(super) fn first_published(w: &World) -> TrackId {
+    w.events
         .iter()
         .find_map(|e| match e {
             SfuEvent::TrackPublished { track_id, .. } => Some(track_id.clone()),
             _ => None,
         })
-        .expect("published");
-    (w, publisher, b, track)
+        .expect("published")
 }
 
 /// A tile the size of the quarter layer.
@@ -178,13 +182,13 @@ const QUARTER: Wanted = Wanted::Size {
 };
 
 /// Bob's `track:settings` for `track`.
-fn ask(w: &mut World, track: &TrackId, wanted: Wanted) {
+pub(super) fn ask(w: &mut World, track: &TrackId, wanted: Wanted) {
     w.core
         .set_track_settings(w.now, &room(), &"bob".into(), track, wanted)
         .unwrap();
 }
 
-fn layers_of(w: &World, who: &str) -> Vec<Option<LayerInfo>> {
+pub(super) fn layers_of(w: &World, who: &str) -> Vec<Option<LayerInfo>> {
     w.events
         .iter()
         .filter_map(|e| match e {
