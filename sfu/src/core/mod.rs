@@ -110,6 +110,9 @@ struct Track {
     codec: Option<Option<VideoCodec>>,
     /// One keyframe-request throttle per layer.
     throttles: Vec<KeyframeThrottle>,
+    /// The last packet of a lower spatial layer, waiting to learn whether its picture ends
+    /// there (see `Core::forward`).
+    held_end: Option<tracks::HeldEnd>,
     pt_meanings: Vec<(str0m::media::Pt, forward::PtMeaning)>,
     /// Sessions holding a subscription (any state).
     subscribers: Vec<SessionId>,
@@ -647,6 +650,7 @@ impl Core {
         for (track, layer, kind) in due {
             self.send_keyframe_request(now, &track, layer, kind);
         }
+        self.release_held_ends(now);
         if self.next_tick.is_some_and(|t| now >= t) {
             self.tick(now);
         }
@@ -692,12 +696,21 @@ impl Core {
             .tracks
             .values()
             .flat_map(|t| t.throttles.iter().filter_map(|k| k.deadline()));
+        let held = self
+            .tracks
+            .values()
+            .filter_map(|t| t.held_end.as_ref().map(|h| h.until));
         let tick = self.next_tick.filter(|_| !self.sessions.is_empty());
         let speakers = self
             .rooms
             .values()
             .filter_map(|r| r.speakers.poll_timeout());
-        sessions.chain(throttles).chain(tick).chain(speakers).min()
+        sessions
+            .chain(throttles)
+            .chain(held)
+            .chain(tick)
+            .chain(speakers)
+            .min()
     }
 
     /// Whether a participant of this core has `ufrag` as its server ICE ufrag: how a new

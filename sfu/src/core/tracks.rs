@@ -22,6 +22,27 @@ use super::throttle::{Decision, KeyframeThrottle};
 use super::video::{VideoCodec, Vp8Descriptor, Vp9Layer, keyframe_size, starts_keyframe};
 use super::{Core, Track};
 
+/// Longest wait for the packet after a held one (see [`Core::forward`]): a few frame times.
+pub(super) const PICTURE_END_WAIT: Duration = Duration::from_millis(100);
+
+/// A lower spatial layer's last packet, held until the stream tells whether its picture
+/// ends there (see [`Core::forward`]).
+#[derive(Debug)]
+pub(super) struct HeldEnd {
+    pkt: Forwarded,
+    /// When it goes out anyway.
+    pub(super) until: Instant,
+}
+
+/// Whether a packet ends its picture whatever its marker says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PictureEnd {
+    /// Its marker (or the subscriber's layer) says.
+    AsMarked,
+    /// The picture ended with it: the next packet is another picture's.
+    Here,
+}
+
 impl Core {
     /// The publisher's offer added a receiving m-line: create the track and subscribe
     /// the others.
@@ -80,6 +101,7 @@ impl Core {
                 layers,
                 codec: None,
                 throttles,
+                held_end: None,
                 pt_meanings: Vec::new(),
                 subscribers: Vec::new(),
             },
@@ -185,7 +207,74 @@ impl Core {
 
     /// Writes one publisher packet to every open subscription of the track: audio to all,
     /// video to those whose selected layer it belongs to (see `selector`).
+    ///
+    /// On a track with spatial layers, the last packet of a layer below the top that does
+    /// not end the picture (no marker) is held until the next packet of the stream: an
+    /// encoder short of time or bits may skip the higher layers' frames of a picture, and
+    /// then nothing marks the end of that picture. A receiver (Chromium) never decodes a
+    /// picture whose end is not marked, nor anything that refers to it, until a keyframe.
+    /// The next packet tells: another timestamp means the picture ended with the held
+    /// packet, which goes out with the marker. The wait is the time to the next packet,
+    /// normally the higher layer's right behind it, and at most [`PICTURE_END_WAIT`].
     pub(super) fn forward(&mut self, now: Instant, track_id: &TrackId, pkt: Forwarded) {
+        let Some(track) = self.tracks.get_mut(track_id) else {
+            return;
+        };
+        match track.held_end.take() {
+            // A late packet says nothing about what follows the held one.
+            Some(held) if *pkt.seq_no < *held.pkt.seq_no => track.held_end = Some(held),
+            Some(held) => {
+                let end = if held.pkt.time == pkt.time {
+                    PictureEnd::AsMarked
+                } else {
+                    PictureEnd::Here
+                };
+                self.forward_packet(now, track_id, held.pkt, end);
+            }
+            None => {}
+        }
+        let Some(track) = self.tracks.get_mut(track_id) else {
+            return;
+        };
+        let ends_lower_layer = track.layers.scheme() == Scheme::Spatial
+            && !pkt.marker
+            && track.held_end.is_none()
+            && Vp9Layer::parse(&pkt.payload)
+                .is_some_and(|v| v.layer_end && usize::from(v.spatial) + 1 < track.layers.len());
+        if ends_lower_layer {
+            track.held_end = Some(HeldEnd {
+                pkt,
+                until: now + PICTURE_END_WAIT,
+            });
+            return;
+        }
+        self.forward_packet(now, track_id, pkt, PictureEnd::AsMarked);
+    }
+
+    /// Forwards the held packets whose wait is over, as ending their pictures: nothing
+    /// followed them.
+    pub(super) fn release_held_ends(&mut self, now: Instant) {
+        let due: Vec<TrackId> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.held_end.as_ref().is_some_and(|h| h.until <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(held) = self.tracks.get_mut(&id).and_then(|t| t.held_end.take()) {
+                self.forward_packet(now, &id, held.pkt, PictureEnd::Here);
+            }
+        }
+    }
+
+    /// [`Core::forward`] of one packet, now that whether it ends its picture is known.
+    fn forward_packet(
+        &mut self,
+        now: Instant,
+        track_id: &TrackId,
+        pkt: Forwarded,
+        end: PictureEnd,
+    ) {
         let Some(track) = self.tracks.get_mut(track_id) else {
             return;
         };
@@ -373,6 +462,7 @@ impl Core {
                     // The last packet of the highest layer forwarded ends the picture.
                     .marker(
                         pkt.marker
+                            || end == PictureEnd::Here
                             || spatial.is_some_and(|v| {
                                 v.layer_end && Some(layer) == s.selector.current()
                             }),

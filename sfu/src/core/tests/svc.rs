@@ -52,6 +52,9 @@ struct SvcPublisher {
     pic: u16,
     ts: u32,
     frames: u64,
+    /// Every this many pictures, the encoder skips the higher layers' frames (as one short of
+    /// time or bits does): the picture is layer 0 alone, and nothing marks its end.
+    skip_upper_every: Option<u64>,
 }
 
 impl SvcPublisher {
@@ -66,7 +69,11 @@ impl SvcPublisher {
             .find(|p| p.spec().codec == Codec::Vp9)
             .unwrap()
             .pt();
-        for sid in 0..3u8 {
+        let skipped = self
+            .skip_upper_every
+            .is_some_and(|n| !key && self.frames % n == n / 2);
+        let layers = if skipped { 1 } else { 3 };
+        for sid in 0..layers {
             let payload = layer_frame(sid, self.pic, key);
             let now = w.now;
             let mut api = w.clients[self.client].rtc.direct_api();
@@ -108,6 +115,7 @@ fn svc_room() -> (World, SvcPublisher, usize, TrackId) {
         pic: 500,
         ts: 90_000,
         frames: 0,
+        skip_upper_every: None,
     };
     publisher.run(&mut w, Duration::from_millis(300));
     w.answer_pending_offers();
@@ -202,4 +210,35 @@ fn a_small_tile_gets_the_lower_spatial_layers_as_one_stream_and_a_large_one_all(
             .map(|l| l.width),
         Some(1280)
     );
+}
+
+#[test]
+fn a_picture_whose_higher_layers_were_skipped_still_ends_with_a_marker() {
+    let (mut w, mut publisher, b, _track) = svc_room();
+    publisher.skip_upper_every = Some(5);
+    let from = w.clients[b].received.len();
+    publisher.run(&mut w, Duration::from_secs(2));
+    // Bob's packets by picture (RTP timestamp), in order; the last picture may still wait.
+    let c = &w.clients[b];
+    let mut pictures: Vec<(u32, Vec<(u8, bool)>)> = Vec::new();
+    for i in from..c.received.len() {
+        let (_, payload) = &c.received[i];
+        if payload.len() < 200 {
+            continue;
+        }
+        let packet = (*payload.last().unwrap(), c.markers[i]);
+        match pictures.last_mut() {
+            Some((ts, packets)) if *ts == c.headers[i].1 => packets.push(packet),
+            _ => pictures.push((c.headers[i].1, vec![packet])),
+        }
+    }
+    pictures.pop();
+    let alone = pictures.iter().filter(|(_, p)| p.len() == 1).count();
+    assert!(alone >= 5, "pictures of layer 0 alone: {alone}");
+    for (ts, packets) in &pictures {
+        let marked: Vec<bool> = packets.iter().map(|p| p.1).collect();
+        let mut expected = vec![false; packets.len()];
+        *expected.last_mut().unwrap() = true;
+        assert_eq!(marked, expected, "picture {ts}: {packets:?}");
+    }
 }
