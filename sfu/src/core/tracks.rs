@@ -37,6 +37,8 @@ pub(super) struct HeldEnd {
 /// Whether a packet ends its picture whatever its marker says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PictureEnd {
+    /// Not known yet: a lower spatial layer's unmarked last packet waits to learn it.
+    Unknown,
     /// Its marker (or the subscriber's layer) says.
     AsMarked,
     /// The picture ended with it: the next packet is another picture's.
@@ -217,38 +219,7 @@ impl Core {
     /// packet, which goes out with the marker. The wait is the time to the next packet,
     /// normally the higher layer's right behind it, and at most [`PICTURE_END_WAIT`].
     pub(super) fn forward(&mut self, now: Instant, track_id: &TrackId, pkt: Forwarded) {
-        let Some(track) = self.tracks.get_mut(track_id) else {
-            return;
-        };
-        match track.held_end.take() {
-            // A late packet says nothing about what follows the held one.
-            Some(held) if *pkt.seq_no < *held.pkt.seq_no => track.held_end = Some(held),
-            Some(held) => {
-                let end = if held.pkt.time == pkt.time {
-                    PictureEnd::AsMarked
-                } else {
-                    PictureEnd::Here
-                };
-                self.forward_packet(now, track_id, held.pkt, end);
-            }
-            None => {}
-        }
-        let Some(track) = self.tracks.get_mut(track_id) else {
-            return;
-        };
-        let ends_lower_layer = track.layers.scheme() == Scheme::Spatial
-            && !pkt.marker
-            && track.held_end.is_none()
-            && Vp9Layer::parse(&pkt.payload)
-                .is_some_and(|v| v.layer_end && usize::from(v.spatial) + 1 < track.layers.len());
-        if ends_lower_layer {
-            track.held_end = Some(HeldEnd {
-                pkt,
-                until: now + PICTURE_END_WAIT,
-            });
-            return;
-        }
-        self.forward_packet(now, track_id, pkt, PictureEnd::AsMarked);
+        self.forward_as(now, track_id, pkt, PictureEnd::Unknown);
     }
 
     /// Forwards the held packets whose wait is over, as ending their pictures: nothing
@@ -262,22 +233,28 @@ impl Core {
             .collect();
         for id in due {
             if let Some(held) = self.tracks.get_mut(&id).and_then(|t| t.held_end.take()) {
-                self.forward_packet(now, &id, held.pkt, PictureEnd::Here);
+                self.forward_as(now, &id, held.pkt, PictureEnd::Here);
             }
         }
     }
 
-    /// [`Core::forward`] of one packet, now that whether it ends its picture is known.
-    fn forward_packet(
-        &mut self,
-        now: Instant,
-        track_id: &TrackId,
-        pkt: Forwarded,
-        end: PictureEnd,
-    ) {
+    /// [`Core::forward`] of one packet, knowing whether it ends its picture (`end`).
+    fn forward_as(&mut self, now: Instant, track_id: &TrackId, pkt: Forwarded, end: PictureEnd) {
         let Some(track) = self.tracks.get_mut(track_id) else {
             return;
         };
+        // The packet after a held one tells whether the held one ended its picture; a late
+        // packet says nothing about what follows it.
+        if let Some(held) = track.held_end.take_if(|h| *h.pkt.seq_no <= *pkt.seq_no) {
+            let held_end = if held.pkt.time == pkt.time {
+                PictureEnd::AsMarked
+            } else {
+                PictureEnd::Here
+            };
+            self.forward_as(now, track_id, held.pkt, held_end);
+            self.forward_as(now, track_id, pkt, end);
+            return;
+        }
         if track.held {
             return;
         }
@@ -337,6 +314,18 @@ impl Core {
                     spatial = Vp9Layer::parse(&pkt.payload);
                     let top = (track.layers.len() - 1) as LayerIndex;
                     layer = spatial.map_or(0, |v| v.spatial.min(top));
+                    let ends_lower_layer = spatial.is_some_and(|v| v.layer_end && v.spatial < top);
+                    if end == PictureEnd::Unknown
+                        && ends_lower_layer
+                        && !pkt.marker
+                        && track.held_end.is_none()
+                    {
+                        track.held_end = Some(HeldEnd {
+                            pkt,
+                            until: now + PICTURE_END_WAIT,
+                        });
+                        return;
+                    }
                 }
             }
             track

@@ -254,26 +254,14 @@ fn vp9_keyframe_start(payload: &[u8]) -> bool {
     let Some(&b0) = payload.first() else {
         return false;
     };
-    let picture_id = b0 & 0x80 != 0;
     let inter = b0 & 0x40 != 0;
     let layers = b0 & 0x20 != 0;
     let begins = b0 & 0x08 != 0;
     if inter || !begins {
         return false;
     }
-    if !layers {
-        return true;
-    }
-    let mut at = 1;
-    if picture_id {
-        match payload.get(at) {
-            Some(p) if p & 0x80 != 0 => at += 2,
-            Some(_) => at += 1,
-            None => return false,
-        }
-    }
-    // Layer indices: TID(3) U(1) SID(3) D(1); only the base spatial layer starts a keyframe.
-    payload.get(at).is_some_and(|l| (l >> 1) & 0x07 == 0)
+    // With layer indices, only the base spatial layer starts a keyframe.
+    !layers || Vp9Layer::parse(payload).is_some_and(|v| v.spatial == 0)
 }
 
 const H264_IDR: u8 = 5;
