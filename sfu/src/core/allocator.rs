@@ -27,6 +27,11 @@
 //! less often instead of pausing and resuming the video every second or two, and a link that
 //! recovers for real is back to full speed after one good step.
 //!
+//! A failed step up also falls back no lower than where it came from for [`RAISE_TRIAL`]:
+//! overrunning a bottleneck's queue makes the loss-based estimate collapse far below what
+//! the link carried a moment before, and following it would pause video the link can carry
+//! (the *floor*). An estimate still short of the floor when it expires is followed down.
+//!
 //! A step up also needs the estimate to have allowed it for [`RAISE_CONFIRM`]: the budget of
 //! a step up is the lowest estimate of that window, and the window starts over at each step
 //! up, so each step is judged under the load of the one before. A track the budget paused
@@ -232,6 +237,11 @@ pub struct Allocator {
     /// Estimates of the last [`RAISE_CONFIRM`], oldest first, with when each was seen; the
     /// oldest may be older, as it was the one in effect when the window began.
     recent: VecDeque<(Instant, u64)>,
+    /// The choice the last step up was taken from (while `raised_at` is set).
+    raised_from: Vec<Option<LayerIndex>>,
+    /// After a failed step up: the choice it was taken from, and until when no track falls
+    /// below it (see the module docs).
+    floor: Option<(Instant, Vec<Option<LayerIndex>>)>,
 }
 
 impl Default for Allocator {
@@ -241,6 +251,8 @@ impl Default for Allocator {
             raised_at: None,
             hold: UPGRADE_HOLD,
             recent: VecDeque::new(),
+            raised_from: Vec::new(),
+            floor: None,
         }
     }
 }
@@ -258,11 +270,15 @@ impl Allocator {
             .is_some_and(|t| now.saturating_duration_since(t) < self.hold)
     }
 
-    /// Records a fall of the estimate under what is sent: a failed step up doubles the hold.
+    /// Records a fall of the estimate under what is sent: a failed step up doubles the hold
+    /// and sets the floor.
     fn fell(&mut self, now: Instant) {
         let failed_raise = self
             .raised_at
             .is_some_and(|t| now.saturating_duration_since(t) < RAISE_TRIAL);
+        if failed_raise {
+            self.floor = Some((now + RAISE_TRIAL, std::mem::take(&mut self.raised_from)));
+        }
         // A fall while settling continues the one that started it.
         if !self.settling(now) {
             self.hold = if failed_raise {
@@ -314,7 +330,10 @@ impl Allocator {
             return allocate(None, demands);
         };
         self.record(now, estimate);
-        let full = allocate(Some(estimate), demands);
+        if cost(demands, current) > estimate {
+            self.fell(now);
+        }
+        let full = self.floored(now, allocate(Some(estimate), demands), demands, current);
         // What is asked for or available may have changed under the current choice: keep
         // each track at or below what the full estimate allows, and off where it must be.
         let kept: Vec<Option<LayerIndex>> = current
@@ -331,9 +350,6 @@ impl Allocator {
                 (_, f) => *f,
             })
             .collect();
-        if cost(demands, current) > estimate {
-            self.fell(now);
-        }
         if cost(demands, &kept) > estimate {
             return full;
         }
@@ -350,6 +366,8 @@ impl Allocator {
             return kept;
         }
         self.raised_at = Some(now);
+        self.raised_from = kept.clone();
+        self.floor = None;
         // The next step up is judged on estimates made under this one's load.
         self.recent.clear();
         // Never lower a track on the way up: take the higher of the two per track.
@@ -358,6 +376,42 @@ impl Allocator {
             .zip(&kept)
             .map(|(b, k)| (*b).max(*k))
             .collect()
+    }
+
+    /// `choice` raised to the floor while it lasts: per track, no lower than the layer the
+    /// failed step up came from, if that layer is still sent or above, available and asked.
+    fn floored(
+        &mut self,
+        now: Instant,
+        mut choice: Vec<Option<LayerIndex>>,
+        demands: &[Demand],
+        current: &[Option<LayerIndex>],
+    ) -> Vec<Option<LayerIndex>> {
+        if self.floor.as_ref().is_some_and(|(until, _)| now >= *until) {
+            self.floor = None;
+        }
+        let Some((_, floor)) = &self.floor else {
+            return choice;
+        };
+        // Tracks came or went since the step up: the floor no longer describes them.
+        if floor.len() != demands.len() {
+            return choice;
+        }
+        for (i, c) in choice.iter_mut().enumerate() {
+            let (Some(f), Some(sent)) = (floor[i], current[i]) else {
+                continue;
+            };
+            let usable = f <= sent
+                && demands[i].wanted.is_some_and(|w| f <= w)
+                && demands[i]
+                    .layers
+                    .get(usize::from(f))
+                    .is_some_and(|l| l.available);
+            if usable {
+                *c = (*c).max(Some(f));
+            }
+        }
+        choice
     }
 }
 
@@ -574,6 +628,54 @@ mod tests {
         }
         assert_eq!(c, vec![Some(0)]);
         assert!(t - from >= RAISE_CONFIRM);
+    }
+
+    #[test]
+    fn a_failed_step_up_falls_back_no_lower_than_it_came_from_for_a_while() {
+        // A bottleneck's queue overrun by a step up: the loss-based estimate collapses below
+        // the layer the link carried a moment before. The track goes back to that layer, not
+        // to a pause, until RAISE_TRIAL has passed.
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(250);
+        let mut d = [video(Priority::Other, Some(2))];
+        let mut a = Allocator::default();
+        let mut c = a.update(t0, Some(400_000), &d, &[None]);
+        assert_eq!(c, vec![Some(0)]);
+        d[0].flow = Flow::Flowing;
+        let mut t = t0;
+        while c == vec![Some(0)] {
+            t += tick;
+            c = a.update(t, Some(700_000), &d, &c);
+            assert!(t - t0 <= Duration::from_secs(5), "never stepped up");
+        }
+        assert_eq!(c, vec![Some(1)]);
+
+        t += tick;
+        c = a.update(t, Some(60_000), &d, &c);
+        assert_eq!(
+            c,
+            vec![Some(0)],
+            "back to the layer it came from, not paused"
+        );
+        let fell = t;
+        while t - fell + tick < RAISE_TRIAL {
+            t += tick;
+            c = a.update(t, Some(60_000), &d, &c);
+            assert_eq!(c, vec![Some(0)], "{:?} after the fall", t - fell);
+        }
+        t += tick;
+        c = a.update(t, Some(60_000), &d, &c);
+        assert_eq!(
+            c,
+            vec![None],
+            "an estimate still short when the floor expires is followed"
+        );
+
+        // A fall that no step up caused follows the estimate at once.
+        let mut a = Allocator::default();
+        let c = a.update(t0, Some(400_000), &d, &[None]);
+        assert_eq!(c, vec![Some(0)]);
+        assert_eq!(a.update(t0 + tick, Some(60_000), &d, &c), vec![None]);
     }
 
     #[test]
