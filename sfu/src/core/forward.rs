@@ -42,7 +42,7 @@ use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
 
 use super::dependency::DependencyDescriptor;
-use super::video::{PictureIdWidth, Vp8Descriptor};
+use super::video::{NumberedPicture, PictureNumbers, Vp8Descriptor, Vp9Descriptor};
 
 /// Rebases a publisher's extended sequence numbers into one subscriber's space.
 ///
@@ -194,13 +194,14 @@ struct PictureState {
 impl StreamRewriter {
     /// Re-bases the offsets on this packet, which starts a keyframe of the new layer:
     /// its timestamp follows the last one sent by the time that passed, and its picture id,
-    /// TL0PICIDX and dependency descriptor frame number follow the last ones sent.
+    /// TL0PICIDX (VP8 and VP9) and dependency descriptor frame number follow the last ones
+    /// sent.
     pub fn resync(
         &mut self,
         ts_in: u32,
         arrival: Instant,
         clock_rate: u32,
-        vp8: Option<&Vp8Descriptor>,
+        picture: Option<PictureNumbers>,
         dependency: Option<&DependencyDescriptor>,
     ) {
         if let (Some(f), Some(d)) = (self.frames.as_mut(), dependency) {
@@ -213,15 +214,11 @@ impl StreamRewriter {
             let target = last.wrapping_add(gap.clamp(1, u64::from(u32::MAX / 2)) as u32);
             self.ts_offset = target.wrapping_sub(ts_in);
         }
-        if let (Some(p), Some(d)) = (self.picture.as_mut(), vp8) {
-            if let Some((id, width, _)) = d.picture_id {
-                let modulus = match width {
-                    PictureIdWidth::Long => 1 << 15,
-                    PictureIdWidth::Short => 1 << 7,
-                };
-                p.id_offset = (p.last_id_out.wrapping_add(1).wrapping_sub(id)) % modulus;
+        if let (Some(p), Some(n)) = (self.picture.as_mut(), picture) {
+            if let Some((id, width)) = n.picture_id {
+                p.id_offset = (p.last_id_out.wrapping_add(1).wrapping_sub(id)) % width.modulus();
             }
-            if let Some((tl0, _)) = d.tl0_pic_idx {
+            if let Some(tl0) = n.tl0_pic_idx {
                 p.tl0_offset = p.last_tl0_out.wrapping_add(1).wrapping_sub(tl0);
             }
         }
@@ -281,27 +278,9 @@ impl StreamRewriter {
     /// picture id and TL0PICIDX once a switch has set offsets (see the module docs). Only a
     /// descriptor str0m cannot patch is copied.
     pub fn vp8_payload(&mut self, payload: &Arc<[u8]>, d: &Vp8Descriptor) -> Payload {
-        let p = self.picture.get_or_insert_with(PictureState::default);
-        let id_in = d.picture_id.map(|(id, _, _)| id).unwrap_or(0);
-        let tl0_in = d.tl0_pic_idx.map(|(t, _)| t).unwrap_or(0);
-        let modulus = match d.picture_id {
-            Some((_, PictureIdWidth::Short, _)) => 1 << 7,
-            _ => 1 << 15,
-        };
-        let id_out = id_in.wrapping_add(p.id_offset) % modulus;
-        let tl0_out = tl0_in.wrapping_add(p.tl0_offset);
-        // Later pictures only: a reordered older packet must not pull the marks back.
-        if d.picture_id.is_some() && id_out.wrapping_sub(p.last_id_out) % modulus < modulus / 2 {
-            p.last_id_out = id_out;
-        }
-        if d.tl0_pic_idx.is_some() && tl0_out.wrapping_sub(p.last_tl0_out) < 128 {
-            p.last_tl0_out = tl0_out;
-        }
-        let unchanged = (p.id_offset == 0 || d.picture_id.is_none())
-            && (p.tl0_offset == 0 || d.tl0_pic_idx.is_none());
-        if unchanged {
+        let Some((id_out, tl0_out)) = self.renumber(d.numbers()) else {
             return Payload::shared(payload);
-        }
+        };
         if let Some(patch) = d.patch(id_out, tl0_out) {
             return Payload {
                 bytes: payload.clone(),
@@ -314,6 +293,50 @@ impl StreamRewriter {
             bytes: Arc::from(copy),
             vp8_patch: None,
         }
+    }
+
+    /// The payload to send for a VP9 packet: the shared one until a switch sets offsets,
+    /// then a copy with the picture id and TL0PICIDX moved (str0m patches only VP8
+    /// descriptors while it serializes).
+    pub fn vp9_payload(&mut self, payload: &Arc<[u8]>, d: &Vp9Descriptor) -> Payload {
+        let Some((id_out, tl0_out)) = self.renumber(d.numbers()) else {
+            return Payload::shared(payload);
+        };
+        let mut copy = payload.to_vec();
+        d.write(&mut copy, id_out, tl0_out);
+        Payload {
+            bytes: Arc::from(copy),
+            vp8_patch: None,
+        }
+    }
+
+    /// The outgoing picture id and TL0PICIDX of a packet with these numbers, remembering the
+    /// latest; `None` when both go out unchanged.
+    fn renumber(&mut self, n: PictureNumbers) -> Option<(u16, u8)> {
+        let id_in = n.picture_id.map(|(id, _)| id).unwrap_or(0);
+        let tl0_in = n.tl0_pic_idx.unwrap_or(0);
+        // The first packet sets the marks: from zero, an id in the upper half of the range
+        // (where a random first id lands half the time) would not count as later, and a
+        // switch would then continue from zero.
+        let p = self.picture.get_or_insert(PictureState {
+            id_offset: 0,
+            last_id_out: id_in,
+            tl0_offset: 0,
+            last_tl0_out: tl0_in,
+        });
+        let modulus = n.picture_id.map_or(1 << 15, |(_, width)| width.modulus());
+        let id_out = id_in.wrapping_add(p.id_offset) % modulus;
+        let tl0_out = tl0_in.wrapping_add(p.tl0_offset);
+        // Later pictures only: a reordered older packet must not pull the marks back.
+        if n.picture_id.is_some() && id_out.wrapping_sub(p.last_id_out) % modulus < modulus / 2 {
+            p.last_id_out = id_out;
+        }
+        if n.tl0_pic_idx.is_some() && tl0_out.wrapping_sub(p.last_tl0_out) < 128 {
+            p.last_tl0_out = tl0_out;
+        }
+        let unchanged = (p.id_offset == 0 || n.picture_id.is_none())
+            && (p.tl0_offset == 0 || n.tl0_pic_idx.is_none());
+        (!unchanged).then_some((id_out, tl0_out))
     }
 }
 
@@ -488,7 +511,7 @@ mod tests {
     fn send(rw: &mut StreamRewriter, payload: &Arc<[u8]>, at: Instant, switch: bool) -> Payload {
         let d = Vp8Descriptor::parse(payload).unwrap();
         if switch {
-            rw.resync(0, at, 90_000, Some(&d), None);
+            rw.resync(0, at, 90_000, Some(d.numbers()), None);
         }
         rw.vp8_payload(payload, &d)
     }

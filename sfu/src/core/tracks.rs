@@ -19,7 +19,10 @@ use super::layers::{LayerIndex, Layers, Scheme};
 use super::participant::{Forwarded, NackHistory, SubState, Subscription, Work};
 use super::selector::Verdict;
 use super::throttle::{Decision, KeyframeThrottle};
-use super::video::{VideoCodec, Vp8Descriptor, Vp9Layer, keyframe_size, starts_keyframe};
+use super::video::{
+    NumberedPicture, VideoCodec, Vp8Descriptor, Vp9Descriptor, Vp9Layer, keyframe_size,
+    starts_keyframe,
+};
 use super::{Core, Track};
 
 /// Longest wait for the packet after a held one (see [`Core::forward`]): a few frame times.
@@ -283,6 +286,7 @@ impl Core {
         let mut layer = 0;
         let mut keyframe = false;
         let mut vp8 = None;
+        let mut vp9 = None;
         // The packet's place among spatial layers, on a track that has them.
         let mut spatial = None;
         if video {
@@ -298,8 +302,15 @@ impl Core {
                 .codec
                 .get_or_insert_with(|| VideoCodec::of(params.spec().codec));
             keyframe = codec.is_none_or(|c| starts_keyframe(c, &pkt.payload));
-            if codec == Some(VideoCodec::Vp8) {
-                vp8 = Vp8Descriptor::parse(&pkt.payload);
+            match codec {
+                Some(VideoCodec::Vp8) => vp8 = Vp8Descriptor::parse(&pkt.payload),
+                // Simulcast layers are separate encoders with unrelated picture ids; one VP9
+                // stream's (spatial layers, or none) keep theirs across a pause, where a gap
+                // before a keyframe is harmless, and are not copied to move them.
+                Some(VideoCodec::Vp9) if track.layers.scheme() == Scheme::Simulcast => {
+                    vp9 = Vp9Descriptor::parse(&pkt.payload)
+                }
+                _ => {}
             }
             let mut size = codec
                 .filter(|_| keyframe)
@@ -366,7 +377,7 @@ impl Core {
                             pkt.time,
                             pkt.arrival,
                             clock_rate,
-                            vp8.as_ref(),
+                            vp8.map(|d| d.numbers()).or(vp9.map(|d| d.numbers())),
                             DependencyDescriptor::of(&pkt.ext),
                         );
                         switched = true;
@@ -396,9 +407,10 @@ impl Core {
                 }
             };
             let (pt, payload) = match mapping {
-                PtMapping::Direct(pt) => match &vp8 {
-                    Some(d) => (pt, s.stream.vp8_payload(&pkt.payload, d)),
-                    None => (pt, Payload::shared(&pkt.payload)),
+                PtMapping::Direct(pt) => match (&vp8, &vp9) {
+                    (Some(d), _) => (pt, s.stream.vp8_payload(&pkt.payload, d)),
+                    (_, Some(d)) => (pt, s.stream.vp9_payload(&pkt.payload, d)),
+                    _ => (pt, Payload::shared(&pkt.payload)),
                 },
                 PtMapping::StripRed(pt) => match red_stripped
                     .get_or_insert_with(|| red_primary(&pkt.payload).map(Arc::from))

@@ -105,7 +105,8 @@ pub enum PictureIdWidth {
 }
 
 impl PictureIdWidth {
-    fn modulus(self) -> u16 {
+    /// How many picture ids there are at this width.
+    pub fn modulus(self) -> u16 {
         match self {
             PictureIdWidth::Short => 1 << 7,
             PictureIdWidth::Long => 1 << 15,
@@ -145,16 +146,9 @@ impl Vp8Descriptor {
             let x = *payload.get(at)?;
             at += 1;
             if x & 0x80 != 0 {
-                let p = *payload.get(at)?;
-                if p & 0x80 != 0 {
-                    let low = *payload.get(at + 1)?;
-                    let id = (u16::from(p & 0x7f) << 8) | u16::from(low);
-                    picture_id = Some((id, PictureIdWidth::Long, at));
-                    at += 2;
-                } else {
-                    picture_id = Some((u16::from(p), PictureIdWidth::Short, at));
-                    at += 1;
-                }
+                let (id, next) = read_picture_id(payload, at)?;
+                picture_id = Some(id);
+                at = next;
             }
             if x & 0x40 != 0 {
                 tl0_pic_idx = Some((*payload.get(at)?, at));
@@ -194,11 +188,77 @@ impl Vp8Descriptor {
         // field, str0m refuses the patch and the copy is the fallback.
         patch.build().ok()
     }
+}
+
+/// A picture's numbers in a VP8 or VP9 payload descriptor: what a switch re-bases so that
+/// the subscriber sees them continue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PictureNumbers {
+    /// Picture id and its width.
+    pub picture_id: Option<(u16, PictureIdWidth)>,
+    /// TL0PICIDX.
+    pub tl0_pic_idx: Option<u8>,
+}
+
+/// The numbered fields of a VP9 payload descriptor (RFC 9628 § 4.2), with where they are:
+/// the picture id (`I`), and TL0PICIDX, present with layer indices (`L`) in non-flexible mode
+/// (`F` clear).
+#[derive(Clone, Copy, Debug)]
+pub struct Vp9Descriptor {
+    /// Picture id, its width and its byte offset.
+    pub picture_id: Option<(u16, PictureIdWidth, usize)>,
+    /// TL0PICIDX and its byte offset.
+    pub tl0_pic_idx: Option<(u8, usize)>,
+}
+
+impl Vp9Descriptor {
+    /// Reads the descriptor at the start of a VP9 RTP payload; `None` if it is cut short.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let b0 = *payload.first()?;
+        let mut at = 1;
+        let mut picture_id = None;
+        if b0 & 0x80 != 0 {
+            let (id, next) = read_picture_id(payload, at)?;
+            picture_id = Some(id);
+            at = next;
+        }
+        let layers = b0 & 0x20 != 0;
+        let flexible = b0 & 0x10 != 0;
+        let mut tl0_pic_idx = None;
+        if layers {
+            payload.get(at)?;
+            at += 1;
+            if !flexible {
+                tl0_pic_idx = Some((*payload.get(at)?, at));
+            }
+        }
+        Some(Vp9Descriptor {
+            picture_id,
+            tl0_pic_idx,
+        })
+    }
+}
+
+/// A VP8 or VP9 payload descriptor's numbered fields, with where they are. The two encode
+/// them alike: the picture id as the `M` bit and 7 or 15 bits, TL0PICIDX as one byte.
+pub trait NumberedPicture {
+    /// Picture id, its width and its byte offset.
+    fn picture_id_at(&self) -> Option<(u16, PictureIdWidth, usize)>;
+    /// TL0PICIDX and its byte offset.
+    fn tl0_pic_idx_at(&self) -> Option<(u8, usize)>;
+
+    /// Its picture id and TL0PICIDX, without their places.
+    fn numbers(&self) -> PictureNumbers {
+        PictureNumbers {
+            picture_id: self.picture_id_at().map(|(id, width, _)| (id, width)),
+            tl0_pic_idx: self.tl0_pic_idx_at().map(|(t, _)| t),
+        }
+    }
 
     /// Writes a new picture id and TL0PICIDX in place (fields the descriptor lacks are left
     /// alone). `payload` must be the one this descriptor was parsed from.
-    pub fn write(&self, payload: &mut [u8], picture_id: u16, tl0_pic_idx: u8) {
-        if let Some((_, width, at)) = self.picture_id {
+    fn write(&self, payload: &mut [u8], picture_id: u16, tl0_pic_idx: u8) {
+        if let Some((_, width, at)) = self.picture_id_at() {
             let id = picture_id % width.modulus();
             match width {
                 PictureIdWidth::Long => {
@@ -208,9 +268,40 @@ impl Vp8Descriptor {
                 PictureIdWidth::Short => payload[at] = id as u8,
             }
         }
-        if let Some((_, at)) = self.tl0_pic_idx {
+        if let Some((_, at)) = self.tl0_pic_idx_at() {
             payload[at] = tl0_pic_idx;
         }
+    }
+}
+
+impl NumberedPicture for Vp8Descriptor {
+    fn picture_id_at(&self) -> Option<(u16, PictureIdWidth, usize)> {
+        self.picture_id
+    }
+    fn tl0_pic_idx_at(&self) -> Option<(u8, usize)> {
+        self.tl0_pic_idx
+    }
+}
+
+impl NumberedPicture for Vp9Descriptor {
+    fn picture_id_at(&self) -> Option<(u16, PictureIdWidth, usize)> {
+        self.picture_id
+    }
+    fn tl0_pic_idx_at(&self) -> Option<(u8, usize)> {
+        self.tl0_pic_idx
+    }
+}
+
+/// Reads a picture id (`M` bit, then 7 or 15 bits) at `at`: the id, and where what follows
+/// it starts.
+fn read_picture_id(payload: &[u8], at: usize) -> Option<((u16, PictureIdWidth, usize), usize)> {
+    let p = *payload.get(at)?;
+    if p & 0x80 != 0 {
+        let low = *payload.get(at + 1)?;
+        let id = (u16::from(p & 0x7f) << 8) | u16::from(low);
+        Some(((id, PictureIdWidth::Long, at), at + 2))
+    } else {
+        Some(((u16::from(p), PictureIdWidth::Short, at), at + 1))
     }
 }
 
@@ -413,5 +504,42 @@ mod tests {
         assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0x00, 0x09]));
         assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0xff]));
         assert_eq!(vp8_keyframe_size(&[0x10, 0x00, 0x00, 0x00, 0x9d]), None);
+    }
+
+    #[test]
+    fn vp9_descriptor_reads_and_writes_picture_numbers() {
+        // I, L, B, E (non-flexible): 15-bit picture id 0x1234, layer byte, TL0PICIDX 7.
+        let mut p = vec![0xac, 0x92, 0x34, 0x00, 0x07, 0xaa];
+        let d = Vp9Descriptor::parse(&p).unwrap();
+        assert_eq!(d.picture_id, Some((0x1234, PictureIdWidth::Long, 1)));
+        assert_eq!(d.tl0_pic_idx, Some((7, 4)));
+        d.write(&mut p, 0x0102, 9);
+        assert_eq!(p, [0xac, 0x81, 0x02, 0x00, 0x09, 0xaa]);
+        assert_eq!(
+            Vp9Descriptor::parse(&p).unwrap().numbers(),
+            PictureNumbers {
+                picture_id: Some((0x0102, PictureIdWidth::Long)),
+                tl0_pic_idx: Some(9),
+            }
+        );
+
+        // Flexible mode has no TL0PICIDX; a 7-bit picture id wraps at 128.
+        let mut p = vec![0xb8, 0x05, 0x00, 0xaa];
+        let d = Vp9Descriptor::parse(&p).unwrap();
+        assert_eq!(d.picture_id, Some((5, PictureIdWidth::Short, 1)));
+        assert_eq!(d.tl0_pic_idx, None);
+        d.write(&mut p, 130, 1);
+        assert_eq!(p, [0xb8, 2, 0x00, 0xaa]);
+
+        // No picture id, no layers: nothing to move.
+        assert_eq!(
+            Vp9Descriptor::parse(&[0x0c, 0xaa]).unwrap().numbers(),
+            PictureNumbers::default()
+        );
+        // Cut short.
+        assert!(Vp9Descriptor::parse(&[]).is_none());
+        assert!(Vp9Descriptor::parse(&[0x80]).is_none());
+        assert!(Vp9Descriptor::parse(&[0x80, 0x81]).is_none());
+        assert!(Vp9Descriptor::parse(&[0xa0, 0x01, 0x00]).is_none());
     }
 }

@@ -5,7 +5,7 @@ use str0m::media::{Rid, Simulcast, SimulcastLayer};
 
 use super::*;
 use crate::core::allocator::Wanted;
-use crate::core::video::Vp8Descriptor;
+use crate::core::video::{Vp8Descriptor, Vp9Descriptor};
 use crate::event::LayerInfo;
 
 const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -25,9 +25,32 @@ fn frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
     } else {
         v.extend_from_slice(&[0x01, 0x00, 0x00]);
     }
+    pad(&mut v, l);
+    v
+}
+
+/// The same as a VP9 frame of one layer (non-flexible mode, as Chromium sends each simulcast
+/// layer): the descriptor with a 15-bit picture id, layer indices and TL0PICIDX, and on a
+/// keyframe a scalability structure naming the layer's size.
+fn vp9_frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
+    // I, L, B, E; P on inter frames, V on keyframes.
+    let b0 = 0x80 | 0x20 | 0x08 | 0x04 | if key { 0x02 } else { 0x40 };
+    let mut v = vec![b0, 0x80 | (pic >> 8) as u8, pic as u8, 0x00, tl0];
+    if key {
+        let (w, h) = SIZES[l];
+        // One spatial layer, with its size (Y), no picture group.
+        v.push(0x10);
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&h.to_be_bytes());
+    }
+    pad(&mut v, l);
+    v
+}
+
+/// Pads a frame to layer `l`'s size; the last byte names the layer.
+fn pad(v: &mut Vec<u8>, l: usize) {
     v.resize(FRAME_BYTES[l] - 1, 0xee);
     v.push(l as u8);
-    v
 }
 
 /// The publishing side of the scenario: per layer, its sequence number and picture ids
@@ -35,6 +58,7 @@ fn frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
 struct Publisher {
     client: usize,
     mid: Mid,
+    codec: Codec,
     seq: [u64; 3],
     pic: [u16; 3],
     tl0: [u8; 3],
@@ -48,6 +72,7 @@ impl Publisher {
         Publisher {
             client,
             mid,
+            codec: Codec::Vp8,
             seq: [1_000, 20_000, 40_000],
             pic: [100, 9_000, 32_700],
             tl0: [10, 100, 250],
@@ -67,13 +92,16 @@ impl Publisher {
             }
             let rid = Rid::from(*name);
             let key = self.frames.is_multiple_of(90) || asked.contains(&Some(rid));
-            let payload = frame(l, self.pic[l], self.tl0[l], key);
+            let payload = match self.codec {
+                Codec::Vp9 => vp9_frame(l, self.pic[l], self.tl0[l], key),
+                _ => frame(l, self.pic[l], self.tl0[l], key),
+            };
             let pt = w.clients[self.client]
                 .rtc
                 .codec_config()
                 .params()
                 .iter()
-                .find(|p| p.spec().codec == Codec::Vp8)
+                .find(|p| p.spec().codec == self.codec)
                 .unwrap()
                 .pt();
             let now = w.now;
@@ -147,8 +175,16 @@ fn join_publishing(w: &mut World, name: &str, mic: bool) -> (usize, Mid, Option<
     (a, mid, mic)
 }
 
-/// Alice publishes a simulcast camera; Bob receives it.
+/// Alice publishes a simulcast VP8 camera; Bob receives it.
 fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, usize, TrackId) {
+    simulcast_room_of(Codec::Vp8, congestion_control)
+}
+
+/// Alice publishes a simulcast camera in `codec`; Bob receives it.
+fn simulcast_room_of(
+    codec: Codec,
+    congestion_control: CongestionControl,
+) -> (World, Publisher, usize, TrackId) {
     let mut w = World::with_config(CoreConfig {
         congestion_control,
         ..config(Limits::default())
@@ -158,6 +194,7 @@ fn simulcast_room(congestion_control: CongestionControl) -> (World, Publisher, u
     w.offer(b, &[(MediaKind::Audio, Direction::RecvOnly)]);
     w.run(Duration::from_secs(1));
     let mut publisher = Publisher::new(a, mid);
+    publisher.codec = codec;
     publisher.run(&mut w, Duration::from_millis(300));
     w.answer_pending_offers();
     let track = first_published(&w);
@@ -292,6 +329,56 @@ fn a_subscriber_gets_one_layer_switched_at_keyframes_as_one_stream() {
     let switches = layers_of(&w, "bob").len();
     assert!(switches >= 3, "{switches} track:layer events");
     assert!(w.core.metrics.layer_switches.get() >= 3);
+}
+
+#[test]
+fn picture_ids_continue_across_a_switch_made_soon_after_the_start_in_vp8_and_vp9() {
+    // Each simulcast layer is its own encoder with picture ids and TL0PICIDX of its own;
+    // across a switch the subscriber must see them continue. The top layer's ids start high
+    // (32,700 of 32,768), as a random first id does half the time, and the switch comes
+    // before they wrap.
+    for codec in [Codec::Vp8, Codec::Vp9] {
+        let (mut w, mut publisher, b, track) =
+            simulcast_room_of(codec, CongestionControl::Disabled);
+        publisher.run(&mut w, Duration::from_secs(1));
+        ask(&mut w, &track, QUARTER);
+        publisher.run(&mut w, Duration::from_secs(1));
+        ask(&mut w, &track, Wanted::Highest);
+        publisher.run(&mut w, Duration::from_secs(1));
+        let layers = received_layers(&w, b);
+        assert!(
+            layers.contains(&0) && layers.first() == Some(&2) && layers.last() == Some(&2),
+            "{codec}: down to q and back up to f: {layers:?}"
+        );
+        let pictures: Vec<(u16, u8)> = w.clients[b]
+            .received
+            .iter()
+            .filter(|(_, p)| p.len() >= 200)
+            .map(|(_, p)| match codec {
+                Codec::Vp9 => {
+                    let d = Vp9Descriptor::parse(p).unwrap();
+                    (d.picture_id.unwrap().0, d.tl0_pic_idx.unwrap().0)
+                }
+                _ => {
+                    let d = Vp8Descriptor::parse(p).unwrap();
+                    (d.picture_id.unwrap().0, d.tl0_pic_idx.unwrap().0)
+                }
+            })
+            .collect();
+        assert!(pictures.len() > 60, "{codec}: {} frames", pictures.len());
+        for pair in pictures.windows(2) {
+            assert_eq!(
+                pair[1].0,
+                (pair[0].0 + 1) % (1 << 15),
+                "{codec}: picture id: {pair:?}"
+            );
+            assert_eq!(
+                pair[1].1,
+                pair[0].1.wrapping_add(1),
+                "{codec}: TL0PICIDX: {pair:?}"
+            );
+        }
+    }
 }
 
 #[test]
