@@ -171,7 +171,7 @@ pub struct StreamRewriter {
     /// re-bases on it; video re-bases at its keyframe anyway.
     new_source: bool,
     last_ts_out: Option<u32>,
-    last_arrival: Option<Instant>,
+    last_wallclock: Option<Instant>,
     picture: Option<PictureState>,
     frames: Option<FrameNumbers>,
 }
@@ -193,13 +193,14 @@ struct PictureState {
 
 impl StreamRewriter {
     /// Re-bases the offsets on this packet, which starts a keyframe of the new layer:
-    /// its timestamp follows the last one sent by the time that passed, and its picture id,
+    /// its timestamp follows the last one sent by the wallclock time that passed (capture
+    /// times, see [`super::capture`]), and its picture id,
     /// TL0PICIDX (VP8 and VP9) and dependency descriptor frame number follow the last ones
     /// sent.
     pub fn resync(
         &mut self,
         ts_in: u32,
-        arrival: Instant,
+        wallclock: Instant,
         clock_rate: u32,
         picture: Option<PictureNumbers>,
         dependency: Option<&DependencyDescriptor>,
@@ -207,8 +208,8 @@ impl StreamRewriter {
         if let (Some(f), Some(d)) = (self.frames.as_mut(), dependency) {
             f.offset = f.last_out.wrapping_add(1).wrapping_sub(d.frame_number());
         }
-        if let (Some(last), Some(at)) = (self.last_ts_out, self.last_arrival) {
-            let gap = arrival.saturating_duration_since(at).as_micros() as u64
+        if let (Some(last), Some(at)) = (self.last_ts_out, self.last_wallclock) {
+            let gap = wallclock.saturating_duration_since(at).as_micros() as u64
                 * u64::from(clock_rate)
                 / 1_000_000;
             let target = last.wrapping_add(gap.clamp(1, u64::from(u32::MAX / 2)) as u32);
@@ -235,14 +236,14 @@ impl StreamRewriter {
     }
 
     /// The outgoing timestamp of a packet, remembering it as the latest sent.
-    pub fn timestamp(&mut self, ts_in: u32, arrival: Instant) -> u32 {
+    pub fn timestamp(&mut self, ts_in: u32, wallclock: Instant) -> u32 {
         let out = ts_in.wrapping_add(self.ts_offset);
         let newer = self
             .last_ts_out
             .is_none_or(|last| out.wrapping_sub(last) < u32::MAX / 2);
         if newer {
             self.last_ts_out = Some(out);
-            self.last_arrival = Some(arrival);
+            self.last_wallclock = Some(wallclock);
         }
         out
     }

@@ -14,6 +14,7 @@
 
 mod adaptive;
 pub mod allocator;
+pub mod capture;
 pub mod data;
 pub mod dependency;
 pub mod forward;
@@ -286,6 +287,7 @@ impl Core {
             estimate: None,
             allocator: Default::default(),
             bandwidth_wish: (0, 0),
+            capture: Default::default(),
             receive_cap: None,
             data: data::DataState::new(&self.config.data, now),
         };

@@ -21,6 +21,7 @@ use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::settings::Grants;
 
 use super::allocator::{Allocator, Wanted};
+use super::capture::{CaptureClock, Report};
 use super::data::DataWork;
 use super::forward::{PtMapping, SeqRewriter, StreamRewriter};
 use super::layers::LayerIndex;
@@ -40,6 +41,9 @@ pub(crate) struct Forwarded {
     pub ext: ExtensionValues,
     pub payload: Arc<[u8]>,
     pub arrival: Instant,
+    /// When it was captured, on the server's clock ([`CaptureClock`]): the wallclock its
+    /// forwarded copies are written with, from which sender reports are made.
+    pub capture: Instant,
 }
 
 /// Work produced while draining an `Rtc` that touches other participants. Queued and
@@ -193,6 +197,8 @@ pub(crate) struct Participant {
     pub receive_cap: Option<u64>,
     /// The (minimum, desired) rates last given to str0m's estimator (bit/s).
     pub bandwidth_wish: (u64, u64),
+    /// Puts the capture times of what it publishes on the server's clock.
+    pub capture: CaptureClock,
     /// Its data channels and send budget.
     pub data: super::data::DataState,
 }
@@ -311,6 +317,16 @@ impl Participant {
                     user_values: std::mem::take(&mut h.ext_vals.user_values),
                     ..ExtensionValues::default()
                 };
+                let report = p.last_sender_info.map(|i| Report {
+                    ntp: i.ntp_time,
+                    rtp_time: i.rtp_time.numer() as u32,
+                });
+                let capture = self.capture.wallclock(
+                    p.timestamp,
+                    h.timestamp,
+                    p.time.frequency().get(),
+                    report,
+                );
                 out.work.push_back(Work::Forward {
                     track: track.clone(),
                     packet: Forwarded {
@@ -323,6 +339,7 @@ impl Participant {
                         ext,
                         payload: p.payload,
                         arrival: p.timestamp,
+                        capture,
                     },
                 });
             }

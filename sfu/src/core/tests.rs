@@ -17,6 +17,7 @@ use crate::event::SfuEvent;
 
 mod simulcast;
 mod svc;
+mod sync;
 
 const SERVER: ([u8; 4], u16) = ([127, 0, 0, 1], 7882);
 
@@ -30,6 +31,8 @@ struct Client {
     headers: Vec<(u64, u32)>,
     /// The marker bit of each RTP packet received, in order.
     markers: Vec<bool>,
+    /// The last sender report received for each mid.
+    reports: HashMap<Mid, str0m::rtp::rtcp::SenderInfo>,
     keyframe_requests: usize,
     /// The rid of each keyframe request received (`None`: no simulcast).
     keyframe_rids: Vec<Option<str0m::media::Rid>>,
@@ -109,6 +112,7 @@ impl World {
             received: Vec::new(),
             headers: Vec::new(),
             markers: Vec::new(),
+            reports: HashMap::new(),
             keyframe_requests: 0,
             keyframe_rids: Vec::new(),
             channel_events: Vec::new(),
@@ -230,6 +234,9 @@ impl World {
                         .unwrap();
                     c.headers.push((*p.seq_no, p.header.timestamp));
                     c.markers.push(p.header.marker);
+                    if let Some(info) = p.last_sender_info {
+                        c.reports.insert(mid, info);
+                    }
                     c.received.push((mid, p.payload));
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
@@ -290,19 +297,23 @@ impl World {
         }
     }
 
-    /// Writes one RTP packet from client `i` on `mid`.
-    fn send(&mut self, i: usize, mid: Mid, codec: Codec, seq: u64, payload: &[u8]) {
-        let c = &mut self.clients[i];
-        let pt = c
+    /// The payload type client `i` sends `codec` with.
+    fn pt_of(&self, i: usize, codec: Codec) -> str0m::media::Pt {
+        self.clients[i]
             .rtc
             .codec_config()
             .params()
             .iter()
             .find(|p| p.spec().codec == codec)
             .unwrap()
-            .pt();
+            .pt()
+    }
+
+    /// Writes one RTP packet from client `i` on `mid`.
+    fn send(&mut self, i: usize, mid: Mid, codec: Codec, seq: u64, payload: &[u8]) {
+        let pt = self.pt_of(i, codec);
         let now = self.now;
-        let mut api = c.rtc.direct_api();
+        let mut api = self.clients[i].rtc.direct_api();
         let tx = api.stream_tx_by_mid(mid, None).unwrap();
         tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 3000) as u32, now, payload).marker(true));
         self.flush_client(i);
@@ -1187,6 +1198,7 @@ fn view(w: &mut World, name: &str, publisher: &str) -> (usize, Vec<Mid>) {
         received: Vec::new(),
         headers: Vec::new(),
         markers: Vec::new(),
+        reports: HashMap::new(),
         keyframe_requests: 0,
         keyframe_rids: Vec::new(),
         channel_events: Vec::new(),

@@ -375,7 +375,7 @@ impl Core {
                         s.seq.resync();
                         s.stream.resync(
                             pkt.time,
-                            pkt.arrival,
+                            pkt.capture,
                             clock_rate,
                             vp8.map(|d| d.numbers()).or(vp9.map(|d| d.numbers())),
                             DependencyDescriptor::of(&pkt.ext),
@@ -425,9 +425,9 @@ impl Core {
             };
             if !video && s.stream.take_new_source() {
                 s.stream
-                    .resync(pkt.time, pkt.arrival, clock_rate, None, None);
+                    .resync(pkt.time, pkt.capture, clock_rate, None, None);
             }
-            let time = s.stream.timestamp(pkt.time, pkt.arrival);
+            let time = s.stream.timestamp(pkt.time, pkt.capture);
             let ext = s.stream.extensions(&pkt.ext);
             if switched {
                 self.metrics.layer_switches.inc();
@@ -459,7 +459,7 @@ impl Core {
             }
             tx.write_rtp(
                 payload
-                    .write(pt, seq, time, pkt.arrival)
+                    .write(pt, seq, time, pkt.capture)
                     // The last packet of the highest layer forwarded ends the picture.
                     .marker(
                         pkt.marker
