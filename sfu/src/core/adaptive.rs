@@ -21,8 +21,9 @@ use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 
 use super::Core;
 use super::allocator::{Demand, Flow, LayerCost, Priority, Wanted, allocate, cost, next_step};
-use super::layers::{LayerIndex, MAX_LAYERS, Sending};
+use super::layers::{LayerIndex, MAX_LAYERS, Scheme, Sending};
 use super::participant::{SubState, Work};
+use super::temporal::FrameRate;
 
 /// How often allocation and dynacast run for everyone.
 pub(super) const TICK: Duration = Duration::from_millis(250);
@@ -131,6 +132,10 @@ impl Core {
         let mut demands = Vec::new();
         let mut at = Vec::new();
         let mut current = Vec::new();
+        // Per demand, the reduced frame rates of its lowest layer, offered as the rungs
+        // below it (see `temporal`): the allocator sees rung `r`, a track gets
+        // `Rung::split(r)`.
+        let mut rungs: Vec<Vec<FrameRate>> = Vec::new();
         let mut audio = 0u64;
         for (i, s) in p.subs.iter().enumerate() {
             let SubState::Open(_) = s.state else {
@@ -144,12 +149,18 @@ impl Core {
                 continue;
             }
             let top = (t.layers.len() - 1) as LayerIndex;
+            let reduced = match t.layers.scheme() {
+                Scheme::Spatial => Vec::new(),
+                _ => t.layers.temporal_bitrates(0, now),
+            };
+            let floor = reduced.len() as LayerIndex;
             let wanted = match s.wanted {
                 _ if t.held => None,
                 Wanted::Highest => Some(top),
                 Wanted::Size { width, height } => Some(t.layers.layer_for_size(width, height)),
                 Wanted::Paused => None,
-            };
+            }
+            .map(|l| l + floor);
             let speaking = self
                 .rooms
                 .get(&t.room)
@@ -160,26 +171,37 @@ impl Core {
                 TrackSource::Camera if speaking => Priority::Speaker,
                 _ => Priority::Other,
             };
+            let rates: Vec<FrameRate> = reduced
+                .iter()
+                .map(|&(tid, _)| FrameRate::Reduced(tid))
+                .collect();
+            let sent = rung_of(&rates, s.selector.target(), s.temporal.target());
             demands.push(Demand {
                 priority,
-                flow: if s.selector.target().is_some() {
-                    Flow::Flowing
-                } else if s.congested {
-                    Flow::Congested
-                } else {
-                    Flow::Fresh
+                flow: match sent {
+                    Some(rung) => Flow::Flowing(rung),
+                    None if s.congested => Flow::Congested,
+                    None => Flow::Fresh,
                 },
                 wanted,
-                layers: (0..=top)
-                    .map(|l| LayerCost {
+                layers: reduced
+                    .iter()
+                    .map(|&(_, bitrate)| LayerCost {
+                        bitrate,
+                        available: t.layers.available(0, now),
+                        measured: true,
+                    })
+                    .chain((0..=top).map(|l| LayerCost {
                         bitrate: t.layers.bitrate(l),
                         available: t.layers.available(l, now),
                         measured: t.layers.measured_bitrate(l).is_some(),
-                    })
+                    }))
                     .collect(),
+                reduced: floor,
             });
             at.push(i);
-            current.push(s.selector.target());
+            current.push(sent);
+            rungs.push(rates);
         }
         if demands.is_empty() {
             return;
@@ -199,11 +221,11 @@ impl Core {
         if !video_flows && p.allocator.calm(now, IDLE_RESUME_QUIET) {
             budget = budget.map(|b| b.max(super::INITIAL_ESTIMATE.saturating_sub(audio)));
         }
-        if let Some(cap) = p.receive_cap {
-            let cap = cap.saturating_sub(audio);
+        let cap = p.receive_cap.map(|cap| cap.saturating_sub(audio));
+        if let Some(cap) = cap {
             budget = Some(budget.map_or(cap, |b| b.min(cap)));
         }
-        let choice = p.allocator.update(now, budget, &demands, &current);
+        let choice = p.allocator.update(now, budget, cap, &demands, &current);
         if choice != current {
             tracing::debug!(
                 room = %p.room,
@@ -250,8 +272,12 @@ impl Core {
             let s = &mut p.subs[i];
             s.congested = demands[k].wanted.is_some() && choice[k].is_none();
             let had = s.selector.current();
-            if s.selector.set_target(choice[k])
-                && let Some(layer) = choice[k]
+            let (layer, rate) = split_rung(&rungs[k], choice[k]);
+            // A higher frame rate also waits for a sync frame; a keyframe is one, and Chromium
+            // marks few others, so one is asked for either way.
+            let raised = s.temporal.set_target(rate) && layer.is_some();
+            if (s.selector.set_target(layer) || raised)
+                && let Some(layer) = layer
             {
                 keyframes.push((s.track.clone(), layer));
             }
@@ -328,5 +354,35 @@ impl Core {
                 });
             }
         }
+    }
+}
+
+/// The allocator's rung for a track sent `layer` at `rate`, where `reduced` are the reduced
+/// frame rates its lowest layer offers (the rungs below that layer at its full rate).
+fn rung_of(
+    reduced: &[FrameRate],
+    layer: Option<LayerIndex>,
+    rate: FrameRate,
+) -> Option<LayerIndex> {
+    let floor = reduced.len() as LayerIndex;
+    let layer = layer?;
+    match rate {
+        FrameRate::Reduced(_) if layer == 0 && floor > 0 => Some(
+            reduced
+                .iter()
+                .position(|r| *r >= rate)
+                .unwrap_or(reduced.len() - 1) as LayerIndex,
+        ),
+        _ => Some(layer + floor),
+    }
+}
+
+/// The layer and frame rate of the allocator's `rung` (the inverse of [`rung_of`]).
+fn split_rung(reduced: &[FrameRate], rung: Option<LayerIndex>) -> (Option<LayerIndex>, FrameRate) {
+    let floor = reduced.len() as LayerIndex;
+    match rung {
+        None => (None, FrameRate::Full),
+        Some(r) if r < floor => (Some(0), reduced[usize::from(r)]),
+        Some(r) => (Some(r - floor), FrameRate::Full),
     }
 }

@@ -98,10 +98,11 @@ pub enum Priority {
 /// has its own hysteresis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
-    /// A layer is being sent. Its lowest layer is kept while the budget covers
-    /// [`KEEP_SHARE`] of its rate: a layer's measured rate swings with every keyframe, and a
-    /// pause costs a frozen picture until the track comes back.
-    Flowing,
+    /// This layer (rung, see [`Demand::reduced`]) is being sent. It, or a lower one, is
+    /// kept while the budget covers [`KEEP_SHARE`] of its rate: a layer's measured rate
+    /// swings with every keyframe, and a pause costs a frozen picture until the track comes
+    /// back. A higher one costs its full rate.
+    Flowing(LayerIndex),
     /// It is new, or the subscriber paused it: it gets what fits at once.
     Fresh,
     /// The budget paused it: it comes back as a step up does, with headroom, after the hold
@@ -120,6 +121,10 @@ pub struct Demand {
     pub wanted: Option<LayerIndex>,
     /// Per layer, lowest first.
     pub layers: Vec<LayerCost>,
+    /// How many of `layers` are the lowest layer at a reduced frame rate (its temporal
+    /// layers, see `temporal`), below the same layer at its full rate. A track gets its
+    /// lowest layer at the full rate when that fits, and a reduced rate only when it does not.
+    pub reduced: LayerIndex,
 }
 
 /// One layer as the allocator sees it.
@@ -148,19 +153,27 @@ pub fn allocate(budget: Budget, demands: &[Demand]) -> Vec<Option<LayerIndex>> {
     for &i in &order {
         let d = &demands[i];
         let Some(wanted) = d.wanted else { continue };
-        let lowest =
-            (0..=wanted).find(|&l| d.layers.get(usize::from(l)).is_some_and(|x| x.available));
-        if let Some(l) = lowest {
+        let usable = |l: &LayerIndex| d.layers.get(usize::from(*l)).is_some_and(|x| x.available);
+        let Some(lowest) = (0..=wanted).find(usable) else {
+            continue;
+        };
+        // The lowest layer at its full frame rate, then its reduced rates, highest first.
+        let full_rate = d.reduced.max(lowest).min(wanted);
+        let candidates = std::iter::once(full_rate)
+            .chain((lowest..full_rate).rev())
+            .filter(usable);
+        for l in candidates {
             let layer = d.layers[usize::from(l)];
             let needed = match d.flow {
-                Flow::Flowing => (layer.bitrate as f64 * KEEP_SHARE) as u64,
-                Flow::Fresh | Flow::Congested => layer.bitrate,
+                Flow::Flowing(sent) if l <= sent => (layer.bitrate as f64 * KEEP_SHARE) as u64,
+                Flow::Flowing(_) | Flow::Fresh | Flow::Congested => layer.bitrate,
             };
             if fits(&left, needed) || !layer.measured {
                 out[i] = Some(l);
                 if let Some(b) = left.as_mut() {
                     *b -= layer.bitrate as i128;
                 }
+                break;
             }
         }
     }
@@ -318,10 +331,13 @@ impl Allocator {
     }
 
     /// The new choice given the `current` one (same order as `demands`).
+    /// `cap` is the part of `budget` the subscriber set itself (`media:bandwidth`): unlike
+    /// the estimate, it is never exceeded to hold the floor.
     pub fn update(
         &mut self,
         now: Instant,
         budget: Budget,
+        cap: Budget,
         demands: &[Demand],
         current: &[Option<LayerIndex>],
     ) -> Vec<Option<LayerIndex>> {
@@ -333,7 +349,13 @@ impl Allocator {
         if cost(demands, current) > estimate {
             self.fell(now);
         }
-        let full = self.floored(now, allocate(Some(estimate), demands), demands, current);
+        let full = self.floored(
+            now,
+            allocate(Some(estimate), demands),
+            cap,
+            demands,
+            current,
+        );
         // What is asked for or available may have changed under the current choice: keep
         // each track at or below what the full estimate allows, and off where it must be.
         let kept: Vec<Option<LayerIndex>> = current
@@ -383,7 +405,8 @@ impl Allocator {
     fn floored(
         &mut self,
         now: Instant,
-        mut choice: Vec<Option<LayerIndex>>,
+        choice: Vec<Option<LayerIndex>>,
+        cap: Budget,
         demands: &[Demand],
         current: &[Option<LayerIndex>],
     ) -> Vec<Option<LayerIndex>> {
@@ -397,7 +420,8 @@ impl Allocator {
         if floor.len() != demands.len() {
             return choice;
         }
-        for (i, c) in choice.iter_mut().enumerate() {
+        let mut floored = choice.clone();
+        for (i, c) in floored.iter_mut().enumerate() {
             let (Some(f), Some(sent)) = (floor[i], current[i]) else {
                 continue;
             };
@@ -411,7 +435,10 @@ impl Allocator {
                 *c = (*c).max(Some(f));
             }
         }
-        choice
+        if cap.is_some_and(|cap| cost(demands, &floored) > cap) {
+            return choice;
+        }
+        floored
     }
 }
 
@@ -430,6 +457,7 @@ mod tests {
             flow: Flow::Fresh,
             wanted,
             layers: vec![layer(150_000), layer(500_000), layer(1_500_000)],
+            reduced: 0,
         }
     }
 
@@ -495,11 +523,11 @@ mod tests {
         let t0 = Instant::now();
         let d = [video(Priority::Other, Some(2))];
         let mut a = Allocator::default();
-        let c = a.update(t0, Some(2_000_000), &d, &[None]);
+        let c = a.update(t0, Some(2_000_000), None, &d, &[None]);
         assert_eq!(c, vec![Some(2)], "a first choice takes what fits");
 
         // The estimate drops under what is sent: down within one update.
-        let c = a.update(t0, Some(700_000), &d, &c);
+        let c = a.update(t0, Some(700_000), None, &d, &c);
         assert_eq!(c, vec![Some(1)]);
 
         // It recovers: up only after the hold.
@@ -507,16 +535,22 @@ mod tests {
         let mut t = t0;
         while c == vec![Some(1)] {
             t += Duration::from_millis(250);
-            c = a.update(t, Some(2_000_000), &d, &c);
+            c = a.update(t, Some(2_000_000), None, &d, &c);
             assert!(t - t0 < Duration::from_secs(3));
         }
         assert_eq!(c, vec![Some(2)]);
         assert!(t - t0 >= UPGRADE_HOLD);
 
         // An estimate with too little headroom for the next layer never flips the choice.
-        let mut c = a.update(t, Some(1_600_000), &d, &[Some(1)]);
+        let mut c = a.update(t, Some(1_600_000), None, &d, &[Some(1)]);
         for i in 0..40 {
-            c = a.update(t + Duration::from_millis(250 * i), Some(1_600_000), &d, &c);
+            c = a.update(
+                t + Duration::from_millis(250 * i),
+                Some(1_600_000),
+                None,
+                &d,
+                &c,
+            );
             assert_eq!(c, vec![Some(1)]);
         }
     }
@@ -529,7 +563,7 @@ mod tests {
         let t0 = Instant::now();
         let d = [video(Priority::Other, Some(2))];
         let mut a = Allocator::default();
-        let mut c = a.update(t0, Some(700_000), &d, &[None]);
+        let mut c = a.update(t0, Some(700_000), None, &d, &[None]);
         assert_eq!(c, vec![Some(1)]);
         let tick = Duration::from_millis(250);
         let mut raised: Vec<Duration> = Vec::new();
@@ -541,7 +575,7 @@ mod tests {
                 Some(s) if s >= Duration::from_millis(500) && c == vec![Some(2)] => 700_000,
                 _ => 2_000_000,
             };
-            let next = a.update(t, Some(estimate), &d, &c);
+            let next = a.update(t, Some(estimate), None, &d, &c);
             if next[0] > c[0] {
                 raised.push(t - t0);
             }
@@ -563,18 +597,18 @@ mod tests {
         let steady_from = t;
         while c != vec![Some(2)] {
             t += tick;
-            c = a.update(t, Some(2_000_000), &d, &c);
+            c = a.update(t, Some(2_000_000), None, &d, &c);
             assert!(t - steady_from <= MAX_UPGRADE_HOLD + tick);
         }
 
         // A later fall that no step up caused starts the hold over.
         t += Duration::from_secs(30);
-        c = a.update(t, Some(700_000), &d, &c);
+        c = a.update(t, Some(700_000), None, &d, &c);
         assert_eq!(c, vec![Some(1)]);
         let fell = t;
         while c == vec![Some(1)] {
             t += tick;
-            c = a.update(t, Some(2_000_000), &d, &c);
+            c = a.update(t, Some(2_000_000), None, &d, &c);
         }
         assert!(
             t - fell <= UPGRADE_HOLD + tick,
@@ -588,16 +622,16 @@ mod tests {
         let t0 = Instant::now();
         let mut d = [video(Priority::Other, Some(0))];
         let mut a = Allocator::default();
-        let c = a.update(t0, Some(400_000), &d, &[None]);
+        let c = a.update(t0, Some(400_000), None, &d, &[None]);
         assert_eq!(c, vec![Some(0)], "a new track gets what fits at once");
-        d[0].flow = Flow::Flowing;
-        let c = a.update(t0, Some(140_000), &d, &c);
+        d[0].flow = Flow::Flowing(0);
+        let c = a.update(t0, Some(140_000), None, &d, &c);
         assert_eq!(
             c,
             vec![Some(0)],
             "kept while the budget covers most of its lowest layer"
         );
-        let c = a.update(t0, Some(110_000), &d, &c);
+        let c = a.update(t0, Some(110_000), None, &d, &c);
         assert_eq!(
             c,
             vec![None],
@@ -610,20 +644,20 @@ mod tests {
         for i in 0..40 {
             t += Duration::from_millis(250);
             let budget = if i % 2 == 0 { 155_000 } else { 140_000 };
-            assert_eq!(a.update(t, Some(budget), &d, &[None]), vec![None]);
+            assert_eq!(a.update(t, Some(budget), None, &d, &[None]), vec![None]);
         }
         // ...nor does a moment of plenty.
         t += Duration::from_millis(250);
-        assert_eq!(a.update(t, Some(1_000_000), &d, &[None]), vec![None]);
+        assert_eq!(a.update(t, Some(1_000_000), None, &d, &[None]), vec![None]);
         t += Duration::from_millis(250);
-        assert_eq!(a.update(t, Some(140_000), &d, &[None]), vec![None]);
+        assert_eq!(a.update(t, Some(140_000), None, &d, &[None]), vec![None]);
 
         // A budget with headroom that lasts does.
         let from = t;
         let mut c = vec![None];
         while c == vec![None] {
             t += Duration::from_millis(250);
-            c = a.update(t, Some(200_000), &d, &c);
+            c = a.update(t, Some(200_000), None, &d, &c);
             assert!(t - from <= RAISE_CONFIRM + UPGRADE_HOLD, "still paused");
         }
         assert_eq!(c, vec![Some(0)]);
@@ -635,23 +669,11 @@ mod tests {
         // A bottleneck's queue overrun by a step up: the loss-based estimate collapses below
         // the layer the link carried a moment before. The track goes back to that layer, not
         // to a pause, until RAISE_TRIAL has passed.
-        let t0 = Instant::now();
+        let (mut a, d, mut c, mut t) = stepped_up_once();
         let tick = Duration::from_millis(250);
-        let mut d = [video(Priority::Other, Some(2))];
-        let mut a = Allocator::default();
-        let mut c = a.update(t0, Some(400_000), &d, &[None]);
-        assert_eq!(c, vec![Some(0)]);
-        d[0].flow = Flow::Flowing;
-        let mut t = t0;
-        while c == vec![Some(0)] {
-            t += tick;
-            c = a.update(t, Some(700_000), &d, &c);
-            assert!(t - t0 <= Duration::from_secs(5), "never stepped up");
-        }
-        assert_eq!(c, vec![Some(1)]);
-
+        let t0 = t;
         t += tick;
-        c = a.update(t, Some(60_000), &d, &c);
+        c = a.update(t, Some(60_000), None, &d, &c);
         assert_eq!(
             c,
             vec![Some(0)],
@@ -660,11 +682,11 @@ mod tests {
         let fell = t;
         while t - fell + tick < RAISE_TRIAL {
             t += tick;
-            c = a.update(t, Some(60_000), &d, &c);
+            c = a.update(t, Some(60_000), None, &d, &c);
             assert_eq!(c, vec![Some(0)], "{:?} after the fall", t - fell);
         }
         t += tick;
-        c = a.update(t, Some(60_000), &d, &c);
+        c = a.update(t, Some(60_000), None, &d, &c);
         assert_eq!(
             c,
             vec![None],
@@ -673,9 +695,78 @@ mod tests {
 
         // A fall that no step up caused follows the estimate at once.
         let mut a = Allocator::default();
-        let c = a.update(t0, Some(400_000), &d, &[None]);
+        let c = a.update(t0, Some(400_000), None, &d, &[None]);
         assert_eq!(c, vec![Some(0)]);
-        assert_eq!(a.update(t0 + tick, Some(60_000), &d, &c), vec![None]);
+        assert_eq!(a.update(t0 + tick, Some(60_000), None, &d, &c), vec![None]);
+    }
+
+    /// One track on layer 0 under 400 kbit/s, then stepped up to layer 1 once 700 kbit/s
+    /// held: the allocator, the demand, the choice and the time of the step up.
+    fn stepped_up_once() -> (Allocator, [Demand; 1], Vec<Option<LayerIndex>>, Instant) {
+        let t0 = Instant::now();
+        let mut d = [video(Priority::Other, Some(2))];
+        let mut a = Allocator::default();
+        let mut c = a.update(t0, Some(400_000), None, &d, &[None]);
+        assert_eq!(c, vec![Some(0)]);
+        d[0].flow = Flow::Flowing(0);
+        let mut t = t0;
+        while c == vec![Some(0)] {
+            t += Duration::from_millis(250);
+            c = a.update(t, Some(700_000), None, &d, &c);
+            assert!(t - t0 <= Duration::from_secs(5), "never stepped up");
+        }
+        assert_eq!(c, vec![Some(1)]);
+        (a, d, c, t)
+    }
+
+    #[test]
+    fn the_floor_never_exceeds_the_subscribers_own_cap() {
+        let (mut a, d, c, t) = stepped_up_once();
+        // The step up fails, but on the subscriber's media:bandwidth, not the estimate.
+        let c = a.update(
+            t + Duration::from_millis(250),
+            Some(60_000),
+            Some(60_000),
+            &d,
+            &c,
+        );
+        assert_eq!(c, vec![None]);
+    }
+
+    #[test]
+    fn a_reduced_frame_rate_only_when_the_lowest_layer_at_its_full_rate_does_not_fit() {
+        let layer = |bitrate| LayerCost {
+            bitrate,
+            available: true,
+            measured: true,
+        };
+        // The lowest layer at a quarter and a half of its frame rate, then the three layers.
+        let demand = |priority| Demand {
+            priority,
+            flow: Flow::Fresh,
+            wanted: Some(4),
+            layers: [60_000, 90_000, 150_000, 500_000, 1_500_000]
+                .map(layer)
+                .to_vec(),
+            reduced: 2,
+        };
+        let one = [demand(Priority::Other)];
+        assert_eq!(allocate(Some(1_000_000), &one), vec![Some(3)]);
+        assert_eq!(allocate(Some(150_000), &one), vec![Some(2)]);
+        assert_eq!(allocate(Some(120_000), &one), vec![Some(1)]);
+        assert_eq!(allocate(Some(70_000), &one), vec![Some(0)]);
+        assert_eq!(allocate(Some(50_000), &one), vec![None]);
+        // Two tracks: each gets the lowest layer at its full rate before either is raised,
+        // and only the one that comes second does with less.
+        let two = [demand(Priority::Speaker), demand(Priority::Other)];
+        assert_eq!(allocate(Some(300_000), &two), vec![Some(2), Some(2)]);
+        assert_eq!(allocate(Some(250_000), &two), vec![Some(2), Some(1)]);
+        // A flowing track keeps its reduced rate on KEEP_SHARE of it, and pays in full to
+        // go higher.
+        let mut flowing = demand(Priority::Other);
+        flowing.flow = Flow::Flowing(1);
+        assert_eq!(allocate(Some(70_000), &[flowing.clone()]), vec![Some(1)]);
+        assert_eq!(allocate(Some(140_000), &[flowing]), vec![Some(1)]);
     }
 
     #[test]

@@ -189,6 +189,8 @@ struct PictureState {
     last_id_out: u16,
     tl0_offset: u8,
     last_tl0_out: u8,
+    /// The last picture left out (its incoming id): its other packets move nothing more.
+    last_left_out: Option<u16>,
 }
 
 impl StreamRewriter {
@@ -311,6 +313,27 @@ impl StreamRewriter {
         }
     }
 
+    /// A packet of a picture left out of the stream (a temporal layer above the
+    /// subscriber's frame rate, see `temporal`): the pictures after it move down one id, so
+    /// the subscriber sees no gap. A picture older than the last one sent (reordered) moves
+    /// nothing, nor does one before anything was sent.
+    pub fn leave_out_picture(&mut self, n: PictureNumbers) {
+        let (Some(p), Some((id_in, width))) = (self.picture.as_mut(), n.picture_id) else {
+            return;
+        };
+        if p.last_left_out == Some(id_in) {
+            return;
+        }
+        let modulus = width.modulus();
+        let id_out = id_in.wrapping_add(p.id_offset) % modulus;
+        let newer = id_out.wrapping_sub(p.last_id_out) % modulus;
+        if newer == 0 || newer >= modulus / 2 {
+            return;
+        }
+        p.last_left_out = Some(id_in);
+        p.id_offset = p.id_offset.wrapping_sub(1);
+    }
+
     /// The outgoing picture id and TL0PICIDX of a packet with these numbers, remembering the
     /// latest; `None` when both go out unchanged.
     fn renumber(&mut self, n: PictureNumbers) -> Option<(u16, u8)> {
@@ -324,6 +347,7 @@ impl StreamRewriter {
             last_id_out: id_in,
             tl0_offset: 0,
             last_tl0_out: tl0_in,
+            last_left_out: None,
         });
         let modulus = n.picture_id.map_or(1 << 15, |(_, width)| width.modulus());
         let id_out = id_in.wrapping_add(p.id_offset) % modulus;

@@ -36,6 +36,10 @@ pub const SIZE_TOLERANCE_PERCENT: u32 = 5;
 /// A layer that sent nothing for this long is not flowing.
 const LIVE_WINDOW: Duration = Duration::from_millis(1500);
 
+/// Most temporal layers a layer's frames are told apart by (VP8's `TID`, as Chromium sends
+/// each simulcast layer: `L1T3`).
+pub const MAX_TEMPORAL: usize = 3;
+
 /// Length of one bitrate measurement.
 const RATE_BUCKET: Duration = Duration::from_millis(500);
 
@@ -73,6 +77,10 @@ pub struct Layer {
     /// Since when no subscriber has needed it (dynacast stops it after a delay).
     pub unneeded_since: Option<Instant>,
     rate: RateMeter,
+    /// The part of `rate` per temporal layer, when its packets tell theirs.
+    temporal_rates: [RateMeter; MAX_TEMPORAL],
+    /// The highest temporal layer seen, and when last.
+    top_temporal: Option<(u8, Instant)>,
     last_packet: Option<Instant>,
 }
 
@@ -184,15 +192,60 @@ impl Layers {
     }
 
     /// Counts a packet of layer `i`; `size` is the frame size if it starts a keyframe that
-    /// tells it.
-    pub fn observe(&mut self, i: LayerIndex, now: Instant, bytes: usize, size: Option<(u16, u16)>) {
+    /// tells it, `temporal` its temporal layer if its payload tells it.
+    pub fn observe(
+        &mut self,
+        i: LayerIndex,
+        now: Instant,
+        bytes: usize,
+        size: Option<(u16, u16)>,
+        temporal: Option<u8>,
+    ) {
         if let Some(l) = self.layers.get_mut(usize::from(i)) {
             l.last_packet = Some(now);
             l.rate.add(now, bytes);
             if size.is_some() {
                 l.size = size;
             }
+            if let Some(t) = temporal.filter(|t| usize::from(*t) < MAX_TEMPORAL) {
+                l.temporal_rates[usize::from(t)].add(now, bytes);
+                let top = match l.top_temporal {
+                    Some((top, at)) if now.saturating_duration_since(at) < LIVE_WINDOW => {
+                        top.max(t)
+                    }
+                    _ => t,
+                };
+                if t == top {
+                    l.top_temporal = Some((top, now));
+                }
+            }
         }
+    }
+
+    /// What layer `i` costs at each reduced frame rate it offers, lowest first: the
+    /// measured rate (bit/s) of its temporal layers up to each one below its highest (for
+    /// `L1T3`, a quarter and a half of the frame rate). Empty unless it is sending several
+    /// temporal layers and each was measured.
+    pub fn temporal_bitrates(&self, i: LayerIndex, now: Instant) -> Vec<(u8, u64)> {
+        let Some(l) = self.layers.get(usize::from(i)) else {
+            return Vec::new();
+        };
+        let Some((top, _)) = l
+            .top_temporal
+            .filter(|(_, at)| now.saturating_duration_since(*at) < LIVE_WINDOW)
+        else {
+            return Vec::new();
+        };
+        let mut sum = 0;
+        let mut out = Vec::new();
+        for t in 0..top {
+            let Some(rate) = l.temporal_rates[usize::from(t)].bitrate() else {
+                return Vec::new();
+            };
+            sum += rate;
+            out.push((t, sum));
+        }
+        out
     }
 
     /// Frame size of layer `i`: the last keyframe's, else a nominal size for its rank.
@@ -275,6 +328,8 @@ impl Layer {
             resumed_at: None,
             unneeded_since: None,
             rate: RateMeter::default(),
+            temporal_rates: Default::default(),
+            top_temporal: None,
             last_packet: None,
         }
     }
@@ -381,11 +436,11 @@ mod tests {
         assert_eq!(l.layer_for_size(336, 180), 0, "within 5 %");
         assert_eq!(l.layer_for_size(337, 180), 1);
         assert_eq!(l.layer_for_size(1920, 1080), 2);
-        l.observe(0, t0, 100, Some((480, 270)));
+        l.observe(0, t0, 100, Some((480, 270)), None);
         assert_eq!(l.layer_for_size(400, 200), 0);
         assert_eq!(l.size(0), (480, 270));
         // Rounded by the encoder: still the layer for a tile of its intended size.
-        l.observe(0, t0, 100, Some((240, 134)));
+        l.observe(0, t0, 100, Some((240, 134)), None);
         assert_eq!(l.layer_for_size(240, 135), 0);
         assert_eq!(l.layer_for_size(252, 141), 0, "within 5 %");
         assert_eq!(l.layer_for_size(253, 135), 1, "more than 5 % wider");
@@ -430,7 +485,7 @@ mod tests {
         assert_eq!(l.bitrate(0), 500_000, "nominal before measuring");
         // 125 000 bytes/s = 1 Mbit/s, in 10 ms packets.
         for i in 0..=100u64 {
-            l.observe(0, t0 + Duration::from_millis(10 * i), 1250, None);
+            l.observe(0, t0 + Duration::from_millis(10 * i), 1250, None, None);
         }
         let rate = l.bitrate(0);
         assert!((900_000..=1_100_000).contains(&rate), "{rate}");
@@ -444,7 +499,7 @@ mod tests {
         l.layer_mut(1).unwrap().sending = Sending::Stopped;
         assert!(l.available(1, t0), "stopped on request can be resumed");
         // After a long pause the old figure stays.
-        l.observe(0, t0 + Duration::from_secs(60), 10, None);
+        l.observe(0, t0 + Duration::from_secs(60), 10, None, None);
         assert_eq!(l.bitrate(0), rate);
     }
 }

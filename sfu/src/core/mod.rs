@@ -27,6 +27,7 @@ pub mod sdp_check;
 pub mod selector;
 pub mod shard;
 pub mod speaker;
+pub mod temporal;
 pub mod throttle;
 mod tracks;
 pub mod video;

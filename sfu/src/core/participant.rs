@@ -26,6 +26,7 @@ use super::data::DataWork;
 use super::forward::{PtMapping, SeqRewriter, StreamRewriter};
 use super::layers::LayerIndex;
 use super::selector::LayerSelector;
+use super::temporal::TemporalFilter;
 
 /// One incoming RTP packet, detached from the publisher's `Rtc` so it can be written to
 /// many subscribers. The payload is shared, never copied per subscriber.
@@ -116,6 +117,8 @@ pub(crate) struct Subscription {
     pub stream: StreamRewriter,
     /// Which layer is forwarded, and which one is wanted next (video).
     pub selector: LayerSelector,
+    /// Which temporal layers of that layer are forwarded: its frame rate (video).
+    pub temporal: TemporalFilter,
     /// What the subscriber asked for with `track:settings`.
     pub wanted: Wanted,
     /// The allocator paused the track for lack of bandwidth (not the subscriber's wish).
@@ -153,6 +156,7 @@ impl Subscription {
             seq: SeqRewriter::default(),
             stream: StreamRewriter::default(),
             selector: LayerSelector::default(),
+            temporal: TemporalFilter::default(),
             wanted: Wanted::Highest,
             congested: false,
             pts: Vec::new(),

@@ -339,13 +339,17 @@ impl Core {
                     }
                 }
             }
-            track
-                .layers
-                .observe(layer, pkt.arrival, pkt.payload.len(), size);
+            track.layers.observe(
+                layer,
+                pkt.arrival,
+                pkt.payload.len(),
+                size,
+                vp8.and_then(|d| d.temporal).map(|(tid, _)| tid),
+            );
         } else {
             track
                 .layers
-                .observe(0, pkt.arrival, pkt.payload.len(), None);
+                .observe(0, pkt.arrival, pkt.payload.len(), None, None);
         }
         let clock_rate = params.spec().clock_rate.get();
         // The primary block of a RED packet, cut out once for every subscriber without RED.
@@ -395,6 +399,19 @@ impl Core {
                         }
                         continue;
                     }
+                }
+                // A frame above the subscriber's frame rate: left out of a stream that goes
+                // on, so the numbers after it close up.
+                if let Some(d) = vp8.as_ref()
+                    && !s.temporal.admit(d.temporal, d.picture_start, keyframe)
+                {
+                    s.seq.skip(pkt.ssrc, pkt.seq_no);
+                    s.stream.leave_out_picture(d.numbers());
+                    self.metrics
+                        .dropped
+                        .with_label_values(&["congestion"])
+                        .inc();
+                    continue;
                 }
             }
             let mapping = match s.pts.iter().find(|(pt, _)| *pt == pkt.pt) {

@@ -121,6 +121,11 @@ pub struct Vp8Descriptor {
     pub picture_id: Option<(u16, PictureIdWidth, usize)>,
     /// TL0PICIDX and its byte offset.
     pub tl0_pic_idx: Option<(u8, usize)>,
+    /// Its temporal layer (`TID`), and whether it is a layer sync frame (`Y`: it refers to
+    /// the base temporal layer only), when the descriptor tells.
+    pub temporal: Option<(u8, bool)>,
+    /// Start of partition 0: the first packet of a picture.
+    pub picture_start: bool,
     /// Start of partition 0 of a keyframe.
     pub keyframe_start: bool,
     /// Length of the descriptor: the VP8 payload header follows.
@@ -142,6 +147,7 @@ impl Vp8Descriptor {
         let mut at = 1;
         let mut picture_id = None;
         let mut tl0_pic_idx = None;
+        let mut temporal = None;
         if extended {
             let x = *payload.get(at)?;
             at += 1;
@@ -155,8 +161,11 @@ impl Vp8Descriptor {
                 at += 1;
             }
             if x & 0x30 != 0 {
-                // TID/Y/KEYIDX byte.
-                payload.get(at)?;
+                // TID(2) Y(1) KEYIDX(5); TID and Y mean something only with T.
+                let b = *payload.get(at)?;
+                if x & 0x20 != 0 {
+                    temporal = Some((b >> 6, b & 0x20 != 0));
+                }
                 at += 1;
             }
         }
@@ -165,6 +174,8 @@ impl Vp8Descriptor {
         Some(Vp8Descriptor {
             picture_id,
             tl0_pic_idx,
+            temporal,
+            picture_start: start && partition == 0,
             keyframe_start,
             header_len: at,
             patchable: str0m::rtp::Vp8Descriptor::parse(payload).ok(),
@@ -417,8 +428,15 @@ mod tests {
         let d = Vp8Descriptor::parse(&p).unwrap();
         assert_eq!(d.picture_id, Some((0x1234, PictureIdWidth::Long, 2)));
         assert_eq!(d.tl0_pic_idx, Some((7, 4)));
-        assert!(d.keyframe_start);
+        assert_eq!(d.temporal, Some((0, false)));
+        assert!(d.keyframe_start && d.picture_start);
         assert_eq!(vp8_keyframe_size(&p), Some((1280, 720)));
+        // TID 2 with the layer sync bit; not the start of a picture.
+        let mut q = vp8(5, 7, false, false);
+        q[5] = 0b1010_0000;
+        let d = Vp8Descriptor::parse(&q).unwrap();
+        assert_eq!(d.temporal, Some((2, true)));
+        assert!(!d.picture_start);
         d.write(&mut p, 0x7fff + 3, 200);
         let again = Vp8Descriptor::parse(&p).unwrap();
         assert_eq!(again.picture_id.unwrap().0, 2, "wraps at 15 bits");

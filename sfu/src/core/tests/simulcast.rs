@@ -13,10 +13,11 @@ const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
 /// Bytes of one frame (one packet) per layer: 48, 144 and 264 kbit/s at 30 fps.
 const FRAME_BYTES: [usize; 3] = [200, 600, 1100];
 
-/// A VP8 frame of layer `l`: picture id `pic`, TL0PICIDX `tl0`, a keyframe header with the
-/// layer's size when `key`, padded to the layer's frame size; the last byte names the layer.
-fn frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
-    let mut v = vec![0x90, 0xe0, 0x80 | (pic >> 8) as u8, pic as u8, tl0, 0x00];
+/// A VP8 frame of layer `l`: picture id `pic`, TL0PICIDX `tl0`, `tid_y` as the TID/Y/KEYIDX
+/// byte, a keyframe header with the layer's size when `key`, padded to the layer's frame
+/// size; the last byte names the layer.
+fn frame(l: usize, pic: u16, tl0: u8, key: bool, tid_y: u8) -> Vec<u8> {
+    let mut v = vec![0x90, 0xe0, 0x80 | (pic >> 8) as u8, pic as u8, tl0, tid_y];
     if key {
         let (w, h) = SIZES[l];
         v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
@@ -65,7 +66,15 @@ struct Publisher {
     ts: [u32; 3],
     sending: [bool; 3],
     frames: u64,
+    /// Send each layer in three temporal layers, as Chromium does (`L1T3`).
+    temporal: bool,
+    /// Per layer, the frame's place in the temporal pattern (0 at each keyframe).
+    cycle: [usize; 3],
 }
+
+/// `L1T3`: the temporal layer of each frame of a cycle, and whether it is a layer sync frame
+/// (it refers to the base layer only).
+const L1T3: [(u8, bool); 4] = [(0, false), (2, true), (1, true), (2, false)];
 
 impl Publisher {
     fn new(client: usize, mid: Mid) -> Self {
@@ -79,6 +88,8 @@ impl Publisher {
             ts: [1_000, 5_000_000, 4_000_000_000],
             sending: [true; 3],
             frames: 0,
+            temporal: false,
+            cycle: [0; 3],
         }
     }
 
@@ -92,9 +103,23 @@ impl Publisher {
             }
             let rid = Rid::from(*name);
             let key = self.frames.is_multiple_of(90) || asked.contains(&Some(rid));
+            if key {
+                self.cycle[l] = 0;
+            }
+            let (tid, sync) = if self.temporal {
+                L1T3[self.cycle[l] % 4]
+            } else {
+                (0, false)
+            };
             let payload = match self.codec {
                 Codec::Vp9 => vp9_frame(l, self.pic[l], self.tl0[l], key),
-                _ => frame(l, self.pic[l], self.tl0[l], key),
+                _ => frame(
+                    l,
+                    self.pic[l],
+                    self.tl0[l],
+                    key,
+                    (tid << 6) | if sync { 0x20 } else { 0 },
+                ),
             };
             let pt = w.clients[self.client]
                 .rtc
@@ -113,7 +138,11 @@ impl Publisher {
             w.flush_client(self.client);
             self.seq[l] += 1;
             self.pic[l] = (self.pic[l] + 1) % (1 << 15);
-            self.tl0[l] = self.tl0[l].wrapping_add(1);
+            self.cycle[l] += 1;
+            // TL0PICIDX counts base layer frames: the frames above it carry the last one's.
+            if !self.temporal || self.cycle[l].is_multiple_of(4) {
+                self.tl0[l] = self.tl0[l].wrapping_add(1);
+            }
             self.ts[l] = self.ts[l].wrapping_add(3000);
         }
         self.frames += 1;
@@ -459,6 +488,89 @@ fn a_receive_cap_lowers_the_layer_and_lifting_it_restores_it() {
         .unwrap();
     publisher.run(&mut w, Duration::from_secs(1));
     assert_eq!(*received_layers(&w, b).last().unwrap(), 2);
+}
+
+#[test]
+fn a_link_short_of_the_lowest_layer_gets_it_at_a_lower_frame_rate_not_a_pause() {
+    // Three temporal layers per simulcast layer, as Chromium sends them. The quarter layer
+    // costs 48 kbit/s at its full frame rate; 12 kbit/s of it is the base temporal layer
+    // (every fourth frame) and 24 kbit/s the base and the middle one.
+    let (mut w, mut publisher, b, _track) = simulcast_room(CongestionControl::Disabled);
+    publisher.temporal = true;
+    publisher.run(&mut w, Duration::from_secs(2));
+    let cap = |w: &mut World, bps| {
+        w.core
+            .set_receive_cap(w.now, &room(), &"bob".into(), bps)
+            .unwrap();
+    };
+    // Bob's frames from `from` on: (layer, picture id, TL0PICIDX, TID).
+    let frames = |w: &World, from: usize| -> Vec<(u8, u16, u8, u8)> {
+        w.clients[b].received[from..]
+            .iter()
+            .filter(|(_, p)| p.len() >= 200)
+            .map(|(_, p)| {
+                let d = Vp8Descriptor::parse(p).unwrap();
+                (
+                    *p.last().unwrap(),
+                    d.picture_id.unwrap().0,
+                    d.tl0_pic_idx.unwrap().0,
+                    d.temporal.unwrap().0,
+                )
+            })
+            .collect()
+    };
+    let from = w.clients[b].received.len();
+    let headers_from = w.clients[b].headers.len();
+    for (bps, tids) in [
+        (Some(30_000), vec![0, 1]),
+        (Some(15_000), vec![0]),
+        (Some(200_000), vec![0, 1, 2]),
+    ] {
+        cap(&mut w, bps);
+        let mark = w.clients[b].received.len();
+        // Long enough for a sync frame, and for the rates to be measured again.
+        publisher.run(&mut w, Duration::from_secs(2));
+        let late: Vec<(u8, u16, u8, u8)> = frames(&w, mark).split_off(5);
+        assert!(
+            late.iter().all(|f| f.0 == 0 || bps == Some(200_000)),
+            "{bps:?}: the quarter layer: {late:?}"
+        );
+        let mut seen: Vec<u8> = late.iter().map(|f| f.3).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, tids, "{bps:?}: temporal layers forwarded");
+    }
+    // Too little even for the base temporal layer: paused.
+    cap(&mut w, Some(5_000));
+    publisher.run(&mut w, Duration::from_millis(500));
+    let mark = w.clients[b].received.len();
+    publisher.run(&mut w, Duration::from_secs(1));
+    assert!(
+        frames(&w, mark).is_empty(),
+        "paused: {:?}",
+        frames(&w, mark)
+    );
+
+    // Through all of it Bob saw one stream: no sequence gap, and picture ids one apart
+    // until the pause.
+    let until_pause = frames(&w, from);
+    let seqs: Vec<u64> = w.clients[b].headers[headers_from..]
+        .iter()
+        .zip(&w.clients[b].received[from..])
+        .filter(|(_, (_, p))| p.len() >= 200)
+        .map(|(h, _)| h.0)
+        .collect();
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "sequence gap");
+    }
+    for pair in until_pause.windows(2) {
+        assert_eq!(
+            pair[1].1,
+            (pair[0].1 + 1) % (1 << 15),
+            "picture id: {pair:?}"
+        );
+    }
+    assert!(until_pause.len() > 60, "{} frames", until_pause.len());
 }
 
 #[test]
