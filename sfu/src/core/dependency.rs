@@ -10,9 +10,12 @@
 //! extension: str0m parses it into [`ExtensionValues::user_values`] and writes it back from
 //! there.
 //!
-//! **What the SFU does with it.** Nothing is interpreted: a stream forwarded whole keeps its
-//! dependencies valid, and the template structure a keyframe carries travels with it. Only
-//! the frame number (the 16 bits after the first byte) is rewritten, after a simulcast layer
+//! **What the SFU does with it.** Little is interpreted: a stream forwarded whole keeps its
+//! dependencies valid, and the template structure a keyframe carries travels with it. The
+//! SFU reads each template's temporal layer from that structure ([`Templates`]), which is how
+//! Chromium's VP8 tells a frame's temporal layer (its VP8 descriptor then has no `TID`), for
+//! the reduced frame rates of `temporal`. Only the frame number (the 16 bits after the first
+//! byte) is rewritten, after a simulcast layer
 //! switch or a pause, so that the receiver sees one sequence of frames, as VP8's picture id
 //! is (`forward`). Until the first switch every subscriber gets the publisher's value.
 //!
@@ -84,6 +87,97 @@ impl DependencyDescriptor {
     /// The bytes as they go on the wire.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The template this packet's frame follows (its `frame_dependency_template_id`).
+    pub fn template_id(&self) -> u8 {
+        self.bytes[0] & 0x3f
+    }
+
+    /// The template structure this descriptor carries (a keyframe's first packet does), as
+    /// far as [`Templates`] reads it; `None` without one or if it is cut short.
+    pub fn templates(&self) -> Option<Templates> {
+        let mut bits = Bits::new(&self.bytes[MANDATORY_LEN..usize::from(self.len)]);
+        // template_dependency_structure_present_flag, then four flags for other fields.
+        if bits.read(1)? == 0 {
+            return None;
+        }
+        bits.read(4)?;
+        let offset = bits.read(6)? as u8;
+        let _decode_targets = bits.read(5)?;
+        // template_layers(): one template per step; next_layer_idc 1 is the next temporal
+        // layer, 2 the next spatial layer (temporal back to 0), 3 the end.
+        let mut temporal = [0u8; MAX_TEMPLATES];
+        let (mut count, mut tid, mut spatial) = (0, 0u8, 0u8);
+        loop {
+            *temporal.get_mut(count)? = tid;
+            count += 1;
+            match bits.read(2)? {
+                0 => {}
+                1 => tid += 1,
+                2 => {
+                    tid = 0;
+                    spatial += 1;
+                }
+                _ => break,
+            }
+        }
+        Some(Templates {
+            offset,
+            count: count as u8,
+            temporal,
+            spatial_layers: spatial + 1,
+        })
+    }
+}
+
+/// Most templates a structure holds (template ids are 6 bits).
+const MAX_TEMPLATES: usize = 64;
+
+/// What the SFU reads of a template dependency structure: each template's temporal layer.
+///
+/// Lifecycle: read from a keyframe's descriptor, kept per layer until the next one replaces it
+/// (`layers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Templates {
+    /// The template id of the first template (`template_id_offset`).
+    offset: u8,
+    count: u8,
+    temporal: [u8; MAX_TEMPLATES],
+    /// How many spatial layers the templates cover.
+    pub spatial_layers: u8,
+}
+
+impl Templates {
+    /// The temporal layer of a frame that follows template `template_id`, if this structure
+    /// has that template.
+    pub fn temporal_layer(&self, template_id: u8) -> Option<u8> {
+        let index = usize::from(template_id.wrapping_sub(self.offset) % MAX_TEMPLATES as u8);
+        (index < usize::from(self.count)).then(|| self.temporal[index])
+    }
+}
+
+/// Reads a byte string bit by bit, most significant first.
+struct Bits<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Bits { bytes, at: 0 }
+    }
+
+    /// The next `n` bits (at most 32); `None` past the end.
+    fn read(&mut self, n: usize) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *self.bytes.get(self.at / 8)?;
+            let bit = (byte >> (7 - self.at % 8)) & 1;
+            v = (v << 1) | u32::from(bit);
+            self.at += 1;
+        }
+        Some(v)
     }
 }
 
@@ -186,5 +280,57 @@ mod tests {
         let mut big = [0u8; 64];
         assert_eq!(Serializer.write_to(&mut big, &ev), 40);
         assert!(DependencyDescriptor::parse(&[0; 256]).is_none());
+    }
+
+    /// Bytes from a string of '0' and '1' (spaces ignored), zero-padded to whole bytes.
+    fn bits(s: &str) -> Vec<u8> {
+        let bits: Vec<u8> = s.bytes().filter(|b| *b != b' ').map(|b| b - b'0').collect();
+        bits.chunks(8)
+            .map(|c| c.iter().enumerate().fold(0, |v, (i, b)| v | (b << (7 - i))))
+            .collect()
+    }
+
+    #[test]
+    fn each_templates_temporal_layer_is_read_from_a_keyframes_structure() {
+        // L1T3 as libwebrtc describes it: five templates, with temporal layers 0, 0, 1, 2, 2
+        // (next_layer_idc 0, 1, 1, 0, then 3 to end), the first with id 62.
+        let mut wire = vec![0x80 | 62, 0x00, 0x01];
+        wire.extend(bits("1 0000 111110 00010 00 01 01 00 11 000000"));
+        let d = DependencyDescriptor::parse(&wire).unwrap();
+        assert_eq!(d.template_id(), 62);
+        let t = d.templates().unwrap();
+        assert_eq!(t.spatial_layers, 1);
+        let layers: Vec<Option<u8>> = [62, 63, 0, 1, 2, 3].map(|id| t.temporal_layer(id)).to_vec();
+        assert_eq!(layers, [Some(0), Some(0), Some(1), Some(2), Some(2), None]);
+
+        // Two spatial layers (next_layer_idc 2).
+        let mut wire = vec![0x80, 0x00, 0x01];
+        wire.extend(bits("1 0000 000000 00011 01 10 01 11"));
+        let t = DependencyDescriptor::parse(&wire)
+            .unwrap()
+            .templates()
+            .unwrap();
+        assert_eq!(t.spatial_layers, 2);
+        assert_eq!(t.temporal_layer(3), Some(1));
+
+        // No structure; a structure cut short; mandatory fields only.
+        let mut wire = vec![0x80, 0x00, 0x01];
+        wire.extend(bits("0 0001 000000"));
+        assert_eq!(
+            DependencyDescriptor::parse(&wire).unwrap().templates(),
+            None
+        );
+        let mut wire = vec![0x80, 0x00, 0x01];
+        wire.extend(bits("1 0000 000000 00010 00 00"));
+        assert_eq!(
+            DependencyDescriptor::parse(&wire).unwrap().templates(),
+            None
+        );
+        assert_eq!(
+            DependencyDescriptor::parse(&[0x80, 0, 1])
+                .unwrap()
+                .templates(),
+            None
+        );
     }
 }

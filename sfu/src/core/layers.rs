@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
 
+use super::dependency::{DependencyDescriptor, Templates};
+
 /// Index of a layer in quality order: 0 is the lowest.
 pub type LayerIndex = u8;
 
@@ -81,6 +83,9 @@ pub struct Layer {
     temporal_rates: [RateMeter; MAX_TEMPORAL],
     /// The highest temporal layer seen, and when last.
     top_temporal: Option<(u8, Instant)>,
+    /// Its last keyframe's dependency descriptor templates, which tell each frame's temporal
+    /// layer where the payload does not.
+    templates: Option<Templates>,
     last_packet: Option<Instant>,
 }
 
@@ -222,6 +227,18 @@ impl Layers {
         }
     }
 
+    /// The temporal layer of a packet of layer `i` with dependency descriptor `d`, from the
+    /// layer's templates (taken from `d` when it carries them).
+    pub fn temporal_of(&mut self, i: LayerIndex, d: &DependencyDescriptor) -> Option<u8> {
+        let l = self.layers.get_mut(usize::from(i))?;
+        if let Some(t) = d.templates() {
+            l.templates = Some(t);
+        }
+        l.templates
+            .filter(|t| t.spatial_layers == 1)?
+            .temporal_layer(d.template_id())
+    }
+
     /// What layer `i` costs at each reduced frame rate it offers, lowest first: the
     /// measured rate (bit/s) of its temporal layers up to each one below its highest (for
     /// `L1T3`, a quarter and a half of the frame rate). Empty unless it is sending several
@@ -330,6 +347,7 @@ impl Layer {
             rate: RateMeter::default(),
             temporal_rates: Default::default(),
             top_temporal: None,
+            templates: None,
             last_packet: None,
         }
     }

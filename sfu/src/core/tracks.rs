@@ -339,6 +339,14 @@ impl Core {
                     }
                 }
             }
+            // A VP8 frame's temporal layer: from its descriptor, or (Chromium) from the
+            // dependency descriptor's templates, which say nothing of layer sync.
+            if let Some(d) = vp8.as_mut()
+                && d.temporal.is_none()
+                && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
+            {
+                d.temporal = track.layers.temporal_of(layer, dd).map(|tid| (tid, false));
+            }
             track.layers.observe(
                 layer,
                 pkt.arrival,
