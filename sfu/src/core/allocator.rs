@@ -56,6 +56,11 @@ pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(12);
 /// A fall this soon after a step up counts the step up as failed.
 pub const RAISE_TRIAL: Duration = Duration::from_secs(4);
 
+/// The longest a track the budget paused waits after a fall to come back at its lowest
+/// layer, however long the hold has grown: the doubling is for raises of quality, and a
+/// frozen picture costs more than a failed try at the cheapest layer.
+pub const RESUME_HOLD: Duration = Duration::from_secs(3);
+
 /// A flowing track is paused only when the budget covers less than this share of its
 /// lowest layer's rate (a new or resuming track needs all of it, with headroom to resume).
 pub const KEEP_SHARE: f64 = 0.75;
@@ -154,7 +159,7 @@ pub fn allocate(budget: Budget, demands: &[Demand]) -> Vec<Option<LayerIndex>> {
         let d = &demands[i];
         let Some(wanted) = d.wanted else { continue };
         let usable = |l: &LayerIndex| d.layers.get(usize::from(*l)).is_some_and(|x| x.available);
-        let Some(lowest) = (0..=wanted).find(usable) else {
+        let Some(lowest) = lowest_usable(d) else {
             continue;
         };
         // The lowest layer at its full frame rate, then its reduced rates, highest first.
@@ -200,6 +205,11 @@ pub fn allocate(budget: Budget, demands: &[Demand]) -> Vec<Option<LayerIndex>> {
         out[i] = Some(at);
     }
     out
+}
+
+/// The lowest layer of `d` that can be chosen, up to what is asked.
+fn lowest_usable(d: &Demand) -> Option<LayerIndex> {
+    (0..=d.wanted?).find(|l| d.layers.get(usize::from(*l)).is_some_and(|x| x.available))
 }
 
 /// What an allocation costs (bit/s).
@@ -384,20 +394,44 @@ impl Allocator {
             .iter()
             .zip(&kept)
             .any(|(b, k)| b.unwrap_or(0) > k.unwrap_or(0) || (b.is_some() && k.is_none()));
-        if !raises || self.settling(now) {
+        if !raises {
             return kept;
         }
+        let raised: Vec<Option<LayerIndex>> = if self.settling(now) {
+            // Within a long hold, only paused tracks come back, at their lowest layer.
+            let resuming = self
+                .fell_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= RESUME_HOLD);
+            if !resuming {
+                return kept;
+            }
+            let resumed: Vec<Option<LayerIndex>> = kept
+                .iter()
+                .zip(&better)
+                .zip(demands)
+                .map(|((k, b), d)| match (k, b) {
+                    (None, Some(_)) => lowest_usable(d),
+                    _ => *k,
+                })
+                .collect();
+            if resumed == kept {
+                return kept;
+            }
+            resumed
+        } else {
+            // Never lower a track on the way up: take the higher of the two per track.
+            better
+                .iter()
+                .zip(&kept)
+                .map(|(b, k)| (*b).max(*k))
+                .collect()
+        };
         self.raised_at = Some(now);
-        self.raised_from = kept.clone();
+        self.raised_from = kept;
         self.floor = None;
         // The next step up is judged on estimates made under this one's load.
         self.recent.clear();
-        // Never lower a track on the way up: take the higher of the two per track.
-        better
-            .iter()
-            .zip(&kept)
-            .map(|(b, k)| (*b).max(*k))
-            .collect()
+        raised
     }
 
     /// `choice` raised to the floor while it lasts: per track, no lower than the layer the
@@ -767,6 +801,36 @@ mod tests {
         flowing.flow = Flow::Flowing(1);
         assert_eq!(allocate(Some(70_000), &[flowing.clone()]), vec![Some(1)]);
         assert_eq!(allocate(Some(140_000), &[flowing]), vec![Some(1)]);
+    }
+
+    #[test]
+    fn a_paused_track_comes_back_at_its_lowest_layer_before_a_long_hold_ends() {
+        // Step ups kept failing: the hold is at its longest. The estimate then allows
+        // everything, for good.
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(250);
+        let mut d = [video(Priority::Other, Some(2))];
+        d[0].flow = Flow::Congested;
+        let mut a = Allocator::default();
+        a.update(t0, Some(2_000_000), None, &d, &[None]);
+        a.hold = MAX_UPGRADE_HOLD;
+        a.fell_at = Some(t0);
+        let mut c = vec![None];
+        let mut t = t0;
+        while c == vec![None] {
+            t += tick;
+            c = a.update(t, Some(2_000_000), None, &d, &c);
+            assert!(t - t0 <= RESUME_HOLD + tick, "still paused");
+        }
+        assert_eq!(c, vec![Some(0)], "back at the lowest layer");
+        assert!(t - t0 >= RESUME_HOLD);
+        // Higher layers wait for the hold.
+        d[0].flow = Flow::Flowing(0);
+        while c == vec![Some(0)] {
+            t += tick;
+            c = a.update(t, Some(2_000_000), None, &d, &c);
+        }
+        assert!(t - t0 >= MAX_UPGRADE_HOLD, "raised after {:?}", t - t0);
     }
 
     #[test]
