@@ -134,7 +134,7 @@ impl Core {
         let mut current = Vec::new();
         // Per demand, the reduced frame rates of its lowest layer, offered as the rungs
         // below it (see `temporal`): the allocator sees rung `r`, a track gets
-        // `Rung::split(r)`.
+        // `split_rung(r)`.
         let mut rungs: Vec<Vec<FrameRate>> = Vec::new();
         let mut audio = 0u64;
         for (i, s) in p.subs.iter().enumerate() {
