@@ -174,7 +174,18 @@ impl ServerEvent {
     /// The raw-WebSocket frame `{"event": ..., "data": ...}`.
     pub fn to_frame(&self) -> String {
         if let Self::Chat(c) = self {
-            return serde_json::json!({"event": c.name, "data": c.data}).to_string();
+            // Borrowed: the payload is written straight from the event, not copied into a
+            // second tree first.
+            #[derive(Serialize)]
+            struct Envelope<'a> {
+                event: &'a str,
+                data: &'a Value,
+            }
+            let envelope = Envelope {
+                event: c.name,
+                data: &c.data,
+            };
+            return serde_json::to_string(&envelope).unwrap_or_default();
         }
         serde_json::to_string(self).unwrap_or_default()
     }

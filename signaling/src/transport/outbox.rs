@@ -49,7 +49,7 @@ impl Frame {
     /// Serializes `event`: once per event, however many connections receive it.
     pub fn render(event: &ServerEvent) -> Self {
         let text = event.to_frame();
-        let data = data_span(&text).unwrap_or(0..0);
+        let data = data_span(&text, event.name()).unwrap_or(0..0);
         let incoming_call = match event {
             ServerEvent::CallIncoming(incoming) => Some(incoming.call_id.clone()),
             _ => None,
@@ -368,7 +368,27 @@ impl Drop for Queued {
 }
 
 /// Where the `data` member's JSON lies in a rendered frame.
-fn data_span(text: &str) -> Option<Range<usize>> {
+///
+/// Every frame [`ServerEvent::to_frame`] writes with a payload has the shape
+/// `{"event":"<name>","data":<payload>}`, so the span is read off that shape without parsing the
+/// payload (which is what rendering an event cost twice before). Anything else, such as an
+/// event without a payload, is parsed.
+fn data_span(text: &str, name: &str) -> Option<Range<usize>> {
+    const HEAD: &str = r#"{"event":""#;
+    const MIDDLE: &str = r#"","data":"#;
+    let shaped = text
+        .strip_prefix(HEAD)
+        .and_then(|rest| rest.strip_prefix(name));
+    if let Some(rest) = shaped.and_then(|rest| rest.strip_prefix(MIDDLE))
+        && rest.ends_with('}')
+    {
+        let start = text.len() - rest.len();
+        return Some(start..text.len() - 1);
+    }
+    parsed_data_span(text)
+}
+
+fn parsed_data_span(text: &str) -> Option<Range<usize>> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
@@ -466,11 +486,40 @@ mod tests {
         assert_eq!((f.name(), f.incoming_call()), ("call:ended", None));
         let data: Value = serde_json::from_str(f.data().get()).unwrap();
         assert_eq!(data, event.data());
-        // Chat events render through a map, with `data` first.
         let chat = frame(3);
         let data: Value = serde_json::from_str(chat.data().get()).unwrap();
         assert_eq!(data, json!({"pad": "xxx"}));
         assert_eq!(chat.len(), chat.text().len());
+    }
+
+    #[test]
+    fn the_payload_span_read_off_the_frame_is_the_one_parsing_finds() {
+        let tricky = json!({"text": "}\",\"data\":{", "nested": [{"data": 1}], "empty": {}});
+        let events = [
+            ServerEvent::CallEnded(CallEnded {
+                call_id: CallId("c\"1".into()),
+                reason: protocol::EndReason::Ended,
+            }),
+            ServerEvent::Chat(ChatEvent {
+                name: "message:new",
+                data: tricky.clone(),
+            }),
+            ServerEvent::Chat(ChatEvent {
+                name: "typing",
+                data: Value::Null,
+            }),
+        ];
+        for event in &events {
+            let text = event.to_frame();
+            let read = data_span(&text, event.name());
+            assert_eq!(read, parsed_data_span(&text), "{text}");
+            assert!(read.is_some(), "{text}");
+        }
+        // A frame of another shape (here, a name that does not match) is parsed instead.
+        let text = events[1].to_frame();
+        assert_eq!(data_span(&text, "typing"), parsed_data_span(&text));
+        let data: Value = serde_json::from_str(Frame::render(&events[1]).data().get()).unwrap();
+        assert_eq!(data, tricky);
     }
 
     #[tokio::test]

@@ -455,15 +455,27 @@ async fn handle_text(session: &mut Session, text: &str) -> Vec<Message> {
     let mut out = Vec::with_capacity(2);
     if let Some(id) = id {
         let body = match &result {
-            Ok(data) => json!({"ack": id, "data": data}),
-            Err(f) => json!({"ack": id, "error": {"code": f.code, "message": f.message}}),
+            Ok(data) => acked(id, data),
+            Err(f) => {
+                json!({"ack": id, "error": {"code": f.code, "message": f.message}}).to_string()
+            }
         };
-        out.push(Message::Text(body.to_string().into()));
+        out.push(Message::Text(body.into()));
     }
     if let Err(failure) = &result {
         out.push(frame_error(failure, event.as_deref(), id, temp_id));
     }
     out
+}
+
+/// `{"ack": id, "data": ...}`, written from the answer without copying it first.
+fn acked(id: u64, data: &Value) -> String {
+    #[derive(serde::Serialize)]
+    struct Ack<'a> {
+        ack: u64,
+        data: &'a Value,
+    }
+    serde_json::to_string(&Ack { ack: id, data }).unwrap_or_default()
 }
 
 /// Why a text frame is not a client frame, with the ack id to answer when the frame is an
