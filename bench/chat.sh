@@ -12,7 +12,8 @@
 # after the ack). With RATE=R it adds a fixed-rate run (the latency scenario): 100
 # conversations × 1 sender sending R messages per second in total on a fixed schedule,
 # latency counted from each message's scheduled time. Then it stops the server with SIGTERM
-# and cleans up. It prints the server's CPU-seconds (utime+stime from /proc/PID/stat) over
+# and cleans up. It prints the server's CPU-seconds (utime+stime from /proc/PID/stat) and the
+# mean group commit size (chorus_chat_commit_* from /metrics) over
 # each run and a summary table. chat_load checks correctness (no errors, gap-free sequence
 # numbers per conversation, every message:new delivered once and in sequence order, history ==
 # acks); any failure makes this script exit non-zero.
@@ -76,6 +77,13 @@ free_port() {
     if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
   done
   echo "no free port" >&2; return 1
+}
+
+commits() { # "<groups> <messages>" committed so far by the server's chat writer
+  curl -sf "http://$ADDR/metrics" | awk '
+    $1 == "chorus_chat_commit_groups_total" { g = $2 }
+    $1 == "chorus_chat_commit_messages_total" { m = $2 }
+    END { print g + 0, m + 0 }'
 }
 
 cpu_ticks() { # utime+stime of PID, in clock ticks (fields 14 and 15 of /proc/PID/stat)
@@ -160,14 +168,19 @@ for backend in $BACKENDS; do
       args=("$scenario" --window "$WINDOW")
     fi
     before=$(cpu_ticks "$SERVER_PID")
+    read -r groups_before messages_before < <(commits)
     set +e
     "$LOAD" "$ADDR" "$SECRET" "${args[@]}" --duration "$DURATION" --strict-order \
       | tee "$WORK/out.txt"
     status=${PIPESTATUS[0]}
     set -e
     after=$(cpu_ticks "$SERVER_PID")
+    read -r groups_after messages_after < <(commits)
     cpu=$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN{printf "%.2f", (a-b)/t}')
+    group=$(awk -v g=$((groups_after - groups_before)) -v m=$((messages_after - messages_before)) \
+      'BEGIN{ if (g > 0) printf "%.1f", m / g; else print "-" }')
     echo "server CPU: ${cpu} s (utime+stime, setup and read-back included); load now $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "group commits: $((groups_after - groups_before)) for $((messages_after - messages_before)) messages (mean group $group)"
     line=$(grep '^RESULT ' "$WORK/out.txt" || true)
     get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
     if [ "$status" -ne 0 ] || [ -z "$line" ]; then
@@ -178,7 +191,7 @@ for backend in $BACKENDS; do
       per_msg=$(awk -v c="$cpu" -v n="$acked" 'BEGIN{ if (n>0) printf "%.0f", c*1e6/n; else print "-" }')
       SUMMARY+=("$(printf '%-9s %-19s %9s %10s %9s %9s %9s %7s %7s %s' "$backend" "$scenario" \
         "$acked" "$(get msgs_per_s)" "$(get p50_ms)" "$(get p99_ms)" "$(get max_ms)" "$cpu" \
-        "$per_msg" "$(get ok)")")
+        "$per_msg" "$(get ok) group=$group")")
     fi
   done
   kill -TERM "$SERVER_PID"

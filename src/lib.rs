@@ -79,6 +79,8 @@ pub async fn build(config: &Config, auth: Authenticator) -> Result<Server, RunEr
     if let (Some(limit), signaling::cluster::Topology::Clustered) = (rate, cluster.topology()) {
         chat = chat.with_send_rate(Arc::new(chat::ClusterRate::new(cluster.clone(), limit)));
     }
+    chat::CommitMetrics::register(chat.clone(), &registry)
+        .map_err(|e| RunError::Config(format!("chat metrics: {e}")))?;
     let webhooks =
         webhook::Webhooks::new(config, chat.outbox(), chat.webhook_endpoints(), &registry)
             .map_err(|e| RunError::Config(format!("webhooks (`[[webhooks]]`): {e}")))?;

@@ -444,3 +444,60 @@ impl chat::SendRate for ClusterRate {
         }
     }
 }
+
+/// The group commit's counters as Prometheus metrics, read from the chat service at each
+/// scrape: `chorus_chat_commit_groups_total` (transactions the writer ran, one per group) and
+/// `chorus_chat_commit_messages_total` (messages in them, refused and retried ones included).
+/// Their ratio is the mean group size: near 1 under light load, hundreds when the store is the
+/// bottleneck.
+pub struct CommitMetrics {
+    chat: ChatService,
+    groups: prometheus::IntCounter,
+    messages: prometheus::IntCounter,
+    /// Scrapes may run at once; each moves the counters up to the service's figures.
+    catching_up: std::sync::Mutex<()>,
+}
+
+impl CommitMetrics {
+    /// Registers the counters for `chat` with `registry`.
+    pub fn register(chat: ChatService, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        let metrics = CommitMetrics {
+            chat,
+            groups: prometheus::IntCounter::new(
+                "chorus_chat_commit_groups_total",
+                "Chat group commits: transactions the writer ran, each for a group of messages",
+            )?,
+            messages: prometheus::IntCounter::new(
+                "chorus_chat_commit_messages_total",
+                "Chat messages in group commits, refused and retried ones included",
+            )?,
+            catching_up: std::sync::Mutex::new(()),
+        };
+        registry.register(Box::new(metrics))
+    }
+}
+
+impl prometheus::core::Collector for CommitMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.groups.desc();
+        descs.extend(self.messages.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let stats = self.chat.write_stats();
+        {
+            let _one_at_a_time = self
+                .catching_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.groups
+                .inc_by(stats.groups.saturating_sub(self.groups.get()));
+            self.messages
+                .inc_by(stats.messages.saturating_sub(self.messages.get()));
+        }
+        let mut families = self.groups.collect();
+        families.extend(self.messages.collect());
+        families
+    }
+}

@@ -587,3 +587,24 @@ async fn message_new_arrives_in_sequence_order_under_concurrent_senders() {
     server.stop().await.unwrap();
     schema.drop_now().await;
 }
+
+#[tokio::test]
+async fn group_commits_are_counted_in_the_metrics() {
+    let server = TestServer::start().await;
+    let (call, mut alice, _phone, _laptop) = call_with_two_devices(&server).await;
+    let scrape = || async { http_get(server.addr, "/metrics", None).await.1 };
+    let before = scrape().await;
+    let groups_before = crate::ops::gauge(&before, "chorus_chat_commit_groups_total");
+    let messages_before = crate::ops::gauge(&before, "chorus_chat_commit_messages_total");
+    for n in 0..3 {
+        alice
+            .request("message:send", send(&call, "counted", &format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    let after = scrape().await;
+    let groups = crate::ops::gauge(&after, "chorus_chat_commit_groups_total") - groups_before;
+    let messages = crate::ops::gauge(&after, "chorus_chat_commit_messages_total") - messages_before;
+    // Each send waited for its ack, so each had a commit of its own.
+    assert_eq!((groups, messages), (3, 3), "{after}");
+}

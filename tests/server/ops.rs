@@ -110,7 +110,7 @@ fn hub_records(metrics: &str, kind: &str) -> i64 {
 }
 
 /// The value of the sample named exactly `name` (labels included) in a scrape; panics if absent.
-fn gauge(metrics: &str, name: &str) -> i64 {
+pub(crate) fn gauge(metrics: &str, name: &str) -> i64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
