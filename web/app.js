@@ -942,7 +942,8 @@
       const tile = UI.tile(this, this.tileKey(info));
       if (!tile) return;
       tile.el.dataset.layer = d.paused ? 'paused' : (d.rid ?? 'single');
-      tile.el.title = d.paused ? 'video paused' : `receiving ${d.width}×${d.height}${d.rid ? ` (layer ${d.rid})` : ''}`;
+      const fps = d.frameRate ? ` at ${d.frameRate} fps` : '';
+      tile.el.title = d.paused ? 'video paused' : `receiving ${d.width}×${d.height}${fps}${d.rid ? ` (layer ${d.rid})` : ''}`;
     }
 
     /**

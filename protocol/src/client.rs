@@ -239,6 +239,11 @@ impl ClientEvent {
                         )));
                     }
                 }
+                if t.frame_rate.is_some_and(|f| f == 0 || f > MAX_FRAME_RATE) {
+                    return Err(invalid(format!(
+                        "`frameRate` must be 1 to {MAX_FRAME_RATE} (`paused: true` stops the video)"
+                    )));
+                }
                 Ok(())
             }
             Self::MediaBandwidth(b) => match &b.call_id {
@@ -295,10 +300,15 @@ pub struct TrackRef {
 /// Largest `width`/`height` a `track:settings` may give.
 pub const MAX_VIDEO_DIMENSION: u32 = 16_384;
 
+/// Largest `frameRate` a `track:settings` may give (frames per second).
+pub const MAX_FRAME_RATE: u32 = 240;
+
 /// `track:settings`: what a subscriber wants of a video track it receives. `width` and
 /// `height` are the size of its tile in device pixels: the SFU sends the smallest simulcast
-/// layer that covers them (the best layer when both are absent). `paused: true` stops the
-/// track's video to this subscriber until it sends `paused: false`.
+/// layer that covers them (the best layer when both are absent). `frameRate` is the fewest
+/// frames per second that will do: the SFU leaves out the temporal layers it does not need
+/// (every frame when absent). `paused: true` stops the track's video to this subscriber until
+/// it sends `paused: false`. Each `track:settings` replaces the last one whole.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackSettings {
@@ -310,6 +320,8 @@ pub struct TrackSettings {
     pub width: Option<u32>,
     #[serde(default)]
     pub height: Option<u32>,
+    #[serde(default)]
+    pub frame_rate: Option<u32>,
     #[serde(default)]
     pub paused: bool,
 }

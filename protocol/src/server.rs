@@ -455,6 +455,10 @@ pub struct TrackLayer {
     /// Frame size of the layer (0 when nothing is forwarded).
     pub width: u16,
     pub height: u16,
+    /// Frames per second forwarded of the layer, as measured from the publisher, rounded:
+    /// fewer than it sends when only some of its temporal layers are forwarded. `null` until
+    /// measured, and when nothing is forwarded.
+    pub frame_rate: Option<u16>,
     /// Nothing is forwarded: the subscriber paused the track, or its bandwidth is short.
     pub paused: bool,
 }

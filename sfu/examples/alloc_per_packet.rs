@@ -599,7 +599,7 @@ fn main() {
         for s in 1..=subscribers {
             let key = w.clients[s].key.clone();
             w.core
-                .set_track_settings(w.now, &room(), &key, &video, wanted)
+                .set_track_settings(w.now, &room(), &key, &video, wanted, None)
                 .expect("track settings");
         }
         publisher.run(&mut w, Duration::from_secs(2));

@@ -226,6 +226,9 @@ pub struct LayerInfo {
     pub width: u16,
     /// Frame height, likewise.
     pub height: u16,
+    /// Frames per second forwarded: the layer's, or its temporal layers' that are forwarded,
+    /// as measured from the publisher (rounded; `None` until measured).
+    pub frame_rate: Option<u16>,
 }
 
 /// Whether a publisher should send one simulcast layer.

@@ -401,9 +401,10 @@ impl SfuHandle {
         participant: ParticipantKey,
         track: TrackId,
         wanted: Wanted,
+        fps: Option<u32>,
     ) -> Reply<()> {
         self.fallible(self.worker_of(&room), move |c, now| {
-            c.set_track_settings(now, &room, &participant, &track, wanted)
+            c.set_track_settings(now, &room, &participant, &track, wanted, fps)
         })
     }
 

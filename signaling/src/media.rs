@@ -63,7 +63,13 @@ pub enum MediaRequest {
         subscription: Subscription,
     },
     /// What the seat wants of a video track it receives (`track:settings`).
-    Settings { track_id: String, wish: VideoWish },
+    Settings {
+        track_id: String,
+        wish: VideoWish,
+        /// The fewest frames per second that will do (`None`: every frame).
+        #[serde(default)]
+        frame_rate: Option<u32>,
+    },
     /// The most the seat wants to receive (`media:bandwidth`; `None`: no cap).
     Bandwidth { max_bitrate: Option<u64> },
     /// The tracks published in the seat's space (for the `room:join` ack).

@@ -182,6 +182,7 @@ impl Route {
                             },
                         }
                     },
+                    frame_rate: t.frame_rate,
                 },
             },
             ClientEvent::MediaBandwidth(b) => Route::Media {

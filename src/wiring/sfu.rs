@@ -148,16 +148,23 @@ impl MediaServer for SfuMedia {
                     Subscription::Stop => self.sfu.unsubscribe(room, participant, track),
                 })
             }
-            MediaRequest::Settings { track_id, wish } => {
+            MediaRequest::Settings {
+                track_id,
+                wish,
+                frame_rate,
+            } => {
                 let wanted = match wish {
                     VideoWish::Highest => Wanted::Highest,
                     VideoWish::Size { width, height } => Wanted::Size { width, height },
                     VideoWish::Paused => Wanted::Paused,
                 };
-                done(
-                    self.sfu
-                        .set_track_settings(room, participant, TrackId::new(track_id), wanted),
-                )
+                done(self.sfu.set_track_settings(
+                    room,
+                    participant,
+                    TrackId::new(track_id),
+                    wanted,
+                    frame_rate,
+                ))
             }
             MediaRequest::Bandwidth { max_bitrate } => {
                 done(self.sfu.set_receive_cap(room, participant, max_bitrate))
@@ -404,9 +411,9 @@ pub fn spawn_event_pump(
                     track_id,
                     layer,
                 } => {
-                    let (rid, width, height, paused) = match layer {
-                        Some(l) => (l.rid, l.width, l.height, false),
-                        None => (None, 0, 0, true),
+                    let (rid, width, height, frame_rate, paused) = match layer {
+                        Some(l) => (l.rid, l.width, l.height, l.frame_rate, false),
+                        None => (None, 0, 0, None, true),
                     };
                     let event = ServerEvent::TrackLayer(TrackLayer {
                         call_id: space_of(&room),
@@ -414,6 +421,7 @@ pub fn spawn_event_pump(
                         rid,
                         width,
                         height,
+                        frame_rate,
                         paused,
                     });
                     hub.deliver_to(ConnectionId(participant.conn()), Arc::new(event))

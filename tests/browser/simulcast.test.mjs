@@ -3,7 +3,8 @@
 // it in three layers (q, h, f), in VP8 or, offered alone, VP9, H.264 or AV1. A subscriber asks, with `track:settings`, for a small tile and
 // then a large one, and decodes what it asked for without a pause in decoding; when it pauses
 // the track, the publisher is told to stop its layers (dynacast: its outbound streams stop),
-// and when it resumes, a layer comes back.
+// and when it resumes, a layer comes back. A subscriber that asks for fewer frames per second
+// decodes fewer (VP8's temporal layers), and every frame again when it lifts the ask.
 //
 // The demo page normally sends `track:settings` from its tiles' sizes; the subscriber's tile
 // watchers are stopped here so that the test alone decides what is asked.
@@ -26,7 +27,7 @@ import {
 } from '../lib/simulcast.mjs';
 
 let server;
-/** A server without congestion control, for the VP9 spatial layer test (see there). */
+/** A server without congestion control, for the VP9 spatial layer and frame rate tests (see there). */
 let svcServer;
 let dir;
 let y4m;
@@ -314,6 +315,70 @@ it('a paused track stops the publisher’s layers, and resuming brings one back'
     timeoutMs: 20_000,
     what: 'the subscriber to decode again',
   });
+  assert.deepEqual(errors, []);
+});
+
+// A subscriber that asks for fewer frames (`track:settings {frameRate}`) gets fewer of the VP8
+// layer's temporal layers: Chromium sends each layer as `L1T3`, so 5 frames per second is
+// reached by the base temporal layer alone, a quarter of the frames (7.5 of 30). `track:layer`
+// says the rate, and the subscriber's decoder shows it; without `frameRate` every frame comes
+// back. On the server without congestion control, so that only what is asked decides.
+it('VP8: a subscriber that asks for fewer frames decodes fewer, and every frame again when it lifts', { timeout: 150_000 }, async () => {
+  const room = `fps${Date.now() % 100000}`;
+  await joinAsPublisher(room, undefined, y4m, svcServer);
+  const sub = await joinRoomPage(svcServer, 'sub', room, { errors });
+  browsers.push(sub.browser);
+  await askFor(sub.page, SMALL_TILE);
+  await eventually(async () => (await inboundVideo(sub.page))?.framesDecoded > 30, {
+    timeoutMs: 30_000,
+    what: 'the subscriber to decode the quarter layer',
+  });
+  /** Frames decoded per second over 3 s. */
+  const decodedRate = async () => {
+    const a = await inboundVideo(sub.page);
+    await new Promise((r) => setTimeout(r, 3000));
+    const b = await inboundVideo(sub.page);
+    return (b.framesDecoded - a.framesDecoded) / 3;
+  };
+  let seen = [];
+  const latestLayer = async () => {
+    seen = await layerEvents(sub.page);
+    return seen.at(-1) ?? {};
+  };
+  const withEvents = (e) => {
+    throw new Error(`${e.message}; track:layer events: ${JSON.stringify(seen)}`);
+  };
+  const full = await decodedRate();
+
+  await askFor(sub.page, { ...SMALL_TILE, frameRate: 5 });
+  const told = await eventually(
+    async () => {
+      const l = await latestLayer();
+      return l.rid === 'q' && l.frameRate > 0 && l.frameRate <= 10 ? l : null;
+    },
+    { timeoutMs: 15_000, what: 'track:layer to announce at most 10 frames per second' },
+  ).catch(withEvents);
+  await new Promise((r) => setTimeout(r, 1000));
+  const reduced = await decodedRate();
+
+  await askFor(sub.page, SMALL_TILE);
+  const back = await eventually(
+    async () => {
+      const l = await latestLayer();
+      return l.rid === 'q' && l.frameRate >= told.frameRate * 2 ? l : null;
+    },
+    { timeoutMs: 15_000, what: 'track:layer to announce every frame again' },
+  ).catch(withEvents);
+  await new Promise((r) => setTimeout(r, 1000));
+  const again = await decodedRate();
+  console.log(
+    `frame rate: ${full.toFixed(1)} decoded/s; asked for 5: told ${told.frameRate}, ${reduced.toFixed(1)} decoded/s; ` +
+      `lifted: told ${back.frameRate}, ${again.toFixed(1)} decoded/s`,
+  );
+  assert.ok(reduced > 2, `still decoding: ${reduced} frames/s`);
+  assert.ok(reduced <= told.frameRate + 2, `${reduced} frames/s decoded, ${told.frameRate} announced: ${JSON.stringify(seen)}`);
+  assert.ok(full >= reduced * 1.8, `${full} frames/s before the ask, ${reduced} after`);
+  assert.ok(again >= reduced * 1.8, `${again} frames/s after the lift, ${reduced} before`);
   assert.deepEqual(errors, []);
 });
 

@@ -880,6 +880,10 @@ async fn receives_layer(
                 "{l}"
             );
             assert_eq!(l["paused"], false, "{l}");
+            assert!(
+                l["frameRate"].is_null() || l["frameRate"].as_u64().is_some(),
+                "{l}"
+            );
             return;
         }
     }
@@ -941,6 +945,21 @@ async fn a_webrtc_rs_simulcast_publisher_is_forwarded_by_layer() {
             .await
             .unwrap();
         receives_layer(&mut bob, &mut bob_pc, &track_id, 1, 30).await;
+        // A frame rate is a positive number of frames per second, at most 240.
+        for bad in [json!(0), json!(241), json!(-1), json!("fast")] {
+            let mut asked = settings(640, 360);
+            asked["frameRate"] = bad.clone();
+            let refused = ws(&mut bob)
+                .request("track:settings", asked)
+                .await
+                .expect_err("a bad frame rate is refused");
+            assert_eq!(refused.code, "invalid_payload", "{bad}: {:?}", refused.body);
+        }
+        // webrtc-rs's layers carry no temporal layers: a frame rate asked for changes nothing.
+        let mut asked = settings(320, 180);
+        asked["frameRate"] = json!(10);
+        ws(&mut bob).request("track:settings", asked).await.unwrap();
+        receives_layer(&mut bob, &mut bob_pc, &track_id, 0, 30).await;
 
         sending.abort();
         alice_pc.close().await;

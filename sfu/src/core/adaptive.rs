@@ -46,7 +46,9 @@ const ESTIMATE_STARTUP: Duration = Duration::from_secs(2);
 
 impl Core {
     /// What `participant` wants of video `track` (`track:settings`): the smallest layer that
-    /// covers a size, the best one, or nothing.
+    /// covers a size, the best one, or nothing; and at least how many frames per second
+    /// (`None`: every frame), which it gets from fewer temporal layers where the publisher
+    /// sends them and they suffice.
     pub fn set_track_settings(
         &mut self,
         now: Instant,
@@ -54,6 +56,7 @@ impl Core {
         participant: &ParticipantKey,
         track: &TrackId,
         wanted: Wanted,
+        fps: Option<u32>,
     ) -> Result<(), Error> {
         let id = self.session_id(room, participant)?;
         let video = self
@@ -68,6 +71,7 @@ impl Core {
             return Err(Error::UnknownTrack(track.clone()));
         };
         s.wanted = wanted;
+        s.wanted_fps = fps;
         self.out.work.push_back(Work::Reallocate { session: id });
         self.settle(now);
         Ok(())
@@ -133,9 +137,9 @@ impl Core {
         let mut at = Vec::new();
         let mut current = Vec::new();
         // Per demand, the reduced frame rates of its lowest layer, offered as the rungs
-        // below it (see `temporal`): the allocator sees rung `r`, a track gets
-        // `split_rung(r)`.
-        let mut rungs: Vec<Vec<FrameRate>> = Vec::new();
+        // below it (see `temporal`), and the frame rate of each layer the subscriber asked
+        // for: the allocator sees rung `r`, a track gets `split_rung(r)`.
+        let mut rungs: Vec<Rungs> = Vec::new();
         let mut audio = 0u64;
         for (i, s) in p.subs.iter().enumerate() {
             let SubState::Open(_) = s.state else {
@@ -149,9 +153,22 @@ impl Core {
                 continue;
             }
             let top = (t.layers.len() - 1) as LayerIndex;
-            let reduced = match t.layers.scheme() {
-                Scheme::Spatial => Vec::new(),
-                _ => t.layers.temporal_bitrates(0, now),
+            // Only simulcast and single streams are thinned by temporal layer (`temporal`).
+            let thinned = t.layers.scheme() != Scheme::Spatial;
+            let asked: Vec<FrameRate> = (0..=top)
+                .map(|l| match s.wanted_fps {
+                    Some(fps) if thinned => t.layers.frame_rate_for(l, fps, now),
+                    _ => FrameRate::Full,
+                })
+                .collect();
+            let reduced: Vec<(u8, u64)> = match thinned {
+                false => Vec::new(),
+                true => t
+                    .layers
+                    .temporal_bitrates(0, now)
+                    .into_iter()
+                    .filter(|&(tid, _)| FrameRate::Reduced(tid) < asked[0])
+                    .collect(),
             };
             let floor = reduced.len() as LayerIndex;
             let wanted = match s.wanted {
@@ -171,11 +188,14 @@ impl Core {
                 TrackSource::Camera if speaking => Priority::Speaker,
                 _ => Priority::Other,
             };
-            let rates: Vec<FrameRate> = reduced
-                .iter()
-                .map(|&(tid, _)| FrameRate::Reduced(tid))
-                .collect();
-            let sent = rung_of(&rates, s.selector.target(), s.temporal.target());
+            let rates = Rungs {
+                reduced: reduced
+                    .iter()
+                    .map(|&(tid, _)| FrameRate::Reduced(tid))
+                    .collect(),
+                asked,
+            };
+            let sent = rates.rung_of(s.selector.target(), s.temporal.target());
             demands.push(Demand {
                 priority,
                 flow: match sent {
@@ -192,7 +212,7 @@ impl Core {
                         measured: true,
                     })
                     .chain((0..=top).map(|l| LayerCost {
-                        bitrate: t.layers.bitrate(l),
+                        bitrate: t.layers.bitrate_at(l, rates.asked[usize::from(l)], now),
                         available: t.layers.available(l, now),
                         measured: t.layers.measured_bitrate(l).is_some(),
                     }))
@@ -272,7 +292,10 @@ impl Core {
             let s = &mut p.subs[i];
             s.congested = demands[k].wanted.is_some() && choice[k].is_none();
             let had = s.selector.current();
-            let (layer, rate) = split_rung(&rungs[k], choice[k]);
+            let (layer, rate) = rungs[k].split_rung(choice[k]);
+            s.asked_rate = layer
+                .and_then(|l| rungs[k].asked.get(usize::from(l)).copied())
+                .unwrap_or(FrameRate::Full);
             // A higher frame rate also waits for a sync frame; a keyframe is one, and Chromium
             // marks few others, so one is asked for either way.
             let raised = s.temporal.set_target(rate) && layer.is_some();
@@ -357,32 +380,48 @@ impl Core {
     }
 }
 
-/// The allocator's rung for a track sent `layer` at `rate`, where `reduced` are the reduced
-/// frame rates its lowest layer offers (the rungs below that layer at its full rate).
-fn rung_of(
-    reduced: &[FrameRate],
-    layer: Option<LayerIndex>,
-    rate: FrameRate,
-) -> Option<LayerIndex> {
-    let floor = reduced.len() as LayerIndex;
-    let layer = layer?;
-    match rate {
-        FrameRate::Reduced(_) if layer == 0 && floor > 0 => Some(
-            reduced
-                .iter()
-                .position(|r| *r >= rate)
-                .unwrap_or(reduced.len() - 1) as LayerIndex,
-        ),
-        _ => Some(layer + floor),
-    }
+/// The frame rates a track offers one subscriber, which turn its layers into the
+/// allocator's rungs: below its lowest layer at the rate asked for, that layer at the
+/// reduced rates under it.
+struct Rungs {
+    /// The lowest layer's reduced frame rates below the one asked for, lowest first.
+    reduced: Vec<FrameRate>,
+    /// Per layer, the frame rate the subscriber asked for (`track:settings`).
+    asked: Vec<FrameRate>,
 }
 
-/// The layer and frame rate of the allocator's `rung` (the inverse of [`rung_of`]).
-fn split_rung(reduced: &[FrameRate], rung: Option<LayerIndex>) -> (Option<LayerIndex>, FrameRate) {
-    let floor = reduced.len() as LayerIndex;
-    match rung {
-        None => (None, FrameRate::Full),
-        Some(r) if r < floor => (Some(0), reduced[usize::from(r)]),
-        Some(r) => (Some(r - floor), FrameRate::Full),
+impl Rungs {
+    /// The allocator's rung for a track sent `layer` at `rate`.
+    fn rung_of(&self, layer: Option<LayerIndex>, rate: FrameRate) -> Option<LayerIndex> {
+        let floor = self.reduced.len() as LayerIndex;
+        let layer = layer?;
+        if layer == 0 && floor > 0 && rate < self.asked[0] {
+            return Some(
+                self.reduced
+                    .iter()
+                    .position(|r| *r >= rate)
+                    .unwrap_or(self.reduced.len() - 1) as LayerIndex,
+            );
+        }
+        Some(layer + floor)
+    }
+
+    /// The layer and frame rate of the allocator's `rung` (the inverse of
+    /// [`Rungs::rung_of`]).
+    fn split_rung(&self, rung: Option<LayerIndex>) -> (Option<LayerIndex>, FrameRate) {
+        let floor = self.reduced.len() as LayerIndex;
+        match rung {
+            None => (None, FrameRate::Full),
+            Some(r) if r < floor => (Some(0), self.reduced[usize::from(r)]),
+            Some(r) => {
+                let layer = r - floor;
+                let rate = self
+                    .asked
+                    .get(usize::from(layer))
+                    .copied()
+                    .unwrap_or(FrameRate::Full);
+                (Some(layer), rate)
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use str0m::media::Rid;
 
 use super::dependency::{DependencyDescriptor, Templates};
+use super::temporal::FrameRate;
 
 /// Index of a layer in quality order: 0 is the lowest.
 pub type LayerIndex = u8;
@@ -41,6 +42,10 @@ const LIVE_WINDOW: Duration = Duration::from_millis(1500);
 /// Most temporal layers a layer's frames are told apart by (VP8's `TID`, as Chromium sends
 /// each simulcast layer: `L1T3`).
 pub const MAX_TEMPORAL: usize = 3;
+
+/// How far short of a requested frame rate a set of temporal layers may fall and still be
+/// chosen for it, in percent: frames arrive in bursts around a measurement's edges.
+pub const FRAME_RATE_TOLERANCE_PERCENT: u64 = 5;
 
 /// Length of one bitrate measurement.
 const RATE_BUCKET: Duration = Duration::from_millis(500);
@@ -81,6 +86,10 @@ pub struct Layer {
     rate: RateMeter,
     /// The part of `rate` per temporal layer, when its packets tell theirs.
     temporal_rates: [RateMeter; MAX_TEMPORAL],
+    /// Frames per second (counted at each frame's marked last packet).
+    frames: RateMeter,
+    /// The part of `frames` per temporal layer.
+    temporal_frames: [RateMeter; MAX_TEMPORAL],
     /// The highest temporal layer seen, and when last.
     top_temporal: Option<(u8, Instant)>,
     /// Its last keyframe's dependency descriptor templates, which tell each frame's temporal
@@ -197,7 +206,8 @@ impl Layers {
     }
 
     /// Counts a packet of layer `i`; `size` is the frame size if it starts a keyframe that
-    /// tells it, `temporal` its temporal layer if its payload tells it.
+    /// tells it, `temporal` its temporal layer if its payload tells it, and `marker` its RTP
+    /// marker bit, which ends a frame.
     pub fn observe(
         &mut self,
         i: LayerIndex,
@@ -205,15 +215,22 @@ impl Layers {
         bytes: usize,
         size: Option<(u16, u16)>,
         temporal: Option<u8>,
+        marker: bool,
     ) {
         if let Some(l) = self.layers.get_mut(usize::from(i)) {
             l.last_packet = Some(now);
             l.rate.add(now, bytes);
+            if marker {
+                l.frames.add(now, 1);
+            }
             if size.is_some() {
                 l.size = size;
             }
             if let Some(t) = temporal.filter(|t| usize::from(*t) < MAX_TEMPORAL) {
                 l.temporal_rates[usize::from(t)].add(now, bytes);
+                if marker {
+                    l.temporal_frames[usize::from(t)].add(now, 1);
+                }
                 let top = match l.top_temporal {
                     Some((top, at)) if now.saturating_duration_since(at) < LIVE_WINDOW => {
                         top.max(t)
@@ -244,6 +261,64 @@ impl Layers {
     /// `L1T3`, a quarter and a half of the frame rate). Empty unless it is sending several
     /// temporal layers and each was measured.
     pub fn temporal_bitrates(&self, i: LayerIndex, now: Instant) -> Vec<(u8, u64)> {
+        self.cumulative(i, now, |l, t| l.temporal_rates[t].bitrate())
+    }
+
+    /// What layer `i` costs at `rate` (bit/s): its measured temporal layers up to the
+    /// rate's, else (at the full rate, or not measured) the whole layer.
+    pub fn bitrate_at(&self, i: LayerIndex, rate: FrameRate, now: Instant) -> u64 {
+        let reduced = match rate {
+            FrameRate::Reduced(top) => self
+                .temporal_bitrates(i, now)
+                .into_iter()
+                .find(|(t, _)| *t == top),
+            FrameRate::Full => None,
+        };
+        reduced.map_or_else(|| self.bitrate(i), |(_, b)| b)
+    }
+
+    /// The lowest frame rate of layer `i` that gives at least `fps` frames per second, give
+    /// or take [`FRAME_RATE_TOLERANCE_PERCENT`]: fewer of its temporal layers where they
+    /// suffice, else every frame (also when its temporal layers are not measured).
+    pub fn frame_rate_for(&self, i: LayerIndex, fps: u32, now: Instant) -> FrameRate {
+        let want = u64::from(fps) * 1000 * (100 - FRAME_RATE_TOLERANCE_PERCENT) / 100;
+        self.cumulative(i, now, |l, t| l.temporal_frames[t].per_second_milli())
+            .into_iter()
+            .find(|(_, milli)| *milli >= want)
+            .map_or(FrameRate::Full, |(t, _)| FrameRate::Reduced(t))
+    }
+
+    /// Frames per second of layer `i` at `rate`, as measured (rounded; `None` until
+    /// measured). A spatial layer has its picture rate, which every layer shares.
+    pub fn frames_per_second(&self, i: LayerIndex, rate: FrameRate, now: Instant) -> Option<u16> {
+        let milli = match rate {
+            FrameRate::Reduced(top) => self
+                .cumulative(i, now, |l, t| l.temporal_frames[t].per_second_milli())
+                .into_iter()
+                .find(|(t, _)| *t == top)
+                .map(|(_, m)| m),
+            FrameRate::Full if self.scheme == Scheme::Spatial => self
+                .layers
+                .iter()
+                .filter_map(|l| l.frames.per_second_milli())
+                .max(),
+            FrameRate::Full => self
+                .layers
+                .get(usize::from(i))
+                .and_then(|l| l.frames.per_second_milli()),
+        }?;
+        u16::try_from((milli + 500) / 1000).ok()
+    }
+
+    /// Per temporal layer of layer `i` below its highest one, the sum of `measure` over it
+    /// and those under it. Empty unless several temporal layers are flowing and each was
+    /// measured.
+    fn cumulative(
+        &self,
+        i: LayerIndex,
+        now: Instant,
+        measure: impl Fn(&Layer, usize) -> Option<u64>,
+    ) -> Vec<(u8, u64)> {
         let Some(l) = self.layers.get(usize::from(i)) else {
             return Vec::new();
         };
@@ -256,10 +331,10 @@ impl Layers {
         let mut sum = 0;
         let mut out = Vec::new();
         for t in 0..top {
-            let Some(rate) = l.temporal_rates[usize::from(t)].bitrate() else {
+            let Some(v) = measure(l, usize::from(t)) else {
                 return Vec::new();
             };
-            sum += rate;
+            sum += v;
             out.push((t, sum));
         }
         out
@@ -346,6 +421,8 @@ impl Layer {
             unneeded_since: None,
             rate: RateMeter::default(),
             temporal_rates: Default::default(),
+            frames: RateMeter::default(),
+            temporal_frames: Default::default(),
             top_temporal: None,
             templates: None,
             last_packet: None,
@@ -374,24 +451,26 @@ pub fn rank(rids: &[Rid]) -> Vec<Rid> {
     out
 }
 
-/// Bitrate over the last completed [`RATE_BUCKET`], smoothed.
+/// A rate over the last completed [`RATE_BUCKET`], smoothed: bytes (as a bitrate) or frames
+/// per second.
 ///
 /// Lifecycle: empty until a bucket completes; keeps its last figure while nothing arrives
 /// (a layer the publisher paused keeps the rate it had, which is what resuming it costs).
 #[derive(Debug, Default)]
 struct RateMeter {
     bucket_start: Option<Instant>,
-    bytes: u64,
+    amount: u64,
+    /// Thousandths of the amount per second.
     smoothed: Option<u64>,
 }
 
 impl RateMeter {
-    fn add(&mut self, now: Instant, bytes: usize) {
+    fn add(&mut self, now: Instant, amount: usize) {
         let start = *self.bucket_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_BUCKET {
             if elapsed < RATE_BUCKET * 4 {
-                let sample = self.bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+                let sample = self.amount * 1_000_000_000 / elapsed.as_micros().max(1) as u64;
                 // A quarter weight: one keyframe in a bucket doubles its sample, and the
                 // allocator should not pause or raise on that.
                 self.smoothed = Some(match self.smoothed {
@@ -401,12 +480,18 @@ impl RateMeter {
             }
             // A long silence says nothing about the rate: start a fresh bucket.
             self.bucket_start = Some(now);
-            self.bytes = 0;
+            self.amount = 0;
         }
-        self.bytes += bytes as u64;
+        self.amount += amount as u64;
     }
 
+    /// Bit/s, where the amounts are bytes.
     fn bitrate(&self) -> Option<u64> {
+        self.smoothed.map(|m| m * 8 / 1000)
+    }
+
+    /// Thousandths of the amount per second.
+    fn per_second_milli(&self) -> Option<u64> {
         self.smoothed
     }
 }
@@ -454,11 +539,11 @@ mod tests {
         assert_eq!(l.layer_for_size(336, 180), 0, "within 5 %");
         assert_eq!(l.layer_for_size(337, 180), 1);
         assert_eq!(l.layer_for_size(1920, 1080), 2);
-        l.observe(0, t0, 100, Some((480, 270)), None);
+        l.observe(0, t0, 100, Some((480, 270)), None, false);
         assert_eq!(l.layer_for_size(400, 200), 0);
         assert_eq!(l.size(0), (480, 270));
         // Rounded by the encoder: still the layer for a tile of its intended size.
-        l.observe(0, t0, 100, Some((240, 134)), None);
+        l.observe(0, t0, 100, Some((240, 134)), None, false);
         assert_eq!(l.layer_for_size(240, 135), 0);
         assert_eq!(l.layer_for_size(252, 141), 0, "within 5 %");
         assert_eq!(l.layer_for_size(253, 135), 1, "more than 5 % wider");
@@ -503,7 +588,14 @@ mod tests {
         assert_eq!(l.bitrate(0), 500_000, "nominal before measuring");
         // 125 000 bytes/s = 1 Mbit/s, in 10 ms packets.
         for i in 0..=100u64 {
-            l.observe(0, t0 + Duration::from_millis(10 * i), 1250, None, None);
+            l.observe(
+                0,
+                t0 + Duration::from_millis(10 * i),
+                1250,
+                None,
+                None,
+                false,
+            );
         }
         let rate = l.bitrate(0);
         assert!((900_000..=1_100_000).contains(&rate), "{rate}");
@@ -517,7 +609,41 @@ mod tests {
         l.layer_mut(1).unwrap().sending = Sending::Stopped;
         assert!(l.available(1, t0), "stopped on request can be resumed");
         // After a long pause the old figure stays.
-        l.observe(0, t0 + Duration::from_secs(60), 10, None, None);
+        l.observe(0, t0 + Duration::from_secs(60), 10, None, None, false);
         assert_eq!(l.bitrate(0), rate);
+    }
+
+    #[test]
+    fn frame_rates_are_measured_per_temporal_layer_and_chosen_to_cover_a_request() {
+        let t0 = Instant::now();
+        let mut l = Layers::new(&rids(&["q", "h", "f"]));
+        assert_eq!(l.frames_per_second(2, FrameRate::Full, t0), None);
+        assert_eq!(l.frame_rate_for(2, 10, t0), FrameRate::Full, "not measured");
+        // 30 frames per second in L1T3 order (TIDs 0 2 1 2), two packets each, the second
+        // marked.
+        let mut now = t0;
+        for frame in 0..90u64 {
+            now = t0 + Duration::from_micros(33_333 * frame);
+            let tid = [0, 2, 1, 2][(frame % 4) as usize];
+            l.observe(2, now, 600, None, Some(tid), false);
+            l.observe(2, now, 600, None, Some(tid), true);
+        }
+        let fps = |rate| l.frames_per_second(2, rate, now);
+        assert_eq!(fps(FrameRate::Full), Some(30));
+        assert_eq!(fps(FrameRate::Reduced(0)), Some(8), "7.5, rounded");
+        assert_eq!(fps(FrameRate::Reduced(1)), Some(15));
+        // The fewest temporal layers that give what is asked, with a little slack.
+        assert_eq!(l.frame_rate_for(2, 5, now), FrameRate::Reduced(0));
+        assert_eq!(l.frame_rate_for(2, 7, now), FrameRate::Reduced(0));
+        assert_eq!(l.frame_rate_for(2, 15, now), FrameRate::Reduced(1));
+        assert_eq!(l.frame_rate_for(2, 16, now), FrameRate::Full);
+        assert_eq!(l.frame_rate_for(2, 60, now), FrameRate::Full);
+        // What each costs: the base layer carries a quarter of the packets here.
+        let full = l.bitrate_at(2, FrameRate::Full, now);
+        let base = l.bitrate_at(2, FrameRate::Reduced(0), now);
+        assert!(full > 0 && base * 4 <= full + full / 10, "{base} of {full}");
+        // Another layer's frames are not this one's.
+        assert_eq!(l.frames_per_second(0, FrameRate::Full, now), None);
+        assert_eq!(l.frame_rate_for(0, 5, now), FrameRate::Full);
     }
 }

@@ -26,7 +26,7 @@ use super::data::DataWork;
 use super::forward::{PtMapping, SeqRewriter, StreamRewriter};
 use super::layers::LayerIndex;
 use super::selector::LayerSelector;
-use super::temporal::TemporalFilter;
+use super::temporal::{FrameRate, TemporalFilter};
 
 /// One incoming RTP packet, detached from the publisher's `Rtc` so it can be written to
 /// many subscribers. The payload is shared, never copied per subscriber.
@@ -121,6 +121,11 @@ pub(crate) struct Subscription {
     pub temporal: TemporalFilter,
     /// What the subscriber asked for with `track:settings`.
     pub wanted: Wanted,
+    /// The frame rate it asked for with `track:settings` (`None`: every frame).
+    pub wanted_fps: Option<u32>,
+    /// What that comes to on the layer the allocator chose: frames left out above it were
+    /// asked to be, frames left out below it are dropped for congestion.
+    pub asked_rate: FrameRate,
     /// The allocator paused the track for lack of bandwidth (not the subscriber's wish).
     pub congested: bool,
     /// Publisher PT → how this subscriber gets it; filled on first use.
@@ -158,6 +163,8 @@ impl Subscription {
             selector: LayerSelector::default(),
             temporal: TemporalFilter::default(),
             wanted: Wanted::Highest,
+            wanted_fps: None,
+            asked_rate: FrameRate::Full,
             congested: false,
             pts: Vec::new(),
             nack_history: NackHistory::Default,

@@ -9,7 +9,7 @@ use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid, Rids};
 use str0m::rtp::StreamTx;
 
 use crate::event::{LayerInfo, Muted, SfuEvent, TrackKind, TrackSource};
-use crate::ids::{SessionId, TrackId};
+use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::settings::AutoSubscribe;
 
 use super::dependency::DependencyDescriptor;
@@ -18,6 +18,7 @@ use super::frame_size::vp9_spatial_sizes;
 use super::layers::{LayerIndex, Layers, Scheme};
 use super::participant::{Forwarded, NackHistory, SubState, Subscription, Work};
 use super::selector::Verdict;
+use super::temporal::FrameRate;
 use super::throttle::{Decision, KeyframeThrottle};
 use super::video::{
     NumberedPicture, VideoCodec, Vp8Descriptor, Vp9Descriptor, Vp9Layer, keyframe_size,
@@ -353,11 +354,12 @@ impl Core {
                 pkt.payload.len(),
                 size,
                 vp8.and_then(|d| d.temporal).map(|(tid, _)| tid),
+                pkt.marker,
             );
         } else {
             track
                 .layers
-                .observe(0, pkt.arrival, pkt.payload.len(), None, None);
+                .observe(0, pkt.arrival, pkt.payload.len(), None, None, pkt.marker);
         }
         let clock_rate = params.spec().clock_rate.get();
         // The primary block of a RED packet, cut out once for every subscriber without RED.
@@ -371,6 +373,17 @@ impl Core {
             };
             let SubState::Open(mid) = s.state else {
                 continue;
+            };
+            // `track:layer`: what the subscriber now receives.
+            let announce = |s: &Subscription| {
+                layer_changed(
+                    (&sub.room, &sub.key),
+                    track_id,
+                    &track.layers,
+                    s.selector.current().unwrap_or(layer),
+                    s.temporal.current(),
+                    now,
+                )
             };
             let mut switched = false;
             if video {
@@ -410,16 +423,23 @@ impl Core {
                 }
                 // A frame above the subscriber's frame rate: left out of a stream that goes
                 // on, so the numbers after it close up.
-                if let Some(d) = vp8.as_ref()
-                    && !s.temporal.admit(d.temporal, d.picture_start, keyframe)
-                {
-                    s.seq.skip(pkt.ssrc, pkt.seq_no);
-                    s.stream.leave_out_picture(d.numbers());
-                    self.metrics
-                        .dropped
-                        .with_label_values(&["congestion"])
-                        .inc();
-                    continue;
+                if let Some(d) = vp8.as_ref() {
+                    let rate = s.temporal.current();
+                    let admitted = s.temporal.admit(d.temporal, d.picture_start, keyframe);
+                    if s.temporal.current() != rate && !switched {
+                        self.events.push_back(announce(s));
+                    }
+                    if !admitted {
+                        s.seq.skip(pkt.ssrc, pkt.seq_no);
+                        s.stream.leave_out_picture(d.numbers());
+                        if s.temporal.target() < s.asked_rate {
+                            self.metrics
+                                .dropped
+                                .with_label_values(&["congestion"])
+                                .inc();
+                        }
+                        continue;
+                    }
                 }
             }
             let mapping = match s.pts.iter().find(|(pt, _)| *pt == pkt.pt) {
@@ -456,22 +476,7 @@ impl Core {
             let ext = s.stream.extensions(&pkt.ext);
             if switched {
                 self.metrics.layer_switches.inc();
-                let layer = s.selector.current().unwrap_or(layer);
-                let (width, height) = track.layers.size(layer);
-                self.events.push_back(SfuEvent::LayerChanged {
-                    room: sub.room.clone(),
-                    participant: sub.key.clone(),
-                    track_id: track_id.clone(),
-                    layer: Some(LayerInfo {
-                        rid: track
-                            .layers
-                            .layer(layer)
-                            .and_then(|l| l.rid)
-                            .map(|r| r.to_string()),
-                        width,
-                        height,
-                    }),
-                });
+                self.events.push_back(announce(s));
             }
             let len = payload.len() as u64;
             let mut api = sub.rtc.direct_api();
@@ -587,6 +592,30 @@ impl Core {
                 kind: KeyframeRequestKind::Pli,
             });
         }
+    }
+}
+
+/// `track:layer` for the subscriber `(room, participant)`: it now receives layer `at` of
+/// `track` at `rate`.
+fn layer_changed(
+    (room, participant): (&RoomKey, &ParticipantKey),
+    track: &TrackId,
+    layers: &Layers,
+    at: LayerIndex,
+    rate: FrameRate,
+    now: Instant,
+) -> SfuEvent {
+    let (width, height) = layers.size(at);
+    SfuEvent::LayerChanged {
+        room: room.clone(),
+        participant: participant.clone(),
+        track_id: track.clone(),
+        layer: Some(LayerInfo {
+            rid: layers.layer(at).and_then(|l| l.rid).map(|r| r.to_string()),
+            width,
+            height,
+            frame_rate: layers.frames_per_second(at, rate, now),
+        }),
     }
 }
 

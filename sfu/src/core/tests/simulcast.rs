@@ -247,10 +247,30 @@ const QUARTER: Wanted = Wanted::Size {
     height: 180,
 };
 
+/// Asserts that the video client `b` received from its `(received, headers)` marks on has
+/// no sequence gap; returns how many packets that was.
+fn assert_one_stream(w: &World, b: usize, (from, headers_from): (usize, usize)) -> usize {
+    let seqs: Vec<u64> = w.clients[b].headers[headers_from..]
+        .iter()
+        .zip(&w.clients[b].received[from..])
+        .filter(|(_, (_, p))| p.len() >= 200)
+        .map(|(h, _)| h.0)
+        .collect();
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "sequence gap");
+    }
+    seqs.len()
+}
+
 /// Bob's `track:settings` for `track`.
 pub(super) fn ask(w: &mut World, track: &TrackId, wanted: Wanted) {
+    ask_fps(w, track, wanted, None);
+}
+
+/// Bob's `track:settings` for `track`, with a frame rate.
+fn ask_fps(w: &mut World, track: &TrackId, wanted: Wanted, fps: Option<u32>) {
     w.core
-        .set_track_settings(w.now, &room(), &"bob".into(), track, wanted)
+        .set_track_settings(w.now, &room(), &"bob".into(), track, wanted, fps)
         .unwrap();
 }
 
@@ -300,12 +320,12 @@ fn a_subscriber_gets_one_layer_switched_at_keyframes_as_one_stream() {
         "the best layer by default: {got:?}"
     );
     assert_eq!(
-        layers_of(&w, "bob").last().cloned().flatten(),
-        Some(LayerInfo {
-            rid: Some("f".into()),
-            width: 1280,
-            height: 720
-        })
+        layers_of(&w, "bob")
+            .last()
+            .cloned()
+            .flatten()
+            .map(|l| (l.rid, l.width, l.height)),
+        Some((Some("f".into()), 1280, 720))
     );
 
     // A small tile: down to the quarter layer, at its next keyframe.
@@ -554,15 +574,7 @@ fn a_link_short_of_the_lowest_layer_gets_it_at_a_lower_frame_rate_not_a_pause() 
     // Through all of it Bob saw one stream: no sequence gap, and picture ids one apart
     // until the pause.
     let until_pause = frames(&w, from);
-    let seqs: Vec<u64> = w.clients[b].headers[headers_from..]
-        .iter()
-        .zip(&w.clients[b].received[from..])
-        .filter(|(_, (_, p))| p.len() >= 200)
-        .map(|(h, _)| h.0)
-        .collect();
-    for pair in seqs.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "sequence gap");
-    }
+    assert_one_stream(&w, b, (from, headers_from));
     for pair in until_pause.windows(2) {
         assert_eq!(
             pair[1].1,
@@ -571,6 +583,98 @@ fn a_link_short_of_the_lowest_layer_gets_it_at_a_lower_frame_rate_not_a_pause() 
         );
     }
     assert!(until_pause.len() > 60, "{} frames", until_pause.len());
+}
+
+#[test]
+fn a_subscriber_that_asks_for_fewer_frames_gets_only_the_temporal_layers_that_give_them() {
+    // Three temporal layers per simulcast layer at 30 frames per second, as Chromium sends
+    // them; no estimator, so only what Bob asks for decides.
+    let (mut w, mut publisher, b, track) = simulcast_room(CongestionControl::Disabled);
+    publisher.temporal = true;
+    // The keyframes asked for at the start are all base layer frames: long enough for the
+    // smoothed frame rates to forget them.
+    publisher.run(&mut w, Duration::from_secs(6));
+    let from = w.clients[b].received.len();
+    let headers_from = w.clients[b].headers.len();
+    // (frames per second asked for, TIDs forwarded, frame rate announced in `track:layer`)
+    for (fps, tids, announced) in [
+        (Some(15), vec![0, 1], 15),
+        (Some(5), vec![0], 8),
+        (Some(12), vec![0, 1], 15),
+        (None, vec![0, 1, 2], 30),
+    ] {
+        ask_fps(&mut w, &track, Wanted::Highest, fps);
+        let mark = w.clients[b].received.len();
+        publisher.run(&mut w, Duration::from_secs(2));
+        let late: Vec<(u8, u8)> = w.clients[b].received[mark..]
+            .iter()
+            .filter(|(_, p)| p.len() >= 200)
+            .map(|(_, p)| {
+                let d = Vp8Descriptor::parse(p).unwrap();
+                (*p.last().unwrap(), d.temporal.unwrap().0)
+            })
+            .skip(5)
+            .collect();
+        assert!(
+            late.iter().all(|f| f.0 == 2),
+            "{fps:?}: still the full layer: {late:?}"
+        );
+        let mut seen: Vec<u8> = late.iter().map(|f| f.1).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, tids, "{fps:?}: temporal layers forwarded");
+        let told = layers_of(&w, "bob").last().cloned().flatten().unwrap();
+        assert_eq!(told.rid.as_deref(), Some("f"));
+        let rate = told.frame_rate.expect("measured");
+        assert!(
+            rate.abs_diff(announced) <= 1,
+            "{fps:?}: announced {rate} frames per second: {:?}",
+            layers_of(&w, "bob")
+        );
+    }
+    // One stream throughout, and nothing counted as a drop for congestion: Bob asked.
+    let packets = assert_one_stream(&w, b, (from, headers_from));
+    assert!(packets > 100, "{packets} packets");
+    let congestion = w
+        .core
+        .metrics
+        .dropped
+        .with_label_values(&["congestion"])
+        .get();
+    assert_eq!(
+        congestion, 0,
+        "frames left out on request are not congestion"
+    );
+}
+
+#[test]
+fn fewer_frames_asked_for_fit_a_higher_layer_into_the_same_budget() {
+    let (mut w, mut publisher, b, track) = simulcast_room(CongestionControl::Disabled);
+    publisher.temporal = true;
+    publisher.run(&mut w, Duration::from_secs(6));
+    // 200 kbit/s holds the half layer (144 kbit/s) but not the full one (264 kbit/s) at
+    // every frame; half the full layer's frames cost about 132 kbit/s.
+    w.core
+        .set_receive_cap(w.now, &room(), &"bob".into(), Some(200_000))
+        .unwrap();
+    publisher.run(&mut w, Duration::from_secs(2));
+    assert_eq!(*received_layers(&w, b).last().unwrap(), 1);
+    ask_fps(&mut w, &track, Wanted::Highest, Some(15));
+    publisher.run(&mut w, Duration::from_secs(2));
+    assert_eq!(
+        *received_layers(&w, b).last().unwrap(),
+        2,
+        "the full layer at 15 fps"
+    );
+    let told = layers_of(&w, "bob").last().cloned().flatten().unwrap();
+    assert_eq!(
+        (
+            told.rid.as_deref(),
+            told.frame_rate.map(|f| f.abs_diff(15) <= 1)
+        ),
+        (Some("f"), Some(true)),
+        "{told:?}"
+    );
 }
 
 #[test]
