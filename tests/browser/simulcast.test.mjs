@@ -318,69 +318,72 @@ it('a paused track stops the publisher’s layers, and resuming brings one back'
   assert.deepEqual(errors, []);
 });
 
-// A subscriber that asks for fewer frames (`track:settings {frameRate}`) gets fewer of the VP8
-// layer's temporal layers: Chromium sends each layer as `L1T3`, so 5 frames per second is
-// reached by the base temporal layer alone, a quarter of the frames (7.5 of 30). `track:layer`
-// says the rate, and the subscriber's decoder shows it; without `frameRate` every frame comes
-// back. On the server without congestion control, so that only what is asked decides.
-it('VP8: a subscriber that asks for fewer frames decodes fewer, and every frame again when it lifts', { timeout: 150_000 }, async () => {
-  const room = `fps${Date.now() % 100000}`;
-  await joinAsPublisher(room, undefined, y4m, svcServer);
-  const sub = await joinRoomPage(svcServer, 'sub', room, { errors });
-  browsers.push(sub.browser);
-  await askFor(sub.page, SMALL_TILE);
-  await eventually(async () => (await inboundVideo(sub.page))?.framesDecoded > 30, {
-    timeoutMs: 30_000,
-    what: 'the subscriber to decode the quarter layer',
+// A subscriber that asks for fewer frames (`track:settings {frameRate}`) gets fewer of the
+// layer's temporal layers: Chromium sends each VP8 or VP9 simulcast layer as `L1T3`, so 5 frames
+// per second is reached by the base temporal layer alone, a quarter of the frames (7.5 of 30).
+// `track:layer` says the rate, and the subscriber's decoder shows it; without `frameRate` every
+// frame comes back. On the server without congestion control, so that only what is asked
+// decides.
+for (const codec of ['VP8', 'VP9']) {
+  it(`${codec}: a subscriber that asks for fewer frames decodes fewer, and every frame again when it lifts`, { timeout: 150_000 }, async () => {
+    const room = `fps${codec}${Date.now() % 100000}`;
+    await joinAsPublisher(room, codec === 'VP8' ? undefined : offerOnlyCodec(`video/${codec}`), y4m, svcServer);
+    const sub = await joinRoomPage(svcServer, 'sub', room, { errors });
+    browsers.push(sub.browser);
+    await askFor(sub.page, SMALL_TILE);
+    await eventually(async () => (await inboundVideo(sub.page))?.framesDecoded > 30, {
+      timeoutMs: 30_000,
+      what: 'the subscriber to decode the quarter layer',
+    });
+    /** Frames decoded per second over 3 s. */
+    const decodedRate = async () => {
+      const a = await inboundVideo(sub.page);
+      await new Promise((r) => setTimeout(r, 3000));
+      const b = await inboundVideo(sub.page);
+      return (b.framesDecoded - a.framesDecoded) / 3;
+    };
+    let seen = [];
+    const latestLayer = async () => {
+      seen = await layerEvents(sub.page);
+      return seen.at(-1) ?? {};
+    };
+    const withEvents = (e) => {
+      throw new Error(`${e.message}; track:layer events: ${JSON.stringify(seen)}`);
+    };
+    const full = await decodedRate();
+
+    await askFor(sub.page, { ...SMALL_TILE, frameRate: 5 });
+    const told = await eventually(
+      async () => {
+        const l = await latestLayer();
+        return l.rid === 'q' && l.frameRate > 0 && l.frameRate <= 10 ? l : null;
+      },
+      { timeoutMs: 15_000, what: 'track:layer to announce at most 10 frames per second' },
+    ).catch(withEvents);
+    await new Promise((r) => setTimeout(r, 1000));
+    const reduced = await decodedRate();
+
+    await askFor(sub.page, SMALL_TILE);
+    const back = await eventually(
+      async () => {
+        const l = await latestLayer();
+        return l.rid === 'q' && l.frameRate >= told.frameRate * 2 ? l : null;
+      },
+      { timeoutMs: 15_000, what: 'track:layer to announce every frame again' },
+    ).catch(withEvents);
+    await new Promise((r) => setTimeout(r, 1000));
+    const again = await decodedRate();
+    console.log(
+      `${codec} frame rate: ${full.toFixed(1)} decoded/s; asked for 5: told ${told.frameRate}, ${reduced.toFixed(1)} decoded/s; ` +
+        `lifted: told ${back.frameRate}, ${again.toFixed(1)} decoded/s`,
+    );
+    assert.ok(reduced > 2, `still decoding: ${reduced} frames/s`);
+    assert.ok(reduced <= told.frameRate + 2, `${reduced} frames/s decoded, ${told.frameRate} announced: ${JSON.stringify(seen)}`);
+    assert.ok(full >= reduced * 1.8, `${full} frames/s before the ask, ${reduced} after`);
+    assert.ok(again >= reduced * 1.8, `${again} frames/s after the lift, ${reduced} before`);
+    assert.deepEqual(errors, []);
   });
-  /** Frames decoded per second over 3 s. */
-  const decodedRate = async () => {
-    const a = await inboundVideo(sub.page);
-    await new Promise((r) => setTimeout(r, 3000));
-    const b = await inboundVideo(sub.page);
-    return (b.framesDecoded - a.framesDecoded) / 3;
-  };
-  let seen = [];
-  const latestLayer = async () => {
-    seen = await layerEvents(sub.page);
-    return seen.at(-1) ?? {};
-  };
-  const withEvents = (e) => {
-    throw new Error(`${e.message}; track:layer events: ${JSON.stringify(seen)}`);
-  };
-  const full = await decodedRate();
-
-  await askFor(sub.page, { ...SMALL_TILE, frameRate: 5 });
-  const told = await eventually(
-    async () => {
-      const l = await latestLayer();
-      return l.rid === 'q' && l.frameRate > 0 && l.frameRate <= 10 ? l : null;
-    },
-    { timeoutMs: 15_000, what: 'track:layer to announce at most 10 frames per second' },
-  ).catch(withEvents);
-  await new Promise((r) => setTimeout(r, 1000));
-  const reduced = await decodedRate();
-
-  await askFor(sub.page, SMALL_TILE);
-  const back = await eventually(
-    async () => {
-      const l = await latestLayer();
-      return l.rid === 'q' && l.frameRate >= told.frameRate * 2 ? l : null;
-    },
-    { timeoutMs: 15_000, what: 'track:layer to announce every frame again' },
-  ).catch(withEvents);
-  await new Promise((r) => setTimeout(r, 1000));
-  const again = await decodedRate();
-  console.log(
-    `frame rate: ${full.toFixed(1)} decoded/s; asked for 5: told ${told.frameRate}, ${reduced.toFixed(1)} decoded/s; ` +
-      `lifted: told ${back.frameRate}, ${again.toFixed(1)} decoded/s`,
-  );
-  assert.ok(reduced > 2, `still decoding: ${reduced} frames/s`);
-  assert.ok(reduced <= told.frameRate + 2, `${reduced} frames/s decoded, ${told.frameRate} announced: ${JSON.stringify(seen)}`);
-  assert.ok(full >= reduced * 1.8, `${full} frames/s before the ask, ${reduced} after`);
-  assert.ok(again >= reduced * 1.8, `${again} frames/s after the lift, ${reduced} before`);
-  assert.deepEqual(errors, []);
-});
+}
 
 // The downlink is limited by the server's own per-subscriber cap (`media:bandwidth`), which the
 // test sets and lifts; the allocator treats it like a lower bandwidth estimate.

@@ -14,6 +14,10 @@
 //! also moves the sequence numbers and VP8 picture ids that follow (`forward`), so the
 //! subscriber sees no gap.
 //!
+//! VP9 simulcast layers (`L1T3` from Chromium too) are thinned alike from their descriptor's
+//! `TID`, with no layer sync (a higher rate waits for a keyframe), and their picture ids keep
+//! the gaps, from which a VP9 receiver infers what is missing (ADR 0097).
+//!
 //! Lifecycle: one per video subscription, at the full frame rate; each allocation sets its
 //! target, and every packet of the layer forwarded goes through [`TemporalFilter::admit`].
 

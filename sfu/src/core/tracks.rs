@@ -353,7 +353,9 @@ impl Core {
                 pkt.arrival,
                 pkt.payload.len(),
                 size,
-                vp8.and_then(|d| d.temporal).map(|(tid, _)| tid),
+                vp8.and_then(|d| d.temporal)
+                    .map(|(tid, _)| tid)
+                    .or(vp9.and_then(|d| d.temporal)),
                 pkt.marker,
             );
         } else {
@@ -422,16 +424,26 @@ impl Core {
                     }
                 }
                 // A frame above the subscriber's frame rate: left out of a stream that goes
-                // on, so the numbers after it close up.
-                if let Some(d) = vp8.as_ref() {
+                // on, so the sequence numbers after it close up, and VP8's picture ids. A VP9
+                // receiver infers a frame's references from the picture ids (the scalability
+                // structure gives them as differences), so VP9's keep their gaps; with no
+                // layer sync bit it reads, a higher VP9 rate waits for a keyframe.
+                let thinnable = match (&vp8, &vp9) {
+                    (Some(d), _) => Some((d.temporal, d.picture_start)),
+                    (_, Some(d)) => Some((d.temporal.map(|tid| (tid, false)), d.frame_start)),
+                    _ => None,
+                };
+                if let Some((temporal, start)) = thinnable {
                     let rate = s.temporal.current();
-                    let admitted = s.temporal.admit(d.temporal, d.picture_start, keyframe);
+                    let admitted = s.temporal.admit(temporal, start, keyframe);
                     if s.temporal.current() != rate && !switched {
                         self.events.push_back(announce(s));
                     }
                     if !admitted {
                         s.seq.skip(pkt.ssrc, pkt.seq_no);
-                        s.stream.leave_out_picture(d.numbers());
+                        if let Some(d) = vp8.as_ref() {
+                            s.stream.leave_out_picture(d.numbers());
+                        }
                         if s.temporal.target() < s.asked_rate {
                             self.metrics
                                 .dropped

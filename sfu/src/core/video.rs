@@ -213,13 +213,17 @@ pub struct PictureNumbers {
 
 /// The numbered fields of a VP9 payload descriptor (RFC 9628 § 4.2), with where they are:
 /// the picture id (`I`), and TL0PICIDX, present with layer indices (`L`) in non-flexible mode
-/// (`F` clear).
+/// (`F` clear); and the frame's temporal layer and whether the packet starts it.
 #[derive(Clone, Copy, Debug)]
 pub struct Vp9Descriptor {
     /// Picture id, its width and its byte offset.
     pub picture_id: Option<(u16, PictureIdWidth, usize)>,
     /// TL0PICIDX and its byte offset.
     pub tl0_pic_idx: Option<(u8, usize)>,
+    /// Its temporal layer (`TID`), when the layer indices are present.
+    pub temporal: Option<u8>,
+    /// Start of a frame (`B`).
+    pub frame_start: bool,
 }
 
 impl Vp9Descriptor {
@@ -236,8 +240,9 @@ impl Vp9Descriptor {
         let layers = b0 & 0x20 != 0;
         let flexible = b0 & 0x10 != 0;
         let mut tl0_pic_idx = None;
+        let mut temporal = None;
         if layers {
-            payload.get(at)?;
+            temporal = Some(*payload.get(at)? >> 5);
             at += 1;
             if !flexible {
                 tl0_pic_idx = Some((*payload.get(at)?, at));
@@ -246,6 +251,8 @@ impl Vp9Descriptor {
         Some(Vp9Descriptor {
             picture_id,
             tl0_pic_idx,
+            temporal,
+            frame_start: b0 & 0x08 != 0,
         })
     }
 }

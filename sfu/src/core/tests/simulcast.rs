@@ -33,10 +33,10 @@ fn frame(l: usize, pic: u16, tl0: u8, key: bool, tid_y: u8) -> Vec<u8> {
 /// The same as a VP9 frame of one layer (non-flexible mode, as Chromium sends each simulcast
 /// layer): the descriptor with a 15-bit picture id, layer indices and TL0PICIDX, and on a
 /// keyframe a scalability structure naming the layer's size.
-fn vp9_frame(l: usize, pic: u16, tl0: u8, key: bool) -> Vec<u8> {
+fn vp9_frame(l: usize, pic: u16, tl0: u8, key: bool, tid: u8) -> Vec<u8> {
     // I, L, B, E; P on inter frames, V on keyframes.
     let b0 = 0x80 | 0x20 | 0x08 | 0x04 | if key { 0x02 } else { 0x40 };
-    let mut v = vec![b0, 0x80 | (pic >> 8) as u8, pic as u8, 0x00, tl0];
+    let mut v = vec![b0, 0x80 | (pic >> 8) as u8, pic as u8, tid << 5, tl0];
     if key {
         let (w, h) = SIZES[l];
         // One spatial layer, with its size (Y), no picture group.
@@ -112,7 +112,7 @@ impl Publisher {
                 (0, false)
             };
             let payload = match self.codec {
-                Codec::Vp9 => vp9_frame(l, self.pic[l], self.tl0[l], key),
+                Codec::Vp9 => vp9_frame(l, self.pic[l], self.tl0[l], key, tid),
                 _ => frame(
                     l,
                     self.pic[l],
@@ -587,9 +587,15 @@ fn a_link_short_of_the_lowest_layer_gets_it_at_a_lower_frame_rate_not_a_pause() 
 
 #[test]
 fn a_subscriber_that_asks_for_fewer_frames_gets_only_the_temporal_layers_that_give_them() {
+    for codec in [Codec::Vp8, Codec::Vp9] {
+        fewer_frames_asked_for(codec);
+    }
+}
+
+fn fewer_frames_asked_for(codec: Codec) {
     // Three temporal layers per simulcast layer at 30 frames per second, as Chromium sends
     // them; no estimator, so only what Bob asks for decides.
-    let (mut w, mut publisher, b, track) = simulcast_room(CongestionControl::Disabled);
+    let (mut w, mut publisher, b, track) = simulcast_room_of(codec, CongestionControl::Disabled);
     publisher.temporal = true;
     // The keyframes asked for at the start are all base layer frames: long enough for the
     // smoothed frame rates to forget them.
@@ -606,29 +612,56 @@ fn a_subscriber_that_asks_for_fewer_frames_gets_only_the_temporal_layers_that_gi
         ask_fps(&mut w, &track, Wanted::Highest, fps);
         let mark = w.clients[b].received.len();
         publisher.run(&mut w, Duration::from_secs(2));
-        let late: Vec<(u8, u8)> = w.clients[b].received[mark..]
+        // (layer, TID, picture id) of each frame Bob got.
+        let late: Vec<(u8, u8, u16)> = w.clients[b].received[mark..]
             .iter()
             .filter(|(_, p)| p.len() >= 200)
-            .map(|(_, p)| {
-                let d = Vp8Descriptor::parse(p).unwrap();
-                (*p.last().unwrap(), d.temporal.unwrap().0)
+            .map(|(_, p)| match codec {
+                Codec::Vp9 => {
+                    let d = Vp9Descriptor::parse(p).unwrap();
+                    let id = d.picture_id.unwrap().0;
+                    (*p.last().unwrap(), d.temporal.unwrap(), id)
+                }
+                _ => {
+                    let d = Vp8Descriptor::parse(p).unwrap();
+                    let id = d.picture_id.unwrap().0;
+                    (*p.last().unwrap(), d.temporal.unwrap().0, id)
+                }
             })
             .skip(5)
             .collect();
         assert!(
             late.iter().all(|f| f.0 == 2),
-            "{fps:?}: still the full layer: {late:?}"
+            "{codec} {fps:?}: still the full layer: {late:?}"
         );
         let mut seen: Vec<u8> = late.iter().map(|f| f.1).collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen, tids, "{fps:?}: temporal layers forwarded");
+        assert_eq!(seen, tids, "{codec} {fps:?}: temporal layers forwarded");
+        // VP8's picture ids close up over the frames left out; VP9's keep the gaps, from
+        // which its receiver tells which frames are missing (see `tracks`).
+        let steps: Vec<u16> = late
+            .windows(2)
+            .map(|f| f[1].2.wrapping_sub(f[0].2) % (1 << 15))
+            .collect();
+        // One frame in two, or in four, forwarded; the periodic keyframe restarts the
+        // pattern, so a step may be shorter there.
+        let gap = match (codec, tids.len()) {
+            (Codec::Vp9, 1) => 4,
+            (Codec::Vp9, 2) => 2,
+            _ => 1,
+        };
+        let regular = steps.iter().filter(|d| **d == gap).count();
+        assert!(
+            steps.iter().all(|d| (1..=gap).contains(d)) && regular * 10 >= steps.len() * 9,
+            "{codec} {fps:?}: picture id steps {steps:?}"
+        );
         let told = layers_of(&w, "bob").last().cloned().flatten().unwrap();
         assert_eq!(told.rid.as_deref(), Some("f"));
         let rate = told.frame_rate.expect("measured");
         assert!(
             rate.abs_diff(announced) <= 1,
-            "{fps:?}: announced {rate} frames per second: {:?}",
+            "{codec} {fps:?}: announced {rate} frames per second: {:?}",
             layers_of(&w, "bob")
         );
     }
