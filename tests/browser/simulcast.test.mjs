@@ -324,7 +324,7 @@ it('a paused track stops the publisher’s layers, and resuming brings one back'
 // `track:layer` says the rate, and the subscriber's decoder shows it; without `frameRate` every
 // frame comes back. On the server without congestion control, so that only what is asked
 // decides.
-for (const codec of ['VP8', 'VP9']) {
+for (const codec of ['VP8', 'VP9', 'AV1']) {
   it(`${codec}: a subscriber that asks for fewer frames decodes fewer, and every frame again when it lifts`, { timeout: 150_000 }, async () => {
     const room = `fps${codec}${Date.now() % 100000}`;
     await joinAsPublisher(room, codec === 'VP8' ? undefined : offerOnlyCodec(`video/${codec}`), y4m, svcServer);

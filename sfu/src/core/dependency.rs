@@ -89,6 +89,11 @@ impl DependencyDescriptor {
         &self.bytes[..usize::from(self.len)]
     }
 
+    /// Whether this packet starts its frame (`start_of_frame`).
+    pub fn frame_start(&self) -> bool {
+        self.bytes[0] & 0x80 != 0
+    }
+
     /// The template this packet's frame follows (its `frame_dependency_template_id`).
     pub fn template_id(&self) -> u8 {
         self.bytes[0] & 0x3f

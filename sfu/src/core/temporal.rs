@@ -16,7 +16,8 @@
 //!
 //! VP9 simulcast layers (`L1T3` from Chromium too) are thinned alike from their descriptor's
 //! `TID`, with no layer sync (a higher rate waits for a keyframe), and their picture ids keep
-//! the gaps, from which a VP9 receiver infers what is missing (ADR 0097).
+//! the gaps, from which a VP9 receiver infers what is missing; other codecs (AV1, H.264) from
+//! their dependency descriptor's templates, likewise without layer sync (ADR 0097).
 //!
 //! Lifecycle: one per video subscription, at the full frame rate; each allocation sets its
 //! target, and every packet of the layer forwarded goes through [`TemporalFilter::admit`].

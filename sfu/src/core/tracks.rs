@@ -290,6 +290,9 @@ impl Core {
         let mut vp9 = None;
         // The packet's place among spatial layers, on a track that has them.
         let mut spatial = None;
+        // The temporal layer and start of frame of a packet whose codec's own descriptor
+        // the SFU does not read, from its dependency descriptor.
+        let mut described: Option<(u8, bool)> = None;
         if video {
             let Some(l) = track.layers.index_of(pkt.rid) else {
                 self.metrics
@@ -341,12 +344,23 @@ impl Core {
                 }
             }
             // A VP8 frame's temporal layer: from its descriptor, or (Chromium) from the
-            // dependency descriptor's templates, which say nothing of layer sync.
+            // dependency descriptor's templates, which say nothing of layer sync. Other
+            // codecs without a descriptor the SFU reads (AV1, H.264) have only the
+            // templates, and the descriptor's own start of frame.
             if let Some(d) = vp8.as_mut()
                 && d.temporal.is_none()
                 && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
             {
                 d.temporal = track.layers.temporal_of(layer, dd).map(|tid| (tid, false));
+            }
+            if vp8.is_none()
+                && codec != Some(VideoCodec::Vp9)
+                && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
+            {
+                described = track
+                    .layers
+                    .temporal_of(layer, dd)
+                    .map(|tid| (tid, dd.frame_start()));
             }
             track.layers.observe(
                 layer,
@@ -355,7 +369,8 @@ impl Core {
                 size,
                 vp8.and_then(|d| d.temporal)
                     .map(|(tid, _)| tid)
-                    .or(vp9.and_then(|d| d.temporal)),
+                    .or(vp9.and_then(|d| d.temporal))
+                    .or(described.map(|(tid, _)| tid)),
                 pkt.marker,
             );
         } else {
@@ -426,12 +441,13 @@ impl Core {
                 // A frame above the subscriber's frame rate: left out of a stream that goes
                 // on, so the sequence numbers after it close up, and VP8's picture ids. A VP9
                 // receiver infers a frame's references from the picture ids (the scalability
-                // structure gives them as differences), so VP9's keep their gaps; with no
-                // layer sync bit it reads, a higher VP9 rate waits for a keyframe.
+                // structure gives them as differences), so VP9's keep their gaps, as do the
+                // dependency descriptor's frame numbers; with no layer sync bit read, a higher
+                // rate waits for a keyframe but in VP8.
                 let thinnable = match (&vp8, &vp9) {
                     (Some(d), _) => Some((d.temporal, d.picture_start)),
                     (_, Some(d)) => Some((d.temporal.map(|tid| (tid, false)), d.frame_start)),
-                    _ => None,
+                    _ => described.map(|(tid, start)| (Some((tid, false)), start)),
                 };
                 if let Some((temporal, start)) = thinnable {
                     let rate = s.temporal.current();

@@ -2,9 +2,11 @@
 //! at keyframes, as one continuous stream; unneeded layers are stopped at the publisher.
 
 use str0m::media::{Rid, Simulcast, SimulcastLayer};
+use str0m::rtp::ExtensionValues;
 
 use super::*;
 use crate::core::allocator::Wanted;
+use crate::core::dependency::{self, DependencyDescriptor};
 use crate::core::video::{Vp8Descriptor, Vp9Descriptor};
 use crate::event::LayerInfo;
 
@@ -48,6 +50,34 @@ fn vp9_frame(l: usize, pic: u16, tl0: u8, key: bool, tid: u8) -> Vec<u8> {
     v
 }
 
+/// An H.264 frame of layer `l` (one NAL unit: IDR on a keyframe), whose second-to-last byte
+/// names its temporal layer `tid` for the test to read: H.264 says nothing of it, only the
+/// dependency descriptor does.
+fn h264_frame(l: usize, key: bool, tid: u8) -> Vec<u8> {
+    let mut v = vec![if key { 0x65 } else { 0x41 }, 0x88];
+    v.resize(FRAME_BYTES[l] - 2, 0xee);
+    v.push(tid);
+    v.push(l as u8);
+    v
+}
+
+/// The dependency descriptor of a one-packet `L1T3` frame in temporal layer `tid`, numbered
+/// `number`; a keyframe's carries the template structure (templates 62 and 63 in temporal
+/// layer 0, 0 in 1, 1 and 2 in 2), as libwebrtc sends it.
+fn l1t3_descriptor(number: u16, key: bool, tid: u8) -> DependencyDescriptor {
+    let template = if key {
+        62
+    } else {
+        [63, 0, 1][usize::from(tid)]
+    };
+    let [hi, lo] = number.to_be_bytes();
+    let mut wire = vec![0xc0 | template, hi, lo];
+    if key {
+        wire.extend_from_slice(&[0x87, 0xc2, 0x14, 0xc0]);
+    }
+    DependencyDescriptor::parse(&wire).unwrap()
+}
+
 /// Pads a frame to layer `l`'s size; the last byte names the layer.
 fn pad(v: &mut Vec<u8>, l: usize) {
     v.resize(FRAME_BYTES[l] - 1, 0xee);
@@ -68,6 +98,9 @@ struct Publisher {
     frames: u64,
     /// Send each layer in three temporal layers, as Chromium does (`L1T3`).
     temporal: bool,
+    /// Send each frame's dependency descriptor, numbering frames from this (the client
+    /// must have the extension: [`join_publishing_described`]).
+    described: Option<u16>,
     /// Per layer, the frame's place in the temporal pattern (0 at each keyframe).
     cycle: [usize; 3],
 }
@@ -89,6 +122,7 @@ impl Publisher {
             sending: [true; 3],
             frames: 0,
             temporal: false,
+            described: None,
             cycle: [0; 3],
         }
     }
@@ -113,6 +147,7 @@ impl Publisher {
             };
             let payload = match self.codec {
                 Codec::Vp9 => vp9_frame(l, self.pic[l], self.tl0[l], key, tid),
+                Codec::H264 => h264_frame(l, key, tid),
                 _ => frame(
                     l,
                     self.pic[l],
@@ -132,8 +167,15 @@ impl Publisher {
             let now = w.now;
             let mut api = w.clients[self.client].rtc.direct_api();
             let tx = api.stream_tx_by_mid(self.mid, Some(rid)).unwrap();
+            let mut ext = ExtensionValues::default();
+            if let Some(number) = self.described.as_mut() {
+                ext.user_values.set(l1t3_descriptor(*number, key, tid));
+                *number = number.wrapping_add(1);
+            }
             tx.write_rtp(
-                RtpWrite::new(pt, self.seq[l].into(), self.ts[l], now, payload).marker(true),
+                RtpWrite::new(pt, self.seq[l].into(), self.ts[l], now, payload)
+                    .marker(true)
+                    .ext_vals(ext),
             );
             w.flush_client(self.client);
             self.seq[l] += 1;
@@ -161,7 +203,23 @@ impl Publisher {
 /// `name` joins and publishes a simulcast camera (and a microphone when `mic`); returns its
 /// client, camera mid and microphone mid.
 fn join_publishing(w: &mut World, name: &str, mic: bool) -> (usize, Mid, Option<Mid>) {
-    let a = w.join(name);
+    publishing_with(w, name, mic, Rtc::builder())
+}
+
+/// As [`join_publishing`], with a client that sends the dependency descriptor extension.
+fn join_publishing_described(w: &mut World, name: &str) -> (usize, Mid) {
+    let config = Rtc::builder().set_extension(dependency::ID, dependency::extension());
+    let (a, mid, _) = publishing_with(w, name, false, config);
+    (a, mid)
+}
+
+fn publishing_with(
+    w: &mut World,
+    name: &str,
+    mic: bool,
+    config: str0m::RtcConfig,
+) -> (usize, Mid, Option<Mid>) {
+    let a = w.join_custom(name, Grants::default(), config);
     let mut sim = Simulcast::new();
     for r in RIDS {
         sim.add_send_layer(SimulcastLayer::new(r));
@@ -218,12 +276,22 @@ fn simulcast_room_of(
         congestion_control,
         ..config(Limits::default())
     });
-    let (a, mid, _) = join_publishing(&mut w, "alice", false);
+    // Without a payload descriptor the SFU reads, the publisher describes its frames with the
+    // dependency descriptor, as Chromium does.
+    let described = codec == Codec::H264;
+    let (a, mid) = match described {
+        true => join_publishing_described(&mut w, "alice"),
+        false => {
+            let (a, mid, _) = join_publishing(&mut w, "alice", false);
+            (a, mid)
+        }
+    };
     let b = w.join("bob");
     w.offer(b, &[(MediaKind::Audio, Direction::RecvOnly)]);
     w.run(Duration::from_secs(1));
     let mut publisher = Publisher::new(a, mid);
     publisher.codec = codec;
+    publisher.described = described.then_some(1000);
     publisher.run(&mut w, Duration::from_millis(300));
     w.answer_pending_offers();
     let track = first_published(&w);
@@ -587,7 +655,7 @@ fn a_link_short_of_the_lowest_layer_gets_it_at_a_lower_frame_rate_not_a_pause() 
 
 #[test]
 fn a_subscriber_that_asks_for_fewer_frames_gets_only_the_temporal_layers_that_give_them() {
-    for codec in [Codec::Vp8, Codec::Vp9] {
+    for codec in [Codec::Vp8, Codec::Vp9, Codec::H264] {
         fewer_frames_asked_for(codec);
     }
 }
@@ -612,16 +680,19 @@ fn fewer_frames_asked_for(codec: Codec) {
         ask_fps(&mut w, &track, Wanted::Highest, fps);
         let mark = w.clients[b].received.len();
         publisher.run(&mut w, Duration::from_secs(2));
-        // (layer, TID, picture id) of each frame Bob got.
+        // (layer, TID, picture id) of each frame Bob got (H.264 has no picture id: its
+        // frames count as one apart).
         let late: Vec<(u8, u8, u16)> = w.clients[b].received[mark..]
             .iter()
             .filter(|(_, p)| p.len() >= 200)
-            .map(|(_, p)| match codec {
+            .enumerate()
+            .map(|(i, (_, p))| match codec {
                 Codec::Vp9 => {
                     let d = Vp9Descriptor::parse(p).unwrap();
                     let id = d.picture_id.unwrap().0;
                     (*p.last().unwrap(), d.temporal.unwrap(), id)
                 }
+                Codec::H264 => (*p.last().unwrap(), p[p.len() - 2], i as u16),
                 _ => {
                     let d = Vp8Descriptor::parse(p).unwrap();
                     let id = d.picture_id.unwrap().0;
