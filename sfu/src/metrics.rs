@@ -44,6 +44,10 @@ pub struct Metrics {
     /// subscriptions by the layer forwarded (0 lowest; `none`: paused or waiting for a
     /// keyframe). Refreshed every allocation tick.
     pub subscriptions_by_layer: IntGaugeVec,
+    /// `chorus_sfu_video_subscriptions_reduced_frame_rate`: open video subscriptions that
+    /// receive only some of their layer's temporal layers (asked for with `frameRate`, or
+    /// below the lowest layer for bandwidth). Refreshed every allocation tick.
+    pub reduced_frame_rate: IntGauge,
     /// `chorus_sfu_dynacast_total{action="stopped"|"resumed"}`: simulcast layers a
     /// publisher was asked to stop or resume.
     pub dynacast: IntCounterVec,
@@ -76,7 +80,7 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, Error> {
         let m = Self::unregistered()?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(m.rooms.clone()),
             Box::new(m.participants.clone()),
             Box::new(m.tracks.clone()),
@@ -91,6 +95,7 @@ impl Metrics {
             Box::new(m.speaker_changes.clone()),
             Box::new(m.layer_switches.clone()),
             Box::new(m.subscriptions_by_layer.clone()),
+            Box::new(m.reduced_frame_rate.clone()),
             Box::new(m.dynacast.clone()),
             Box::new(m.bandwidth_estimate.clone()),
             Box::new(m.data_messages.clone()),
@@ -186,6 +191,11 @@ impl Metrics {
                     "Open video subscriptions by the layer forwarded",
                 ),
                 &["layer"],
+            )
+            .map_err(err)?,
+            reduced_frame_rate: IntGauge::new(
+                "chorus_sfu_video_subscriptions_reduced_frame_rate",
+                "Open video subscriptions receiving fewer than all frames of their layer",
             )
             .map_err(err)?,
             dynacast: IntCounterVec::new(

@@ -110,21 +110,36 @@ impl Core {
             self.reallocate(now, id);
         }
         self.dynacast(now);
-        let mut by_layer = [0i64; MAX_LAYERS + 1];
+        self.count_subscriptions();
+    }
+
+    /// Refreshes this core's share of the subscription gauges. Run every tick, and when the
+    /// last participant leaves (no tick follows).
+    pub(super) fn count_subscriptions(&mut self) {
+        let mut now_counted = SubscriptionCounts::default();
         for p in self.sessions.values() {
             for s in p.subs.iter().filter(|s| s.kind == TrackKind::Video) {
                 if let SubState::Open(_) = s.state {
                     let at = s.selector.current().map_or(MAX_LAYERS, usize::from);
-                    by_layer[at.min(MAX_LAYERS)] += 1;
+                    now_counted.by_layer[at.min(MAX_LAYERS)] += 1;
+                    if at < MAX_LAYERS && s.temporal.current() != FrameRate::Full {
+                        now_counted.reduced_frame_rate += 1;
+                    }
                 }
             }
         }
-        for (i, n) in by_layer.iter().enumerate() {
+        // Every worker's core shares the gauges: each adds the change in its own counts.
+        let was = std::mem::replace(&mut self.subscription_counts, now_counted);
+        let now_counted = &self.subscription_counts;
+        self.metrics
+            .reduced_frame_rate
+            .add(now_counted.reduced_frame_rate - was.reduced_frame_rate);
+        for (i, (n, before)) in now_counted.by_layer.iter().zip(was.by_layer).enumerate() {
             let label = ["0", "1", "2", "none"][i];
             self.metrics
                 .subscriptions_by_layer
                 .with_label_values(&[label])
-                .set(*n);
+                .add(n - before);
         }
     }
 
@@ -378,6 +393,16 @@ impl Core {
             }
         }
     }
+}
+
+/// What one core last added to the subscription gauges
+/// (`chorus_sfu_video_subscriptions{layer}`, `chorus_sfu_video_subscriptions_reduced_frame_rate`).
+#[derive(Debug, Default)]
+pub(super) struct SubscriptionCounts {
+    /// Open video subscriptions per layer forwarded, lowest first, then none.
+    by_layer: [i64; MAX_LAYERS + 1],
+    /// Of those, the ones at a reduced frame rate.
+    reduced_frame_rate: i64,
 }
 
 /// The frame rates a track offers one subscriber, which turn its layers into the

@@ -161,6 +161,8 @@ pub struct Core {
     dirty: Vec<SessionId>,
     /// When layer allocation and dynacast next run (see `adaptive`); set by the first join.
     next_tick: Option<Instant>,
+    /// This core's share of the subscription gauges, which every worker's core adds to.
+    subscription_counts: adaptive::SubscriptionCounts,
 }
 
 impl Core {
@@ -202,6 +204,7 @@ impl Core {
             events: VecDeque::new(),
             dirty: Vec::new(),
             next_tick: None,
+            subscription_counts: adaptive::SubscriptionCounts::default(),
         }
     }
 
@@ -852,6 +855,9 @@ impl Core {
         let Some(mut p) = self.sessions.remove(&id) else {
             return;
         };
+        if self.sessions.is_empty() {
+            self.count_subscriptions();
+        }
         match &failure {
             Some(reason) => {
                 tracing::info!(room = %p.room, participant = %p.key, ?reason, "sfu participant failed")

@@ -729,6 +729,11 @@ fn fewer_frames_asked_for(codec: Codec) {
         );
         let told = layers_of(&w, "bob").last().cloned().flatten().unwrap();
         assert_eq!(told.rid.as_deref(), Some("f"));
+        assert_eq!(
+            w.core.metrics.reduced_frame_rate.get(),
+            i64::from(fps.is_some()),
+            "{codec} {fps:?}: subscriptions at a reduced frame rate"
+        );
         let rate = told.frame_rate.expect("measured");
         assert!(
             rate.abs_diff(announced) <= 1,
@@ -778,6 +783,43 @@ fn fewer_frames_asked_for_fit_a_higher_layer_into_the_same_budget() {
         ),
         (Some("f"), Some(true)),
         "{told:?}"
+    );
+}
+
+#[test]
+fn the_subscription_gauges_add_up_every_workers_subscriptions() {
+    // Two cores, as two media workers are, each with one subscriber on the full layer,
+    // counting into the same gauges from here on.
+    let (mut w1, mut p1, _, _) = simulcast_room(CongestionControl::Disabled);
+    let (mut w2, mut p2, _, _) = simulcast_room(CongestionControl::Disabled);
+    let shared = Metrics::unregistered().unwrap();
+    for w in [&mut w1, &mut w2] {
+        w.core.metrics = shared.clone();
+        w.core.subscription_counts = Default::default();
+    }
+    for _ in 0..3 {
+        p1.run(&mut w1, Duration::from_millis(400));
+        p2.run(&mut w2, Duration::from_millis(400));
+    }
+    let at = |layer: &str| {
+        shared
+            .subscriptions_by_layer
+            .with_label_values(&[layer])
+            .get()
+    };
+    assert_eq!(
+        (at("2"), at("none")),
+        (2, 0),
+        "one subscriber on each worker"
+    );
+    // When a core empties, its share goes at once: no tick runs on an empty core.
+    for who in ["bob", "alice"] {
+        w2.core.leave(w2.now, &room(), &who.into()).unwrap();
+    }
+    assert_eq!(
+        (at("2"), at("none")),
+        (1, 0),
+        "one worker's subscriber left"
     );
 }
 
