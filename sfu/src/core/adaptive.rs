@@ -172,7 +172,10 @@ impl Core {
             let thinned = t.layers.scheme() != Scheme::Spatial;
             let asked: Vec<FrameRate> = (0..=top)
                 .map(|l| match s.wanted_fps {
-                    Some(fps) if thinned => t.layers.frame_rate_for(l, fps, now),
+                    Some(fps) if thinned => {
+                        let kept = (s.selector.target() == Some(l)).then_some(s.asked_rate);
+                        t.layers.frame_rate_for(l, fps, kept, now)
+                    }
                     _ => FrameRate::Full,
                 })
                 .collect();

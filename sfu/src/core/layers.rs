@@ -47,6 +47,11 @@ pub const MAX_TEMPORAL: usize = 3;
 /// chosen for it, in percent: frames arrive in bursts around a measurement's edges.
 pub const FRAME_RATE_TOLERANCE_PERCENT: u64 = 5;
 
+/// How far short the set already chosen may fall before another is chosen, in percent: a
+/// measurement that wobbles around the request must not flip the rate (a higher one costs a
+/// keyframe).
+pub const FRAME_RATE_KEEP_PERCENT: u64 = 15;
+
 /// Length of one bitrate measurement.
 const RATE_BUCKET: Duration = Duration::from_millis(500);
 
@@ -279,13 +284,32 @@ impl Layers {
 
     /// The lowest frame rate of layer `i` that gives at least `fps` frames per second, give
     /// or take [`FRAME_RATE_TOLERANCE_PERCENT`]: fewer of its temporal layers where they
-    /// suffice, else every frame (also when its temporal layers are not measured).
-    pub fn frame_rate_for(&self, i: LayerIndex, fps: u32, now: Instant) -> FrameRate {
-        let want = u64::from(fps) * 1000 * (100 - FRAME_RATE_TOLERANCE_PERCENT) / 100;
-        self.cumulative(i, now, |l, t| l.temporal_frames[t].per_second_milli())
-            .into_iter()
-            .find(|(_, milli)| *milli >= want)
-            .map_or(FrameRate::Full, |(t, _)| FrameRate::Reduced(t))
+    /// suffice, else every frame (also when its temporal layers are not measured). `kept`,
+    /// the rate chosen before, is not raised from while it is no more than
+    /// [`FRAME_RATE_KEEP_PERCENT`] short.
+    pub fn frame_rate_for(
+        &self,
+        i: LayerIndex,
+        fps: u32,
+        kept: Option<FrameRate>,
+        now: Instant,
+    ) -> FrameRate {
+        let short_by = |percent: u64| u64::from(fps) * 1000 * (100 - percent) / 100;
+        let rates = self.cumulative(i, now, |l, t| l.temporal_frames[t].per_second_milli());
+        let fresh = rates
+            .iter()
+            .find(|(_, milli)| *milli >= short_by(FRAME_RATE_TOLERANCE_PERCENT))
+            .map_or(FrameRate::Full, |(t, _)| FrameRate::Reduced(*t));
+        // Only a raise is held back: a lower rate costs nothing to take.
+        let holds = |rate: FrameRate| {
+            rates.iter().any(|(t, milli)| {
+                rate == FrameRate::Reduced(*t) && *milli >= short_by(FRAME_RATE_KEEP_PERCENT)
+            })
+        };
+        match kept {
+            Some(rate) if rate < fresh && holds(rate) => rate,
+            _ => fresh,
+        }
     }
 
     /// Frames per second of layer `i` at `rate`, as measured (rounded; `None` until
@@ -618,7 +642,11 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Layers::new(&rids(&["q", "h", "f"]));
         assert_eq!(l.frames_per_second(2, FrameRate::Full, t0), None);
-        assert_eq!(l.frame_rate_for(2, 10, t0), FrameRate::Full, "not measured");
+        assert_eq!(
+            l.frame_rate_for(2, 10, None, t0),
+            FrameRate::Full,
+            "not measured"
+        );
         // 30 frames per second in L1T3 order (TIDs 0 2 1 2), two packets each, the second
         // marked.
         let mut now = t0;
@@ -633,17 +661,25 @@ mod tests {
         assert_eq!(fps(FrameRate::Reduced(0)), Some(8), "7.5, rounded");
         assert_eq!(fps(FrameRate::Reduced(1)), Some(15));
         // The fewest temporal layers that give what is asked, with a little slack.
-        assert_eq!(l.frame_rate_for(2, 5, now), FrameRate::Reduced(0));
-        assert_eq!(l.frame_rate_for(2, 7, now), FrameRate::Reduced(0));
-        assert_eq!(l.frame_rate_for(2, 15, now), FrameRate::Reduced(1));
-        assert_eq!(l.frame_rate_for(2, 16, now), FrameRate::Full);
-        assert_eq!(l.frame_rate_for(2, 60, now), FrameRate::Full);
+        assert_eq!(l.frame_rate_for(2, 5, None, now), FrameRate::Reduced(0));
+        assert_eq!(l.frame_rate_for(2, 7, None, now), FrameRate::Reduced(0));
+        assert_eq!(l.frame_rate_for(2, 15, None, now), FrameRate::Reduced(1));
+        assert_eq!(l.frame_rate_for(2, 16, None, now), FrameRate::Full);
+        assert_eq!(l.frame_rate_for(2, 60, None, now), FrameRate::Full);
+        // A rate already chosen is not raised from until it is well short (8 asked, 7.5
+        // given), and is lowered from at once.
+        assert_eq!(l.frame_rate_for(2, 8, None, now), FrameRate::Reduced(1));
+        let kept = Some(FrameRate::Reduced(0));
+        assert_eq!(l.frame_rate_for(2, 8, kept, now), FrameRate::Reduced(0));
+        assert_eq!(l.frame_rate_for(2, 9, kept, now), FrameRate::Reduced(1));
+        let kept = Some(FrameRate::Reduced(1));
+        assert_eq!(l.frame_rate_for(2, 5, kept, now), FrameRate::Reduced(0));
         // What each costs: the base layer carries a quarter of the packets here.
         let full = l.bitrate_at(2, FrameRate::Full, now);
         let base = l.bitrate_at(2, FrameRate::Reduced(0), now);
         assert!(full > 0 && base * 4 <= full + full / 10, "{base} of {full}");
         // Another layer's frames are not this one's.
         assert_eq!(l.frames_per_second(0, FrameRate::Full, now), None);
-        assert_eq!(l.frame_rate_for(0, 5, now), FrameRate::Full);
+        assert_eq!(l.frame_rate_for(0, 5, None, now), FrameRate::Full);
     }
 }
