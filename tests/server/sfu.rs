@@ -881,8 +881,9 @@ async fn receives_layer(
             );
             assert_eq!(l["paused"], false, "{l}");
             assert!(
-                l["frameRate"].is_null() || l["frameRate"].as_u64().is_some(),
-                "{l}"
+                l.get("frameRate")
+                    .is_some_and(|f| f.is_null() || f.as_u64().is_some()),
+                "frameRate is a number, or null until measured: {l}"
             );
             return;
         }

@@ -272,14 +272,13 @@ impl Layers {
     /// What layer `i` costs at `rate` (bit/s): its measured temporal layers up to the
     /// rate's, else (at the full rate, or not measured) the whole layer.
     pub fn bitrate_at(&self, i: LayerIndex, rate: FrameRate, now: Instant) -> u64 {
-        let reduced = match rate {
-            FrameRate::Reduced(top) => self
-                .temporal_bitrates(i, now)
-                .into_iter()
-                .find(|(t, _)| *t == top),
+        match rate {
+            FrameRate::Reduced(top) => {
+                self.cumulative_to(i, top, now, |l, t| l.temporal_rates[t].bitrate())
+            }
             FrameRate::Full => None,
-        };
-        reduced.map_or_else(|| self.bitrate(i), |(_, b)| b)
+        }
+        .unwrap_or_else(|| self.bitrate(i))
     }
 
     /// The lowest frame rate of layer `i` that gives at least `fps` frames per second, give
@@ -316,11 +315,9 @@ impl Layers {
     /// measured). A spatial layer has its picture rate, which every layer shares.
     pub fn frames_per_second(&self, i: LayerIndex, rate: FrameRate, now: Instant) -> Option<u16> {
         let milli = match rate {
-            FrameRate::Reduced(top) => self
-                .cumulative(i, now, |l, t| l.temporal_frames[t].per_second_milli())
-                .into_iter()
-                .find(|(t, _)| *t == top)
-                .map(|(_, m)| m),
+            FrameRate::Reduced(top) => {
+                self.cumulative_to(i, top, now, |l, t| l.temporal_frames[t].per_second_milli())
+            }
             FrameRate::Full if self.scheme == Scheme::Spatial => self
                 .layers
                 .iter()
@@ -332,6 +329,19 @@ impl Layers {
                 .and_then(|l| l.frames.per_second_milli()),
         }?;
         u16::try_from((milli + 500) / 1000).ok()
+    }
+
+    /// [`Layers::cumulative`]'s sum up to temporal layer `top`.
+    fn cumulative_to(
+        &self,
+        i: LayerIndex,
+        top: u8,
+        now: Instant,
+        measure: impl Fn(&Layer, usize) -> Option<u64>,
+    ) -> Option<u64> {
+        self.cumulative(i, now, measure)
+            .into_iter()
+            .find_map(|(t, v)| (t == top).then_some(v))
     }
 
     /// Per temporal layer of layer `i` below its highest one, the sum of `measure` over it

@@ -343,24 +343,22 @@ impl Core {
                     }
                 }
             }
-            // A VP8 frame's temporal layer: from its descriptor, or (Chromium) from the
-            // dependency descriptor's templates, which say nothing of layer sync. Other
-            // codecs without a descriptor the SFU reads (AV1, H.264) have only the
-            // templates, and the descriptor's own start of frame.
-            if let Some(d) = vp8.as_mut()
-                && d.temporal.is_none()
-                && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
-            {
-                d.temporal = track.layers.temporal_of(layer, dd).map(|tid| (tid, false));
-            }
-            if vp8.is_none()
-                && codec != Some(VideoCodec::Vp9)
+            // The dependency descriptor's templates tell a frame's temporal layer (but
+            // nothing of layer sync): for VP8 where its own descriptor does not (Chromium),
+            // and for codecs without a descriptor the SFU reads (AV1, H.264), with the
+            // descriptor's start of frame.
+            if codec != Some(VideoCodec::Vp9)
                 && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
             {
                 described = track
                     .layers
                     .temporal_of(layer, dd)
                     .map(|tid| (tid, dd.frame_start()));
+            }
+            if let Some(d) = vp8.as_mut()
+                && d.temporal.is_none()
+            {
+                d.temporal = described.map(|(tid, _)| (tid, false));
             }
             track.layers.observe(
                 layer,
