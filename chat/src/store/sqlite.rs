@@ -91,8 +91,7 @@ impl SqliteStore {
             // Only readers of another process (or a checkpoint) can make us wait; bound it.
             .busy_timeout(Duration::from_secs(5));
         let cache = |kib: u32| format!("-{kib}");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
+        let writer = pool(1)
             .connect_with(
                 options
                     .clone()
@@ -101,16 +100,14 @@ impl SqliteStore {
             )
             .await?;
         sql::migrator().run(&writer).await?;
-        let checkpointer = SqlitePoolOptions::new()
-            .max_connections(1)
+        let checkpointer = pool(1)
             .connect_with(
                 options
                     .clone()
                     .pragma("cache_size", cache(CHECKPOINTER_CACHE_KIB)),
             )
             .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
+        let reader = pool(READERS)
             .connect_with(
                 options
                     .read_only(true)
@@ -179,6 +176,15 @@ const WAL_RESTART_FRAMES: i64 = 8192;
 /// (32 MiB) it runs one `RESTART` checkpoint, which makes the writer wait while it finishes —
 /// one stall per 32 MiB of messages instead of one per 4 MiB inside a commit. A failed pass is
 /// logged and retried next time.
+/// A pool of `size` connections that hands them out without sqlx's default ping: a connection
+/// to a local file has no far end to lose, and the ping is one more round trip to the
+/// connection's worker thread before every transaction (every group commit).
+fn pool(size: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(size)
+        .test_before_acquire(false)
+}
+
 async fn checkpoint(pool: SqlitePool, alive: Weak<()>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
