@@ -32,6 +32,14 @@
   const ACK_TIMEOUT_MS = 10000;
   /** How long an SFU link may stay `disconnected` before it restarts ICE. */
   const ICE_DISCONNECTED_GRACE_MS = 2000;
+  /**
+   * A camera tile whose shorter side is under this many CSS pixels is a thumbnail (a crowded
+   * grid, a phone's strip): motion at that size looks the same at half the frames, and the
+   * server then sends half of them (`track:settings {frameRate}`), saving the link and the
+   * decoder. Screen share keeps every frame.
+   */
+  const THUMBNAIL_SHORT_SIDE = 180;
+  const THUMBNAIL_FRAME_RATE = 15;
 
   // ---------------------------------------------------------------------------------------------
   // ChorusClient: raw WebSocket protocol
@@ -948,8 +956,9 @@
 
     /**
      * Tells the server how big a remote video track's tile is, in device pixels, and when it
-     * is out of sight (`track:settings`), so it forwards the smallest layer that looks sharp
-     * and nothing for a hidden tile. Sent when the size or visibility settles.
+     * is out of sight (`track:settings`), so it forwards the smallest layer that looks sharp,
+     * fewer frames to a camera thumbnail, and nothing for a hidden tile. Sent when the size or
+     * visibility settles.
      */
     watchTileSize(trackId, video) {
       this.tileWatches.get(trackId)?.stop();
@@ -963,10 +972,14 @@
         const width = Math.round(video.clientWidth * scale);
         const height = Math.round(video.clientHeight * scale);
         const paused = !visible || document.hidden;
-        const key = paused ? 'paused' : `${width}x${height}`;
+        const shortSide = Math.min(video.clientWidth, video.clientHeight);
+        const thumbnail =
+          this.trackInfo.get(trackId)?.source === 'camera' && shortSide > 0 && shortSide < THUMBNAIL_SHORT_SIDE;
+        const frameRate = thumbnail ? THUMBNAIL_FRAME_RATE : undefined;
+        const key = paused ? 'paused' : `${width}x${height}@${frameRate ?? 'all'}`;
         if (key === last) return;
         last = key;
-        const settings = paused ? { paused: true } : { width, height, paused: false };
+        const settings = paused ? { paused: true } : { width, height, frameRate, paused: false };
         this.client.request('track:settings', { callId: this.callId, trackId, ...settings }).catch(() => {});
       };
       const soon = () => {

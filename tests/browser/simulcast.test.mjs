@@ -388,6 +388,75 @@ for (const codec of ['VP8', 'VP9', 'AV1']) {
   });
 }
 
+// The demo page itself asks for fewer frames for a camera thumbnail (a tile whose shorter side
+// is under 180 CSS pixels): 15 per second, which VP8's `L1T3` gives with its two lower temporal
+// layers; a bigger tile asks for every frame again. The tile watcher decides here, not the test:
+// the test only resizes the tile and records what the page sends.
+it('the demo page asks for half the frames for a camera thumbnail, and every frame for a bigger tile', { timeout: 150_000 }, async () => {
+  const room = `thumb${Date.now() % 100000}`;
+  await joinAsPublisher(room, undefined, y4m, svcServer);
+  const sub = await joinRoomPage(svcServer, 'sub', room, { errors });
+  browsers.push(sub.browser);
+  await sub.page.evaluate(() => {
+    const client = window.chorus.client;
+    const request = client.request.bind(client);
+    window.sentSettings = [];
+    client.request = (event, data, ...rest) => {
+      if (event === 'track:settings') window.sentSettings.push(data);
+      return request(event, data, ...rest);
+    };
+  });
+  const resizeTile = (width, height) =>
+    sub.page.evaluate(
+      ([width, height]) => {
+        const tile = document.querySelector('[data-testid=tile-remote]');
+        Object.assign(tile.style, { position: 'fixed', left: '0', top: '0', zIndex: '9', width: `${width}px`, height: `${height}px` });
+      },
+      [width, height],
+    );
+  await eventually(async () => (await inboundVideo(sub.page))?.framesDecoded > 30, {
+    timeoutMs: 30_000,
+    what: 'the subscriber to decode the camera',
+  });
+  const sent = () => sub.page.evaluate(() => window.sentSettings);
+  let seen = [];
+  const latestLayer = async () => {
+    seen = await layerEvents(sub.page);
+    return seen.at(-1) ?? {};
+  };
+
+  const dpr = await sub.page.evaluate(() => window.devicePixelRatio || 1);
+  await resizeTile(240, 135);
+  const asked = await eventually(async () => (await sent()).find((s) => s.frameRate === 15 && s.paused === false), {
+    timeoutMs: 5_000,
+    what: 'the page to ask for 15 frames per second for the thumbnail',
+  });
+  assert.equal(asked.width, Math.round(240 * dpr), JSON.stringify(asked));
+  const thumbnailAsks = (await sent()).length;
+  // Measured from the publisher: 15 of its 30 (up to 5 % short), or every frame when its
+  // encoder runs slower under load and only all of them reach 15.
+  const thinned = await eventually(
+    async () => {
+      const l = await latestLayer();
+      return l.frameRate > 0 && l.frameRate <= 20 ? l : null;
+    },
+    { timeoutMs: 15_000, what: 'track:layer to announce the thumbnail rate' },
+  ).catch((e) => {
+    throw new Error(`${e.message}; track:layer events: ${JSON.stringify(seen)}`);
+  });
+
+  await resizeTile(640, 360);
+  const lifted = await eventually(
+    async () =>
+      (await sent())
+        .slice(thumbnailAsks)
+        .find((s) => s.width === Math.round(640 * dpr) && s.paused === false && s.frameRate === undefined),
+    { timeoutMs: 5_000, what: 'the page to ask for every frame for the bigger tile' },
+  );
+  console.log(`thumbnail: asked ${JSON.stringify(asked)}, told ${thinned.frameRate} fps; bigger tile: asked ${JSON.stringify(lifted)}`);
+  assert.deepEqual(errors, []);
+});
+
 // The downlink is limited by the server's own per-subscriber cap (`media:bandwidth`), which the
 // test sets and lifts; the allocator treats it like a lower bandwidth estimate.
 it('a subscriber whose downlink is capped drops to a lower layer and recovers when it lifts', { timeout: 150_000 }, async () => {
