@@ -426,6 +426,9 @@ it('the demo page asks for half the frames for a camera thumbnail, and every fra
   };
 
   const dpr = await sub.page.evaluate(() => window.devicePixelRatio || 1);
+  // The page's clock, which stamps its `track:layer` log: only an announcement after the
+  // thumbnail's ask counts (one before it may be low while the publisher's encoder warms up).
+  const resizedAt = await sub.page.evaluate(() => Date.now());
   await resizeTile(240, 135);
   const asked = await eventually(async () => (await sent()).find((s) => s.frameRate === 15 && s.paused === false), {
     timeoutMs: 5_000,
@@ -438,7 +441,7 @@ it('the demo page asks for half the frames for a camera thumbnail, and every fra
   const thinned = await eventually(
     async () => {
       const l = await latestLayer();
-      return l.frameRate > 0 && l.frameRate <= 20 ? l : null;
+      return l.at >= resizedAt && l.frameRate > 0 && l.frameRate <= 20 ? l : null;
     },
     { timeoutMs: 15_000, what: 'track:layer to announce the thumbnail rate' },
   ).catch((e) => {

@@ -166,6 +166,15 @@ impl SqliteStore {
     }
 }
 
+/// A pool of `size` connections that hands them out without sqlx's default ping: a connection
+/// to a local file has no far end to lose, and the ping is one more round trip to the
+/// connection's worker thread before every transaction (every group commit).
+fn pool(size: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(size)
+        .test_before_acquire(false)
+}
+
 /// WAL frames (pages) past which a checkpoint that could not catch up waits for the writer.
 const WAL_RESTART_FRAMES: i64 = 8192;
 
@@ -176,15 +185,6 @@ const WAL_RESTART_FRAMES: i64 = 8192;
 /// (32 MiB) it runs one `RESTART` checkpoint, which makes the writer wait while it finishes —
 /// one stall per 32 MiB of messages instead of one per 4 MiB inside a commit. A failed pass is
 /// logged and retried next time.
-/// A pool of `size` connections that hands them out without sqlx's default ping: a connection
-/// to a local file has no far end to lose, and the ping is one more round trip to the
-/// connection's worker thread before every transaction (every group commit).
-fn pool(size: u32) -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
-        .max_connections(size)
-        .test_before_acquire(false)
-}
-
 async fn checkpoint(pool: SqlitePool, alive: Weak<()>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
