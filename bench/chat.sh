@@ -29,9 +29,7 @@
 #        BACKENDS=sqlite bench/chat.sh        (sqlite, postgres or "sqlite postgres")
 # Environment: CHORUS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
 #              CARGO_TARGET_DIR.
-# Server settings used (benchmark only, nothing else is tuned): chat rate limit off
-# (CHORUS_CHAT_MESSAGES_PER_SECOND=0), per-connection event limit 1e6/s, 1000 connections per
-# IP (the many-senders run opens 400 from 127.0.0.1), log level warn.
+# Server settings used (benchmark only, nothing else is tuned): see bench/chat-server.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20}"
@@ -41,7 +39,10 @@ SCENARIOS="${SCENARIOS-one-conversation many-conversations many-senders}"
 RATE="${RATE:-}"
 STORE="${STORE-1}"
 PG_URL="${CHORUS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
-SECRET="chat-bench-secret-$(date +%s)-0123456789abcdef"
+CHAT_SECRET="chat-bench-secret-$(date +%s)-0123456789abcdef"
+SECRET=$CHAT_SECRET
+# shellcheck source=bench/chat-server.sh
+. bench/chat-server.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
 
 cargo build --release -p chorus -p chorus-chat --bin chorus --example chat_load \
@@ -102,16 +103,8 @@ start_server() { # $1 = backend; sets SERVER_PID, ADDR, SCHEMA
     [[ "$PG_URL" == *\?* ]] && url="$PG_URL&options=-csearch_path%3D$SCHEMA"
   fi
   ADDR="127.0.0.1:$(free_port)"
-  CHORUS_AUTH_SECRET="$SECRET" \
-  CHORUS_CHAT_DATABASE_URL="$url" \
-  CHORUS_CHAT_MESSAGES_PER_SECOND=0 \
-  CHORUS_LIMITS_EVENTS_PER_SECOND=1000000 \
-  CHORUS_LIMITS_EVENT_BURST=1000000 \
-  CHORUS_SERVER_MAX_CONNECTIONS_PER_IP=1000 \
-  CHORUS_SERVER_MAX_RAW_CONNECTIONS_PER_IP=1000 \
-  CHORUS_LOG_LEVEL=warn \
-    "$BIN" serve --listen "$ADDR" --data-dir "$dir" >"$WORK/$backend.log" 2>&1 &
-  SERVER_PID=$!
+  chat_serve "$BIN" "$ADDR" "$dir" "$WORK/$backend.log" "$url"
+  SERVER_PID=$CHAT_SERVER_PID
   for _ in $(seq 100); do
     curl -sf "http://$ADDR/ready" >/dev/null 2>&1 && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break

@@ -54,6 +54,9 @@ impl PostgresStore {
 
     const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Numbered;
 
+    /// The members must be read after the counter rows are locked (see the variant).
+    const GROUP_READ: sql::GroupRead = sql::GroupRead::Separate;
+
     const DELETE_IDLE_CONVERSATIONS: &'static str = sql::DELETE_IDLE_CONVERSATIONS_SKIP_LOCKED;
 
     /// Groups of different lanes hold disjoint conversations and commit in parallel.

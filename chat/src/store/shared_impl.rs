@@ -5,7 +5,7 @@
 //! backend supplies its inherent items: `reader()` and `writer()` pools, `begin_write()` (how to
 //! start a write transaction), `LOCK_MESSAGE` (how to serialise reactions on one message),
 //! `LOCK_SUFFIX` (how a group commit locks its counter rows), `PLACEHOLDERS` (how its statements
-//! write parameters), `DELETE_IDLE_CONVERSATIONS`,
+//! write parameters), `GROUP_READ` (in how many statements a group commit reads), `DELETE_IDLE_CONVERSATIONS`,
 //! `write_lanes()` and `close()`.
 
 /// Expands `impl ChatStore for $store` where `$db` is its sqlx database type.
@@ -89,7 +89,13 @@ macro_rules! impl_chat_store {
         /// This backend's group-commit statements, generated on first use.
         fn group_sql() -> &'static sql::GroupSql {
             static SQL: std::sync::OnceLock<sql::GroupSql> = std::sync::OnceLock::new();
-            SQL.get_or_init(|| sql::GroupSql::new(<$store>::LOCK_SUFFIX, <$store>::PLACEHOLDERS))
+            SQL.get_or_init(|| {
+                sql::GroupSql::new(
+                    <$store>::LOCK_SUFFIX,
+                    <$store>::PLACEHOLDERS,
+                    <$store>::GROUP_READ,
+                )
+            })
         }
 
         fn role_str(role: MemberRole) -> &'static str {
@@ -184,90 +190,127 @@ macro_rules! impl_chat_store {
                 if conversations.is_empty() {
                     return Ok(Committed::default());
                 }
+                // The group's distinct tempIds, and which message repeats which. Refusal
+                // depends on conversation and sender only, so a repeat shares its first's.
+                let mut first_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
+                let mut keyed: Vec<(&str, &str, &str)> = Vec::new();
+                let mut repeats: Vec<Option<usize>> = Vec::with_capacity(group.len());
+                for (index, message) in group.iter().enumerate() {
+                    let repeat = message.temp_id.as_ref().and_then(|temp_id| {
+                        let key = (
+                            message.conversation_id.as_str(),
+                            message.sender_id.as_str(),
+                            temp_id.as_str(),
+                        );
+                        match first_of.get(&key) {
+                            Some(&first) => Some(first),
+                            None => {
+                                first_of.insert(key, index);
+                                keyed.push(key);
+                                None
+                            }
+                        }
+                    });
+                    repeats.push(repeat);
+                }
+
                 let mut tx = self.begin_write().await?;
 
                 // 1. Take the counters: the row locks (or SQLite's write lock) are held until
                 //    commit, which is what keeps sequence numbers unique and gap-free.
-                let mut query = sqlx::query(statements.lock(conversations.len()));
-                for id in sql::padded(&conversations) {
-                    query = query.bind(id.as_str());
-                }
-                let mut counters: HashMap<ConversationId, i64> = HashMap::new();
-                for row in query.fetch_all(&mut *tx).await? {
-                    let id = ConversationId::parse(row.try_get::<String, _>(0)?)?;
-                    counters.insert(id, row.try_get(1)?);
-                }
-
                 // 2. Their members, read under the same locks: who may send, and who receives.
-                let mut query = sqlx::query(statements.members(conversations.len()));
-                for id in sql::padded(&conversations) {
-                    query = query.bind(id.as_str());
-                }
+                // 3. TempIds stored by an earlier commit (a client retrying a lost ack).
+                let mut counters: HashMap<ConversationId, i64> = HashMap::new();
                 let mut members: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
-                for row in query.fetch_all(&mut *tx).await? {
-                    let id = ConversationId::parse(row.try_get::<String, _>(0)?)?;
-                    let user = UserId::parse(row.try_get::<String, _>(1)?)?;
-                    members.entry(id).or_default().push(user);
+                let mut originals: HashMap<(String, String, String), StoredMessage> =
+                    HashMap::new();
+                let mut add_original = |stored: StoredMessage| {
+                    let key = (
+                        stored.conversation_id.as_str().to_owned(),
+                        stored.sender_id.as_str().to_owned(),
+                        stored
+                            .temp_id
+                            .as_ref()
+                            .map_or("", |t| t.as_str())
+                            .to_owned(),
+                    );
+                    originals.insert(key, stored);
+                };
+                match <$store>::GROUP_READ {
+                    sql::GroupRead::Separate => {
+                        let mut query = sqlx::query(statements.lock(conversations.len()));
+                        for id in sql::padded(&conversations) {
+                            query = query.bind(id.as_str());
+                        }
+                        for row in query.fetch_all(&mut *tx).await? {
+                            let id = ConversationId::parse(row.try_get::<String, _>(0)?)?;
+                            counters.insert(id, row.try_get(1)?);
+                        }
+                        let mut query = sqlx::query(statements.members(conversations.len()));
+                        for id in sql::padded(&conversations) {
+                            query = query.bind(id.as_str());
+                        }
+                        for row in query.fetch_all(&mut *tx).await? {
+                            let id = ConversationId::parse(row.try_get::<String, _>(0)?)?;
+                            let user = UserId::parse(row.try_get::<String, _>(1)?)?;
+                            members.entry(id).or_default().push(user);
+                        }
+                        if !keyed.is_empty() {
+                            let mut query = sqlx::query(statements.originals(keyed.len()));
+                            for (conversation, sender, temp_id) in sql::padded(&keyed) {
+                                query = query.bind(conversation).bind(sender).bind(temp_id);
+                            }
+                            for row in query.fetch_all(&mut *tx).await? {
+                                add_original(message_from_row(&row)?);
+                            }
+                        }
+                    }
+                    sql::GroupRead::OneStatement => {
+                        let mut query =
+                            sqlx::query(statements.read(conversations.len(), keyed.len()));
+                        for id in sql::padded(&conversations) {
+                            query = query.bind(id.as_str());
+                        }
+                        for (conversation, sender, temp_id) in sql::padded(&keyed) {
+                            query = query.bind(conversation).bind(sender).bind(temp_id);
+                        }
+                        for row in query.fetch_all(&mut *tx).await? {
+                            if row.try_get::<i64, _>("part")? == sql::READ_PART_ORIGINAL {
+                                add_original(message_from_row(&row)?);
+                                continue;
+                            }
+                            let id = ConversationId::parse(
+                                row.try_get::<String, _>("conversation_id")?,
+                            )?;
+                            counters.insert(id.clone(), row.try_get("seq")?);
+                            let list = members.entry(id).or_default();
+                            if let Some(user) = row.try_get::<Option<String>, _>("sender_id")? {
+                                list.push(UserId::parse(user)?);
+                            }
+                        }
+                    }
                 }
                 for list in members.values_mut() {
                     // Byte order, whatever the database's collation.
                     list.sort_unstable();
                 }
 
-                // 3. Who may send, and which tempIds repeat within the group.
-                let mut plan: Vec<Plan> = Vec::with_capacity(group.len());
-                let mut first_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
-                let mut keyed: Vec<(&str, &str, &str)> = Vec::new();
-                for (index, message) in group.iter().enumerate() {
-                    let allowed = counters.contains_key(&message.conversation_id)
-                        && members
-                            .get(&message.conversation_id)
-                            .is_some_and(|m| m.binary_search(&message.sender_id).is_ok());
-                    if !allowed {
-                        plan.push(Plan::Refuse);
-                        continue;
-                    }
-                    let Some(temp_id) = &message.temp_id else {
-                        plan.push(Plan::Store);
-                        continue;
-                    };
-                    let key = (
-                        message.conversation_id.as_str(),
-                        message.sender_id.as_str(),
-                        temp_id.as_str(),
-                    );
-                    match first_of.get(&key) {
-                        Some(&first) => plan.push(Plan::SameAs(first)),
-                        None => {
-                            first_of.insert(key, index);
-                            keyed.push(key);
-                            plan.push(Plan::Store);
+                // 4. Who may send, and which messages repeat an earlier one of the group.
+                let plan: Vec<Plan> = group
+                    .iter()
+                    .zip(&repeats)
+                    .map(|(message, repeat)| {
+                        let allowed = counters.contains_key(&message.conversation_id)
+                            && members
+                                .get(&message.conversation_id)
+                                .is_some_and(|m| m.binary_search(&message.sender_id).is_ok());
+                        match (allowed, repeat) {
+                            (false, _) => Plan::Refuse,
+                            (true, Some(first)) => Plan::SameAs(*first),
+                            (true, None) => Plan::Store,
                         }
-                    }
-                }
-
-                // 4. TempIds stored by an earlier commit (a client retrying a lost ack).
-                let mut originals: HashMap<(String, String, String), StoredMessage> =
-                    HashMap::new();
-                if !keyed.is_empty() {
-                    let mut query = sqlx::query(statements.originals(keyed.len()));
-                    for (conversation, sender, temp_id) in sql::padded(&keyed) {
-                        query = query.bind(conversation).bind(sender).bind(temp_id);
-                    }
-                    for row in query.fetch_all(&mut *tx).await? {
-                        let stored = message_from_row(&row)?;
-                        let key = (
-                            stored.conversation_id.as_str().to_owned(),
-                            stored.sender_id.as_str().to_owned(),
-                            stored
-                                .temp_id
-                                .as_ref()
-                                .map_or("", |t| t.as_str())
-                                .to_owned(),
-                        );
-                        originals.insert(key, stored);
-                    }
-                }
+                    })
+                    .collect();
 
                 // 5. Number the new ones, in group order.
                 let mut outcomes: Vec<Inserted> = Vec::with_capacity(group.len());

@@ -145,14 +145,40 @@ pub const MAX_GROUP: usize = 256;
 /// lengths (1, 2, 4, … [`MAX_GROUP`]): a list of 5 conversations is bound as 8, the last
 /// repeated, which changes nothing for `IN` and `CASE`. Inserts cannot repeat rows, so `n`
 /// messages go in chunks of powers of two (100 = 64 + 32 + 4). That is at most 9 × 5 distinct
-/// statements per connection, within sqlx's statement cache of 100.
+/// statements per connection, within sqlx's statement cache of 100, plus 9 × 10 for
+/// [`GroupRead::OneStatement`] (whose backend sizes its writer's cache for them:
+/// `sqlite::WRITER_STATEMENTS`).
 pub(crate) struct GroupSql {
     lock: Vec<String>,
     members: Vec<String>,
     originals: Vec<String>,
+    /// `[conversations class][originals class + 1]` (0: no originals); only with
+    /// [`GroupRead::OneStatement`].
+    read: Vec<Vec<String>>,
     insert: Vec<String>,
     counters: Vec<String>,
 }
+
+/// How a backend reads what a group commit needs before it numbers the messages: the counters,
+/// the members, and the messages already stored under the group's tempIds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupRead {
+    /// Three statements (PostgreSQL): the counter rows `FOR UPDATE`, then the members, then the
+    /// originals. Under READ COMMITTED a statement that joined the members to the locked rows
+    /// would read them from the snapshot taken before it waited for the lock, and could miss a
+    /// member added meanwhile; a statement after the lock sees it.
+    Separate,
+    /// One statement, [`GroupSql::read`] (SQLite): `BEGIN IMMEDIATE` already holds the write
+    /// lock, so nothing changes between the parts. Each statement is a round trip to the
+    /// connection's worker thread, two thread wake-ups, and at low rates a group commit is
+    /// mostly such hand-offs (docs/benchmarks.md); this saves two of its seven.
+    OneStatement,
+}
+
+/// [`GroupSql::read`]'s `part` column: what a row is.
+pub(crate) const READ_PART_COUNTER: i64 = 0;
+/// See [`READ_PART_COUNTER`].
+pub(crate) const READ_PART_ORIGINAL: i64 = 1;
 
 /// How a backend's group statements write their bind parameters. Every group statement binds in
 /// textual order, so both styles take the same binds.
@@ -171,7 +197,7 @@ impl GroupSql {
     /// `lock_suffix` is appended to the counter SELECT: `" FOR UPDATE"` on PostgreSQL (rows are
     /// locked in `ORDER BY id` order, so two nodes' groups never deadlock); empty on SQLite,
     /// whose `BEGIN IMMEDIATE` already holds the write lock.
-    pub(crate) fn new(lock_suffix: &str, style: Placeholders) -> Self {
+    pub(crate) fn new(lock_suffix: &str, style: Placeholders, reads: GroupRead) -> Self {
         let classes = size_classes();
         // `n` tuples of `per` parameters, numbered from `first`.
         let list = |n: usize, per: usize, first: usize| -> String {
@@ -200,7 +226,41 @@ impl GroupSql {
             Placeholders::Numbered => format!("${k}"),
             Placeholders::Anonymous => "?".to_owned(),
         };
+        let counter_rows = |n: usize| {
+            // Named as message columns, since a compound SELECT takes its names from its first
+            // part: the conversation, its last sequence number, and one member (NULL when it
+            // has none) per row.
+            format!(
+                "SELECT {READ_PART_COUNTER} AS part, NULL AS id, c.id AS conversation_id, \
+                 c.last_seq AS seq, m.user_id AS sender_id, NULL AS sender_name, NULL AS kind, \
+                 NULL AS content, NULL AS reply_to_id, NULL AS temp_id, NULL AS created_at, \
+                 NULL AS edited_at, NULL AS deleted_at \
+                 FROM chat_conversations c LEFT JOIN chat_members m ON m.conversation_id = c.id \
+                 WHERE c.id IN ({})",
+                list(n, 1, 1)
+            )
+        };
+        let read = match reads {
+            GroupRead::Separate => Vec::new(),
+            GroupRead::OneStatement => classes
+                .iter()
+                .map(|&n| {
+                    std::iter::once(counter_rows(n))
+                        .chain(classes.iter().map(|&k| {
+                            format!(
+                                "{} UNION ALL SELECT {READ_PART_ORIGINAL}, {MESSAGE_COLUMNS}, \
+                                 edited_at, deleted_at FROM chat_messages \
+                                 WHERE (conversation_id, sender_id, temp_id) IN (VALUES {})",
+                                counter_rows(n),
+                                list(k, 3, n + 1)
+                            )
+                        }))
+                        .collect()
+                })
+                .collect(),
+        };
         Self {
+            read,
             lock: classes
                 .iter()
                 .map(|&n| {
@@ -275,6 +335,15 @@ impl GroupSql {
         &self.originals[class_index(n)]
     }
 
+    /// [`GroupRead::OneStatement`]: the counters and members of `n` conversations, then the
+    /// messages stored under `k` (conversation, sender, tempId) triples (none when `k` is 0),
+    /// each row tagged by `part` ([`READ_PART_COUNTER`], [`READ_PART_ORIGINAL`]). Binds: the
+    /// [`padded`] conversation ids, then the padded triples.
+    pub(crate) fn read(&self, n: usize, k: usize) -> &str {
+        let originals = if k == 0 { 0 } else { class_index(k) + 1 };
+        &self.read[class_index(n)][originals]
+    }
+
     /// Inserts exactly `n` messages; `n` must be a power of two (see [`chunks`]).
     pub(crate) fn insert(&self, n: usize) -> &str {
         debug_assert!(n.is_power_of_two());
@@ -338,7 +407,7 @@ mod tests {
 
     #[test]
     fn statements_number_their_parameters() {
-        let sql = GroupSql::new(" FOR UPDATE", Placeholders::Numbered);
+        let sql = GroupSql::new(" FOR UPDATE", Placeholders::Numbered, GroupRead::Separate);
         assert_eq!(
             sql.lock(3),
             "SELECT id, last_seq FROM chat_conversations WHERE id IN ($1, $2, $3, $4) \
@@ -357,7 +426,7 @@ mod tests {
             "UPDATE chat_conversations SET last_seq = CASE id WHEN $1 THEN $2 WHEN $3 THEN $4 \
              END, active_at = $5 WHERE id IN ($6, $7)"
         );
-        let sql = GroupSql::new("", Placeholders::Anonymous);
+        let sql = GroupSql::new("", Placeholders::Anonymous, GroupRead::OneStatement);
         assert_eq!(
             sql.counters(1),
             "UPDATE chat_conversations SET last_seq = CASE id WHEN ? THEN ? END, \
@@ -367,5 +436,12 @@ mod tests {
             sql.insert(1)
                 .ends_with("VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         );
+        assert!(sql.read(3, 0).ends_with("WHERE c.id IN (?, ?, ?, ?)"));
+        assert!(sql.read(1, 2).ends_with(
+            "WHERE c.id IN (?) UNION ALL SELECT 1, id, conversation_id, seq, \
+                 sender_id, sender_name, kind, content, reply_to_id, temp_id, created_at, \
+                 edited_at, deleted_at FROM chat_messages WHERE (conversation_id, sender_id, \
+                 temp_id) IN (VALUES (?, ?, ?), (?, ?, ?))"
+        ));
     }
 }

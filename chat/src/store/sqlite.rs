@@ -65,6 +65,10 @@ pub const WRITER_CACHE_KIB: u32 = 1024;
 pub const READER_CACHE_KIB: u32 = 256;
 /// Page cache of the checkpointer connection, in KiB.
 pub const CHECKPOINTER_CACHE_KIB: u32 = 128;
+/// Prepared statements the writer connection keeps: the group commit's (`sql::GroupSql`, at
+/// most 135 with its one-statement reads) and the rest of the writes, with room to spare, so
+/// no group re-prepares a statement that an unusual size evicted.
+pub const WRITER_STATEMENTS: usize = 200;
 /// Read-only connections: WAL lets them read while the writer commits.
 pub const READERS: u32 = 4;
 
@@ -95,6 +99,7 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
+                    .statement_cache_capacity(WRITER_STATEMENTS)
                     .pragma("wal_autocheckpoint", "0")
                     .pragma("cache_size", cache(WRITER_CACHE_KIB)),
             )
@@ -143,6 +148,9 @@ impl SqliteStore {
     const LOCK_SUFFIX: &'static str = "";
 
     const PLACEHOLDERS: sql::Placeholders = sql::Placeholders::Anonymous;
+
+    /// `BEGIN IMMEDIATE` holds the write lock, so one statement reads a consistent view.
+    const GROUP_READ: sql::GroupRead = sql::GroupRead::OneStatement;
 
     const DELETE_IDLE_CONVERSATIONS: &'static str = sql::DELETE_IDLE_CONVERSATIONS;
 
