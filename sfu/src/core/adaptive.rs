@@ -24,9 +24,31 @@ use super::allocator::{Demand, Flow, LayerCost, Priority, Wanted, allocate, cost
 use super::layers::{LayerIndex, MAX_LAYERS, Scheme, Sending};
 use super::participant::{SubState, Work};
 use super::temporal::FrameRate;
+use super::tracks::layer_changed;
 
 /// How often allocation and dynacast run for everyone.
 pub(super) const TICK: Duration = Duration::from_millis(250);
+
+/// How far a forwarded frame rate may drift from the one `track:layer` last announced before
+/// it is announced again: a quarter of it, and at least 3 frames per second (the measurement
+/// over half a second moves by one or two at a steady rate).
+pub(super) const REANNOUNCE_DRIFT: (u16, u16) = (4, 3);
+
+/// The least time between two `track:layer` for a drifting frame rate, per subscription: a
+/// rate that swings between two values is told about at most this often.
+pub(super) const REANNOUNCE_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a drifted frame rate must hold still (within one frame per second) before it is
+/// announced: the measurement is smoothed over about two seconds, so after a step it passes
+/// through every value between.
+pub(super) const SETTLE: Duration = Duration::from_secs(1);
+
+/// Whether a rate measured now has drifted from the one announced (see
+/// [`REANNOUNCE_DRIFT`]); any measurement has, after one announced as unmeasured.
+fn drifted(announced: Option<u16>, measured: u16) -> bool {
+    let (fraction, least) = REANNOUNCE_DRIFT;
+    announced.is_none_or(|was| was.abs_diff(measured) >= least.max(was / fraction))
+}
 
 /// How long a simulcast layer goes unneeded before its publisher is asked to stop it.
 /// Long enough that a subscriber stepping down and back up does not restart an encoder.
@@ -110,7 +132,54 @@ impl Core {
             self.reallocate(now, id);
         }
         self.dynacast(now);
+        self.reannounce_drifted_rates(now);
         self.count_subscriptions();
+    }
+
+    /// Sends `track:layer` again to each subscriber whose forwarded frame rate, as measured,
+    /// has drifted from the one it was last told by [`REANNOUNCE_DRIFT`] or more, once the
+    /// measurement has settled (moved by at most one frame per second over [`SETTLE`]) and
+    /// no sooner than [`REANNOUNCE_AFTER`] after the last. A publisher's own rate moves (a
+    /// camera in low light, an encoder short of CPU, Chromium's start-up ramp), and a rate
+    /// announced unmeasured (`null`) at the first packet gets its figure this way. Waiting
+    /// for the smoothed measurement to settle tells the rate it arrives at, not one on the
+    /// way there.
+    pub(super) fn reannounce_drifted_rates(&mut self, now: Instant) {
+        for p in self.sessions.values_mut() {
+            for s in p.subs.iter_mut() {
+                let (Some(layer), Some(last)) = (s.selector.current(), s.announced.as_mut()) else {
+                    continue;
+                };
+                if s.kind != TrackKind::Video || !matches!(s.state, SubState::Open(_)) {
+                    continue;
+                }
+                let Some(track) = self.tracks.get(&s.track) else {
+                    continue;
+                };
+                let rate = s.temporal.current();
+                let Some(measured) = track.layers.frames_per_second(layer, rate, now) else {
+                    continue;
+                };
+                if !drifted(last.frame_rate, measured) {
+                    last.drift = None;
+                    continue;
+                }
+                match last.drift {
+                    Some((near, since)) if near.abs_diff(measured) <= 1 => {
+                        if now < since + SETTLE || now < last.at + REANNOUNCE_AFTER {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        last.drift = Some((measured, now));
+                        continue;
+                    }
+                }
+                let event =
+                    layer_changed((&p.room, &p.key), &s.track, &track.layers, layer, rate, now);
+                self.events.push_back(s.announcing(event, now));
+            }
+        }
     }
 
     /// Refreshes this core's share of the subscription gauges. Run every tick, and when the
@@ -323,12 +392,13 @@ impl Core {
                 keyframes.push((s.track.clone(), layer));
             }
             if had.is_some() && s.selector.current().is_none() {
-                self.events.push_back(SfuEvent::LayerChanged {
+                let event = SfuEvent::LayerChanged {
                     room: p.room.clone(),
                     participant: p.key.clone(),
                     track_id: s.track.clone(),
                     layer: None,
-                });
+                };
+                self.events.push_back(s.announcing(event, now));
             }
         }
         p.drain(now, &mut self.out);

@@ -16,7 +16,7 @@ use str0m::net::Transmit;
 use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
 use str0m::{Event, Input, Output, Rtc};
 
-use crate::event::{FailureReason, TrackKind, TrackSource};
+use crate::event::{FailureReason, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 use crate::settings::Grants;
 
@@ -132,6 +132,22 @@ pub(crate) struct Subscription {
     pub pts: Vec<(Pt, PtMapping)>,
     /// Whether the send stream's retransmission history was sized for this track.
     pub nack_history: NackHistory,
+    /// What the last `track:layer` with a layer told the subscriber of the frame rate (video;
+    /// `None` before the first and while paused): the tick announces again when the measured
+    /// rate drifts from it (`Core::reannounce_drifted_rates`).
+    pub announced: Option<Announced>,
+}
+
+/// A frame rate announced in `track:layer`, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Announced {
+    /// Frames per second announced (`None`: not measured then).
+    pub frame_rate: Option<u16>,
+    /// When.
+    pub at: Instant,
+    /// Since when the measured rate has stayed near this figure, having drifted from the one
+    /// announced; `None` while it has not drifted.
+    pub drift: Option<(u16, Instant)>,
 }
 
 /// Whether a subscription's send stream has had its retransmission history sized
@@ -168,7 +184,21 @@ impl Subscription {
             congested: false,
             pts: Vec::new(),
             nack_history: NackHistory::Default,
+            announced: None,
         }
+    }
+
+    /// Notes what `event`, a `LayerChanged` about to be sent for this subscription, announces,
+    /// and returns it.
+    pub fn announcing(&mut self, event: SfuEvent, now: Instant) -> SfuEvent {
+        if let SfuEvent::LayerChanged { layer, .. } = &event {
+            self.announced = layer.as_ref().map(|l| Announced {
+                frame_rate: l.frame_rate,
+                at: now,
+                drift: None,
+            });
+        }
+        event
     }
 }
 

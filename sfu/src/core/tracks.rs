@@ -451,7 +451,8 @@ impl Core {
                     let rate = s.temporal.current();
                     let admitted = s.temporal.admit(temporal, start, keyframe);
                     if s.temporal.current() != rate && !switched {
-                        self.events.push_back(announce(s));
+                        let event = announce(s);
+                        self.events.push_back(s.announcing(event, now));
                     }
                     if !admitted {
                         s.seq.skip(pkt.ssrc, pkt.seq_no);
@@ -502,7 +503,8 @@ impl Core {
             let ext = s.stream.extensions(&pkt.ext);
             if switched {
                 self.metrics.layer_switches.inc();
-                self.events.push_back(announce(s));
+                let event = announce(s);
+                self.events.push_back(s.announcing(event, now));
             }
             let len = payload.len() as u64;
             let mut api = sub.rtc.direct_api();
@@ -623,7 +625,7 @@ impl Core {
 
 /// `track:layer` for the subscriber `(room, participant)`: it now receives layer `at` of
 /// `track` at `rate`.
-fn layer_changed(
+pub(super) fn layer_changed(
     (room, participant): (&RoomKey, &ParticipantKey),
     track: &TrackId,
     layers: &Layers,

@@ -103,6 +103,8 @@ struct Publisher {
     described: Option<u16>,
     /// Per layer, the frame's place in the temporal pattern (0 at each keyframe).
     cycle: [usize; 3],
+    /// Time between frames: 33 ms, about 30 per second.
+    frame_interval: Duration,
 }
 
 /// `L1T3`: the temporal layer of each frame of a cycle, and whether it is a layer sync frame
@@ -124,6 +126,7 @@ impl Publisher {
             temporal: false,
             described: None,
             cycle: [0; 3],
+            frame_interval: Duration::from_millis(33),
         }
     }
 
@@ -195,7 +198,7 @@ impl Publisher {
         let end = w.now + d;
         while w.now < end {
             self.send_frame(w);
-            w.run(Duration::from_millis(33));
+            w.run(self.frame_interval);
         }
     }
 }
@@ -783,6 +786,46 @@ fn fewer_frames_asked_for_fit_a_higher_layer_into_the_same_budget() {
         ),
         (Some("f"), Some(true)),
         "{told:?}"
+    );
+}
+
+#[test]
+fn track_layer_is_sent_again_when_the_publishers_frame_rate_drifts_and_not_while_it_holds() {
+    let (mut w, mut publisher, _, _) = simulcast_room(CongestionControl::Disabled);
+    publisher.run(&mut w, Duration::from_secs(4));
+    let told = layers_of(&w, "bob");
+    let first = told.first().cloned().flatten().expect("a layer");
+    let last = told.last().cloned().flatten().expect("a layer");
+    assert_eq!(last.rid.as_deref(), Some("f"), "{told:?}");
+    assert!(
+        last.frame_rate.is_some_and(|f| f.abs_diff(30) <= 1),
+        "a rate announced unmeasured ({:?}) is told once measured: {told:?}",
+        first.frame_rate
+    );
+
+    // The camera slows to 15 frames per second (low light): same layer, half the frames.
+    let mark = told.len();
+    publisher.frame_interval = Duration::from_millis(66);
+    publisher.run(&mut w, Duration::from_secs(5));
+    let told = layers_of(&w, "bob");
+    let again = &told[mark..];
+    let [Some(last)] = again else {
+        panic!("told again once, where the measurement settles: {again:?}");
+    };
+    assert_eq!(last.rid.as_deref(), Some("f"));
+    // Within the drift that would be told again (3 frames per second at this rate).
+    assert!(
+        last.frame_rate.is_some_and(|f| (15..=17).contains(&f)),
+        "{again:?}"
+    );
+
+    // Steady at 15: nothing more to tell.
+    let mark = told.len();
+    publisher.run(&mut w, Duration::from_secs(6));
+    assert_eq!(
+        layers_of(&w, "bob")[mark..],
+        [],
+        "no announcement at a steady rate"
     );
 }
 
