@@ -11,8 +11,13 @@
 # the mean group commit size (from /metrics). Alternating cancels out the slow drifts of a
 # shared machine that a before-then-after series would attribute to the change.
 #
+# With SCENARIO=many-senders it runs the throughput scenario instead (200 conversations × 2
+# senders, window 1: each sender sends its next message once the last is acked) and the line
+# also gives the messages per second.
+#
 # Usage: bench/chat-ab.sh BINARY_A BINARY_B [PAIRS]     (PAIRS defaults to 5)
 #        RATE=2000 DURATION=20 bench/chat-ab.sh old/chorus target/release/chorus 8
+#        SCENARIO=many-senders bench/chat-ab.sh old/chorus target/release/chorus
 # The load tool is target/release/examples/chat_load (built here if missing):
 #   cargo build --release -p chorus -p chorus-chat --bin chorus --example chat_load \
 #     --example chat_store_load
@@ -23,6 +28,12 @@ BINARIES=("$(realpath "$1")" "$(realpath "$2")")
 PAIRS="${3:-5}"
 RATE="${RATE:-1000}"
 DURATION="${DURATION:-10}"
+SCENARIO="${SCENARIO:-rate}"
+case "$SCENARIO" in
+  rate) LOAD_ARGS=(many-conversations --rate "$RATE") ;;
+  many-senders) LOAD_ARGS=(many-senders --window 1) ;;
+  *) echo "SCENARIO must be rate or many-senders" >&2; exit 2 ;;
+esac
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
 LOAD="$CARGO_TARGET_DIR/release/examples/chat_load"
 [ -x "$LOAD" ] || cargo build --release -p chorus -p chorus-chat --bin chorus \
@@ -46,7 +57,7 @@ trap cleanup EXIT
 
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
-echo "machine: $(nproc) cores, $(uname -r); rate $RATE msg/s for ${DURATION}s per run"
+echo "machine: $(nproc) cores, $(uname -r); ${LOAD_ARGS[*]} for ${DURATION}s per run"
 echo "A = ${BINARIES[0]}"
 echo "B = ${BINARIES[1]}"
 for pair in $(seq "$PAIRS"); do
@@ -64,8 +75,8 @@ for pair in $(seq "$PAIRS"); do
       perf stat -e context-switches -x, -o "$WORK/perf" -p "$SERVER_PID" &
       perf_pid=$!
     fi
-    line=$("$LOAD" "$addr" "$SECRET" many-conversations --rate "$RATE" --duration "$DURATION" \
-      --strict-order | grep '^RESULT ' || true)
+    line=$("$LOAD" "$addr" "$SECRET" "${LOAD_ARGS[@]}" --duration "$DURATION" --strict-order \
+      | grep '^RESULT ' || true)
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     after=$(ticks "$SERVER_PID")
     group=$(curl -sf "http://$addr/metrics" | awk '
@@ -87,9 +98,9 @@ for pair in $(seq "$PAIRS"); do
     if [ -f "$WORK/perf" ]; then
       switches=$(awk -F, -v n="$acked" '/context-switches/ { printf "%.1f", $1 / n }' "$WORK/perf")
     fi
-    printf 'pair %s %s %s p50_ms=%s p99_ms=%s max_ms=%s cpu_us_per_msg=%s switches_per_msg=%s group=%s acked=%s\n' \
-      "$pair" "$side" "$(date -u +%H:%M:%S)" "$(get p50_ms)" "$(get p99_ms)" "$(get max_ms)" \
-      "$cpu" "$switches" "$group" "$acked"
+    printf 'pair %s %s %s msgs_per_s=%s p50_ms=%s p99_ms=%s max_ms=%s cpu_us_per_msg=%s switches_per_msg=%s group=%s acked=%s\n' \
+      "$pair" "$side" "$(date -u +%H:%M:%S)" "$(get msgs_per_s)" "$(get p50_ms)" "$(get p99_ms)" \
+      "$(get max_ms)" "$cpu" "$switches" "$group" "$acked"
     rm -rf "$WORK"
     WORK=""
   done
