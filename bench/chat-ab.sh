@@ -55,8 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
 echo "machine: $(nproc) cores, $(uname -r); ${LOAD_ARGS[*]} for ${DURATION}s per run"
 echo "A = ${BINARIES[0]}"
 echo "B = ${BINARIES[1]}"
@@ -69,7 +67,7 @@ for pair in $(seq "$PAIRS"); do
     chat_serve "$bin" "$addr" "$WORK" "$WORK/server.log"
     SERVER_PID=$CHAT_SERVER_PID
     for _ in $(seq 100); do curl -sf "http://$addr/ready" >/dev/null 2>&1 && break; sleep 0.1; done
-    before=$(ticks "$SERVER_PID")
+    before=$(cpu_ticks "$SERVER_PID")
     perf_pid=""
     if [ "$HAVE_PERF" = yes ]; then
       perf stat -e context-switches -x, -o "$WORK/perf" -p "$SERVER_PID" &
@@ -78,11 +76,8 @@ for pair in $(seq "$PAIRS"); do
     line=$("$LOAD" "$addr" "$SECRET" "${LOAD_ARGS[@]}" --duration "$DURATION" --strict-order \
       | grep '^RESULT ' || true)
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-    after=$(ticks "$SERVER_PID")
-    group=$(curl -sf "http://$addr/metrics" | awk '
-      $1 == "chorus_chat_commit_groups_total" { g = $2 }
-      $1 == "chorus_chat_commit_messages_total" { m = $2 }
-      END { if (g > 0) printf "%.2f", m / g; else print "-" }')
+    after=$(cpu_ticks "$SERVER_PID")
+    group=$(commits "$addr" | awk '{ if ($1 > 0) printf "%.2f", $2 / $1; else print "-" }')
     kill -TERM "$SERVER_PID"
     wait "$SERVER_PID" || true
     SERVER_PID=""

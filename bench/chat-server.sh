@@ -1,4 +1,5 @@
-# Sourced by bench/chat.sh and bench/chat-ab.sh: how both start the server they measure.
+# Sourced by bench/chat.sh and bench/chat-ab.sh: how both start the server they measure, and
+# read what it spent.
 #
 # chat_serve BINARY ADDR DATA_DIR LOG [DATABASE_URL] starts `BINARY serve` in the background
 # (its pid in CHAT_SERVER_PID) with the benchmark's settings, the only ones tuned: chat rate
@@ -16,4 +17,19 @@ chat_serve() {
   CHORUS_LOG_LEVEL=warn \
     "$1" serve --listen "$2" --data-dir "$3" >"$4" 2>&1 &
   CHAT_SERVER_PID=$!
+}
+
+# commits ADDR: "<groups> <messages>" committed so far by the server's chat writer.
+commits() {
+  curl -sf "http://$1/metrics" | awk '
+    $1 == "chorus_chat_commit_groups_total" { g = $2 }
+    $1 == "chorus_chat_commit_messages_total" { m = $2 }
+    END { print g + 0, m + 0 }'
+}
+
+# cpu_ticks PID: its utime+stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
+cpu_ticks() {
+  local rest
+  rest=$(sed 's/^.*) //' "/proc/$1/stat")
+  awk '{print $12 + $13}' <<<"$rest"
 }

@@ -80,19 +80,6 @@ free_port() {
   echo "no free port" >&2; return 1
 }
 
-commits() { # "<groups> <messages>" committed so far by the server's chat writer
-  curl -sf "http://$ADDR/metrics" | awk '
-    $1 == "chorus_chat_commit_groups_total" { g = $2 }
-    $1 == "chorus_chat_commit_messages_total" { m = $2 }
-    END { print g + 0, m + 0 }'
-}
-
-cpu_ticks() { # utime+stime of PID, in clock ticks (fields 14 and 15 of /proc/PID/stat)
-  local rest
-  rest=$(sed 's/^.*) //' "/proc/$1/stat")
-  awk '{print $12 + $13}' <<<"$rest"
-}
-
 start_server() { # $1 = backend; sets SERVER_PID, ADDR, SCHEMA
   local backend=$1 url="" dir="$WORK/$backend"
   mkdir -p "$dir"
@@ -161,14 +148,14 @@ for backend in $BACKENDS; do
       args=("$scenario" --window "$WINDOW")
     fi
     before=$(cpu_ticks "$SERVER_PID")
-    read -r groups_before messages_before < <(commits)
+    read -r groups_before messages_before < <(commits "$ADDR")
     set +e
     "$LOAD" "$ADDR" "$SECRET" "${args[@]}" --duration "$DURATION" --strict-order \
       | tee "$WORK/out.txt"
     status=${PIPESTATUS[0]}
     set -e
     after=$(cpu_ticks "$SERVER_PID")
-    read -r groups_after messages_after < <(commits)
+    read -r groups_after messages_after < <(commits "$ADDR")
     cpu=$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN{printf "%.2f", (a-b)/t}')
     group=$(awk -v g=$((groups_after - groups_before)) -v m=$((messages_after - messages_before)) \
       'BEGIN{ if (g > 0) printf "%.1f", m / g; else print "-" }')

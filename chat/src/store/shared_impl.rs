@@ -5,8 +5,8 @@
 //! backend supplies its inherent items: `reader()` and `writer()` pools, `begin_write()` (how to
 //! start a write transaction), `LOCK_MESSAGE` (how to serialise reactions on one message),
 //! `LOCK_SUFFIX` (how a group commit locks its counter rows), `PLACEHOLDERS` (how its statements
-//! write parameters), `GROUP_READ` (in how many statements a group commit reads), `DELETE_IDLE_CONVERSATIONS`,
-//! `write_lanes()` and `close()`.
+//! write parameters), `GROUP_READ` (in how many statements a group commit reads),
+//! `DELETE_IDLE_CONVERSATIONS`, `write_lanes()` and `close()`.
 
 /// Expands `impl ChatStore for $store` where `$db` is its sqlx database type.
 macro_rules! impl_chat_store {

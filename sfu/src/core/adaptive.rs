@@ -30,9 +30,12 @@ use super::tracks::layer_changed;
 pub(super) const TICK: Duration = Duration::from_millis(250);
 
 /// How far a forwarded frame rate may drift from the one `track:layer` last announced before
-/// it is announced again: a quarter of it, and at least 3 frames per second (the measurement
-/// over half a second moves by one or two at a steady rate).
-pub(super) const REANNOUNCE_DRIFT: (u16, u16) = (4, 3);
+/// it is announced again: this fraction of it (a quarter)…
+pub(super) const REANNOUNCE_DRIFT_DIVISOR: u16 = 4;
+
+/// …and at least this many frames per second: the measurement over half a second moves by
+/// one or two at a steady rate.
+pub(super) const REANNOUNCE_DRIFT_LEAST: u16 = 3;
 
 /// The least time between two `track:layer` for a drifting frame rate, per subscription: a
 /// rate that swings between two values is told about at most this often.
@@ -44,10 +47,11 @@ pub(super) const REANNOUNCE_AFTER: Duration = Duration::from_secs(2);
 pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
 /// Whether a rate measured now has drifted from the one announced (see
-/// [`REANNOUNCE_DRIFT`]); any measurement has, after one announced as unmeasured.
+/// [`REANNOUNCE_DRIFT_DIVISOR`]); any measurement has, after one announced as unmeasured.
 fn drifted(announced: Option<u16>, measured: u16) -> bool {
-    let (fraction, least) = REANNOUNCE_DRIFT;
-    announced.is_none_or(|was| was.abs_diff(measured) >= least.max(was / fraction))
+    announced.is_none_or(|was| {
+        was.abs_diff(measured) >= REANNOUNCE_DRIFT_LEAST.max(was / REANNOUNCE_DRIFT_DIVISOR)
+    })
 }
 
 /// How long a simulcast layer goes unneeded before its publisher is asked to stop it.
@@ -137,7 +141,7 @@ impl Core {
     }
 
     /// Sends `track:layer` again to each subscriber whose forwarded frame rate, as measured,
-    /// has drifted from the one it was last told by [`REANNOUNCE_DRIFT`] or more, once the
+    /// has drifted from the one it was last told by [`REANNOUNCE_DRIFT_DIVISOR`] or more, once the
     /// measurement has settled (moved by at most one frame per second over [`SETTLE`]) and
     /// no sooner than [`REANNOUNCE_AFTER`] after the last. A publisher's own rate moves (a
     /// camera in low light, an encoder short of CPU, Chromium's start-up ramp), and a rate
