@@ -322,12 +322,13 @@ it('a paused track stops the publisher’s layers, and resuming brings one back'
 // layer's temporal layers: Chromium sends each VP8 or VP9 simulcast layer as `L1T3`, so 5 frames
 // per second is reached by the base temporal layer alone, a quarter of the frames (7.5 of 30).
 // `track:layer` says the rate, and the subscriber's decoder shows it; without `frameRate` every
-// frame comes back. On the server without congestion control, so that only what is asked
-// decides.
+// frame comes back, from the next frame the stream marks as a switch point (VP9's `U` bit, the
+// dependency descriptor's indications for VP8 and AV1), with no keyframe asked of the publisher.
+// On the server without congestion control, so that only what is asked decides.
 for (const codec of ['VP8', 'VP9', 'AV1']) {
   it(`${codec}: a subscriber that asks for fewer frames decodes fewer, and every frame again when it lifts`, { timeout: 150_000 }, async () => {
     const room = `fps${codec}${Date.now() % 100000}`;
-    await joinAsPublisher(room, codec === 'VP8' ? undefined : offerOnlyCodec(`video/${codec}`), y4m, svcServer);
+    const publisher = await joinAsPublisher(room, codec === 'VP8' ? undefined : offerOnlyCodec(`video/${codec}`), y4m, svcServer);
     const sub = await joinRoomPage(svcServer, 'sub', room, { errors });
     browsers.push(sub.browser);
     await askFor(sub.page, SMALL_TILE);
@@ -363,6 +364,7 @@ for (const codec of ['VP8', 'VP9', 'AV1']) {
     await new Promise((r) => setTimeout(r, 1000));
     const reduced = await decodedRate();
 
+    const before = (await outboundLayers(publisher)).q;
     await askFor(sub.page, SMALL_TILE);
     const back = await eventually(
       async () => {
@@ -371,12 +373,15 @@ for (const codec of ['VP8', 'VP9', 'AV1']) {
       },
       { timeoutMs: 15_000, what: 'track:layer to announce every frame again' },
     ).catch(withEvents);
+    const after = (await outboundLayers(publisher)).q;
     await new Promise((r) => setTimeout(r, 1000));
     const again = await decodedRate();
     console.log(
       `${codec} frame rate: ${full.toFixed(1)} decoded/s; asked for 5: told ${told.frameRate}, ${reduced.toFixed(1)} decoded/s; ` +
-        `lifted: told ${back.frameRate}, ${again.toFixed(1)} decoded/s`,
+        `lifted: told ${back.frameRate}, ${again.toFixed(1)} decoded/s; keyframe requests to the q layer ` +
+        `${before.keyframeRequests} -> ${after.keyframeRequests}, keyframes encoded ${before.keyFramesEncoded} -> ${after.keyFramesEncoded}`,
     );
+    assert.equal(after.keyframeRequests, before.keyframeRequests, `${codec}: the rise asked for no keyframe`);
     assert.ok(reduced > 2, `still decoding: ${reduced} frames/s`);
     // `frameRate` is measured when the event is sent and the publisher's own rate moves under
     // load (a clean-clone CI run saw the quarter layer announced at 19 while 29.7 were decoded,

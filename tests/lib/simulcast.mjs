@@ -43,6 +43,9 @@ export async function outboundLayers(page) {
           frameWidth: s.frameWidth ?? 0,
           active: s.active,
           mimeType: report.get(s.codecId)?.mimeType ?? null,
+          keyFramesEncoded: s.keyFramesEncoded ?? 0,
+          // Keyframe requests the layer received (the SFU's own, and any it forwards).
+          keyframeRequests: (s.pliCount ?? 0) + (s.firCount ?? 0),
         };
       }
     });

@@ -387,9 +387,14 @@ impl Core {
             s.asked_rate = layer
                 .and_then(|l| rungs[k].asked.get(usize::from(l)).copied())
                 .unwrap_or(FrameRate::Full);
-            // A higher frame rate also waits for a sync frame; a keyframe is one, and Chromium
-            // marks few others, so one is asked for either way.
-            let raised = s.temporal.set_target(rate) && layer.is_some();
+            // A higher frame rate waits for a switch point; a keyframe is one, asked for
+            // only when the layer's frames do not mark others (ADR 0100).
+            let raised = s.temporal.set_target(rate)
+                && layer.is_some_and(|l| {
+                    self.tracks
+                        .get(&s.track)
+                        .is_none_or(|t| !t.layers.marks_switch_points(l, now))
+                });
             if (s.selector.set_target(layer) || raised)
                 && let Some(layer) = layer
             {

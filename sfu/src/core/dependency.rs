@@ -100,22 +100,25 @@ impl DependencyDescriptor {
     }
 
     /// The template structure this descriptor carries (a keyframe's first packet does), as
-    /// far as [`Templates`] reads it; `None` without one or if it is cut short.
+    /// far as [`Templates`] reads it; `None` without one or if it is cut short before its
+    /// templates' layers end.
     pub fn templates(&self) -> Option<Templates> {
-        let mut bits = Bits::new(&self.bytes[MANDATORY_LEN..usize::from(self.len)]);
+        let mut bits = self.extended()?;
         // template_dependency_structure_present_flag, then four flags for other fields.
         if bits.read(1)? == 0 {
             return None;
         }
         bits.read(4)?;
         let offset = bits.read(6)? as u8;
-        let _decode_targets = bits.read(5)?;
+        let decode_targets = bits.read(5)? as u8 + 1;
         // template_layers(): one template per step; next_layer_idc 1 is the next temporal
         // layer, 2 the next spatial layer (temporal back to 0), 3 the end.
         let mut temporal = [0u8; MAX_TEMPLATES];
+        let mut spatial_of = [0u8; MAX_TEMPLATES];
         let (mut count, mut tid, mut spatial) = (0, 0u8, 0u8);
         loop {
             *temporal.get_mut(count)? = tid;
+            spatial_of[count] = spatial;
             count += 1;
             match bits.read(2)? {
                 0 => {}
@@ -127,19 +130,79 @@ impl DependencyDescriptor {
                 _ => break,
             }
         }
+        // template_dtis(): two bits per template and decode target. A structure cut short
+        // here still tells each template's layer.
+        let mut indications = [0u64; MAX_TEMPLATES];
+        let mut complete = true;
+        'templates: for dtis in indications.iter_mut().take(count) {
+            for dt in 0..decode_targets {
+                let Some(dti) = bits.read(2) else {
+                    complete = false;
+                    break 'templates;
+                };
+                *dtis |= u64::from(dti) << (2 * dt);
+            }
+        }
+        let switches = complete.then(|| {
+            Switches::new(
+                &indications[..count],
+                &temporal[..count],
+                &spatial_of[..count],
+                decode_targets,
+            )
+        });
         Some(Templates {
             offset,
             count: count as u8,
             temporal,
             spatial_layers: spatial + 1,
+            switches,
         })
+    }
+
+    /// The bits after the mandatory fields; `None` if there are none.
+    fn extended(&self) -> Option<Bits<'_>> {
+        let rest = &self.bytes[MANDATORY_LEN..usize::from(self.len)];
+        (!rest.is_empty()).then(|| Bits::new(rest))
+    }
+
+    /// The frame's decode target indications when it gives its own (`custom_dtis_flag`)
+    /// instead of its template's: `Some(None)` when it does but they cannot be read here
+    /// (after a template structure, or cut short), `None` when it does not.
+    fn custom_indications(&self, decode_targets: u8) -> Option<Option<u64>> {
+        let mut bits = self.extended()?;
+        let structure = bits.read(1)? == 1;
+        let active_targets = bits.read(1)? == 1;
+        let custom = bits.read(1)? == 1;
+        if !custom {
+            return None;
+        }
+        if structure {
+            return Some(None);
+        }
+        Some((|| {
+            bits.read(2)?; // custom_fdiffs_flag, custom_chains_flag
+            if active_targets {
+                bits.read(usize::from(decode_targets))?;
+            }
+            let mut dtis = 0u64;
+            for dt in 0..decode_targets {
+                dtis |= u64::from(bits.read(2)?) << (2 * dt);
+            }
+            Some(dtis)
+        })())
     }
 }
 
 /// Most templates a structure holds (template ids are 6 bits).
 const MAX_TEMPLATES: usize = 64;
 
-/// What the SFU reads of a template dependency structure: each template's temporal layer.
+/// A decode target indication (two bits): the frame is a *switch* point of that decode
+/// target, as the AV1 RTP payload format defines it.
+const DTI_SWITCH: u64 = 2;
+
+/// What the SFU reads of a template dependency structure: each template's temporal layer,
+/// and where a subscriber may rise to more of them ([`Templates::switch_targets`]).
 ///
 /// Lifecycle: read from a keyframe's descriptor, kept per layer until the next one replaces it
 /// (`layers`).
@@ -151,14 +214,111 @@ pub struct Templates {
     temporal: [u8; MAX_TEMPLATES],
     /// How many spatial layers the templates cover.
     pub spatial_layers: u8,
+    /// `None` when the structure was cut short before its decode target indications.
+    switches: Option<Switches>,
 }
 
 impl Templates {
     /// The temporal layer of a frame that follows template `template_id`, if this structure
     /// has that template.
     pub fn temporal_layer(&self, template_id: u8) -> Option<u8> {
+        self.index(template_id).map(|i| self.temporal[i])
+    }
+
+    /// The frame rates a subscriber of the top spatial layer may rise to at the frame of
+    /// descriptor `d`: bit `k` is set when the frame is a switch point of the decode target
+    /// holding temporal layers 0 to `k` (bit 7 stands for every higher one, the full rate),
+    /// so that it and what follows decode from what was forwarded before. Zero when the
+    /// structure or the frame does not say.
+    pub fn switch_targets(&self, d: &DependencyDescriptor) -> u8 {
+        let (Some(switches), Some(i)) = (self.switches.as_ref(), self.index(d.template_id()))
+        else {
+            return 0;
+        };
+        let dtis = match d.custom_indications(switches.decode_targets) {
+            None => switches.indications[i],
+            Some(Some(custom)) => custom,
+            Some(None) => return 0,
+        };
+        switches.targets(dtis)
+    }
+
+    fn index(&self, template_id: u8) -> Option<usize> {
         let index = usize::from(template_id.wrapping_sub(self.offset) % MAX_TEMPLATES as u8);
-        (index < usize::from(self.count)).then(|| self.temporal[index])
+        (index < usize::from(self.count)).then_some(index)
+    }
+}
+
+/// Each template's decode target indications, and which decode target holds which
+/// temporal layers of the top spatial layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Switches {
+    decode_targets: u8,
+    /// Per template, two bits per decode target.
+    indications: [u64; MAX_TEMPLATES],
+    /// Per temporal layer `k`, the decode targets (bit per target) of the top spatial layer
+    /// whose highest temporal layer is `k`.
+    by_temporal: [u32; 8],
+    /// The highest temporal layer of any such target.
+    top: u8,
+}
+
+impl Switches {
+    /// A decode target's layers are the highest spatial and temporal layers of the
+    /// templates it holds (the payload format's `decode_target_layers()`).
+    fn new(indications: &[u64], temporal: &[u8], spatial: &[u8], decode_targets: u8) -> Self {
+        let mut layers = [(0u8, 0u8); 32];
+        for (t, dtis) in indications.iter().enumerate() {
+            for (dt, layer) in layers
+                .iter_mut()
+                .enumerate()
+                .take(usize::from(decode_targets))
+            {
+                if (dtis >> (2 * dt)) & 3 != 0 {
+                    layer.0 = layer.0.max(spatial[t]);
+                    layer.1 = layer.1.max(temporal[t]);
+                }
+            }
+        }
+        let top_spatial = spatial.iter().copied().max().unwrap_or(0);
+        let mut by_temporal = [0u32; 8];
+        let mut top = 0;
+        for (dt, &(s, t)) in layers.iter().enumerate().take(usize::from(decode_targets)) {
+            if s == top_spatial {
+                by_temporal[usize::from(t.min(7))] |= 1 << dt;
+                top = top.max(t.min(7));
+            }
+        }
+        let mut all = [0u64; MAX_TEMPLATES];
+        all[..indications.len()].copy_from_slice(indications);
+        Switches {
+            decode_targets,
+            indications: all,
+            by_temporal,
+            top,
+        }
+    }
+
+    /// See [`Templates::switch_targets`]; `dtis` is the frame's indications.
+    fn targets(&self, dtis: u64) -> u8 {
+        let switch = |k: usize| {
+            let targets = self.by_temporal[k];
+            targets != 0
+                && (0..32)
+                    .filter(|dt| targets & (1 << dt) != 0)
+                    .all(|dt| (dtis >> (2 * dt)) & 3 == DTI_SWITCH)
+        };
+        let mut mask = 0u8;
+        for k in 0..=usize::from(self.top) {
+            if switch(k) {
+                mask |= 1 << k;
+            }
+        }
+        // Temporal layers above the structure's are the same decode target as its top.
+        if mask & (1 << self.top) != 0 {
+            mask |= !0u8 << self.top;
+        }
+        mask
     }
 }
 
@@ -308,6 +468,8 @@ mod tests {
         let layers: Vec<Option<u8>> = [62, 63, 0, 1, 2, 3].map(|id| t.temporal_layer(id)).to_vec();
         assert_eq!(layers, [Some(0), Some(0), Some(1), Some(2), Some(2), None]);
 
+        assert_eq!(t.switch_targets(&d), 0, "no decode target indications");
+
         // Two spatial layers (next_layer_idc 2).
         let mut wire = vec![0x80, 0x00, 0x01];
         wire.extend(bits("1 0000 000000 00011 01 10 01 11"));
@@ -337,5 +499,42 @@ mod tests {
                 .templates(),
             None
         );
+    }
+
+    #[test]
+    fn switch_points_are_read_from_the_decode_target_indications() {
+        // libwebrtc's L1T3 with its indications (two bits each: 0 not present, 1
+        // discardable, 2 switch, 3 required): templates 62 and 63 "SSS", 0 (TID 1) "-DS",
+        // 1 and 2 (TID 2) "--D".
+        let structure = "1 0000 111110 00010 00 01 01 00 11 101010 101010 000110 000001 000001";
+        let mut wire = vec![0x80 | 62, 0x00, 0x01];
+        wire.extend(bits(structure));
+        let key = DependencyDescriptor::parse(&wire).unwrap();
+        let t = key.templates().unwrap();
+        let frame = |template: u8, extended: &str| {
+            let mut wire = vec![0x80 | template, 0x00, 0x02];
+            wire.extend(bits(extended));
+            DependencyDescriptor::parse(&wire).unwrap()
+        };
+        // A base frame: every rate may start at it (bits 0 to 7).
+        assert_eq!(t.switch_targets(&key), 0xff);
+        assert_eq!(t.switch_targets(&frame(63, "")), 0xff);
+        // TID 1: the full rate (TID 2 and up) only; TID 2: none.
+        assert_eq!(t.switch_targets(&frame(0, "")), 0b1111_1100);
+        assert_eq!(t.switch_targets(&frame(1, "")), 0);
+        // A template the structure lacks.
+        assert_eq!(t.switch_targets(&frame(10, "")), 0);
+        // A frame's own indications override its template's: TID 2 frame marked "SSS"
+        // (after the five flags: custom_dtis only, then three indications).
+        assert_eq!(t.switch_targets(&frame(1, "0010 0 101010")), 0xff);
+        // With the active decode targets bitmask (three bits) before them.
+        assert_eq!(
+            t.switch_targets(&frame(1, "0110 0 111 000010")),
+            0b1111_1100
+        );
+        // Cut short: nothing.
+        assert_eq!(t.switch_targets(&frame(1, "0010 0 1")), 0);
+        // Extended fields without custom indications: the template's.
+        assert_eq!(t.switch_targets(&frame(63, "0100 0 111")), 0xff);
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use str0m::media::Rid;
 
 use super::dependency::{DependencyDescriptor, Templates};
-use super::temporal::FrameRate;
+use super::temporal::{FrameRate, LayerSync};
 
 /// Index of a layer in quality order: 0 is the lowest.
 pub type LayerIndex = u8;
@@ -38,6 +38,11 @@ pub const SIZE_TOLERANCE_PERCENT: u32 = 5;
 
 /// A layer that sent nothing for this long is not flowing.
 const LIVE_WINDOW: Duration = Duration::from_millis(1500);
+
+/// A layer whose frames marked a switch point this recently is trusted to mark the next:
+/// a subscriber's frame rate rises at one instead of at a keyframe asked for (`temporal`).
+/// Chromium marks every base layer frame, several per second even at a reduced rate.
+pub const SWITCH_POINT_WINDOW: Duration = Duration::from_secs(2);
 
 /// Most temporal layers a layer's frames are told apart by (VP8's `TID`, as Chromium sends
 /// each simulcast layer: `L1T3`).
@@ -100,6 +105,8 @@ pub struct Layer {
     /// Its last keyframe's dependency descriptor templates, which tell each frame's temporal
     /// layer where the payload does not.
     templates: Option<Templates>,
+    /// When a frame last marked itself a switch point for a higher frame rate.
+    switch_point: Option<Instant>,
     last_packet: Option<Instant>,
 }
 
@@ -249,16 +256,40 @@ impl Layers {
         }
     }
 
-    /// The temporal layer of a packet of layer `i` with dependency descriptor `d`, from the
-    /// layer's templates (taken from `d` when it carries them).
-    pub fn temporal_of(&mut self, i: LayerIndex, d: &DependencyDescriptor) -> Option<u8> {
+    /// The temporal layer of a packet of layer `i` with dependency descriptor `d`, and the
+    /// frame rates it is a switch point for, from the layer's templates (taken from `d` when
+    /// it carries them).
+    pub fn temporal_of(
+        &mut self,
+        i: LayerIndex,
+        d: &DependencyDescriptor,
+    ) -> Option<(u8, LayerSync)> {
         let l = self.layers.get_mut(usize::from(i))?;
         if let Some(t) = d.templates() {
             l.templates = Some(t);
         }
-        l.templates
-            .filter(|t| t.spatial_layers == 1)?
-            .temporal_layer(d.template_id())
+        let templates = l.templates.as_ref().filter(|t| t.spatial_layers == 1)?;
+        let tid = templates.temporal_layer(d.template_id())?;
+        Some((tid, LayerSync::Targets(templates.switch_targets(d))))
+    }
+
+    /// Notes that a frame of layer `i` starting now marks `sync`.
+    pub fn note_sync(&mut self, i: LayerIndex, sync: LayerSync, now: Instant) {
+        let marked = !matches!(sync, LayerSync::Unmarked | LayerSync::Targets(0));
+        if let Some(l) = self.layers.get_mut(usize::from(i))
+            && marked
+        {
+            l.switch_point = Some(now);
+        }
+    }
+
+    /// Whether layer `i`'s frames mark switch points, so that a subscriber's frame rate can
+    /// rise without a keyframe (see [`SWITCH_POINT_WINDOW`]).
+    pub fn marks_switch_points(&self, i: LayerIndex, now: Instant) -> bool {
+        self.layers
+            .get(usize::from(i))
+            .and_then(|l| l.switch_point)
+            .is_some_and(|at| now.saturating_duration_since(at) < SWITCH_POINT_WINDOW)
     }
 
     /// What layer `i` costs at each reduced frame rate it offers, lowest first: the
@@ -459,6 +490,7 @@ impl Layer {
             temporal_frames: Default::default(),
             top_temporal: None,
             templates: None,
+            switch_point: None,
             last_packet: None,
         }
     }

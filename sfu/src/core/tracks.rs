@@ -18,7 +18,7 @@ use super::frame_size::vp9_spatial_sizes;
 use super::layers::{LayerIndex, Layers, Scheme};
 use super::participant::{Forwarded, NackHistory, SubState, Subscription, Work};
 use super::selector::Verdict;
-use super::temporal::FrameRate;
+use super::temporal::{FrameRate, LayerSync};
 use super::throttle::{Decision, KeyframeThrottle};
 use super::video::{
     NumberedPicture, VideoCodec, Vp8Descriptor, Vp9Descriptor, Vp9Layer, keyframe_size,
@@ -290,9 +290,12 @@ impl Core {
         let mut vp9 = None;
         // The packet's place among spatial layers, on a track that has them.
         let mut spatial = None;
-        // The temporal layer and start of frame of a packet whose codec's own descriptor
-        // the SFU does not read, from its dependency descriptor.
-        let mut described: Option<(u8, bool)> = None;
+        // The temporal layer, switch points and start of frame of a packet whose codec's
+        // own descriptor the SFU does not read, from its dependency descriptor.
+        let mut described: Option<(u8, LayerSync, bool)> = None;
+        // The packet's temporal layer, what it marks, and whether it starts a picture: what
+        // the subscribers' frame rates are applied by (`temporal`).
+        let mut thinnable: Option<(Option<(u8, LayerSync)>, bool)> = None;
         if video {
             let Some(l) = track.layers.index_of(pkt.rid) else {
                 self.metrics
@@ -343,22 +346,40 @@ impl Core {
                     }
                 }
             }
-            // The dependency descriptor's templates tell a frame's temporal layer (but
-            // nothing of layer sync): for VP8 where its own descriptor does not (Chromium),
-            // and for codecs without a descriptor the SFU reads (AV1, H.264), with the
-            // descriptor's start of frame.
+            // The dependency descriptor's templates tell a frame's temporal layer and its
+            // switch points: for VP8 where its own descriptor does not (Chromium), and for
+            // codecs without a descriptor the SFU reads (AV1, H.264), with the descriptor's
+            // start of frame.
             if codec != Some(VideoCodec::Vp9)
                 && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
             {
                 described = track
                     .layers
                     .temporal_of(layer, dd)
-                    .map(|tid| (tid, dd.frame_start()));
+                    .map(|(tid, sync)| (tid, sync, dd.frame_start()));
+            }
+            let marked = |on: bool, sync| if on { sync } else { LayerSync::Unmarked };
+            thinnable = match (&vp8, &vp9) {
+                (Some(d), _) => {
+                    let own = d
+                        .temporal
+                        .map(|(tid, y)| (tid, marked(y, LayerSync::BaseOnly)));
+                    let temporal = own.or(described.map(|(tid, sync, _)| (tid, sync)));
+                    Some((temporal, d.picture_start))
+                }
+                (_, Some(d)) => {
+                    let sync = marked(d.up_switch, LayerSync::UpSwitch);
+                    Some((d.temporal.map(|tid| (tid, sync)), d.frame_start))
+                }
+                _ => described.map(|(tid, sync, start)| (Some((tid, sync)), start)),
+            };
+            if let Some((Some((_, sync)), true)) = thinnable {
+                track.layers.note_sync(layer, sync, pkt.arrival);
             }
             if let Some(d) = vp8.as_mut()
                 && d.temporal.is_none()
             {
-                d.temporal = described.map(|(tid, _)| (tid, false));
+                d.temporal = described.map(|(tid, _, _)| (tid, false));
             }
             track.layers.observe(
                 layer,
@@ -368,7 +389,7 @@ impl Core {
                 vp8.and_then(|d| d.temporal)
                     .map(|(tid, _)| tid)
                     .or(vp9.and_then(|d| d.temporal))
-                    .or(described.map(|(tid, _)| tid)),
+                    .or(described.map(|(tid, _, _)| tid)),
                 pkt.marker,
             );
         } else {
@@ -440,13 +461,7 @@ impl Core {
                 // on, so the sequence numbers after it close up, and VP8's picture ids. A VP9
                 // receiver infers a frame's references from the picture ids (the scalability
                 // structure gives them as differences), so VP9's keep their gaps, as do the
-                // dependency descriptor's frame numbers; with no layer sync bit read, a higher
-                // rate waits for a keyframe but in VP8.
-                let thinnable = match (&vp8, &vp9) {
-                    (Some(d), _) => Some((d.temporal, d.picture_start)),
-                    (_, Some(d)) => Some((d.temporal.map(|tid| (tid, false)), d.frame_start)),
-                    _ => described.map(|(tid, start)| (Some((tid, false)), start)),
-                };
+                // dependency descriptor's frame numbers.
                 if let Some((temporal, start)) = thinnable {
                     let rate = s.temporal.current();
                     let admitted = s.temporal.admit(temporal, start, keyframe);

@@ -222,6 +222,9 @@ pub struct Vp9Descriptor {
     pub tl0_pic_idx: Option<(u8, usize)>,
     /// Its temporal layer (`TID`), when the layer indices are present.
     pub temporal: Option<u8>,
+    /// Whether it is a switching up point (`U`, with the layer indices): no later frame
+    /// above its temporal layer refers to one before it above that layer.
+    pub up_switch: bool,
     /// Start of a frame (`B`).
     pub frame_start: bool,
 }
@@ -241,8 +244,12 @@ impl Vp9Descriptor {
         let flexible = b0 & 0x10 != 0;
         let mut tl0_pic_idx = None;
         let mut temporal = None;
+        let mut up_switch = false;
         if layers {
-            temporal = Some(*payload.get(at)? >> 5);
+            // TID(3) U(1) SID(3) D(1)
+            let indices = *payload.get(at)?;
+            temporal = Some(indices >> 5);
+            up_switch = indices & 0x10 != 0;
             at += 1;
             if !flexible {
                 tl0_pic_idx = Some((*payload.get(at)?, at));
@@ -252,6 +259,7 @@ impl Vp9Descriptor {
             picture_id,
             tl0_pic_idx,
             temporal,
+            up_switch,
             frame_start: b0 & 0x08 != 0,
         })
     }
@@ -547,6 +555,11 @@ mod tests {
                 tl0_pic_idx: Some(9),
             }
         );
+
+        assert_eq!((d.temporal, d.up_switch), (Some(0), false));
+        // TID 2 with the switching up point bit, spatial layer 0.
+        let marked = Vp9Descriptor::parse(&[0xac, 0x92, 0x34, 0x50, 0x07]).unwrap();
+        assert_eq!((marked.temporal, marked.up_switch), (Some(2), true));
 
         // Flexible mode has no TL0PICIDX; a 7-bit picture id wraps at 128.
         let mut p = vec![0xb8, 0x05, 0x00, 0xaa];

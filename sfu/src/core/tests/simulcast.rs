@@ -34,11 +34,12 @@ fn frame(l: usize, pic: u16, tl0: u8, key: bool, tid_y: u8) -> Vec<u8> {
 
 /// The same as a VP9 frame of one layer (non-flexible mode, as Chromium sends each simulcast
 /// layer): the descriptor with a 15-bit picture id, layer indices and TL0PICIDX, and on a
-/// keyframe a scalability structure naming the layer's size.
+/// keyframe a scalability structure naming the layer's size. Every frame is a switching up
+/// point (`U`), as libwebrtc marks its three temporal layers.
 fn vp9_frame(l: usize, pic: u16, tl0: u8, key: bool, tid: u8) -> Vec<u8> {
     // I, L, B, E; P on inter frames, V on keyframes.
     let b0 = 0x80 | 0x20 | 0x08 | 0x04 | if key { 0x02 } else { 0x40 };
-    let mut v = vec![b0, 0x80 | (pic >> 8) as u8, pic as u8, tid << 5, tl0];
+    let mut v = vec![b0, 0x80 | (pic >> 8) as u8, pic as u8, tid << 5 | 0x10, tl0];
     if key {
         let (w, h) = SIZES[l];
         // One spatial layer, with its size (Y), no picture group.
@@ -63,7 +64,9 @@ fn h264_frame(l: usize, key: bool, tid: u8) -> Vec<u8> {
 
 /// The dependency descriptor of a one-packet `L1T3` frame in temporal layer `tid`, numbered
 /// `number`; a keyframe's carries the template structure (templates 62 and 63 in temporal
-/// layer 0, 0 in 1, 1 and 2 in 2), as libwebrtc sends it.
+/// layer 0, 0 in 1, 1 and 2 in 2), as libwebrtc sends it, up to its decode target
+/// indications: a base frame is a switch point for all three decode targets, a TID 1
+/// frame for the full rate only.
 fn l1t3_descriptor(number: u16, key: bool, tid: u8) -> DependencyDescriptor {
     let template = if key {
         62
@@ -73,7 +76,7 @@ fn l1t3_descriptor(number: u16, key: bool, tid: u8) -> DependencyDescriptor {
     let [hi, lo] = number.to_be_bytes();
     let mut wire = vec![0xc0 | template, hi, lo];
     if key {
-        wire.extend_from_slice(&[0x87, 0xc2, 0x14, 0xc0]);
+        wire.extend_from_slice(&[0x87, 0xc2, 0x14, 0xea, 0xa8, 0x60, 0x41]);
     }
     DependencyDescriptor::parse(&wire).unwrap()
 }
@@ -105,6 +108,8 @@ struct Publisher {
     cycle: [usize; 3],
     /// Time between frames: 33 ms, about 30 per second.
     frame_interval: Duration,
+    /// Keyframes asked for by the SFU, and keyframes sent.
+    keyframes: (usize, usize),
 }
 
 /// `L1T3`: the temporal layer of each frame of a cycle, and whether it is a layer sync frame
@@ -127,6 +132,7 @@ impl Publisher {
             described: None,
             cycle: [0; 3],
             frame_interval: Duration::from_millis(33),
+            keyframes: (0, 0),
         }
     }
 
@@ -134,6 +140,7 @@ impl Publisher {
     /// and after a keyframe request for that layer.
     fn send_frame(&mut self, w: &mut World) {
         let asked: Vec<Option<Rid>> = std::mem::take(&mut w.clients[self.client].keyframe_rids);
+        self.keyframes.0 += asked.len();
         for (l, name) in RIDS.iter().enumerate() {
             if !self.sending[l] {
                 continue;
@@ -142,6 +149,7 @@ impl Publisher {
             let key = self.frames.is_multiple_of(90) || asked.contains(&Some(rid));
             if key {
                 self.cycle[l] = 0;
+                self.keyframes.1 += 1;
             }
             let (tid, sync) = if self.temporal {
                 L1T3[self.cycle[l] % 4]
@@ -656,6 +664,67 @@ fn a_link_short_of_the_lowest_layer_gets_it_at_a_lower_frame_rate_not_a_pause() 
     assert!(until_pause.len() > 60, "{} frames", until_pause.len());
 }
 
+/// (layer, TID, picture id) of each frame `client` received from its `from`th packet on
+/// (H.264 has no picture id: its frames count as one apart).
+fn received_frames(w: &World, client: usize, from: usize, codec: Codec) -> Vec<(u8, u8, u16)> {
+    w.clients[client].received[from..]
+        .iter()
+        .filter(|(_, p)| p.len() >= 200)
+        .enumerate()
+        .map(|(i, (_, p))| match codec {
+            Codec::Vp9 => {
+                let d = Vp9Descriptor::parse(p).unwrap();
+                let id = d.picture_id.unwrap().0;
+                (*p.last().unwrap(), d.temporal.unwrap(), id)
+            }
+            Codec::H264 => (*p.last().unwrap(), p[p.len() - 2], i as u16),
+            _ => {
+                let d = Vp8Descriptor::parse(p).unwrap();
+                let id = d.picture_id.unwrap().0;
+                (*p.last().unwrap(), d.temporal.unwrap().0, id)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_higher_frame_rate_starts_at_the_streams_switch_points_without_a_keyframe() {
+    // VP8 marks them with its layer sync bit, VP9 with its switching up point bit, and
+    // H.264 (like AV1, and Chromium's VP8) through the dependency descriptor.
+    for codec in [Codec::Vp8, Codec::Vp9, Codec::H264] {
+        let (mut w, mut publisher, b, track) =
+            simulcast_room_of(codec, CongestionControl::Disabled);
+        publisher.temporal = true;
+        publisher.run(&mut w, Duration::from_secs(6));
+        ask_fps(&mut w, &track, Wanted::Highest, Some(5));
+        publisher.run(&mut w, Duration::from_secs(2));
+        let before = publisher.keyframes;
+        let mark = w.clients[b].received.len();
+        ask_fps(&mut w, &track, Wanted::Highest, None);
+        publisher.run(&mut w, Duration::from_millis(400));
+        assert_eq!(
+            publisher.keyframes, before,
+            "{codec}: no keyframe asked for or sent"
+        );
+        // Within one cycle of the pattern (4 frames) every temporal layer flows again.
+        let tids: Vec<u8> = received_frames(&w, b, mark, codec)
+            .iter()
+            .map(|f| f.1)
+            .collect();
+        let first_top = tids.iter().position(|t| *t == 2);
+        assert!(
+            first_top.is_some_and(|i| i <= 5),
+            "{codec}: temporal layers after the rise {tids:?}"
+        );
+        let told = layers_of(&w, "bob").last().cloned().flatten().unwrap();
+        assert_eq!(
+            told.frame_rate.map(|f| f >= 20),
+            Some(true),
+            "{codec}: {told:?}"
+        );
+    }
+}
+
 #[test]
 fn a_subscriber_that_asks_for_fewer_frames_gets_only_the_temporal_layers_that_give_them() {
     for codec in [Codec::Vp8, Codec::Vp9, Codec::H264] {
@@ -685,23 +754,8 @@ fn fewer_frames_asked_for(codec: Codec) {
         publisher.run(&mut w, Duration::from_secs(2));
         // (layer, TID, picture id) of each frame Bob got (H.264 has no picture id: its
         // frames count as one apart).
-        let late: Vec<(u8, u8, u16)> = w.clients[b].received[mark..]
-            .iter()
-            .filter(|(_, p)| p.len() >= 200)
-            .enumerate()
-            .map(|(i, (_, p))| match codec {
-                Codec::Vp9 => {
-                    let d = Vp9Descriptor::parse(p).unwrap();
-                    let id = d.picture_id.unwrap().0;
-                    (*p.last().unwrap(), d.temporal.unwrap(), id)
-                }
-                Codec::H264 => (*p.last().unwrap(), p[p.len() - 2], i as u16),
-                _ => {
-                    let d = Vp8Descriptor::parse(p).unwrap();
-                    let id = d.picture_id.unwrap().0;
-                    (*p.last().unwrap(), d.temporal.unwrap().0, id)
-                }
-            })
+        let late: Vec<(u8, u8, u16)> = received_frames(&w, b, mark, codec)
+            .into_iter()
             .skip(5)
             .collect();
         assert!(
