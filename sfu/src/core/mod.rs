@@ -785,14 +785,12 @@ impl Core {
                     .nacks
                     .inc_by(std::mem::take(&mut self.out.nacks));
             }
-            if self.out.packets_in > 0 {
-                self.hot
-                    .packets_in
-                    .inc_by(std::mem::take(&mut self.out.packets_in));
-                self.hot
-                    .bytes_in
-                    .inc_by(std::mem::take(&mut self.out.bytes_in));
-            }
+            self.out
+                .received
+                .flush(&self.hot.packets_in, &self.hot.bytes_in);
+            self.out
+                .forwarded
+                .flush(&self.hot.packets_out, &self.hot.bytes_out);
             if self.dirty.is_empty() {
                 break;
             }

@@ -521,7 +521,7 @@ impl Core {
                 let event = announce(s);
                 self.events.push_back(s.announcing(event, now));
             }
-            let len = payload.len() as u64;
+            let len = payload.len();
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
@@ -544,8 +544,7 @@ impl Core {
                     .ext_vals(ext)
                     .nackable(video),
             );
-            self.hot.packets_out.inc();
-            self.hot.bytes_out.inc_by(len);
+            self.out.forwarded.add(len);
             if !sub.media_forwarded {
                 sub.media_forwarded = true;
                 self.metrics.join_time.observe(
