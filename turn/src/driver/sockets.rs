@@ -29,9 +29,49 @@ pub enum Sharing {
     Exclusive,
 }
 
-/// Binds `count` UDP sockets on `addr`; when `addr` has port 0 the first socket picks the port
-/// and the others join it.
+/// Binds `count` UDP sockets on `addr`; when `addr` has port 0 the group gets a port no other
+/// socket holds.
+///
+/// Why not let the first `SO_REUSEPORT` socket pick the port: Linux's UDP autobind counts a port
+/// held by another `SO_REUSEPORT` socket of the same user as free, so the new socket can join a
+/// stranger's group (another Chorus on the host, or a parallel test), and the kernel then hashes
+/// clients across both servers. TCP's autobind avoids such ports; UDP's does not. So a port is
+/// first reserved by a plain socket, released, and the group bound to it; another process that
+/// takes it in between makes the bind fail with `EADDRINUSE`, and a new port is tried.
 pub fn udp_group(
+    addr: SocketAddr,
+    count: usize,
+    sharing: Sharing,
+) -> Result<Vec<std::net::UdpSocket>, Error> {
+    if addr.port() != 0 || sharing == Sharing::Exclusive {
+        return udp_group_at(addr, count, sharing);
+    }
+    let mut tries = 0;
+    loop {
+        let free = unshared_udp_port(addr).map_err(|e| bind_err(addr, e))?;
+        match udp_group_at(free, count, sharing) {
+            Err(Error::Bind { source, .. })
+                if source.kind() == io::ErrorKind::AddrInUse && tries < PORT_RACE_TRIES =>
+            {
+                tries += 1;
+            }
+            bound => return bound,
+        }
+    }
+}
+
+/// Times a port-0 group is bound again after another process took its reserved port.
+const PORT_RACE_TRIES: usize = 8;
+
+/// `addr` with a port the kernel gave a socket without `SO_REUSEPORT`, so no other socket held
+/// it at that moment.
+fn unshared_udp_port(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = new_socket(addr, Type::DGRAM, Protocol::UDP, Sharing::Exclusive)?;
+    probe.bind(&addr.into())?;
+    local(&probe)
+}
+
+fn udp_group_at(
     addr: SocketAddr,
     count: usize,
     sharing: Sharing,
@@ -167,3 +207,55 @@ fn set_dont_fragment(s: &Socket, ip: IpAddr) {
 
 #[cfg(not(target_os = "linux"))]
 fn set_dont_fragment(_s: &Socket, _ip: IpAddr) {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// In a network namespace whose ephemeral range is four ports, two of them held by a
+    /// stranger's `SO_REUSEPORT` sockets, a port-0 group must always land on the other two.
+    /// Letting the kernel autobind a `SO_REUSEPORT` socket picks a held port about half the time.
+    #[test]
+    fn a_port_zero_group_never_joins_a_strangers_reuseport_port() {
+        // Namespaces belong to a thread: a thread of its own keeps the test harness's out of it.
+        std::thread::spawn(|| {
+            // SAFETY: unshare only changes this thread's namespace membership.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "unshare(CLONE_NEWNET) needs root (CAP_SYS_ADMIN): {}",
+                io::Error::last_os_error()
+            );
+            std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40003")
+                .expect("narrow this namespace's ephemeral ports");
+            let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+            let stranger: Vec<Socket> = [40000u16, 40001]
+                .iter()
+                .map(|&port| {
+                    let addr = SocketAddr::new(any.ip(), port);
+                    let s =
+                        new_socket(addr, Type::DGRAM, Protocol::UDP, Sharing::ReusePort).unwrap();
+                    s.bind(&addr.into()).unwrap();
+                    s
+                })
+                .collect();
+            for round in 0..40 {
+                let group = udp_group(any, 2, Sharing::ReusePort).expect("bind a group");
+                let ports: Vec<u16> = group
+                    .iter()
+                    .map(|s| s.local_addr().unwrap().port())
+                    .collect();
+                assert_eq!(ports[0], ports[1], "round {round}: one group, one port");
+                assert!(
+                    ports[0] >= 40002,
+                    "round {round}: joined the stranger's port {}",
+                    ports[0]
+                );
+            }
+            drop(stranger);
+        })
+        .join()
+        .unwrap();
+    }
+}

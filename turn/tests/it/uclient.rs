@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use tokio::process::Command;
+use tokio::{io::AsyncReadExt, process::Command};
 
 use crate::common::*;
 
@@ -40,14 +40,25 @@ async fn run_uclient(test: &str, port: u16, extra: &[&str]) {
             "-l",
             "400",
         ])
-        .args(["-z", "5", "127.0.0.1"])
+        // -v: the setup steps are printed, so a hang shows the request that got no reply.
+        .args(["-v", "-z", "5", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .expect("uclient finished in time")
-        .expect("run uclient");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut child = cmd.spawn().expect("run uclient");
+    // Read as it runs, so a uclient that hangs (it waits forever for a lost reply while it sets
+    // up) still shows how far it got.
+    let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
+    let stderr = tokio::spawn(read_all(child.stderr.take().unwrap()));
+    let finished = tokio::time::timeout(Duration::from_secs(90), child.wait()).await;
+    if finished.is_err() {
+        let _ = child.kill().await;
+    }
+    let text = stdout.await.unwrap() + &stderr.await.unwrap();
+    assert!(
+        finished.is_ok(),
+        "{test}: uclient did not finish in 90 s; it printed:\n{text}"
+    );
     let totals = text
         .lines()
         .rfind(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
@@ -71,6 +82,13 @@ async fn run_uclient(test: &str, port: u16, extra: &[&str]) {
         !text.contains("error 4") && !text.contains("error 5"),
         "{test}: TURN error\n{text}"
     );
+}
+
+/// Everything `from` yields until it ends, as text.
+async fn read_all(mut from: impl tokio::io::AsyncRead + Unpin) -> String {
+    let mut bytes = Vec::new();
+    let _ = from.read_to_end(&mut bytes).await;
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
