@@ -1,22 +1,23 @@
 //! What the SFU reads of a publisher's video packets before forwarding them (`sfu::core::video`,
 //! `frame_size`, `dependency`): the VP8 and VP9 payload descriptors and their picture-number
-//! rewrite, VP9's layer indices, each codec's keyframe start and size, VP9's scalability
-//! structure, and the dependency descriptor extension with a keyframe's template structure,
-//! each template's temporal layer and a frame's switch points (ADR 0100). Every byte of these
-//! comes from the publisher. Checked: nothing panics; a descriptor's length stays within the
-//! payload; a picture id and TL0PICIDX written into a descriptor read back as written; a frame
-//! number moved in a dependency descriptor reads back and leaves its other bytes alone; the
-//! switch points above a structure's top temporal layer are the top's. The first input byte
-//! says how many of the rest are the two dependency descriptors (a keyframe's, then a frame's,
-//! halved), the remainder is the RTP payload. Run: `cd fuzz && cargo +nightly fuzz run
-//! media_descriptors`.
+//! rewrite, VP9's layer indices, each codec's keyframe start and size, VP9's scalability structure,
+//! and the dependency descriptor extension with a keyframe's template structure, each template's
+//! temporal and spatial layer, the spatial layers' sizes (ADR 0102) and a frame's switch points
+//! (ADR 0100). Every byte of these comes from the publisher. Checked: nothing panics; a
+//! descriptor's length stays within the payload; a picture id and TL0PICIDX written into a
+//! descriptor read back as written; a frame number moved in a dependency descriptor reads back and
+//! leaves its other bytes alone; the switch points above a structure's top temporal layer are the
+//! top's; every template's spatial layer is below the structure's count, and sizes, when read, are
+//! one per layer and not zero. The first input byte says how many of the rest are the two
+//! dependency descriptors (a keyframe's, then a frame's, halved), the remainder is the RTP payload.
+//! Run: `cd fuzz && cargo +nightly fuzz run media_descriptors`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sfu::core::dependency::DependencyDescriptor;
 use sfu::core::frame_size::vp9_spatial_sizes;
 use sfu::core::video::{
-    NumberedPicture, VideoCodec, Vp8Descriptor, Vp9Descriptor, Vp9Layer, keyframe_size,
+    NumberedPicture, SpatialPlace, VideoCodec, Vp8Descriptor, Vp9Descriptor, keyframe_size,
     starts_keyframe,
 };
 
@@ -35,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         let again = rewrite_reads_back(payload, &d, Vp9Descriptor::parse);
         assert_eq!((again.temporal, again.up_switch), (d.temporal, d.up_switch));
     }
-    let _ = Vp9Layer::parse(payload);
+    let _ = SpatialPlace::vp9(payload);
     let _ = vp9_spatial_sizes(payload);
     for codec in [
         VideoCodec::Vp8,
@@ -64,6 +65,16 @@ fuzz_target!(|data: &[u8]| {
         .max()
         .unwrap_or(0)
         .min(7);
+    // Every template's spatial layer is below the count, and sizes come one per layer.
+    assert!((0..64u8).all(|id| {
+        templates
+            .spatial_layer(id)
+            .is_none_or(|s| s < templates.spatial_layers)
+    }));
+    if let Some(sizes) = templates.sizes() {
+        assert_eq!(sizes.len(), usize::from(templates.spatial_layers));
+        assert!(sizes.iter().all(|&(w, h)| w > 0 && h > 0));
+    }
     for d in [Some(key.clone()), DependencyDescriptor::parse(frame)]
         .into_iter()
         .flatten()

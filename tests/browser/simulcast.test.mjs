@@ -163,20 +163,17 @@ for (const codec of ['VP8', 'VP9', 'H264', 'AV1']) {
 // that two browsers encoding and decoding three spatial layers fit in this machine's cores
 // and a subscriber's first estimate.
 //
-// VP9's spatial layers are chosen per subscriber (ADR 0093): its payload descriptor names
-// each packet's layer, and the scalability structure of a keyframe their sizes. Chromium
-// encodes this camera in two spatial layers, not three (its structure names 320×180 and
-// 640×360). A small tile gets the base layer alone, then a big one both, in one stream that
-// never stops decoding. Here the tile alone decides: this server runs without congestion
-// control. With it, the subscriber's estimate sinks to the base layer's rate while only that
-// flows, and on this loaded machine took 10 s or more to grow back to both layers' (or did
-// not within 45 s): that is the bandwidth tests' subject, not this one's. AV1's layers are
-// forwarded whole: telling them apart needs the descriptor's template structure, which the
-// SFU does not read.
+// Spatial layers are chosen per subscriber: VP9's (ADR 0093) by its payload descriptor, which
+// names each packet's layer, and a keyframe's scalability structure, which gives their sizes;
+// AV1's (ADR 0102) by the dependency descriptor, whose template structure gives each
+// template's layer and the layers' sizes. Chromium encodes this camera in two spatial layers,
+// not three (320×180 and 640×360). A small tile gets the base layer alone, then a big one
+// both, in one stream that never stops decoding. Here the tile alone decides: this server runs
+// without congestion control. With it, the subscriber's estimate sinks to the base layer's
+// rate while only that flows, and on this loaded machine took 10 s or more to grow back to both
+// layers' (or did not within 45 s): that is the bandwidth tests' subject, not this one's.
 for (const codec of ['VP9', 'AV1']) {
-  const title = codec === 'VP9'
-    ? 'VP9 with spatial layers in one stream (L3T3_KEY): a small tile gets the base layer, a big one all of them'
-    : 'AV1 with spatial layers in one stream (L3T3_KEY) is forwarded whole';
+  const title = `${codec} with spatial layers in one stream (L3T3_KEY): a small tile gets the base layer, a big one all of them`;
   it(title, { timeout: 150_000 }, async () => {
     const room = `svc${codec}${Date.now() % 100000}`;
     const mimeType = `video/${codec}`;
@@ -213,65 +210,63 @@ for (const codec of ['VP9', 'AV1']) {
     );
     console.log(`${codec} SVC: ${JSON.stringify(layers)}, ${JSON.stringify(await inboundVideo(sub.page))}`);
     assert.deepEqual(shown(layers.at(-1)), { rid: null, width: 640, height: 360 }, JSON.stringify(layers));
-    if (codec === 'VP9') {
-      // What a subscriber receives per second, measured over 2 s.
-      const rate = async () => {
-        const a = await inboundVideo(sub.page);
-        await new Promise((r) => setTimeout(r, 2000));
-        const b = await inboundVideo(sub.page);
-        return ((b.bytesReceived - a.bytesReceived) * 8) / 2;
-      };
-      const fullRate = await rate();
+    // What a subscriber receives per second, measured over 2 s.
+    const rate = async () => {
+      const a = await inboundVideo(sub.page);
+      await new Promise((r) => setTimeout(r, 2000));
+      const b = await inboundVideo(sub.page);
+      return ((b.bytesReceived - a.bytesReceived) * 8) / 2;
+    };
+    const fullRate = await rate();
 
-      // A tile of 320×180: the base layer alone, told by `track:layer`, at a fraction of the
-      // cost, decoding all along.
-      await askFor(sub.page, { width: 320, height: 180 });
-      let last = 0;
-      const small = await eventually(
-        async () => {
-          const v = await inboundVideo(sub.page);
-          assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
-          last = v.framesDecoded;
-          return v.frameWidth > 0 && v.frameWidth <= 320 ? v : null;
-        },
-        { timeoutMs: 20_000, what: 'the subscriber to decode the base layer, at most 320 wide' },
-      );
-      await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > small.framesDecoded + 30, {
-        timeoutMs: 15_000,
-        what: 'framesDecoded to keep rising on the base layer',
-      });
-      const baseRate = await rate();
-      const onBase = await inboundVideo(sub.page);
-      assert.ok(onBase.frameWidth <= 320, JSON.stringify(onBase));
-      assert.deepEqual(shown((await layerEvents(sub.page)).at(-1)), { rid: null, width: 320, height: 180 });
-      console.log(`VP9 SVC: all layers ${Math.round(fullRate / 1000)} kbit/s, base layer ${Math.round(baseRate / 1000)} kbit/s`);
-      assert.ok(baseRate < fullRate / 2, `base ${baseRate} bit/s, all ${fullRate} bit/s`);
+    // A tile of 320×180: the base layer alone, told by `track:layer`, at a fraction of the
+    // cost, decoding all along.
+    await askFor(sub.page, { width: 320, height: 180 });
+    let last = 0;
+    const small = await eventually(
+      async () => {
+        const v = await inboundVideo(sub.page);
+        assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
+        last = v.framesDecoded;
+        return v.frameWidth > 0 && v.frameWidth <= 320 ? v : null;
+      },
+      { timeoutMs: 20_000, what: 'the subscriber to decode the base layer, at most 320 wide' },
+    );
+    await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > small.framesDecoded + 30, {
+      timeoutMs: 15_000,
+      what: 'framesDecoded to keep rising on the base layer',
+    });
+    const baseRate = await rate();
+    const onBase = await inboundVideo(sub.page);
+    assert.ok(onBase.frameWidth <= 320, JSON.stringify(onBase));
+    assert.deepEqual(shown((await layerEvents(sub.page)).at(-1)), { rid: null, width: 320, height: 180 });
+    console.log(`${codec} SVC: all layers ${Math.round(fullRate / 1000)} kbit/s, base layer ${Math.round(baseRate / 1000)} kbit/s`);
+    assert.ok(baseRate < fullRate / 2, `base ${baseRate} bit/s, all ${fullRate} bit/s`);
 
-      // A big tile: both layers again from the next keyframe, in the same stream, decoding all
-      // along.
-      const asked = Date.now();
-      await askFor(sub.page, { width: 1280, height: 720 });
-      last = onBase.framesDecoded;
-      const big = await eventually(
-        async () => {
-          const v = await inboundVideo(sub.page);
-          assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
-          last = v.framesDecoded;
-          return v.frameWidth === 640 ? v : null;
-        },
-        { timeoutMs: 20_000, what: 'the subscriber to decode the top layer again' },
-      );
-      const steppedUp = (await layerEvents(sub.page)).at(-1);
-      assert.deepEqual(shown(steppedUp), { rid: null, width: 640, height: 360 });
-      console.log(
-        `VP9 SVC: stepped up ${steppedUp.at - asked} ms and the top layer decoded ${Date.now() - asked} ms after the big tile was asked for`,
-      );
-      await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > big.framesDecoded + 30, {
-        timeoutMs: 15_000,
-        what: 'framesDecoded to keep rising after the step up',
-      });
-      assert.equal(big.id, full.id, 'one receiver throughout');
-    }
+    // A big tile: both layers again from the next keyframe, in the same stream, decoding all
+    // along.
+    const asked = Date.now();
+    await askFor(sub.page, { width: 1280, height: 720 });
+    last = onBase.framesDecoded;
+    const big = await eventually(
+      async () => {
+        const v = await inboundVideo(sub.page);
+        assert.ok(v.framesDecoded >= last, 'framesDecoded never goes back');
+        last = v.framesDecoded;
+        return v.frameWidth === 640 ? v : null;
+      },
+      { timeoutMs: 20_000, what: 'the subscriber to decode the top layer again' },
+    );
+    const steppedUp = (await layerEvents(sub.page)).at(-1);
+    assert.deepEqual(shown(steppedUp), { rid: null, width: 640, height: 360 });
+    console.log(
+      `${codec} SVC: stepped up ${steppedUp.at - asked} ms and the top layer decoded ${Date.now() - asked} ms after the big tile was asked for`,
+    );
+    await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > big.framesDecoded + 30, {
+      timeoutMs: 15_000,
+      what: 'framesDecoded to keep rising after the step up',
+    });
+    assert.equal(big.id, full.id, 'one receiver throughout');
     assert.deepEqual(errors, []);
   });
 }

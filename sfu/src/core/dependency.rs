@@ -94,6 +94,11 @@ impl DependencyDescriptor {
         self.bytes[0] & 0x80 != 0
     }
 
+    /// Whether this packet ends its frame (`end_of_frame`).
+    pub fn frame_end(&self) -> bool {
+        self.bytes[0] & 0x40 != 0
+    }
+
     /// The template this packet's frame follows (its `frame_dependency_template_id`).
     pub fn template_id(&self) -> u8 {
         self.bytes[0] & 0x3f
@@ -151,12 +156,19 @@ impl DependencyDescriptor {
                 decode_targets,
             )
         });
+        let sizes = if complete {
+            read_resolutions(&mut bits, count, decode_targets, spatial + 1)
+        } else {
+            None
+        };
         Some(Templates {
             offset,
             count: count as u8,
             temporal,
+            spatial: spatial_of,
             spatial_layers: spatial + 1,
             switches,
+            sizes,
         })
     }
 
@@ -197,6 +209,57 @@ impl DependencyDescriptor {
 /// Most templates a structure holds (template ids are 6 bits).
 const MAX_TEMPLATES: usize = 64;
 
+/// Most spatial layers whose sizes [`Templates`] keeps (Chromium sends at most three).
+const MAX_SIZES: usize = 4;
+
+/// The structure's render resolutions (`render_resolutions()`), read after its frame
+/// differences and chains, which are skipped; `None` when it has none, has more spatial layers
+/// than [`MAX_SIZES`], or is cut short.
+fn read_resolutions(
+    bits: &mut Bits<'_>,
+    templates: usize,
+    decode_targets: u8,
+    spatial_layers: u8,
+) -> Option<Sizes> {
+    // template_fdiffs(): per template, 4-bit differences each after a "follows" flag.
+    for _ in 0..templates {
+        while bits.read(1)? == 1 {
+            bits.read(4)?;
+        }
+    }
+    // template_chains(): the chain count, each decode target's chain, 4 bits per template
+    // and chain.
+    let chains = bits.non_symmetric(u32::from(decode_targets) + 1)?;
+    if chains > 0 {
+        for _ in 0..decode_targets {
+            bits.non_symmetric(chains)?;
+        }
+        for _ in 0..templates * chains as usize {
+            bits.read(4)?;
+        }
+    }
+    if bits.read(1)? == 0 || usize::from(spatial_layers) > MAX_SIZES {
+        return None;
+    }
+    let mut sizes = Sizes {
+        count: spatial_layers,
+        sizes: [(0, 0); MAX_SIZES],
+    };
+    for size in sizes.sizes.iter_mut().take(usize::from(spatial_layers)) {
+        let width = bits.read(16)? + 1;
+        let height = bits.read(16)? + 1;
+        *size = (u16::try_from(width).ok()?, u16::try_from(height).ok()?);
+    }
+    Some(sizes)
+}
+
+/// Each spatial layer's largest frame size, lowest layer first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sizes {
+    count: u8,
+    sizes: [(u16, u16); MAX_SIZES],
+}
+
 /// A decode target indication (two bits): the frame is a *switch* point of that decode
 /// target, as the AV1 RTP payload format defines it.
 const DTI_SWITCH: u64 = 2;
@@ -212,10 +275,13 @@ pub struct Templates {
     offset: u8,
     count: u8,
     temporal: [u8; MAX_TEMPLATES],
+    spatial: [u8; MAX_TEMPLATES],
     /// How many spatial layers the templates cover.
     pub spatial_layers: u8,
     /// `None` when the structure was cut short before its decode target indications.
     switches: Option<Switches>,
+    /// `None` when the structure gives no render resolutions (see [`read_resolutions`]).
+    sizes: Option<Sizes>,
 }
 
 impl Templates {
@@ -223,6 +289,20 @@ impl Templates {
     /// has that template.
     pub fn temporal_layer(&self, template_id: u8) -> Option<u8> {
         self.index(template_id).map(|i| self.temporal[i])
+    }
+
+    /// The spatial layer of a frame that follows template `template_id`, if this structure
+    /// has that template.
+    pub fn spatial_layer(&self, template_id: u8) -> Option<u8> {
+        self.index(template_id).map(|i| self.spatial[i])
+    }
+
+    /// Each spatial layer's largest frame size (`max_render_width` and `_height`), lowest
+    /// first, when the structure gives them.
+    pub fn sizes(&self) -> Option<&[(u16, u16)]> {
+        self.sizes
+            .as_ref()
+            .map(|s| &s.sizes[..usize::from(s.count)])
     }
 
     /// The frame rates a subscriber of the top spatial layer may rise to at the frame of
@@ -343,6 +423,23 @@ impl<'a> Bits<'a> {
             self.at += 1;
         }
         Some(v)
+    }
+}
+
+impl Bits<'_> {
+    /// A value below `n` in the payload format's non-symmetric encoding (`ns(n)`): values
+    /// below `m` take one bit fewer than the rest.
+    fn non_symmetric(&mut self, n: u32) -> Option<u32> {
+        if n <= 1 {
+            return Some(0);
+        }
+        let width = 32 - n.leading_zeros() as usize;
+        let m = (1u32 << width) - n;
+        let v = self.read(width - 1)?;
+        if v < m {
+            return Some(v);
+        }
+        Some((v << 1) - m + self.read(1)?)
     }
 }
 
@@ -536,5 +633,37 @@ mod tests {
         assert_eq!(t.switch_targets(&frame(1, "0010 0 1")), 0);
         // Extended fields without custom indications: the template's.
         assert_eq!(t.switch_targets(&frame(63, "0100 0 111")), 0xff);
+    }
+
+    #[test]
+    fn spatial_layers_and_their_sizes_are_read_from_the_structure() {
+        // L2T1: templates 0, 1 in spatial layer 0 and 2, 3 in layer 1 (next_layer_idc 0, 2,
+        // 0, 3); two decode targets; frame differences; two chains; 320×180 and 640×360.
+        let head = "1 0000 000000 00001 00 10 00 11 1010 1011 0010 0011 0 10000 0 10000 0 10001 0";
+        let chains = "11 0 1 00000000 00000000 00000000 00000000";
+        let sizes = "1 0000000100111111 0000000010110011 0000001001111111 0000000101100111";
+        let structure = |parts: &[&str]| {
+            let mut wire = vec![0xc0, 0x00, 0x01];
+            wire.extend(bits(&parts.join(" ")));
+            DependencyDescriptor::parse(&wire).unwrap()
+        };
+        let d = structure(&[head, chains, sizes]);
+        assert!(d.frame_start() && d.frame_end());
+        let t = d.templates().unwrap();
+        assert_eq!(t.spatial_layers, 2);
+        let layers: Vec<Option<u8>> = [0, 1, 2, 3, 4].map(|id| t.spatial_layer(id)).to_vec();
+        assert_eq!(layers, [Some(0), Some(0), Some(1), Some(1), None]);
+        assert_eq!(t.sizes(), Some(&[(320, 180), (640, 360)][..]));
+
+        // No chains (ns(3) = 0 in one bit): the same sizes.
+        let t = structure(&[head, "0", sizes]).templates().unwrap();
+        assert_eq!(t.sizes(), Some(&[(320, 180), (640, 360)][..]));
+        // No resolutions, or cut short inside them: none, the layers still read.
+        let t = structure(&[head, chains, "0"]).templates().unwrap();
+        assert_eq!((t.sizes(), t.spatial_layer(2)), (None, Some(1)));
+        let t = structure(&[head, chains, &sizes[..40]])
+            .templates()
+            .unwrap();
+        assert_eq!((t.sizes(), t.spatial_layer(3)), (None, Some(1)));
     }
 }

@@ -23,6 +23,7 @@ use str0m::media::Rid;
 
 use super::dependency::{DependencyDescriptor, Templates};
 use super::temporal::{FrameRate, LayerSync};
+use super::video::SpatialPlace;
 
 /// Index of a layer in quality order: 0 is the lowest.
 pub type LayerIndex = u8;
@@ -124,7 +125,7 @@ pub enum Scheme {
     Single,
     /// One stream per rid (RFC 8853).
     Simulcast,
-    /// One stream whose packets each belong to a spatial layer (VP9 SVC).
+    /// One stream whose packets each belong to a spatial layer (VP9 or AV1 SVC).
     Spatial,
 }
 
@@ -254,6 +255,46 @@ impl Layers {
                 }
             }
         }
+    }
+
+    /// Where an AV1 packet with dependency descriptor `d` sits among the spatial layers of a
+    /// track without simulcast. A keyframe's template structure with render resolutions makes
+    /// the track's layers its spatial layers, as VP9's scalability structure does
+    /// ([`Layers::spatial`]); one with a single spatial layer, given by its resolution or by
+    /// `keyframe_size`, makes it single-layer again. `None` while the track has no spatial
+    /// layers, or for a template the structure lacks.
+    pub fn described_spatial(
+        &mut self,
+        d: &DependencyDescriptor,
+        keyframe_size: Option<(u16, u16)>,
+    ) -> Option<SpatialPlace> {
+        if let Some(t) = d.templates() {
+            match (t.sizes(), keyframe_size) {
+                (Some(sizes), _) => {
+                    self.spatial(sizes);
+                }
+                (None, Some(size)) if t.spatial_layers == 1 => {
+                    self.spatial(&[size]);
+                }
+                _ => {}
+            }
+            if self.scheme == Scheme::Spatial {
+                // The stream's one structure, kept with its lowest layer.
+                self.layers[0].templates = Some(t);
+            }
+        }
+        if self.scheme != Scheme::Spatial {
+            return None;
+        }
+        let spatial = self.layers[0]
+            .templates
+            .as_ref()?
+            .spatial_layer(d.template_id())?;
+        Some(SpatialPlace {
+            spatial,
+            picture_start: d.frame_start() && spatial == 0,
+            layer_end: d.frame_end(),
+        })
     }
 
     /// The temporal layer of a packet of layer `i` with dependency descriptor `d`, and the

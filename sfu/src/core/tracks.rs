@@ -21,7 +21,7 @@ use super::selector::Verdict;
 use super::temporal::{FrameRate, LayerSync};
 use super::throttle::{Decision, KeyframeThrottle};
 use super::video::{
-    NumberedPicture, VideoCodec, Vp8Descriptor, Vp9Descriptor, Vp9Layer, keyframe_size,
+    NumberedPicture, SpatialPlace, VideoCodec, Vp8Descriptor, Vp9Descriptor, keyframe_size,
     starts_keyframe,
 };
 use super::{Core, Track};
@@ -327,23 +327,32 @@ impl Core {
                     track.layers.spatial(&sizes[..n]);
                 }
                 if track.layers.scheme() == Scheme::Spatial {
-                    // Sizes are the scalability structure's, one per layer.
-                    size = None;
-                    spatial = Vp9Layer::parse(&pkt.payload);
-                    let top = (track.layers.len() - 1) as LayerIndex;
-                    layer = spatial.map_or(0, |v| v.spatial.min(top));
-                    let ends_lower_layer = spatial.is_some_and(|v| v.layer_end && v.spatial < top);
-                    if end == PictureEnd::Unknown
-                        && ends_lower_layer
-                        && !pkt.marker
-                        && track.held_end.is_none()
-                    {
-                        track.held_end = Some(HeldEnd {
-                            pkt,
-                            until: now + PICTURE_END_WAIT,
-                        });
-                        return;
-                    }
+                    spatial = SpatialPlace::vp9(&pkt.payload);
+                }
+            }
+            // AV1's spatial layers are told only by the dependency descriptor's templates.
+            if codec == Some(VideoCodec::Av1)
+                && track.layers.scheme() != Scheme::Simulcast
+                && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
+            {
+                spatial = track.layers.described_spatial(dd, size);
+            }
+            if track.layers.scheme() == Scheme::Spatial {
+                // Sizes are the structure's, one per layer.
+                size = None;
+                let top = (track.layers.len() - 1) as LayerIndex;
+                layer = spatial.map_or(0, |v| v.spatial.min(top));
+                let ends_lower_layer = spatial.is_some_and(|v| v.layer_end && v.spatial < top);
+                if end == PictureEnd::Unknown
+                    && ends_lower_layer
+                    && !pkt.marker
+                    && track.held_end.is_none()
+                {
+                    track.held_end = Some(HeldEnd {
+                        pkt,
+                        until: now + PICTURE_END_WAIT,
+                    });
+                    return;
                 }
             }
             // The dependency descriptor's templates tell a frame's temporal layer and its
@@ -351,6 +360,7 @@ impl Core {
             // codecs without a descriptor the SFU reads (AV1, H.264), with the descriptor's
             // start of frame.
             if codec != Some(VideoCodec::Vp9)
+                && track.layers.scheme() != Scheme::Spatial
                 && let Some(dd) = DependencyDescriptor::of(&pkt.ext)
             {
                 described = track

@@ -331,22 +331,22 @@ fn read_picture_id(payload: &[u8], at: usize) -> Option<((u16, PictureIdWidth, u
     }
 }
 
-/// Where a VP9 packet sits among spatial layers (RFC 9628 § 4.2), from a descriptor with
-/// layer indices (`L`).
+/// Where a packet sits among the spatial layers of one stream: from VP9's payload descriptor
+/// ([`SpatialPlace::vp9`]), or from AV1's dependency descriptor (`layers`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Vp9Layer {
-    /// Its spatial layer (`SID`).
+pub struct SpatialPlace {
+    /// Its spatial layer (VP9's `SID`).
     pub spatial: u8,
-    /// It starts a layer frame (`B`) of spatial layer 0: a new picture begins.
+    /// It starts a frame of spatial layer 0 (VP9's `B`): a new picture begins.
     pub picture_start: bool,
-    /// It ends its layer frame (`E`).
+    /// It ends its layer's frame (VP9's `E`).
     pub layer_end: bool,
 }
 
-impl Vp9Layer {
-    /// Reads the descriptor at the start of `payload`; `None` without layer indices or if
-    /// it is cut short.
-    pub fn parse(payload: &[u8]) -> Option<Self> {
+impl SpatialPlace {
+    /// Reads the VP9 descriptor at the start of `payload` (RFC 9628 § 4.2); `None` without
+    /// layer indices (`L`) or if it is cut short.
+    pub fn vp9(payload: &[u8]) -> Option<Self> {
         let b0 = *payload.first()?;
         let has_picture_id = b0 & 0x80 != 0;
         let has_layers = b0 & 0x20 != 0;
@@ -359,7 +359,7 @@ impl Vp9Layer {
         }
         // Layer indices: TID(3) U(1) SID(3) D(1).
         let spatial = (payload.get(at)? >> 1) & 0x07;
-        Some(Vp9Layer {
+        Some(SpatialPlace {
             spatial,
             picture_start: b0 & 0x08 != 0 && spatial == 0,
             layer_end: b0 & 0x04 != 0,
@@ -378,7 +378,7 @@ fn vp9_keyframe_start(payload: &[u8]) -> bool {
         return false;
     }
     // With layer indices, only the base spatial layer starts a keyframe.
-    !layers || Vp9Layer::parse(payload).is_some_and(|v| v.spatial == 0)
+    !layers || SpatialPlace::vp9(payload).is_some_and(|v| v.spatial == 0)
 }
 
 const H264_IDR: u8 = 5;
@@ -496,12 +496,12 @@ mod tests {
     #[test]
     fn other_codecs_keyframes() {
         // VP9 layer indices: SID 2 (byte 0x05 after a 15-bit picture id), B and E set.
-        let v = Vp9Layer::parse(&[0xac, 0x81, 0x02, 0x05, 0x00]).expect("layer");
+        let v = SpatialPlace::vp9(&[0xac, 0x81, 0x02, 0x05, 0x00]).expect("layer");
         assert_eq!((v.spatial, v.picture_start, v.layer_end), (2, false, true));
-        let v = Vp9Layer::parse(&[0x28, 0x00, 0x00]).expect("layer");
+        let v = SpatialPlace::vp9(&[0x28, 0x00, 0x00]).expect("layer");
         assert_eq!((v.spatial, v.picture_start, v.layer_end), (0, true, false));
-        assert_eq!(Vp9Layer::parse(&[0x88, 0x01]), None, "no layer indices");
-        assert_eq!(Vp9Layer::parse(&[0xa8, 0x81]), None, "cut short");
+        assert_eq!(SpatialPlace::vp9(&[0x88, 0x01]), None, "no layer indices");
+        assert_eq!(SpatialPlace::vp9(&[0xa8, 0x81]), None, "cut short");
         // VP9: B set, P clear; with layer indices only SID 0.
         assert!(starts_keyframe(VideoCodec::Vp9, &[0x08]));
         assert!(!starts_keyframe(VideoCodec::Vp9, &[0x48]));

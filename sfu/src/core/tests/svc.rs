@@ -1,9 +1,13 @@
-//! Spatial layers in one VP9 stream (SVC): a subscriber gets the layers up to the one its
-//! tile needs, as one stream with no gaps in its numbers, each picture ending with a marker.
+//! Spatial layers in one VP9 or AV1 stream (SVC): a subscriber gets the layers up to the one
+//! its tile needs, as one stream with no gaps in its numbers, each picture ending with a
+//! marker.
+
+use str0m::rtp::ExtensionValues;
 
 use super::simulcast::{ask, first_published, layers_of};
 use super::*;
 use crate::core::allocator::Wanted;
+use crate::core::dependency::{self, DependencyDescriptor};
 
 const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
 /// Bytes of each layer's frame (one packet each).
@@ -42,9 +46,49 @@ fn layer_frame(sid: u8, pic: u16, key: bool) -> Vec<u8> {
     v
 }
 
-/// Alice's VP9 camera: three spatial layers per picture, a keyframe every 90 pictures and
+/// One packet of spatial layer `sid` of AV1: an aggregation header (one OBU; `N` on a
+/// keyframe's base layer), padded as VP9's; the spatial layer is told only by the dependency
+/// descriptor ([`l3_descriptor`]).
+fn av1_layer_frame(sid: u8, key: bool) -> Vec<u8> {
+    let mut v = vec![0x10 | if key && sid == 0 { 0x08 } else { 0 }];
+    v.resize(FRAME_BYTES[usize::from(sid)] - 1, 0xee);
+    v.push(sid);
+    v
+}
+
+/// The dependency descriptor of a one-packet frame of spatial layer `sid`, numbered `number`:
+/// `L3T1` with templates 0 and 1 in spatial layer 0, 2 and 3 in layer 1, 4 and 5 in layer 2
+/// (the first of each pair for a keyframe's picture). A keyframe's base layer carries the
+/// structure: three decode targets, their indications, frame differences, no chains, and
+/// the layers' sizes ([`SIZES`]).
+fn l3_descriptor(number: u16, sid: u8, key: bool) -> DependencyDescriptor {
+    let template = sid * 2 + u8::from(!key);
+    let [hi, lo] = number.to_be_bytes();
+    let mut wire = vec![0xc0 | template, hi, lo];
+    if key && sid == 0 {
+        let mut bits = String::from("1 0000 000000 00010 00 10 00 10 00 11");
+        bits += " 101010 101111 001010 001011 000010 000011";
+        bits += " 0 10000 0 10000 0 10010 0 10000 0 10010 0 00 1";
+        for (w, h) in SIZES {
+            bits += &format!(" {:016b} {:016b}", w - 1, h - 1);
+        }
+        let bits: Vec<u8> = bits
+            .bytes()
+            .filter(|b| *b != b' ')
+            .map(|b| b - b'0')
+            .collect();
+        wire.extend(
+            bits.chunks(8)
+                .map(|c| c.iter().enumerate().fold(0, |v, (i, b)| v | (b << (7 - i)))),
+        );
+    }
+    DependencyDescriptor::parse(&wire).unwrap()
+}
+
+/// Alice's camera: three spatial layers per picture, a keyframe every 90 pictures and
 /// on request.
 struct SvcPublisher {
+    codec: Codec,
     client: usize,
     mid: Mid,
     seq: u64,
@@ -65,7 +109,7 @@ impl SvcPublisher {
             .codec_config()
             .params()
             .iter()
-            .find(|p| p.spec().codec == Codec::Vp9)
+            .find(|p| p.spec().codec == self.codec)
             .unwrap()
             .pt();
         let skipped = self
@@ -73,13 +117,22 @@ impl SvcPublisher {
             .is_some_and(|n| !key && self.frames % n == n / 2);
         let layers = if skipped { 1 } else { 3 };
         for sid in 0..layers {
-            let payload = layer_frame(sid, self.pic, key);
+            let mut ext = ExtensionValues::default();
+            let payload = if self.codec == Codec::Av1 {
+                let number = (self.seq % (1 << 16)) as u16;
+                ext.user_values.set(l3_descriptor(number, sid, key));
+                av1_layer_frame(sid, key)
+            } else {
+                layer_frame(sid, self.pic, key)
+            };
             let now = w.now;
             let mut api = w.clients[self.client].rtc.direct_api();
             let tx = api.stream_tx_by_mid(self.mid, None).unwrap();
             // The marker ends the picture: the top layer's packet.
             tx.write_rtp(
-                RtpWrite::new(pt, self.seq.into(), self.ts, now, payload).marker(sid == 2),
+                RtpWrite::new(pt, self.seq.into(), self.ts, now, payload)
+                    .marker(sid == 2)
+                    .ext_vals(ext),
             );
             w.flush_client(self.client);
             self.seq += 1;
@@ -98,16 +151,22 @@ impl SvcPublisher {
     }
 }
 
-/// Alice publishes a VP9 SVC camera; Bob receives it. Returns the world, the publisher,
-/// Bob's client and the track.
-fn svc_room() -> (World, SvcPublisher, usize, TrackId) {
+/// Alice publishes an SVC camera in `codec` (VP9 or AV1, the only codec her client offers);
+/// Bob receives it. Returns the world, the publisher, Bob's client and the track.
+fn svc_room(codec: Codec) -> (World, SvcPublisher, usize, TrackId) {
     let mut w = World::new(Limits::default());
-    let a = w.join("alice");
+    let config = Rtc::builder()
+        .clear_codecs()
+        .enable_vp9(codec == Codec::Vp9)
+        .enable_av1(codec == Codec::Av1)
+        .set_extension(dependency::ID, dependency::extension());
+    let a = w.join_custom("alice", Grants::default(), config);
     let mids = w.offer(a, &[(MediaKind::Video, Direction::SendOnly)]);
     let b = w.join("bob");
     w.offer(b, &[(MediaKind::Audio, Direction::RecvOnly)]);
     w.run(Duration::from_secs(1));
     let mut publisher = SvcPublisher {
+        codec,
         client: a,
         mid: mids[0],
         seq: 7_000,
@@ -139,7 +198,13 @@ fn received(w: &World, b: usize, from: usize) -> Vec<(u8, u64, bool)> {
 
 #[test]
 fn a_small_tile_gets_the_lower_spatial_layers_as_one_stream_and_a_large_one_all() {
-    let (mut w, mut publisher, b, track) = svc_room();
+    for codec in [Codec::Vp9, Codec::Av1] {
+        small_tile_then_large(codec);
+    }
+}
+
+fn small_tile_then_large(codec: Codec) {
+    let (mut w, mut publisher, b, track) = svc_room(codec);
     publisher.run(&mut w, Duration::from_secs(2));
     let all = received(&w, b, 0);
     assert!(all.len() > 60, "bob got {} video packets", all.len());
@@ -213,7 +278,13 @@ fn a_small_tile_gets_the_lower_spatial_layers_as_one_stream_and_a_large_one_all(
 
 #[test]
 fn a_picture_whose_higher_layers_were_skipped_still_ends_with_a_marker() {
-    let (mut w, mut publisher, b, _track) = svc_room();
+    for codec in [Codec::Vp9, Codec::Av1] {
+        skipped_layers_end_with_a_marker(codec);
+    }
+}
+
+fn skipped_layers_end_with_a_marker(codec: Codec) {
+    let (mut w, mut publisher, b, _track) = svc_room(codec);
     publisher.skip_upper_every = Some(5);
     let from = w.clients[b].received.len();
     publisher.run(&mut w, Duration::from_secs(2));
