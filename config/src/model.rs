@@ -605,6 +605,11 @@ pub struct ClusterConfig {
     pub node_timeout: HumanDuration,
     /// How long a node waits for another node to answer a relayed request.
     pub request_timeout: HumanDuration,
+    /// How much more loaded than the least loaded live node (participants + CPU percent) this
+    /// node may be and still own a call or room its own clients create. A space owned where its
+    /// first members are connected needs no relay and keeps working while Redis is away; 0
+    /// always places on the least loaded node, a large value always keeps spaces local.
+    pub local_preference: u32,
 }
 
 impl Default for ClusterConfig {
@@ -617,6 +622,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: HumanDuration::secs(2),
             node_timeout: HumanDuration::secs(5),
             request_timeout: HumanDuration::secs(5),
+            local_preference: 10,
         }
     }
 }

@@ -14,10 +14,12 @@
 //! dependencies valid, and the template structure a keyframe carries travels with it. The
 //! SFU reads each template's temporal layer from that structure ([`Templates`]), which is how
 //! Chromium's VP8 tells a frame's temporal layer (its VP8 descriptor then has no `TID`), for
-//! the reduced frame rates of `temporal`. Only the frame number (the 16 bits after the first
-//! byte) is rewritten, after a simulcast layer
-//! switch or a pause, so that the receiver sees one sequence of frames, as VP8's picture id
-//! is (`forward`). Until the first switch every subscriber gets the publisher's value.
+//! the reduced frame rates of `temporal`. AV1's spatial layers in one stream are told apart
+//! the same way: each template's spatial layer and each layer's render resolution drive the
+//! per-subscriber choice VP9's SVC uses (ADR 0102). Only the frame number (the 16 bits after
+//! the first byte) is rewritten, after a simulcast layer switch or a pause, so that the
+//! receiver sees one sequence of frames, as VP8's picture id is (`forward`). Until the first
+//! switch every subscriber gets the publisher's value.
 //!
 //! **Cost.** str0m keeps user values in a type map with one `Arc` per value, so a packet
 //! carrying the descriptor costs two allocations when received, and one per subscriber when
@@ -424,9 +426,7 @@ impl<'a> Bits<'a> {
         }
         Some(v)
     }
-}
 
-impl Bits<'_> {
     /// A value below `n` in the payload format's non-symmetric encoding (`ns(n)`): values
     /// below `m` take one bit fewer than the rest.
     fn non_symmetric(&mut self, n: u32) -> Option<u32> {

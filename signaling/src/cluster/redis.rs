@@ -60,9 +60,6 @@ const RECONNECT_DELAY_MS: u32 = 500;
 const STATE_TTL_SECS: i64 = 24 * 3600;
 /// How long a node holds the right to adopt a dead node's spaces.
 const ADOPT_LOCK_MS: i64 = 30_000;
-/// How much more loaded than the least loaded node (participants + CPU percent) this node may be
-/// and still keep a space created by its own clients.
-const LOCAL_PREFERENCE: u64 = 10;
 /// How often the registry is read (dead nodes, health).
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
@@ -89,6 +86,8 @@ struct Shared {
     client: Client,
     heartbeat: Duration,
     node_timeout: Duration,
+    /// `cluster.local_preference`: see [`Shared::placement`].
+    local_preference: u64,
     /// Live nodes as of the last registry read.
     nodes: RwLock<Vec<NodeInfo>>,
     load: Mutex<Load>,
@@ -290,6 +289,7 @@ impl RedisCluster {
             client,
             heartbeat: config.heartbeat_interval.get(),
             node_timeout: config.node_timeout.get(),
+            local_preference: u64::from(config.local_preference),
             nodes: RwLock::new(Vec::new()),
             load: Mutex::new(Load::default()),
             draining: AtomicBool::new(false),
@@ -679,7 +679,7 @@ impl Shared {
         dead
     }
 
-    /// Where a new space goes: this node when its load is within [`LOCAL_PREFERENCE`] of the
+    /// Where a new space goes: this node when its load is within `cluster.local_preference` of the
     /// least loaded live node, else the least loaded one. The space's first members are usually
     /// connected here, and a space owned where its members are needs no relay and keeps working
     /// while Redis is away.
@@ -692,7 +692,9 @@ impl Shared {
             .iter()
             .find(|n| n.id == self.node && !n.draining && !self.draining.load(Ordering::Relaxed));
         Some(match local {
-            Some(me) if score(me) <= least_score + LOCAL_PREFERENCE => me.id.clone(),
+            Some(me) if score(me) <= least_score.saturating_add(self.local_preference) => {
+                me.id.clone()
+            }
             _ => least,
         })
     }
