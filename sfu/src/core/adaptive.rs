@@ -10,6 +10,16 @@
 //! - **Dynacast**: a simulcast layer no subscriber targets or receives is stopped at the
 //!   publisher after [`DYNACAST_DELAY`] ([`SfuEvent::TrackQuality`]); one that becomes
 //!   needed is resumed at once.
+//! - **When the estimate is believed.** For [`ESTIMATE_STARTUP`] after a participant joins
+//!   the estimate is str0m's guess, and every track gets what is asked. An estimate also
+//!   only knows the rate that was used: while no video flows to a subscriber over a link
+//!   that has not fallen for [`IDLE_RESUME_QUIET`], the link is *idle*, and once video
+//!   starts to flow over an idle link (after the join, or after everything was paused) it
+//!   is *on trial* for [`ESTIMATE_STARTUP`]. While idle or on trial the video budget is at
+//!   least every asked-for track's lowest layer, so an estimate formed on audio alone, or
+//!   on the first keyframes, pauses nothing; over an idle link it is also at least what a
+//!   new subscriber starts from ([`super::INITIAL_ESTIMATE`]). On trial the estimate may
+//!   still lower layers, and after it the estimate rules as usual (ADR 0103).
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +30,9 @@ use crate::event::{LayerActivity, SfuEvent, TrackKind, TrackSource};
 use crate::ids::{ParticipantKey, RoomKey, SessionId, TrackId};
 
 use super::Core;
-use super::allocator::{Demand, Flow, LayerCost, Priority, Wanted, allocate, cost, next_step};
+use super::allocator::{
+    Demand, Flow, LayerCost, Priority, Wanted, allocate, cost, lowest_cost, next_step,
+};
 use super::layers::{LayerIndex, MAX_LAYERS, Scheme, Sending};
 use super::participant::{SubState, Work};
 use super::temporal::FrameRate;
@@ -67,8 +79,82 @@ const AUDIO_NOMINAL: u64 = 48_000;
 
 /// How long after a participant joins its estimate is taken as a guess, not a measurement:
 /// long enough for str0m's initial probes (its startup phase is 2 s). Until then every track
-/// gets what is asked, as with no estimator; a receive cap still applies.
+/// gets what is asked, as with no estimator; a receive cap still applies. Also how long video
+/// that starts over an idle link is on trial (see the module docs).
 const ESTIMATE_STARTUP: Duration = Duration::from_secs(2);
+
+/// Whether video is being forwarded to a subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Video {
+    Flowing,
+    Stopped,
+}
+
+/// Whether a subscriber's estimate was measured with video on its link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// It was: the allocator follows it.
+    Measured,
+    /// No video flows over a link that has not fallen lately: the estimate measured audio.
+    Idle,
+    /// Video began to flow over an idle link less than [`ESTIMATE_STARTUP`] ago.
+    Trial,
+}
+
+/// Whether a subscriber's link is idle or its video on trial (see the module docs).
+///
+/// Lifecycle: one per participant, idle at join; [`LinkUse::observe`] at every reallocation.
+#[derive(Debug)]
+pub(crate) struct LinkUse {
+    /// Whether the last reallocation found no video flowing over a link that had not
+    /// fallen for [`IDLE_RESUME_QUIET`].
+    idle: bool,
+    /// Until when video that began to flow over an idle link is on trial.
+    trial_until: Option<Instant>,
+}
+
+impl Default for LinkUse {
+    fn default() -> Self {
+        Self {
+            idle: true,
+            trial_until: None,
+        }
+    }
+}
+
+impl LinkUse {
+    /// Takes in what flows now, and whether the link has been `calm` (no fall of the
+    /// estimate under what was sent for [`IDLE_RESUME_QUIET`]).
+    pub(crate) fn observe(&mut self, now: Instant, video: Video, calm: bool) -> Trust {
+        if video == Video::Flowing && self.idle {
+            self.trial_until = Some(now + ESTIMATE_STARTUP);
+        }
+        self.idle = video == Video::Stopped && calm;
+        if self.idle {
+            Trust::Idle
+        } else if self.trial_until.is_some_and(|until| now < until) {
+            Trust::Trial
+        } else {
+            Trust::Measured
+        }
+    }
+}
+
+/// The video budget of a subscriber from its `estimate` less `audio`, by [`Trust`]: never
+/// less than every asked-for track's lowest layer while the estimate is untested, so nothing
+/// is paused on it; and over an idle link, what a new subscriber starts from (the initial
+/// estimate). On trial it is not raised: an estimate that fell under the first video may
+/// lower layers, only not pause them.
+fn video_budget(estimate: u64, audio: u64, trust: Trust, demands: &[Demand]) -> u64 {
+    let video = estimate.saturating_sub(audio);
+    match trust {
+        Trust::Measured => video,
+        Trust::Trial => video.max(lowest_cost(demands)),
+        Trust::Idle => video
+            .max(super::INITIAL_ESTIMATE.saturating_sub(audio))
+            .max(lowest_cost(demands)),
+    }
+}
 
 impl Core {
     /// What `participant` wants of video `track` (`track:settings`): the smallest layer that
@@ -320,18 +406,14 @@ impl Core {
         // The estimator starts from a guess (INITIAL_ESTIMATE) and needs its first probes
         // to learn the link: nothing is paused or lowered on that guess.
         let estimating = now.saturating_duration_since(p.join_started) >= ESTIMATE_STARTUP;
-        let mut budget = p
-            .estimate
-            .filter(|_| estimating)
-            .map(|e| e.saturating_sub(audio));
-        // An estimate only knows the rate that was used: with no video flowing to this
-        // subscriber (all paused or waiting) it has sunk to the audio rate and would keep
-        // every track paused for good. Unless the link itself fell recently, resume as a
-        // new subscriber would: from the initial estimate.
-        let video_flows = at.iter().any(|&i| p.subs[i].selector.current().is_some());
-        if !video_flows && p.allocator.calm(now, IDLE_RESUME_QUIET) {
-            budget = budget.map(|b| b.max(super::INITIAL_ESTIMATE.saturating_sub(audio)));
-        }
+        let estimate = p.estimate.filter(|_| estimating);
+        let video = match at.iter().any(|&i| p.subs[i].selector.current().is_some()) {
+            true => Video::Flowing,
+            false => Video::Stopped,
+        };
+        let calm = p.allocator.calm(now, IDLE_RESUME_QUIET);
+        let trust = p.link_use.observe(now, video, calm);
+        let mut budget = estimate.map(|e| video_budget(e, audio, trust, &demands));
         let cap = p.receive_cap.map(|cap| cap.saturating_sub(audio));
         if let Some(cap) = cap {
             budget = Some(budget.map_or(cap, |b| b.min(cap)));
@@ -530,5 +612,95 @@ impl Rungs {
                 (Some(layer), rate)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK_MS: u64 = 250;
+
+    /// What `LinkUse` says at each tick of `video` (one entry per tick), `calm` throughout.
+    fn trust_over(link: &mut LinkUse, start: Instant, video: &[Video], calm: bool) -> Vec<Trust> {
+        (0..video.len())
+            .map(|i| {
+                let now = start + Duration::from_millis(TICK_MS * i as u64);
+                link.observe(now, video[i], calm)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn video_that_starts_over_an_idle_link_is_on_trial_for_the_startup_time() {
+        use Video::{Flowing, Stopped};
+        let start = Instant::now();
+        let mut link = LinkUse::default();
+        // At join nothing flows: idle. Video flows from the third tick: on trial for 2 s
+        // (eight ticks), then measured.
+        let video = [[Stopped; 2].as_slice(), &[Flowing; 12]].concat();
+        let trust = trust_over(&mut link, start, &video, true);
+        let on_trial = (ESTIMATE_STARTUP.as_millis() as u64 / TICK_MS) as usize;
+        assert_eq!(trust[..2], [Trust::Idle; 2]);
+        assert_eq!(trust[2..2 + on_trial], vec![Trust::Trial; on_trial]);
+        assert!(trust[2 + on_trial..].iter().all(|t| *t == Trust::Measured));
+    }
+
+    #[test]
+    fn a_link_whose_video_the_estimate_just_paused_is_not_idle() {
+        use Video::{Flowing, Stopped};
+        let start = Instant::now();
+        let mut link = LinkUse::default();
+        trust_over(&mut link, start, &[Flowing; 12], true);
+        // Paused for the budget (a fall, so not calm): the estimate is believed, and video
+        // that comes back is not on trial.
+        let later = start + Duration::from_secs(5);
+        let trust = trust_over(
+            &mut link,
+            later,
+            &[Stopped, Stopped, Flowing, Flowing],
+            false,
+        );
+        assert_eq!(trust, [Trust::Measured; 4]);
+        // Once the link has been calm with nothing flowing, it is idle again, and the next
+        // video is on trial.
+        let much_later = start + Duration::from_secs(20);
+        let trust = trust_over(&mut link, much_later, &[Stopped, Flowing, Flowing], true);
+        assert_eq!(trust, [Trust::Idle, Trust::Trial, Trust::Trial]);
+    }
+
+    #[test]
+    fn an_untested_estimate_pauses_no_lowest_layer_and_an_idle_one_starts_from_the_initial() {
+        let layer = |bitrate| LayerCost {
+            bitrate,
+            available: true,
+            measured: true,
+        };
+        let camera = |bitrates: &[u64]| Demand {
+            priority: Priority::Other,
+            flow: Flow::Flowing(0),
+            wanted: Some(bitrates.len() as LayerIndex - 1),
+            layers: bitrates.iter().map(|&b| layer(b)).collect(),
+            reduced: 0,
+        };
+        let audio = 80_000;
+        let simulcast = [0, 1].map(|_| camera(&[150_000, 500_000, 1_500_000]));
+        // An estimate formed on audio alone (100k): measured, it pauses both cameras; on
+        // trial, both keep their lowest layer and nothing more; idle, the budget is what a new
+        // subscriber starts from.
+        let measured = video_budget(100_000, audio, Trust::Measured, &simulcast);
+        assert_eq!(allocate(Some(measured), &simulcast), vec![None, None]);
+        let trial = video_budget(100_000, audio, Trust::Trial, &simulcast);
+        assert_eq!(allocate(Some(trial), &simulcast), vec![Some(0), Some(0)]);
+        let idle = video_budget(100_000, audio, Trust::Idle, &simulcast);
+        assert_eq!(idle, super::super::INITIAL_ESTIMATE - audio);
+        // A higher estimate is followed in every state.
+        for trust in [Trust::Measured, Trust::Trial, Trust::Idle] {
+            assert_eq!(video_budget(3_000_000, audio, trust, &simulcast), 2_920_000);
+        }
+        // Four single-layer 1.5 Mbit/s cameras on trial: all keep flowing.
+        let four = [0, 1, 2, 3].map(|_| camera(&[1_500_000]));
+        let budget = video_budget(100_000, audio, Trust::Trial, &four);
+        assert_eq!(allocate(Some(budget), &four), vec![Some(0); 4]);
     }
 }

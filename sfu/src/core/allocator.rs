@@ -212,6 +212,20 @@ fn lowest_usable(d: &Demand) -> Option<LayerIndex> {
     (0..=d.wanted?).find(|l| d.layers.get(usize::from(*l)).is_some_and(|x| x.available))
 }
 
+/// What the first pass of [`allocate`] gives every asked-for track at the least: its lowest
+/// usable layer at the full frame rate asked for (bit/s). A budget of this much pauses
+/// nothing.
+pub fn lowest_cost(demands: &[Demand]) -> u64 {
+    demands
+        .iter()
+        .filter_map(|d| {
+            let lowest = lowest_usable(d)?;
+            let full_rate = d.reduced.max(lowest).min(d.wanted?);
+            d.layers.get(usize::from(full_rate)).map(|l| l.bitrate)
+        })
+        .sum()
+}
+
 /// What an allocation costs (bit/s).
 pub fn cost(demands: &[Demand], choice: &[Option<LayerIndex>]) -> u64 {
     demands
@@ -502,6 +516,31 @@ mod tests {
             video(Priority::Other, None),
         ];
         assert_eq!(allocate(None, &d), vec![Some(2), None]);
+    }
+
+    #[test]
+    fn the_lowest_cost_is_the_budget_that_pauses_nothing() {
+        let mut thinned = video(Priority::Other, Some(2));
+        // Two reduced rungs under the low layer: its full rate is rung 2.
+        thinned.layers.splice(0..0, [thinned.layers[0]; 2]);
+        thinned.layers[0].bitrate = 40_000;
+        thinned.layers[1].bitrate = 80_000;
+        thinned.reduced = 2;
+        let mut unavailable_low = video(Priority::Other, Some(2));
+        unavailable_low.layers[0].available = false;
+        let d = [
+            video(Priority::Speaker, Some(2)),
+            video(Priority::Other, None),
+            thinned,
+            unavailable_low,
+        ];
+        let lowest = lowest_cost(&d);
+        assert_eq!(lowest, 150_000 + 150_000 + 500_000);
+        assert_eq!(
+            allocate(Some(lowest), &d),
+            vec![Some(0), None, Some(2), Some(1)]
+        );
+        assert!(allocate(Some(lowest - 1), &d).contains(&None::<LayerIndex>));
     }
 
     #[test]

@@ -289,6 +289,7 @@ impl Core {
             egress_nacks: HashMap::new(),
             viewing: None,
             estimate: None,
+            link_use: Default::default(),
             allocator: Default::default(),
             bandwidth_wish: (0, 0),
             capture: Default::default(),

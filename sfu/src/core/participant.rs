@@ -232,6 +232,8 @@ pub(crate) struct Participant {
     pub viewing: Option<super::viewer::Viewing>,
     /// The downlink estimate (bit/s) from str0m's TWCC estimator, once there is one.
     pub estimate: Option<u64>,
+    /// Whether its estimate was formed without video (see `adaptive`'s module docs).
+    pub link_use: super::adaptive::LinkUse,
     /// Shares the estimate among the video tracks this participant receives.
     pub allocator: Allocator,
     /// The most it wants to receive (`media:bandwidth`), bit/s.
