@@ -240,8 +240,6 @@ for (const codec of ['VP9', 'AV1']) {
     const onBase = await inboundVideo(sub.page);
     assert.ok(onBase.frameWidth <= 320, JSON.stringify(onBase));
     assert.deepEqual(shown((await layerEvents(sub.page)).at(-1)), { rid: null, width: 320, height: 180 });
-    console.log(`${codec} SVC: all layers ${Math.round(fullRate / 1000)} kbit/s, base layer ${Math.round(baseRate / 1000)} kbit/s`);
-    assert.ok(baseRate < fullRate / 2, `base ${baseRate} bit/s, all ${fullRate} bit/s`);
 
     // A big tile: both layers again from the next keyframe, in the same stream, decoding all
     // along.
@@ -266,6 +264,16 @@ for (const codec of ['VP9', 'AV1']) {
       timeoutMs: 15_000,
       what: 'framesDecoded to keep rising after the step up',
     });
+    // The publisher's encoder may still be ramping up when the first full rate is measured
+    // (one CI-like run measured 171 kbit/s there against 340-576 in three runs after it): the
+    // base layer is compared with the higher of the full rates before and after it.
+    const fullAgain = await rate();
+    const kbit = (r) => Math.round(r / 1000);
+    console.log(
+      `${codec} SVC: all layers ${kbit(fullRate)} then ${kbit(fullAgain)} kbit/s, base layer ${kbit(baseRate)} kbit/s`,
+    );
+    const fullest = Math.max(fullRate, fullAgain);
+    assert.ok(baseRate < fullest / 2, `base ${baseRate} bit/s, all ${fullRate} then ${fullAgain} bit/s`);
     assert.equal(big.id, full.id, 'one receiver throughout');
     assert.deepEqual(errors, []);
   });
