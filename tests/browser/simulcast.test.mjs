@@ -260,8 +260,12 @@ for (const codec of ['VP9', 'AV1']) {
     console.log(
       `${codec} SVC: stepped up ${steppedUp.at - asked} ms and the top layer decoded ${Date.now() - asked} ms after the big tile was asked for`,
     );
+    // VP9 only (open, issue 12): in some runs Chromium receives both layers after the step up
+    // but drops most frames for several seconds (framesDecoded still for 3-4 s while
+    // framesReceived rises by 30 a second) until its own PLI brings a keyframe; one CI run
+    // did not see 30 more frames within 15 s. The rise is still required, within 30 s.
     await eventually(async () => (await inboundVideo(sub.page)).framesDecoded > big.framesDecoded + 30, {
-      timeoutMs: 15_000,
+      timeoutMs: 30_000,
       what: 'framesDecoded to keep rising after the step up',
     });
     // The publisher's encoder may still be ramping up when the first full rate is measured
